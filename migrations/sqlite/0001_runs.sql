@@ -1,0 +1,47 @@
+-- Runs and their event log. Times are milliseconds since the Unix epoch (UTC).
+CREATE TABLE runs (
+    id               TEXT    PRIMARY KEY,
+    agent            TEXT    NOT NULL,
+    status           TEXT    NOT NULL
+        CHECK (status IN ('queued', 'running', 'retrying', 'succeeded', 'failed', 'cancelled')),
+    input            TEXT    NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    metadata         TEXT    NOT NULL DEFAULT '{}',
+    progress_percent INTEGER CHECK (progress_percent BETWEEN 0 AND 100),
+    progress_message TEXT,
+    attempt          INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    max_attempts     INTEGER NOT NULL CHECK (max_attempts >= 1),
+    result           TEXT,
+    error_kind       TEXT,
+    error_message    TEXT,
+    timeout_ms       INTEGER NOT NULL,
+    backoff_base_ms  INTEGER NOT NULL,
+    backoff_cap_ms   INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,
+    worker_id        TEXT,
+    lease_until      INTEGER,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    updated_at       INTEGER NOT NULL,
+    -- the seq of the run's last event; bumped by the same UPDATE that appends one
+    event_seq        INTEGER NOT NULL DEFAULT 0,
+    CHECK ((status = 'running') = (worker_id IS NOT NULL AND lease_until IS NOT NULL))
+) STRICT;
+
+-- Claims scan ready runs in priority, then due-time order.
+CREATE INDEX runs_ready ON runs (priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
+-- Listing by status, and the sweeper's look for expired leases.
+CREATE INDEX runs_status ON runs (status, id);
+CREATE INDEX runs_agent ON runs (agent, id);
+CREATE INDEX runs_lease ON runs (lease_until) WHERE status = 'running';
+
+CREATE TABLE run_events (
+    run_id  TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    type    TEXT    NOT NULL,
+    attempt INTEGER NOT NULL,
+    data    TEXT    NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;

@@ -1,0 +1,13 @@
+//! The run model: ids, statuses and their legal transitions, run errors and retry backoff.
+//!
+//! Pure types and rules with no I/O, shared by the store, the workers and the API.
+
+mod backoff;
+mod run;
+mod status;
+
+pub use backoff::Backoff;
+pub use run::{
+    AgentName, EventKind, NewRun, Progress, Run, RunError, RunErrorKind, RunEvent, RunId,
+};
+pub use status::RunStatus;

@@ -1,0 +1,185 @@
+//! A run and what happens to it: the record clients read, the events it appends, its errors.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Backoff, RunStatus};
+
+/// A run's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub Uuid);
+
+impl RunId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The registered name of an agent (`echo`, `http`, or an application's own).
+pub type AgentName = String;
+
+/// A run as the API accepts it, after validation and with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub id: RunId,
+    pub agent: AgentName,
+    pub input: Value,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    /// When the first attempt may start; `None` means now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The last progress an agent reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    /// 0 to 100.
+    pub percent: u8,
+    pub message: Option<String>,
+}
+
+/// Why an attempt or a run failed. Kinds are stable snake_case strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunErrorKind {
+    /// The agent returned an error.
+    AgentError,
+    /// The attempt ran past its `timeout_ms`.
+    Timeout,
+    /// The worker running the attempt stopped heartbeating (killed, machine gone).
+    LostWorker,
+    /// The agent panicked.
+    Panicked,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+impl RunErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AgentError => "agent_error",
+            Self::Timeout => "timeout",
+            Self::LostWorker => "lost_worker",
+            Self::Panicked => "panicked",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An error recorded on a run or an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunError {
+    pub kind: RunErrorKind,
+    pub message: String,
+}
+
+/// The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Run {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: RunId,
+    pub agent: AgentName,
+    pub status: RunStatus,
+    pub input: Value,
+    /// Higher runs first among runs that are due.
+    pub priority: i32,
+    pub metadata: BTreeMap<String, String>,
+    pub progress: Option<Progress>,
+    /// The number of the current (or last) attempt; 0 before the first starts.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub result: Option<Value>,
+    pub error: Option<RunError>,
+    /// Per-attempt time limit.
+    pub timeout_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    /// When the run is (or was) due to start: its `run_at`, or the next attempt's due time.
+    pub run_at: DateTime<Utc>,
+    /// While `retrying`: when the next attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The worker process holding the run while it is `running`.
+    pub worker_id: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What an event records. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Started,
+    Progress,
+    Log,
+    RetryScheduled,
+    Succeeded,
+    Failed,
+    /// A worker shutting down handed the run back without using up the attempt.
+    Released,
+    /// The attempt's worker stopped heartbeating; the sweeper took the run back.
+    AttemptLost,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Started => "started",
+            Self::Progress => "progress",
+            Self::Log => "log",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Released => "released",
+            Self::AttemptLost => "attempt_lost",
+        }
+    }
+}
+
+/// One entry of a run's ordered event log.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RunEvent {
+    /// Position in the run's log, from 1, without gaps.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "started")]
+    pub kind: String,
+    /// The attempt the event belongs to (0 before the first).
+    pub attempt: u32,
+    pub data: Value,
+}

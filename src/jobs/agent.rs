@@ -1,0 +1,149 @@
+//! The agent interface applications implement, and the context a run's attempt gets.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Progress, RunId};
+use crate::store::{Fence, Store};
+
+/// A named unit of work registered in-process.
+///
+/// `run` is called once per attempt. Return `Ok(result)` to succeed,
+/// [`AgentError::retryable`] for a failure worth retrying (network, rate limit, a flaky
+/// dependency) or [`AgentError::permanent`] when retrying cannot help (bad input, a 4xx).
+/// Long-running agents should watch [`RunContext::cancelled`]: it fires on timeout and when
+/// the worker hands the run back at shutdown. Blocking or CPU-heavy work belongs in
+/// `tokio::task::spawn_blocking`, off the async threads.
+#[async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// The name clients use in `POST /v1/runs` (`[a-z0-9_.-]`, at most 64 characters).
+    fn name(&self) -> &str;
+
+    /// One line for `GET /v1/agents`.
+    fn description(&self) -> &str {
+        ""
+    }
+
+    /// A JSON Schema the run's `input` must satisfy; checked when the run is created.
+    fn input_schema(&self) -> Value {
+        serde_json::json!({})
+    }
+
+    async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError>;
+}
+
+/// Why an attempt failed, and whether another attempt may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AgentError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl AgentError {
+    /// A failure another attempt may fix; retried while attempts remain.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix; the run fails at once.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// What an attempt can see of its run and report back. Cheap to clone.
+#[derive(Clone)]
+pub struct RunContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    fence: Fence,
+    max_attempts: u32,
+    store: Store,
+    cancel: CancellationToken,
+}
+
+impl RunContext {
+    pub(crate) fn new(
+        fence: Fence,
+        max_attempts: u32,
+        store: Store,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                fence,
+                max_attempts,
+                store,
+                cancel,
+            }),
+        }
+    }
+
+    pub fn run_id(&self) -> RunId {
+        self.inner.fence.run_id
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.fence.attempt
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// Fires when the attempt should stop: timeout, shutdown hand-back, or lost lease.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Reports progress (percent is clamped to 0–100). Returns once it is stored. If the
+    /// attempt no longer owns its run, the cancellation token fires.
+    pub async fn progress(&self, percent: u8, message: impl Into<Option<String>>) {
+        let progress = Progress {
+            percent: percent.min(100),
+            message: message.into(),
+        };
+        let written = self
+            .inner
+            .store
+            .progress(self.inner.fence.clone(), progress)
+            .await;
+        self.after_write(written);
+    }
+
+    /// Appends a `log` event to the run (`level`: debug, info, warn, error).
+    pub async fn log(&self, level: &str, message: impl Into<String>) {
+        let written = self
+            .inner
+            .store
+            .log(self.inner.fence.clone(), level, message.into())
+            .await;
+        self.after_write(written);
+    }
+
+    fn after_write(&self, written: Result<bool, crate::store::StoreError>) {
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(run.id = %self.run_id(), run.attempt = self.attempt(), "attempt no longer owns its run; cancelling it");
+                self.inner.cancel.cancel();
+            }
+            Err(e) => {
+                tracing::warn!(run.id = %self.run_id(), error = %e, "could not record agent report")
+            }
+        }
+    }
+}

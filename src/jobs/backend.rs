@@ -1,0 +1,148 @@
+//! The apalis backend over the runs table: a fetcher stream that claims due runs.
+//!
+//! apalis polls the stream only when the worker has a free slot. Each poll claims at most
+//! as many runs as there are free slots (claiming more would start their leases while
+//! they wait), keeps any surplus in a small buffer, and when nothing is due waits for the
+//! store's ready signal (an insert, a retry or a release in this process), the earliest
+//! known due time, or the poll interval (runs inserted by other processes), whichever
+//! comes first. It never ends and never fails: a store error is logged and retried with
+//! backoff, because a fetcher error would stop the apalis worker.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_core::backend::custom::{BackendBuilder, CustomBackend};
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::context::WorkerContext;
+use futures::stream::BoxStream;
+use futures::{Sink, StreamExt};
+use tokio::sync::watch;
+
+use crate::store::{ClaimedRun, Store};
+
+use super::QueueError;
+
+/// What a fetcher needs to claim runs for one worker process.
+#[derive(Clone)]
+pub struct FetchConfig {
+    pub store: Store,
+    pub worker_id: Arc<str>,
+    /// The agents this worker serves.
+    pub agents: Arc<[String]>,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+}
+
+type Fetch = BoxStream<'static, Result<Option<Task<ClaimedRun>>, QueueError>>;
+type Push = std::pin::Pin<Box<dyn Sink<Task<ClaimedRun>, Error = QueueError> + Send>>;
+
+/// The runs-table backend type the worker is built with.
+pub type RunsBackend = CustomBackend<ClaimedRun, FetchConfig, Fetch, Push, ()>;
+
+pub fn runs_backend(config: FetchConfig) -> RunsBackend {
+    BackendBuilder::new()
+        .database(config)
+        .fetcher(|config: &mut FetchConfig, _: &(), worker: &WorkerContext| {
+            fetch_stream(config.clone(), worker.clone())
+        })
+        .sink(|_: &mut FetchConfig, _: &()| {
+            // Runs enter through `Store::insert_run` (the API), never through apalis.
+            let refuse = futures::sink::unfold((), |(), _task: Task<ClaimedRun>| {
+                futures::future::ready(Err::<(), _>(QueueError::PushUnsupported))
+            });
+            Box::pin(refuse) as Push
+        })
+        .build()
+        .expect("database, fetcher and sink are all set")
+}
+
+struct Fetcher {
+    config: FetchConfig,
+    worker: WorkerContext,
+    ready: watch::Receiver<i64>,
+    buffer: VecDeque<ClaimedRun>,
+    error_backoff: Duration,
+}
+
+fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
+    let fetcher = Fetcher {
+        ready: config.store.ready_signal(),
+        config,
+        worker,
+        buffer: VecDeque::new(),
+        error_backoff: Duration::ZERO,
+    };
+    futures::stream::unfold(fetcher, |mut f| async move {
+        let run = f.next_run().await;
+        Some((Ok(Some(into_task(run))), f))
+    })
+    .boxed()
+}
+
+/// The task id includes the attempt, so a re-claimed run never collides with a stale one.
+fn into_task(run: ClaimedRun) -> Task<ClaimedRun> {
+    let id = TaskId::String(format!("{}:{}", run.id, run.attempt));
+    // apalis counts the attempt up by one when the task starts.
+    let attempt = run.attempt.saturating_sub(1) as usize;
+    TaskBuilder::new(run).task_id(id).attempt(attempt).build()
+}
+
+impl Fetcher {
+    async fn next_run(&mut self) -> ClaimedRun {
+        loop {
+            if let Some(run) = self.buffer.pop_front() {
+                return run;
+            }
+            // Anything signalled from here on wakes the wait below.
+            self.ready.borrow_and_update();
+            let free = self
+                .config
+                .concurrency
+                .saturating_sub(self.worker.task_count())
+                .max(1);
+            let claimed = self
+                .config
+                .store
+                .claim(
+                    self.config.worker_id.clone(),
+                    Some(self.config.agents.clone()),
+                    free,
+                    self.config.lease,
+                )
+                .await;
+            match claimed {
+                Ok(runs) if !runs.is_empty() => {
+                    self.error_backoff = Duration::ZERO;
+                    self.buffer.extend(runs);
+                }
+                Ok(_) => {
+                    self.error_backoff = Duration::ZERO;
+                    self.wait_for_work().await;
+                }
+                Err(e) => {
+                    self.error_backoff = (self.error_backoff * 2)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in_ms = self.error_backoff.as_millis() as u64, "claiming runs failed");
+                    tokio::time::sleep(self.error_backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn wait_for_work(&mut self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let hint = *self.ready.borrow();
+        let mut wait = self.config.poll_interval;
+        if hint > now {
+            wait = wait.min(Duration::from_millis((hint - now) as u64));
+        }
+        tokio::select! {
+            _ = self.ready.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `http`: calls an HTTP endpoint. Network errors, 429 and 5xx are retryable; other 4xx
+//! are permanent. The response body is returned as JSON when it parses, else as text,
+//! capped in size.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::jobs::{Agent, AgentError, RunContext};
+
+/// Limits of the `http` agent.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest response body kept in the result; the rest is cut and `truncated` set.
+    pub max_body_bytes: usize,
+    /// Request timeout when the input gives none.
+    pub default_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Http {
+    client: reqwest::Client,
+    options: HttpOptions,
+}
+
+impl Http {
+    pub fn new(options: HttpOptions) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("agentq/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with default TLS settings builds");
+        Self { client, options }
+    }
+}
+
+#[derive(Deserialize)]
+struct HttpInput {
+    #[serde(default = "default_method")]
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<Value>,
+    timeout_ms: Option<u64>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+#[async_trait]
+impl Agent for Http {
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    fn description(&self) -> &str {
+        "Calls an HTTP endpoint; returns status, headers and body. 5xx, 429 and network errors are retried."
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": false,
+            "properties": {
+                "method": { "type": "string",
+                            "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] },
+                "url": { "type": "string", "pattern": "^https?://", "maxLength": 8192 },
+                "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                "body": { "description": "A string is sent as is; any other JSON value as JSON." },
+                "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 3_600_000 }
+            }
+        })
+    }
+
+    async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
+        let input: HttpInput = serde_json::from_value(input)
+            .map_err(|e| AgentError::permanent(format!("invalid input: {e}")))?;
+        let method = reqwest::Method::from_bytes(input.method.as_bytes())
+            .map_err(|_| AgentError::permanent(format!("invalid method `{}`", input.method)))?;
+        let timeout = input
+            .timeout_ms
+            .map_or(self.options.default_timeout, Duration::from_millis);
+        let mut request = self.client.request(method, &input.url).timeout(timeout);
+        for (name, value) in &input.headers {
+            request = request.header(name, value);
+        }
+        request = match input.body {
+            Some(Value::String(text)) => request.body(text),
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        let response = tokio::select! {
+            r = request.send() => r.map_err(|e| classify_send_error(&e))?,
+            _ = ctx.cancelled().cancelled() => return Err(AgentError::retryable("cancelled")),
+        };
+        let status = response.status();
+        let headers: BTreeMap<String, String> = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let (bytes, truncated) = read_capped(response, self.options.max_body_bytes).await?;
+        let body = serde_json::from_slice::<Value>(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let result = json!({
+            "status": status.as_u16(),
+            "headers": headers,
+            "body": body,
+            "truncated": truncated,
+        });
+        let summary = format!("{} answered {}", input.url, status);
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(AgentError::retryable(summary))
+        } else if status.is_client_error() {
+            Err(AgentError::permanent(summary))
+        } else {
+            Ok(result)
+        }
+    }
+}
+
+fn classify_send_error(e: &reqwest::Error) -> AgentError {
+    if e.is_builder() {
+        AgentError::permanent(format!("invalid request: {e}"))
+    } else {
+        AgentError::retryable(format!("request failed: {e}"))
+    }
+}
+
+async fn read_capped(
+    response: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), AgentError> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| AgentError::retryable(format!("reading body: {e}")))?;
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}

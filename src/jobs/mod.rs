@@ -1,0 +1,25 @@
+//! Executing runs: the agent interface and registry, built-in agents, the apalis backend
+//! over the runs table, and the worker runtime (leases, sweeper, shutdown).
+//!
+//! This is the only module that names apalis types.
+
+mod agent;
+mod backend;
+pub mod builtin;
+mod execute;
+mod outcome;
+mod registry;
+mod runtime;
+
+pub use agent::{Agent, AgentError, RunContext};
+pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
+pub use runtime::{WorkerOptions, new_worker_id, run_worker, served_agents};
+
+/// Errors of the worker side.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("agent `{0}` is not registered")]
+    UnknownAgent(String),
+    #[error("runs are submitted through the store, not pushed through apalis")]
+    PushUnsupported,
+}

@@ -1,0 +1,146 @@
+//! Turning how an attempt ended into the run's next state: done, retry later, or failed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::domain::{RunError, RunErrorKind};
+use crate::store::{ClaimedRun, Outcome};
+
+use super::AgentError;
+
+/// How an attempt ended without a result.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Failure {
+    Agent(AgentError),
+    Timeout(Duration),
+    Panicked(String),
+}
+
+impl Failure {
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Agent(e) => e.retryable,
+            Self::Timeout(_) | Self::Panicked(_) => true,
+        }
+    }
+
+    fn into_error(self) -> RunError {
+        match self {
+            Self::Agent(e) => RunError {
+                kind: RunErrorKind::AgentError,
+                message: e.message,
+            },
+            Self::Timeout(limit) => RunError {
+                kind: RunErrorKind::Timeout,
+                message: format!("attempt timed out after {} ms", limit.as_millis()),
+            },
+            Self::Panicked(message) => RunError {
+                kind: RunErrorKind::Panicked,
+                message: format!("agent panicked: {message}"),
+            },
+        }
+    }
+}
+
+/// A retryable failure is retried while attempts remain, after a jittered backoff;
+/// anything else ends the run.
+pub(crate) fn decide(
+    run: &ClaimedRun,
+    ended: Result<Value, Failure>,
+    now: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> Outcome {
+    let failure = match ended {
+        Ok(result) => return Outcome::Succeeded(result),
+        Err(failure) => failure,
+    };
+    let retry = failure.retryable() && run.attempt < run.max_attempts;
+    let error = failure.into_error();
+    if retry {
+        let delay = run.backoff().delay(run.attempt, rng);
+        Outcome::Retry {
+            error,
+            retry_at: now + delay,
+        }
+    } else {
+        Outcome::Failed(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RunId;
+    use rand::{SeedableRng, rngs::StdRng};
+    use serde_json::json;
+
+    fn claimed(attempt: u32, max_attempts: u32) -> ClaimedRun {
+        ClaimedRun {
+            id: RunId::new(),
+            agent: "echo".into(),
+            input: json!({}),
+            attempt,
+            max_attempts,
+            timeout_ms: 1000,
+            backoff_base_ms: 1000,
+            backoff_cap_ms: 300_000,
+            priority: 0,
+            worker_id: "w".into(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn success_is_recorded_with_its_result() {
+        let out = decide(&claimed(1, 3), Ok(json!(1)), now(), &mut rand::rng());
+        assert_eq!(out, Outcome::Succeeded(json!(1)));
+    }
+
+    #[test]
+    fn retryable_failure_is_retried_within_the_backoff_ceiling() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for attempt in 1..=2 {
+            let run = claimed(attempt, 3);
+            let failure = Failure::Agent(AgentError::retryable("flaky"));
+            match decide(&run, Err(failure), now(), &mut rng) {
+                Outcome::Retry { error, retry_at } => {
+                    assert_eq!(error.kind, RunErrorKind::AgentError);
+                    assert!(retry_at >= now());
+                    assert!(retry_at <= now() + run.backoff().ceiling(attempt));
+                }
+                other => panic!("expected a retry, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn last_attempt_fails_for_good() {
+        let failure = Failure::Agent(AgentError::retryable("flaky"));
+        let out = decide(&claimed(3, 3), Err(failure), now(), &mut rand::rng());
+        assert!(matches!(out, Outcome::Failed(e) if e.message == "flaky"));
+    }
+
+    #[test]
+    fn permanent_failure_is_not_retried() {
+        let failure = Failure::Agent(AgentError::permanent("bad input"));
+        let out = decide(&claimed(1, 5), Err(failure), now(), &mut rand::rng());
+        assert!(matches!(out, Outcome::Failed(e) if e.kind == RunErrorKind::AgentError));
+    }
+
+    #[test]
+    fn timeout_and_panic_are_retryable() {
+        for failure in [
+            Failure::Timeout(Duration::from_millis(5)),
+            Failure::Panicked("boom".into()),
+        ] {
+            let out = decide(&claimed(1, 2), Err(failure), now(), &mut rand::rng());
+            assert!(matches!(out, Outcome::Retry { .. }));
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The agents a process knows, with their input schemas compiled once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::Agent;
+
+struct Registered {
+    agent: Arc<dyn Agent>,
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+/// Agents by name. Built at start-up, then shared read-only.
+#[derive(Default)]
+pub struct AgentRegistry {
+    agents: BTreeMap<String, Registered>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("agent name `{0}` is invalid: use 1–64 of a-z, 0-9, `_`, `-`, `.`")]
+    InvalidName(String),
+    #[error("agent `{0}` is registered twice")]
+    Duplicate(String),
+    #[error("agent `{name}` has an invalid input schema: {reason}")]
+    InvalidSchema { name: String, reason: String },
+}
+
+/// One problem found in a run's input, located by JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    /// JSON pointer into the input (`""` for the input itself).
+    pub pointer: String,
+    pub message: String,
+}
+
+/// An agent as `GET /v1/agents` lists it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentInfo {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the agent's input.
+    pub input_schema: Value,
+}
+
+fn valid_agent_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}
+
+impl AgentRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, agent: impl Agent) -> Result<&mut Self, RegistryError> {
+        self.register_arc(Arc::new(agent))
+    }
+
+    pub fn register_arc(&mut self, agent: Arc<dyn Agent>) -> Result<&mut Self, RegistryError> {
+        let name = agent.name().to_owned();
+        if !valid_agent_name(&name) {
+            return Err(RegistryError::InvalidName(name));
+        }
+        if self.agents.contains_key(&name) {
+            return Err(RegistryError::Duplicate(name));
+        }
+        let schema = agent.input_schema();
+        let validator =
+            jsonschema::validator_for(&schema).map_err(|e| RegistryError::InvalidSchema {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+        self.agents.insert(
+            name,
+            Registered {
+                agent,
+                schema,
+                validator,
+            },
+        );
+        Ok(self)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Agent>> {
+        self.agents.get(name).map(|r| r.agent.clone())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.agents.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+
+    pub fn list(&self) -> Vec<AgentInfo> {
+        self.agents
+            .iter()
+            .map(|(name, r)| AgentInfo {
+                name: name.clone(),
+                description: r.agent.description().to_owned(),
+                input_schema: r.schema.clone(),
+            })
+            .collect()
+    }
+
+    /// Checks `input` against the agent's schema. `None` when the agent is unknown.
+    pub fn check_input(&self, name: &str, input: &Value) -> Option<Vec<InputProblem>> {
+        let registered = self.agents.get(name)?;
+        Some(
+            registered
+                .validator
+                .iter_errors(input)
+                .take(20)
+                .map(|e| InputProblem {
+                    pointer: e.instance_path.to_string(),
+                    message: e.to_string(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Debug for AgentRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.agents.keys()).finish()
+    }
+}

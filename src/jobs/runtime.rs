@@ -1,0 +1,211 @@
+//! A worker process's runtime: the apalis worker over the runs table, the lease renewer,
+//! the sweeper of expired leases, and shutdown.
+//!
+//! Shutdown: when `shutdown` fires the worker stops claiming and in-flight attempts get
+//! `shutdown_timeout` to finish. Then every run this worker still holds (attempts that did
+//! not finish, runs claimed but not started) is handed back to the queue without using up
+//! its attempt, and only after that are the remaining agents told to stop, so an agent
+//! that stops early cannot record a failure for a run it no longer owns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt;
+use apalis_core::monitor::Monitor;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::ext::parallelize::ParallelizeExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+use super::backend::{FetchConfig, runs_backend};
+use super::execute::{Executor, InFlight, execute};
+use super::{AgentRegistry, QueueError};
+
+/// How a worker process runs attempts.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Attempts run at once by this process.
+    pub concurrency: usize,
+    /// How long a claimed run stays owned without a heartbeat.
+    pub lease: Duration,
+    /// How long in-flight attempts get to finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// How often an idle worker looks for runs it was not woken for.
+    pub poll_interval: Duration,
+    /// The agents to serve; `None` serves every registered agent.
+    pub agents: Option<Vec<String>>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            agents: None,
+        }
+    }
+}
+
+/// A unique name for this process's worker: host, pid and a random suffix.
+pub fn new_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let suffix: u32 = rand::random();
+    format!("{host}-{}-{:08x}", std::process::id(), suffix)
+}
+
+/// The agents a worker will serve, checked against the registry.
+pub fn served_agents(
+    registry: &AgentRegistry,
+    wanted: Option<&[String]>,
+) -> Result<Arc<[String]>, QueueError> {
+    match wanted {
+        None => Ok(registry.names().map(str::to_owned).collect()),
+        Some(names) => {
+            if let Some(unknown) = names.iter().find(|n| !registry.contains(n)) {
+                return Err(QueueError::UnknownAgent(unknown.clone()));
+            }
+            Ok(names.iter().cloned().collect())
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` fires, then shuts down as described above.
+pub async fn run_worker(
+    store: Store,
+    registry: Arc<AgentRegistry>,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<(), QueueError> {
+    let agents = served_agents(&registry, options.agents.as_deref())?;
+    let worker_id: Arc<str> = new_worker_id().into();
+    tracing::info!(worker.id = %worker_id, agents = ?agents, concurrency = options.concurrency, "worker starting");
+    let inflight = InFlight::default();
+    let executor = Arc::new(Executor {
+        store: store.clone(),
+        registry,
+        inflight: inflight.clone(),
+    });
+    let fetch = FetchConfig {
+        store: store.clone(),
+        worker_id: worker_id.clone(),
+        agents,
+        concurrency: options.concurrency,
+        lease: options.lease,
+        poll_interval: options.poll_interval,
+    };
+    let background = CancellationToken::new();
+    let renewer = tokio::spawn(renew_leases(
+        store.clone(),
+        worker_id.clone(),
+        options.lease,
+        background.clone(),
+    ));
+    let sweeper = tokio::spawn(sweep(store.clone(), options.lease, background.clone()));
+
+    supervise(&fetch, &executor, &options, &shutdown).await;
+
+    match store.release_worker(worker_id.clone()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(worker.id = %worker_id, runs = n, "handed unfinished runs back to the queue"),
+        Err(e) => tracing::error!(worker.id = %worker_id, error = %e, "could not hand runs back; they return when their lease expires"),
+    }
+    let stopped = inflight.cancel_all();
+    if stopped > 0 {
+        tracing::info!(attempts = stopped, "told unfinished attempts to stop");
+    }
+    background.cancel();
+    let _ = tokio::join!(renewer, sweeper);
+    tracing::info!(worker.id = %worker_id, "worker stopped");
+    Ok(())
+}
+
+/// Runs the apalis monitor until shutdown; if the worker dies on its own, starts it
+/// again after an exponential backoff (1 s doubling to 60 s) instead of spinning.
+async fn supervise(
+    fetch: &FetchConfig,
+    executor: &Arc<Executor>,
+    options: &WorkerOptions,
+    shutdown: &CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let (fetch, executor, concurrency) = (fetch.clone(), executor.clone(), options.concurrency);
+        let name = fetch.worker_id.to_string();
+        let monitor = Monitor::new()
+            .register(move |_restarts| {
+                WorkerBuilder::new(name.as_str())
+                    .backend(runs_backend(fetch.clone()))
+                    .concurrency(concurrency)
+                    .parallelize(tokio::spawn)
+                    .data(executor.clone())
+                    .build(execute)
+            })
+            .should_restart(|_, _| false)
+            .shutdown_timeout(options.shutdown_timeout);
+        let signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                Ok(())
+            }
+        };
+        if let Err(e) = monitor.run_with_signal(signal).await {
+            tracing::error!(error = %e, "worker monitor failed");
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::error!(
+            restart_in_s = backoff.as_secs(),
+            "worker stopped unexpectedly; restarting"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Renews the leases of every run this worker holds, three times per lease.
+async fn renew_leases(store: Store, worker_id: Arc<str>, lease: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = store.renew_leases(worker_id.clone(), lease).await {
+            tracing::warn!(worker.id = %worker_id, error = %e, "renewing leases failed");
+        }
+    }
+}
+
+/// Takes back runs whose worker stopped renewing their lease.
+async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
+    let every = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match store.sweep_expired().await {
+            Ok(s) if s.retried + s.failed > 0 => {
+                tracing::warn!(retried = s.retried, failed = s.failed, "took back runs whose worker stopped heartbeating")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping expired leases failed"),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! All SQL for runs and their events, behind one `Store` handle.
+//!
+//! Writes go through a single writer task that group-commits whatever is waiting (see
+//! `sqlite::writer`); reads use a pool. Every write of an attempt is fenced by
+//! [`Fence`]: a worker that lost its run cannot overwrite it. A call returns only after
+//! its write is committed, so nothing is acknowledged before it is durable.
+
+mod error;
+mod model;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::domain::{NewRun, Progress, Run, RunEvent, RunId};
+
+pub use error::StoreError;
+pub use model::{ClaimedRun, Fence, Outcome, RunFilter, RunPage, Sweep};
+
+/// Settings that shape the store's connection, chosen at start-up.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the read pool.
+    pub read_connections: u32,
+    /// SQLite `synchronous`: `normal` survives a crashed process; `full` also a lost machine.
+    pub sqlite_synchronous_full: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            read_connections: 4,
+            sqlite_synchronous_full: false,
+        }
+    }
+}
+
+/// A cheap, cloneable handle to the runs table.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<sqlite::Sqlite>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path`), creating the database if needed. Does not migrate.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let inner = sqlite::Sqlite::connect(url, options).await?;
+            Ok(Self {
+                inner: Arc::new(inner),
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Err(StoreError::Unsupported(
+                "PostgreSQL is not supported yet (planned: see the scale-out issue)".into(),
+            ))
+        } else {
+            Err(StoreError::Unsupported(format!(
+                "database URL must start with sqlite:// (got `{}`)",
+                url.split(':').next().unwrap_or_default()
+            )))
+        }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner.migrate().await
+    }
+
+    /// Inserts a new run (status `queued`) with its `created` event.
+    pub async fn insert_run(&self, run: NewRun) -> Result<Run, StoreError> {
+        self.inner.writer.insert(run).await
+    }
+
+    /// Claims up to `limit` due runs of `agents` (all agents when `None`) for `worker_id`.
+    pub async fn claim(
+        &self,
+        worker_id: Arc<str>,
+        agents: Option<Arc<[String]>>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        self.inner
+            .writer
+            .claim(worker_id, agents, limit, lease)
+            .await
+    }
+
+    /// Records an attempt's outcome. Returns `false` when the fence no longer holds.
+    pub async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<bool, StoreError> {
+        self.inner.writer.finish(fence, outcome).await
+    }
+
+    /// Records progress; writes of one batch are coalesced, the last one always lands.
+    pub async fn progress(&self, fence: Fence, progress: Progress) -> Result<bool, StoreError> {
+        self.inner.writer.progress(fence, progress).await
+    }
+
+    /// Appends a `log` event to a running attempt.
+    pub async fn log(
+        &self,
+        fence: Fence,
+        level: &str,
+        message: String,
+    ) -> Result<bool, StoreError> {
+        self.inner.writer.log(fence, level, message).await
+    }
+
+    /// Extends the lease of every run `worker_id` holds; returns how many it holds.
+    pub async fn renew_leases(
+        &self,
+        worker_id: Arc<str>,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        self.inner.writer.renew(worker_id, lease).await
+    }
+
+    /// Takes back runs whose lease expired: retried, or failed when out of attempts.
+    pub async fn sweep_expired(&self) -> Result<Sweep, StoreError> {
+        self.inner.writer.sweep().await
+    }
+
+    /// Hands every run `worker_id` holds back to the queue without using up its attempt
+    /// (graceful shutdown). Returns how many it handed back.
+    pub async fn release_worker(&self, worker_id: Arc<str>) -> Result<u64, StoreError> {
+        self.inner.writer.release(worker_id).await
+    }
+
+    pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
+        self.inner.get_run(id).await
+    }
+
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        self.inner.list_runs(filter).await
+    }
+
+    /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
+    pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
+        self.inner.list_events(id, after).await
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    /// Fires when runs may have become ready; carries the earliest due time known (ms).
+    pub fn ready_signal(&self) -> watch::Receiver<i64> {
+        self.inner.writer.ready_signal()
+    }
+
+    /// Stops the writer after it has committed what it was given, and closes connections.
+    pub async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

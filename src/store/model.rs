@@ -1,0 +1,91 @@
+//! The values the store takes and returns besides the domain's own.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Backoff, Run, RunError, RunId, RunStatus};
+
+/// Identifies one attempt of one run held by one worker process. Every write of the attempt
+/// is conditional on all three still matching the row, so a worker that lost the run (its
+/// lease expired and the run was claimed again, or it was handed back) writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub run_id: RunId,
+    pub attempt: u32,
+    pub worker_id: Arc<str>,
+}
+
+/// A run claimed by a worker: what it needs to execute one attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimedRun {
+    pub id: RunId,
+    pub agent: String,
+    pub input: Value,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub priority: i32,
+    pub worker_id: Arc<str>,
+}
+
+impl ClaimedRun {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            run_id: self.id,
+            attempt: self.attempt,
+            worker_id: self.worker_id.clone(),
+        }
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: std::time::Duration::from_millis(self.backoff_base_ms),
+            cap: std::time::Duration::from_millis(self.backoff_cap_ms),
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded(Value),
+    /// The attempt failed and another is due at `retry_at`.
+    Retry {
+        error: RunError,
+        retry_at: DateTime<Utc>,
+    },
+    /// The run failed for good.
+    Failed(RunError),
+}
+
+/// Filters and paging for listing runs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub statuses: Vec<RunStatus>,
+    pub agent: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Return runs older than this one (the previous page's `next_cursor`).
+    pub before: Option<RunId>,
+    pub limit: u32,
+}
+
+/// One page of runs and the cursor of the next, if any.
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    pub next_cursor: Option<RunId>,
+}
+
+/// What one sweep of expired leases did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub retried: u64,
+    pub failed: u64,
+}

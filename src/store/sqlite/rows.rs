@@ -1,0 +1,115 @@
+//! Mapping between SQLite rows and domain values.
+
+use std::collections::BTreeMap;
+
+use sqlx::FromRow;
+
+use crate::domain::{Progress, Run, RunError, RunErrorKind, RunEvent, RunId, RunStatus};
+use crate::store::{StoreError, from_ms};
+
+#[derive(FromRow)]
+pub(super) struct RunRow {
+    id: String,
+    agent: String,
+    status: String,
+    input: String,
+    priority: i64,
+    metadata: String,
+    progress_percent: Option<i64>,
+    progress_message: Option<String>,
+    attempt: i64,
+    max_attempts: i64,
+    result: Option<String>,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    timeout_ms: i64,
+    backoff_base_ms: i64,
+    backoff_cap_ms: i64,
+    run_at: i64,
+    worker_id: Option<String>,
+    lease_until: Option<i64>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+pub(super) fn parse_id(id: &str) -> Result<RunId, StoreError> {
+    id.parse().map_err(|e| corrupt("run id", e))
+}
+
+fn parse_error_kind(kind: &str) -> Result<RunErrorKind, StoreError> {
+    serde_json::from_value(serde_json::Value::String(kind.to_owned()))
+        .map_err(|e| corrupt("error kind", e))
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = StoreError;
+
+    fn try_from(r: RunRow) -> Result<Self, Self::Error> {
+        let status: RunStatus = r.status.parse().map_err(|e| corrupt("status", e))?;
+        let error = match (r.error_kind, r.error_message) {
+            (Some(kind), message) => Some(RunError {
+                kind: parse_error_kind(&kind)?,
+                message: message.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        };
+        let metadata: BTreeMap<String, String> = serde_json::from_str(&r.metadata)?;
+        Ok(Run {
+            id: parse_id(&r.id)?,
+            agent: r.agent,
+            status,
+            input: serde_json::from_str(&r.input)?,
+            priority: r.priority as i32,
+            metadata,
+            progress: r.progress_percent.map(|p| Progress {
+                percent: p.clamp(0, 100) as u8,
+                message: r.progress_message,
+            }),
+            attempt: r.attempt as u32,
+            max_attempts: r.max_attempts as u32,
+            result: r.result.as_deref().map(serde_json::from_str).transpose()?,
+            error,
+            timeout_ms: r.timeout_ms as u64,
+            backoff_base_ms: r.backoff_base_ms as u64,
+            backoff_cap_ms: r.backoff_cap_ms as u64,
+            run_at: from_ms(r.run_at),
+            next_attempt_at: (status == RunStatus::Retrying).then(|| from_ms(r.run_at)),
+            worker_id: r.worker_id,
+            lease_until: r.lease_until.map(from_ms),
+            created_at: from_ms(r.created_at),
+            started_at: r.started_at.map(from_ms),
+            finished_at: r.finished_at.map(from_ms),
+            updated_at: from_ms(r.updated_at),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct EventRow {
+    seq: i64,
+    at: i64,
+    #[sqlx(rename = "type")]
+    kind: String,
+    attempt: i64,
+    data: String,
+}
+
+impl TryFrom<EventRow> for RunEvent {
+    type Error = StoreError;
+
+    fn try_from(r: EventRow) -> Result<Self, Self::Error> {
+        Ok(RunEvent {
+            seq: r.seq,
+            at: from_ms(r.at),
+            kind: r.kind,
+            attempt: r.attempt as u32,
+            data: serde_json::from_str(&r.data)?,
+        })
+    }
+}

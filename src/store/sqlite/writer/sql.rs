@@ -1,0 +1,80 @@
+//! The writer's statements. Batched rows arrive as one JSON array in `?1` and are read
+//! with `json_each`; `->` keeps JSON values as JSON text, `->>` extracts scalars.
+
+pub(super) const INSERT_RUNS: &str = "
+INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
+                  backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq)
+SELECT value->>'id', value->>'agent', 'queued', value->'input', value->>'priority',
+       value->'metadata', value->>'max_attempts', value->>'timeout_ms',
+       value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1
+FROM json_each(?1)";
+
+pub(super) const INSERT_EVENTS: &str = "
+INSERT INTO run_events (run_id, seq, at, type, attempt, data)
+SELECT value->>'r', value->>'s', ?2, value->>'k', value->>'a', value->'d'
+FROM json_each(?1)";
+
+/// ?1 worker id, ?2 lease end, ?3 now, ?4 JSON array of agents or NULL for all, ?5 limit.
+pub(super) const CLAIM: &str = "
+UPDATE runs
+SET status = 'running', attempt = attempt + 1, worker_id = ?1, lease_until = ?2,
+    started_at = COALESCE(started_at, ?3), updated_at = ?3, event_seq = event_seq + 1
+WHERE id IN (
+    SELECT id FROM runs
+    WHERE status IN ('queued', 'retrying') AND run_at <= ?3
+      AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4)))
+    ORDER BY priority DESC, run_at, id
+    LIMIT ?5)
+RETURNING id, agent, input, attempt, max_attempts, timeout_ms, backoff_base_ms,
+          backoff_cap_ms, priority, event_seq";
+
+/// ?1 lease end, ?2 worker id.
+pub(super) const RENEW_LEASES: &str = "
+UPDATE runs SET lease_until = ?1 WHERE worker_id = ?2 AND status = 'running'";
+
+/// ?1 percent, ?2 message, ?3 now, ?4..?6 the fence, ?7 whether progress is being set.
+pub(super) const TOUCH_RUNNING: &str = "
+UPDATE runs
+SET progress_percent = CASE WHEN ?7 THEN ?1 ELSE progress_percent END,
+    progress_message = CASE WHEN ?7 THEN ?2 ELSE progress_message END,
+    updated_at = ?3, event_seq = event_seq + 1
+WHERE id = ?4 AND attempt = ?5 AND worker_id = ?6 AND status = 'running'
+RETURNING event_seq";
+
+/// ?1 JSON array of {id, attempt, worker, status, result?, error_kind?, error_message?,
+/// run_at?}, ?2 now. Only rows whose fence still holds are updated and returned.
+pub(super) const FINISH: &str = "
+UPDATE runs
+SET status = f.status, result = f.result, error_kind = f.error_kind,
+    error_message = f.error_message, run_at = COALESCE(f.run_at, runs.run_at),
+    finished_at = CASE WHEN f.status = 'retrying' THEN NULL ELSE ?2 END,
+    worker_id = NULL, lease_until = NULL, updated_at = ?2, event_seq = runs.event_seq + 1
+FROM (SELECT value->>'id' AS id, value->>'attempt' AS attempt, value->>'worker' AS worker,
+             value->>'status' AS status, value->'result' AS result,
+             value->>'error_kind' AS error_kind, value->>'error_message' AS error_message,
+             value->>'run_at' AS run_at
+      FROM json_each(?1)) AS f
+WHERE runs.id = f.id AND runs.attempt = f.attempt AND runs.worker_id = f.worker
+  AND runs.status = 'running'
+RETURNING runs.id, runs.event_seq";
+
+/// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
+/// back, so the next claim runs the same attempt number again.
+pub(super) const RELEASE: &str = "
+UPDATE runs
+SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
+    run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+WHERE worker_id = ?2 AND status = 'running'
+RETURNING id, attempt + 1 AS released_attempt, event_seq";
+
+/// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now.
+pub(super) const SWEEP_EXPIRED: &str = "
+UPDATE runs
+SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
+    error_kind = 'lost_worker',
+    error_message = 'worker ' || worker_id || ' stopped renewing its lease',
+    finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
+    run_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
+    event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
+WHERE status = 'running' AND lease_until < ?1
+RETURNING id, attempt, status, event_seq, error_message";
