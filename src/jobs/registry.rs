@@ -120,9 +120,26 @@ impl AgentRegistry {
                 .validator
                 .iter_errors(input)
                 .take(20)
-                .map(|e| InputProblem {
-                    pointer: e.instance_path.to_string(),
-                    message: e.to_string(),
+                .map(|e| {
+                    // name the offending property itself, not the object holding it
+                    let child = match &e.kind {
+                        jsonschema::error::ValidationErrorKind::Required { property } => {
+                            property.as_str().map(str::to_owned)
+                        }
+                        jsonschema::error::ValidationErrorKind::AdditionalProperties {
+                            unexpected,
+                        } if unexpected.len() == 1 => Some(unexpected[0].clone()),
+                        _ => None,
+                    };
+                    let mut pointer = e.instance_path.to_string();
+                    if let Some(child) = child {
+                        pointer.push('/');
+                        pointer.push_str(&child.replace('~', "~0").replace('/', "~1"));
+                    }
+                    InputProblem {
+                        pointer,
+                        message: e.to_string(),
+                    }
                 })
                 .collect(),
         )

@@ -1,0 +1,140 @@
+//! The `POST /v1/runs` body and its conversion into a validated `NewRun`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use validator::{Validate, ValidationError};
+
+use crate::domain::{Backoff, NewRun, RunId};
+use crate::jobs::AgentRegistry;
+
+use super::error::{ApiError, FieldError};
+
+/// Defaults applied to runs that do not set their own.
+#[derive(Debug, Clone)]
+pub struct RunDefaults {
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for RunDefaults {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            timeout: Duration::from_secs(300),
+            backoff: Backoff {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+/// A run to create.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunRequest {
+    /// A registered agent (see `GET /v1/agents`).
+    #[validate(length(min = 1, max = 64))]
+    #[schema(example = "echo")]
+    pub agent: String,
+    /// The agent's input; checked against its JSON Schema.
+    #[serde(default)]
+    #[schema(example = json!({"value": "hello"}))]
+    pub input: Value,
+    /// Attempts before the run fails for good (default 3).
+    #[validate(range(min = 1, max = 100))]
+    pub max_attempts: Option<u32>,
+    /// Time limit of each attempt (default 300000: 5 minutes).
+    #[validate(range(min = 1, max = 86_400_000))]
+    pub timeout_ms: Option<u64>,
+    /// Higher runs first among due runs (default 0).
+    #[validate(range(min = -1000, max = 1000))]
+    pub priority: Option<i32>,
+    /// Do not start before this time (RFC 3339).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Retry backoff base: the first retry waits up to this long (default 1000).
+    #[validate(range(min = 0, max = 3_600_000))]
+    pub backoff_base_ms: Option<u64>,
+    /// Retry backoff cap (default 300000).
+    #[validate(range(min = 0, max = 86_400_000))]
+    pub backoff_cap_ms: Option<u64>,
+    /// Free-form string labels: at most 32 keys of 1–64 characters, values up to 512.
+    #[validate(custom(function = "check_metadata"))]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    let fits = metadata.len() <= 32
+        && metadata
+            .iter()
+            .all(|(k, v)| (1..=64).contains(&k.chars().count()) && v.chars().count() <= 512);
+    if fits {
+        Ok(())
+    } else {
+        Err(ValidationError::new("metadata_limits").with_message(
+            "metadata takes at most 32 keys of 1–64 characters with values up to 512".into(),
+        ))
+    }
+}
+
+impl CreateRunRequest {
+    /// Validates every field (all problems at once) and applies the defaults.
+    pub fn into_new_run(
+        self,
+        registry: &AgentRegistry,
+        defaults: &RunDefaults,
+    ) -> Result<NewRun, ApiError> {
+        let mut problems = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => match ApiError::from(e) {
+                ApiError::Validation(fields) => fields,
+                other => return Err(other),
+            },
+        };
+        match registry.check_input(&self.agent, &self.input) {
+            None => problems.push(FieldError::new(
+                "agent",
+                "unknown_agent",
+                format!("no agent named `{}` is registered", self.agent),
+            )),
+            Some(input_problems) => problems.extend(input_problems.into_iter().map(|p| {
+                FieldError::new(format!("input{}", p.pointer), "schema", p.message)
+            })),
+        }
+        let backoff = Backoff {
+            base: self
+                .backoff_base_ms
+                .map_or(defaults.backoff.base, Duration::from_millis),
+            cap: self
+                .backoff_cap_ms
+                .map_or(defaults.backoff.cap, Duration::from_millis),
+        };
+        if backoff.cap < backoff.base {
+            problems.push(FieldError::new(
+                "backoff_cap_ms",
+                "range",
+                "backoff_cap_ms must not be below backoff_base_ms",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::Validation(problems));
+        }
+        Ok(NewRun {
+            id: RunId::new(),
+            agent: self.agent,
+            input: self.input,
+            priority: self.priority.unwrap_or(0),
+            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            timeout: self.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+            backoff,
+            run_at: self.run_at,
+            metadata: self.metadata.unwrap_or_default(),
+        })
+    }
+}

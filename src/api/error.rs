@@ -1,0 +1,184 @@
+//! `ApiError`: the only error that becomes an HTTP response, as RFC 9457
+//! `application/problem+json` with a stable snake_case `code` and the request id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+use super::request_id;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field, as a JSON path in the body (`input/value`) or a query parameter name.
+    pub field: String,
+    /// A stable snake_case code (`required`, `range`, `schema`, `unknown_agent`, …).
+    pub code: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the body is not valid JSON for this request: {}", .0.message)]
+    MalformedBody(FieldError),
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("the service is not available right now; try again shortly")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+    /// A response produced below the handlers (routing, timeouts) turned into a problem.
+    #[error("{1}")]
+    Status(StatusCode, String),
+}
+
+/// The problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable, machine-readable error code.
+    pub code: String,
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// The one table from error to status and code.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Status(status, _) => (*status, status_code_name(*status)),
+        }
+    }
+
+    fn into_problem(self) -> Problem {
+        let (status, code) = self.status_and_code();
+        let detail = self.to_string();
+        let errors = match self {
+            Self::Validation(errors) => errors,
+            Self::MalformedBody(error) => vec![error],
+            _ => Vec::new(),
+        };
+        Problem {
+            kind: format!("urn:agentq:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+            request_id: request_id::current(),
+            errors,
+        }
+    }
+}
+
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("run"),
+            StoreError::Unavailable(_) | StoreError::Closed => Self::Unavailable(e),
+            other => Self::Internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Unavailable(cause) | Self::Internal(cause) = &self {
+            // the cause chain is logged once, here, inside the request's span; never sent
+            tracing::error!(error = %cause, "request failed");
+        }
+        let retry = matches!(self, Self::Unavailable(_));
+        let problem = self.into_problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).expect("a problem serialises");
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if retry {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<validator::ValidationErrors> for ApiError {
+    fn from(errors: validator::ValidationErrors) -> Self {
+        let mut fields: Vec<FieldError> = errors
+            .field_errors()
+            .into_iter()
+            .flat_map(|(field, errs)| {
+                errs.iter().map(move |e| {
+                    let message = e
+                        .message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| describe(&field, e));
+                    FieldError::new(field.to_string(), &e.code, message)
+                })
+            })
+            .collect();
+        fields.sort_by(|a, b| a.field.cmp(&b.field));
+        Self::Validation(fields)
+    }
+}
+
+fn describe(field: &str, e: &validator::ValidationError) -> String {
+    let bound = |k: &str| e.params.get(k).map(|v| v.to_string());
+    match (bound("min"), bound("max")) {
+        (Some(min), Some(max)) => format!("{field} must be between {min} and {max}"),
+        (Some(min), None) => format!("{field} must be at least {min}"),
+        (None, Some(max)) => format!("{field} must be at most {max}"),
+        _ => format!("{field} is invalid ({})", e.code),
+    }
+}

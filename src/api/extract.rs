@@ -1,0 +1,80 @@
+//! `JsonBody<T>`: a JSON body extractor whose every failure is a problem naming the field.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, FieldError};
+
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+                other => ApiError::BadRequest(other.body_text()),
+            })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses JSON, naming the path of the first value that does not fit the type.
+pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = strip_position(&inner.to_string());
+        let at = |name: &str| match path.as_str() {
+            "." => name.to_owned(),
+            p => format!("{}/{name}", p.replace('.', "/")),
+        };
+        let (field, code) = if inner.classify() != serde_json::error::Category::Data {
+            ("body".to_owned(), "malformed_json")
+        } else if let Some(name) = quoted_after(&message, "missing field ") {
+            (at(name), "required")
+        } else if let Some(name) = quoted_after(&message, "unknown field ") {
+            (at(name), "unknown_field")
+        } else if path == "." {
+            ("body".to_owned(), "invalid_type")
+        } else {
+            (path.replace('.', "/"), "invalid_type")
+        };
+        // serde's messages name the expected type, never the offending value
+        ApiError::MalformedBody(FieldError::new(field, code, message))
+    })
+}
+
+/// The name in backticks right after `prefix`, as serde writes field names.
+fn quoted_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    rest.split('`').next()
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

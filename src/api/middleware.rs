@@ -1,0 +1,66 @@
+//! Request-scoped middleware: the request id for problem bodies, problem+json for every
+//! error response (including those produced below the handlers), and the trace span.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Span;
+
+use super::error::ApiError;
+use super::request_id;
+
+pub(super) async fn problems(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    request_id::scope(id, async move {
+        let response = next.run(req).await;
+        let status = response.status();
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        if (status.is_client_error() || status.is_server_error()) && !is_problem {
+            // a bare error from routing, extraction, the body limit or the timeout layer
+            let detail = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "the body is larger than the limit".to_owned(),
+                StatusCode::SERVICE_UNAVAILABLE => "the request took too long".to_owned(),
+                StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
+                _ => body_text(response).await,
+            };
+            return ApiError::Status(status, detail).into_response();
+        }
+        response
+    })
+    .await
+}
+
+async fn body_text(response: Response) -> String {
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    }
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::Status(StatusCode::NOT_FOUND, "no such path".into())
+}
+
+pub(super) fn span(req: &Request<Body>) -> Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}

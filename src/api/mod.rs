@@ -1,0 +1,157 @@
+//! The HTTP API: router, handlers, extractors, problem+json errors, OpenAPI document.
+//!
+//! Knows HTTP and nothing of apalis: runs enter through `Store::insert_run`.
+
+mod create;
+mod error;
+mod extract;
+mod list;
+mod middleware;
+mod request_id;
+mod runs;
+mod system;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::jobs::AgentRegistry;
+use crate::store::Store;
+
+pub use create::{CreateRunRequest, RunDefaults};
+pub use error::{ApiError, FieldError, Problem};
+
+/// What every handler can reach: cheap handles only.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub registry: Arc<AgentRegistry>,
+    pub defaults: Arc<RunDefaults>,
+}
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// Origins allowed by CORS; empty disables CORS, `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "agentq",
+        description = "Runs agent jobs in the background for web applications. Errors are RFC 9457 problem documents (application/problem+json) with a stable `code`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    tags(
+        (name = "runs", description = "Submit runs and follow them"),
+        (name = "agents", description = "What can be run"),
+        (name = "system", description = "Health of the service")
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(runs::create_run, runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::list_run_events))
+        .routes(routes!(system::list_agents))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_router().split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The whole HTTP application with its middleware.
+pub fn router(state: ApiState, options: &HttpOptions) -> Router {
+    let (routes, _) = api_router().split_for_parts();
+    let doc = openapi();
+    let spec = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
+    let request_id = HeaderName::from_static("x-request-id");
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                ([(header::CONTENT_TYPE, "application/json")], spec)
+            }),
+        )
+        .merge(Scalar::with_url("/docs", doc))
+        .fallback(middleware::not_found)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(middleware::span))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(cors(&options.cors_origins))
+                .layer(axum::middleware::from_fn(middleware::problems))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    options.request_timeout,
+                ))
+                .layer(RequestBodyLimitLayer::new(options.body_limit)),
+        )
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}

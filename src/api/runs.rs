@@ -1,0 +1,151 @@
+//! `/v1/runs`: create, read, list, and a run's events.
+
+use std::hash::{Hash, Hasher};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::{Run, RunEvent, RunId};
+
+use super::ApiState;
+use super::create::CreateRunRequest;
+use super::error::{ApiError, Problem};
+use super::extract::JsonBody;
+use super::list::ListRunsParams;
+
+/// A page of runs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A run's events, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<RunEvent>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct EventParams {
+    /// Only events with a greater `seq`.
+    pub after: Option<i64>,
+}
+
+fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+    // an id that cannot exist names no run: 404, like any other unknown id
+    raw.parse().map_err(|_| ApiError::NotFound("run"))
+}
+
+/// Submit a run. Validated, stored and queued before the answer.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "create_run",
+    request_body = CreateRunRequest,
+    responses(
+        (status = 202, description = "Accepted and queued", body = Run,
+         headers(("Location" = String, description = "The run's URL"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_run(
+    State(state): State<ApiState>,
+    JsonBody(request): JsonBody<CreateRunRequest>,
+) -> Result<Response, ApiError> {
+    let new_run = request.into_new_run(&state.registry, &state.defaults)?;
+    let run = state.store.insert_run(new_run).await?;
+    let location = HeaderValue::from_str(&format!("/v1/runs/{}", run.id))
+        .expect("a UUID path is a valid header value");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(run)).into_response())
+}
+
+/// Read a run. Supports `If-None-Match` for cheap polling.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", operation_id = "get_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = Run,
+         headers(("ETag" = String), ("Retry-After" = String, description = "Seconds to wait before polling again; only while the run is not finished"))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let run = state.store.get_run(parse_run_id(&id)?).await?;
+    let body = serde_json::to_vec(&run).expect("a run serialises");
+    let etag = etag_of(&body);
+    let mut response = if if_none_match(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    let out = response.headers_mut();
+    out.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    if !run.status.is_terminal() {
+        out.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
+
+fn etag_of(body: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("\"{:016x}{:08x}\"", hasher.finish(), body.len())
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
+/// List runs, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "list_runs",
+    params(ListRunsParams),
+    responses(
+        (status = 200, description = "A page of runs", body = RunList),
+        (status = 422, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_runs(
+    State(state): State<ApiState>,
+    Query(params): Query<ListRunsParams>,
+) -> Result<Json<RunList>, ApiError> {
+    let filter = params.into_filter()?;
+    let page = state.store.list_runs(&filter).await?;
+    Ok(Json(RunList {
+        runs: page.runs,
+        next_cursor: page.next_cursor.map(|id| id.to_string()),
+    }))
+}
+
+/// A run's events in order: created, started, progress, retry_scheduled, succeeded, ….
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "list_run_events",
+    params(("id" = String, Path, description = "Run id"), EventParams),
+    responses(
+        (status = 200, description = "The events", body = EventList),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_run_events(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(params): Query<EventParams>,
+) -> Result<Json<EventList>, ApiError> {
+    let id = parse_run_id(&id)?;
+    let events = state
+        .store
+        .list_events(id, params.after.unwrap_or(0))
+        .await?;
+    Ok(Json(EventList { events }))
+}

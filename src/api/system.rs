@@ -1,0 +1,69 @@
+//! Agents listing and health endpoints.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::jobs::AgentInfo;
+
+use super::ApiState;
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<AgentInfo>,
+}
+
+/// Registered agents with their input schemas.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", operation_id = "list_agents",
+    responses((status = 200, description = "The agents", body = AgentList)))]
+pub async fn list_agents(State(state): State<ApiState>) -> Json<AgentList> {
+    Json(AgentList {
+        agents: state.registry.list(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `unavailable`.
+    pub status: String,
+    /// Each dependency checked and what was found (`ok` or the failure).
+    #[schema(value_type = Object)]
+    pub checks: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "system", operation_id = "healthz",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        checks: serde_json::Map::new(),
+    })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "system", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "A dependency failed", body = Health),
+    ))]
+pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Health>) {
+    let mut checks = serde_json::Map::new();
+    let (status, word) = match state.store.ping().await {
+        Ok(()) => {
+            checks.insert("database".into(), "ok".into());
+            (StatusCode::OK, "ready")
+        }
+        Err(e) => {
+            checks.insert("database".into(), e.to_string().into());
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+    };
+    let health = Health {
+        status: word.into(),
+        checks,
+    };
+    (status, Json(health))
+}

@@ -1,0 +1,139 @@
+//! Wiring: one construction path (`Application::build`) used by `main` and by every test.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState, HttpOptions, RunDefaults};
+use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
+use crate::jobs::{AgentRegistry, WorkerOptions, run_worker, served_agents};
+use crate::store::{Store, StoreOptions};
+
+/// Which parts of agentq this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and workers.
+    Serve,
+    Api,
+    Worker,
+}
+
+impl Role {
+    fn serves_http(self) -> bool {
+        matches!(self, Role::Serve | Role::Api)
+    }
+
+    fn runs_workers(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
+}
+
+/// Everything `Application::build` needs; see `config::Settings` for the defaults.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub role: Role,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub store: StoreOptions,
+    pub worker: WorkerOptions,
+    pub http: HttpOptions,
+    pub defaults: RunDefaults,
+}
+
+/// The registry with the built-in agents (`echo`, `http`).
+pub fn builtin_agents() -> AgentRegistry {
+    let mut registry = AgentRegistry::new();
+    registry
+        .register(Echo)
+        .and_then(|r| r.register(Http::new(HttpAgentOptions::default())))
+        .expect("built-in agents have valid names and schemas");
+    registry
+}
+
+pub struct Application {
+    config: AppConfig,
+    store: Store,
+    registry: Arc<AgentRegistry>,
+    listener: Option<TcpListener>,
+}
+
+impl Application {
+    /// Opens and migrates the database and binds the listener (port 0 picks a free port).
+    pub async fn build(config: AppConfig, registry: AgentRegistry) -> anyhow::Result<Self> {
+        if config.role.runs_workers() {
+            served_agents(&registry, config.worker.agents.as_deref())?;
+        }
+        let store = Store::connect(&config.database_url, &config.store)
+            .await
+            .with_context(|| format!("opening {}", config.database_url))?;
+        store.migrate().await.context("applying migrations")?;
+        let listener = if config.role.serves_http() {
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("listening on {}", config.listen))?;
+            Some(listener)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            store,
+            registry: Arc::new(registry),
+            listener,
+        })
+    }
+
+    /// The bound address, when this process serves HTTP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting requests and claims, lets
+    /// in-flight work finish (up to the shutdown timeout), hands the rest back and closes
+    /// the database.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let http = self.listener.map(|listener| {
+            let state = ApiState {
+                store: self.store.clone(),
+                registry: self.registry.clone(),
+                defaults: Arc::new(self.config.defaults.clone()),
+            };
+            let app = api::router(state, &self.config.http);
+            let token = token.clone();
+            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving HTTP");
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+            })
+        });
+        let worker = self.config.role.runs_workers().then(|| {
+            tokio::spawn(run_worker(
+                self.store.clone(),
+                self.registry.clone(),
+                self.config.worker.clone(),
+                token.clone(),
+            ))
+        });
+        shutdown.await;
+        tracing::info!("shutting down");
+        token.cancel();
+        if let Some(http) = http {
+            http.await.context("HTTP server task")?.context("HTTP server")?;
+        }
+        if let Some(worker) = worker {
+            worker.await.context("worker task")??;
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Settings: command-line flags, each with an `AGENTQ_*` environment fallback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::api::{HttpOptions, RunDefaults};
+use crate::app::{AppConfig, Role};
+use crate::domain::Backoff;
+use crate::jobs::WorkerOptions;
+use crate::store::StoreOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "agentq", version, about = "Runs agent jobs in the background for web applications")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// API and workers in one process (the default).
+    Serve,
+    /// Only the HTTP API (stateless; run any number).
+    Api,
+    /// Only workers (run any number).
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    /// Durable across a crashed process (WAL + synchronous=NORMAL).
+    Normal,
+    /// Also durable across power loss (an fsync per commit).
+    Full,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use a duration like 500ms, 3s, 5m)"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "AGENTQ_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+    /// Where runs are kept: sqlite://PATH (created if missing).
+    #[arg(long, env = "AGENTQ_DATABASE_URL", default_value = "sqlite://agentq.db", global = true)]
+    pub database_url: String,
+    /// Attempts a worker process runs at once.
+    #[arg(long, env = "AGENTQ_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub concurrency: u32,
+    /// How long a worker owns a run without renewing its lease; a killed worker's runs
+    /// are retried this long after it stopped.
+    #[arg(long, env = "AGENTQ_LEASE", default_value = "15s", value_parser = duration, global = true)]
+    pub lease: Duration,
+    /// How long in-flight runs get to finish on SIGTERM/SIGINT before they are handed back.
+    #[arg(long, env = "AGENTQ_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration, global = true)]
+    pub shutdown_timeout: Duration,
+    /// How often an idle worker checks for runs it was not woken for (other processes'
+    /// inserts, delayed runs coming due).
+    #[arg(long, env = "AGENTQ_POLL_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
+    pub poll_interval: Duration,
+    /// Agents this worker serves, comma-separated (default: all registered).
+    #[arg(long, env = "AGENTQ_AGENTS", value_delimiter = ',', global = true)]
+    pub agents: Option<Vec<String>>,
+    /// Attempts per run when the run does not say.
+    #[arg(long, env = "AGENTQ_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub max_attempts: u32,
+    /// Per-attempt time limit when the run does not say.
+    #[arg(long, env = "AGENTQ_RUN_TIMEOUT", default_value = "5m", value_parser = duration, global = true)]
+    pub run_timeout: Duration,
+    /// Retry backoff base: the first retry waits a random time up to this.
+    #[arg(long, env = "AGENTQ_BACKOFF_BASE", default_value = "1s", value_parser = duration, global = true)]
+    pub backoff_base: Duration,
+    /// Retry backoff cap: no retry waits longer.
+    #[arg(long, env = "AGENTQ_BACKOFF_CAP", default_value = "5m", value_parser = duration, global = true)]
+    pub backoff_cap: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "AGENTQ_BODY_LIMIT", default_value_t = 1024 * 1024, global = true)]
+    pub body_limit: usize,
+    /// Time limit of one HTTP request.
+    #[arg(long, env = "AGENTQ_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration, global = true)]
+    pub request_timeout: Duration,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
+    #[arg(long, env = "AGENTQ_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "AGENTQ_LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    pub log_format: LogFormat,
+    /// SQLite durability.
+    #[arg(long, env = "AGENTQ_SQLITE_SYNC", value_enum, default_value = "normal", global = true)]
+    pub sqlite_sync: SqliteSync,
+}
+
+impl Settings {
+    /// Checks what the types alone cannot; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least = |flag: &str, d: Duration, min: Duration| {
+            if d < min {
+                Err(format!("--{flag} must be at least {}", humantime::format_duration(min)))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("lease", self.lease, Duration::from_secs(1))?;
+        at_least("poll-interval", self.poll_interval, Duration::from_millis(10))?;
+        at_least("run-timeout", self.run_timeout, Duration::from_millis(1))?;
+        at_least("request-timeout", self.request_timeout, Duration::from_millis(100))?;
+        if self.backoff_cap < self.backoff_base {
+            return Err("--backoff-cap must not be below --backoff-base".into());
+        }
+        if self.body_limit < 1024 {
+            return Err("--body-limit must be at least 1024 bytes".into());
+        }
+        if !self.database_url.starts_with("sqlite:") {
+            return Err(format!(
+                "--database-url must be sqlite://PATH (PostgreSQL is not supported yet), got `{}`",
+                self.database_url
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn app_config(&self, role: Role) -> AppConfig {
+        AppConfig {
+            role,
+            listen: self.listen,
+            database_url: self.database_url.clone(),
+            store: StoreOptions {
+                sqlite_synchronous_full: self.sqlite_sync == SqliteSync::Full,
+                ..StoreOptions::default()
+            },
+            worker: WorkerOptions {
+                concurrency: self.concurrency as usize,
+                lease: self.lease,
+                shutdown_timeout: self.shutdown_timeout,
+                poll_interval: self.poll_interval,
+                agents: self.agents.clone(),
+            },
+            http: HttpOptions {
+                body_limit: self.body_limit,
+                request_timeout: self.request_timeout,
+                cors_origins: self.cors_origins.clone(),
+            },
+            defaults: RunDefaults {
+                max_attempts: self.max_attempts,
+                timeout: self.run_timeout,
+                backoff: Backoff {
+                    base: self.backoff_base,
+                    cap: self.backoff_cap,
+                },
+            },
+        }
+    }
+}
