@@ -54,8 +54,9 @@ pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ("body".to_owned(), "malformed_json")
         } else if let Some(name) = quoted_after(&message, "missing field ") {
             (at(name), "required")
-        } else if let Some(name) = quoted_after(&message, "unknown field ") {
-            (at(name), "unknown_field")
+        } else if message.starts_with("unknown field ") {
+            // the path already ends at the unknown field
+            (path.replace('.', "/"), "unknown_field")
         } else if path == "." {
             ("body".to_owned(), "invalid_type")
         } else {

@@ -16,6 +16,9 @@ use crate::store::{ClaimedRun, Outcome, Store};
 use super::outcome::{Failure, decide};
 use super::{AgentRegistry, RunContext};
 
+/// How long a timed-out agent gets, after its token fired, before it is dropped.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+
 /// The cancellation tokens of the attempts this process is running.
 #[derive(Clone, Default)]
 pub(crate) struct InFlight(Arc<Mutex<HashMap<RunId, CancellationToken>>>);
@@ -95,14 +98,17 @@ async fn attempt(exec: &Executor, run: &ClaimedRun, cancel: CancellationToken) -
     );
     let limit = Duration::from_millis(run.timeout_ms);
     let work = AssertUnwindSafe(agent.run(ctx, run.input.clone())).catch_unwind();
+    let mut work = std::pin::pin!(work);
     let ended = tokio::select! {
-        ended = work => match ended {
+        ended = &mut work => match ended {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(Failure::Agent(e)),
             Err(panic) => Err(Failure::Panicked(panic_message(&panic))),
         },
         _ = tokio::time::sleep(limit) => {
+            // let the agent see its token fire and clean up, briefly, then drop it
             cancel.cancel();
+            let _ = tokio::time::timeout(TIMEOUT_GRACE, &mut work).await;
             Err(Failure::Timeout(limit))
         }
     };

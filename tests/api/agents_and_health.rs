@@ -1,0 +1,68 @@
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn list_agents_shows_built_in_agents_with_their_input_schemas() {
+    let app = TestApp::spawn().await;
+    let body: Value = app.client.get(app.url("/v1/agents")).send().await.unwrap().json().await.unwrap();
+    let agents = body["agents"].as_array().unwrap();
+    let echo = agents.iter().find(|a| a["name"] == "echo").expect("echo is listed");
+    assert_eq!(echo["input_schema"]["required"][0], "value");
+    let http = agents.iter().find(|a| a["name"] == "http").expect("http is listed");
+    assert_eq!(http["input_schema"]["required"][0], "url");
+}
+
+#[tokio::test]
+async fn health_endpoints_report_liveness_and_database_readiness() {
+    let app = TestApp::spawn().await;
+    let live = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "ok");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
+    let app = TestApp::spawn().await;
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(!response.headers()["x-request-id"].is_empty());
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let app = TestApp::spawn_with(|c| c.http.cors_origins = vec!["https://app.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/runs"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn docs_and_openapi_are_served() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(spec["paths"]["/v1/runs"]["post"].is_object());
+    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("openapi") );
+}

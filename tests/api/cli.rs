@@ -1,0 +1,59 @@
+use std::process::Command;
+
+fn agentq(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args(args)
+        .env_remove("AGENTQ_LEASE")
+        .output()
+        .expect("the agentq binary runs")
+}
+
+fn assert_usage_error(args: &[&str], mentions: &str) {
+    let out = agentq(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(mentions), "{stderr}");
+}
+
+#[test]
+fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
+    assert_usage_error(&["--lease", "banana"], "--lease");
+    assert_usage_error(&["serve", "--lease", "10ms"], "--lease");
+    assert_usage_error(&["--concurrency", "0"], "--concurrency");
+    assert_usage_error(&["--listen", "nowhere"], "--listen");
+    assert_usage_error(&["--database-url", "postgres://localhost/x"], "--database-url");
+    assert_usage_error(&["--backoff-base", "1m", "--backoff-cap", "1s"], "--backoff-cap");
+    assert_usage_error(&["launch"], "launch");
+}
+
+#[test]
+fn settings_fall_back_to_agentq_environment_variables() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .env("AGENTQ_LEASE", "banana")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--lease"));
+}
+
+#[test]
+fn help_lists_every_flag_with_its_environment_variable() {
+    let out = agentq(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--listen", "--database-url", "--concurrency", "--lease", "--shutdown-timeout", "--log-format"] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(help.contains("AGENTQ_LISTEN") && help.contains("AGENTQ_DATABASE_URL"));
+}
+
+#[test]
+fn the_openapi_command_prints_the_committed_document() {
+    let out = agentq(&["openapi"]);
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("openapi/openapi.json").unwrap()).unwrap();
+    assert_eq!(printed, committed);
+}

@@ -1,0 +1,231 @@
+//! `TestApp`: the real application (same `Application::build` as `main`) on port 0 with a
+//! fresh SQLite file, plus a few agents that only tests need.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentq::api::{HttpOptions, RunDefaults};
+use agentq::app::{AppConfig, Application, Role, builtin_agents};
+use agentq::domain::Backoff;
+use agentq::jobs::{Agent, AgentError, AgentRegistry, RunContext, WorkerOptions};
+use agentq::store::StoreOptions;
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub probe: Arc<Probe>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<TempDir>,
+}
+
+/// What the test agents saw, for assertions.
+#[derive(Default)]
+pub struct Probe {
+    pub cancelled: AtomicUsize,
+    pub started: AtomicUsize,
+}
+
+pub fn config(db_path: &Path) -> AppConfig {
+    AppConfig {
+        role: Role::Serve,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", db_path.display()),
+        store: StoreOptions::default(),
+        worker: WorkerOptions {
+            concurrency: 8,
+            lease: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+            agents: None,
+        },
+        http: HttpOptions::default(),
+        defaults: RunDefaults {
+            max_attempts: 3,
+            timeout: Duration::from_secs(60),
+            backoff: Backoff {
+                base: Duration::from_millis(10),
+                cap: Duration::from_millis(50),
+            },
+        },
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut AppConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("agentq.db");
+        let mut app = Self::spawn_on(&db_path, adjust).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Starts an app on an existing database file (a restart).
+    pub async fn spawn_on(db_path: &Path, adjust: impl FnOnce(&mut AppConfig)) -> Self {
+        let mut config = config(db_path);
+        adjust(&mut config);
+        let probe = Arc::new(Probe::default());
+        let app = Application::build(config, test_agents(probe.clone()))
+            .await
+            .expect("the application builds");
+        let addr = app.local_addr().expect("serve role listens");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            probe,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns once the app has stopped.
+    pub async fn shutdown(mut self) -> Option<TempDir> {
+        self.stop.take().map(|s| s.send(()));
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app shuts down cleanly");
+        }
+        self._dir.take()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_run(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/runs"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/runs")
+    }
+
+    /// Creates a run and returns its id, asserting the 202.
+    pub async fn create(&self, body: Value) -> String {
+        let response = self.post_run(body).await;
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        let run: Value = response.json().await.unwrap();
+        run["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get_run(&self, id: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/runs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let body: Value = self
+            .client
+            .get(self.url(&format!("/v1/runs/{id}/events")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+
+    /// Polls the run until `done` holds, failing after `within`.
+    pub async fn wait_for(&self, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let run = self.get_run(id).await;
+            if done(&run) {
+                return run;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "run never reached the expected state: {run:#}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_for_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        self.wait_for(id, within, |r| r["status"] == status).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn event_types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+}
+
+fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
+    let mut registry = builtin_agents();
+    registry
+        .register(Patient { probe: probe.clone() })
+        .unwrap()
+        .register(Panicker)
+        .unwrap();
+    registry
+}
+
+/// Waits `input.ms` unless cancelled first; counts starts and cancellations.
+struct Patient {
+    probe: Arc<Probe>,
+}
+
+#[async_trait]
+impl Agent for Patient {
+    fn name(&self) -> &str {
+        "patient"
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({"type": "object", "required": ["ms"], "properties": {"ms": {"type": "integer"}}})
+    }
+
+    async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
+        self.probe.started.fetch_add(1, Ordering::SeqCst);
+        let ms = input["ms"].as_u64().unwrap_or(0);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({"waited_ms": ms})),
+            _ = ctx.cancelled().cancelled() => {
+                self.probe.cancelled.fetch_add(1, Ordering::SeqCst);
+                Err(AgentError::retryable("stopped by cancellation"))
+            }
+        }
+    }
+}
+
+struct Panicker;
+
+#[async_trait]
+impl Agent for Panicker {
+    fn name(&self) -> &str {
+        "panicker"
+    }
+
+    async fn run(&self, _ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
+        panic!("the agent fell over")
+    }
+}

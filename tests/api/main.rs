@@ -1,0 +1,12 @@
+mod agents_and_health;
+mod cli;
+mod crash;
+mod create_run;
+mod fencing;
+mod helpers;
+mod http_agent;
+mod list_runs;
+mod openapi;
+mod read_run;
+mod retries;
+mod shutdown;
