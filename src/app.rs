@@ -128,7 +128,9 @@ impl Application {
         tracing::info!("shutting down");
         token.cancel();
         if let Some(http) = http {
-            http.await.context("HTTP server task")?.context("HTTP server")?;
+            http.await
+                .context("HTTP server task")?
+                .context("HTTP server")?;
         }
         if let Some(worker) = worker {
             worker.await.context("worker task")??;

@@ -12,7 +12,11 @@ use crate::jobs::WorkerOptions;
 use crate::store::StoreOptions;
 
 #[derive(Debug, Parser)]
-#[command(name = "agentq", version, about = "Runs agent jobs in the background for web applications")]
+#[command(
+    name = "agentq",
+    version,
+    about = "Runs agent jobs in the background for web applications"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -55,10 +59,20 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address the HTTP API listens on.
-    #[arg(long, env = "AGENTQ_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "AGENTQ_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
     /// Where runs are kept: sqlite://PATH (created if missing).
-    #[arg(long, env = "AGENTQ_DATABASE_URL", default_value = "sqlite://agentq.db", global = true)]
+    #[arg(
+        long,
+        env = "AGENTQ_DATABASE_URL",
+        default_value = "sqlite://agentq.db",
+        global = true
+    )]
     pub database_url: String,
     /// Attempts a worker process runs at once.
     #[arg(long, env = "AGENTQ_CONCURRENCY", default_value_t = 16,
@@ -98,13 +112,30 @@ pub struct Settings {
     #[arg(long, env = "AGENTQ_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration, global = true)]
     pub request_timeout: Duration,
     /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
-    #[arg(long, env = "AGENTQ_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "AGENTQ_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub cors_origins: Vec<String>,
     /// Log format.
-    #[arg(long, env = "AGENTQ_LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    #[arg(
+        long,
+        env = "AGENTQ_LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// SQLite durability.
-    #[arg(long, env = "AGENTQ_SQLITE_SYNC", value_enum, default_value = "normal", global = true)]
+    #[arg(
+        long,
+        env = "AGENTQ_SQLITE_SYNC",
+        value_enum,
+        default_value = "normal",
+        global = true
+    )]
     pub sqlite_sync: SqliteSync,
 }
 
@@ -113,15 +144,26 @@ impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         let at_least = |flag: &str, d: Duration, min: Duration| {
             if d < min {
-                Err(format!("--{flag} must be at least {}", humantime::format_duration(min)))
+                Err(format!(
+                    "--{flag} must be at least {}",
+                    humantime::format_duration(min)
+                ))
             } else {
                 Ok(())
             }
         };
         at_least("lease", self.lease, Duration::from_secs(1))?;
-        at_least("poll-interval", self.poll_interval, Duration::from_millis(10))?;
+        at_least(
+            "poll-interval",
+            self.poll_interval,
+            Duration::from_millis(10),
+        )?;
         at_least("run-timeout", self.run_timeout, Duration::from_millis(1))?;
-        at_least("request-timeout", self.request_timeout, Duration::from_millis(100))?;
+        at_least(
+            "request-timeout",
+            self.request_timeout,
+            Duration::from_millis(100),
+        )?;
         if self.backoff_cap < self.backoff_base {
             return Err("--backoff-cap must not be below --backoff-base".into());
         }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use agentq::app::{Application, Role, builtin_agents};
 use agentq::config::{Cli, Command};
+use agentq::jobs::{AgentRegistry, served_agents};
 use agentq::store::Store;
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -20,11 +21,15 @@ fn main() -> ExitCode {
     if let Err(message) = cli.settings.validate() {
         return usage_error(&message);
     }
+    let agents = builtin_agents();
+    if let Err(e) = served_agents(&agents, cli.settings.agents.as_deref()) {
+        return usage_error(&format!("--agents: {e}"));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, agents)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agentq: {e:#}");
@@ -40,7 +45,7 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
     let role = match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&agentq::api::openapi())?);
@@ -60,7 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => Role::Worker,
     };
     agentq::telemetry::init(cli.settings.log_format);
-    let app = Application::build(cli.settings.app_config(role), builtin_agents()).await?;
+    let app = Application::build(cli.settings.app_config(role), agents).await?;
     app.run_until(shutdown_signal()).await
 }
 

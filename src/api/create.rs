@@ -103,9 +103,11 @@ impl CreateRunRequest {
                 "unknown_agent",
                 format!("no agent named `{}` is registered", self.agent),
             )),
-            Some(input_problems) => problems.extend(input_problems.into_iter().map(|p| {
-                FieldError::new(format!("input{}", p.pointer), "schema", p.message)
-            })),
+            Some(input_problems) => problems.extend(
+                input_problems
+                    .into_iter()
+                    .map(|p| FieldError::new(format!("input{}", p.pointer), "schema", p.message)),
+            ),
         }
         let backoff = Backoff {
             base: self
@@ -131,7 +133,9 @@ impl CreateRunRequest {
             input: self.input,
             priority: self.priority.unwrap_or(0),
             max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
-            timeout: self.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+            timeout: self
+                .timeout_ms
+                .map_or(defaults.timeout, Duration::from_millis),
             backoff,
             run_at: self.run_at,
             metadata: self.metadata.unwrap_or_default(),

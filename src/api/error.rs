@@ -137,7 +137,8 @@ impl IntoResponse for ApiError {
         }
         let retry = matches!(self, Self::Unavailable(_));
         let problem = self.into_problem();
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).expect("a problem serialises");
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();

@@ -62,7 +62,12 @@ pub async fn create_run(
     let run = state.store.insert_run(new_run).await?;
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", run.id))
         .expect("a UUID path is a valid header value");
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(run)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(run),
+    )
+        .into_response())
 }
 
 /// Read a run. Supports `If-None-Match` for cheap polling.
@@ -88,7 +93,10 @@ pub async fn get_run(
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     };
     let out = response.headers_mut();
-    out.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex is a valid header"),
+    );
     if !run.status.is_terminal() {
         out.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

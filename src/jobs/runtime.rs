@@ -114,8 +114,12 @@ pub async fn run_worker(
 
     match store.release_worker(worker_id.clone()).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(worker.id = %worker_id, runs = n, "handed unfinished runs back to the queue"),
-        Err(e) => tracing::error!(worker.id = %worker_id, error = %e, "could not hand runs back; they return when their lease expires"),
+        Ok(n) => {
+            tracing::info!(worker.id = %worker_id, runs = n, "handed unfinished runs back to the queue")
+        }
+        Err(e) => {
+            tracing::error!(worker.id = %worker_id, error = %e, "could not hand runs back; they return when their lease expires")
+        }
     }
     let stopped = inflight.cancel_all();
     if stopped > 0 {
@@ -202,7 +206,11 @@ async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
         }
         match store.sweep_expired().await {
             Ok(s) if s.retried + s.failed > 0 => {
-                tracing::warn!(retried = s.retried, failed = s.failed, "took back runs whose worker stopped heartbeating")
+                tracing::warn!(
+                    retried = s.retried,
+                    failed = s.failed,
+                    "took back runs whose worker stopped heartbeating"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeping expired leases failed"),

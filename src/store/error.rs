@@ -28,7 +28,9 @@ impl From<sqlx::Error> for StoreError {
                 Self::Unavailable(e.to_string())
             }
             sqlx::Error::Database(ref db)
-                if db.code().is_some_and(|c| c == "5" || c == "6" || c == "517") =>
+                if db
+                    .code()
+                    .is_some_and(|c| c == "5" || c == "6" || c == "517") =>
             {
                 // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT
                 Self::Unavailable(e.to_string())

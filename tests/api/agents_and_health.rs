@@ -5,11 +5,25 @@ use crate::helpers::TestApp;
 #[tokio::test]
 async fn list_agents_shows_built_in_agents_with_their_input_schemas() {
     let app = TestApp::spawn().await;
-    let body: Value = app.client.get(app.url("/v1/agents")).send().await.unwrap().json().await.unwrap();
+    let body: Value = app
+        .client
+        .get(app.url("/v1/agents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let agents = body["agents"].as_array().unwrap();
-    let echo = agents.iter().find(|a| a["name"] == "echo").expect("echo is listed");
+    let echo = agents
+        .iter()
+        .find(|a| a["name"] == "echo")
+        .expect("echo is listed");
     assert_eq!(echo["input_schema"]["required"][0], "value");
-    let http = agents.iter().find(|a| a["name"] == "http").expect("http is listed");
+    let http = agents
+        .iter()
+        .find(|a| a["name"] == "http")
+        .expect("http is listed");
     assert_eq!(http["input_schema"]["required"][0], "url");
 }
 
@@ -41,7 +55,8 @@ async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
 
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
-    let app = TestApp::spawn_with(|c| c.http.cors_origins = vec!["https://app.example".into()]).await;
+    let app =
+        TestApp::spawn_with(|c| c.http.cors_origins = vec!["https://app.example".into()]).await;
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/v1/runs"))
@@ -51,7 +66,10 @@ async fn cors_allows_only_configured_origins() {
             .send()
     };
     let allowed = preflight("https://app.example").await.unwrap();
-    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
@@ -59,10 +77,18 @@ async fn cors_allows_only_configured_origins() {
 #[tokio::test]
 async fn docs_and_openapi_are_served() {
     let app = TestApp::spawn().await;
-    let spec: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(spec["paths"]["/v1/runs"]["post"].is_object());
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("openapi") );
+    assert!(docs.text().await.unwrap().contains("openapi"));
 }

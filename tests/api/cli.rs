@@ -22,9 +22,16 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["serve", "--lease", "10ms"], "--lease");
     assert_usage_error(&["--concurrency", "0"], "--concurrency");
     assert_usage_error(&["--listen", "nowhere"], "--listen");
-    assert_usage_error(&["--database-url", "postgres://localhost/x"], "--database-url");
-    assert_usage_error(&["--backoff-base", "1m", "--backoff-cap", "1s"], "--backoff-cap");
+    assert_usage_error(
+        &["--database-url", "postgres://localhost/x"],
+        "--database-url",
+    );
+    assert_usage_error(
+        &["--backoff-base", "1m", "--backoff-cap", "1s"],
+        "--backoff-cap",
+    );
     assert_usage_error(&["launch"], "launch");
+    assert_usage_error(&["worker", "--agents", "echo,nope"], "nope");
 }
 
 #[test]
@@ -42,7 +49,14 @@ fn help_lists_every_flag_with_its_environment_variable() {
     let out = agentq(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--listen", "--database-url", "--concurrency", "--lease", "--shutdown-timeout", "--log-format"] {
+    for flag in [
+        "--listen",
+        "--database-url",
+        "--concurrency",
+        "--lease",
+        "--shutdown-timeout",
+        "--log-format",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     assert!(help.contains("AGENTQ_LISTEN") && help.contains("AGENTQ_DATABASE_URL"));

@@ -16,7 +16,11 @@ struct Agentq {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Agentq {
@@ -32,9 +36,19 @@ impl Agentq {
             .stdout(Stdio::null())
             .spawn()
             .expect("the agentq binary starts");
-        let me = Self { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new() };
+        let me = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
         for _ in 0..500 {
-            if me.client.get(format!("{}/readyz", me.base)).send().await.is_ok() {
+            if me
+                .client
+                .get(format!("{}/readyz", me.base))
+                .send()
+                .await
+                .is_ok()
+            {
                 return me;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -43,14 +57,31 @@ impl Agentq {
     }
 
     async fn create(&self, body: Value) -> String {
-        let response = self.client.post(format!("{}/v1/runs", self.base)).json(&body).send().await.unwrap();
+        let response = self
+            .client
+            .post(format!("{}/v1/runs", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 202);
-        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         for _ in 0..1000 {
-            let run: Value = self.client.get(format!("{}/v1/runs/{id}", self.base)).send().await.unwrap().json().await.unwrap();
+            let run: Value = self
+                .client
+                .get(format!("{}/v1/runs/{id}", self.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if run["status"] == status {
                 return run;
             }
@@ -60,7 +91,10 @@ impl Agentq {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -70,7 +104,10 @@ impl Agentq {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(std::time::Instant::now() < deadline, "agentq did not exit in time");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agentq did not exit in time"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -88,7 +125,9 @@ async fn runs_interrupted_by_kill_9_run_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agentq.db");
     let first = Agentq::start(&db, &[]).await;
-    let id = first.create(json!({"agent": "echo", "input": {"value": 7, "delay_ms": 1500, "steps": 3}})).await;
+    let id = first
+        .create(json!({"agent": "echo", "input": {"value": 7, "delay_ms": 1500, "steps": 3}}))
+        .await;
     first.wait_for_status(&id, "running").await;
     drop(first); // SIGKILL: no shutdown code runs
 
@@ -96,14 +135,28 @@ async fn runs_interrupted_by_kill_9_run_again_after_a_restart() {
     let run = second.wait_for_status(&id, "succeeded").await;
     assert_eq!(run["attempt"], 2);
     assert_eq!(run["result"]["value"], 7);
-    let body: Value = second.client.get(format!("{}/v1/runs/{id}/events", second.base)).send().await.unwrap().json().await.unwrap();
+    let body: Value = second
+        .client
+        .get(format!("{}/v1/runs/{id}/events", second.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let events = body["events"].as_array().unwrap();
     let types = event_types(events);
-    let lost = types.iter().position(|t| t == "attempt_lost").expect("the lost attempt is recorded");
+    let lost = types
+        .iter()
+        .position(|t| t == "attempt_lost")
+        .expect("the lost attempt is recorded");
     assert_eq!(events[lost]["data"]["error"]["kind"], "lost_worker");
     assert_eq!(events[lost]["attempt"], 1);
     // attempt 2 starts only after attempt 1 was declared lost: no overlap
-    let second_start = events.iter().position(|e| e["type"] == "started" && e["attempt"] == 2).unwrap();
+    let second_start = events
+        .iter()
+        .position(|e| e["type"] == "started" && e["attempt"] == 2)
+        .unwrap();
     assert!(second_start > lost);
     assert_eq!(types.last().unwrap(), "succeeded");
 }
@@ -113,11 +166,18 @@ async fn sigterm_lets_the_running_run_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agentq.db");
     let agentq = Agentq::start(&db, &[]).await;
-    let id = agentq.create(json!({"agent": "echo", "input": {"value": 1, "delay_ms": 600}})).await;
+    let id = agentq
+        .create(json!({"agent": "echo", "input": {"value": 1, "delay_ms": 600}}))
+        .await;
     agentq.wait_for_status(&id, "running").await;
     agentq.signal("TERM");
     assert_eq!(agentq.exit_code(Duration::from_secs(10)).await, Some(0));
-    let store = Store::connect(&format!("sqlite://{}", db.display()), &StoreOptions::default()).await.unwrap();
+    let store = Store::connect(
+        &format!("sqlite://{}", db.display()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!(run.status.as_str(), "succeeded");
 }
@@ -127,11 +187,18 @@ async fn sigterm_hands_back_a_run_that_outlasts_the_shutdown_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agentq.db");
     let agentq = Agentq::start(&db, &["--shutdown-timeout", "200ms"]).await;
-    let id = agentq.create(json!({"agent": "echo", "input": {"value": 1, "delay_ms": 30000}})).await;
+    let id = agentq
+        .create(json!({"agent": "echo", "input": {"value": 1, "delay_ms": 30000}}))
+        .await;
     agentq.wait_for_status(&id, "running").await;
     agentq.signal("INT");
     assert_eq!(agentq.exit_code(Duration::from_secs(5)).await, Some(0));
-    let store = Store::connect(&format!("sqlite://{}", db.display()), &StoreOptions::default()).await.unwrap();
+    let store = Store::connect(
+        &format!("sqlite://{}", db.display()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!((run.status.as_str(), run.attempt), ("queued", 0));
 }

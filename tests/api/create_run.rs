@@ -8,13 +8,18 @@ use crate::helpers::{TestApp, event_types};
 async fn create_run_returns_202_with_location_and_the_queued_run() {
     let app = TestApp::spawn().await;
     let response = app
-        .post_run(json!({"agent": "echo", "input": {"value": 1}, "priority": 5,
-                         "metadata": {"user": "u1"}}))
+        .post_run(
+            json!({"agent": "echo", "input": {"value": 1}, "priority": 5,
+                         "metadata": {"user": "u1"}}),
+        )
         .await;
     assert_eq!(response.status(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let run: Value = response.json().await.unwrap();
-    assert_eq!(location, format!("/v1/runs/{}", run["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/v1/runs/{}", run["id"].as_str().unwrap())
+    );
     assert_eq!(run["status"], "queued");
     assert_eq!(run["agent"], "echo");
     assert_eq!(run["attempt"], 0);
@@ -27,8 +32,12 @@ async fn create_run_returns_202_with_location_and_the_queued_run() {
 #[tokio::test]
 async fn echo_run_succeeds_with_its_value_and_an_ordered_event_log() {
     let app = TestApp::spawn().await;
-    let id = app.create(json!({"agent": "echo", "input": {"value": {"a": [1, 2]}}})).await;
-    let run = app.wait_for_status(&id, "succeeded", Duration::from_secs(5)).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": {"a": [1, 2]}}}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
     assert_eq!(run["result"], json!({"value": {"a": [1, 2]}}));
     assert_eq!(run["attempt"], 1);
     assert!(run["error"].is_null());
@@ -41,8 +50,14 @@ async fn echo_run_succeeds_with_its_value_and_an_ordered_event_log() {
 
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], status);
     assert_eq!(body["request_id"], request_id.as_str());
@@ -54,14 +69,23 @@ fn fields(problem: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["field"].as_str().unwrap().into(), e["code"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().into(),
+                e["code"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test]
 async fn create_run_returns_422_when_agent_is_unknown() {
     let app = TestApp::spawn().await;
-    let body = problem(app.post_run(json!({"agent": "nope", "input": {}})).await, 422).await;
+    let body = problem(
+        app.post_run(json!({"agent": "nope", "input": {}})).await,
+        422,
+    )
+    .await;
     assert_eq!(body["code"], "validation_failed");
     assert_eq!(fields(&body), [("agent".into(), "unknown_agent".into())]);
 }
@@ -89,8 +113,10 @@ async fn create_run_returns_422_naming_the_input_fields_that_break_the_schema() 
 async fn create_run_returns_422_listing_every_out_of_range_field() {
     let app = TestApp::spawn().await;
     let response = app
-        .post_run(json!({"agent": "echo", "input": {"value": 1}, "max_attempts": 0,
-                         "timeout_ms": 0, "priority": 5000}))
+        .post_run(
+            json!({"agent": "echo", "input": {"value": 1}, "max_attempts": 0,
+                         "timeout_ms": 0, "priority": 5000}),
+        )
         .await;
     let body = problem(response, 422).await;
     let names: Vec<String> = fields(&body).into_iter().map(|(f, _)| f).collect();
@@ -104,9 +130,15 @@ async fn create_run_returns_400_naming_a_field_of_the_wrong_type_or_unknown() {
     assert_eq!(fields(&body), [("agent".into(), "invalid_type".into())]);
     let body = problem(app.post_run(json!({"input": {}})).await, 400).await;
     assert_eq!(fields(&body), [("agent".into(), "required".into())]);
-    let body = problem(app.post_run(json!({"agent": "echo", "colour": 1})).await, 400).await;
+    let body = problem(
+        app.post_run(json!({"agent": "echo", "colour": 1})).await,
+        400,
+    )
+    .await;
     assert_eq!(fields(&body), [("colour".into(), "unknown_field".into())]);
-    let response = app.post_run(json!({"agent": "echo", "run_at": "tomorrow"})).await;
+    let response = app
+        .post_run(json!({"agent": "echo", "run_at": "tomorrow"}))
+        .await;
     let body = problem(response, 400).await;
     assert_eq!(fields(&body)[0].0, "run_at");
 }
@@ -146,12 +178,15 @@ async fn create_run_returns_415_when_the_body_is_not_json() {
 async fn create_run_returns_413_when_the_body_is_over_the_limit() {
     let app = TestApp::spawn_with(|c| c.http.body_limit = 4096).await;
     let big = "x".repeat(5000);
-    let body = problem(app.post_run(json!({"agent": "echo", "input": {"value": big}})).await, 413).await;
+    let body = problem(
+        app.post_run(json!({"agent": "echo", "input": {"value": big}}))
+            .await,
+        413,
+    )
+    .await;
     assert_eq!(body["code"], "payload_too_large");
     // chunked, without a Content-Length, the limit holds too
-    let chunks = futures::stream::iter(
-        (0..10).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1000])),
-    );
+    let chunks = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1000])));
     let response = app
         .client
         .post(app.url("/v1/runs"))
@@ -168,8 +203,17 @@ async fn rejected_requests_leave_no_run_behind() {
     let app = TestApp::spawn().await;
     app.post_run(json!({"agent": "nope"})).await;
     app.post_run(json!({"agent": "echo", "input": {}})).await;
-    app.post_run(json!({"agent": "echo", "input": {"value": 1}, "max_attempts": 0})).await;
-    let list: Value = app.client.get(app.url("/v1/runs")).send().await.unwrap().json().await.unwrap();
+    app.post_run(json!({"agent": "echo", "input": {"value": 1}, "max_attempts": 0}))
+        .await;
+    let list: Value = app
+        .client
+        .get(app.url("/v1/runs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["runs"], json!([]));
 }
 
@@ -180,12 +224,27 @@ async fn unknown_paths_and_methods_answer_with_problems() {
     assert_eq!(problem(response, 404).await["code"], "not_found");
     let response = app.client.delete(app.url("/v1/runs")).send().await.unwrap();
     assert_eq!(problem(response, 405).await["code"], "method_not_allowed");
-    let response = app.client.get(app.url("/v1/runs/not-a-uuid")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/v1/runs/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
     problem(response, 404).await;
     let missing = uuid::Uuid::now_v7();
-    let response = app.client.get(app.url(&format!("/v1/runs/{missing}"))).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{missing}")))
+        .send()
+        .await
+        .unwrap();
     problem(response, 404).await;
-    let response = app.client.get(app.url(&format!("/v1/runs/{missing}/events"))).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{missing}/events")))
+        .send()
+        .await
+        .unwrap();
     problem(response, 404).await;
 }
 
@@ -193,11 +252,16 @@ async fn unknown_paths_and_methods_answer_with_problems() {
 async fn delayed_run_waits_for_its_run_at() {
     let app = TestApp::spawn().await;
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(700);
-    let id = app.create(json!({"agent": "echo", "input": {"value": 1}, "run_at": at})).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "run_at": at}))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.get_run(&id).await["status"], "queued");
-    let run = app.wait_for_status(&id, "succeeded", Duration::from_secs(5)).await;
-    let started: chrono::DateTime<chrono::Utc> = run["started_at"].as_str().unwrap().parse().unwrap();
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    let started: chrono::DateTime<chrono::Utc> =
+        run["started_at"].as_str().unwrap().parse().unwrap();
     assert!(started >= at, "started {started} before run_at {at}");
 }
 
@@ -205,11 +269,20 @@ async fn delayed_run_waits_for_its_run_at() {
 async fn higher_priority_runs_start_first() {
     let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
     // occupy the only slot, then queue low before high
-    let blocker = app.create(json!({"agent": "patient", "input": {"ms": 300}})).await;
-    app.wait_for_status(&blocker, "running", Duration::from_secs(5)).await;
-    let low = app.create(json!({"agent": "echo", "input": {"value": 1}, "priority": -1})).await;
-    let high = app.create(json!({"agent": "echo", "input": {"value": 2}, "priority": 10})).await;
-    let low = app.wait_for_status(&low, "succeeded", Duration::from_secs(5)).await;
+    let blocker = app
+        .create(json!({"agent": "patient", "input": {"ms": 300}}))
+        .await;
+    app.wait_for_status(&blocker, "running", Duration::from_secs(5))
+        .await;
+    let low = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "priority": -1}))
+        .await;
+    let high = app
+        .create(json!({"agent": "echo", "input": {"value": 2}, "priority": 10}))
+        .await;
+    let low = app
+        .wait_for_status(&low, "succeeded", Duration::from_secs(5))
+        .await;
     let high = app.get_run(&high).await;
     assert!(high["started_at"].as_str().unwrap() <= low["started_at"].as_str().unwrap());
 }

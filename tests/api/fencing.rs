@@ -11,7 +11,9 @@ use serde_json::json;
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("f.db").display());
-    let store = Store::connect(&url, &StoreOptions::default()).await.unwrap();
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     (store, dir)
 }
@@ -24,7 +26,10 @@ fn new_run() -> NewRun {
         priority: 0,
         max_attempts: 3,
         timeout: Duration::from_secs(1),
-        backoff: Backoff { base: Duration::ZERO, cap: Duration::ZERO },
+        backoff: Backoff {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        },
         run_at: None,
         metadata: Default::default(),
     }
@@ -38,27 +43,62 @@ fn agents() -> Option<Arc<[String]>> {
 async fn a_claimed_run_cannot_be_claimed_again() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
-    let first = store.claim("a".into(), agents(), 10, Duration::from_secs(30)).await.unwrap();
+    let first = store
+        .claim("a".into(), agents(), 10, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
-    let second = store.claim("b".into(), agents(), 10, Duration::from_secs(30)).await.unwrap();
-    assert!(second.is_empty(), "a duplicate delivery finds nothing to run");
+    let second = store
+        .claim("b".into(), agents(), 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        second.is_empty(),
+        "a duplicate delivery finds nothing to run"
+    );
 }
 
 #[tokio::test]
 async fn claims_take_only_the_agents_asked_for() {
     let (store, _dir) = store().await;
-    store.insert_run(NewRun { agent: "http".into(), ..new_run() }).await.unwrap();
-    assert!(store.claim("a".into(), agents(), 10, Duration::from_secs(30)).await.unwrap().is_empty());
+    store
+        .insert_run(NewRun {
+            agent: "http".into(),
+            ..new_run()
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim("a".into(), agents(), 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn a_finished_attempt_cannot_be_finished_again() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
-    let run = store.claim("a".into(), agents(), 1, Duration::from_secs(30)).await.unwrap().remove(0);
-    assert!(store.finish(run.fence(), Outcome::Succeeded(json!(1))).await.unwrap());
-    assert!(!store.finish(run.fence(), Outcome::Succeeded(json!(2))).await.unwrap());
+    let run = store
+        .claim("a".into(), agents(), 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .finish(run.fence(), Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish(run.fence(), Outcome::Succeeded(json!(2)))
+            .await
+            .unwrap()
+    );
     let stored = store.get_run(run.id).await.unwrap();
     assert_eq!(stored.result, Some(json!(1)));
 }
@@ -67,7 +107,11 @@ async fn a_finished_attempt_cannot_be_finished_again() {
 async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_claimed_again() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
-    let stale = store.claim("a".into(), agents(), 1, Duration::ZERO).await.unwrap().remove(0);
+    let stale = store
+        .claim("a".into(), agents(), 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let sweep = store.sweep_expired().await.unwrap();
     assert_eq!(sweep.retried, 1);
@@ -75,34 +119,96 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
     assert_eq!(lost.status, RunStatus::Retrying);
     assert_eq!(lost.error.as_ref().unwrap().kind, RunErrorKind::LostWorker);
 
-    let fresh = store.claim("b".into(), agents(), 1, Duration::from_secs(30)).await.unwrap().remove(0);
+    let fresh = store
+        .claim("b".into(), agents(), 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(fresh.attempt, 2);
-    let progress = Progress { percent: 50, message: None };
-    assert!(!store.progress(stale.fence(), progress.clone()).await.unwrap());
-    assert!(!store.log(stale.fence(), "info", "zombie".into()).await.unwrap());
-    let failure = RunError { kind: RunErrorKind::AgentError, message: "zombie".into() };
-    assert!(!store.finish(stale.fence(), Outcome::Failed(failure)).await.unwrap());
+    let progress = Progress {
+        percent: 50,
+        message: None,
+    };
+    assert!(
+        !store
+            .progress(stale.fence(), progress.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .log(stale.fence(), "info", "zombie".into())
+            .await
+            .unwrap()
+    );
+    let failure = RunError {
+        kind: RunErrorKind::AgentError,
+        message: "zombie".into(),
+    };
+    assert!(
+        !store
+            .finish(stale.fence(), Outcome::Failed(failure))
+            .await
+            .unwrap()
+    );
     assert!(store.progress(fresh.fence(), progress).await.unwrap());
-    assert!(store.finish(fresh.fence(), Outcome::Succeeded(json!("ok"))).await.unwrap());
+    assert!(
+        store
+            .finish(fresh.fence(), Outcome::Succeeded(json!("ok")))
+            .await
+            .unwrap()
+    );
 
     let run = store.get_run(stale.id).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.attempt, 2);
-    let kinds: Vec<String> = store.list_events(run.id, 0).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["created", "started", "attempt_lost", "started", "progress", "succeeded"]);
+    let kinds: Vec<String> = store
+        .list_events(run.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "started",
+            "attempt_lost",
+            "started",
+            "progress",
+            "succeeded"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
     let (store, _dir) = store().await;
-    store.insert_run(NewRun { max_attempts: 1, ..new_run() }).await.unwrap();
-    let run = store.claim("a".into(), agents(), 1, Duration::ZERO).await.unwrap().remove(0);
+    store
+        .insert_run(NewRun {
+            max_attempts: 1,
+            ..new_run()
+        })
+        .await
+        .unwrap();
+    let run = store
+        .claim("a".into(), agents(), 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(store.sweep_expired().await.unwrap().failed, 1);
     let failed = store.get_run(run.id).await.unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
     assert!(failed.finished_at.is_some());
-    let kinds: Vec<String> = store.list_events(run.id, 0).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = store
+        .list_events(run.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["created", "started", "attempt_lost", "failed"]);
 }
 
@@ -110,29 +216,67 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
 async fn renewed_leases_are_not_swept() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
-    let run = store.claim("a".into(), agents(), 1, Duration::from_millis(200)).await.unwrap().remove(0);
+    let run = store
+        .claim("a".into(), agents(), 1, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .remove(0);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(store.renew_leases("a".into(), Duration::from_millis(200)).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .renew_leases("a".into(), Duration::from_millis(200))
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(store.sweep_expired().await.unwrap().retried, 0);
     }
-    assert!(store.finish(run.fence(), Outcome::Succeeded(json!(1))).await.unwrap());
+    assert!(
+        store
+            .finish(run.fence(), Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
 async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
-    let held = store.claim("a".into(), agents(), 1, Duration::from_secs(30)).await.unwrap().remove(0);
+    let held = store
+        .claim("a".into(), agents(), 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(store.release_worker("a".into()).await.unwrap(), 1);
     let queued = store.get_run(held.id).await.unwrap();
     assert_eq!((queued.status, queued.attempt), (RunStatus::Queued, 0));
-    assert!(!store.finish(held.fence(), Outcome::Succeeded(json!(1))).await.unwrap());
-    let again = store.claim("b".into(), agents(), 1, Duration::from_secs(30)).await.unwrap().remove(0);
+    assert!(
+        !store
+            .finish(held.fence(), Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap()
+    );
+    let again = store
+        .claim("b".into(), agents(), 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.attempt, 1, "handing back does not burn the attempt");
     // same attempt number, other worker: the old holder is still fenced out
-    assert!(!store.finish(held.fence(), Outcome::Succeeded(json!(1))).await.unwrap());
-    assert!(store.finish(again.fence(), Outcome::Succeeded(json!(2))).await.unwrap());
+    assert!(
+        !store
+            .finish(held.fence(), Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish(again.fence(), Outcome::Succeeded(json!(2)))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -147,7 +291,10 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
-                let batch = store.claim(format!("w{w}").into(), agents(), 7, Duration::from_secs(30)).await.unwrap();
+                let batch = store
+                    .claim(format!("w{w}").into(), agents(), 7, Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     return got;
                 }

@@ -99,7 +99,9 @@ impl TestApp {
     pub async fn shutdown(mut self) -> Option<TempDir> {
         self.stop.take().map(|s| s.send(()));
         if let Some(task) = self.task.take() {
-            task.await.expect("app task").expect("app shuts down cleanly");
+            task.await
+                .expect("app task")
+                .expect("app shuts down cleanly");
         }
         self._dir.take()
     }
@@ -150,14 +152,22 @@ impl TestApp {
     }
 
     /// Polls the run until `done` holds, failing after `within`.
-    pub async fn wait_for(&self, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let run = self.get_run(id).await;
             if done(&run) {
                 return run;
             }
-            assert!(tokio::time::Instant::now() < deadline, "run never reached the expected state: {run:#}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run never reached the expected state: {run:#}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -176,13 +186,18 @@ impl Drop for TestApp {
 }
 
 pub fn event_types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
     let mut registry = builtin_agents();
     registry
-        .register(Patient { probe: probe.clone() })
+        .register(Patient {
+            probe: probe.clone(),
+        })
         .unwrap()
         .register(Panicker)
         .unwrap();

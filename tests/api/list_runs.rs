@@ -5,13 +5,23 @@ use serde_json::{Value, json};
 use crate::helpers::TestApp;
 
 async fn list(app: &TestApp, query: &str) -> Value {
-    let response = app.client.get(app.url(&format!("/v1/runs{query}"))).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs{query}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "{query}");
     response.json().await.unwrap()
 }
 
 fn ids(page: &Value) -> Vec<String> {
-    page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -19,7 +29,10 @@ async fn list_runs_pages_newest_first_without_gaps_or_repeats() {
     let app = TestApp::spawn_with(|c| c.role = agentq::app::Role::Api).await;
     let mut created = Vec::new();
     for i in 0..7 {
-        created.push(app.create(json!({"agent": "echo", "input": {"value": i}})).await);
+        created.push(
+            app.create(json!({"agent": "echo", "input": {"value": i}}))
+                .await,
+        );
     }
     created.reverse();
     let mut seen = Vec::new();
@@ -42,22 +55,40 @@ async fn list_runs_pages_newest_first_without_gaps_or_repeats() {
 #[tokio::test]
 async fn list_runs_filters_by_status_agent_and_creation_time() {
     let app = TestApp::spawn().await;
-    let ok = app.create(json!({"agent": "echo", "input": {"value": 1}})).await;
-    let bad = app.create(json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true}})).await;
-    let slow = app.create(json!({"agent": "patient", "input": {"ms": 5000}})).await;
-    app.wait_for_status(&ok, "succeeded", Duration::from_secs(5)).await;
-    app.wait_for_status(&bad, "failed", Duration::from_secs(5)).await;
-    app.wait_for_status(&slow, "running", Duration::from_secs(5)).await;
+    let ok = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    let bad = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true}}))
+        .await;
+    let slow = app
+        .create(json!({"agent": "patient", "input": {"ms": 5000}}))
+        .await;
+    app.wait_for_status(&ok, "succeeded", Duration::from_secs(5))
+        .await;
+    app.wait_for_status(&bad, "failed", Duration::from_secs(5))
+        .await;
+    app.wait_for_status(&slow, "running", Duration::from_secs(5))
+        .await;
 
-    assert_eq!(ids(&list(&app, "?status=succeeded").await), [ok.clone()]);
-    assert_eq!(ids(&list(&app, "?status=failed,running").await), [slow.clone(), bad.clone()]);
-    assert_eq!(ids(&list(&app, "?agent=patient").await), [slow.clone()]);
-    assert_eq!(ids(&list(&app, "?agent=echo&status=failed").await), [bad.clone()]);
+    assert_eq!(ids(&list(&app, "?status=succeeded").await), vec![ok.clone()]);
+    assert_eq!(
+        ids(&list(&app, "?status=failed,running").await),
+        [slow.clone(), bad.clone()]
+    );
+    assert_eq!(ids(&list(&app, "?agent=patient").await), vec![slow.clone()]);
+    assert_eq!(
+        ids(&list(&app, "?agent=echo&status=failed").await),
+        vec![bad.clone()]
+    );
 
     let slow_run = app.get_run(&slow).await;
     let created = slow_run["created_at"].as_str().unwrap();
     let encoded = created.replace(':', "%3A");
-    assert_eq!(ids(&list(&app, &format!("?created_after={encoded}")).await), [slow.clone()]);
+    assert_eq!(
+        ids(&list(&app, &format!("?created_after={encoded}")).await),
+        vec![slow.clone()]
+    );
     let before = ids(&list(&app, &format!("?created_before={encoded}")).await);
     assert!(!before.contains(&slow) && before.contains(&ok));
 }
@@ -73,7 +104,12 @@ async fn list_runs_rejects_bad_filters_naming_each() {
         ("?cursor=xyz", "cursor"),
         ("?created_after=yesterday", "created_after"),
     ] {
-        let response = app.client.get(app.url(&format!("/v1/runs{query}"))).send().await.unwrap();
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/runs{query}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 422, "{query}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["errors"][0]["field"], field, "{query}");

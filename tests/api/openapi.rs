@@ -28,6 +28,14 @@ fn every_operation_id_is_the_handler_name() {
     ids.sort();
     assert_eq!(
         ids,
-        ["create_run", "get_run", "healthz", "list_agents", "list_run_events", "list_runs", "readyz"]
+        [
+            "create_run",
+            "get_run",
+            "healthz",
+            "list_agents",
+            "list_run_events",
+            "list_runs",
+            "readyz"
+        ]
     );
 }

@@ -16,7 +16,9 @@ async fn progress_shows_while_the_run_is_running() {
         })
         .await;
     assert_eq!(run["progress"]["message"], "step 1 of 4");
-    let run = app.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(10))
+        .await;
     assert_eq!(run["progress"]["percent"], 100);
     let events = app.events(&id).await;
     let progress: Vec<&Value> = events.iter().filter(|e| e["type"] == "progress").collect();
@@ -27,12 +29,20 @@ async fn progress_shows_while_the_run_is_running() {
 #[tokio::test]
 async fn get_run_supports_etag_polling_and_retry_after_until_finished() {
     let app = TestApp::spawn().await;
-    let id = app.create(json!({"agent": "patient", "input": {"ms": 400}})).await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 400}}))
+        .await;
     let url = app.url(&format!("/v1/runs/{id}"));
     let first = app.client.get(&url).send().await.unwrap();
     assert_eq!(first.headers()["retry-after"], "1");
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
-    let again = app.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let again = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     // unchanged (304) unless a worker changed the run in between (200 with a new tag)
     if again.status() == 304 {
         assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
@@ -40,20 +50,36 @@ async fn get_run_supports_etag_polling_and_retry_after_until_finished() {
     } else {
         assert_ne!(again.headers()["etag"].to_str().unwrap(), etag);
     }
-    app.wait_for_status(&id, "succeeded", Duration::from_secs(5)).await;
-    let done = app.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    let done = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(done.status(), 200, "a finished run has a new tag");
     assert!(done.headers().get("retry-after").is_none());
     let etag = done.headers()["etag"].to_str().unwrap().to_owned();
-    let cached = app.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let cached = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cached.status(), 304);
 }
 
 #[tokio::test]
 async fn events_can_be_read_after_a_given_seq() {
     let app = TestApp::spawn().await;
-    let id = app.create(json!({"agent": "echo", "input": {"value": 1}})).await;
-    app.wait_for_status(&id, "succeeded", Duration::from_secs(5)).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
     let body: Value = app
         .client
         .get(app.url(&format!("/v1/runs/{id}/events?after=1")))
@@ -63,6 +89,11 @@ async fn events_can_be_read_after_a_given_seq() {
         .json()
         .await
         .unwrap();
-    let seqs: Vec<i64> = body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, [2, 3]);
 }

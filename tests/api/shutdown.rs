@@ -9,14 +9,19 @@ use crate::helpers::{TestApp, event_types};
 
 async fn open(db: &std::path::Path) -> Store {
     let url = format!("sqlite://{}", db.display());
-    Store::connect(&url, &StoreOptions::default()).await.unwrap()
+    Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_runs_finish_within_the_timeout() {
     let app = TestApp::spawn().await;
-    let id = app.create(json!({"agent": "patient", "input": {"ms": 300}})).await;
-    app.wait_for_status(&id, "running", Duration::from_secs(5)).await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 300}}))
+        .await;
+    app.wait_for_status(&id, "running", Duration::from_secs(5))
+        .await;
     let dir = app.shutdown().await.unwrap();
     let store = open(&dir.path().join("agentq.db")).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
@@ -28,26 +33,48 @@ async fn shutdown_lets_in_flight_runs_finish_within_the_timeout() {
 async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_attempt() {
     let app = TestApp::spawn_with(|c| c.worker.shutdown_timeout = Duration::from_millis(200)).await;
     let probe = app.probe.clone();
-    let id = app.create(json!({"agent": "patient", "input": {"ms": 1500}})).await;
-    app.wait_for_status(&id, "running", Duration::from_secs(5)).await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 1500}}))
+        .await;
+    app.wait_for_status(&id, "running", Duration::from_secs(5))
+        .await;
     let started = std::time::Instant::now();
     let dir = app.shutdown().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(1), "shutdown waited {:?}", started.elapsed());
-    assert_eq!(probe.cancelled.load(Ordering::SeqCst), 1, "the agent was told to stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        probe.cancelled.load(Ordering::SeqCst),
+        1,
+        "the agent was told to stop"
+    );
 
     let db = dir.path().join("agentq.db");
     let store = open(&db).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!((run.status, run.attempt), (RunStatus::Queued, 0));
     assert!(run.worker_id.is_none());
-    let kinds: Vec<String> = store.list_events(run.id, 0).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = store
+        .list_events(run.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["created", "started", "released"]);
     store.close().await;
 
     let app = TestApp::spawn_on(&db, |_| {}).await;
-    let run = app.wait_for_status(&id, "succeeded", Duration::from_secs(5)).await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
     assert_eq!(run["attempt"], 1);
     let types = event_types(&app.events(&id).await);
-    assert_eq!(types, ["created", "started", "released", "started", "succeeded"]);
+    assert_eq!(
+        types,
+        ["created", "started", "released", "started", "succeeded"]
+    );
     drop(dir);
 }

@@ -354,7 +354,9 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
     }
     for (i, op) in ops.iter().enumerate() {
         match op {
-            Op::Release(worker_id) => answers[i] = Some(Answer::Count(release(b, worker_id).await?)),
+            Op::Release(worker_id) => {
+                answers[i] = Some(Answer::Count(release(b, worker_id).await?))
+            }
             Op::Sweep => answers[i] = Some(Answer::Swept(sweep(b).await?)),
             Op::Close => answers[i] = Some(Answer::Closed),
             _ => {}
@@ -506,7 +508,13 @@ async fn apply_progress_and_logs(
                 let data = json!({ "percent": progress.percent, "message": progress.message });
                 let seq = fenced_touch(b, fence, Some(progress)).await?;
                 if let Some(seq) = seq {
-                    b.event(fence.run_id.to_string(), seq, EventKind::Progress, fence.attempt, data);
+                    b.event(
+                        fence.run_id.to_string(),
+                        seq,
+                        EventKind::Progress,
+                        fence.attempt,
+                        data,
+                    );
                 }
                 progress_applied.insert(fence, seq.is_some());
             }
@@ -514,7 +522,13 @@ async fn apply_progress_and_logs(
                 let seq = fenced_touch(b, fence, None).await?;
                 if let Some(seq) = seq {
                     let data = json!({ "level": level, "message": message });
-                    b.event(fence.run_id.to_string(), seq, EventKind::Log, fence.attempt, data);
+                    b.event(
+                        fence.run_id.to_string(),
+                        seq,
+                        EventKind::Log,
+                        fence.attempt,
+                        data,
+                    );
                 }
                 answers[i] = Some(Answer::Applied(seq.is_some()));
             }
@@ -647,11 +661,23 @@ async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
         if status == RunStatus::Failed.as_str() {
             sweep.failed += 1;
             let data = json!({ "error": error });
-            b.event(id.clone(), seq - 1, EventKind::AttemptLost, attempt, data.clone());
+            b.event(
+                id.clone(),
+                seq - 1,
+                EventKind::AttemptLost,
+                attempt,
+                data.clone(),
+            );
             b.event(id, seq, EventKind::Failed, attempt, data);
         } else {
             sweep.retried += 1;
-            b.event(id, seq, EventKind::AttemptLost, attempt, json!({ "error": error }));
+            b.event(
+                id,
+                seq,
+                EventKind::AttemptLost,
+                attempt,
+                json!({ "error": error }),
+            );
         }
     }
     if sweep.retried > 0 {
