@@ -31,10 +31,9 @@ CREATE TABLE runs (
 
 -- Claims scan ready runs in priority, then due-time order.
 CREATE INDEX runs_ready ON runs (priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
--- Listing by status, and the sweeper's look for expired leases.
-CREATE INDEX runs_status ON runs (status, id);
-CREATE INDEX runs_agent ON runs (agent, id);
+-- Running runs: the sweeper's look for expired leases, lease renewal, hand-back.
 CREATE INDEX runs_lease ON runs (lease_until) WHERE status = 'running';
+-- Listing walks the primary key (ids sort by creation time) newest first and filters.
 
 CREATE TABLE run_events (
     run_id  TEXT    NOT NULL,

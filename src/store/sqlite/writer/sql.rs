@@ -15,12 +15,14 @@ SELECT value->>'r', value->>'s', ?2, value->>'k', value->>'a', value->'d'
 FROM json_each(?1)";
 
 /// ?1 worker id, ?2 lease end, ?3 now, ?4 JSON array of agents or NULL for all, ?5 limit.
+/// `runs_ready` is in claim order, so the scan stops after `limit` due runs instead of
+/// sorting the whole backlog (the planner would otherwise pick `runs_status`).
 pub(super) const CLAIM: &str = "
 UPDATE runs
 SET status = 'running', attempt = attempt + 1, worker_id = ?1, lease_until = ?2,
     started_at = COALESCE(started_at, ?3), updated_at = ?3, event_seq = event_seq + 1
 WHERE id IN (
-    SELECT id FROM runs
+    SELECT id FROM runs INDEXED BY runs_ready
     WHERE status IN ('queued', 'retrying') AND run_at <= ?3
       AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4)))
     ORDER BY priority DESC, run_at, id
@@ -43,6 +45,7 @@ RETURNING event_seq";
 
 /// ?1 JSON array of {id, attempt, worker, status, result?, error_kind?, error_message?,
 /// run_at?}, ?2 now. Only rows whose fence still holds are updated and returned.
+/// The unary `+` keeps the planner on primary-key lookups driven by the batch.
 pub(super) const FINISH: &str = "
 UPDATE runs
 SET status = f.status, result = f.result, error_kind = f.error_kind,
@@ -55,7 +58,7 @@ FROM (SELECT value->>'id' AS id, value->>'attempt' AS attempt, value->>'worker' 
              value->>'run_at' AS run_at
       FROM json_each(?1)) AS f
 WHERE runs.id = f.id AND runs.attempt = f.attempt AND runs.worker_id = f.worker
-  AND runs.status = 'running'
+  AND +runs.status = 'running'
 RETURNING runs.id, runs.event_seq";
 
 /// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
