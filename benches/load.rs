@@ -28,12 +28,16 @@ struct Args {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn args() -> Args {
     Args {
-        binary: std::env::var("AGENTQ_BIN").expect("AGENTQ_BIN: path of the release binary (scripts/bench.sh sets it)"),
+        binary: std::env::var("AGENTQ_BIN")
+            .expect("AGENTQ_BIN: path of the release binary (scripts/bench.sh sets it)"),
         passes: env_or("PASSES", 3),
         runs: env_or("RUNS", 20_000),
         parallel: env_or("PARALLEL", 64),
@@ -55,7 +59,11 @@ impl Server {
     async fn start(args: &Args) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("bench.db");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(&args.binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &format!("sqlite://{}", db.display())])
@@ -68,7 +76,12 @@ impl Server {
         let client = reqwest::Client::new();
         for _ in 0..500 {
             if client.get(format!("{base}/readyz")).send().await.is_ok() {
-                return Self { child, base, db, _dir: dir };
+                return Self {
+                    child,
+                    base,
+                    db,
+                    _dir: dir,
+                };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -76,7 +89,8 @@ impl Server {
     }
 
     fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -85,11 +99,16 @@ impl Server {
     }
 
     async fn stats(&self) -> (i64, i64) {
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", self.db.display())).await.unwrap();
-        sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(finished_at), 0) FROM runs WHERE status = 'succeeded'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", self.db.display()))
+                .await
+                .unwrap();
+        sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(MAX(finished_at), 0) FROM runs WHERE status = 'succeeded'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
     }
 }
 
@@ -105,7 +124,12 @@ fn body(i: usize) -> Value {
 }
 
 async fn post(client: &reqwest::Client, base: &str, i: usize) -> Value {
-    let response = client.post(format!("{base}/v1/runs")).json(&body(i)).send().await.expect("POST");
+    let response = client
+        .post(format!("{base}/v1/runs"))
+        .json(&body(i))
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(response.status(), 202);
     response.json().await.unwrap()
 }
@@ -132,7 +156,11 @@ async fn e2e(server: &Server, args: &Args) -> (f64, f64) {
             let secs = (last_finished_ms - start_ms) as f64 / 1000.0;
             return (args.runs as f64 / secs, args.runs as f64 / posted);
         }
-        assert!(Instant::now() < deadline, "only {done} of {} runs succeeded", args.runs);
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {} runs succeeded",
+            args.runs
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -193,7 +221,11 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 #[tokio::main]

@@ -2,11 +2,11 @@
 //!
 //! apalis polls the stream only when the worker has a free slot. Each poll claims at most
 //! as many runs as there are free slots (claiming more would start their leases while
-//! they wait), keeps any surplus in a small buffer, and when nothing is due waits for the
-//! store's ready signal (an insert, a retry or a release in this process), the earliest
-//! known due time, or the poll interval (runs inserted by other processes), whichever
-//! comes first. It never ends and never fails: a store error is logged and retried with
-//! backoff, because a fetcher error would stop the apalis worker.
+//! they wait) and keeps any surplus in a small buffer. When nothing is due the claim waits
+//! in the store's writer, which answers it in the same transaction that makes a run
+//! claimable, or empty after the poll interval (runs inserted by other processes). The
+//! stream never ends and never fails: a store error is logged and retried with backoff,
+//! because a fetcher error would stop the apalis worker.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +19,6 @@ use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
 use futures::stream::BoxStream;
 use futures::{Sink, StreamExt};
-use tokio::sync::watch;
 
 use crate::store::{ClaimedRun, Store};
 
@@ -63,14 +62,12 @@ pub fn runs_backend(config: FetchConfig) -> RunsBackend {
 struct Fetcher {
     config: FetchConfig,
     worker: WorkerContext,
-    ready: watch::Receiver<i64>,
     buffer: VecDeque<ClaimedRun>,
     error_backoff: Duration,
 }
 
 fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
     let fetcher = Fetcher {
-        ready: config.store.ready_signal(),
         config,
         worker,
         buffer: VecDeque::new(),
@@ -97,8 +94,6 @@ impl Fetcher {
             if let Some(run) = self.buffer.pop_front() {
                 return run;
             }
-            // Anything signalled from here on wakes the wait below.
-            self.ready.borrow_and_update();
             let free = self
                 .config
                 .concurrency
@@ -112,6 +107,7 @@ impl Fetcher {
                     Some(self.config.agents.clone()),
                     free,
                     self.config.lease,
+                    Some(self.config.poll_interval),
                 )
                 .await;
             match claimed {
@@ -119,10 +115,7 @@ impl Fetcher {
                     self.error_backoff = Duration::ZERO;
                     self.buffer.extend(runs);
                 }
-                Ok(_) => {
-                    self.error_backoff = Duration::ZERO;
-                    self.wait_for_work().await;
-                }
+                Ok(_) => self.error_backoff = Duration::ZERO,
                 Err(e) => {
                     self.error_backoff = (self.error_backoff * 2)
                         .clamp(Duration::from_millis(100), Duration::from_secs(30));
@@ -130,19 +123,6 @@ impl Fetcher {
                     tokio::time::sleep(self.error_backoff).await;
                 }
             }
-        }
-    }
-
-    async fn wait_for_work(&mut self) {
-        let now = chrono::Utc::now().timestamp_millis();
-        let hint = *self.ready.borrow();
-        let mut wait = self.config.poll_interval;
-        if hint > now {
-            wait = wait.min(Duration::from_millis((hint - now) as u64));
-        }
-        tokio::select! {
-            _ = self.ready.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

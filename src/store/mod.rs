@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 
 use crate::domain::{NewRun, Progress, Run, RunEvent, RunId};
 
@@ -81,16 +80,18 @@ impl Store {
     }
 
     /// Claims up to `limit` due runs of `agents` (all agents when `None`) for `worker_id`.
+    /// With `wait`, an empty claim is held until runs become claimable or `wait` passes.
     pub async fn claim(
         &self,
         worker_id: Arc<str>,
         agents: Option<Arc<[String]>>,
         limit: usize,
         lease: Duration,
+        wait: Option<Duration>,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
         self.inner
             .writer
-            .claim(worker_id, agents, limit, lease)
+            .claim(worker_id, agents, limit, lease, wait)
             .await
     }
 
@@ -150,11 +151,6 @@ impl Store {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
-    }
-
-    /// Fires when runs may have become ready; carries the earliest due time known (ms).
-    pub fn ready_signal(&self) -> watch::Receiver<i64> {
-        self.inner.writer.ready_signal()
     }
 
     /// Stops the writer after it has committed what it was given, and closes connections.

@@ -44,13 +44,13 @@ async fn a_claimed_run_cannot_be_claimed_again() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
     let first = store
-        .claim("a".into(), agents(), 10, Duration::from_secs(30))
+        .claim("a".into(), agents(), 10, Duration::from_secs(30), None)
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
     let second = store
-        .claim("b".into(), agents(), 10, Duration::from_secs(30))
+        .claim("b".into(), agents(), 10, Duration::from_secs(30), None)
         .await
         .unwrap();
     assert!(
@@ -71,7 +71,7 @@ async fn claims_take_only_the_agents_asked_for() {
         .unwrap();
     assert!(
         store
-            .claim("a".into(), agents(), 10, Duration::from_secs(30))
+            .claim("a".into(), agents(), 10, Duration::from_secs(30), None)
             .await
             .unwrap()
             .is_empty()
@@ -83,7 +83,7 @@ async fn a_finished_attempt_cannot_be_finished_again() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
     let run = store
-        .claim("a".into(), agents(), 1, Duration::from_secs(30))
+        .claim("a".into(), agents(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -108,7 +108,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
     let stale = store
-        .claim("a".into(), agents(), 1, Duration::ZERO)
+        .claim("a".into(), agents(), 1, Duration::ZERO, None)
         .await
         .unwrap()
         .remove(0);
@@ -120,7 +120,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
     assert_eq!(lost.error.as_ref().unwrap().kind, RunErrorKind::LostWorker);
 
     let fresh = store
-        .claim("b".into(), agents(), 1, Duration::from_secs(30))
+        .claim("b".into(), agents(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -193,7 +193,7 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
         .await
         .unwrap();
     let run = store
-        .claim("a".into(), agents(), 1, Duration::ZERO)
+        .claim("a".into(), agents(), 1, Duration::ZERO, None)
         .await
         .unwrap()
         .remove(0);
@@ -217,7 +217,7 @@ async fn renewed_leases_are_not_swept() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
     let run = store
-        .claim("a".into(), agents(), 1, Duration::from_millis(200))
+        .claim("a".into(), agents(), 1, Duration::from_millis(200), None)
         .await
         .unwrap()
         .remove(0);
@@ -245,7 +245,7 @@ async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
     let (store, _dir) = store().await;
     store.insert_run(new_run()).await.unwrap();
     let held = store
-        .claim("a".into(), agents(), 1, Duration::from_secs(30))
+        .claim("a".into(), agents(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -259,7 +259,7 @@ async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
             .unwrap()
     );
     let again = store
-        .claim("b".into(), agents(), 1, Duration::from_secs(30))
+        .claim("b".into(), agents(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -292,7 +292,13 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
             let mut got = Vec::new();
             loop {
                 let batch = store
-                    .claim(format!("w{w}").into(), agents(), 7, Duration::from_secs(30))
+                    .claim(
+                        format!("w{w}").into(),
+                        agents(),
+                        7,
+                        Duration::from_secs(30),
+                        None,
+                    )
                     .await
                     .unwrap();
                 if batch.is_empty() {

@@ -71,7 +71,10 @@ async fn list_runs_filters_by_status_agent_and_creation_time() {
     app.wait_for_status(&slow, "running", Duration::from_secs(5))
         .await;
 
-    assert_eq!(ids(&list(&app, "?status=succeeded").await), vec![ok.clone()]);
+    assert_eq!(
+        ids(&list(&app, "?status=succeeded").await),
+        vec![ok.clone()]
+    );
     assert_eq!(
         ids(&list(&app, "?status=failed,running").await),
         [slow.clone(), bad.clone()]

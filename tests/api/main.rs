@@ -1,4 +1,5 @@
 mod agents_and_health;
+mod claims;
 mod cli;
 mod crash;
 mod create_run;

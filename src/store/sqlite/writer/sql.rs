@@ -70,6 +70,14 @@ SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NU
 WHERE worker_id = ?2 AND status = 'running'
 RETURNING id, attempt + 1 AS released_attempt, event_seq";
 
+/// ?1 now, ?2..?4 the fence: hands back one claimed run, giving back its attempt.
+pub(super) const UNCLAIM: &str = "
+UPDATE runs
+SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
+    run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+WHERE id = ?2 AND attempt = ?3 AND worker_id = ?4 AND status = 'running'
+RETURNING event_seq";
+
 /// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now.
 pub(super) const SWEEP_EXPIRED: &str = "
 UPDATE runs

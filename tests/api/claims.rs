@@ -1,0 +1,111 @@
+//! Waiting claims: an idle worker's claim waits in the store's writer for runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentq::domain::{Backoff, NewRun, RunId, RunStatus};
+use agentq::store::{Store, StoreOptions};
+use serde_json::json;
+
+async fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+fn new_run() -> NewRun {
+    NewRun {
+        id: RunId::new(),
+        agent: "echo".into(),
+        input: json!({"value": 1}),
+        priority: 0,
+        max_attempts: 3,
+        timeout: Duration::from_secs(1),
+        backoff: Backoff {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        },
+        run_at: None,
+        metadata: Default::default(),
+    }
+}
+
+fn agents() -> Option<Arc<[String]>> {
+    Some(vec!["echo".to_owned()].into())
+}
+
+fn waiting_claim(store: &Store, wait: Duration) -> tokio::task::JoinHandle<(Vec<RunId>, Duration)> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let runs = store
+            .claim("w".into(), agents(), 4, Duration::from_secs(30), Some(wait))
+            .await
+            .unwrap();
+        (runs.into_iter().map(|r| r.id).collect(), started.elapsed())
+    })
+}
+
+#[tokio::test]
+async fn a_waiting_claim_is_answered_by_the_insert_that_makes_a_run_claimable() {
+    let (store, _dir) = store().await;
+    let claim = waiting_claim(&store, Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let run = store.insert_run(new_run()).await.unwrap();
+    let (claimed, took) = claim.await.unwrap();
+    assert_eq!(claimed, [run.id]);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_waiting_claim_comes_back_empty_at_its_deadline() {
+    let (store, _dir) = store().await;
+    let (claimed, took) = waiting_claim(&store, Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert!(claimed.is_empty());
+    assert!(
+        took >= Duration::from_millis(140) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_claim_wakes_when_a_delayed_run_comes_due() {
+    let (store, _dir) = store().await;
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let run = store
+        .insert_run(NewRun {
+            run_at: Some(due),
+            ..new_run()
+        })
+        .await
+        .unwrap();
+    let (claimed, _) = waiting_claim(&store, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(claimed, [run.id]);
+    assert!(chrono::Utc::now() >= due);
+}
+
+#[tokio::test]
+async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
+    let (store, _dir) = store().await;
+    let claim = waiting_claim(&store, Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    claim.abort();
+    let _ = claim.await;
+    let run = store.insert_run(new_run()).await.unwrap();
+    let stored = store.get_run(run.id).await.unwrap();
+    assert_eq!((stored.status, stored.attempt), (RunStatus::Queued, 0));
+    let claimed = store
+        .claim("other".into(), agents(), 1, Duration::from_secs(30), None)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempt, 1);
+}
