@@ -7,6 +7,7 @@
 //!   scheduled send time, so a stalled server cannot hide queued requests);
 //! - idle: POST → `succeeded` seen by a client polling GET, one run at a time;
 //! - peak RSS of the server process (VmHWM).
+//!
 //! Prints one JSON line per pass and the medians.
 
 use std::process::{Child, Command, Stdio};
@@ -64,7 +65,7 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(&args.binary)
+        let mut child = Command::new(&args.binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &format!("sqlite://{}", db.display())])
             .args(["--concurrency", &args.concurrency])
@@ -85,6 +86,8 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("agentq did not start");
     }
 
