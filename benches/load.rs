@@ -1,6 +1,7 @@
 //! Load benchmark of a real `agentq serve` process on the embedded SQLite default.
 //!
-//! Run through `scripts/bench.sh`, which builds the release binary and passes its path.
+//! `scripts/bench.sh` (or `cargo bench --bench load`) runs it against the release binary.
+//! Under `cargo test` it runs one small smoke pass instead, so the suite keeps it working.
 //! Each pass starts a fresh process on a fresh database and measures, over HTTP on loopback:
 //! - e2e: N no-op `echo` runs, from the first POST to the last `succeeded` (finished_at);
 //! - post: POST latency at a fixed offered rate (open loop: latency counts from the
@@ -36,15 +37,18 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn args() -> Args {
+    // `cargo bench` passes --bench; `cargo test` does not: then one quick pass
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = |n: usize, smoke: usize| if full { n } else { smoke };
     Args {
-        binary: std::env::var("AGENTQ_BIN")
-            .expect("AGENTQ_BIN: path of the release binary (scripts/bench.sh sets it)"),
-        passes: env_or("PASSES", 3),
-        runs: env_or("RUNS", 20_000),
+        // the binary cargo built with this target's profile (release under cargo bench)
+        binary: env!("CARGO_BIN_EXE_agentq").to_owned(),
+        passes: env_or("PASSES", scale(3, 1)),
+        runs: env_or("RUNS", scale(20_000, 300)),
         parallel: env_or("PARALLEL", 64),
-        rate: env_or("RATE", 1000),
-        rate_secs: env_or("RATE_SECS", 10),
-        idle_samples: env_or("IDLE_SAMPLES", 300),
+        rate: env_or("RATE", scale(1000, 100) as u64),
+        rate_secs: env_or("RATE_SECS", scale(10, 1) as u64),
+        idle_samples: env_or("IDLE_SAMPLES", scale(300, 10)),
         concurrency: env_or("CONCURRENCY", "16".to_owned()),
     }
 }

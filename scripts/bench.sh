@@ -5,8 +5,6 @@
 # Knobs (env): PASSES RUNS PARALLEL RATE RATE_SECS IDLE_SAMPLES CONCURRENCY
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --bin agentq
-export AGENTQ_BIN="$PWD/target/release/agentq"
 mkdir -p bench-results
 out="bench-results/bench-$(date -u +%Y%m%dT%H%M%SZ).log"
 cargo bench --locked --bench load 2>/dev/null | tee "$out"

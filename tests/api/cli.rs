@@ -71,3 +71,25 @@ fn the_openapi_command_prints_the_committed_document() {
         serde_json::from_str(&std::fs::read_to_string("openapi/openapi.json").unwrap()).unwrap();
     assert_eq!(printed, committed);
 }
+
+#[test]
+fn migrate_creates_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let url = format!("sqlite://{}", db.display());
+    let out = agentq(&["migrate", "--database-url", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // running it again is a no-op
+    assert!(
+        agentq(&["migrate", "--database-url", &url])
+            .status
+            .success()
+    );
+    let schema = std::fs::read(&db).unwrap();
+    let has = |table: &str| schema.windows(table.len()).any(|w| w == table.as_bytes());
+    assert!(has("CREATE TABLE runs") && has("CREATE TABLE run_events"));
+}

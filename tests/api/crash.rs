@@ -25,9 +25,14 @@ fn free_port() -> u16 {
 
 impl Agentq {
     async fn start(db: &Path, extra: &[&str]) -> Self {
+        Self::start_role("serve", db, extra).await
+    }
+
+    /// Starts `agentq <role>`; waits for HTTP readiness unless the role serves none.
+    async fn start_role(role: &str, db: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_agentq"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([role, "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &format!("sqlite://{}", db.display())])
             .args(["--lease", "1s", "--poll-interval", "50ms"])
             .args(extra)
@@ -41,6 +46,9 @@ impl Agentq {
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
         };
+        if role == "worker" {
+            return me;
+        }
         for _ in 0..500 {
             if me
                 .client
@@ -201,4 +209,34 @@ async fn sigterm_hands_back_a_run_that_outlasts_the_shutdown_timeout() {
     .unwrap();
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!((run.status.as_str(), run.attempt), ("queued", 0));
+}
+
+#[tokio::test]
+async fn api_and_worker_processes_share_one_database_and_workers_serve_only_their_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentq.db");
+    let api = Agentq::start_role("api", &db, &[]).await;
+    let _http_only = Agentq::start_role("worker", &db, &["--agents", "http"]).await;
+    let id = api
+        .create(json!({"agent": "echo", "input": {"value": "across processes"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let run: Value = api
+        .client
+        .get(format!("{}/v1/runs/{id}", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        run["status"], "queued",
+        "a worker serving only `http` leaves echo runs alone"
+    );
+
+    let _echo = Agentq::start_role("worker", &db, &["--agents", "echo"]).await;
+    let run = api.wait_for_status(&id, "succeeded").await;
+    assert_eq!(run["result"]["value"], "across processes");
+    assert_eq!(run["attempt"], 1);
 }

@@ -16,7 +16,7 @@ use super::super::rows::parse_id;
 use super::sql;
 use super::{Answer, Op, now_ms};
 use crate::domain::{EventKind, NewRun, Progress, Run, RunErrorKind, RunStatus};
-use crate::store::{ClaimedRun, Fence, Outcome, StoreError, Sweep, from_ms, to_ms};
+use crate::store::{ClaimedRun, Fence, Outcome, StoreError, Sweep, from_ms, to_ms, to_ms_ceil};
 
 pub(super) struct Applied {
     pub(super) answers: Vec<Answer>,
@@ -167,7 +167,7 @@ async fn insert_runs(
                 "timeout_ms": r.timeout.as_millis() as u64,
                 "backoff_base_ms": r.backoff.base.as_millis() as u64,
                 "backoff_cap_ms": r.backoff.cap.as_millis() as u64,
-                "run_at": r.run_at.map_or(now, to_ms),
+                "run_at": r.run_at.map_or(now, to_ms_ceil),
             })
         })
         .collect();
@@ -178,7 +178,7 @@ async fn insert_runs(
         .await?;
     let mut out = Vec::with_capacity(inserts.len());
     for (i, r) in inserts {
-        let run_at = r.run_at.map_or(now, to_ms);
+        let run_at = r.run_at.map_or(now, to_ms_ceil);
         b.made_ready(run_at);
         b.event(r.id.to_string(), 1, EventKind::Created, 0, json!({}));
         out.push((*i, new_run_record(r, now, run_at)));
