@@ -5,15 +5,7 @@ use crate::helpers::TestApp;
 #[tokio::test]
 async fn list_agents_shows_built_in_agents_with_their_input_schemas() {
     let app = TestApp::spawn().await;
-    let body: Value = app
-        .client
-        .get(app.url("/v1/agents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json("/v1/agents").await;
     let agents = body["agents"].as_array().unwrap();
     let echo = agents
         .iter()
@@ -77,15 +69,7 @@ async fn cors_allows_only_configured_origins() {
 #[tokio::test]
 async fn docs_and_openapi_are_served() {
     let app = TestApp::spawn().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/openapi.json").await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(spec["paths"]["/v1/runs"]["post"].is_object());
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();

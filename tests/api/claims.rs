@@ -1,49 +1,24 @@
 //! Waiting claims: an idle worker's claim waits in the store's writer for runs.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentq::domain::{Backoff, NewRun, RunId, RunStatus};
-use agentq::store::{Store, StoreOptions};
-use serde_json::json;
+use agentq::domain::{NewRun, RunId, RunStatus};
+use agentq::store::Store;
 
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
-    let store = Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (store, dir)
-}
-
-fn new_run() -> NewRun {
-    NewRun {
-        id: RunId::new(),
-        agent: "echo".into(),
-        input: json!({"value": 1}),
-        priority: 0,
-        max_attempts: 3,
-        timeout: Duration::from_secs(1),
-        backoff: Backoff {
-            base: Duration::ZERO,
-            cap: Duration::ZERO,
-        },
-        run_at: None,
-        metadata: Default::default(),
-    }
-}
-
-fn agents() -> Option<Arc<[String]>> {
-    Some(vec!["echo".to_owned()].into())
-}
+use crate::helpers::{echo_only, new_run, temp_store};
 
 fn waiting_claim(store: &Store, wait: Duration) -> tokio::task::JoinHandle<(Vec<RunId>, Duration)> {
     let store = store.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         let runs = store
-            .claim("w".into(), agents(), 4, Duration::from_secs(30), Some(wait))
+            .claim(
+                "w".into(),
+                echo_only(),
+                4,
+                Duration::from_secs(30),
+                Some(wait),
+            )
             .await
             .unwrap();
         (runs.into_iter().map(|r| r.id).collect(), started.elapsed())
@@ -52,7 +27,7 @@ fn waiting_claim(store: &Store, wait: Duration) -> tokio::task::JoinHandle<(Vec<
 
 #[tokio::test]
 async fn a_waiting_claim_is_answered_by_the_insert_that_makes_a_run_claimable() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     let claim = waiting_claim(&store, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let run = store.insert_run(new_run()).await.unwrap();
@@ -63,7 +38,7 @@ async fn a_waiting_claim_is_answered_by_the_insert_that_makes_a_run_claimable() 
 
 #[tokio::test]
 async fn a_waiting_claim_comes_back_empty_at_its_deadline() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     let (claimed, took) = waiting_claim(&store, Duration::from_millis(150))
         .await
         .unwrap();
@@ -76,7 +51,7 @@ async fn a_waiting_claim_comes_back_empty_at_its_deadline() {
 
 #[tokio::test]
 async fn a_waiting_claim_wakes_when_a_delayed_run_comes_due() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     let due = chrono::Utc::now() + chrono::Duration::milliseconds(300);
     let run = store
         .insert_run(NewRun {
@@ -94,7 +69,7 @@ async fn a_waiting_claim_wakes_when_a_delayed_run_comes_due() {
 
 #[tokio::test]
 async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     let claim = waiting_claim(&store, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(50)).await;
     claim.abort();
@@ -103,7 +78,13 @@ async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
     let stored = store.get_run(run.id).await.unwrap();
     assert_eq!((stored.status, stored.attempt), (RunStatus::Queued, 0));
     let claimed = store
-        .claim("other".into(), agents(), 1, Duration::from_secs(30), None)
+        .claim(
+            "other".into(),
+            echo_only(),
+            1,
+            Duration::from_secs(30),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);

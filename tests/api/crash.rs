@@ -4,10 +4,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agentq::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
-use crate::helpers::event_types;
+use crate::helpers::{event_types, open_store};
 
 struct Agentq {
     child: Child,
@@ -180,12 +179,7 @@ async fn sigterm_lets_the_running_run_finish_then_exits_cleanly() {
     agentq.wait_for_status(&id, "running").await;
     agentq.signal("TERM");
     assert_eq!(agentq.exit_code(Duration::from_secs(10)).await, Some(0));
-    let store = Store::connect(
-        &format!("sqlite://{}", db.display()),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let store = open_store(&db).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!(run.status.as_str(), "succeeded");
 }
@@ -201,12 +195,7 @@ async fn sigterm_hands_back_a_run_that_outlasts_the_shutdown_timeout() {
     agentq.wait_for_status(&id, "running").await;
     agentq.signal("INT");
     assert_eq!(agentq.exit_code(Duration::from_secs(5)).await, Some(0));
-    let store = Store::connect(
-        &format!("sqlite://{}", db.display()),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let store = open_store(&db).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!((run.status.as_str(), run.attempt), ("queued", 0));
 }

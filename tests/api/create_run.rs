@@ -205,15 +205,7 @@ async fn rejected_requests_leave_no_run_behind() {
     app.post_run(json!({"agent": "echo", "input": {}})).await;
     app.post_run(json!({"agent": "echo", "input": {"value": 1}, "max_attempts": 0}))
         .await;
-    let list: Value = app
-        .client
-        .get(app.url("/v1/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/runs").await;
     assert_eq!(list["runs"], json!([]));
 }
 

@@ -1,56 +1,26 @@
 //! The store's guarantees, driven directly: claims are exclusive, and every write of an
 //! attempt is fenced so a worker that lost its run cannot change it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentq::domain::{Backoff, NewRun, Progress, RunError, RunErrorKind, RunId, RunStatus};
-use agentq::store::{Outcome, Store, StoreOptions};
+use agentq::domain::{NewRun, Progress, RunError, RunErrorKind, RunStatus};
+use agentq::store::Outcome;
 use serde_json::json;
 
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("f.db").display());
-    let store = Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (store, dir)
-}
-
-fn new_run() -> NewRun {
-    NewRun {
-        id: RunId::new(),
-        agent: "echo".into(),
-        input: json!({"value": 1}),
-        priority: 0,
-        max_attempts: 3,
-        timeout: Duration::from_secs(1),
-        backoff: Backoff {
-            base: Duration::ZERO,
-            cap: Duration::ZERO,
-        },
-        run_at: None,
-        metadata: Default::default(),
-    }
-}
-
-fn agents() -> Option<Arc<[String]>> {
-    Some(vec!["echo".to_owned()].into())
-}
+use crate::helpers::{echo_only, new_run, temp_store};
 
 #[tokio::test]
 async fn a_claimed_run_cannot_be_claimed_again() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
     let first = store
-        .claim("a".into(), agents(), 10, Duration::from_secs(30), None)
+        .claim("a".into(), echo_only(), 10, Duration::from_secs(30), None)
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
     let second = store
-        .claim("b".into(), agents(), 10, Duration::from_secs(30), None)
+        .claim("b".into(), echo_only(), 10, Duration::from_secs(30), None)
         .await
         .unwrap();
     assert!(
@@ -61,7 +31,7 @@ async fn a_claimed_run_cannot_be_claimed_again() {
 
 #[tokio::test]
 async fn claims_take_only_the_agents_asked_for() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store
         .insert_run(NewRun {
             agent: "http".into(),
@@ -71,7 +41,7 @@ async fn claims_take_only_the_agents_asked_for() {
         .unwrap();
     assert!(
         store
-            .claim("a".into(), agents(), 10, Duration::from_secs(30), None)
+            .claim("a".into(), echo_only(), 10, Duration::from_secs(30), None)
             .await
             .unwrap()
             .is_empty()
@@ -80,10 +50,10 @@ async fn claims_take_only_the_agents_asked_for() {
 
 #[tokio::test]
 async fn a_finished_attempt_cannot_be_finished_again() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
     let run = store
-        .claim("a".into(), agents(), 1, Duration::from_secs(30), None)
+        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -105,10 +75,10 @@ async fn a_finished_attempt_cannot_be_finished_again() {
 
 #[tokio::test]
 async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_claimed_again() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
     let stale = store
-        .claim("a".into(), agents(), 1, Duration::ZERO, None)
+        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
         .await
         .unwrap()
         .remove(0);
@@ -120,7 +90,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
     assert_eq!(lost.error.as_ref().unwrap().kind, RunErrorKind::LostWorker);
 
     let fresh = store
-        .claim("b".into(), agents(), 1, Duration::from_secs(30), None)
+        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -184,7 +154,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
 
 #[tokio::test]
 async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store
         .insert_run(NewRun {
             max_attempts: 1,
@@ -193,7 +163,7 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
         .await
         .unwrap();
     let run = store
-        .claim("a".into(), agents(), 1, Duration::ZERO, None)
+        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
         .await
         .unwrap()
         .remove(0);
@@ -214,10 +184,10 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
 
 #[tokio::test]
 async fn renewed_leases_are_not_swept() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
     let run = store
-        .claim("a".into(), agents(), 1, Duration::from_millis(200), None)
+        .claim("a".into(), echo_only(), 1, Duration::from_millis(200), None)
         .await
         .unwrap()
         .remove(0);
@@ -242,10 +212,10 @@ async fn renewed_leases_are_not_swept() {
 
 #[tokio::test]
 async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
     let held = store
-        .claim("a".into(), agents(), 1, Duration::from_secs(30), None)
+        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -259,7 +229,7 @@ async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
             .unwrap()
     );
     let again = store
-        .claim("b".into(), agents(), 1, Duration::from_secs(30), None)
+        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
         .await
         .unwrap()
         .remove(0);
@@ -281,7 +251,7 @@ async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
 
 #[tokio::test]
 async fn concurrent_claims_never_hand_out_one_run_twice() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = temp_store().await;
     for _ in 0..200 {
         store.insert_run(new_run()).await.unwrap();
     }
@@ -294,7 +264,7 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
                 let batch = store
                     .claim(
                         format!("w{w}").into(),
-                        agents(),
+                        echo_only(),
                         7,
                         Duration::from_secs(30),
                         None,

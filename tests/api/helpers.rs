@@ -10,8 +10,9 @@ use std::time::Duration;
 use agentq::api::{HttpOptions, RunDefaults};
 use agentq::app::{AppConfig, Application, Role, builtin_agents};
 use agentq::domain::Backoff;
+use agentq::domain::{NewRun, RunId};
 use agentq::jobs::{Agent, AgentError, AgentRegistry, RunContext, WorkerOptions};
-use agentq::store::StoreOptions;
+use agentq::store::{Store, StoreOptions};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -127,6 +128,18 @@ impl TestApp {
         run["id"].as_str().unwrap().to_owned()
     }
 
+    /// GETs `path` and parses the JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     pub async fn get_run(&self, id: &str) -> Value {
         let response = self
             .client
@@ -139,15 +152,7 @@ impl TestApp {
     }
 
     pub async fn events(&self, id: &str) -> Vec<Value> {
-        let body: Value = self
-            .client
-            .get(self.url(&format!("/v1/runs/{id}/events")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = self.get_json(&format!("/v1/runs/{id}/events")).await;
         body["events"].as_array().unwrap().clone()
     }
 
@@ -243,4 +248,44 @@ impl Agent for Panicker {
     async fn run(&self, _ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
         panic!("the agent fell over")
     }
+}
+
+/// Opens (and migrates) the SQLite file at `path` directly, as a second process would.
+pub async fn open_store(path: &Path) -> Store {
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .expect("the database opens");
+    store.migrate().await.expect("migrations apply");
+    store
+}
+
+/// A fresh store in a temporary directory (kept alive by the returned guard).
+pub async fn temp_store() -> (Store, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open_store(&dir.path().join("store.db")).await;
+    (store, dir)
+}
+
+/// An `echo` run with no backoff, for driving the store directly.
+pub fn new_run() -> NewRun {
+    NewRun {
+        id: RunId::new(),
+        agent: "echo".into(),
+        input: json!({"value": 1}),
+        priority: 0,
+        max_attempts: 3,
+        timeout: Duration::from_secs(1),
+        backoff: Backoff {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        },
+        run_at: None,
+        metadata: Default::default(),
+    }
+}
+
+/// The agent list of a worker serving only `echo`.
+pub fn echo_only() -> Option<Arc<[String]>> {
+    Some(vec!["echo".to_owned()].into())
 }

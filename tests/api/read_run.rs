@@ -80,15 +80,7 @@ async fn events_can_be_read_after_a_given_seq() {
         .await;
     app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
         .await;
-    let body: Value = app
-        .client
-        .get(app.url(&format!("/v1/runs/{id}/events?after=1")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json(&format!("/v1/runs/{id}/events?after=1")).await;
     let seqs: Vec<i64> = body["events"]
         .as_array()
         .unwrap()

@@ -2,17 +2,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agentq::domain::RunStatus;
-use agentq::store::{Store, StoreOptions};
+
 use serde_json::json;
 
-use crate::helpers::{TestApp, event_types};
-
-async fn open(db: &std::path::Path) -> Store {
-    let url = format!("sqlite://{}", db.display());
-    Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap()
-}
+use crate::helpers::{TestApp, event_types, open_store};
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_runs_finish_within_the_timeout() {
@@ -23,7 +16,7 @@ async fn shutdown_lets_in_flight_runs_finish_within_the_timeout() {
     app.wait_for_status(&id, "running", Duration::from_secs(5))
         .await;
     let dir = app.shutdown().await.unwrap();
-    let store = open(&dir.path().join("agentq.db")).await;
+    let store = open_store(&dir.path().join("agentq.db")).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.attempt, 1);
@@ -52,7 +45,7 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
     );
 
     let db = dir.path().join("agentq.db");
-    let store = open(&db).await;
+    let store = open_store(&db).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!((run.status, run.attempt), (RunStatus::Queued, 0));
     assert!(run.worker_id.is_none());
