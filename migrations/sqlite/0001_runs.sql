@@ -10,6 +10,8 @@ CREATE TABLE runs (
     progress_percent INTEGER CHECK (progress_percent BETWEEN 0 AND 100),
     progress_message TEXT,
     attempt          INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    -- bumped by every claim and never given back: the fencing token of a claim
+    claims           INTEGER NOT NULL DEFAULT 0,
     max_attempts     INTEGER NOT NULL CHECK (max_attempts >= 1),
     result           TEXT,
     error_kind       TEXT,

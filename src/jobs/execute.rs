@@ -3,47 +3,92 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apalis_core::task::data::Data;
 use futures::FutureExt;
+use serde_json::Value;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{RunError, RunErrorKind, RunId};
-use crate::store::{ClaimedRun, Outcome, Store};
+use crate::store::{ClaimedRun, Fence, Outcome, Store};
 
 use super::outcome::{Failure, decide};
-use super::{AgentRegistry, RunContext};
+use super::{AgentError, AgentRegistry, RunContext};
 
-/// How long a timed-out agent gets, after its token fired, before it is dropped.
-const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+/// How long an agent whose token fired (timeout, shutdown) gets to stop before it is dropped
+/// or its run handed back.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// The cancellation tokens of the attempts this process is running.
+/// The attempts this process is executing, with their cancellation tokens.
 #[derive(Clone, Default)]
-pub(crate) struct InFlight(Arc<Mutex<HashMap<RunId, CancellationToken>>>);
+pub(crate) struct InFlight(Arc<InFlightInner>);
+
+#[derive(Default)]
+struct InFlightInner {
+    tokens: Mutex<HashMap<Fence, CancellationToken>>,
+    shutting_down: AtomicBool,
+    emptied: Notify,
+}
 
 impl InFlight {
-    fn start(&self, id: RunId) -> CancellationToken {
+    fn start(&self, fence: Fence) -> CancellationToken {
         let token = CancellationToken::new();
-        self.lock().insert(id, token.clone());
+        self.lock().insert(fence, token.clone());
         token
     }
 
-    fn end(&self, id: RunId) {
-        self.lock().remove(&id);
+    fn end(&self, fence: &Fence) {
+        let mut tokens = self.lock();
+        tokens.remove(fence);
+        if tokens.is_empty() {
+            self.0.emptied.notify_waiters();
+        }
     }
 
-    /// Fires every running attempt's token (after their runs were handed back).
-    pub(crate) fn cancel_all(&self) -> usize {
-        let tokens = std::mem::take(&mut *self.lock());
+    /// The attempts whose leases must be renewed.
+    pub(crate) fn fences(&self) -> Vec<Fence> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Tells one attempt to stop (it lost its run).
+    pub(crate) fn cancel(&self, fence: &Fence) {
+        if let Some(token) = self.lock().get(fence) {
+            token.cancel();
+        }
+    }
+
+    /// Tells every attempt to stop because the worker is shutting down; returns how many.
+    pub(crate) fn shut_down(&self) -> usize {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+        let tokens = self.lock();
         tokens.values().for_each(CancellationToken::cancel);
         tokens.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, CancellationToken>> {
+    fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no attempt is executing, at most `within`; true if none is.
+    pub(crate) async fn wait_empty(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let emptied = self.0.emptied.notified();
+            if self.lock().is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
+                return self.lock().is_empty();
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Fence, CancellationToken>> {
         // a panic while holding this lock cannot leave the map inconsistent
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -57,38 +102,51 @@ pub(crate) struct Executor {
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
 /// always told the task is done.
 pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Result<(), Infallible> {
-    let cancel = exec.inflight.start(run.id);
-    let outcome = attempt(&exec, &run, cancel.clone()).await;
     let fence = run.fence();
+    let cancel = exec.inflight.start(fence.clone());
+    let ended = attempt(&exec, &run, cancel).await;
+    if ended.is_err() && exec.inflight.is_shutting_down() {
+        // stopped by shutdown: the run goes back to the queue, the attempt is not counted
+        if let Err(e) = exec.store.hand_back(vec![fence.clone()]).await {
+            tracing::warn!(run.id = %run.id, error = %e, "could not hand the run back; it returns when its lease expires");
+        }
+        exec.inflight.end(&fence);
+        return Ok(());
+    }
+    let outcome = decide(&run, ended, chrono::Utc::now(), &mut rand::rng());
     let status = match &outcome {
         Outcome::Succeeded(_) => "succeeded",
         Outcome::Retry { .. } => "retrying",
         Outcome::Failed(_) => "failed",
     };
-    match write_outcome(&exec.store, fence, outcome).await {
+    match write_outcome(&exec.store, fence.clone(), outcome).await {
         Ok(true) => {
             tracing::debug!(run.id = %run.id, run.attempt = run.attempt, run.status = status, "attempt finished")
         }
         Ok(false) => tracing::warn!(
             run.id = %run.id, run.attempt = run.attempt,
-            "attempt finished after losing its run (lease expired, cancelled or handed back); outcome dropped"
+            "attempt finished after losing its run (lease expired or handed back); outcome dropped"
         ),
         Err(e) => tracing::error!(
             run.id = %run.id, run.attempt = run.attempt, error = %e,
             "could not record the attempt's outcome; the run will be retried when its lease expires"
         ),
     }
-    exec.inflight.end(run.id);
+    exec.inflight.end(&fence);
     Ok(())
 }
 
-async fn attempt(exec: &Executor, run: &ClaimedRun, cancel: CancellationToken) -> Outcome {
+async fn attempt(
+    exec: &Executor,
+    run: &ClaimedRun,
+    cancel: CancellationToken,
+) -> Result<Value, Failure> {
     let Some(agent) = exec.registry.get(&run.agent) else {
         // claims name only the agents this worker serves; a registry that shrank is a bug
-        return Outcome::Failed(RunError {
-            kind: RunErrorKind::AgentError,
-            message: format!("agent `{}` is not registered in this worker", run.agent),
-        });
+        return Err(Failure::Agent(AgentError::permanent(format!(
+            "agent `{}` is not registered in this worker",
+            run.agent
+        ))));
     };
     let ctx = RunContext::new(
         run.fence(),
@@ -99,7 +157,7 @@ async fn attempt(exec: &Executor, run: &ClaimedRun, cancel: CancellationToken) -
     let limit = Duration::from_millis(run.timeout_ms);
     let work = AssertUnwindSafe(agent.run(ctx, run.input.clone())).catch_unwind();
     let mut work = std::pin::pin!(work);
-    let ended = tokio::select! {
+    tokio::select! {
         ended = &mut work => match ended {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(e)) => Err(Failure::Agent(e)),
@@ -108,11 +166,10 @@ async fn attempt(exec: &Executor, run: &ClaimedRun, cancel: CancellationToken) -
         _ = tokio::time::sleep(limit) => {
             // let the agent see its token fire and clean up, briefly, then drop it
             cancel.cancel();
-            let _ = tokio::time::timeout(TIMEOUT_GRACE, &mut work).await;
+            let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;
             Err(Failure::Timeout(limit))
         }
-    };
-    decide(run, ended, chrono::Utc::now(), &mut rand::rng())
+    }
 }
 
 /// Retries a failed write a few times: the outcome is the one thing an attempt must keep.

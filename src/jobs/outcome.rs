@@ -83,6 +83,7 @@ mod tests {
             agent: "echo".into(),
             input: json!({}),
             attempt,
+            claim: attempt,
             max_attempts,
             timeout_ms: 1000,
             backoff_base_ms: 1000,

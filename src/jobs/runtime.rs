@@ -2,10 +2,10 @@
 //! the sweeper of expired leases, and shutdown.
 //!
 //! Shutdown: when `shutdown` fires the worker stops claiming and in-flight attempts get
-//! `shutdown_timeout` to finish. Then every run this worker still holds (attempts that did
-//! not finish, runs claimed but not started) is handed back to the queue without using up
-//! its attempt, and only after that are the remaining agents told to stop, so an agent
-//! that stops early cannot record a failure for a run it no longer owns.
+//! `shutdown_timeout` to finish. Attempts still running are then told to stop and, within
+//! a short grace, hand their runs back; finally every run this worker still holds is
+//! handed back. A handed-back run keeps its attempt number: the interrupted attempt is not
+//! counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 use super::backend::{FetchConfig, runs_backend};
-use super::execute::{Executor, InFlight, execute};
+use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::{AgentRegistry, QueueError};
 
 /// How a worker process runs attempts.
@@ -104,7 +104,7 @@ pub async fn run_worker(
     let background = CancellationToken::new();
     let renewer = tokio::spawn(renew_leases(
         store.clone(),
-        worker_id.clone(),
+        inflight.clone(),
         options.lease,
         background.clone(),
     ));
@@ -112,6 +112,20 @@ pub async fn run_worker(
 
     supervise(&fetch, &executor, &options, &shutdown).await;
 
+    // Attempts still running past the shutdown timeout are told to stop and get a short
+    // grace to hand their runs back themselves; whatever this worker still holds after
+    // that (agents ignoring their token, runs claimed but never started) is handed back
+    // here. Stopping agents first keeps another worker from starting a run while the
+    // agent that held it is still working.
+    let stopping = inflight.shut_down();
+    if stopping > 0 {
+        tracing::info!(attempts = stopping, "telling unfinished attempts to stop");
+        if !inflight.wait_empty(STOP_GRACE).await {
+            tracing::warn!(
+                "some agents ignored their cancellation token; handing their runs back anyway"
+            );
+        }
+    }
     match store.release_worker(worker_id.clone()).await {
         Ok(0) => {}
         Ok(n) => {
@@ -120,10 +134,6 @@ pub async fn run_worker(
         Err(e) => {
             tracing::error!(worker.id = %worker_id, error = %e, "could not hand runs back; they return when their lease expires")
         }
-    }
-    let stopped = inflight.cancel_all();
-    if stopped > 0 {
-        tracing::info!(attempts = stopped, "told unfinished attempts to stop");
     }
     background.cancel();
     let _ = tokio::join!(renewer, sweeper);
@@ -179,8 +189,9 @@ async fn supervise(
     }
 }
 
-/// Renews the leases of every run this worker holds, three times per lease.
-async fn renew_leases(store: Store, worker_id: Arc<str>, lease: Duration, stop: CancellationToken) {
+/// Renews the leases of the attempts this worker is executing, three times per lease, and
+/// stops any attempt that has lost its run (its lease expired and it was swept).
+async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -188,8 +199,18 @@ async fn renew_leases(store: Store, worker_id: Arc<str>, lease: Duration, stop: 
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = store.renew_leases(worker_id.clone(), lease).await {
-            tracing::warn!(worker.id = %worker_id, error = %e, "renewing leases failed");
+        let fences = inflight.fences();
+        if fences.is_empty() {
+            continue;
+        }
+        match store.renew_leases(fences.clone(), lease).await {
+            Ok(held) => {
+                for lost in fences.iter().filter(|f| !held.contains(f)) {
+                    tracing::warn!(run.id = %lost.run_id, run.attempt = lost.attempt, "attempt lost its run; stopping it");
+                    inflight.cancel(lost);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
         }
     }
 }

@@ -115,13 +115,19 @@ impl Store {
         self.inner.writer.log(fence, level, message).await
     }
 
-    /// Extends the lease of every run `worker_id` holds; returns how many it holds.
+    /// Extends the leases of the attempts a worker is executing. Returns those it still
+    /// holds; an attempt missing from the answer has lost its run (swept or handed back).
     pub async fn renew_leases(
         &self,
-        worker_id: Arc<str>,
+        fences: Vec<Fence>,
         lease: Duration,
-    ) -> Result<u64, StoreError> {
-        self.inner.writer.renew(worker_id, lease).await
+    ) -> Result<Vec<Fence>, StoreError> {
+        self.inner.writer.renew(fences, lease).await
+    }
+
+    /// Hands these attempts' runs back to the queue without using up the attempt.
+    pub async fn hand_back(&self, fences: Vec<Fence>) -> Result<u64, StoreError> {
+        self.inner.writer.hand_back(fences).await
     }
 
     /// Takes back runs whose lease expired: retried, or failed when out of attempts.

@@ -8,12 +8,16 @@ use serde_json::Value;
 
 use crate::domain::{Backoff, Run, RunError, RunId, RunStatus};
 
-/// Identifies one attempt of one run held by one worker process. Every write of the attempt
-/// is conditional on all three still matching the row, so a worker that lost the run (its
+/// Identifies one claim of one run by one worker process. Every write of the attempt is
+/// conditional on the run still carrying this claim, so a worker that lost the run (its
 /// lease expired and the run was claimed again, or it was handed back) writes nothing.
+/// `claim` counts every claim of the run and is never given back, unlike `attempt`
+/// (a hand-back returns the attempt), so no two claims share a fence.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fence {
     pub run_id: RunId,
+    pub claim: u32,
+    /// The attempt number this claim runs, for events and logs.
     pub attempt: u32,
     pub worker_id: Arc<str>,
 }
@@ -26,6 +30,8 @@ pub struct ClaimedRun {
     pub input: Value,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// The claim's fencing token (see [`Fence`]).
+    pub claim: u32,
     pub max_attempts: u32,
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
@@ -38,6 +44,7 @@ impl ClaimedRun {
     pub fn fence(&self) -> Fence {
         Fence {
             run_id: self.id,
+            claim: self.claim,
             attempt: self.attempt,
             worker_id: self.worker_id.clone(),
         }

@@ -193,13 +193,11 @@ async fn renewed_leases_are_not_swept() {
         .remove(0);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            store
-                .renew_leases("a".into(), Duration::from_millis(200))
-                .await
-                .unwrap(),
-            1
-        );
+        let held = store
+            .renew_leases(vec![run.fence()], Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!(held, [run.fence()]);
         assert_eq!(store.sweep_expired().await.unwrap().retried, 0);
     }
     assert!(
@@ -285,4 +283,102 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 200);
     assert_eq!(unique.len(), 200);
+}
+
+#[tokio::test]
+async fn renewing_a_lost_attempt_reports_it_lost_and_extends_nothing() {
+    let (store, _dir) = temp_store().await;
+    store.insert_run(new_run()).await.unwrap();
+    let stale = store
+        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.sweep_expired().await.unwrap();
+    let fresh = store
+        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .remove(0);
+    let held = store
+        .renew_leases(vec![stale.fence(), fresh.fence()], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(held, [fresh.fence()]);
+}
+
+#[tokio::test]
+async fn a_stale_and_a_current_finish_of_one_run_in_one_batch_are_told_apart() {
+    let (store, _dir) = temp_store().await;
+    store.insert_run(new_run()).await.unwrap();
+    let stale = store
+        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.sweep_expired().await.unwrap();
+    let fresh = store
+        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .remove(0);
+    let failure = RunError {
+        kind: RunErrorKind::AgentError,
+        message: "real failure".into(),
+    };
+    // sent together, so the writer takes both in one batch
+    let (stale_applied, fresh_applied) = tokio::join!(
+        store.finish(stale.fence(), Outcome::Succeeded(json!("zombie"))),
+        store.finish(fresh.fence(), Outcome::Failed(failure)),
+    );
+    assert!(!stale_applied.unwrap());
+    assert!(fresh_applied.unwrap());
+    let run = store.get_run(fresh.id).await.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    let events = store.list_events(run.id, 0).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!((last.kind.as_str(), last.attempt), ("failed", 2));
+    assert!(events.iter().all(|e| e.kind != "succeeded"));
+}
+
+#[tokio::test]
+async fn a_claim_handed_back_and_claimed_again_by_the_same_worker_gets_a_new_fence() {
+    let (store, _dir) = temp_store().await;
+    store.insert_run(new_run()).await.unwrap();
+    let first = store
+        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(store.hand_back(vec![first.fence()]).await.unwrap(), 1);
+    let second = store
+        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (first.attempt, second.attempt),
+        (1, 1),
+        "the attempt was given back"
+    );
+    assert_ne!(first.fence(), second.fence());
+    let held = store
+        .renew_leases(vec![first.fence(), second.fence()], Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(held, [second.fence()]);
+    assert!(
+        !store
+            .finish(first.fence(), Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish(second.fence(), Outcome::Succeeded(json!(2)))
+            .await
+            .unwrap()
+    );
 }

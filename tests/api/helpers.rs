@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub db_path: std::path::PathBuf,
     pub client: reqwest::Client,
     pub probe: Arc<Probe>,
     stop: Option<oneshot::Sender<()>>,
@@ -88,6 +89,7 @@ impl TestApp {
         }));
         Self {
             addr,
+            db_path: db_path.to_owned(),
             client: reqwest::Client::new(),
             probe,
             stop: Some(stop),

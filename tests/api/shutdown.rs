@@ -71,3 +71,27 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_running_agent_whose_run_was_taken_away_is_told_to_stop() {
+    let app = TestApp::spawn_with(|c| c.worker.lease = Duration::from_secs(1)).await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 30000}}))
+        .await;
+    app.wait_for_status(&id, "running", Duration::from_secs(5))
+        .await;
+    // another process takes the run over, as if this worker's lease had lapsed
+    let store = open_store(&app.db_path).await;
+    store
+        .release_worker(app.get_run(&id).await["worker_id"].as_str().unwrap().into())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.probe.cancelled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent was never told to stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -4,8 +4,9 @@
 //! (up to `MAX_BATCH`), applies them all in one `BEGIN IMMEDIATE` transaction with as few
 //! statements as it can (see `apply`), commits, and only then answers. One commit is
 //! shared by the whole batch, which is what lets SQLite keep up with thousands of runs a
-//! second; nothing is acknowledged before it is durable. If a batch fails, each request is
-//! retried alone so one bad request cannot fail the others.
+//! second; nothing is acknowledged before it is committed. If a batch fails, each request is
+//! retried alone so one bad request cannot fail the others (unless the database is busy
+//! or unreachable, which fails them all alike).
 //!
 //! An idle worker's claim does not come back empty at once: it is parked here and run again
 //! with every later batch, so a run inserted by the API is claimed in the same transaction
@@ -44,11 +45,12 @@ enum Op {
     Finish(Fence, Outcome),
     Progress(Fence, Progress),
     Log(Fence, String, String),
-    Renew(Arc<str>, Duration),
+    /// Extends the leases of these attempts.
+    Renew(Vec<Fence>, Duration),
     Sweep,
     Release(Arc<str>),
-    /// Hands back runs whose claim could not be delivered (internal).
-    Unclaim(Vec<Fence>),
+    /// Hands these attempts' runs back to the queue, giving back the attempt.
+    HandBack(Vec<Fence>),
     Close,
 }
 
@@ -57,6 +59,7 @@ enum Answer {
     Claimed(Vec<ClaimedRun>),
     Applied(bool),
     Count(u64),
+    Renewed(Vec<Fence>),
     Swept(Sweep),
     Closed,
 }
@@ -153,10 +156,17 @@ impl WriterHandle {
 
     pub(in crate::store) async fn renew(
         &self,
-        worker_id: Arc<str>,
+        fences: Vec<Fence>,
         lease: Duration,
-    ) -> Result<u64, StoreError> {
-        self.count(Op::Renew(worker_id, lease)).await
+    ) -> Result<Vec<Fence>, StoreError> {
+        match self.call(Op::Renew(fences, lease)).await? {
+            Answer::Renewed(held) => Ok(held),
+            _ => unreachable!("renew answers with the leases still held"),
+        }
+    }
+
+    pub(in crate::store) async fn hand_back(&self, fences: Vec<Fence>) -> Result<u64, StoreError> {
+        self.count(Op::HandBack(fences)).await
     }
 
     pub(in crate::store) async fn release(&self, worker_id: Arc<str>) -> Result<u64, StoreError> {
@@ -267,7 +277,10 @@ impl Writer {
                 self.note_due(applied.ready_at);
                 applied.answers.into_iter().map(Ok).collect()
             }
-            Err(batch_error) if ops.len() > 1 => {
+            // a busy or unreachable database fails every op alike: no point retrying each
+            Err(batch_error)
+                if ops.len() > 1 && !matches!(batch_error, StoreError::Unavailable(_)) =>
+            {
                 tracing::warn!(error = %batch_error, batch = ops.len(), "batch failed; applying its writes one by one");
                 let mut answers = Vec::with_capacity(ops.len());
                 for op in &ops {
@@ -285,6 +298,8 @@ impl Writer {
         }
     }
 
+    /// Remembers the earliest future due time. Runs due now were already seen by the
+    /// batch's claims, which run last.
     fn note_due(&mut self, due: Option<i64>) {
         let now = now_ms();
         self.next_due = [self.next_due, due]
@@ -294,11 +309,15 @@ impl Writer {
             .min();
     }
 
-    /// Hands back runs claimed for a worker that stopped waiting for them.
+    /// Hands back runs claimed for a worker that stopped waiting for them; parked claims
+    /// get a chance at them at once.
     async fn unclaim(&mut self, fences: Vec<Fence>) {
-        let op = Op::Unclaim(fences);
-        if let Err(e) = apply_in_tx(&mut self.conn, &[&op]).await {
-            tracing::warn!(error = %e, "could not hand back undelivered claims; they return when their lease expires");
+        let op = Op::HandBack(fences);
+        match apply_in_tx(&mut self.conn, &[&op]).await {
+            Ok(_) => self.next_due = Some(now_ms()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand back undelivered claims; they return when their lease expires")
+            }
         }
     }
 }

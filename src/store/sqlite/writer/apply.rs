@@ -67,22 +67,27 @@ pub(super) async fn apply_in_tx(
         events: Vec::new(),
         ready_at: None,
     };
-    match apply(&mut batch, ops).await {
-        Ok(answers) => {
-            let ready_at = batch.ready_at;
-            sqlx::query("COMMIT").execute(&mut *batch.conn).await?;
-            Ok(Applied { answers, ready_at })
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *batch.conn).await;
-            Err(e)
-        }
-    }
+    let applied = match apply(&mut batch, ops).await {
+        Ok(answers) => match sqlx::query("COMMIT").execute(&mut *batch.conn).await {
+            Ok(_) => {
+                return Ok(Applied {
+                    answers,
+                    ready_at: batch.ready_at,
+                });
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    // a failed statement or COMMIT must not leave the connection inside a transaction
+    let _ = sqlx::query("ROLLBACK").execute(&mut *batch.conn).await;
+    applied
 }
 
-/// Applies the ops in a fixed order of kinds: inserts, lease renewals, claims, progress and
-/// logs, finishes, releases, sweeps. Within one attempt that order matches the order a
-/// worker sends them in (progress before its finish).
+/// Applies the ops in a fixed order of kinds: inserts, lease renewals, progress and logs,
+/// finishes, hand-backs, sweeps, and claims last, so a claim sees every run the batch made
+/// ready. Within one attempt that order matches the order a worker sends them in
+/// (progress before its finish).
 async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError> {
     let mut answers: Vec<Option<Answer>> = ops.iter().map(|_| None).collect();
 
@@ -100,8 +105,33 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
         }
     }
     for (i, op) in ops.iter().enumerate() {
-        if let Op::Renew(worker_id, lease) = op {
-            answers[i] = Some(Answer::Count(renew(b, worker_id, *lease).await?));
+        if let Op::Renew(fences, lease) = op {
+            answers[i] = Some(Answer::Renewed(renew(b, fences, *lease).await?));
+        }
+    }
+    apply_progress_and_logs(b, ops, &mut answers).await?;
+    let finishes: Vec<(usize, &Fence, &Outcome)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            Op::Finish(fence, outcome) => Some((i, fence, outcome)),
+            _ => None,
+        })
+        .collect();
+    for round in distinct_runs(finishes) {
+        for (i, applied) in finish(b, &round).await? {
+            answers[i] = Some(Answer::Applied(applied));
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Release(worker_id) => {
+                answers[i] = Some(Answer::Count(release(b, worker_id).await?))
+            }
+            Op::HandBack(fences) => answers[i] = Some(Answer::Count(hand_back(b, fences).await?)),
+            Op::Sweep => answers[i] = Some(Answer::Swept(sweep(b).await?)),
+            Op::Close => answers[i] = Some(Answer::Closed),
+            _ => {}
         }
     }
     for (i, op) in ops.iter().enumerate() {
@@ -117,36 +147,30 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             answers[i] = Some(Answer::Claimed(claimed));
         }
     }
-    apply_progress_and_logs(b, ops, &mut answers).await?;
-    let finishes: Vec<(usize, &Fence, &Outcome)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, op)| match op {
-            Op::Finish(fence, outcome) => Some((i, fence, outcome)),
-            _ => None,
-        })
-        .collect();
-    if !finishes.is_empty() {
-        for (i, applied) in finish(b, &finishes).await? {
-            answers[i] = Some(Answer::Applied(applied));
-        }
-    }
-    for (i, op) in ops.iter().enumerate() {
-        match op {
-            Op::Release(worker_id) => {
-                answers[i] = Some(Answer::Count(release(b, worker_id).await?))
-            }
-            Op::Unclaim(fences) => answers[i] = Some(Answer::Count(unclaim(b, fences).await?)),
-            Op::Sweep => answers[i] = Some(Answer::Swept(sweep(b).await?)),
-            Op::Close => answers[i] = Some(Answer::Closed),
-            _ => {}
-        }
-    }
     insert_events(b).await?;
     Ok(answers
         .into_iter()
         .map(|a| a.expect("every op kind is applied above"))
         .collect())
+}
+
+/// Splits finishes into rounds in which no run appears twice: the batched statement
+/// reports applied rows by run id, so two finishes of one run (a stale attempt's and the
+/// current one's) must not share a statement.
+fn distinct_runs<'a>(
+    finishes: Vec<(usize, &'a Fence, &'a Outcome)>,
+) -> Vec<Vec<(usize, &'a Fence, &'a Outcome)>> {
+    let mut rounds: Vec<Vec<(usize, &Fence, &Outcome)>> = Vec::new();
+    for finish in finishes {
+        let free = rounds
+            .iter_mut()
+            .find(|round| round.iter().all(|(_, f, _)| f.run_id != finish.1.run_id));
+        match free {
+            Some(round) => round.push(finish),
+            None => rounds.push(vec![finish]),
+        }
+    }
+    rounds
 }
 
 async fn insert_runs(
@@ -213,13 +237,38 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
     }
 }
 
-async fn renew(b: &mut Batch<'_>, worker_id: &str, lease: Duration) -> Result<u64, StoreError> {
-    let done = sqlx::query(sql::RENEW_LEASES)
+/// Extends the leases of the given attempts; returns those still held (the others were
+/// lost: swept, handed back, or finished).
+async fn renew(
+    b: &mut Batch<'_>,
+    fences: &[Fence],
+    lease: Duration,
+) -> Result<Vec<Fence>, StoreError> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sql::RENEW_LEASES)
         .bind(b.now + lease.as_millis() as i64)
-        .bind(worker_id)
-        .execute(&mut *b.conn)
+        .bind(fences_json(fences))
+        .fetch_all(&mut *b.conn)
         .await?;
-    Ok(done.rows_affected())
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = parse_id(&row.try_get::<String, _>("id")?)?;
+        let claim = row.try_get::<i64, _>("claims")? as u32;
+        if let Some(fence) = fences.iter().find(|f| f.run_id == id && f.claim == claim) {
+            held.push(fence.clone());
+        }
+    }
+    Ok(held)
+}
+
+fn fences_json(fences: &[Fence]) -> String {
+    let rows: Vec<Value> = fences
+        .iter()
+        .map(|f| json!({ "id": f.run_id.to_string(), "claim": f.claim, "worker": &*f.worker_id }))
+        .collect();
+    Value::Array(rows).to_string()
 }
 
 async fn claim(
@@ -247,6 +296,7 @@ async fn claim(
             agent: row.try_get("agent")?,
             input: serde_json::from_str(&input)?,
             attempt: row.try_get::<i64, _>("attempt")? as u32,
+            claim: row.try_get::<i64, _>("claims")? as u32,
             max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
             timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
             backoff_base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
@@ -335,7 +385,7 @@ async fn fenced_touch(
         .bind(progress.and_then(|p| p.message.as_deref()))
         .bind(b.now)
         .bind(fence.run_id.to_string())
-        .bind(i64::from(fence.attempt))
+        .bind(i64::from(fence.claim))
         .bind(&*fence.worker_id)
         .bind(progress.is_some())
         .fetch_optional(&mut *b.conn)
@@ -352,7 +402,7 @@ async fn finish(
         .map(|(_, fence, outcome)| {
             let mut row = json!({
                 "id": fence.run_id.to_string(),
-                "attempt": fence.attempt,
+                "claim": fence.claim,
                 "worker": &*fence.worker_id,
             });
             match outcome {
@@ -425,13 +475,13 @@ async fn release(b: &mut Batch<'_>, worker_id: &str) -> Result<u64, StoreError> 
     Ok(rows.len() as u64)
 }
 
-async fn unclaim(b: &mut Batch<'_>, fences: &[Fence]) -> Result<u64, StoreError> {
+async fn hand_back(b: &mut Batch<'_>, fences: &[Fence]) -> Result<u64, StoreError> {
     let mut released = 0;
     for fence in fences {
-        let seq: Option<i64> = sqlx::query_scalar(sql::UNCLAIM)
+        let seq: Option<i64> = sqlx::query_scalar(sql::HAND_BACK)
             .bind(b.now)
             .bind(fence.run_id.to_string())
-            .bind(i64::from(fence.attempt))
+            .bind(i64::from(fence.claim))
             .bind(&*fence.worker_id)
             .fetch_optional(&mut *b.conn)
             .await?;

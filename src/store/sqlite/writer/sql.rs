@@ -19,7 +19,7 @@ FROM json_each(?1)";
 /// sorting the whole backlog (the planner would otherwise pick `runs_status`).
 pub(super) const CLAIM: &str = "
 UPDATE runs
-SET status = 'running', attempt = attempt + 1, worker_id = ?1, lease_until = ?2,
+SET status = 'running', attempt = attempt + 1, claims = claims + 1, worker_id = ?1, lease_until = ?2,
     started_at = COALESCE(started_at, ?3), updated_at = ?3, event_seq = event_seq + 1
 WHERE id IN (
     SELECT id FROM runs INDEXED BY runs_ready
@@ -27,12 +27,17 @@ WHERE id IN (
       AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4)))
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
-RETURNING id, agent, input, attempt, max_attempts, timeout_ms, backoff_base_ms,
+RETURNING id, agent, input, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
           backoff_cap_ms, priority, event_seq";
 
-/// ?1 lease end, ?2 worker id.
+/// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
-UPDATE runs SET lease_until = ?1 WHERE worker_id = ?2 AND status = 'running'";
+UPDATE runs SET lease_until = ?1
+FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS worker
+      FROM json_each(?2)) AS f
+WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
+  AND +runs.status = 'running'
+RETURNING runs.id, runs.claims";
 
 /// ?1 percent, ?2 message, ?3 now, ?4..?6 the fence, ?7 whether progress is being set.
 pub(super) const TOUCH_RUNNING: &str = "
@@ -40,10 +45,10 @@ UPDATE runs
 SET progress_percent = CASE WHEN ?7 THEN ?1 ELSE progress_percent END,
     progress_message = CASE WHEN ?7 THEN ?2 ELSE progress_message END,
     updated_at = ?3, event_seq = event_seq + 1
-WHERE id = ?4 AND attempt = ?5 AND worker_id = ?6 AND status = 'running'
+WHERE id = ?4 AND claims = ?5 AND worker_id = ?6 AND status = 'running'
 RETURNING event_seq";
 
-/// ?1 JSON array of {id, attempt, worker, status, result?, error_kind?, error_message?,
+/// ?1 JSON array of {id, claim, worker, status, result?, error_kind?, error_message?,
 /// run_at?}, ?2 now. Only rows whose fence still holds are updated and returned.
 /// The unary `+` keeps the planner on primary-key lookups driven by the batch.
 pub(super) const FINISH: &str = "
@@ -52,12 +57,12 @@ SET status = f.status, result = f.result, error_kind = f.error_kind,
     error_message = f.error_message, run_at = COALESCE(f.run_at, runs.run_at),
     finished_at = CASE WHEN f.status = 'retrying' THEN NULL ELSE ?2 END,
     worker_id = NULL, lease_until = NULL, updated_at = ?2, event_seq = runs.event_seq + 1
-FROM (SELECT value->>'id' AS id, value->>'attempt' AS attempt, value->>'worker' AS worker,
+FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS worker,
              value->>'status' AS status, value->'result' AS result,
              value->>'error_kind' AS error_kind, value->>'error_message' AS error_message,
              value->>'run_at' AS run_at
       FROM json_each(?1)) AS f
-WHERE runs.id = f.id AND runs.attempt = f.attempt AND runs.worker_id = f.worker
+WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
 RETURNING runs.id, runs.event_seq";
 
@@ -71,11 +76,11 @@ WHERE worker_id = ?2 AND status = 'running'
 RETURNING id, attempt + 1 AS released_attempt, event_seq";
 
 /// ?1 now, ?2..?4 the fence: hands back one claimed run, giving back its attempt.
-pub(super) const UNCLAIM: &str = "
+pub(super) const HAND_BACK: &str = "
 UPDATE runs
 SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
     run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
-WHERE id = ?2 AND attempt = ?3 AND worker_id = ?4 AND status = 'running'
+WHERE id = ?2 AND claims = ?3 AND worker_id = ?4 AND status = 'running'
 RETURNING event_seq";
 
 /// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now.
