@@ -220,17 +220,25 @@ impl Writer {
         let mut requests = Vec::with_capacity(MAX_BATCH);
         loop {
             let wake = self.wake_at();
-            tokio::select! {
+            let woken = tokio::select! {
                 received = rx.recv_many(&mut requests, MAX_BATCH) => {
                     if received == 0 {
                         return;
                     }
+                    false
                 }
-                _ = sleep_until_ms(wake), if wake.is_some() => {}
-            }
+                _ = sleep_until_ms(wake), if wake.is_some() => true,
+            };
             // a claim whose worker stopped waiting must not take runs nobody will start
             self.parked.retain(|r| !r.reply.is_closed());
-            requests.append(&mut self.parked);
+            // parked claims found nothing; only a wake-up or a batch that may make runs
+            // claimable can change that (a success or a progress report cannot)
+            if woken || requests.iter().any(|r| may_ready_runs(&r.op)) {
+                requests.append(&mut self.parked);
+            }
+            if requests.is_empty() {
+                continue;
+            }
             let closing = requests.iter().any(|r| matches!(r.op, Op::Close));
             let answers = self.apply(&requests).await;
             let mut undelivered = Vec::new();
@@ -319,6 +327,16 @@ impl Writer {
                 tracing::warn!(error = %e, "could not hand back undelivered claims; they return when their lease expires")
             }
         }
+    }
+}
+
+/// Whether applying `op` can make a run claimable now.
+fn may_ready_runs(op: &Op) -> bool {
+    match op {
+        Op::Insert(_) | Op::HandBack(_) | Op::Release(_) | Op::Sweep | Op::Close => true,
+        Op::Finish(_, outcome) => matches!(outcome, Outcome::Retry { .. }),
+        // a new claim is applied anyway; parked ones would find what it finds
+        Op::Claim { .. } | Op::Progress(..) | Op::Log(..) | Op::Renew(..) => false,
     }
 }
 
