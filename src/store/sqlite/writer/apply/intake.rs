@@ -1,0 +1,125 @@
+//! New runs in, due runs out: inserts and claims.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::Batch;
+use crate::domain::{EventKind, NewRun, Run, RunStatus};
+use crate::store::sqlite::rows::parse_id;
+use crate::store::sqlite::writer::sql;
+use crate::store::{ClaimedRun, StoreError, from_ms, to_ms_ceil};
+
+pub(super) async fn insert_runs(
+    b: &mut Batch<'_>,
+    inserts: &[(usize, &NewRun)],
+) -> Result<Vec<(usize, Run)>, StoreError> {
+    let now = b.now;
+    let rows: Vec<Value> = inserts
+        .iter()
+        .map(|(_, r)| {
+            json!({
+                "id": r.id.to_string(),
+                "agent": r.agent,
+                "input": r.input,
+                "priority": r.priority,
+                "metadata": r.metadata,
+                "max_attempts": r.max_attempts,
+                "timeout_ms": r.timeout.as_millis() as u64,
+                "backoff_base_ms": r.backoff.base.as_millis() as u64,
+                "backoff_cap_ms": r.backoff.cap.as_millis() as u64,
+                "run_at": r.run_at.map_or(now, to_ms_ceil),
+            })
+        })
+        .collect();
+    sqlx::query(sql::INSERT_RUNS)
+        .bind(Value::Array(rows).to_string())
+        .bind(now)
+        .execute(&mut *b.conn)
+        .await?;
+    let mut out = Vec::with_capacity(inserts.len());
+    for (i, r) in inserts {
+        let run_at = r.run_at.map_or(now, to_ms_ceil);
+        b.made_ready(run_at);
+        b.event(r.id.to_string(), 1, EventKind::Created, 0, json!({}));
+        out.push((*i, new_run_record(r, now, run_at)));
+    }
+    Ok(out)
+}
+
+fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
+    Run {
+        id: r.id,
+        agent: r.agent.clone(),
+        status: RunStatus::Queued,
+        input: r.input.clone(),
+        priority: r.priority,
+        metadata: r.metadata.clone(),
+        progress: None,
+        attempt: 0,
+        max_attempts: r.max_attempts,
+        result: None,
+        error: None,
+        timeout_ms: r.timeout.as_millis() as u64,
+        backoff_base_ms: r.backoff.base.as_millis() as u64,
+        backoff_cap_ms: r.backoff.cap.as_millis() as u64,
+        run_at: from_ms(run_at),
+        next_attempt_at: None,
+        worker_id: None,
+        lease_until: None,
+        created_at: from_ms(now),
+        started_at: None,
+        finished_at: None,
+        updated_at: from_ms(now),
+    }
+}
+
+pub(super) async fn claim(
+    b: &mut Batch<'_>,
+    worker_id: &Arc<str>,
+    agents: Option<&[String]>,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedRun>, StoreError> {
+    let agents = agents.map(|a| serde_json::to_string(a).expect("names serialise"));
+    let rows = sqlx::query(sql::CLAIM)
+        .bind(&**worker_id)
+        .bind(b.now + lease.as_millis() as i64)
+        .bind(b.now)
+        .bind(agents)
+        .bind(limit as i64)
+        .fetch_all(&mut *b.conn)
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let input: String = row.try_get("input")?;
+        let run = ClaimedRun {
+            id: parse_id(&id)?,
+            agent: row.try_get("agent")?,
+            input: serde_json::from_str(&input)?,
+            attempt: row.try_get::<i64, _>("attempt")? as u32,
+            claim: row.try_get::<i64, _>("claims")? as u32,
+            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+            timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
+            backoff_base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
+            backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
+            priority: row.try_get::<i64, _>("priority")? as i32,
+            worker_id: worker_id.clone(),
+        };
+        let seq: i64 = row.try_get("event_seq")?;
+        b.event(
+            id,
+            seq,
+            EventKind::Started,
+            run.attempt,
+            json!({ "worker_id": &*run.worker_id }),
+        );
+        claimed.push(run);
+    }
+    // RETURNING gives no order; hand the runs out in the order they were chosen.
+    claimed.sort_by_key(|r| std::cmp::Reverse(r.priority));
+    Ok(claimed)
+}
