@@ -3,7 +3,7 @@
 //! Writes go through a single writer task that group-commits whatever is waiting (see
 //! `sqlite::writer`); reads use a pool. Every write of an attempt is fenced by
 //! [`Fence`]: a worker that lost its run cannot overwrite it. A call returns only after
-//! its write is committed, so nothing is acknowledged before it is durable.
+//! its write is committed, so nothing is acknowledged before it is stored.
 
 mod error;
 mod model;
