@@ -63,6 +63,11 @@ impl Agentq {
         panic!("agentq did not become ready");
     }
 
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await;
+        response.unwrap().json().await.unwrap()
+    }
+
     async fn create(&self, body: Value) -> String {
         let response = self
             .client
@@ -80,15 +85,7 @@ impl Agentq {
 
     async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         for _ in 0..1000 {
-            let run: Value = self
-                .client
-                .get(format!("{}/v1/runs/{id}", self.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let run: Value = self.get_json(&format!("/v1/runs/{id}")).await;
             if run["status"] == status {
                 return run;
             }
@@ -142,15 +139,7 @@ async fn runs_interrupted_by_kill_9_run_again_after_a_restart() {
     let run = second.wait_for_status(&id, "succeeded").await;
     assert_eq!(run["attempt"], 2);
     assert_eq!(run["result"]["value"], 7);
-    let body: Value = second
-        .client
-        .get(format!("{}/v1/runs/{id}/events", second.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = second.get_json(&format!("/v1/runs/{id}/events")).await;
     let events = body["events"].as_array().unwrap();
     let types = event_types(events);
     let lost = types
@@ -210,15 +199,7 @@ async fn api_and_worker_processes_share_one_database_and_workers_serve_only_thei
         .create(json!({"agent": "echo", "input": {"value": "across processes"}}))
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let run: Value = api
-        .client
-        .get(format!("{}/v1/runs/{id}", api.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = api.get_json(&format!("/v1/runs/{id}")).await;
     assert_eq!(
         run["status"], "queued",
         "a worker serving only `http` leaves echo runs alone"

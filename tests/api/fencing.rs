@@ -4,10 +4,31 @@
 use std::time::Duration;
 
 use agentq::domain::{NewRun, Progress, RunError, RunErrorKind, RunStatus};
-use agentq::store::Outcome;
+use agentq::store::{ClaimedRun, Outcome, Store};
 use serde_json::json;
 
 use crate::helpers::{echo_only, new_run, temp_store};
+
+/// Claims the one due run for `worker`.
+async fn claim_one(store: &Store, worker: &str, lease: Duration) -> ClaimedRun {
+    let mut claimed = store
+        .claim(worker.into(), echo_only(), 1, lease, None)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "one run was due");
+    claimed.remove(0)
+}
+
+/// A run whose first claim (worker `a`) lost its lease and was claimed again by `b`:
+/// returns the stale claim and the current one.
+async fn stale_and_current(store: &Store) -> (ClaimedRun, ClaimedRun) {
+    store.insert_run(new_run()).await.unwrap();
+    let stale = claim_one(store, "a", Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.sweep_expired().await.unwrap().retried, 1);
+    let current = claim_one(store, "b", Duration::from_secs(30)).await;
+    (stale, current)
+}
 
 #[tokio::test]
 async fn a_claimed_run_cannot_be_claimed_again() {
@@ -52,11 +73,7 @@ async fn claims_take_only_the_agents_asked_for() {
 async fn a_finished_attempt_cannot_be_finished_again() {
     let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
-    let run = store
-        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let run = claim_one(&store, "a", Duration::from_secs(30)).await;
     assert!(
         store
             .finish(run.fence(), Outcome::Succeeded(json!(1)))
@@ -77,11 +94,7 @@ async fn a_finished_attempt_cannot_be_finished_again() {
 async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_claimed_again() {
     let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
-    let stale = store
-        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .remove(0);
+    let stale = claim_one(&store, "a", Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let sweep = store.sweep_expired().await.unwrap();
     assert_eq!(sweep.retried, 1);
@@ -89,11 +102,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
     assert_eq!(lost.status, RunStatus::Retrying);
     assert_eq!(lost.error.as_ref().unwrap().kind, RunErrorKind::LostWorker);
 
-    let fresh = store
-        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let fresh = claim_one(&store, "b", Duration::from_secs(30)).await;
     assert_eq!(fresh.attempt, 2);
     let progress = Progress {
         percent: 50,
@@ -162,11 +171,7 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
         })
         .await
         .unwrap();
-    let run = store
-        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .remove(0);
+    let run = claim_one(&store, "a", Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(store.sweep_expired().await.unwrap().failed, 1);
     let failed = store.get_run(run.id).await.unwrap();
@@ -186,11 +191,7 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
 async fn renewed_leases_are_not_swept() {
     let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
-    let run = store
-        .claim("a".into(), echo_only(), 1, Duration::from_millis(200), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let run = claim_one(&store, "a", Duration::from_millis(200)).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let held = store
@@ -212,11 +213,7 @@ async fn renewed_leases_are_not_swept() {
 async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
     let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
-    let held = store
-        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let held = claim_one(&store, "a", Duration::from_secs(30)).await;
     assert_eq!(store.release_worker("a".into()).await.unwrap(), 1);
     let queued = store.get_run(held.id).await.unwrap();
     assert_eq!((queued.status, queued.attempt), (RunStatus::Queued, 0));
@@ -226,11 +223,7 @@ async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
             .await
             .unwrap()
     );
-    let again = store
-        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let again = claim_one(&store, "b", Duration::from_secs(30)).await;
     assert_eq!(again.attempt, 1, "handing back does not burn the attempt");
     // same attempt number, other worker: the old holder is still fenced out
     assert!(
@@ -288,19 +281,7 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
 #[tokio::test]
 async fn renewing_a_lost_attempt_reports_it_lost_and_extends_nothing() {
     let (store, _dir) = temp_store().await;
-    store.insert_run(new_run()).await.unwrap();
-    let stale = store
-        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .remove(0);
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    store.sweep_expired().await.unwrap();
-    let fresh = store
-        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let (stale, fresh) = stale_and_current(&store).await;
     let held = store
         .renew_leases(vec![stale.fence(), fresh.fence()], Duration::from_secs(60))
         .await
@@ -311,19 +292,7 @@ async fn renewing_a_lost_attempt_reports_it_lost_and_extends_nothing() {
 #[tokio::test]
 async fn a_stale_and_a_current_finish_of_one_run_in_one_batch_are_told_apart() {
     let (store, _dir) = temp_store().await;
-    store.insert_run(new_run()).await.unwrap();
-    let stale = store
-        .claim("a".into(), echo_only(), 1, Duration::ZERO, None)
-        .await
-        .unwrap()
-        .remove(0);
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    store.sweep_expired().await.unwrap();
-    let fresh = store
-        .claim("b".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let (stale, fresh) = stale_and_current(&store).await;
     let failure = RunError {
         kind: RunErrorKind::AgentError,
         message: "real failure".into(),
@@ -347,17 +316,9 @@ async fn a_stale_and_a_current_finish_of_one_run_in_one_batch_are_told_apart() {
 async fn a_claim_handed_back_and_claimed_again_by_the_same_worker_gets_a_new_fence() {
     let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
-    let first = store
-        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let first = claim_one(&store, "a", Duration::from_secs(30)).await;
     assert_eq!(store.hand_back(vec![first.fence()]).await.unwrap(), 1);
-    let second = store
-        .claim("a".into(), echo_only(), 1, Duration::from_secs(30), None)
-        .await
-        .unwrap()
-        .remove(0);
+    let second = claim_one(&store, "a", Duration::from_secs(30)).await;
     assert_eq!(
         (first.attempt, second.attempt),
         (1, 1),
