@@ -80,9 +80,10 @@ fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
     .boxed()
 }
 
-/// The task id includes the attempt, so a re-claimed run never collides with a stale one.
+/// The task id includes the claim counter, so a re-claimed run never collides with a stale
+/// task of the same run (the attempt number alone can repeat after a hand-back).
 fn into_task(run: ClaimedRun) -> Task<ClaimedRun> {
-    let id = TaskId::String(format!("{}:{}", run.id, run.attempt));
+    let id = TaskId::String(format!("{}:{}", run.id, run.claim));
     // apalis counts the attempt up by one when the task starts.
     let attempt = run.attempt.saturating_sub(1) as usize;
     TaskBuilder::new(run).task_id(id).attempt(attempt).build()
