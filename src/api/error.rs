@@ -44,6 +44,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("no such {0}")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the service is not available right now; try again shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -80,6 +82,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Status(status, _) => (*status, status_code_name(*status)),
@@ -123,6 +126,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::NotFound("run"),
+            StoreError::Conflict(message) => Self::Conflict(message),
             StoreError::Unavailable(_) | StoreError::Closed => Self::Unavailable(e),
             other => Self::Internal(other),
         }

@@ -2,6 +2,7 @@
 //!
 //! Knows HTTP and nothing of apalis: runs enter through `Store::insert_run`.
 
+mod actions;
 mod create;
 mod error;
 mod extract;
@@ -80,6 +81,9 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(runs::create_run, runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::list_run_events))
+        .routes(routes!(actions::cancel_run))
+        .routes(routes!(actions::retry_run))
+        .routes(routes!(actions::retry_runs))
         .routes(routes!(system::list_agents))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))

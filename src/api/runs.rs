@@ -37,7 +37,7 @@ pub struct EventParams {
     pub after: Option<i64>,
 }
 
-fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
     // an id that cannot exist names no run: 404, like any other unknown id
     raw.parse().map_err(|_| ApiError::NotFound("run"))
 }

@@ -152,6 +152,10 @@ pub enum EventKind {
     Released,
     /// The attempt's worker stopped heartbeating; the sweeper took the run back.
     AttemptLost,
+    /// Cancelled by request.
+    Cancelled,
+    /// A failed run was put back in the queue by request, its attempts reset.
+    Requeued,
 }
 
 impl EventKind {
@@ -166,6 +170,8 @@ impl EventKind {
             Self::Failed => "failed",
             Self::Released => "released",
             Self::AttemptLost => "attempt_lost",
+            Self::Cancelled => "cancelled",
+            Self::Requeued => "requeued",
         }
     }
 }

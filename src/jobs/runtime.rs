@@ -189,10 +189,15 @@ async fn supervise(
     }
 }
 
-/// Renews the leases of the attempts this worker is executing, three times per lease, and
-/// stops any attempt that has lost its run (its lease expired and it was swept).
+/// How often executing attempts renew their leases and learn whether they still own their
+/// runs: a run cancelled from any process stops its agent within this long.
+const RENEW_EVERY: Duration = Duration::from_millis(500);
+
+/// Renews the leases of the attempts this worker is executing, at least three times per
+/// lease, and stops any attempt that has lost its run (cancelled, or its lease expired
+/// and it was swept).
 async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(lease / 3);
+    let mut tick = tokio::time::interval((lease / 3).min(RENEW_EVERY));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

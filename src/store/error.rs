@@ -4,6 +4,9 @@
 pub enum StoreError {
     #[error("run not found")]
     NotFound,
+    /// The run is in a state that does not allow the change (e.g. cancelling a finished run).
+    #[error("{0}")]
+    Conflict(String),
     /// The database cannot be reached or is busy; the caller may try again.
     #[error("database unavailable: {0}")]
     Unavailable(String),

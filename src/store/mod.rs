@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{NewRun, Progress, Run, RunEvent, RunId};
 
 pub use error::StoreError;
-pub use model::{ClaimedRun, Fence, Outcome, RunFilter, RunPage, Sweep};
+pub use model::{ClaimedRun, Fence, Outcome, RequeueFilter, RunFilter, RunPage, Sweep};
 
 /// Settings that shape the store's connection, chosen at start-up.
 #[derive(Debug, Clone)]
@@ -139,6 +139,41 @@ impl Store {
     /// (graceful shutdown). Returns how many it handed back.
     pub async fn release_worker(&self, worker_id: Arc<str>) -> Result<u64, StoreError> {
         self.inner.writer.release(worker_id).await
+    }
+
+    /// Cancels a run that has not finished. A running attempt is fenced out at once and its
+    /// worker stops it at its next lease renewal. `Conflict` if the run already finished.
+    pub async fn cancel_run(&self, id: RunId) -> Result<Run, StoreError> {
+        self.inner.writer.cancel(id).await?;
+        self.get_run(id).await
+    }
+
+    /// Puts a failed run back in the queue, its attempts reset and its history kept.
+    /// `Conflict` if the run is not failed.
+    pub async fn requeue_run(&self, id: RunId) -> Result<Run, StoreError> {
+        self.inner
+            .writer
+            .requeue(sqlite::writer::RequeueTarget::One(id))
+            .await?;
+        self.get_run(id).await
+    }
+
+    /// Puts every failed run matching `filter` back in the queue, in chunks of
+    /// `filter.limit` so no single transaction holds the writer for long. Returns how many.
+    pub async fn requeue_failed(&self, filter: RequeueFilter) -> Result<u64, StoreError> {
+        let chunk = u64::from(filter.limit.max(1));
+        let mut total = 0;
+        loop {
+            let target = sqlite::writer::RequeueTarget::Failed(RequeueFilter {
+                limit: chunk as u32,
+                ..filter.clone()
+            });
+            let n = self.inner.writer.requeue(target).await?;
+            total += n;
+            if n < chunk {
+                return Ok(total);
+            }
+        }
     }
 
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {

@@ -96,3 +96,13 @@ pub struct Sweep {
     pub retried: u64,
     pub failed: u64,
 }
+
+/// Which failed runs a bulk retry puts back in the queue.
+#[derive(Debug, Clone, Default)]
+pub struct RequeueFilter {
+    pub agent: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// At most this many per call.
+    pub limit: u32,
+}

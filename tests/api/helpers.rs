@@ -34,6 +34,8 @@ pub struct TestApp {
 pub struct Probe {
     pub cancelled: AtomicUsize,
     pub started: AtomicUsize,
+    /// While set, the `switch` agent fails permanently.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 pub fn config(db_path: &Path) -> AppConfig {
@@ -207,6 +209,8 @@ fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         })
         .unwrap()
         .register(Panicker)
+        .unwrap()
+        .register(Switch { probe })
         .unwrap();
     registry
 }
@@ -290,4 +294,24 @@ pub fn new_run() -> NewRun {
 /// The agent list of a worker serving only `echo`.
 pub fn echo_only() -> Option<Arc<[String]>> {
     Some(vec!["echo".to_owned()].into())
+}
+
+/// Fails permanently while `probe.failing` is set, succeeds otherwise.
+struct Switch {
+    probe: Arc<Probe>,
+}
+
+#[async_trait]
+impl Agent for Switch {
+    fn name(&self) -> &str {
+        "switch"
+    }
+
+    async fn run(&self, _ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
+        if self.probe.failing.load(Ordering::SeqCst) {
+            Err(AgentError::permanent("switched off"))
+        } else {
+            Ok(json!("switched on"))
+        }
+    }
 }

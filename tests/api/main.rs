@@ -11,3 +11,4 @@ mod openapi;
 mod read_run;
 mod retries;
 mod shutdown;
+mod steering;

@@ -29,13 +29,16 @@ fn every_operation_id_is_the_handler_name() {
     assert_eq!(
         ids,
         [
+            "cancel_run",
             "create_run",
             "get_run",
             "healthz",
             "list_agents",
             "list_run_events",
             "list_runs",
-            "readyz"
+            "readyz",
+            "retry_run",
+            "retry_runs",
         ]
     );
 }

@@ -24,8 +24,8 @@ use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::{NewRun, Progress, Run};
-use crate::store::{ClaimedRun, Fence, Outcome, StoreError, Sweep, to_ms};
+use crate::domain::{NewRun, Progress, Run, RunId};
+use crate::store::{ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, to_ms};
 
 use apply::apply_in_tx;
 
@@ -51,6 +51,8 @@ enum Op {
     Release(Arc<str>),
     /// Hands these attempts' runs back to the queue, giving back the attempt.
     HandBack(Vec<Fence>),
+    Cancel(RunId),
+    Requeue(RequeueTarget),
     Close,
 }
 
@@ -60,8 +62,24 @@ enum Answer {
     Applied(bool),
     Count(u64),
     Renewed(Vec<Fence>),
+    /// A requested change: done, or refused.
+    Changed(Result<u64, Refusal>),
     Swept(Sweep),
     Closed,
+}
+
+/// Why a requested change was not made.
+pub(crate) enum Refusal {
+    NotFound,
+    /// The run's current status does not allow the change.
+    WrongStatus(String),
+}
+
+/// Which failed runs to put back in the queue.
+pub(crate) enum RequeueTarget {
+    One(RunId),
+    /// Up to `limit` failed runs matching the filter, oldest first.
+    Failed(RequeueFilter),
 }
 
 struct Request {
@@ -184,6 +202,22 @@ impl WriterHandle {
         match self.call(Op::Sweep).await? {
             Answer::Swept(sweep) => Ok(sweep),
             _ => unreachable!("sweep answers with a sweep"),
+        }
+    }
+
+    pub(in crate::store) async fn cancel(&self, id: RunId) -> Result<(), StoreError> {
+        match self.call(Op::Cancel(id)).await? {
+            Answer::Changed(Ok(_)) => Ok(()),
+            Answer::Changed(Err(refusal)) => Err(refusal.into_error("cancel")),
+            _ => unreachable!("cancel answers with a change"),
+        }
+    }
+
+    pub(in crate::store) async fn requeue(&self, target: RequeueTarget) -> Result<u64, StoreError> {
+        match self.call(Op::Requeue(target)).await? {
+            Answer::Changed(Ok(n)) => Ok(n),
+            Answer::Changed(Err(refusal)) => Err(refusal.into_error("retry")),
+            _ => unreachable!("requeue answers with a change"),
         }
     }
 
@@ -333,7 +367,13 @@ impl Writer {
 /// Whether applying `op` can make a run claimable now.
 fn may_ready_runs(op: &Op) -> bool {
     match op {
-        Op::Insert(_) | Op::HandBack(_) | Op::Release(_) | Op::Sweep | Op::Close => true,
+        Op::Insert(_)
+        | Op::HandBack(_)
+        | Op::Release(_)
+        | Op::Sweep
+        | Op::Requeue(_)
+        | Op::Close => true,
+        Op::Cancel(_) => false,
         Op::Finish(_, outcome) => matches!(outcome, Outcome::Retry { .. }),
         // a new claim is applied anyway; parked ones would find what it finds
         Op::Claim { .. } | Op::Progress(..) | Op::Log(..) | Op::Renew(..) => false,

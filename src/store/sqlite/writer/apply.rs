@@ -6,6 +6,7 @@
 //! Within one attempt that order is the order a worker sends them in (progress before its
 //! finish).
 
+mod actions;
 mod attempts;
 mod intake;
 mod recovery;
@@ -134,6 +135,13 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             }
             Op::HandBack(fences) => answers[i] = Some(Answer::Count(hand_back(b, fences).await?)),
             Op::Sweep => answers[i] = Some(Answer::Swept(sweep(b).await?)),
+            Op::Cancel(id) => {
+                let refused = actions::cancel(b, *id).await?;
+                answers[i] = Some(Answer::Changed(refused.map_or(Ok(1), Err)));
+            }
+            Op::Requeue(target) => {
+                answers[i] = Some(Answer::Changed(actions::requeue(b, target).await?))
+            }
             Op::Close => answers[i] = Some(Answer::Closed),
             _ => {}
         }

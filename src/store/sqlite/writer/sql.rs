@@ -94,3 +94,31 @@ SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END
     event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
 WHERE status = 'running' AND lease_until < ?1
 RETURNING id, attempt, status, event_seq, error_message";
+
+/// ?1 now, ?2 run id. Any non-terminal run; a running attempt is fenced out by the change.
+pub(super) const CANCEL: &str = "
+UPDATE runs
+SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
+    finished_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
+    event_seq = event_seq + 1
+WHERE id = ?2 AND status IN ('queued', 'running', 'retrying')
+RETURNING event_seq, attempt";
+
+/// ?1 now, ?2 JSON array of failed run ids to put back in the queue, attempts reset.
+pub(super) const REQUEUE: &str = "
+UPDATE runs
+SET status = 'queued', attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
+    progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = ?1,
+    updated_at = ?1, event_seq = event_seq + 1
+WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'failed'
+RETURNING id, event_seq";
+
+/// Failed runs matching a filter, oldest first: ?1 agent, ?2 created at or after,
+/// ?3 created before, ?4 limit.
+pub(super) const FAILED_MATCHING: &str = "
+SELECT id FROM runs
+WHERE status = 'failed' AND (?1 IS NULL OR agent = ?1)
+  AND (?2 IS NULL OR created_at >= ?2) AND (?3 IS NULL OR created_at < ?3)
+ORDER BY id LIMIT ?4";
+
+pub(super) const STATUS_OF: &str = "SELECT status FROM runs WHERE id = ?1";

@@ -1,0 +1,84 @@
+//! Steering runs: cancel one, retry a failed one, retry many failed ones.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::Run;
+use crate::store::RequeueFilter;
+
+use super::ApiState;
+use super::error::{ApiError, Problem};
+use super::extract::JsonBody;
+use super::runs::parse_run_id;
+
+/// Cancel a run that has not finished. Queued and retrying runs are cancelled at once; a
+/// running run's agent is told to stop within a second, wherever it runs.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", operation_id = "cancel_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The cancelled run", body = Run),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run already finished", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    Ok(Json(state.store.cancel_run(parse_run_id(&id)?).await?))
+}
+
+/// Put a failed run back in the queue: attempts reset, history kept.
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", operation_id = "retry_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run, queued again", body = Run),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run is not failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    Ok(Json(state.store.requeue_run(parse_run_id(&id)?).await?))
+}
+
+/// Which failed runs to retry; every field narrows the set.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRunsRequest {
+    pub agent: Option<String>,
+    /// Runs created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Runs created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryRunsResponse {
+    /// How many failed runs were put back in the queue.
+    pub requeued: u64,
+}
+
+/// Put every failed run matching the filter back in the queue (the dead-letter replay).
+#[utoipa::path(post, path = "/v1/runs/retry", tag = "runs", operation_id = "retry_runs",
+    request_body = RetryRunsRequest,
+    responses(
+        (status = 200, description = "How many runs were requeued", body = RetryRunsResponse),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_runs(
+    State(state): State<ApiState>,
+    JsonBody(request): JsonBody<RetryRunsRequest>,
+) -> Result<Json<RetryRunsResponse>, ApiError> {
+    let filter = RequeueFilter {
+        agent: request.agent,
+        created_after: request.created_after,
+        created_before: request.created_before,
+        limit: 500,
+    };
+    let requeued = state.store.requeue_failed(filter).await?;
+    Ok(Json(RetryRunsResponse { requeued }))
+}

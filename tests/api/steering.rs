@@ -1,0 +1,178 @@
+//! Cancelling runs and retrying failed ones.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, event_types};
+
+async fn post(app: &TestApp, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = app.client.post(app.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_run_ends_it_at_once_and_it_never_runs() {
+    let app = TestApp::spawn().await;
+    let later = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 1}, "run_at": later}))
+        .await;
+    let (status, run) = post(&app, &format!("/v1/runs/{id}/cancel"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(run["error"]["kind"], "cancelled");
+    assert!(run["finished_at"].is_string());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.get_run(&id).await["status"], "cancelled");
+    assert_eq!(app.probe.started.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        event_types(&app.events(&id).await),
+        ["created", "cancelled"]
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_retrying_run_stops_its_retries() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 1},
+                       "backoff_base_ms": 60000, "backoff_cap_ms": 60000}),
+        )
+        .await;
+    app.wait_for_status(&id, "retrying", Duration::from_secs(5))
+        .await;
+    let (status, run) = post(&app, &format!("/v1/runs/{id}/cancel"), None).await;
+    assert_eq!((status, run["status"].as_str()), (200, Some("cancelled")));
+    assert!(run["next_attempt_at"].is_null());
+}
+
+#[tokio::test]
+async fn cancelling_a_running_run_stops_its_agent_within_a_second() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 30000}}))
+        .await;
+    app.wait_for_status(&id, "running", Duration::from_secs(5))
+        .await;
+    // The API does not signal the worker: the worker learns it at its next lease renewal,
+    // exactly as a worker in another process would.
+    let asked = std::time::Instant::now();
+    let (status, run) = post(&app, &format!("/v1/runs/{id}/cancel"), None).await;
+    assert_eq!((status, run["status"].as_str()), (200, Some("cancelled")));
+    while app.probe.cancelled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "the agent was not told to stop within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = app.get_run(&id).await;
+    assert_eq!(
+        run["status"], "cancelled",
+        "the stopped attempt cannot overwrite the cancel"
+    );
+    let types = event_types(&app.events(&id).await);
+    assert_eq!(types, ["created", "started", "cancelled"]);
+}
+
+#[tokio::test]
+async fn cancelling_a_finished_or_unknown_run_is_refused() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    let (status, body) = post(&app, &format!("/v1/runs/{id}/cancel"), None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(body["detail"], "cannot cancel a run that is succeeded");
+    let missing = uuid::Uuid::now_v7();
+    let (status, _) = post(&app, &format!("/v1/runs/{missing}/cancel"), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn retrying_a_failed_run_requeues_it_with_attempts_reset_and_history_kept() {
+    let app = TestApp::spawn().await;
+    app.probe.failing.store(true, Ordering::SeqCst);
+    let id = app.create(json!({"agent": "switch"})).await;
+    app.wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    app.probe.failing.store(false, Ordering::SeqCst);
+    let (status, run) = post(&app, &format!("/v1/runs/{id}/retry"), None).await;
+    assert_eq!(status, 200);
+    // an idle worker may claim it in the very transaction that requeued it
+    assert!(["queued", "running", "succeeded"].contains(&run["status"].as_str().unwrap()));
+    assert!(run["attempt"].as_u64().unwrap() <= 1, "attempts were reset");
+    assert!(run["error"].is_null());
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["attempt"], 1);
+    let types = event_types(&app.events(&id).await);
+    assert_eq!(
+        types,
+        [
+            "created",
+            "started",
+            "failed",
+            "requeued",
+            "started",
+            "succeeded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn retrying_a_run_that_did_not_fail_is_refused() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    let (status, body) = post(&app, &format!("/v1/runs/{id}/retry"), None).await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["detail"],
+        "cannot retry a run that is succeeded (only failed runs can be retried)"
+    );
+}
+
+#[tokio::test]
+async fn bulk_retry_requeues_every_failed_run_matching_the_filter() {
+    let app = TestApp::spawn().await;
+    app.probe.failing.store(true, Ordering::SeqCst);
+    let mut switched = Vec::new();
+    for _ in 0..3 {
+        switched.push(app.create(json!({"agent": "switch"})).await);
+    }
+    let echo = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true}}))
+        .await;
+    for id in switched.iter().chain([&echo]) {
+        app.wait_for_status(id, "failed", Duration::from_secs(5))
+            .await;
+    }
+    app.probe.failing.store(false, Ordering::SeqCst);
+    let (status, body) = post(&app, "/v1/runs/retry", Some(json!({"agent": "switch"}))).await;
+    assert_eq!((status, body["requeued"].as_u64()), (200, Some(3)));
+    for id in &switched {
+        app.wait_for_status(id, "succeeded", Duration::from_secs(5))
+            .await;
+    }
+    assert_eq!(app.get_run(&echo).await["status"], "failed");
+    let (status, body) = post(&app, "/v1/runs/retry", Some(json!({"colour": "red"}))).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (400, Some("colour"))
+    );
+}
