@@ -105,6 +105,9 @@ pub struct Settings {
     /// Retry backoff cap: no retry waits longer.
     #[arg(long, env = "AGENTQ_BACKOFF_CAP", default_value = "5m", value_parser = duration, global = true)]
     pub backoff_cap: Duration,
+    /// How long an Idempotency-Key keeps naming the run it created.
+    #[arg(long, env = "AGENTQ_IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration, global = true)]
+    pub idempotency_ttl: Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "AGENTQ_BODY_LIMIT", default_value_t = 1024 * 1024, global = true)]
     pub body_limit: usize,
@@ -207,6 +210,7 @@ impl Settings {
                     base: self.backoff_base,
                     cap: self.backoff_cap,
                 },
+                idempotency_ttl: self.idempotency_ttl,
             },
         }
     }

@@ -28,11 +28,17 @@ CREATE TABLE runs (
     updated_at       INTEGER NOT NULL,
     -- the seq of the run's last event; bumped by the same UPDATE that appends one
     event_seq        INTEGER NOT NULL DEFAULT 0,
+    -- Idempotency-Key of the POST that created the run, the request's fingerprint, and
+    -- when the key may be used again for another run
+    idempotency_key  TEXT,
+    request_hash     TEXT,
+    idempotency_expires_at INTEGER,
     CHECK ((status = 'running') = (worker_id IS NOT NULL AND lease_until IS NOT NULL))
 ) STRICT;
 
 -- Claims scan ready runs in priority, then due-time order.
 CREATE INDEX runs_ready ON runs (priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
+CREATE UNIQUE INDEX runs_idempotency ON runs (idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- Running runs: the sweeper's look for expired leases, lease renewal, hand-back.
 CREATE INDEX runs_lease ON runs (lease_until) WHERE status = 'running';
 -- Listing walks the primary key (ids sort by creation time) newest first and filters.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
-use crate::domain::{Backoff, NewRun, RunId};
+use crate::domain::{Backoff, IdempotencyKey, NewRun, RunId};
 use crate::jobs::AgentRegistry;
 
 use super::error::{ApiError, FieldError};
@@ -20,6 +20,8 @@ pub struct RunDefaults {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub backoff: Backoff,
+    /// How long an Idempotency-Key keeps naming the run it created.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for RunDefaults {
@@ -31,8 +33,44 @@ impl Default for RunDefaults {
                 base: Duration::from_secs(1),
                 cap: Duration::from_secs(300),
             },
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
+}
+
+/// The `Idempotency-Key` header, checked: 1–255 visible ASCII characters.
+pub fn idempotency_key(
+    headers: &axum::http::HeaderMap,
+    body: &Value,
+    ttl: Duration,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "invalid_value",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )])
+        })?;
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        fingerprint: fingerprint(body),
+        expires_at: Utc::now() + ttl,
+    }))
+}
+
+/// SHA-256 of the body's canonical JSON (object keys sorted, no whitespace), so a retry
+/// that sends the same JSON differently laid out is the same request.
+fn fingerprint(body: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(body).expect("a JSON value serialises"));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A run to create.
@@ -89,6 +127,7 @@ impl CreateRunRequest {
         self,
         registry: &AgentRegistry,
         defaults: &RunDefaults,
+        idempotency: Option<IdempotencyKey>,
     ) -> Result<NewRun, ApiError> {
         let mut problems = match self.validate() {
             Ok(()) => Vec::new(),
@@ -139,6 +178,27 @@ impl CreateRunRequest {
             backoff,
             run_at: self.run_at,
             metadata: self.metadata.unwrap_or_default(),
+            idempotency,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+    use serde_json::json;
+
+    #[test]
+    fn fingerprint_ignores_key_order_and_layout_but_not_values() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"agent": "echo", "input": {"x": 1, "y": [1, 2]}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"input":{"y":[1,2],"x":1},"agent":"echo"}"#).unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(
+            fingerprint(&a),
+            fingerprint(&json!({"agent": "echo", "input": {"x": 2}}))
+        );
+        assert_eq!(fingerprint(&a).len(), 64);
     }
 }

@@ -42,7 +42,16 @@ fn is_json(req: &Request) -> bool {
 /// Parses JSON, naming the path of the first value that does not fit the type.
 pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(to_problem)
+}
+
+/// Converts parsed JSON into `T`, naming the path of the first value that does not fit.
+pub(super) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(to_problem)
+}
+
+fn to_problem(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = strip_position(&inner.to_string());
@@ -64,7 +73,7 @@ pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         // serde's messages name the expected type, never the offending value
         ApiError::MalformedBody(FieldError::new(field, code, message))
-    })
+    }
 }
 
 /// The name in backticks right after `prefix`, as serde writes field names.

@@ -9,12 +9,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::{Run, RunEvent, RunId};
+use serde_json::Value;
+
+use crate::domain::{Inserted, Run, RunEvent, RunId};
 
 use super::ApiState;
-use super::create::CreateRunRequest;
+use super::create::{CreateRunRequest, idempotency_key};
 use super::error::{ApiError, Problem};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, from_value};
 use super::list::ListRunsParams;
 
 /// A page of runs, newest first.
@@ -48,26 +50,32 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
     responses(
         (status = 202, description = "Accepted and queued", body = Run,
          headers(("Location" = String, description = "The run's URL"))),
+        (status = 200, description = "The run this Idempotency-Key already created (same request)", body = Run,
+         headers(("Location" = String, description = "The run's URL"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
-    ))]
+    ),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the run it created (200); with another body, 409. Keys live 24 h (--idempotency-ttl).")))]
 pub async fn create_run(
     State(state): State<ApiState>,
-    JsonBody(request): JsonBody<CreateRunRequest>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let new_run = request.into_new_run(&state.registry, &state.defaults)?;
-    let run = state.store.insert_run(new_run).await?;
+    let key = idempotency_key(&headers, &body, state.defaults.idempotency_ttl)?;
+    let request: CreateRunRequest = from_value(body)?;
+    let new_run = request.into_new_run(&state.registry, &state.defaults, key)?;
+    let (status, run) = match state.store.insert_run(new_run).await? {
+        Inserted::New(run) => (StatusCode::ACCEPTED, run),
+        // the same request again: the run it created, as it is now
+        Inserted::Existing(id) => (StatusCode::OK, state.store.get_run(id).await?),
+    };
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", run.id))
         .expect("a UUID path is a valid header value");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(run),
-    )
-        .into_response())
+    Ok((status, [(header::LOCATION, location)], Json(run)).into_response())
 }
 
 /// Read a run. Supports `If-None-Match` for cheap polling.

@@ -8,6 +8,7 @@ mod status;
 
 pub use backoff::Backoff;
 pub use run::{
-    AgentName, EventKind, NewRun, Progress, Run, RunError, RunErrorKind, RunEvent, RunId,
+    AgentName, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError, RunErrorKind,
+    RunEvent, RunId,
 };
 pub use status::RunStatus;

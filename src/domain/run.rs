@@ -58,6 +58,27 @@ pub struct NewRun {
     /// When the first attempt may start; `None` means now.
     pub run_at: Option<DateTime<Utc>>,
     pub metadata: BTreeMap<String, String>,
+    /// The client's Idempotency-Key, if it sent one.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// An Idempotency-Key with the fingerprint of the request that used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// Identifies the request body: a retry must send the same one.
+    pub fingerprint: String,
+    /// After this the key may name a new run.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What inserting a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new run.
+    New(Run),
+    /// The Idempotency-Key already names this run, created by the same request.
+    Existing(RunId),
 }
 
 /// The last progress an agent reported.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{NewRun, Progress, Run, RunEvent, RunId};
+use crate::domain::{Inserted, NewRun, Progress, Run, RunEvent, RunId};
 
 pub use error::StoreError;
 pub use model::{ClaimedRun, Fence, Outcome, RequeueFilter, RunFilter, RunPage, Sweep};
@@ -74,8 +74,10 @@ impl Store {
         self.inner.migrate().await
     }
 
-    /// Inserts a new run (status `queued`) with its `created` event.
-    pub async fn insert_run(&self, run: NewRun) -> Result<Run, StoreError> {
+    /// Inserts a new run (status `queued`) with its `created` event; or, when its
+    /// Idempotency-Key already names a run created by the same request, returns that run's
+    /// id (`Conflict` if the key was used with a different request).
+    pub async fn insert_run(&self, run: NewRun) -> Result<Inserted, StoreError> {
         self.inner.writer.insert(run).await
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use agentq::domain::{NewRun, RunId, RunStatus};
 use agentq::store::Store;
 
-use crate::helpers::{echo_only, new_run, temp_store};
+use crate::helpers::{echo_only, insert, new_run, temp_store};
 
 fn waiting_claim(store: &Store, wait: Duration) -> tokio::task::JoinHandle<(Vec<RunId>, Duration)> {
     let store = store.clone();
@@ -30,7 +30,7 @@ async fn a_waiting_claim_is_answered_by_the_insert_that_makes_a_run_claimable() 
     let (store, _dir) = temp_store().await;
     let claim = waiting_claim(&store, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let run = store.insert_run(new_run()).await.unwrap();
+    let run = insert(&store, new_run()).await;
     let (claimed, took) = claim.await.unwrap();
     assert_eq!(claimed, [run.id]);
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -53,13 +53,14 @@ async fn a_waiting_claim_comes_back_empty_at_its_deadline() {
 async fn a_waiting_claim_wakes_when_a_delayed_run_comes_due() {
     let (store, _dir) = temp_store().await;
     let due = chrono::Utc::now() + chrono::Duration::milliseconds(300);
-    let run = store
-        .insert_run(NewRun {
+    let run = insert(
+        &store,
+        NewRun {
             run_at: Some(due),
             ..new_run()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let (claimed, _) = waiting_claim(&store, Duration::from_secs(10))
         .await
         .unwrap();
@@ -74,7 +75,7 @@ async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     claim.abort();
     let _ = claim.await;
-    let run = store.insert_run(new_run()).await.unwrap();
+    let run = insert(&store, new_run()).await;
     let stored = store.get_run(run.id).await.unwrap();
     assert_eq!((stored.status, stored.attempt), (RunStatus::Queued, 0));
     let claimed = store

@@ -10,7 +10,7 @@ use std::time::Duration;
 use agentq::api::{HttpOptions, RunDefaults};
 use agentq::app::{AppConfig, Application, Role, builtin_agents};
 use agentq::domain::Backoff;
-use agentq::domain::{NewRun, RunId};
+use agentq::domain::{Inserted, NewRun, Run, RunId};
 use agentq::jobs::{Agent, AgentError, AgentRegistry, RunContext, WorkerOptions};
 use agentq::store::{Store, StoreOptions};
 use async_trait::async_trait;
@@ -59,6 +59,7 @@ pub fn config(db_path: &Path) -> AppConfig {
                 base: Duration::from_millis(10),
                 cap: Duration::from_millis(50),
             },
+            idempotency_ttl: Duration::from_secs(3600),
         },
     }
 }
@@ -288,6 +289,15 @@ pub fn new_run() -> NewRun {
         },
         run_at: None,
         metadata: Default::default(),
+        idempotency: None,
+    }
+}
+
+/// Inserts a run that must be new, and returns it.
+pub async fn insert(store: &Store, run: NewRun) -> Run {
+    match store.insert_run(run).await.expect("the insert commits") {
+        Inserted::New(run) => run,
+        other => panic!("expected a new run, got {other:?}"),
     }
 }
 

@@ -6,6 +6,7 @@ mod create_run;
 mod fencing;
 mod helpers;
 mod http_agent;
+mod idempotency;
 mod list_runs;
 mod openapi;
 mod read_run;

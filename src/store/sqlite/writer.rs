@@ -24,10 +24,10 @@ use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::{NewRun, Progress, Run, RunId};
+use crate::domain::{Inserted, NewRun, Progress, RunId};
 use crate::store::{ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, to_ms};
 
-use apply::apply_in_tx;
+use apply::{InsertAnswer, apply_in_tx};
 
 const MAX_BATCH: usize = 1024;
 const QUEUE_DEPTH: usize = 16 * 1024;
@@ -57,7 +57,7 @@ enum Op {
 }
 
 enum Answer {
-    Run(Box<Run>),
+    Inserted(InsertAnswer),
     Claimed(Vec<ClaimedRun>),
     Applied(bool),
     Count(u64),
@@ -111,10 +111,14 @@ impl WriterHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub(in crate::store) async fn insert(&self, run: NewRun) -> Result<Run, StoreError> {
+    pub(in crate::store) async fn insert(&self, run: NewRun) -> Result<Inserted, StoreError> {
         match self.call(Op::Insert(Box::new(run))).await? {
-            Answer::Run(run) => Ok(*run),
-            _ => unreachable!("insert answers with a run"),
+            Answer::Inserted(InsertAnswer::New(run)) => Ok(Inserted::New(*run)),
+            Answer::Inserted(InsertAnswer::Existing(id)) => Ok(Inserted::Existing(id)),
+            Answer::Inserted(InsertAnswer::KeyReused) => Err(StoreError::Conflict(
+                "this Idempotency-Key was already used with a different request".into(),
+            )),
+            _ => unreachable!("insert answers with an insert"),
         }
     }
 

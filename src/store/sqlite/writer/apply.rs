@@ -20,6 +20,7 @@ use crate::domain::{EventKind, NewRun};
 use crate::store::{Fence, Outcome, StoreError};
 
 use attempts::{apply_progress_and_logs, distinct_runs, finish, renew};
+pub(super) use intake::InsertAnswer;
 use intake::{claim, insert_runs};
 use recovery::{hand_back, release, sweep};
 
@@ -106,7 +107,7 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
         .collect();
     if !inserts.is_empty() {
         for (i, run) in insert_runs(b, &inserts).await? {
-            answers[i] = Some(Answer::Run(Box::new(run)));
+            answers[i] = Some(Answer::Inserted(run));
         }
     }
     for (i, op) in ops.iter().enumerate() {

@@ -3,11 +3,21 @@
 
 pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
-                  backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq)
+                  backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
+                  idempotency_key, request_hash, idempotency_expires_at)
 SELECT value->>'id', value->>'agent', 'queued', value->'input', value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
-       value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1
+       value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
+       value->>'key', value->>'fingerprint', value->>'key_expires_at'
 FROM json_each(?1)";
+
+/// ?1 key: the run holding an Idempotency-Key.
+pub(super) const FIND_KEY: &str = "
+SELECT id, request_hash, idempotency_expires_at FROM runs WHERE idempotency_key = ?1";
+
+/// ?1 run id: frees an expired Idempotency-Key for a new run.
+pub(super) const FREE_KEY: &str = "
+UPDATE runs SET idempotency_key = NULL WHERE id = ?1";
 
 pub(super) const INSERT_EVENTS: &str = "
 INSERT INTO run_events (run_id, seq, at, type, attempt, data)

@@ -1,5 +1,6 @@
 //! New runs in, due runs out: inserts and claims.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,17 +8,52 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::Batch;
-use crate::domain::{EventKind, NewRun, Run, RunStatus};
+use crate::domain::{EventKind, NewRun, Run, RunId, RunStatus};
 use crate::store::sqlite::rows::parse_id;
 use crate::store::sqlite::writer::sql;
-use crate::store::{ClaimedRun, StoreError, from_ms, to_ms_ceil};
+use crate::store::{ClaimedRun, StoreError, from_ms, to_ms, to_ms_ceil};
+
+/// What an insert answers: a new run, the run its Idempotency-Key already names, or a
+/// refusal because the key was used with another request.
+pub(crate) enum InsertAnswer {
+    New(Box<Run>),
+    Existing(RunId),
+    KeyReused,
+}
 
 pub(super) async fn insert_runs(
     b: &mut Batch<'_>,
     inserts: &[(usize, &NewRun)],
-) -> Result<Vec<(usize, Run)>, StoreError> {
+) -> Result<Vec<(usize, InsertAnswer)>, StoreError> {
     let now = b.now;
-    let rows: Vec<Value> = inserts
+    let mut out = Vec::with_capacity(inserts.len());
+    let mut fresh: Vec<(usize, &NewRun)> = Vec::with_capacity(inserts.len());
+    // keys taken earlier in this batch, which the database cannot show yet
+    let mut batch_keys: HashMap<&str, (&str, RunId)> = HashMap::new();
+    for &(i, run) in inserts {
+        let Some(key) = &run.idempotency else {
+            fresh.push((i, run));
+            continue;
+        };
+        let holder = match batch_keys.get(key.key.as_str()) {
+            Some(&(fingerprint, id)) => Some((fingerprint.to_owned(), id)),
+            None => key_holder(b, &key.key).await?,
+        };
+        match holder {
+            Some((fingerprint, id)) if fingerprint == key.fingerprint => {
+                out.push((i, InsertAnswer::Existing(id)))
+            }
+            Some(_) => out.push((i, InsertAnswer::KeyReused)),
+            None => {
+                batch_keys.insert(&key.key, (&key.fingerprint, run.id));
+                fresh.push((i, run));
+            }
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<Value> = fresh
         .iter()
         .map(|(_, r)| {
             json!({
@@ -31,6 +67,9 @@ pub(super) async fn insert_runs(
                 "backoff_base_ms": r.backoff.base.as_millis() as u64,
                 "backoff_cap_ms": r.backoff.cap.as_millis() as u64,
                 "run_at": r.run_at.map_or(now, to_ms_ceil),
+                "key": r.idempotency.as_ref().map(|k| &k.key),
+                "fingerprint": r.idempotency.as_ref().map(|k| &k.fingerprint),
+                "key_expires_at": r.idempotency.as_ref().map(|k| to_ms(k.expires_at)),
             })
         })
         .collect();
@@ -39,14 +78,36 @@ pub(super) async fn insert_runs(
         .bind(now)
         .execute(&mut *b.conn)
         .await?;
-    let mut out = Vec::with_capacity(inserts.len());
-    for (i, r) in inserts {
+    for (i, r) in fresh {
         let run_at = r.run_at.map_or(now, to_ms_ceil);
         b.made_ready(run_at);
         b.event(r.id.to_string(), 1, EventKind::Created, 0, json!({}));
-        out.push((*i, new_run_record(r, now, run_at)));
+        out.push((
+            i,
+            InsertAnswer::New(Box::new(new_run_record(r, now, run_at))),
+        ));
     }
     Ok(out)
+}
+
+/// The run holding `key` and its request fingerprint; an expired key is freed instead.
+async fn key_holder(b: &mut Batch<'_>, key: &str) -> Result<Option<(String, RunId)>, StoreError> {
+    let row = sqlx::query(sql::FIND_KEY)
+        .bind(key)
+        .fetch_optional(&mut *b.conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id: String = row.try_get("id")?;
+    let expires_at: Option<i64> = row.try_get("idempotency_expires_at")?;
+    if expires_at.is_some_and(|t| t <= b.now) {
+        sqlx::query(sql::FREE_KEY)
+            .bind(&id)
+            .execute(&mut *b.conn)
+            .await?;
+        return Ok(None);
+    }
+    let fingerprint: Option<String> = row.try_get("request_hash")?;
+    Ok(Some((fingerprint.unwrap_or_default(), parse_id(&id)?)))
 }
 
 fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
