@@ -76,7 +76,7 @@ pub struct IdempotencyKey {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
     /// A new run.
-    New(Run),
+    New(Box<Run>),
     /// The Idempotency-Key already names this run, created by the same request.
     Existing(RunId),
 }

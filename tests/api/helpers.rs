@@ -296,7 +296,7 @@ pub fn new_run() -> NewRun {
 /// Inserts a run that must be new, and returns it.
 pub async fn insert(store: &Store, run: NewRun) -> Run {
     match store.insert_run(run).await.expect("the insert commits") {
-        Inserted::New(run) => run,
+        Inserted::New(run) => *run,
         other => panic!("expected a new run, got {other:?}"),
     }
 }

@@ -113,7 +113,7 @@ impl WriterHandle {
 
     pub(in crate::store) async fn insert(&self, run: NewRun) -> Result<Inserted, StoreError> {
         match self.call(Op::Insert(Box::new(run))).await? {
-            Answer::Inserted(InsertAnswer::New(run)) => Ok(Inserted::New(*run)),
+            Answer::Inserted(InsertAnswer::New(run)) => Ok(Inserted::New(run)),
             Answer::Inserted(InsertAnswer::Existing(id)) => Ok(Inserted::Existing(id)),
             Answer::Inserted(InsertAnswer::KeyReused) => Err(StoreError::Conflict(
                 "this Idempotency-Key was already used with a different request".into(),
