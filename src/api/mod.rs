@@ -10,6 +10,7 @@ mod list;
 mod middleware;
 mod request_id;
 mod runs;
+mod stream;
 mod system;
 
 use std::sync::Arc;

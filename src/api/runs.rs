@@ -18,6 +18,7 @@ use super::create::{CreateRunRequest, idempotency_key};
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, from_value};
 use super::list::ListRunsParams;
+use super::stream;
 
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
@@ -147,21 +148,31 @@ pub async fn list_runs(
 }
 
 /// A run's events in order: created, started, progress, retry_scheduled, succeeded, ….
+/// With `Accept: text/event-stream`, a live stream that resumes after `Last-Event-ID` and
+/// ends after the run's terminal event.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "list_run_events",
-    params(("id" = String, Path, description = "Run id"), EventParams),
+    params(("id" = String, Path, description = "Run id"), EventParams,
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume a stream after this event seq")),
     responses(
-        (status = 200, description = "The events", body = EventList),
+        (status = 200, description = "The events: a JSON list, or a server-sent event stream whose events carry the seq as id, the type as event name and the event as JSON data",
+         content((EventList = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_run_events(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(params): Query<EventParams>,
-) -> Result<Json<EventList>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
+    if stream::wants_stream(&headers) {
+        let after = stream::resume_after(&headers, params.after)?;
+        return stream::stream_events(state.store.clone(), id, after).await;
+    }
     let events = state
         .store
         .list_events(id, params.after.unwrap_or(0))
         .await?;
-    Ok(Json(EventList { events }))
+    Ok(Json(EventList { events }).into_response())
 }

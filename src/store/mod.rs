@@ -6,6 +6,7 @@
 //! its write is committed, so nothing is acknowledged before it is stored.
 
 mod error;
+mod hub;
 mod model;
 mod sqlite;
 
@@ -189,6 +190,12 @@ impl Store {
     /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
     pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
         self.inner.list_events(id, after).await
+    }
+
+    /// Watches the newest committed event seq of a run, for live streams. Changes made by
+    /// this process are seen at once; other processes' only by reading again.
+    pub fn follow_events(&self, id: RunId) -> tokio::sync::watch::Receiver<i64> {
+        self.inner.hub.follow(id.to_string())
     }
 
     /// Checks that the database answers.

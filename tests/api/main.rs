@@ -8,6 +8,7 @@ mod helpers;
 mod http_agent;
 mod idempotency;
 mod list_runs;
+mod live_events;
 mod openapi;
 mod read_run;
 mod retries;

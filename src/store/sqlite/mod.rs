@@ -5,6 +5,7 @@ mod rows;
 pub(super) mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -12,12 +13,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
+use super::hub::EventHub;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub(super) struct Sqlite {
     pub(super) writer: writer::WriterHandle,
+    pub(super) hub: Arc<EventHub>,
     pool: SqlitePool,
 }
 
@@ -44,8 +47,10 @@ impl Sqlite {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await?;
+        let hub = Arc::new(EventHub::default());
         Ok(Self {
-            writer: writer::WriterHandle::spawn(conn),
+            writer: writer::WriterHandle::spawn(conn, hub.clone()),
+            hub,
             pool,
         })
     }

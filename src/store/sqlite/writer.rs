@@ -25,6 +25,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::{Inserted, NewRun, Progress, RunId};
+use crate::store::hub::EventHub;
 use crate::store::{ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, to_ms};
 
 use apply::{InsertAnswer, apply_in_tx};
@@ -93,9 +94,9 @@ pub(in crate::store) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(super) fn spawn(conn: SqliteConnection) -> Self {
+    pub(super) fn spawn(conn: SqliteConnection, hub: Arc<EventHub>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(Writer::new(conn).run(rx));
+        let task = tokio::spawn(Writer::new(conn, hub).run(rx));
         Self {
             tx,
             task: Mutex::new(Some(task)),
@@ -239,6 +240,7 @@ fn now_ms() -> i64 {
 
 struct Writer {
     conn: SqliteConnection,
+    hub: Arc<EventHub>,
     /// Idle claims waiting for runs, in arrival order.
     parked: Vec<Request>,
     /// The earliest future due time of a run this writer stored (a delayed run or a retry).
@@ -246,9 +248,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: SqliteConnection) -> Self {
+    fn new(conn: SqliteConnection, hub: Arc<EventHub>) -> Self {
         Self {
             conn,
+            hub,
             parked: Vec::new(),
             next_due: None,
         }
@@ -318,9 +321,11 @@ impl Writer {
 
     async fn apply(&mut self, requests: &[Request]) -> Vec<Result<Answer, StoreError>> {
         let ops: Vec<&Op> = requests.iter().map(|r| &r.op).collect();
-        match apply_in_tx(&mut self.conn, &ops).await {
+        let track = self.hub.is_followed();
+        match apply_in_tx(&mut self.conn, &ops, track).await {
             Ok(applied) => {
                 self.note_due(applied.ready_at);
+                self.hub.committed(&applied.heads);
                 applied.answers.into_iter().map(Ok).collect()
             }
             // a busy or unreachable database fails every op alike: no point retrying each
@@ -330,9 +335,10 @@ impl Writer {
                 tracing::warn!(error = %batch_error, batch = ops.len(), "batch failed; applying its writes one by one");
                 let mut answers = Vec::with_capacity(ops.len());
                 for op in &ops {
-                    answers.push(match apply_in_tx(&mut self.conn, &[op]).await {
+                    answers.push(match apply_in_tx(&mut self.conn, &[op], track).await {
                         Ok(mut applied) => {
                             self.note_due(applied.ready_at);
+                            self.hub.committed(&applied.heads);
                             Ok(applied.answers.remove(0))
                         }
                         Err(e) => Err(e),
@@ -359,8 +365,11 @@ impl Writer {
     /// get a chance at them at once.
     async fn unclaim(&mut self, fences: Vec<Fence>) {
         let op = Op::HandBack(fences);
-        match apply_in_tx(&mut self.conn, &[&op]).await {
-            Ok(_) => self.next_due = Some(now_ms()),
+        match apply_in_tx(&mut self.conn, &[&op], self.hub.is_followed()).await {
+            Ok(applied) => {
+                self.hub.committed(&applied.heads);
+                self.next_due = Some(now_ms());
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not hand back undelivered claims; they return when their lease expires")
             }

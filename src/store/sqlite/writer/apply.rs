@@ -28,6 +28,8 @@ pub(super) struct Applied {
     pub(super) answers: Vec<Answer>,
     /// The earliest due time of runs made ready or scheduled by this batch.
     pub(super) ready_at: Option<i64>,
+    /// Each written run's newest event seq, when asked for (someone follows events).
+    pub(super) heads: Vec<(String, i64)>,
 }
 
 /// An event row waiting to be inserted with the rest of its batch.
@@ -44,6 +46,7 @@ struct Batch<'c> {
     now: i64,
     events: Vec<EventRow>,
     ready_at: Option<i64>,
+    heads: Option<Vec<(String, i64)>>,
 }
 
 impl Batch<'_> {
@@ -65,6 +68,7 @@ impl Batch<'_> {
 pub(super) async fn apply_in_tx(
     conn: &mut SqliteConnection,
     ops: &[&Op],
+    track_heads: bool,
 ) -> Result<Applied, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let mut batch = Batch {
@@ -72,6 +76,7 @@ pub(super) async fn apply_in_tx(
         now: now_ms(),
         events: Vec::new(),
         ready_at: None,
+        heads: track_heads.then(Vec::new),
     };
     let applied = match apply(&mut batch, ops).await {
         Ok(answers) => match sqlx::query("COMMIT").execute(&mut *batch.conn).await {
@@ -79,6 +84,7 @@ pub(super) async fn apply_in_tx(
                 return Ok(Applied {
                     answers,
                     ready_at: batch.ready_at,
+                    heads: batch.heads.unwrap_or_default(),
                 });
             }
             Err(e) => Err(e.into()),
@@ -170,6 +176,9 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
 async fn insert_events(b: &mut Batch<'_>) -> Result<(), StoreError> {
     if b.events.is_empty() {
         return Ok(());
+    }
+    if let Some(heads) = &mut b.heads {
+        heads.extend(b.events.iter().map(|e| (e.run_id.clone(), e.seq)));
     }
     let rows: Vec<Value> = b
         .events

@@ -1,0 +1,116 @@
+//! `GET /v1/runs/{id}/events` as a live `text/event-stream`.
+//!
+//! The stream replays the events after `Last-Event-ID` (or `after`), then sends each new
+//! event as it is committed, with its `seq` as the SSE id so a reconnecting client resumes
+//! without gaps or repeats. It ends after the run's terminal event. Changes made in this
+//! process arrive at once through the store's event hub; changes made by workers in other
+//! processes are picked up by reading again every `POLL`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::domain::{RunEvent, RunId};
+use crate::store::Store;
+
+use super::error::ApiError;
+
+const POLL: Duration = Duration::from_millis(250);
+const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Whether the client asked for a live stream.
+pub(super) fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// Where to resume: `Last-Event-ID` wins over the `after` query parameter.
+pub(super) fn resume_after(headers: &HeaderMap, after: Option<i64>) -> Result<i64, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(after.unwrap_or(0)),
+        Some(raw) => raw
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into())),
+    }
+}
+
+struct Follow {
+    store: Store,
+    id: RunId,
+    after: i64,
+    pending: VecDeque<RunEvent>,
+    heads: watch::Receiver<i64>,
+    heads_open: bool,
+    finished: bool,
+}
+
+pub(super) async fn stream_events(
+    store: Store,
+    id: RunId,
+    after: i64,
+) -> Result<Response, ApiError> {
+    // follow before reading, so nothing committed in between is missed
+    let heads = store.follow_events(id);
+    let run = store.get_run(id).await?;
+    let pending: VecDeque<RunEvent> = store.list_events(id, after).await?.into();
+    let follow = Follow {
+        finished: pending.is_empty() && run.status.is_terminal(),
+        store,
+        id,
+        after,
+        pending,
+        heads,
+        heads_open: true,
+    };
+    Ok(Sse::new(events(follow))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(event) = f.pending.pop_front() {
+                f.after = event.seq;
+                if TERMINAL.contains(&event.kind.as_str()) {
+                    f.finished = true;
+                    f.pending.clear();
+                }
+                return Some((Ok(to_sse(&event)), f));
+            }
+            if f.finished {
+                return None;
+            }
+            tokio::select! {
+                changed = f.heads.changed(), if f.heads_open => f.heads_open = changed.is_ok(),
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            match f.store.list_events(f.id, f.after).await {
+                Ok(events) => f.pending.extend(events),
+                Err(e) => {
+                    tracing::warn!(run.id = %f.id, error = %e, "event stream ended: reading events failed");
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+fn to_sse(event: &RunEvent) -> Event {
+    Event::default()
+        .id(event.seq.to_string())
+        .event(&event.kind)
+        .json_data(event)
+        .expect("an event serialises")
+}

@@ -1,0 +1,160 @@
+//! `GET /v1/runs/{id}/events` as a server-sent event stream.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+/// One server-sent event: its id, name and JSON data.
+#[derive(Debug)]
+struct Sse {
+    id: i64,
+    name: String,
+    data: Value,
+}
+
+/// Reads the whole stream (it must end within 10 s).
+async fn read_stream(app: &TestApp, run_id: &str, last_event_id: Option<i64>) -> Vec<Sse> {
+    let mut request = app
+        .client
+        .get(app.url(&format!("/v1/runs/{run_id}/events")))
+        .header("accept", "text/event-stream");
+    if let Some(seq) = last_event_id {
+        request = request.header("last-event-id", seq.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        text
+    })
+    .await
+    .expect("the stream ends after the terminal event");
+    body.split("\n\n")
+        .filter(|block| block.contains("data:"))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            Sse {
+                id: field("id:").parse().unwrap(),
+                name: field("event:"),
+                data: serde_json::from_str(&field("data:")).unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_stream_sends_each_event_as_it_happens_and_ends_after_the_terminal_one() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "steps": 3, "delay_ms": 600}}))
+        .await;
+    let events = read_stream(&app, &id, None).await;
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "created",
+            "started",
+            "progress",
+            "progress",
+            "progress",
+            "succeeded"
+        ]
+    );
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(events[4].data["data"]["percent"], 100);
+    assert_eq!(events[5].data["seq"], 6);
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_last_event_id_without_gaps_or_repeats() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "steps": 2, "delay_ms": 200}}))
+        .await;
+    let first = read_stream(&app, &id, None).await;
+    let resumed = read_stream(&app, &id, Some(2)).await;
+    let ids: Vec<i64> = resumed.iter().map(|e| e.id).collect();
+    let expected: Vec<i64> = first.iter().map(|e| e.id).filter(|seq| *seq > 2).collect();
+    assert_eq!(ids, expected);
+    let done = read_stream(&app, &id, Some(first.last().unwrap().id)).await;
+    assert!(done.is_empty(), "nothing left: the stream ends at once");
+}
+
+#[tokio::test]
+async fn a_cancelled_run_ends_its_stream() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 30000}}))
+        .await;
+    app.wait_for_status(&id, "running", Duration::from_secs(5))
+        .await;
+    let reader = {
+        let url = app.url(&format!("/v1/runs/{id}/events"));
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            let response = client
+                .get(url)
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), response.text()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cancel = app
+        .client
+        .post(app.url(&format!("/v1/runs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let body = reader.await.unwrap().expect("the stream ended").unwrap();
+    assert!(body.contains("event: cancelled"), "{body}");
+}
+
+#[tokio::test]
+async fn streams_of_unknown_runs_and_bad_resume_points_are_refused() {
+    let app = TestApp::spawn().await;
+    let missing = uuid::Uuid::now_v7();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{missing}/events")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
