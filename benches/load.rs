@@ -7,6 +7,8 @@
 //! - post: POST latency at a fixed offered rate (open loop: latency counts from the
 //!   scheduled send time, so a stalled server cannot hide queued requests);
 //! - idle: POST → `succeeded` seen by a client polling GET, one run at a time;
+//! - live events: from an event's commit (`at`) to its arrival at a client following the
+//!   run's `text/event-stream` (runs with 5 progress steps, one at a time);
 //! - peak RSS of the server process (VmHWM).
 //!
 //! Prints one JSON line per pass and the medians.
@@ -26,6 +28,7 @@ struct Args {
     rate: u64,
     rate_secs: u64,
     idle_samples: usize,
+    sse_runs: usize,
     concurrency: String,
 }
 
@@ -49,6 +52,7 @@ fn args() -> Args {
         rate: env_or("RATE", scale(1000, 100) as u64),
         rate_secs: env_or("RATE_SECS", scale(10, 1) as u64),
         idle_samples: env_or("IDLE_SAMPLES", scale(300, 10)),
+        sse_runs: env_or("SSE_RUNS", scale(40, 2)),
         concurrency: env_or("CONCURRENCY", "16".to_owned()),
     }
 }
@@ -220,6 +224,55 @@ async fn idle_latency(server: &Server, args: &Args) -> (f64, f64) {
     (pct(&lat, 50.0), pct(&lat, 99.0))
 }
 
+/// Event commit → arrival at a client following the run's event stream.
+async fn sse_latency(server: &Server, args: &Args) -> (f64, f64) {
+    let client = reqwest::Client::new();
+    let mut lat = Vec::new();
+    for i in 0..args.sse_runs {
+        let body = json!({"agent": "echo", "input": {"value": i, "steps": 5, "delay_ms": 100}});
+        let response = client
+            .post(format!("{}/v1/runs", server.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let run: Value = response.json().await.unwrap();
+        let url = format!(
+            "{}/v1/runs/{}/events",
+            server.base,
+            run["id"].as_str().unwrap()
+        );
+        let connected = chrono::Utc::now();
+        let response = client
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        let mut stream = response.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(chunk) = stream.next().await {
+            let received = chrono::Utc::now();
+            buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                    continue;
+                };
+                let event: Value = serde_json::from_str(data.trim()).unwrap();
+                let at: chrono::DateTime<chrono::Utc> =
+                    event["at"].as_str().unwrap().parse().unwrap();
+                // events from before the client connected are replays, not live deliveries
+                if at >= connected {
+                    lat.push((received - at).num_microseconds().unwrap() as f64 / 1000.0);
+                }
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    (pct(&lat, 50.0), pct(&lat, 99.0))
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     let idx = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[idx.clamp(1, sorted.len()) - 1]
@@ -243,6 +296,7 @@ async fn main() {
         let server = Server::start(&args).await;
         let (idle_p50, idle_p99) = idle_latency(&server, &args).await;
         let (post_p50, post_p99, post_max) = post_latency(&server, &args).await;
+        let (sse_p50, sse_p99) = sse_latency(&server, &args).await;
         drop(server);
         let server = Server::start(&args).await;
         let (e2e_rps, post_rps) = e2e(&server, &args).await;
@@ -252,13 +306,14 @@ async fn main() {
             "e2e_runs_per_s": e2e_rps.round(), "post_runs_per_s": post_rps.round(),
             "post_p50_ms": post_p50, "post_p99_ms": post_p99, "post_max_ms": post_max, "offered_rate": args.rate,
             "idle_p50_ms": idle_p50, "idle_p99_ms": idle_p99, "peak_rss_mib": rss_mib,
+            "sse_p50_ms": sse_p50, "sse_p99_ms": sse_p99,
         });
         println!("{result}");
         results.push(result);
     }
     let metric = |k: &str| median(results.iter().map(|r| r[k].as_f64().unwrap()).collect());
     println!(
-        "medians over {} passes: e2e {:.0} runs/s (POST phase {:.0}/s) | POST p50 {:.2} ms p99 {:.2} ms at {}/s | idle POST->succeeded p50 {:.2} ms p99 {:.2} ms | peak RSS {:.1} MiB",
+        "medians over {} passes: e2e {:.0} runs/s (POST phase {:.0}/s) | POST p50 {:.2} ms p99 {:.2} ms at {}/s | idle POST->succeeded p50 {:.2} ms p99 {:.2} ms | live event p50 {:.2} ms p99 {:.2} ms | peak RSS {:.1} MiB",
         args.passes,
         metric("e2e_runs_per_s"),
         metric("post_runs_per_s"),
@@ -267,6 +322,8 @@ async fn main() {
         args.rate,
         metric("idle_p50_ms"),
         metric("idle_p99_ms"),
+        metric("sse_p50_ms"),
+        metric("sse_p99_ms"),
         metric("peak_rss_mib"),
     );
 }
