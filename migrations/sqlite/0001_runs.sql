@@ -14,6 +14,8 @@ CREATE TABLE runs (
     claims           INTEGER NOT NULL DEFAULT 0,
     max_attempts     INTEGER NOT NULL CHECK (max_attempts >= 1),
     result           TEXT,
+    -- the agent's saved state, handed to the next attempt
+    checkpoint       TEXT,
     error_kind       TEXT,
     error_message    TEXT,
     timeout_ms       INTEGER NOT NULL,

@@ -141,6 +141,8 @@ pub struct Run {
     pub max_attempts: u32,
     pub result: Option<Value>,
     pub error: Option<RunError>,
+    /// The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it.
+    pub checkpoint: Option<Value>,
     /// Per-attempt time limit.
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
@@ -173,6 +175,8 @@ pub enum EventKind {
     Released,
     /// The attempt's worker stopped heartbeating; the sweeper took the run back.
     AttemptLost,
+    /// The agent saved a checkpoint (the state is on the run).
+    Checkpoint,
     /// Cancelled by request.
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
@@ -191,6 +195,7 @@ impl EventKind {
             Self::Failed => "failed",
             Self::Released => "released",
             Self::AttemptLost => "attempt_lost",
+            Self::Checkpoint => "checkpoint",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
         }

@@ -1,8 +1,9 @@
 //! The agent interface applications implement, and the context a run's attempt gets.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +73,11 @@ struct ContextInner {
     max_attempts: u32,
     store: Store,
     cancel: CancellationToken,
+    saved: Mutex<Option<Value>>,
 }
+
+/// The largest checkpoint an agent may save, serialised.
+pub const MAX_CHECKPOINT_BYTES: usize = 1024 * 1024;
 
 impl RunContext {
     pub(crate) fn new(
@@ -80,6 +85,7 @@ impl RunContext {
         max_attempts: u32,
         store: Store,
         cancel: CancellationToken,
+        checkpoint: Option<Value>,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -87,8 +93,46 @@ impl RunContext {
                 max_attempts,
                 store,
                 cancel,
+                saved: Mutex::new(checkpoint),
             }),
         }
+    }
+
+    /// The state last saved with [`checkpoint`](Self::checkpoint), by this attempt or an
+    /// earlier one of the same run: start from it to skip the steps already done.
+    pub fn saved_checkpoint(&self) -> Option<Value> {
+        self.saved().clone()
+    }
+
+    /// Saves `state` for the attempts that follow (after a retry, a timeout, a crash or a
+    /// hand-back), returning once it is stored. Fails, retryably, when the attempt no longer
+    /// owns its run or the state could not be stored; permanently when it is not JSON or
+    /// larger than [`MAX_CHECKPOINT_BYTES`].
+    pub async fn checkpoint(&self, state: impl Serialize) -> Result<(), AgentError> {
+        let state = serde_json::to_value(state)
+            .map_err(|e| AgentError::permanent(format!("checkpoint is not JSON: {e}")))?;
+        if state.to_string().len() > MAX_CHECKPOINT_BYTES {
+            return Err(AgentError::permanent("checkpoint is larger than 1 MiB"));
+        }
+        let fence = self.inner.fence.clone();
+        match self.inner.store.checkpoint(fence, state.clone()).await {
+            Ok(true) => {
+                *self.saved() = Some(state);
+                Ok(())
+            }
+            Ok(false) => {
+                self.inner.cancel.cancel();
+                Err(AgentError::retryable("the attempt no longer owns its run"))
+            }
+            Err(e) => Err(AgentError::retryable(format!(
+                "could not save the checkpoint: {e}"
+            ))),
+        }
+    }
+
+    fn saved(&self) -> std::sync::MutexGuard<'_, Option<Value>> {
+        // a panic while holding this lock cannot leave the value inconsistent
+        self.inner.saved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn run_id(&self) -> RunId {

@@ -153,6 +153,7 @@ async fn attempt(
         run.max_attempts,
         exec.store.clone(),
         cancel.clone(),
+        run.checkpoint.clone(),
     );
     let limit = Duration::from_millis(run.timeout_ms);
     let work = AssertUnwindSafe(agent.run(ctx, run.input.clone())).catch_unwind();

@@ -82,6 +82,7 @@ mod tests {
             id: RunId::new(),
             agent: "echo".into(),
             input: json!({}),
+            checkpoint: None,
             attempt,
             claim: attempt,
             max_attempts,

@@ -118,6 +118,16 @@ impl Store {
         self.inner.writer.log(fence, level, message).await
     }
 
+    /// Saves an attempt's checkpoint: the next attempt starts from it. Fenced like every
+    /// write of an attempt; `false` when the attempt no longer owns its run.
+    pub async fn checkpoint(
+        &self,
+        fence: Fence,
+        state: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.inner.writer.checkpoint(fence, state).await
+    }
+
     /// Extends the leases of the attempts a worker is executing. Returns those it still
     /// holds; an attempt missing from the answer has lost its run (swept or handed back).
     pub async fn renew_leases(

@@ -28,6 +28,8 @@ pub struct ClaimedRun {
     pub id: RunId,
     pub agent: String,
     pub input: Value,
+    /// The state the previous attempt saved, if any.
+    pub checkpoint: Option<Value>,
     /// This attempt's number, from 1.
     pub attempt: u32,
     /// The claim's fencing token (see [`Fence`]).

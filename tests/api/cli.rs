@@ -69,7 +69,10 @@ fn the_openapi_command_prints_the_committed_document() {
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let committed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string("openapi/openapi.json").unwrap()).unwrap();
-    assert_eq!(printed, committed);
+    assert!(
+        printed == committed,
+        "`agentq openapi` differs from openapi/openapi.json: regenerate it with `cargo run -- openapi > openapi/openapi.json`"
+    );
 }
 
 #[test]

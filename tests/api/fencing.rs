@@ -343,3 +343,39 @@ async fn a_claim_handed_back_and_claimed_again_by_the_same_worker_gets_a_new_fen
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_stale_attempt_cannot_overwrite_the_checkpoint() {
+    let (store, _dir) = temp_store().await;
+    let (stale, current) = stale_and_current(&store).await;
+    assert!(
+        store
+            .checkpoint(current.fence(), json!({"step": 2}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .checkpoint(stale.fence(), json!({"step": 1}))
+            .await
+            .unwrap()
+    );
+    let run = store.get_run(current.id).await.unwrap();
+    assert_eq!(run.checkpoint, Some(json!({"step": 2})));
+    // the next claim hands the checkpoint to the next attempt
+    store
+        .finish(
+            current.fence(),
+            Outcome::Retry {
+                error: RunError {
+                    kind: RunErrorKind::AgentError,
+                    message: "again".into(),
+                },
+                retry_at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    let next = claim_one(&store, "c", Duration::from_secs(30)).await;
+    assert_eq!(next.checkpoint, Some(json!({"step": 2})));
+}

@@ -34,6 +34,8 @@ pub struct TestApp {
 pub struct Probe {
     pub cancelled: AtomicUsize,
     pub started: AtomicUsize,
+    /// Steps the `stepper` agent has run, over all attempts.
+    pub steps_run: AtomicUsize,
     /// While set, the `switch` agent fails permanently.
     pub failing: std::sync::atomic::AtomicBool,
 }
@@ -211,7 +213,11 @@ fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         .unwrap()
         .register(Panicker)
         .unwrap()
-        .register(Switch { probe })
+        .register(Switch {
+            probe: probe.clone(),
+        })
+        .unwrap()
+        .register(Stepper { probe })
         .unwrap();
     registry
 }
@@ -323,5 +329,35 @@ impl Agent for Switch {
         } else {
             Ok(json!("switched on"))
         }
+    }
+}
+
+/// Runs one step per attempt, saving a checkpoint after each, and fails (retryably) until
+/// `input.steps` are done: a retry must resume after the saved step.
+struct Stepper {
+    probe: Arc<Probe>,
+}
+
+#[async_trait]
+impl Agent for Stepper {
+    fn name(&self) -> &str {
+        "stepper"
+    }
+
+    async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
+        let steps = input["steps"].as_u64().unwrap_or(1);
+        let start = ctx
+            .saved_checkpoint()
+            .and_then(|c| c["done"].as_u64())
+            .unwrap_or(0);
+        let done = start + 1;
+        self.probe.steps_run.fetch_add(1, Ordering::SeqCst);
+        ctx.checkpoint(json!({ "done": done })).await?;
+        if done < steps {
+            return Err(AgentError::retryable(format!(
+                "step {done} of {steps} saved"
+            )));
+        }
+        Ok(json!({ "done": done, "resumed_from": start }))
     }
 }

@@ -149,3 +149,24 @@ async fn a_panicking_agent_is_recorded_and_retried_without_hurting_the_worker() 
     app.wait_for_status(&after, "succeeded", Duration::from_secs(5))
         .await;
 }
+
+#[tokio::test]
+async fn a_retried_attempt_resumes_from_the_saved_checkpoint_without_redoing_steps() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "stepper", "input": {"steps": 3}, "max_attempts": 5}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["attempt"], 3);
+    assert_eq!(run["result"], json!({"done": 3, "resumed_from": 2}));
+    assert_eq!(run["checkpoint"], json!({"done": 3}));
+    assert_eq!(
+        app.probe.steps_run.load(Ordering::SeqCst),
+        3,
+        "no step ran twice"
+    );
+    let types = event_types(&app.events(&id).await);
+    assert_eq!(types.iter().filter(|t| *t == "checkpoint").count(), 3);
+}

@@ -20,6 +20,7 @@ pub(super) struct RunRow {
     attempt: i64,
     max_attempts: i64,
     result: Option<String>,
+    checkpoint: Option<String>,
     error_kind: Option<String>,
     error_message: Option<String>,
     timeout_ms: i64,
@@ -74,6 +75,11 @@ impl TryFrom<RunRow> for Run {
             attempt: r.attempt as u32,
             max_attempts: r.max_attempts as u32,
             result: r.result.as_deref().map(serde_json::from_str).transpose()?,
+            checkpoint: r
+                .checkpoint
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
             error,
             timeout_ms: r.timeout_ms as u64,
             backoff_base_ms: r.backoff_base_ms as u64,

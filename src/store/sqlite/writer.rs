@@ -46,6 +46,7 @@ enum Op {
     Finish(Fence, Outcome),
     Progress(Fence, Progress),
     Log(Fence, String, String),
+    Checkpoint(Fence, serde_json::Value),
     /// Extends the leases of these attempts.
     Renew(Vec<Fence>, Duration),
     Sweep,
@@ -168,6 +169,14 @@ impl WriterHandle {
     ) -> Result<bool, StoreError> {
         self.applied(Op::Log(fence, level.to_owned(), message))
             .await
+    }
+
+    pub(in crate::store) async fn checkpoint(
+        &self,
+        fence: Fence,
+        state: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.applied(Op::Checkpoint(fence, state)).await
     }
 
     async fn applied(&self, op: Op) -> Result<bool, StoreError> {
@@ -389,7 +398,9 @@ fn may_ready_runs(op: &Op) -> bool {
         Op::Cancel(_) => false,
         Op::Finish(_, outcome) => matches!(outcome, Outcome::Retry { .. }),
         // a new claim is applied anyway; parked ones would find what it finds
-        Op::Claim { .. } | Op::Progress(..) | Op::Log(..) | Op::Renew(..) => false,
+        Op::Claim { .. } | Op::Progress(..) | Op::Log(..) | Op::Checkpoint(..) | Op::Renew(..) => {
+            false
+        }
     }
 }
 

@@ -37,7 +37,7 @@ WHERE id IN (
       AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4)))
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
-RETURNING id, agent, input, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
+RETURNING id, agent, input, checkpoint, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
           backoff_cap_ms, priority, event_seq";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
@@ -56,6 +56,12 @@ SET progress_percent = CASE WHEN ?7 THEN ?1 ELSE progress_percent END,
     progress_message = CASE WHEN ?7 THEN ?2 ELSE progress_message END,
     updated_at = ?3, event_seq = event_seq + 1
 WHERE id = ?4 AND claims = ?5 AND worker_id = ?6 AND status = 'running'
+RETURNING event_seq";
+
+/// ?1 the checkpoint (JSON text), ?2 now, ?3..?5 the fence.
+pub(super) const CHECKPOINT: &str = "
+UPDATE runs SET checkpoint = ?1, updated_at = ?2, event_seq = event_seq + 1
+WHERE id = ?3 AND claims = ?4 AND worker_id = ?5 AND status = 'running'
 RETURNING event_seq";
 
 /// ?1 JSON array of {id, claim, worker, status, result?, error_kind?, error_message?,

@@ -95,6 +95,27 @@ pub(super) async fn apply_progress_and_logs(
                 }
                 progress_applied.insert(fence, seq.is_some());
             }
+            Op::Checkpoint(fence, state) => {
+                let seq: Option<i64> = sqlx::query_scalar(sql::CHECKPOINT)
+                    .bind(state.to_string())
+                    .bind(b.now)
+                    .bind(fence.run_id.to_string())
+                    .bind(i64::from(fence.claim))
+                    .bind(&*fence.worker_id)
+                    .fetch_optional(&mut *b.conn)
+                    .await?;
+                if let Some(seq) = seq {
+                    let data = json!({ "bytes": state.to_string().len() });
+                    b.event(
+                        fence.run_id.to_string(),
+                        seq,
+                        EventKind::Checkpoint,
+                        fence.attempt,
+                        data,
+                    );
+                }
+                answers[i] = Some(Answer::Applied(seq.is_some()));
+            }
             Op::Log(fence, level, message) => {
                 let seq = fenced_touch(b, fence, None).await?;
                 if let Some(seq) = seq {

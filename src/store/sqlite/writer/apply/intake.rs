@@ -123,6 +123,7 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         max_attempts: r.max_attempts,
         result: None,
         error: None,
+        checkpoint: None,
         timeout_ms: r.timeout.as_millis() as u64,
         backoff_base_ms: r.backoff.base.as_millis() as u64,
         backoff_cap_ms: r.backoff.cap.as_millis() as u64,
@@ -157,10 +158,15 @@ pub(super) async fn claim(
     for row in rows {
         let id: String = row.try_get("id")?;
         let input: String = row.try_get("input")?;
+        let checkpoint: Option<String> = row.try_get("checkpoint")?;
         let run = ClaimedRun {
             id: parse_id(&id)?,
             agent: row.try_get("agent")?,
             input: serde_json::from_str(&input)?,
+            checkpoint: checkpoint
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
             attempt: row.try_get::<i64, _>("attempt")? as u32,
             claim: row.try_get::<i64, _>("claims")? as u32,
             max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
