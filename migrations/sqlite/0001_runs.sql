@@ -22,6 +22,10 @@ CREATE TABLE runs (
     backoff_base_ms  INTEGER NOT NULL,
     backoff_cap_ms   INTEGER NOT NULL,
     run_at           INTEGER NOT NULL,
+    -- the whole run must finish by then (across retries)
+    deadline         INTEGER,
+    -- the run must start by then
+    expires_at       INTEGER,
     worker_id        TEXT,
     lease_until      INTEGER,
     created_at       INTEGER NOT NULL,
@@ -40,6 +44,11 @@ CREATE TABLE runs (
 
 -- Claims scan ready runs in priority, then due-time order.
 CREATE INDEX runs_ready ON runs (priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
+-- The sweeper's look for due runs past their deadline or never started in time.
+CREATE INDEX runs_deadline ON runs (deadline)
+    WHERE deadline IS NOT NULL AND status IN ('queued', 'retrying');
+CREATE INDEX runs_expiry ON runs (expires_at)
+    WHERE expires_at IS NOT NULL AND status = 'queued' AND started_at IS NULL;
 CREATE UNIQUE INDEX runs_idempotency ON runs (idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- Running runs: the sweeper's look for expired leases, lease renewal, hand-back.
 CREATE INDEX runs_lease ON runs (lease_until) WHERE status = 'running';

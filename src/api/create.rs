@@ -96,6 +96,12 @@ pub struct CreateRunRequest {
     pub priority: Option<i32>,
     /// Do not start before this time (RFC 3339).
     pub run_at: Option<DateTime<Utc>>,
+    /// The whole run must finish by this time, across retries: no retry is scheduled to
+    /// start after it, a running attempt is stopped at it, and the run fails as
+    /// `deadline_exceeded`.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The run must start by this time, or it fails as `expired`.
+    pub expires_at: Option<DateTime<Utc>>,
     /// Retry backoff base: the first retry waits up to this long (default 1000).
     #[validate(range(min = 0, max = 3_600_000))]
     pub backoff_base_ms: Option<u64>,
@@ -156,6 +162,17 @@ impl CreateRunRequest {
                 .backoff_cap_ms
                 .map_or(defaults.backoff.cap, Duration::from_millis),
         };
+        let now = Utc::now();
+        let starts = self.run_at.unwrap_or(now);
+        for (field, limit) in [("deadline", self.deadline), ("expires_at", self.expires_at)] {
+            if limit.is_some_and(|t| t <= starts) {
+                problems.push(FieldError::new(
+                    field,
+                    "range",
+                    format!("{field} must be later than now and than run_at"),
+                ));
+            }
+        }
         if backoff.cap < backoff.base {
             problems.push(FieldError::new(
                 "backoff_cap_ms",
@@ -177,6 +194,8 @@ impl CreateRunRequest {
                 .map_or(defaults.timeout, Duration::from_millis),
             backoff,
             run_at: self.run_at,
+            deadline: self.deadline,
+            expires_at: self.expires_at,
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
         })

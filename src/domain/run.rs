@@ -57,6 +57,10 @@ pub struct NewRun {
     pub backoff: Backoff,
     /// When the first attempt may start; `None` means now.
     pub run_at: Option<DateTime<Utc>>,
+    /// The whole run (every attempt, every wait) must finish by then.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The run must start by then, or it fails as `expired`.
+    pub expires_at: Option<DateTime<Utc>>,
     pub metadata: BTreeMap<String, String>,
     /// The client's Idempotency-Key, if it sent one.
     pub idempotency: Option<IdempotencyKey>,
@@ -103,6 +107,10 @@ pub enum RunErrorKind {
     Panicked,
     /// The run was cancelled.
     Cancelled,
+    /// The run did not finish before its `deadline`.
+    DeadlineExceeded,
+    /// The run did not start before its `expires_at`.
+    Expired,
 }
 
 impl RunErrorKind {
@@ -113,6 +121,8 @@ impl RunErrorKind {
             Self::LostWorker => "lost_worker",
             Self::Panicked => "panicked",
             Self::Cancelled => "cancelled",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Expired => "expired",
         }
     }
 }
@@ -143,6 +153,10 @@ pub struct Run {
     pub error: Option<RunError>,
     /// The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it.
     pub checkpoint: Option<Value>,
+    /// The whole run must finish by then.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The run must start by then.
+    pub expires_at: Option<DateTime<Utc>>,
     /// Per-attempt time limit.
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,

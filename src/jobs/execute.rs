@@ -155,7 +155,13 @@ async fn attempt(
         cancel.clone(),
         run.checkpoint.clone(),
     );
-    let limit = Duration::from_millis(run.timeout_ms);
+    let timeout = Duration::from_millis(run.timeout_ms);
+    // the run's deadline can cut the attempt shorter than its own timeout
+    let to_deadline = run
+        .deadline
+        .map(|d| (d - chrono::Utc::now()).to_std().unwrap_or_default());
+    let limit = to_deadline.map_or(timeout, |d| d.min(timeout));
+    let cut_by_deadline = to_deadline.is_some_and(|d| d < timeout);
     let work = AssertUnwindSafe(agent.run(ctx, run.input.clone())).catch_unwind();
     let mut work = std::pin::pin!(work);
     tokio::select! {
@@ -168,7 +174,7 @@ async fn attempt(
             // let the agent see its token fire and clean up, briefly, then drop it
             cancel.cancel();
             let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;
-            Err(Failure::Timeout(limit))
+            Err(if cut_by_deadline { Failure::DeadlineExceeded } else { Failure::Timeout(limit) })
         }
     }
 }

@@ -16,6 +16,8 @@ use super::AgentError;
 pub(crate) enum Failure {
     Agent(AgentError),
     Timeout(Duration),
+    /// The attempt was stopped at the run's deadline.
+    DeadlineExceeded,
     Panicked(String),
 }
 
@@ -24,6 +26,7 @@ impl Failure {
         match self {
             Self::Agent(e) => e.retryable,
             Self::Timeout(_) | Self::Panicked(_) => true,
+            Self::DeadlineExceeded => false,
         }
     }
 
@@ -37,6 +40,9 @@ impl Failure {
                 kind: RunErrorKind::Timeout,
                 message: format!("attempt timed out after {} ms", limit.as_millis()),
             },
+            Self::DeadlineExceeded => {
+                deadline_exceeded("the attempt was stopped at the run's deadline")
+            }
             Self::Panicked(message) => RunError {
                 kind: RunErrorKind::Panicked,
                 message: format!("agent panicked: {message}"),
@@ -59,14 +65,24 @@ pub(crate) fn decide(
     };
     let retry = failure.retryable() && run.attempt < run.max_attempts;
     let error = failure.into_error();
-    if retry {
-        let delay = run.backoff().delay(run.attempt, rng);
-        Outcome::Retry {
-            error,
-            retry_at: now + delay,
-        }
-    } else {
-        Outcome::Failed(error)
+    if !retry {
+        return Outcome::Failed(error);
+    }
+    let retry_at = now + run.backoff().delay(run.attempt, rng);
+    if run.deadline.is_some_and(|deadline| retry_at >= deadline) {
+        // no retry may start after the deadline
+        return Outcome::Failed(deadline_exceeded(&format!(
+            "the next attempt would start after the deadline; last error: {}",
+            error.message
+        )));
+    }
+    Outcome::Retry { error, retry_at }
+}
+
+fn deadline_exceeded(message: &str) -> RunError {
+    RunError {
+        kind: RunErrorKind::DeadlineExceeded,
+        message: message.to_owned(),
     }
 }
 
@@ -83,6 +99,7 @@ mod tests {
             agent: "echo".into(),
             input: json!({}),
             checkpoint: None,
+            deadline: None,
             attempt,
             claim: attempt,
             max_attempts,
@@ -133,6 +150,26 @@ mod tests {
         let failure = Failure::Agent(AgentError::permanent("bad input"));
         let out = decide(&claimed(1, 5), Err(failure), now(), &mut rand::rng());
         assert!(matches!(out, Outcome::Failed(e) if e.kind == RunErrorKind::AgentError));
+    }
+
+    #[test]
+    fn no_retry_is_scheduled_past_the_deadline() {
+        let run = ClaimedRun {
+            deadline: Some(now() + chrono::Duration::milliseconds(1)),
+            backoff_base_ms: 60_000,
+            backoff_cap_ms: 60_000,
+            ..claimed(1, 5)
+        };
+        // a draw of 0 ms would still retry in time: keep drawing until one lands past it
+        let mut rng = StdRng::seed_from_u64(3);
+        let outcome = (0..20)
+            .map(|_| {
+                let failure = Failure::Agent(AgentError::retryable("flaky"));
+                decide(&run, Err(failure), now(), &mut rng)
+            })
+            .find(|o| !matches!(o, Outcome::Retry { .. }))
+            .expect("a 60 s backoff lands past a 1 ms deadline");
+        assert!(matches!(outcome, Outcome::Failed(e) if e.kind == RunErrorKind::DeadlineExceeded));
     }
 
     #[test]

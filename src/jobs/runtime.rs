@@ -220,7 +220,8 @@ async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: C
     }
 }
 
-/// Takes back runs whose worker stopped renewing their lease.
+/// Takes back runs whose worker stopped heartbeating, and fails due runs past their
+/// deadline or expiry.
 async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
     let every = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
@@ -231,14 +232,21 @@ async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         match store.sweep_expired().await {
-            Ok(s) if s.retried + s.failed > 0 => {
-                tracing::warn!(
-                    retried = s.retried,
-                    failed = s.failed,
-                    "took back runs whose worker stopped heartbeating"
-                )
+            Ok(s) => {
+                if s.retried + s.failed > 0 {
+                    tracing::warn!(
+                        retried = s.retried,
+                        failed = s.failed,
+                        "took back runs whose worker stopped heartbeating"
+                    )
+                }
+                if s.timed_out > 0 {
+                    tracing::info!(
+                        runs = s.timed_out,
+                        "failed runs past their deadline or expiry"
+                    )
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeping expired leases failed"),
         }
     }

@@ -30,6 +30,8 @@ pub struct ClaimedRun {
     pub input: Value,
     /// The state the previous attempt saved, if any.
     pub checkpoint: Option<Value>,
+    /// The whole run must finish by then.
+    pub deadline: Option<DateTime<Utc>>,
     /// This attempt's number, from 1.
     pub attempt: u32,
     /// The claim's fencing token (see [`Fence`]).
@@ -95,8 +97,12 @@ pub struct RunPage {
 /// What one sweep of expired leases did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {
+    /// Runs of lost workers retried.
     pub retried: u64,
+    /// Runs of lost workers failed: that was their last attempt.
     pub failed: u64,
+    /// Due runs failed because they passed their deadline or expired before starting.
+    pub timed_out: u64,
 }
 
 /// Which failed runs a bulk retry puts back in the queue.

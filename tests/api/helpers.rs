@@ -294,6 +294,8 @@ pub fn new_run() -> NewRun {
             cap: Duration::ZERO,
         },
         run_at: None,
+        deadline: None,
+        expires_at: None,
         metadata: Default::default(),
         idempotency: None,
     }

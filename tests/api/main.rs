@@ -14,3 +14,4 @@ mod read_run;
 mod retries;
 mod shutdown;
 mod steering;
+mod time_limits;

@@ -4,11 +4,12 @@
 pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
-                  idempotency_key, request_hash, idempotency_expires_at)
+                  idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at)
 SELECT value->>'id', value->>'agent', 'queued', value->'input', value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
        value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
-       value->>'key', value->>'fingerprint', value->>'key_expires_at'
+       value->>'key', value->>'fingerprint', value->>'key_expires_at',
+       value->>'deadline', value->>'expires_at'
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -35,9 +36,11 @@ WHERE id IN (
     SELECT id FROM runs INDEXED BY runs_ready
     WHERE status IN ('queued', 'retrying') AND run_at <= ?3
       AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4)))
+      AND (deadline IS NULL OR deadline > ?3)
+      AND (expires_at IS NULL OR expires_at > ?3 OR started_at IS NOT NULL)
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
-RETURNING id, agent, input, checkpoint, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
+RETURNING id, agent, input, checkpoint, deadline, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
           backoff_cap_ms, priority, event_seq";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
@@ -138,3 +141,24 @@ WHERE status = 'failed' AND (?1 IS NULL OR agent = ?1)
 ORDER BY id LIMIT ?4";
 
 pub(super) const STATUS_OF: &str = "SELECT status FROM runs WHERE id = ?1";
+
+/// ?1 now. Due runs past their deadline fail; the partial index keeps this off the backlog.
+pub(super) const FAIL_PAST_DEADLINE: &str = "
+UPDATE runs
+SET status = 'failed', error_kind = 'deadline_exceeded',
+    error_message = 'the run did not finish before its deadline',
+    finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+WHERE id IN (SELECT id FROM runs INDEXED BY runs_deadline
+             WHERE deadline IS NOT NULL AND status IN ('queued', 'retrying') AND deadline <= ?1)
+RETURNING id, attempt, event_seq, error_kind, error_message";
+
+/// ?1 now. Runs never started by their `expires_at` fail.
+pub(super) const FAIL_EXPIRED: &str = "
+UPDATE runs
+SET status = 'failed', error_kind = 'expired',
+    error_message = 'the run did not start before it expired',
+    finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+WHERE id IN (SELECT id FROM runs INDEXED BY runs_expiry
+             WHERE expires_at IS NOT NULL AND status = 'queued' AND started_at IS NULL
+               AND expires_at <= ?1)
+RETURNING id, attempt, event_seq, error_kind, error_message";

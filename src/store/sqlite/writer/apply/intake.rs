@@ -70,6 +70,8 @@ pub(super) async fn insert_runs(
                 "key": r.idempotency.as_ref().map(|k| &k.key),
                 "fingerprint": r.idempotency.as_ref().map(|k| &k.fingerprint),
                 "key_expires_at": r.idempotency.as_ref().map(|k| to_ms(k.expires_at)),
+                "deadline": r.deadline.map(to_ms),
+                "expires_at": r.expires_at.map(to_ms),
             })
         })
         .collect();
@@ -124,6 +126,8 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         result: None,
         error: None,
         checkpoint: None,
+        deadline: r.deadline,
+        expires_at: r.expires_at,
         timeout_ms: r.timeout.as_millis() as u64,
         backoff_base_ms: r.backoff.base.as_millis() as u64,
         backoff_cap_ms: r.backoff.cap.as_millis() as u64,
@@ -159,6 +163,7 @@ pub(super) async fn claim(
         let id: String = row.try_get("id")?;
         let input: String = row.try_get("input")?;
         let checkpoint: Option<String> = row.try_get("checkpoint")?;
+        let deadline: Option<i64> = row.try_get("deadline")?;
         let run = ClaimedRun {
             id: parse_id(&id)?,
             agent: row.try_get("agent")?,
@@ -167,6 +172,7 @@ pub(super) async fn claim(
                 .as_deref()
                 .map(serde_json::from_str)
                 .transpose()?,
+            deadline: deadline.map(from_ms),
             attempt: row.try_get::<i64, _>("attempt")? as u32,
             claim: row.try_get::<i64, _>("claims")? as u32,
             max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,

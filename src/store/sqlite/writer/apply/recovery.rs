@@ -94,5 +94,29 @@ pub(super) async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
     if sweep.retried > 0 {
         b.made_ready(b.now);
     }
+    sweep.timed_out = fail_timed_out(b, sql::FAIL_PAST_DEADLINE).await?
+        + fail_timed_out(b, sql::FAIL_EXPIRED).await?;
     Ok(sweep)
+}
+
+/// Fails the due runs a time limit selects, with one `failed` event each.
+async fn fail_timed_out(b: &mut Batch<'_>, statement: &'static str) -> Result<u64, StoreError> {
+    let rows = sqlx::query(statement)
+        .bind(b.now)
+        .fetch_all(&mut *b.conn)
+        .await?;
+    for row in &rows {
+        let error = json!({
+            "kind": row.try_get::<String, _>("error_kind")?,
+            "message": row.try_get::<String, _>("error_message")?,
+        });
+        b.event(
+            row.try_get("id")?,
+            row.try_get("event_seq")?,
+            EventKind::Failed,
+            row.try_get::<i64, _>("attempt")? as u32,
+            json!({ "error": error }),
+        );
+    }
+    Ok(rows.len() as u64)
 }

@@ -1,0 +1,124 @@
+//! `deadline` (the whole run) and `expires_at` (the start).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+fn in_ms(ms: i64) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::milliseconds(ms)
+}
+
+#[tokio::test]
+async fn no_retry_is_scheduled_to_start_after_the_deadline() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 5},
+                       "max_attempts": 5, "backoff_base_ms": 60000, "backoff_cap_ms": 60000,
+                       "deadline": in_ms(2000)}),
+        )
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["error"]["kind"], "deadline_exceeded");
+    assert_eq!(
+        run["attempt"], 1,
+        "the retry would have started after the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_running_attempt_is_stopped_at_the_deadline() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 30000}, "deadline": in_ms(300)}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["error"]["kind"], "deadline_exceeded");
+    assert_eq!(
+        app.probe.cancelled.load(Ordering::SeqCst),
+        1,
+        "the agent was told to stop"
+    );
+}
+
+#[tokio::test]
+async fn a_due_run_that_cannot_start_before_its_deadline_fails() {
+    // the only slot is busy, so the run waits in the queue past its deadline
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
+    let blocker = app
+        .create(json!({"agent": "patient", "input": {"ms": 3000}}))
+        .await;
+    app.wait_for_status(&blocker, "running", Duration::from_secs(5))
+        .await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "deadline": in_ms(300)}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["error"]["kind"], "deadline_exceeded");
+    assert_eq!(run["attempt"], 0);
+    assert!(run["started_at"].is_null());
+}
+
+#[tokio::test]
+async fn a_run_not_started_before_it_expires_fails_as_expired() {
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
+    let blocker = app
+        .create(json!({"agent": "patient", "input": {"ms": 3000}}))
+        .await;
+    app.wait_for_status(&blocker, "running", Duration::from_secs(5))
+        .await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "expires_at": in_ms(300)}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["error"]["kind"], "expired");
+    let events = app.events(&id).await;
+    assert_eq!(events.last().unwrap()["data"]["error"]["kind"], "expired");
+}
+
+#[tokio::test]
+async fn a_run_that_started_in_time_is_not_expired_by_a_retry() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 1},
+                       "backoff_base_ms": 600, "backoff_cap_ms": 600, "expires_at": in_ms(200)}),
+        )
+        .await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["attempt"], 2);
+}
+
+#[tokio::test]
+async fn time_limits_must_lie_after_now_and_after_run_at() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_run(
+            json!({"agent": "echo", "input": {"value": 1}, "deadline": in_ms(-1000),
+                         "run_at": in_ms(5000), "expires_at": in_ms(1000)}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["deadline", "expires_at"]);
+}
