@@ -26,6 +26,10 @@ CREATE TABLE runs (
     deadline         INTEGER,
     -- the run must start by then
     expires_at       INTEGER,
+    -- {agent, input} of the run to create if this one fails for good, and the links
+    on_failure       TEXT,
+    compensation_run_id TEXT,
+    compensates_run_id  TEXT,
     worker_id        TEXT,
     lease_until      INTEGER,
     created_at       INTEGER NOT NULL,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
-use crate::domain::{Backoff, IdempotencyKey, NewRun, RunId};
+use crate::domain::{Backoff, Compensation, IdempotencyKey, NewRun, RunId};
 use crate::jobs::AgentRegistry;
 
 use super::error::{ApiError, FieldError};
@@ -102,6 +102,10 @@ pub struct CreateRunRequest {
     pub deadline: Option<DateTime<Utc>>,
     /// The run must start by this time, or it fails as `expired`.
     pub expires_at: Option<DateTime<Utc>>,
+    /// A compensation: when this run fails for good, a run of `agent` is created with
+    /// `{"input": input, "failed_run": {"id", "agent", "input", "error"}}`, and the two
+    /// runs link to each other (`compensation_run_id`, `compensates_run_id`).
+    pub on_failure: Option<Compensation>,
     /// Retry backoff base: the first retry waits up to this long (default 1000).
     #[validate(range(min = 0, max = 3_600_000))]
     pub backoff_base_ms: Option<u64>,
@@ -128,6 +132,30 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ValidationE
 }
 
 impl CreateRunRequest {
+    /// The compensation agent must exist and accept the input it will get.
+    fn check_compensation(&self, registry: &AgentRegistry, spec: &Compensation) -> Vec<FieldError> {
+        let envelope = serde_json::json!({
+            "input": spec.input,
+            "failed_run": {
+                "id": RunId::new().to_string(),
+                "agent": self.agent,
+                "input": self.input,
+                "error": {"kind": "agent_error", "message": ""},
+            },
+        });
+        match registry.check_input(&spec.agent, &envelope) {
+            None => vec![FieldError::new(
+                "on_failure/agent",
+                "unknown_agent",
+                format!("no agent named `{}` is registered", spec.agent),
+            )],
+            Some(problems) => problems
+                .into_iter()
+                .map(|p| FieldError::new(format!("on_failure{}", p.pointer), "schema", p.message))
+                .collect(),
+        }
+    }
+
     /// Validates every field (all problems at once) and applies the defaults.
     pub fn into_new_run(
         self,
@@ -153,6 +181,9 @@ impl CreateRunRequest {
                     .into_iter()
                     .map(|p| FieldError::new(format!("input{}", p.pointer), "schema", p.message)),
             ),
+        }
+        if let Some(spec) = &self.on_failure {
+            problems.extend(self.check_compensation(registry, spec));
         }
         let backoff = Backoff {
             base: self
@@ -196,6 +227,8 @@ impl CreateRunRequest {
             run_at: self.run_at,
             deadline: self.deadline,
             expires_at: self.expires_at,
+            on_failure: self.on_failure,
+            compensates: None,
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
         })

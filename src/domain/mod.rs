@@ -8,7 +8,7 @@ mod status;
 
 pub use backoff::Backoff;
 pub use run::{
-    AgentName, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError, RunErrorKind,
-    RunEvent, RunId,
+    AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
+    RunErrorKind, RunEvent, RunId,
 };
 pub use status::RunStatus;

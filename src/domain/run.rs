@@ -62,8 +62,22 @@ pub struct NewRun {
     /// The run must start by then, or it fails as `expired`.
     pub expires_at: Option<DateTime<Utc>>,
     pub metadata: BTreeMap<String, String>,
+    /// The run to create if this one fails for good.
+    pub on_failure: Option<Compensation>,
+    /// The failed run this one compensates.
+    pub compensates: Option<RunId>,
     /// The client's Idempotency-Key, if it sent one.
     pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What to run when a run fails for good: `agent` gets
+/// `{"input": input, "failed_run": {"id", "agent", "input", "error"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Compensation {
+    pub agent: AgentName,
+    #[serde(default)]
+    pub input: Value,
 }
 
 /// An Idempotency-Key with the fingerprint of the request that used it.
@@ -157,6 +171,14 @@ pub struct Run {
     pub deadline: Option<DateTime<Utc>>,
     /// The run must start by then.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The run to create if this one fails for good.
+    pub on_failure: Option<Compensation>,
+    /// The compensation run created when this one failed.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub compensation_run_id: Option<RunId>,
+    /// The failed run this one compensates.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub compensates_run_id: Option<RunId>,
     /// Per-attempt time limit.
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
@@ -191,6 +213,8 @@ pub enum EventKind {
     AttemptLost,
     /// The agent saved a checkpoint (the state is on the run).
     Checkpoint,
+    /// The run failed for good and its compensation run was created.
+    CompensationCreated,
     /// Cancelled by request.
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
@@ -210,6 +234,7 @@ impl EventKind {
             Self::Released => "released",
             Self::AttemptLost => "attempt_lost",
             Self::Checkpoint => "checkpoint",
+            Self::CompensationCreated => "compensation_created",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
         }

@@ -218,6 +218,8 @@ fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         })
         .unwrap()
         .register(Stepper { probe })
+        .unwrap()
+        .register(Undo)
         .unwrap();
     registry
 }
@@ -298,6 +300,8 @@ pub fn new_run() -> NewRun {
         expires_at: None,
         metadata: Default::default(),
         idempotency: None,
+        on_failure: None,
+        compensates: None,
     }
 }
 
@@ -361,5 +365,28 @@ impl Agent for Stepper {
             )));
         }
         Ok(json!({ "done": done, "resumed_from": start }))
+    }
+}
+
+/// A compensation agent: reports which failed run it undid.
+struct Undo;
+
+#[async_trait]
+impl Agent for Undo {
+    fn name(&self) -> &str {
+        "undo"
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({"type": "object", "required": ["failed_run"],
+               "properties": {"failed_run": {"type": "object", "required": ["id", "error"]}}})
+    }
+
+    async fn run(&self, _ctx: RunContext, input: Value) -> Result<Value, AgentError> {
+        Ok(json!({
+            "undid": input["failed_run"]["id"],
+            "because": input["failed_run"]["error"]["message"],
+            "note": input["input"],
+        }))
     }
 }

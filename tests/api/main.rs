@@ -1,6 +1,7 @@
 mod agents_and_health;
 mod claims;
 mod cli;
+mod compensation;
 mod crash;
 mod create_run;
 mod fencing;

@@ -29,6 +29,9 @@ pub(super) struct RunRow {
     run_at: i64,
     deadline: Option<i64>,
     expires_at: Option<i64>,
+    on_failure: Option<String>,
+    compensation_run_id: Option<String>,
+    compensates_run_id: Option<String>,
     worker_id: Option<String>,
     lease_until: Option<i64>,
     created_at: i64,
@@ -89,6 +92,13 @@ impl TryFrom<RunRow> for Run {
             run_at: from_ms(r.run_at),
             deadline: r.deadline.map(from_ms),
             expires_at: r.expires_at.map(from_ms),
+            on_failure: r
+                .on_failure
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
+            compensation_run_id: r.compensation_run_id.as_deref().map(parse_id).transpose()?,
+            compensates_run_id: r.compensates_run_id.as_deref().map(parse_id).transpose()?,
             next_attempt_at: (status == RunStatus::Retrying).then(|| from_ms(r.run_at)),
             worker_id: r.worker_id,
             lease_until: r.lease_until.map(from_ms),

@@ -396,7 +396,8 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::Requeue(_)
         | Op::Close => true,
         Op::Cancel(_) => false,
-        Op::Finish(_, outcome) => matches!(outcome, Outcome::Retry { .. }),
+        // a retry comes due; a failure may create a compensation run
+        Op::Finish(_, outcome) => !matches!(outcome, Outcome::Succeeded(_)),
         // a new claim is applied anyway; parked ones would find what it finds
         Op::Claim { .. } | Op::Progress(..) | Op::Log(..) | Op::Checkpoint(..) | Op::Renew(..) => {
             false

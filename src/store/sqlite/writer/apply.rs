@@ -8,6 +8,7 @@
 
 mod actions;
 mod attempts;
+mod compensate;
 mod intake;
 mod recovery;
 
@@ -47,10 +48,15 @@ struct Batch<'c> {
     events: Vec<EventRow>,
     ready_at: Option<i64>,
     heads: Option<Vec<(String, i64)>>,
+    /// Runs that failed for good in this batch: candidates for compensation.
+    failed: Vec<String>,
 }
 
 impl Batch<'_> {
     fn event(&mut self, run_id: String, seq: i64, kind: EventKind, attempt: u32, data: Value) {
+        if kind == EventKind::Failed {
+            self.failed.push(run_id.clone());
+        }
         self.events.push(EventRow {
             run_id,
             seq,
@@ -77,6 +83,7 @@ pub(super) async fn apply_in_tx(
         events: Vec::new(),
         ready_at: None,
         heads: track_heads.then(Vec::new),
+        failed: Vec::new(),
     };
     let applied = match apply(&mut batch, ops).await {
         Ok(answers) => match sqlx::query("COMMIT").execute(&mut *batch.conn).await {
@@ -153,6 +160,7 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             _ => {}
         }
     }
+    compensate::compensate(b).await?;
     for (i, op) in ops.iter().enumerate() {
         if let Op::Claim {
             worker_id,

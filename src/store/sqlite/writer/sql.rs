@@ -4,12 +4,14 @@
 pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
-                  idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at)
+                  idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
+                  on_failure, compensates_run_id)
 SELECT value->>'id', value->>'agent', 'queued', value->'input', value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
        value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
-       value->>'deadline', value->>'expires_at'
+       value->>'deadline', value->>'expires_at', NULLIF(value->'on_failure', 'null'),
+       value->>'compensates'
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -162,3 +164,18 @@ WHERE id IN (SELECT id FROM runs INDEXED BY runs_expiry
              WHERE expires_at IS NOT NULL AND status = 'queued' AND started_at IS NULL
                AND expires_at <= ?1)
 RETURNING id, attempt, event_seq, error_kind, error_message";
+
+/// ?1 JSON array of run ids that just failed for good: those with an `on_failure` and no
+/// compensation run yet.
+pub(super) const TO_COMPENSATE: &str = "
+SELECT id, agent, input, error_kind, error_message, on_failure, priority, max_attempts,
+       timeout_ms, backoff_base_ms, backoff_cap_ms, attempt
+FROM runs
+WHERE id IN (SELECT value FROM json_each(?1)) AND on_failure IS NOT NULL
+  AND compensation_run_id IS NULL";
+
+/// ?1 compensation run id, ?2 now, ?3 the failed run's id.
+pub(super) const LINK_COMPENSATION: &str = "
+UPDATE runs SET compensation_run_id = ?1, updated_at = ?2, event_seq = event_seq + 1
+WHERE id = ?3
+RETURNING event_seq";

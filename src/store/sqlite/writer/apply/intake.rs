@@ -72,6 +72,8 @@ pub(super) async fn insert_runs(
                 "key_expires_at": r.idempotency.as_ref().map(|k| to_ms(k.expires_at)),
                 "deadline": r.deadline.map(to_ms),
                 "expires_at": r.expires_at.map(to_ms),
+                "on_failure": r.on_failure,
+                "compensates": r.compensates.map(|id| id.to_string()),
             })
         })
         .collect();
@@ -128,6 +130,9 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         checkpoint: None,
         deadline: r.deadline,
         expires_at: r.expires_at,
+        on_failure: r.on_failure.clone(),
+        compensation_run_id: None,
+        compensates_run_id: r.compensates,
         timeout_ms: r.timeout.as_millis() as u64,
         backoff_base_ms: r.backoff.base.as_millis() as u64,
         backoff_cap_ms: r.backoff.cap.as_millis() as u64,
