@@ -87,7 +87,7 @@ async fn a_run_compensates_once_even_if_retried_and_failed_again() {
         .unwrap();
     let again = app
         .wait_for(&id, Duration::from_secs(5), |r| {
-            r["status"] == "failed" \&\& r["attempt"] == 1
+            r["status"] == "failed" && r["attempt"] == 1
         })
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
