@@ -3,7 +3,8 @@ CREATE TABLE runs (
     id               TEXT    PRIMARY KEY,
     agent            TEXT    NOT NULL,
     status           TEXT    NOT NULL
-        CHECK (status IN ('queued', 'running', 'retrying', 'succeeded', 'failed', 'cancelled')),
+        CHECK (status IN ('blocked', 'queued', 'running', 'retrying', 'succeeded', 'failed',
+                          'cancelled')),
     input            TEXT    NOT NULL,
     priority         INTEGER NOT NULL DEFAULT 0,
     metadata         TEXT    NOT NULL DEFAULT '{}',
@@ -30,6 +31,8 @@ CREATE TABLE runs (
     on_failure       TEXT,
     compensation_run_id TEXT,
     compensates_run_id  TEXT,
+    -- how many runs this one depends on (rows in run_dependencies)
+    depends_count    INTEGER NOT NULL DEFAULT 0,
     worker_id        TEXT,
     lease_until      INTEGER,
     created_at       INTEGER NOT NULL,
@@ -50,9 +53,9 @@ CREATE TABLE runs (
 CREATE INDEX runs_ready ON runs (priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
 -- The sweeper's look for due runs past their deadline or never started in time.
 CREATE INDEX runs_deadline ON runs (deadline)
-    WHERE deadline IS NOT NULL AND status IN ('queued', 'retrying');
+    WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying');
 CREATE INDEX runs_expiry ON runs (expires_at)
-    WHERE expires_at IS NOT NULL AND status = 'queued' AND started_at IS NULL;
+    WHERE expires_at IS NOT NULL AND status IN ('blocked', 'queued') AND started_at IS NULL;
 CREATE UNIQUE INDEX runs_idempotency ON runs (idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- Running runs: the sweeper's look for expired leases, lease renewal, hand-back.
 CREATE INDEX runs_lease ON runs (lease_until) WHERE status = 'running';
@@ -67,3 +70,11 @@ CREATE TABLE run_events (
     data    TEXT    NOT NULL DEFAULT '{}',
     PRIMARY KEY (run_id, seq)
 ) STRICT, WITHOUT ROWID;
+
+-- run_id waits for depends_on_id to succeed.
+CREATE TABLE run_dependencies (
+    run_id        TEXT NOT NULL,
+    depends_on_id TEXT NOT NULL,
+    PRIMARY KEY (run_id, depends_on_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX run_dependents ON run_dependencies (depends_on_id, run_id);

@@ -106,6 +106,9 @@ pub struct CreateRunRequest {
     /// `{"input": input, "failed_run": {"id", "agent", "input", "error"}}`, and the two
     /// runs link to each other (`compensation_run_id`, `compensates_run_id`).
     pub on_failure: Option<Compensation>,
+    /// Runs (ids, at most 100) that must succeed first: until then this run is `blocked`.
+    /// If one fails this run fails (`dependency_failed`); if one is cancelled, so is this.
+    pub depends_on: Option<Vec<String>>,
     /// Retry backoff base: the first retry waits up to this long (default 1000).
     #[validate(range(min = 0, max = 3_600_000))]
     pub backoff_base_ms: Option<u64>,
@@ -129,6 +132,32 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ValidationE
             "metadata takes at most 32 keys of 1–64 characters with values up to 512".into(),
         ))
     }
+}
+
+/// Parses `depends_on`, naming each bad entry; duplicates are dropped.
+fn parse_dependencies(raw: Option<&[String]>, problems: &mut Vec<FieldError>) -> Vec<RunId> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > 100 {
+        problems.push(FieldError::new(
+            "depends_on",
+            "length",
+            "depends_on takes at most 100 runs",
+        ));
+        return Vec::new();
+    }
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, id) in raw.iter().enumerate() {
+        match id.parse::<RunId>() {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(_) => problems.push(FieldError::new(
+                format!("depends_on/{i}"),
+                "invalid_value",
+                "not a run id",
+            )),
+        }
+    }
+    ids
 }
 
 impl CreateRunRequest {
@@ -182,6 +211,7 @@ impl CreateRunRequest {
                     .map(|p| FieldError::new(format!("input{}", p.pointer), "schema", p.message)),
             ),
         }
+        let depends_on = parse_dependencies(self.depends_on.as_deref(), &mut problems);
         if let Some(spec) = &self.on_failure {
             problems.extend(self.check_compensation(registry, spec));
         }
@@ -229,6 +259,7 @@ impl CreateRunRequest {
             expires_at: self.expires_at,
             on_failure: self.on_failure,
             compensates: None,
+            depends_on,
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
         })

@@ -127,6 +127,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::NotFound("run"),
             StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::BadDependencies(problems) => Self::Validation(
+                problems
+                    .into_iter()
+                    .map(|(i, code, message)| {
+                        FieldError::new(format!("depends_on/{i}"), code, message)
+                    })
+                    .collect(),
+            ),
             StoreError::Unavailable(_) | StoreError::Closed => Self::Unavailable(e),
             other => Self::Internal(other),
         }

@@ -66,6 +66,8 @@ pub struct NewRun {
     pub on_failure: Option<Compensation>,
     /// The failed run this one compensates.
     pub compensates: Option<RunId>,
+    /// Runs that must succeed before this one may start.
+    pub depends_on: Vec<RunId>,
     /// The client's Idempotency-Key, if it sent one.
     pub idempotency: Option<IdempotencyKey>,
 }
@@ -125,6 +127,8 @@ pub enum RunErrorKind {
     DeadlineExceeded,
     /// The run did not start before its `expires_at`.
     Expired,
+    /// A run it depends on failed.
+    DependencyFailed,
 }
 
 impl RunErrorKind {
@@ -137,6 +141,7 @@ impl RunErrorKind {
             Self::Cancelled => "cancelled",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Expired => "expired",
+            Self::DependencyFailed => "dependency_failed",
         }
     }
 }
@@ -179,6 +184,9 @@ pub struct Run {
     /// The failed run this one compensates.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub compensates_run_id: Option<RunId>,
+    /// Runs that must succeed before this one may start.
+    #[schema(value_type = Vec<String>)]
+    pub depends_on: Vec<RunId>,
     /// Per-attempt time limit.
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
@@ -215,6 +223,8 @@ pub enum EventKind {
     Checkpoint,
     /// The run failed for good and its compensation run was created.
     CompensationCreated,
+    /// Every run it depends on succeeded: the run is queued.
+    Unblocked,
     /// Cancelled by request.
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
@@ -235,6 +245,7 @@ impl EventKind {
             Self::AttemptLost => "attempt_lost",
             Self::Checkpoint => "checkpoint",
             Self::CompensationCreated => "compensation_created",
+            Self::Unblocked => "unblocked",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
         }

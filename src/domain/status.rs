@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Waiting for the runs it depends on to succeed.
+    Blocked,
     /// Waiting for a worker; may carry a future `run_at`.
     Queued,
     /// Claimed by a worker that holds its lease.
@@ -22,7 +24,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
+        Self::Blocked,
         Self::Queued,
         Self::Running,
         Self::Retrying,
@@ -33,6 +36,7 @@ impl RunStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Blocked => "blocked",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Retrying => "retrying",
@@ -55,7 +59,8 @@ impl RunStatus {
         match (self, next) {
             (Queued | Retrying, Running) => true,
             (Running, Succeeded | Failed | Retrying | Queued) => true,
-            (Failed, Queued) => true,
+            (Failed, Queued | Blocked) => true,
+            (Blocked, Queued | Failed) => true,
             (from, Cancelled) => !from.is_terminal(),
             _ => false,
         }
@@ -92,6 +97,7 @@ mod tests {
         }
         assert!(Failed.can_become(Queued));
         assert!(!Failed.can_become(Running));
+        assert!(Blocked.can_become(Queued) && !Blocked.can_become(Running));
     }
 
     #[test]

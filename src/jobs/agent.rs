@@ -1,5 +1,6 @@
 //! The agent interface applications implement, and the context a run's attempt gets.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -74,6 +75,7 @@ struct ContextInner {
     store: Store,
     cancel: CancellationToken,
     saved: Mutex<Option<Value>>,
+    dependencies: BTreeMap<RunId, Value>,
 }
 
 /// The largest checkpoint an agent may save, serialised.
@@ -86,6 +88,7 @@ impl RunContext {
         store: Store,
         cancel: CancellationToken,
         checkpoint: Option<Value>,
+        dependencies: BTreeMap<RunId, Value>,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -94,8 +97,14 @@ impl RunContext {
                 store,
                 cancel,
                 saved: Mutex::new(checkpoint),
+                dependencies,
             }),
         }
+    }
+
+    /// The results of the runs this one depends on (`depends_on`), by run id.
+    pub fn dependencies(&self) -> &BTreeMap<RunId, Value> {
+        &self.inner.dependencies
     }
 
     /// The state last saved with [`checkpoint`](Self::checkpoint), by this attempt or an

@@ -154,6 +154,7 @@ async fn attempt(
         exec.store.clone(),
         cancel.clone(),
         run.checkpoint.clone(),
+        run.dependencies.clone(),
     );
     let timeout = Duration::from_millis(run.timeout_ms);
     // the run's deadline can cut the attempt shorter than its own timeout

@@ -100,6 +100,7 @@ mod tests {
             input: json!({}),
             checkpoint: None,
             deadline: None,
+            dependencies: Default::default(),
             attempt,
             claim: attempt,
             max_attempts,

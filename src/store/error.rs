@@ -4,6 +4,10 @@
 pub enum StoreError {
     #[error("run not found")]
     NotFound,
+    /// Some of a new run's `depends_on` (by index) name no run or runs that failed:
+    /// (index, code, message).
+    #[error("invalid dependencies")]
+    BadDependencies(Vec<(usize, &'static str, String)>),
     /// The run is in a state that does not allow the change (e.g. cancelling a finished run).
     #[error("{0}")]
     Conflict(String),

@@ -32,6 +32,8 @@ pub struct ClaimedRun {
     pub checkpoint: Option<Value>,
     /// The whole run must finish by then.
     pub deadline: Option<DateTime<Utc>>,
+    /// The results of the runs this one depends on.
+    pub dependencies: std::collections::BTreeMap<RunId, Value>,
     /// This attempt's number, from 1.
     pub attempt: u32,
     /// The claim's fencing token (see [`Fence`]).

@@ -220,6 +220,8 @@ fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         .register(Stepper { probe })
         .unwrap()
         .register(Undo)
+        .unwrap()
+        .register(Gather)
         .unwrap();
     registry
 }
@@ -302,6 +304,7 @@ pub fn new_run() -> NewRun {
         idempotency: None,
         on_failure: None,
         compensates: None,
+        depends_on: Vec::new(),
     }
 }
 
@@ -388,5 +391,19 @@ impl Agent for Undo {
             "because": input["failed_run"]["error"]["message"],
             "note": input["input"],
         }))
+    }
+}
+
+/// Returns the results of the runs it depends on.
+struct Gather;
+
+#[async_trait]
+impl Agent for Gather {
+    fn name(&self) -> &str {
+        "gather"
+    }
+
+    async fn run(&self, ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
+        Ok(json!(ctx.dependencies()))
     }
 }

@@ -4,6 +4,7 @@ mod cli;
 mod compensation;
 mod crash;
 mod create_run;
+mod dependencies;
 mod fencing;
 mod helpers;
 mod http_agent;

@@ -32,6 +32,7 @@ pub(super) struct RunRow {
     on_failure: Option<String>,
     compensation_run_id: Option<String>,
     compensates_run_id: Option<String>,
+    depends_on: Option<String>,
     worker_id: Option<String>,
     lease_until: Option<i64>,
     created_at: i64,
@@ -99,6 +100,13 @@ impl TryFrom<RunRow> for Run {
                 .transpose()?,
             compensation_run_id: r.compensation_run_id.as_deref().map(parse_id).transpose()?,
             compensates_run_id: r.compensates_run_id.as_deref().map(parse_id).transpose()?,
+            depends_on: match r.depends_on.as_deref() {
+                Some(ids) => serde_json::from_str::<Vec<String>>(ids)?
+                    .iter()
+                    .map(|id| parse_id(id))
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            },
             next_attempt_at: (status == RunStatus::Retrying).then(|| from_ms(r.run_at)),
             worker_id: r.worker_id,
             lease_until: r.lease_until.map(from_ms),

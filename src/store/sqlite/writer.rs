@@ -120,6 +120,9 @@ impl WriterHandle {
             Answer::Inserted(InsertAnswer::KeyReused) => Err(StoreError::Conflict(
                 "this Idempotency-Key was already used with a different request".into(),
             )),
+            Answer::Inserted(InsertAnswer::BadDependencies(problems)) => {
+                Err(StoreError::BadDependencies(problems))
+            }
             _ => unreachable!("insert answers with an insert"),
         }
     }

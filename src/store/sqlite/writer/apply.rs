@@ -9,6 +9,7 @@
 mod actions;
 mod attempts;
 mod compensate;
+mod dependencies;
 mod intake;
 mod recovery;
 
@@ -21,6 +22,7 @@ use crate::domain::{EventKind, NewRun};
 use crate::store::{Fence, Outcome, StoreError};
 
 use attempts::{apply_progress_and_logs, distinct_runs, finish, renew};
+pub(super) use dependencies::DependencyProblem;
 pub(super) use intake::InsertAnswer;
 use intake::{claim, insert_runs};
 use recovery::{hand_back, release, sweep};
@@ -50,12 +52,20 @@ struct Batch<'c> {
     heads: Option<Vec<(String, i64)>>,
     /// Runs that failed for good in this batch: candidates for compensation.
     failed: Vec<String>,
+    /// Runs that reached a terminal state in this batch, for their dependents.
+    settled: Vec<(String, EventKind)>,
 }
 
 impl Batch<'_> {
     fn event(&mut self, run_id: String, seq: i64, kind: EventKind, attempt: u32, data: Value) {
         if kind == EventKind::Failed {
             self.failed.push(run_id.clone());
+        }
+        if matches!(
+            kind,
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
+        ) {
+            self.settled.push((run_id.clone(), kind));
         }
         self.events.push(EventRow {
             run_id,
@@ -84,6 +94,7 @@ pub(super) async fn apply_in_tx(
         ready_at: None,
         heads: track_heads.then(Vec::new),
         failed: Vec::new(),
+        settled: Vec::new(),
     };
     let applied = match apply(&mut batch, ops).await {
         Ok(answers) => match sqlx::query("COMMIT").execute(&mut *batch.conn).await {
@@ -160,6 +171,7 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             _ => {}
         }
     }
+    dependencies::resolve(b).await?;
     compensate::compensate(b).await?;
     for (i, op) in ops.iter().enumerate() {
         if let Op::Claim {

@@ -5,13 +5,13 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id)
-SELECT value->>'id', value->>'agent', 'queued', value->'input', value->>'priority',
+                  on_failure, compensates_run_id, depends_count)
+SELECT value->>'id', value->>'agent', value->>'status', value->'input', value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
        value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
        value->>'deadline', value->>'expires_at', NULLIF(value->'on_failure', 'null'),
-       value->>'compensates'
+       value->>'compensates', value->>'depends_count'
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -42,7 +42,7 @@ WHERE id IN (
       AND (expires_at IS NULL OR expires_at > ?3 OR started_at IS NOT NULL)
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
-RETURNING id, agent, input, checkpoint, deadline, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
+RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
           backoff_cap_ms, priority, event_seq";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
@@ -122,13 +122,16 @@ UPDATE runs
 SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
     finished_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
     event_seq = event_seq + 1
-WHERE id = ?2 AND status IN ('queued', 'running', 'retrying')
+WHERE id = ?2 AND status IN ('blocked', 'queued', 'running', 'retrying')
 RETURNING event_seq, attempt";
 
 /// ?1 now, ?2 JSON array of failed run ids to put back in the queue, attempts reset.
 pub(super) const REQUEUE: &str = "
 UPDATE runs
-SET status = 'queued', attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
+SET status = CASE WHEN depends_count > 0 AND EXISTS (
+        SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+        WHERE d.run_id = runs.id AND dep.status != 'succeeded') THEN 'blocked' ELSE 'queued' END,
+    attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
     progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = ?1,
     updated_at = ?1, event_seq = event_seq + 1
 WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'failed'
@@ -151,7 +154,8 @@ SET status = 'failed', error_kind = 'deadline_exceeded',
     error_message = 'the run did not finish before its deadline',
     finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
 WHERE id IN (SELECT id FROM runs INDEXED BY runs_deadline
-             WHERE deadline IS NOT NULL AND status IN ('queued', 'retrying') AND deadline <= ?1)
+             WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying')
+               AND deadline <= ?1)
 RETURNING id, attempt, event_seq, error_kind, error_message";
 
 /// ?1 now. Runs never started by their `expires_at` fail.
@@ -161,8 +165,8 @@ SET status = 'failed', error_kind = 'expired',
     error_message = 'the run did not start before it expired',
     finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
 WHERE id IN (SELECT id FROM runs INDEXED BY runs_expiry
-             WHERE expires_at IS NOT NULL AND status = 'queued' AND started_at IS NULL
-               AND expires_at <= ?1)
+             WHERE expires_at IS NOT NULL AND status IN ('blocked', 'queued')
+               AND started_at IS NULL AND expires_at <= ?1)
 RETURNING id, attempt, event_seq, error_kind, error_message";
 
 /// ?1 JSON array of run ids that just failed for good: those with an `on_failure` and no
@@ -179,3 +183,40 @@ pub(super) const LINK_COMPENSATION: &str = "
 UPDATE runs SET compensation_run_id = ?1, updated_at = ?2, event_seq = event_seq + 1
 WHERE id = ?3
 RETURNING event_seq";
+
+/// ?1 JSON array of run ids.
+pub(super) const STATUSES_OF: &str = "
+SELECT id, status FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// ?1 JSON array of {r: run id, d: the run it depends on}.
+pub(super) const INSERT_DEPENDENCIES: &str = "
+INSERT OR IGNORE INTO run_dependencies (run_id, depends_on_id)
+SELECT value->>'r', value->>'d' FROM json_each(?1)";
+
+/// ?1 JSON array of settled run ids: their dependents still blocked.
+pub(super) const BLOCKED_DEPENDENTS: &str = "
+SELECT d.run_id, d.depends_on_id
+FROM run_dependencies d INDEXED BY run_dependents JOIN runs r ON r.id = d.run_id
+WHERE d.depends_on_id IN (SELECT value FROM json_each(?1)) AND r.status = 'blocked'";
+
+/// ?1 now, ?2 run id: queues a blocked run once every dependency succeeded.
+pub(super) const UNBLOCK: &str = "
+UPDATE runs SET status = 'queued', run_at = MAX(run_at, ?1), updated_at = ?1,
+    event_seq = event_seq + 1
+WHERE id = ?2 AND status = 'blocked' AND NOT EXISTS (
+    SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+    WHERE d.run_id = runs.id AND dep.status != 'succeeded')
+RETURNING event_seq";
+
+/// ?1 status, ?2 error kind, ?3 message, ?4 now, ?5 run id: ends a blocked run.
+pub(super) const SETTLE_BLOCKED: &str = "
+UPDATE runs SET status = ?1, error_kind = ?2, error_message = ?3, finished_at = ?4,
+    updated_at = ?4, event_seq = event_seq + 1
+WHERE id = ?5 AND status = 'blocked'
+RETURNING event_seq";
+
+/// ?1 JSON array of claimed run ids: the results of the runs they depend on.
+pub(super) const DEPENDENCY_RESULTS: &str = "
+SELECT d.run_id, d.depends_on_id, r.result
+FROM run_dependencies d JOIN runs r ON r.id = d.depends_on_id
+WHERE d.run_id IN (SELECT value FROM json_each(?1))";

@@ -64,6 +64,7 @@ pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
             idempotency: None,
             on_failure: None,
             compensates: Some(parse_id(&failed_id)?),
+            depends_on: Vec::new(),
         };
         let compensation_id = run.id.to_string();
         insert_runs(b, &[(0, &run)]).await?;

@@ -19,6 +19,8 @@ pub(crate) enum InsertAnswer {
     New(Box<Run>),
     Existing(RunId),
     KeyReused,
+    /// Some of `depends_on` name no run, or runs that failed or were cancelled.
+    BadDependencies(Vec<super::DependencyProblem>),
 }
 
 pub(super) async fn insert_runs(
@@ -50,14 +52,40 @@ pub(super) async fn insert_runs(
             }
         }
     }
+    // dependencies: refuse unknown or already failed ones, block until the others succeed
+    let mut blocked: HashMap<RunId, bool> = HashMap::new();
+    let mut checked = Vec::with_capacity(fresh.len());
+    for (i, run) in fresh {
+        if run.depends_on.is_empty() {
+            checked.push((i, run));
+            continue;
+        }
+        match super::dependencies::check(b, &run.depends_on).await? {
+            Ok(is_blocked) => {
+                blocked.insert(run.id, is_blocked);
+                checked.push((i, run));
+            }
+            Err(problems) => out.push((i, InsertAnswer::BadDependencies(problems))),
+        }
+    }
+    let fresh = checked;
     if fresh.is_empty() {
         return Ok(out);
     }
+    let status = |r: &NewRun| {
+        if blocked.get(&r.id).copied().unwrap_or(false) {
+            RunStatus::Blocked
+        } else {
+            RunStatus::Queued
+        }
+    };
     let rows: Vec<Value> = fresh
         .iter()
         .map(|(_, r)| {
             json!({
                 "id": r.id.to_string(),
+                "status": status(r).as_str(),
+                "depends_count": r.depends_on.len(),
                 "agent": r.agent,
                 "input": r.input,
                 "priority": r.priority,
@@ -82,14 +110,21 @@ pub(super) async fn insert_runs(
         .bind(now)
         .execute(&mut *b.conn)
         .await?;
+    let links: Vec<(RunId, &[RunId])> = fresh
+        .iter()
+        .map(|(_, r)| (r.id, r.depends_on.as_slice()))
+        .collect();
+    super::dependencies::link(b, &links).await?;
     for (i, r) in fresh {
         let run_at = r.run_at.map_or(now, to_ms_ceil);
-        b.made_ready(run_at);
+        let status = status(r);
+        if status == RunStatus::Queued {
+            b.made_ready(run_at);
+        }
         b.event(r.id.to_string(), 1, EventKind::Created, 0, json!({}));
-        out.push((
-            i,
-            InsertAnswer::New(Box::new(new_run_record(r, now, run_at))),
-        ));
+        let mut record = new_run_record(r, now, run_at);
+        record.status = status;
+        out.push((i, InsertAnswer::New(Box::new(record))));
     }
     Ok(out)
 }
@@ -131,6 +166,7 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         deadline: r.deadline,
         expires_at: r.expires_at,
         on_failure: r.on_failure.clone(),
+        depends_on: r.depends_on.clone(),
         compensation_run_id: None,
         compensates_run_id: r.compensates,
         timeout_ms: r.timeout.as_millis() as u64,
@@ -164,11 +200,15 @@ pub(super) async fn claim(
         .fetch_all(&mut *b.conn)
         .await?;
     let mut claimed = Vec::with_capacity(rows.len());
+    let mut with_dependencies = Vec::new();
     for row in rows {
         let id: String = row.try_get("id")?;
         let input: String = row.try_get("input")?;
         let checkpoint: Option<String> = row.try_get("checkpoint")?;
         let deadline: Option<i64> = row.try_get("deadline")?;
+        if row.try_get::<i64, _>("depends_count")? > 0 {
+            with_dependencies.push(id.clone());
+        }
         let run = ClaimedRun {
             id: parse_id(&id)?,
             agent: row.try_get("agent")?,
@@ -178,6 +218,7 @@ pub(super) async fn claim(
                 .map(serde_json::from_str)
                 .transpose()?,
             deadline: deadline.map(from_ms),
+            dependencies: Default::default(),
             attempt: row.try_get::<i64, _>("attempt")? as u32,
             claim: row.try_get::<i64, _>("claims")? as u32,
             max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
@@ -196,6 +237,14 @@ pub(super) async fn claim(
             json!({ "worker_id": &*run.worker_id }),
         );
         claimed.push(run);
+    }
+    if !with_dependencies.is_empty() {
+        let mut results = super::dependencies::results(b, &with_dependencies).await?;
+        for run in &mut claimed {
+            if let Some(found) = results.remove(&run.id.to_string()) {
+                run.dependencies = found;
+            }
+        }
     }
     // RETURNING gives no order; hand the runs out in the order they were chosen.
     claimed.sort_by_key(|r| std::cmp::Reverse(r.priority));
