@@ -44,8 +44,10 @@ fn args() -> Args {
     let full = std::env::args().any(|a| a == "--bench");
     let scale = |n: usize, smoke: usize| if full { n } else { smoke };
     Args {
-        // the binary cargo built with this target's profile (release under cargo bench)
-        binary: env!("CARGO_BIN_EXE_agentq").to_owned(),
+        // the binary cargo built with this target's profile (release under cargo bench),
+        // or another build to compare against (AGENTQ_BIN)
+        binary: std::env::var("AGENTQ_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_agentq").to_owned()),
         passes: env_or("PASSES", scale(3, 1)),
         runs: env_or("RUNS", scale(20_000, 300)),
         parallel: env_or("PARALLEL", 64),
@@ -274,6 +276,9 @@ async fn sse_latency(server: &Server, args: &Args) -> (f64, f64) {
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let idx = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[idx.clamp(1, sorted.len()) - 1]
 }

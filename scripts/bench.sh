@@ -2,7 +2,8 @@
 # Benchmark of the embedded default (see benches/load.rs for what is measured).
 #   scripts/bench.sh                      # 3 passes, 20,000 runs, 1,000 runs/s offered
 #   PASSES=5 CONCURRENCY=64 scripts/bench.sh
-# Knobs (env): PASSES RUNS PARALLEL RATE RATE_SECS IDLE_SAMPLES CONCURRENCY
+# Knobs (env): PASSES RUNS PARALLEL RATE RATE_SECS IDLE_SAMPLES SSE_RUNS CONCURRENCY,
+# and AGENTQ_BIN=path to measure another build of agentq (alternate runs to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench-results

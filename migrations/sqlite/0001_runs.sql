@@ -31,8 +31,9 @@ CREATE TABLE runs (
     on_failure       TEXT,
     compensation_run_id TEXT,
     compensates_run_id  TEXT,
-    -- how many runs this one depends on (rows in run_dependencies)
+    -- how many runs this one depends on, and how many depend on it (run_dependencies)
     depends_count    INTEGER NOT NULL DEFAULT 0,
+    dependents       INTEGER NOT NULL DEFAULT 0,
     worker_id        TEXT,
     lease_until      INTEGER,
     created_at       INTEGER NOT NULL,

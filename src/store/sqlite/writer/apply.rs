@@ -61,10 +61,9 @@ impl Batch<'_> {
         if kind == EventKind::Failed {
             self.failed.push(run_id.clone());
         }
-        if matches!(
-            kind,
-            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
-        ) {
+        // a success settles dependents only when the run has some (see `finish`);
+        // failures and cancels are rare enough to always look
+        if matches!(kind, EventKind::Failed | EventKind::Cancelled) {
             self.settled.push((run_id.clone(), kind));
         }
         self.events.push(EventRow {

@@ -6,12 +6,13 @@ INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, ti
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
                   on_failure, compensates_run_id, depends_count)
-SELECT value->>'id', value->>'agent', value->>'status', value->'input', value->>'priority',
+SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
+       value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
        value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
-       value->>'deadline', value->>'expires_at', NULLIF(value->'on_failure', 'null'),
-       value->>'compensates', value->>'depends_count'
+       value->>'deadline', value->>'expires_at', value->'on_failure',
+       value->>'compensates', COALESCE(value->>'depends_count', 0)
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -85,7 +86,7 @@ FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS w
       FROM json_each(?1)) AS f
 WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
-RETURNING runs.id, runs.event_seq";
+RETURNING runs.id, runs.event_seq, runs.dependents";
 
 /// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
 /// back, so the next claim runs the same attempt number again.
@@ -192,6 +193,14 @@ SELECT id, status FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
 pub(super) const INSERT_DEPENDENCIES: &str = "
 INSERT OR IGNORE INTO run_dependencies (run_id, depends_on_id)
 SELECT value->>'r', value->>'d' FROM json_each(?1)";
+
+/// ?1 JSON array of {r, d}: counts the new dependents of each `d`, so finishing a run
+/// with none needs no look for them.
+pub(super) const COUNT_DEPENDENTS: &str = "
+UPDATE runs
+SET dependents = dependents
+    + (SELECT COUNT(*) FROM json_each(?1) WHERE value->>'d' = runs.id)
+WHERE id IN (SELECT value->>'d' FROM json_each(?1))";
 
 /// ?1 JSON array of settled run ids: their dependents still blocked.
 pub(super) const BLOCKED_DEPENDENTS: &str = "

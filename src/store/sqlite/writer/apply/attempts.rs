@@ -198,19 +198,25 @@ pub(super) async fn finish(
         .bind(b.now)
         .fetch_all(&mut *b.conn)
         .await?;
-    let mut seqs: HashMap<String, i64> = HashMap::with_capacity(returned.len());
+    let mut seqs: HashMap<String, (i64, i64)> = HashMap::with_capacity(returned.len());
     for row in returned {
-        seqs.insert(row.try_get("id")?, row.try_get("event_seq")?);
+        let applied = (row.try_get("event_seq")?, row.try_get("dependents")?);
+        seqs.insert(row.try_get("id")?, applied);
     }
     let mut out = Vec::with_capacity(finishes.len());
     for (i, fence, outcome) in finishes {
         let id = fence.run_id.to_string();
-        let Some(seq) = seqs.remove(&id) else {
+        let Some((seq, dependents)) = seqs.remove(&id) else {
             out.push((*i, false));
             continue;
         };
         let (kind, data) = match outcome {
-            Outcome::Succeeded(_) => (EventKind::Succeeded, json!({})),
+            Outcome::Succeeded(_) => {
+                if dependents > 0 {
+                    b.settled.push((id.clone(), EventKind::Succeeded));
+                }
+                (EventKind::Succeeded, json!({}))
+            }
             Outcome::Retry { error, retry_at } => {
                 b.made_ready(to_ms(*retry_at));
                 let data = json!({ "error": error, "next_attempt_at": retry_at });

@@ -61,8 +61,13 @@ pub(super) async fn link(b: &mut Batch<'_>, links: &[(RunId, &[RunId])]) -> Resu
     if rows.is_empty() {
         return Ok(());
     }
+    let rows = Value::Array(rows).to_string();
     sqlx::query(sql::INSERT_DEPENDENCIES)
-        .bind(Value::Array(rows).to_string())
+        .bind(&rows)
+        .execute(&mut *b.conn)
+        .await?;
+    sqlx::query(sql::COUNT_DEPENDENTS)
+        .bind(&rows)
         .execute(&mut *b.conn)
         .await?;
     Ok(())

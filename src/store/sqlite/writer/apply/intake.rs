@@ -82,10 +82,8 @@ pub(super) async fn insert_runs(
     let rows: Vec<Value> = fresh
         .iter()
         .map(|(_, r)| {
-            json!({
+            let mut row = json!({
                 "id": r.id.to_string(),
-                "status": status(r).as_str(),
-                "depends_count": r.depends_on.len(),
                 "agent": r.agent,
                 "input": r.input,
                 "priority": r.priority,
@@ -95,14 +93,33 @@ pub(super) async fn insert_runs(
                 "backoff_base_ms": r.backoff.base.as_millis() as u64,
                 "backoff_cap_ms": r.backoff.cap.as_millis() as u64,
                 "run_at": r.run_at.map_or(now, to_ms_ceil),
-                "key": r.idempotency.as_ref().map(|k| &k.key),
-                "fingerprint": r.idempotency.as_ref().map(|k| &k.fingerprint),
-                "key_expires_at": r.idempotency.as_ref().map(|k| to_ms(k.expires_at)),
-                "deadline": r.deadline.map(to_ms),
-                "expires_at": r.expires_at.map(to_ms),
-                "on_failure": r.on_failure,
-                "compensates": r.compensates.map(|id| id.to_string()),
-            })
+            });
+            // the rest only when set: most runs have none, and every field costs a parse
+            let mut set = |key: &str, value: Value| row[key] = value;
+            if status(r) != RunStatus::Queued {
+                set("status", json!(status(r).as_str()));
+            }
+            if !r.depends_on.is_empty() {
+                set("depends_count", json!(r.depends_on.len()));
+            }
+            if let Some(k) = &r.idempotency {
+                set("key", json!(k.key));
+                set("fingerprint", json!(k.fingerprint));
+                set("key_expires_at", json!(to_ms(k.expires_at)));
+            }
+            if let Some(deadline) = r.deadline {
+                set("deadline", json!(to_ms(deadline)));
+            }
+            if let Some(expires_at) = r.expires_at {
+                set("expires_at", json!(to_ms(expires_at)));
+            }
+            if let Some(on_failure) = &r.on_failure {
+                set("on_failure", json!(on_failure));
+            }
+            if let Some(compensates) = r.compensates {
+                set("compensates", json!(compensates.to_string()));
+            }
+            row
         })
         .collect();
     sqlx::query(sql::INSERT_RUNS)
