@@ -106,6 +106,7 @@ impl Application {
                 store: self.store.clone(),
                 registry: self.registry.clone(),
                 defaults: Arc::new(self.config.defaults.clone()),
+                signal_secret: self.config.http.signal_secret.clone(),
             };
             let app = api::router(state, &self.config.http);
             let token = token.clone();

@@ -122,6 +122,15 @@ pub struct Settings {
         global = true
     )]
     pub cors_origins: Vec<String>,
+    /// Shared secret for signals from outside systems: `POST /v1/runs/{id}/signals` then
+    /// needs `X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[arg(
+        long,
+        env = "AGENTQ_SIGNAL_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub signal_secret: Option<String>,
     /// Log format.
     #[arg(
         long,
@@ -202,6 +211,7 @@ impl Settings {
                 body_limit: self.body_limit,
                 request_timeout: self.request_timeout,
                 cors_origins: self.cors_origins.clone(),
+                signal_secret: self.signal_secret.clone().map(crate::api::Secret),
             },
             defaults: RunDefaults {
                 max_attempts: self.max_attempts,

@@ -3,8 +3,8 @@ CREATE TABLE runs (
     id               TEXT    PRIMARY KEY,
     agent            TEXT    NOT NULL,
     status           TEXT    NOT NULL
-        CHECK (status IN ('blocked', 'queued', 'running', 'retrying', 'succeeded', 'failed',
-                          'cancelled')),
+        CHECK (status IN ('blocked', 'queued', 'running', 'retrying', 'waiting', 'succeeded',
+                          'failed', 'cancelled')),
     input            TEXT    NOT NULL,
     priority         INTEGER NOT NULL DEFAULT 0,
     metadata         TEXT    NOT NULL DEFAULT '{}',
@@ -33,6 +33,11 @@ CREATE TABLE runs (
     compensates_run_id  TEXT,
     -- how many runs this one depends on, and how many depend on it (run_dependencies)
     depends_count    INTEGER NOT NULL DEFAULT 0,
+    -- while waiting: the signal names (JSON array), until when, and whether to resume
+    -- (rather than fail) when that passes
+    waiting_for      TEXT,
+    wait_until       INTEGER,
+    wait_resume      INTEGER NOT NULL DEFAULT 0,
     dependents       INTEGER NOT NULL DEFAULT 0,
     worker_id        TEXT,
     lease_until      INTEGER,
@@ -54,7 +59,7 @@ CREATE TABLE runs (
 CREATE INDEX runs_ready ON runs (priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
 -- The sweeper's look for due runs past their deadline or never started in time.
 CREATE INDEX runs_deadline ON runs (deadline)
-    WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying');
+    WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying', 'waiting');
 CREATE INDEX runs_expiry ON runs (expires_at)
     WHERE expires_at IS NOT NULL AND status IN ('blocked', 'queued') AND started_at IS NULL;
 CREATE UNIQUE INDEX runs_idempotency ON runs (idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -79,3 +84,18 @@ CREATE TABLE run_dependencies (
     PRIMARY KEY (run_id, depends_on_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX run_dependents ON run_dependencies (depends_on_id, run_id);
+
+-- Waiting runs, by when their wait ends.
+CREATE INDEX runs_waiting ON runs (wait_until) WHERE status = 'waiting';
+
+-- Signals sent to runs; a wait consumes the oldest matching one.
+CREATE TABLE run_signals (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,
+    timed_out   INTEGER NOT NULL DEFAULT 0,
+    received_at INTEGER NOT NULL,
+    consumed_at INTEGER
+) STRICT;
+CREATE INDEX run_signals_pending ON run_signals (run_id, id) WHERE consumed_at IS NULL;

@@ -46,6 +46,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
     #[error("the service is not available right now; try again shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -83,6 +85,7 @@ impl ApiError {
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Status(status, _) => (*status, status_code_name(*status)),

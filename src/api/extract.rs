@@ -14,16 +14,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawJson(bytes) = RawJson::from_request(req, state).await?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// The raw bytes of a JSON body (for signature checks), with the same content-type and
+/// size checks as `JsonBody`.
+pub struct RawJson(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(&req) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state)
+        Bytes::from_request(req, state)
             .await
+            .map(RawJson)
             .map_err(|rejection| match rejection {
                 BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
                 other => ApiError::BadRequest(other.body_text()),
-            })?;
-        parse(&bytes).map(JsonBody)
+            })
     }
 }
 

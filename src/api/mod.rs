@@ -10,6 +10,7 @@ mod list;
 mod middleware;
 mod request_id;
 mod runs;
+mod signals;
 mod stream;
 mod system;
 
@@ -41,6 +42,7 @@ pub struct ApiState {
     pub store: Store,
     pub registry: Arc<AgentRegistry>,
     pub defaults: Arc<RunDefaults>,
+    pub signal_secret: Option<Secret>,
 }
 
 /// HTTP-level settings.
@@ -50,6 +52,18 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
+    /// When set, signals must carry an HMAC-SHA256 signature of their body.
+    pub signal_secret: Option<Secret>,
+}
+
+/// A secret setting: its value never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for HttpOptions {
@@ -58,6 +72,7 @@ impl Default for HttpOptions {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
+            signal_secret: None,
         }
     }
 }
@@ -85,6 +100,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(actions::cancel_run))
         .routes(routes!(actions::retry_run))
         .routes(routes!(actions::retry_runs))
+        .routes(routes!(signals::send_signal))
         .routes(routes!(system::list_agents))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))

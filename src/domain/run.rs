@@ -72,6 +72,23 @@ pub struct NewRun {
     pub idempotency: Option<IdempotencyKey>,
 }
 
+/// What a waiting run waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WaitingFor {
+    /// Any one of these signal names resumes the run.
+    pub signals: Vec<String>,
+    pub until: DateTime<Utc>,
+}
+
+/// A signal as an agent receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub name: String,
+    pub payload: Value,
+    /// The wait ended without a signal (the run asked to be resumed on timeout).
+    pub timed_out: bool,
+}
+
 /// What to run when a run fails for good: `agent` gets
 /// `{"input": input, "failed_run": {"id", "agent", "input", "error"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -129,6 +146,8 @@ pub enum RunErrorKind {
     Expired,
     /// A run it depends on failed.
     DependencyFailed,
+    /// The signal it waited for did not arrive in time.
+    WaitTimeout,
 }
 
 impl RunErrorKind {
@@ -142,6 +161,7 @@ impl RunErrorKind {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Expired => "expired",
             Self::DependencyFailed => "dependency_failed",
+            Self::WaitTimeout => "wait_timeout",
         }
     }
 }
@@ -187,6 +207,8 @@ pub struct Run {
     /// Runs that must succeed before this one may start.
     #[schema(value_type = Vec<String>)]
     pub depends_on: Vec<RunId>,
+    /// While `waiting`: the signals that resume the run, and when the wait ends.
+    pub waiting_for: Option<WaitingFor>,
     /// Per-attempt time limit.
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
@@ -225,6 +247,12 @@ pub enum EventKind {
     CompensationCreated,
     /// Every run it depends on succeeded: the run is queued.
     Unblocked,
+    /// The agent suspended the run until a signal arrives.
+    Waiting,
+    /// A signal was sent to the run.
+    SignalReceived,
+    /// A waiting run is queued again: its signal arrived, or its wait timed out.
+    Resumed,
     /// Cancelled by request.
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
@@ -246,6 +274,9 @@ impl EventKind {
             Self::Checkpoint => "checkpoint",
             Self::CompensationCreated => "compensation_created",
             Self::Unblocked => "unblocked",
+            Self::Waiting => "waiting",
+            Self::SignalReceived => "signal_received",
+            Self::Resumed => "resumed",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
         }

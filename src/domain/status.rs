@@ -15,6 +15,8 @@ pub enum RunStatus {
     Running,
     /// Failed an attempt; the next attempt is due at `next_attempt_at`.
     Retrying,
+    /// Suspended until a signal it waits for arrives (`waiting_for`), holding no worker.
+    Waiting,
     /// Finished with a result.
     Succeeded,
     /// Failed for good: a permanent error or its attempts exhausted.
@@ -24,11 +26,12 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         Self::Blocked,
         Self::Queued,
         Self::Running,
         Self::Retrying,
+        Self::Waiting,
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
@@ -40,6 +43,7 @@ impl RunStatus {
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -58,7 +62,8 @@ impl RunStatus {
         use RunStatus::*;
         match (self, next) {
             (Queued | Retrying, Running) => true,
-            (Running, Succeeded | Failed | Retrying | Queued) => true,
+            (Running, Succeeded | Failed | Retrying | Queued | Waiting) => true,
+            (Waiting, Queued | Failed) => true,
             (Failed, Queued | Blocked) => true,
             (Blocked, Queued | Failed) => true,
             (from, Cancelled) => !from.is_terminal(),

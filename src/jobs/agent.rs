@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Progress, RunId};
+use std::time::Duration;
+
+use crate::domain::{Progress, RunId, Signal};
 use crate::store::{Fence, Store};
 
 /// A named unit of work registered in-process.
@@ -43,6 +45,25 @@ pub trait Agent: Send + Sync + 'static {
 pub struct AgentError {
     pub message: String,
     pub retryable: bool,
+    /// Set by [`RunContext::wait_for`]: not a failure, the run suspends.
+    pub(crate) wait: Option<WaitRequest>,
+}
+
+/// A run suspending itself until a signal arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WaitRequest {
+    pub(crate) signals: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) resume_on_timeout: bool,
+}
+
+/// What a wait does when no signal arrives in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// The run fails as `wait_timeout`.
+    Fail,
+    /// The agent is called again and the wait returns a signal with `timed_out` set.
+    Resume,
 }
 
 impl AgentError {
@@ -51,6 +72,7 @@ impl AgentError {
         Self {
             message: message.into(),
             retryable: true,
+            wait: None,
         }
     }
 
@@ -59,6 +81,7 @@ impl AgentError {
         Self {
             message: message.into(),
             retryable: false,
+            wait: None,
         }
     }
 }
@@ -111,6 +134,42 @@ impl RunContext {
     /// earlier one of the same run: start from it to skip the steps already done.
     pub fn saved_checkpoint(&self) -> Option<Value> {
         self.saved().clone()
+    }
+
+    /// Waits for the signal `name` (see [`wait_for_any`](Self::wait_for_any)).
+    pub async fn wait_for(&self, name: &str, timeout: Duration) -> Result<Signal, AgentError> {
+        self.wait_for_any(&[name], timeout, OnTimeout::Fail).await
+    }
+
+    /// Returns the oldest pending signal among `names` (one sent before the wait started
+    /// counts). When none is there yet, returns an error the agent must pass on (`?`): the
+    /// run then becomes `waiting` and frees its worker slot, without counting the attempt.
+    /// When a signal arrives the agent is called again from the start: it should resume
+    /// from its checkpoint (save one before waiting) and call this again, which then
+    /// returns the signal.
+    pub async fn wait_for_any(
+        &self,
+        names: &[&str],
+        timeout: Duration,
+        on_timeout: OnTimeout,
+    ) -> Result<Signal, AgentError> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let fence = self.inner.fence.clone();
+        match self.inner.store.take_signal(fence, names.clone()).await {
+            Ok(Some(signal)) => Ok(signal),
+            Ok(None) => Err(AgentError {
+                message: format!("waiting for {}", names.join(" or ")),
+                retryable: true,
+                wait: Some(WaitRequest {
+                    signals: names,
+                    timeout,
+                    resume_on_timeout: on_timeout == OnTimeout::Resume,
+                }),
+            }),
+            Err(e) => Err(AgentError::retryable(format!(
+                "could not read signals: {e}"
+            ))),
+        }
     }
 
     /// Saves `state` for the attempts that follow (after a retry, a timeout, a crash or a

@@ -118,6 +118,7 @@ pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Resul
         Outcome::Succeeded(_) => "succeeded",
         Outcome::Retry { .. } => "retrying",
         Outcome::Failed(_) => "failed",
+        Outcome::Wait { .. } => "waiting",
     };
     match write_outcome(&exec.store, fence.clone(), outcome).await {
         Ok(true) => {

@@ -11,7 +11,7 @@ mod outcome;
 mod registry;
 mod runtime;
 
-pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, RunContext};
+pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, OnTimeout, RunContext};
 pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
 pub use runtime::{WorkerOptions, new_worker_id, run_worker, served_agents};
 

@@ -61,6 +61,15 @@ pub(crate) fn decide(
 ) -> Outcome {
     let failure = match ended {
         Ok(result) => return Outcome::Succeeded(result),
+        Err(Failure::Agent(AgentError {
+            wait: Some(wait), ..
+        })) => {
+            return Outcome::Wait {
+                signals: wait.signals,
+                until: now + wait.timeout,
+                resume_on_timeout: wait.resume_on_timeout,
+            };
+        }
         Err(failure) => failure,
     };
     let retry = failure.retryable() && run.attempt < run.max_attempts;

@@ -128,6 +128,26 @@ impl Store {
         self.inner.writer.checkpoint(fence, state).await
     }
 
+    /// Consumes the oldest pending signal among `names` for a running attempt.
+    pub async fn take_signal(
+        &self,
+        fence: Fence,
+        names: Vec<String>,
+    ) -> Result<Option<crate::domain::Signal>, StoreError> {
+        self.inner.writer.take_signal(fence, names).await
+    }
+
+    /// Sends a signal to a run: kept until a wait consumes it, and resuming the run if it
+    /// waits for it (returns whether it did). `Conflict` if the run has finished.
+    pub async fn signal(
+        &self,
+        id: RunId,
+        name: String,
+        payload: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.inner.writer.signal(id, name, payload).await
+    }
+
     /// Extends the leases of the attempts a worker is executing. Returns those it still
     /// holds; an attempt missing from the answer has lost its run (swept or handed back).
     pub async fn renew_leases(

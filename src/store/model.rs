@@ -75,6 +75,12 @@ pub enum Outcome {
     },
     /// The run failed for good.
     Failed(RunError),
+    /// The agent waits for one of these signals, until `until`; the attempt is not counted.
+    Wait {
+        signals: Vec<String>,
+        until: DateTime<Utc>,
+        resume_on_timeout: bool,
+    },
 }
 
 /// Filters and paging for listing runs, newest first.

@@ -222,6 +222,10 @@ fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         .register(Undo)
         .unwrap()
         .register(Gather)
+        .unwrap()
+        .register(Waiter)
+        .unwrap()
+        .register(crate::approval_flow::ApprovalFlow)
         .unwrap();
     registry
 }
@@ -405,5 +409,27 @@ impl Agent for Gather {
 
     async fn run(&self, ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
         Ok(json!(ctx.dependencies()))
+    }
+}
+
+/// Waits for the signal `go` (`input.timeout_ms`, `input.resume` on timeout) and returns
+/// what it got.
+struct Waiter;
+
+#[async_trait]
+impl Agent for Waiter {
+    fn name(&self) -> &str {
+        "waiter"
+    }
+
+    async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
+        let timeout = Duration::from_millis(input["timeout_ms"].as_u64().unwrap_or(60_000));
+        let on_timeout = if input["resume"].as_bool().unwrap_or(false) {
+            agentq::jobs::OnTimeout::Resume
+        } else {
+            agentq::jobs::OnTimeout::Fail
+        };
+        let signal = ctx.wait_for_any(&["go"], timeout, on_timeout).await?;
+        Ok(json!({ "got": signal.payload, "timed_out": signal.timed_out }))
     }
 }

@@ -1,4 +1,7 @@
 mod agents_and_health;
+#[path = "../../examples/approval_flow.rs"]
+#[allow(dead_code)]
+mod approval_flow;
 mod claims;
 mod cli;
 mod compensation;
@@ -15,5 +18,6 @@ mod openapi;
 mod read_run;
 mod retries;
 mod shutdown;
+mod signals;
 mod steering;
 mod time_limits;

@@ -39,6 +39,7 @@ fn every_operation_id_is_the_handler_name() {
             "readyz",
             "retry_run",
             "retry_runs",
+            "send_signal",
         ]
     );
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use sqlx::FromRow;
 
-use crate::domain::{Progress, Run, RunError, RunErrorKind, RunEvent, RunId, RunStatus};
+use crate::domain::{
+    Progress, Run, RunError, RunErrorKind, RunEvent, RunId, RunStatus, WaitingFor,
+};
 use crate::store::{StoreError, from_ms};
 
 #[derive(FromRow)]
@@ -33,6 +35,8 @@ pub(super) struct RunRow {
     compensation_run_id: Option<String>,
     compensates_run_id: Option<String>,
     depends_on: Option<String>,
+    waiting_for: Option<String>,
+    wait_until: Option<i64>,
     worker_id: Option<String>,
     lease_until: Option<i64>,
     created_at: i64,
@@ -100,6 +104,13 @@ impl TryFrom<RunRow> for Run {
                 .transpose()?,
             compensation_run_id: r.compensation_run_id.as_deref().map(parse_id).transpose()?,
             compensates_run_id: r.compensates_run_id.as_deref().map(parse_id).transpose()?,
+            waiting_for: match (status, r.waiting_for.as_deref(), r.wait_until) {
+                (RunStatus::Waiting, Some(names), Some(until)) => Some(WaitingFor {
+                    signals: serde_json::from_str(names)?,
+                    until: from_ms(until),
+                }),
+                _ => None,
+            },
             depends_on: match r.depends_on.as_deref() {
                 Some(ids) => serde_json::from_str::<Vec<String>>(ids)?
                     .iter()

@@ -24,7 +24,7 @@ use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::{Inserted, NewRun, Progress, RunId};
+use crate::domain::{Inserted, NewRun, Progress, RunId, Signal};
 use crate::store::hub::EventHub;
 use crate::store::{ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, to_ms};
 
@@ -54,6 +54,10 @@ enum Op {
     /// Hands these attempts' runs back to the queue, giving back the attempt.
     HandBack(Vec<Fence>),
     Cancel(RunId),
+    /// Consumes a pending signal for a running attempt.
+    TakeSignal(Fence, Vec<String>),
+    /// A signal sent to a run.
+    Signal(RunId, String, serde_json::Value),
     Requeue(RequeueTarget),
     Close,
 }
@@ -64,6 +68,7 @@ enum Answer {
     Applied(bool),
     Count(u64),
     Renewed(Vec<Fence>),
+    Signal(Option<Signal>),
     /// A requested change: done, or refused.
     Changed(Result<u64, Refusal>),
     Swept(Sweep),
@@ -219,6 +224,31 @@ impl WriterHandle {
         match self.call(Op::Sweep).await? {
             Answer::Swept(sweep) => Ok(sweep),
             _ => unreachable!("sweep answers with a sweep"),
+        }
+    }
+
+    pub(in crate::store) async fn take_signal(
+        &self,
+        fence: Fence,
+        names: Vec<String>,
+    ) -> Result<Option<Signal>, StoreError> {
+        match self.call(Op::TakeSignal(fence, names)).await? {
+            Answer::Signal(signal) => Ok(signal),
+            _ => unreachable!("take_signal answers with a signal"),
+        }
+    }
+
+    /// Returns whether the signal resumed the run.
+    pub(in crate::store) async fn signal(
+        &self,
+        id: RunId,
+        name: String,
+        payload: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        match self.call(Op::Signal(id, name, payload)).await? {
+            Answer::Changed(Ok(resumed)) => Ok(resumed > 0),
+            Answer::Changed(Err(refusal)) => Err(refusal.into_error("signal")),
+            _ => unreachable!("signal answers with a change"),
         }
     }
 
@@ -397,14 +427,18 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::Release(_)
         | Op::Sweep
         | Op::Requeue(_)
+        | Op::Signal(..)
         | Op::Close => true,
         Op::Cancel(_) => false,
         // a retry comes due; a failure may create a compensation run
         Op::Finish(_, outcome) => !matches!(outcome, Outcome::Succeeded(_)),
         // a new claim is applied anyway; parked ones would find what it finds
-        Op::Claim { .. } | Op::Progress(..) | Op::Log(..) | Op::Checkpoint(..) | Op::Renew(..) => {
-            false
-        }
+        Op::Claim { .. }
+        | Op::Progress(..)
+        | Op::Log(..)
+        | Op::Checkpoint(..)
+        | Op::TakeSignal(..)
+        | Op::Renew(..) => false,
     }
 }
 

@@ -12,6 +12,7 @@ mod compensate;
 mod dependencies;
 mod intake;
 mod recovery;
+mod signals;
 
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
@@ -139,6 +140,11 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
         }
     }
     apply_progress_and_logs(b, ops, &mut answers).await?;
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::TakeSignal(fence, names) = op {
+            answers[i] = Some(Answer::Signal(signals::take(b, fence, names).await?));
+        }
+    }
     let finishes: Vec<(usize, &Fence, &Outcome)> = ops
         .iter()
         .enumerate()
@@ -162,6 +168,11 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             Op::Cancel(id) => {
                 let refused = actions::cancel(b, *id).await?;
                 answers[i] = Some(Answer::Changed(refused.map_or(Ok(1), Err)));
+            }
+            Op::Signal(id, name, payload) => {
+                answers[i] = Some(Answer::Changed(
+                    signals::deliver(b, *id, name, payload).await?,
+                ))
             }
             Op::Requeue(target) => {
                 answers[i] = Some(Answer::Changed(actions::requeue(b, target).await?))

@@ -123,7 +123,7 @@ UPDATE runs
 SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
     finished_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
     event_seq = event_seq + 1
-WHERE id = ?2 AND status IN ('blocked', 'queued', 'running', 'retrying')
+WHERE id = ?2 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
 RETURNING event_seq, attempt";
 
 /// ?1 now, ?2 JSON array of failed run ids to put back in the queue, attempts reset.
@@ -155,7 +155,7 @@ SET status = 'failed', error_kind = 'deadline_exceeded',
     error_message = 'the run did not finish before its deadline',
     finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
 WHERE id IN (SELECT id FROM runs INDEXED BY runs_deadline
-             WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying')
+             WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying', 'waiting')
                AND deadline <= ?1)
 RETURNING id, attempt, event_seq, error_kind, error_message";
 
@@ -229,3 +229,58 @@ pub(super) const DEPENDENCY_RESULTS: &str = "
 SELECT d.run_id, d.depends_on_id, r.result
 FROM run_dependencies d JOIN runs r ON r.id = d.depends_on_id
 WHERE d.run_id IN (SELECT value FROM json_each(?1))";
+
+/// ?1 now, ?2 run id, ?3 JSON array of signal names, ?4 claim, ?5 worker: consumes the
+/// oldest pending signal among the names, if the attempt still owns its run.
+pub(super) const TAKE_SIGNAL: &str = "
+UPDATE run_signals SET consumed_at = ?1
+WHERE id = (SELECT s.id FROM run_signals s JOIN runs r ON r.id = s.run_id
+            WHERE s.run_id = ?2 AND s.consumed_at IS NULL
+              AND s.name IN (SELECT value FROM json_each(?3))
+              AND r.claims = ?4 AND r.worker_id = ?5 AND r.status = 'running'
+            ORDER BY s.id LIMIT 1)
+RETURNING name, payload, timed_out";
+
+/// ?1 JSON array of names, ?2 until, ?3 resume on timeout, ?4 now, ?5..?7 the fence.
+/// Suspends the attempt without counting it; a matching signal already pending queues
+/// the run again at once, so a signal sent before the wait is never missed.
+pub(super) const WAIT: &str = "
+UPDATE runs
+SET status = CASE WHEN EXISTS (
+        SELECT 1 FROM run_signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL
+          AND s.name IN (SELECT value FROM json_each(?1))) THEN 'queued' ELSE 'waiting' END,
+    waiting_for = ?1, wait_until = ?2, wait_resume = ?3, attempt = attempt - 1,
+    worker_id = NULL, lease_until = NULL, run_at = ?4, updated_at = ?4,
+    event_seq = event_seq + 1
+WHERE id = ?5 AND claims = ?6 AND worker_id = ?7 AND status = 'running'
+RETURNING status, event_seq";
+
+/// ?1 run id, ?2 name, ?3 payload (JSON text), ?4 now, ?5 timed out.
+pub(super) const INSERT_SIGNAL: &str = "
+INSERT INTO run_signals (run_id, name, payload, received_at, timed_out)
+VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// ?1 now, ?2 run id: bumps the event counter for an event about the run.
+pub(super) const NEXT_EVENT: &str = "
+UPDATE runs SET updated_at = ?1, event_seq = event_seq + 1 WHERE id = ?2
+RETURNING event_seq, attempt";
+
+/// ?1 now, ?2 run id, ?3 signal name: resumes a run waiting for that signal.
+pub(super) const RESUME: &str = "
+UPDATE runs SET status = 'queued', run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+WHERE id = ?2 AND status = 'waiting'
+  AND EXISTS (SELECT 1 FROM json_each(waiting_for) WHERE value = ?3)
+RETURNING event_seq, attempt";
+
+/// ?1 now: waiting runs whose wait ended.
+pub(super) const WAITS_ENDED: &str = "
+SELECT id, waiting_for, wait_resume FROM runs INDEXED BY runs_waiting
+WHERE status = 'waiting' AND wait_until <= ?1";
+
+/// ?1 now, ?2 run id: fails a waiting run whose signal never came.
+pub(super) const FAIL_WAIT: &str = "
+UPDATE runs SET status = 'failed', error_kind = 'wait_timeout',
+    error_message = 'no signal it waited for arrived in time', finished_at = ?1,
+    updated_at = ?1, event_seq = event_seq + 1
+WHERE id = ?2 AND status = 'waiting'
+RETURNING event_seq, attempt";

@@ -165,6 +165,27 @@ pub(super) async fn finish(
     b: &mut Batch<'_>,
     finishes: &[(usize, &Fence, &Outcome)],
 ) -> Result<Vec<(usize, bool)>, StoreError> {
+    let mut out = Vec::with_capacity(finishes.len());
+    let mut batched = Vec::with_capacity(finishes.len());
+    for &(i, fence, outcome) in finishes {
+        match outcome {
+            Outcome::Wait {
+                signals,
+                until,
+                resume_on_timeout,
+            } => {
+                let applied =
+                    super::signals::wait(b, fence, signals, to_ms(*until), *resume_on_timeout)
+                        .await?;
+                out.push((i, applied));
+            }
+            _ => batched.push((i, fence, outcome)),
+        }
+    }
+    if batched.is_empty() {
+        return Ok(out);
+    }
+    let finishes = &batched[..];
     let rows: Vec<Value> = finishes
         .iter()
         .map(|(_, fence, outcome)| {
@@ -189,6 +210,7 @@ pub(super) async fn finish(
                     row["error_kind"] = json!(error.kind);
                     row["error_message"] = json!(error.message);
                 }
+                Outcome::Wait { .. } => unreachable!("waits are applied above"),
             }
             row
         })
@@ -223,6 +245,7 @@ pub(super) async fn finish(
                 (EventKind::RetryScheduled, data)
             }
             Outcome::Failed(error) => (EventKind::Failed, json!({ "error": error })),
+            Outcome::Wait { .. } => unreachable!("waits are applied above"),
         };
         b.event(id, seq, kind, fence.attempt, data);
         out.push((*i, true));

@@ -184,6 +184,7 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         expires_at: r.expires_at,
         on_failure: r.on_failure.clone(),
         depends_on: r.depends_on.clone(),
+        waiting_for: None,
         compensation_run_id: None,
         compensates_run_id: r.compensates,
         timeout_ms: r.timeout.as_millis() as u64,

@@ -95,7 +95,8 @@ pub(super) async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
         b.made_ready(b.now);
     }
     sweep.timed_out = fail_timed_out(b, sql::FAIL_PAST_DEADLINE).await?
-        + fail_timed_out(b, sql::FAIL_EXPIRED).await?;
+        + fail_timed_out(b, sql::FAIL_EXPIRED).await?
+        + super::signals::end_waits(b).await?;
     Ok(sweep)
 }
 

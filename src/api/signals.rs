@@ -1,0 +1,104 @@
+//! `POST /v1/runs/{id}/signals`: a human's answer, an approval, an outside system's event.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+use utoipa::ToSchema;
+use validator::Validate;
+
+use crate::domain::Run;
+
+use super::error::{ApiError, Problem};
+use super::extract::{RawJson, parse};
+use super::runs::parse_run_id;
+use super::{ApiState, Secret};
+
+const SIGNATURE_HEADER: &str = "x-agentq-signature";
+
+/// A signal to a run.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendSignalRequest {
+    /// The signal's name, as the agent waits for it (`plan_approved`, …).
+    #[validate(length(min = 1, max = 64))]
+    pub name: String,
+    /// Anything the agent should receive with it.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendSignalResponse {
+    /// Whether the signal resumed a run that was waiting for it (otherwise it is kept until
+    /// the run waits for it).
+    pub resumed: bool,
+    pub run: Run,
+}
+
+/// Send a signal to a run. A run waiting for it is queued again at once; a signal the run
+/// does not wait for yet is kept until it does. With `--signal-secret` set, the body must
+/// be signed: `X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+#[utoipa::path(post, path = "/v1/runs/{id}/signals", tag = "runs", operation_id = "send_signal",
+    params(("id" = String, Path, description = "Run id"),
+           ("X-Agentq-Signature" = Option<String>, Header, description = "sha256=<hex HMAC-SHA256 of the body>, required when the server has a signal secret")),
+    request_body = SendSignalRequest,
+    responses(
+        (status = 202, description = "Stored (and the run resumed if it waited for it)", body = SendSignalResponse),
+        (status = 401, description = "Missing or wrong signature", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run has finished", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid signal", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn send_signal(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawJson(body): RawJson,
+) -> Result<(StatusCode, Json<SendSignalResponse>), ApiError> {
+    if let Some(secret) = &state.signal_secret {
+        verify_signature(secret, &headers, &body)?;
+    }
+    let request: SendSignalRequest = parse(&body)?;
+    request.validate()?;
+    let id = parse_run_id(&id)?;
+    let resumed = state
+        .store
+        .signal(id, request.name, request.payload)
+        .await?;
+    let run = state.store.get_run(id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SendSignalResponse { resumed, run }),
+    ))
+}
+
+fn verify_signature(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let given = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(decode_hex)
+        .ok_or(ApiError::Unauthorized(
+            "signals must carry X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>",
+        ))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(body);
+    // constant-time comparison
+    mac.verify_slice(&given)
+        .map_err(|_| ApiError::Unauthorized("the signature does not match the body"))
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! Waiting for a signal (a human's answer): `ctx.wait_for`, `POST /v1/runs/{id}/signals`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, event_types};
+
+async fn signal(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/runs/{id}/signals")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_waiting_run_frees_its_worker_and_resumes_with_the_signal() {
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
+    let id = app.create(json!({"agent": "waiter"})).await;
+    let waiting = app
+        .wait_for_status(&id, "waiting", Duration::from_secs(5))
+        .await;
+    assert_eq!(waiting["waiting_for"]["signals"], json!(["go"]));
+    assert!(waiting["worker_id"].is_null());
+    // the only worker slot is free while the run waits
+    let other = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&other, "succeeded", Duration::from_secs(5))
+        .await;
+
+    let (status, body) = signal(&app, &id, json!({"name": "go", "payload": {"answer": 42}})).await;
+    assert_eq!((status, body["resumed"].as_bool()), (202, Some(true)));
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        run["result"],
+        json!({"got": {"answer": 42}, "timed_out": false})
+    );
+    assert_eq!(run["attempt"], 1, "waiting does not use up an attempt");
+    let types = event_types(&app.events(&id).await);
+    assert_eq!(
+        types,
+        [
+            "created",
+            "started",
+            "waiting",
+            "signal_received",
+            "resumed",
+            "started",
+            "succeeded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_signal_sent_before_the_wait_is_kept_and_consumed_by_it() {
+    let app = TestApp::spawn().await;
+    let later = chrono::Utc::now() + chrono::Duration::milliseconds(400);
+    let id = app
+        .create(json!({"agent": "waiter", "run_at": later}))
+        .await;
+    let (status, body) = signal(&app, &id, json!({"name": "go", "payload": "early"})).await;
+    assert_eq!((status, body["resumed"].as_bool()), (202, Some(false)));
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["result"]["got"], "early");
+    assert!(!event_types(&app.events(&id).await).contains(&"waiting".to_owned()));
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_fails_the_run_or_resumes_it_as_asked() {
+    let app = TestApp::spawn().await;
+    let fails = app
+        .create(json!({"agent": "waiter", "input": {"timeout_ms": 200}}))
+        .await;
+    let resumes = app
+        .create(json!({"agent": "waiter", "input": {"timeout_ms": 200, "resume": true}}))
+        .await;
+    let run = app
+        .wait_for_status(&fails, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["error"]["kind"], "wait_timeout");
+    let run = app
+        .wait_for_status(&resumes, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["result"], json!({"got": null, "timed_out": true}));
+}
+
+#[tokio::test]
+async fn signals_to_finished_unknown_runs_or_without_a_name_are_refused() {
+    let app = TestApp::spawn().await;
+    let done = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&done, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(signal(&app, &done, json!({"name": "go"})).await.0, 409);
+    let missing = uuid::Uuid::now_v7().to_string();
+    assert_eq!(signal(&app, &missing, json!({"name": "go"})).await.0, 404);
+    let (status, body) = signal(&app, &done, json!({"name": ""})).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("name"))
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_run_can_be_cancelled() {
+    let app = TestApp::spawn().await;
+    let id = app.create(json!({"agent": "waiter"})).await;
+    app.wait_for_status(&id, "waiting", Duration::from_secs(5))
+        .await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/runs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.get_run(&id).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn with_a_signal_secret_only_correctly_signed_signals_are_accepted() {
+    let app = TestApp::spawn_with(|c| {
+        c.http.signal_secret = Some(agentq::api::Secret("s3cret".into()));
+    })
+    .await;
+    let id = app.create(json!({"agent": "waiter"})).await;
+    app.wait_for_status(&id, "waiting", Duration::from_secs(5))
+        .await;
+    let body = r#"{"name": "go", "payload": "signed"}"#;
+    let send = |signature: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url(&format!("/v1/runs/{id}/signals")))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-agentq-signature", signature);
+        }
+        request.send()
+    };
+    let unsigned = send(None).await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let problem: Value = unsigned.json().await.unwrap();
+    assert_eq!(problem["code"], "bad_signature");
+    assert_eq!(
+        send(Some("sha256=00ff".into())).await.unwrap().status(),
+        401
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        send(Some(format!("sha256={hex}"))).await.unwrap().status(),
+        202
+    );
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["result"]["got"], "signed");
+}
+
+#[tokio::test]
+async fn the_approval_flow_example_runs_end_to_end() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "approval_flow", "input": {"task": "migrate billing"}}))
+        .await;
+    let waiting = app
+        .wait_for_status(&id, "waiting", Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        waiting["waiting_for"]["signals"],
+        json!(["plan_approved", "plan_rejected", "answers_received"])
+    );
+    assert_eq!(waiting["checkpoint"]["plan"], "plan v1 for migrate billing");
+    let comment = json!({"name": "plan_rejected", "payload": {"comment": "do it in two steps"}});
+    assert_eq!(signal(&app, &id, comment).await.0, 202);
+    // rejected: back to planning with the feedback, then waiting again
+    let waiting = app
+        .wait_for(&id, Duration::from_secs(5), |r| {
+            r["status"] == "waiting" && r["checkpoint"]["feedback"] == json!(["do it in two steps"])
+        })
+        .await;
+    assert_eq!(
+        waiting["checkpoint"]["plan"],
+        "plan v2 for migrate billing, revised after: do it in two steps"
+    );
+    assert_eq!(
+        signal(&app, &id, json!({"name": "plan_approved"})).await.0,
+        202
+    );
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["result"]["revisions"], 1);
+    assert_eq!(
+        run["result"]["implemented"],
+        "plan v2 for migrate billing, revised after: do it in two steps"
+    );
+    assert_eq!(run["attempt"], 1);
+}
