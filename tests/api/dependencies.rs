@@ -58,7 +58,7 @@ async fn a_failed_dependency_fails_its_dependents_down_the_chain() {
     let first = app
         .create(
             json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true},
-                       "run_at": later(300)}),
+                       "run_at": later(1500)}),
         )
         .await;
     let second = app

@@ -216,3 +216,39 @@ async fn the_approval_flow_example_runs_end_to_end() {
     );
     assert_eq!(run["attempt"], 1);
 }
+
+#[tokio::test]
+async fn a_wait_and_another_finish_in_one_batch_are_both_answered() {
+    use agentq::domain::RunStatus;
+    use agentq::store::Outcome;
+
+    use crate::helpers::{echo_only, insert, new_run, temp_store};
+
+    let (store, _dir) = temp_store().await;
+    let first = insert(&store, new_run()).await;
+    let second = insert(&store, new_run()).await;
+    let claimed = store
+        .claim("w".into(), echo_only(), 2, Duration::from_secs(30), None)
+        .await
+        .unwrap();
+    let fence = |id| claimed.iter().find(|c| c.id == id).unwrap().fence();
+    let wait = Outcome::Wait {
+        signals: vec!["go".into()],
+        until: chrono::Utc::now() + chrono::Duration::seconds(60),
+        resume_on_timeout: false,
+    };
+    // sent together, so the writer takes both in one batch
+    let (waited, finished) = tokio::join!(
+        store.finish(fence(first.id), wait),
+        store.finish(fence(second.id), Outcome::Succeeded(json!(1))),
+    );
+    assert!(waited.unwrap() && finished.unwrap());
+    assert_eq!(
+        store.get_run(first.id).await.unwrap().status,
+        RunStatus::Waiting
+    );
+    assert_eq!(
+        store.get_run(second.id).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+}

@@ -225,7 +225,6 @@ pub(super) async fn finish(
         let applied = (row.try_get("event_seq")?, row.try_get("dependents")?);
         seqs.insert(row.try_get("id")?, applied);
     }
-    let mut out = Vec::with_capacity(finishes.len());
     for (i, fence, outcome) in finishes {
         let id = fence.run_id.to_string();
         let Some((seq, dependents)) = seqs.remove(&id) else {
