@@ -34,7 +34,7 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
     let started = std::time::Instant::now();
     let dir = app.shutdown().await.unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "shutdown waited {:?}",
         started.elapsed()
     );

@@ -63,7 +63,7 @@ async fn a_waiting_run_frees_its_worker_and_resumes_with_the_signal() {
 #[tokio::test]
 async fn a_signal_sent_before_the_wait_is_kept_and_consumed_by_it() {
     let app = TestApp::spawn().await;
-    let later = chrono::Utc::now() + chrono::Duration::milliseconds(400);
+    let later = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let id = app
         .create(json!({"agent": "waiter", "run_at": later}))
         .await;

@@ -94,7 +94,7 @@ async fn a_run_that_started_in_time_is_not_expired_by_a_retry() {
     let id = app
         .create(
             json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 1},
-                       "backoff_base_ms": 600, "backoff_cap_ms": 600, "expires_at": in_ms(200)}),
+                       "backoff_base_ms": 2000, "backoff_cap_ms": 2000, "expires_at": in_ms(1000)}),
         )
         .await;
     let run = app
