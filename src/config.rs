@@ -131,6 +131,15 @@ pub struct Settings {
         global = true
     )]
     pub signal_secret: Option<String>,
+    /// Secret for signing completion webhooks (`Agentq-Signature: t=…,v1=<hex HMAC-SHA256
+    /// of "t.body">`); unsigned when not set.
+    #[arg(
+        long,
+        env = "AGENTQ_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_secret: Option<String>,
     /// Log format.
     #[arg(
         long,
@@ -206,6 +215,10 @@ impl Settings {
                 shutdown_timeout: self.shutdown_timeout,
                 poll_interval: self.poll_interval,
                 agents: self.agents.clone(),
+                webhooks: crate::jobs::WebhookOptions {
+                    secret: self.webhook_secret.clone().map(crate::domain::Secret),
+                    ..Default::default()
+                },
             },
             http: HttpOptions {
                 body_limit: self.body_limit,

@@ -38,6 +38,8 @@ CREATE TABLE runs (
     waiting_for      TEXT,
     wait_until       INTEGER,
     wait_resume      INTEGER NOT NULL DEFAULT 0,
+    -- where to POST the run when it finishes
+    callback_url     TEXT,
     dependents       INTEGER NOT NULL DEFAULT 0,
     worker_id        TEXT,
     lease_until      INTEGER,
@@ -99,3 +101,17 @@ CREATE TABLE run_signals (
     consumed_at INTEGER
 ) STRICT;
 CREATE INDEX run_signals_pending ON run_signals (run_id, id) WHERE consumed_at IS NULL;
+
+-- Completion webhooks to deliver: one row per terminal state of a run with a callback_url.
+CREATE TABLE webhook_deliveries (
+    id           INTEGER PRIMARY KEY,
+    run_id       TEXT    NOT NULL,
+    due_at       INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    delivered_at INTEGER,
+    given_up     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT
+) STRICT;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (due_at)
+    WHERE delivered_at IS NULL AND given_up = 0;

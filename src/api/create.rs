@@ -106,6 +106,10 @@ pub struct CreateRunRequest {
     /// `{"input": input, "failed_run": {"id", "agent", "input", "error"}}`, and the two
     /// runs link to each other (`compensation_run_id`, `compensates_run_id`).
     pub on_failure: Option<Compensation>,
+    /// Where to POST the run (JSON) when it finishes: `succeeded`, `failed` or `cancelled`.
+    /// Signed with `--webhook-secret` when set; retried with backoff for up to 24 h.
+    #[validate(length(min = 8, max = 2048), custom(function = "check_callback_url"))]
+    pub callback_url: Option<String>,
     /// Runs (ids, at most 100) that must succeed first: until then this run is `blocked`.
     /// If one fails this run fails (`dependency_failed`); if one is cancelled, so is this.
     pub depends_on: Option<Vec<String>>,
@@ -118,6 +122,14 @@ pub struct CreateRunRequest {
     /// Free-form string labels: at most 32 keys of 1–64 characters, values up to 512.
     #[validate(custom(function = "check_metadata"))]
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+fn check_callback_url(url: &str) -> Result<(), ValidationError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(ValidationError::new("url").with_message("callback_url must be an http(s) URL".into()))
+    }
 }
 
 fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ValidationError> {
@@ -260,6 +272,7 @@ impl CreateRunRequest {
             on_failure: self.on_failure,
             compensates: None,
             depends_on,
+            callback_url: self.callback_url,
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
         })

@@ -56,15 +56,7 @@ pub struct HttpOptions {
     pub signal_secret: Option<Secret>,
 }
 
-/// A secret setting: its value never appears in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::domain::Secret;
 
 impl Default for HttpOptions {
     fn default() -> Self {

@@ -9,6 +9,6 @@ mod status;
 pub use backoff::Backoff;
 pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
-    RunErrorKind, RunEvent, RunId, Signal, WaitingFor,
+    RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,
 };
 pub use status::RunStatus;

@@ -68,8 +68,20 @@ pub struct NewRun {
     pub compensates: Option<RunId>,
     /// Runs that must succeed before this one may start.
     pub depends_on: Vec<RunId>,
+    /// Where to POST the run when it finishes.
+    pub callback_url: Option<String>,
     /// The client's Idempotency-Key, if it sent one.
     pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A secret setting: its value never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// What a waiting run waits for.
@@ -209,6 +221,8 @@ pub struct Run {
     pub depends_on: Vec<RunId>,
     /// While `waiting`: the signals that resume the run, and when the wait ends.
     pub waiting_for: Option<WaitingFor>,
+    /// Where the run is POSTed when it finishes (a completion webhook).
+    pub callback_url: Option<String>,
     /// Per-attempt time limit.
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
@@ -253,6 +267,10 @@ pub enum EventKind {
     SignalReceived,
     /// A waiting run is queued again: its signal arrived, or its wait timed out.
     Resumed,
+    /// The completion webhook was delivered.
+    WebhookDelivered,
+    /// A completion webhook delivery failed (and will be tried again unless given up).
+    WebhookFailed,
     /// Cancelled by request.
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
@@ -277,6 +295,8 @@ impl EventKind {
             Self::Waiting => "waiting",
             Self::SignalReceived => "signal_received",
             Self::Resumed => "resumed",
+            Self::WebhookDelivered => "webhook_delivered",
+            Self::WebhookFailed => "webhook_failed",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
         }

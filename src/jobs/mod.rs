@@ -10,10 +10,12 @@ mod execute;
 mod outcome;
 mod registry;
 mod runtime;
+mod webhooks;
 
 pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, OnTimeout, RunContext};
 pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
 pub use runtime::{WorkerOptions, new_worker_id, run_worker, served_agents};
+pub use webhooks::WebhookOptions;
 
 /// Errors of the worker side.
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ use crate::store::Store;
 
 use super::backend::{FetchConfig, runs_backend};
 use super::execute::{Executor, InFlight, STOP_GRACE, execute};
+use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, QueueError};
 
 /// How a worker process runs attempts.
@@ -35,6 +36,8 @@ pub struct WorkerOptions {
     pub poll_interval: Duration,
     /// The agents to serve; `None` serves every registered agent.
     pub agents: Option<Vec<String>>,
+    /// How completion webhooks are delivered.
+    pub webhooks: WebhookOptions,
 }
 
 impl Default for WorkerOptions {
@@ -45,6 +48,7 @@ impl Default for WorkerOptions {
             shutdown_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             agents: None,
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -109,6 +113,11 @@ pub async fn run_worker(
         background.clone(),
     ));
     let sweeper = tokio::spawn(sweep(store.clone(), options.lease, background.clone()));
+    let webhooks = tokio::spawn(deliver_webhooks(
+        store.clone(),
+        options.webhooks.clone(),
+        background.clone(),
+    ));
 
     supervise(&fetch, &executor, &options, &shutdown).await;
 
@@ -136,7 +145,7 @@ pub async fn run_worker(
         }
     }
     background.cancel();
-    let _ = tokio::join!(renewer, sweeper);
+    let _ = tokio::join!(renewer, sweeper, webhooks);
     tracing::info!(worker.id = %worker_id, "worker stopped");
     Ok(())
 }

@@ -18,7 +18,10 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Inserted, NewRun, Progress, Run, RunEvent, RunId};
 
 pub use error::StoreError;
-pub use model::{ClaimedRun, Fence, Outcome, RequeueFilter, RunFilter, RunPage, Sweep};
+pub use model::{
+    ClaimedRun, Fence, Outcome, RequeueFilter, RunFilter, RunPage, Sweep, WebhookDelivery,
+    WebhookResult,
+};
 
 /// Settings that shape the store's connection, chosen at start-up.
 #[derive(Debug, Clone)]
@@ -146,6 +149,24 @@ impl Store {
         payload: serde_json::Value,
     ) -> Result<bool, StoreError> {
         self.inner.writer.signal(id, name, payload).await
+    }
+
+    /// Claims up to `limit` due webhook deliveries for `lease`.
+    pub async fn claim_webhooks(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.inner.writer.claim_webhooks(limit, lease).await
+    }
+
+    /// Records a delivery attempt's result (and an event on the run).
+    pub async fn webhook_done(
+        &self,
+        delivery: WebhookDelivery,
+        result: WebhookResult,
+    ) -> Result<(), StoreError> {
+        self.inner.writer.webhook_done(delivery, result).await
     }
 
     /// Extends the leases of the attempts a worker is executing. Returns those it still

@@ -122,3 +122,27 @@ pub struct RequeueFilter {
     /// At most this many per call.
     pub limit: u32,
 }
+
+/// A completion webhook claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub run_id: RunId,
+    pub url: String,
+    /// This delivery attempt's number, from 1.
+    pub attempt: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a delivery attempt went.
+#[derive(Debug, Clone)]
+pub enum WebhookResult {
+    Delivered {
+        status: u16,
+    },
+    /// Failed; tried again at `retry_at`, or given up when `None`.
+    Failed {
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+}

@@ -52,6 +52,7 @@ pub fn config(db_path: &Path) -> AppConfig {
             shutdown_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
             agents: None,
+            webhooks: Default::default(),
         },
         http: HttpOptions::default(),
         defaults: RunDefaults {
@@ -309,6 +310,7 @@ pub fn new_run() -> NewRun {
         on_failure: None,
         compensates: None,
         depends_on: Vec::new(),
+        callback_url: None,
     }
 }
 

@@ -21,3 +21,4 @@ mod shutdown;
 mod signals;
 mod steering;
 mod time_limits;
+mod webhooks;

@@ -8,7 +8,7 @@ use super::rows::{EventRow, RunRow};
 
 const RUN_COLUMNS: &str = "id, agent, status, input, priority, metadata, progress_percent, \
     progress_message, attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
-    backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, on_failure, compensation_run_id, compensates_run_id, worker_id, lease_until, created_at, started_at, \
+    backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, lease_until, created_at, started_at, \
     finished_at, updated_at, CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
     FROM run_dependencies WHERE run_id = runs.id) END AS depends_on";
 

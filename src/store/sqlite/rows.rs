@@ -37,6 +37,7 @@ pub(super) struct RunRow {
     depends_on: Option<String>,
     waiting_for: Option<String>,
     wait_until: Option<i64>,
+    callback_url: Option<String>,
     worker_id: Option<String>,
     lease_until: Option<i64>,
     created_at: i64,
@@ -104,6 +105,7 @@ impl TryFrom<RunRow> for Run {
                 .transpose()?,
             compensation_run_id: r.compensation_run_id.as_deref().map(parse_id).transpose()?,
             compensates_run_id: r.compensates_run_id.as_deref().map(parse_id).transpose()?,
+            callback_url: r.callback_url,
             waiting_for: match (status, r.waiting_for.as_deref(), r.wait_until) {
                 (RunStatus::Waiting, Some(names), Some(until)) => Some(WaitingFor {
                     signals: serde_json::from_str(names)?,

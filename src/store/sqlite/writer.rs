@@ -26,7 +26,10 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{Inserted, NewRun, Progress, RunId, Signal};
 use crate::store::hub::EventHub;
-use crate::store::{ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, to_ms};
+use crate::store::{
+    ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, WebhookDelivery, WebhookResult,
+    to_ms,
+};
 
 use apply::{InsertAnswer, apply_in_tx};
 
@@ -58,6 +61,11 @@ enum Op {
     TakeSignal(Fence, Vec<String>),
     /// A signal sent to a run.
     Signal(RunId, String, serde_json::Value),
+    ClaimWebhooks {
+        limit: usize,
+        lease: Duration,
+    },
+    WebhookDone(WebhookDelivery, WebhookResult),
     Requeue(RequeueTarget),
     Close,
 }
@@ -69,6 +77,7 @@ enum Answer {
     Count(u64),
     Renewed(Vec<Fence>),
     Signal(Option<Signal>),
+    Webhooks(Vec<WebhookDelivery>),
     /// A requested change: done, or refused.
     Changed(Result<u64, Refusal>),
     Swept(Sweep),
@@ -250,6 +259,27 @@ impl WriterHandle {
             Answer::Changed(Err(refusal)) => Err(refusal.into_error("signal")),
             _ => unreachable!("signal answers with a change"),
         }
+    }
+
+    pub(in crate::store) async fn claim_webhooks(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        match self.call(Op::ClaimWebhooks { limit, lease }).await? {
+            Answer::Webhooks(claimed) => Ok(claimed),
+            _ => unreachable!("answers with deliveries"),
+        }
+    }
+
+    pub(in crate::store) async fn webhook_done(
+        &self,
+        delivery: WebhookDelivery,
+        result: WebhookResult,
+    ) -> Result<(), StoreError> {
+        self.call(Op::WebhookDone(delivery, result))
+            .await
+            .map(|_| ())
     }
 
     pub(in crate::store) async fn cancel(&self, id: RunId) -> Result<(), StoreError> {
@@ -438,6 +468,8 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::Log(..)
         | Op::Checkpoint(..)
         | Op::TakeSignal(..)
+        | Op::ClaimWebhooks { .. }
+        | Op::WebhookDone(..)
         | Op::Renew(..) => false,
     }
 }

@@ -13,6 +13,7 @@ mod dependencies;
 mod intake;
 mod recovery;
 mod signals;
+mod webhooks;
 
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
@@ -55,6 +56,8 @@ struct Batch<'c> {
     failed: Vec<String>,
     /// Runs that reached a terminal state in this batch, for their dependents.
     settled: Vec<(String, EventKind)>,
+    /// Runs that reached a terminal state and may have a callback_url.
+    callbacks: Vec<String>,
 }
 
 impl Batch<'_> {
@@ -66,6 +69,7 @@ impl Batch<'_> {
         // failures and cancels are rare enough to always look
         if matches!(kind, EventKind::Failed | EventKind::Cancelled) {
             self.settled.push((run_id.clone(), kind));
+            self.callbacks.push(run_id.clone());
         }
         self.events.push(EventRow {
             run_id,
@@ -95,6 +99,7 @@ pub(super) async fn apply_in_tx(
         heads: track_heads.then(Vec::new),
         failed: Vec::new(),
         settled: Vec::new(),
+        callbacks: Vec::new(),
     };
     let applied = match apply(&mut batch, ops).await {
         Ok(answers) => match sqlx::query("COMMIT").execute(&mut *batch.conn).await {
@@ -169,6 +174,14 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
                 let refused = actions::cancel(b, *id).await?;
                 answers[i] = Some(Answer::Changed(refused.map_or(Ok(1), Err)));
             }
+            Op::ClaimWebhooks { limit, lease } => {
+                let claimed = webhooks::claim(b, *limit, lease.as_millis() as i64).await?;
+                answers[i] = Some(Answer::Webhooks(claimed));
+            }
+            Op::WebhookDone(delivery, result) => {
+                webhooks::done(b, delivery, result).await?;
+                answers[i] = Some(Answer::Applied(true));
+            }
             Op::Signal(id, name, payload) => {
                 answers[i] = Some(Answer::Changed(
                     signals::deliver(b, *id, name, payload).await?,
@@ -196,6 +209,7 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             answers[i] = Some(Answer::Claimed(claimed));
         }
     }
+    webhooks::schedule(b).await?;
     insert_events(b).await?;
     Ok(answers
         .into_iter()

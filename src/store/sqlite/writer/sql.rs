@@ -5,14 +5,14 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count)
+                  on_failure, compensates_run_id, depends_count, callback_url)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
        value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
        value->>'deadline', value->>'expires_at', value->'on_failure',
-       value->>'compensates', COALESCE(value->>'depends_count', 0)
+       value->>'compensates', COALESCE(value->>'depends_count', 0), value->>'callback_url'
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -86,7 +86,8 @@ FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS w
       FROM json_each(?1)) AS f
 WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
-RETURNING runs.id, runs.event_seq, runs.dependents";
+RETURNING runs.id, runs.event_seq, runs.dependents,
+          runs.callback_url IS NOT NULL AS has_callback";
 
 /// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
 /// back, so the next claim runs the same attempt number again.
@@ -284,3 +285,33 @@ UPDATE runs SET status = 'failed', error_kind = 'wait_timeout',
     updated_at = ?1, event_seq = event_seq + 1
 WHERE id = ?2 AND status = 'waiting'
 RETURNING event_seq, attempt";
+
+/// ?1 now, ?2 JSON array of run ids that just reached a terminal state: schedules a
+/// delivery for each that has a callback_url.
+pub(super) const SCHEDULE_WEBHOOKS: &str = "
+INSERT INTO webhook_deliveries (run_id, due_at, created_at)
+SELECT id, ?1, ?1 FROM runs
+WHERE id IN (SELECT value FROM json_each(?2)) AND callback_url IS NOT NULL
+  AND status IN ('succeeded', 'failed', 'cancelled')";
+
+/// ?1 now, ?2 lease end, ?3 limit: claims due deliveries (at least once: a claim whose
+/// worker dies is due again when its lease ends).
+pub(super) const CLAIM_WEBHOOKS: &str = "
+UPDATE webhook_deliveries SET due_at = ?2, attempts = attempts + 1
+WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_due
+             WHERE delivered_at IS NULL AND given_up = 0 AND due_at <= ?1
+             ORDER BY due_at LIMIT ?3)
+RETURNING id, run_id, attempts, created_at";
+
+/// ?1 run id.
+pub(super) const CALLBACK_URL: &str = "SELECT callback_url FROM runs WHERE id = ?1";
+
+/// ?1 now, ?2 delivery id.
+pub(super) const WEBHOOK_DELIVERED: &str = "
+UPDATE webhook_deliveries SET delivered_at = ?1, last_error = NULL WHERE id = ?2";
+
+/// ?1 next due time (NULL: give up), ?2 error, ?3 delivery id.
+pub(super) const WEBHOOK_FAILED: &str = "
+UPDATE webhook_deliveries
+SET due_at = COALESCE(?1, due_at), given_up = (?1 IS NULL), last_error = ?2
+WHERE id = ?3";

@@ -223,7 +223,11 @@ pub(super) async fn finish(
     let mut seqs: HashMap<String, (i64, i64)> = HashMap::with_capacity(returned.len());
     for row in returned {
         let applied = (row.try_get("event_seq")?, row.try_get("dependents")?);
-        seqs.insert(row.try_get("id")?, applied);
+        let id: String = row.try_get("id")?;
+        if row.try_get::<bool, _>("has_callback")? {
+            b.callbacks.push(id.clone());
+        }
+        seqs.insert(id, applied);
     }
     for (i, fence, outcome) in finishes {
         let id = fence.run_id.to_string();

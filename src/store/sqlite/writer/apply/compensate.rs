@@ -65,6 +65,7 @@ pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
             on_failure: None,
             compensates: Some(parse_id(&failed_id)?),
             depends_on: Vec::new(),
+            callback_url: None,
         };
         let compensation_id = run.id.to_string();
         insert_runs(b, &[(0, &run)]).await?;

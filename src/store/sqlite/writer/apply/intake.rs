@@ -116,6 +116,9 @@ pub(super) async fn insert_runs(
             if let Some(on_failure) = &r.on_failure {
                 set("on_failure", json!(on_failure));
             }
+            if let Some(url) = &r.callback_url {
+                set("callback_url", json!(url));
+            }
             if let Some(compensates) = r.compensates {
                 set("compensates", json!(compensates.to_string()));
             }
@@ -185,6 +188,7 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         on_failure: r.on_failure.clone(),
         depends_on: r.depends_on.clone(),
         waiting_for: None,
+        callback_url: r.callback_url.clone(),
         compensation_run_id: None,
         compensates_run_id: r.compensates,
         timeout_ms: r.timeout.as_millis() as u64,

@@ -1,0 +1,150 @@
+//! Completion webhooks: worker processes deliver the runs that finished with a
+//! `callback_url`, at least once.
+//!
+//! Each delivery POSTs the run as JSON with `Agentq-Event: run.finished` and
+//! `Agentq-Delivery: <id>`; with a secret, `Agentq-Signature: t=<unix seconds>,v1=<hex
+//! HMAC-SHA256 of "<t>.<body>">`. A 2xx answer delivers it; anything else is tried again
+//! after a jittered exponential backoff until `give_up_after` since the run finished.
+//! Every attempt is recorded as an event of the run.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Backoff, Secret};
+use crate::store::{Store, WebhookDelivery, WebhookResult};
+
+/// How completion webhooks are sent.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub secret: Option<Secret>,
+    /// First retry waits up to this long; doubling up to an hour.
+    pub backoff_base: Duration,
+    pub give_up_after: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            backoff_base: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(24 * 3600),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const BATCH: usize = 16;
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(250);
+
+pub(crate) async fn deliver_webhooks(
+    store: Store,
+    options: WebhookOptions,
+    stop: CancellationToken,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(options.request_timeout)
+        .user_agent(concat!("agentq/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with default TLS settings builds");
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let claimed = match store.claim_webhooks(BATCH, CLAIM_LEASE).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming webhook deliveries failed");
+                continue;
+            }
+        };
+        let sends = claimed
+            .into_iter()
+            .map(|delivery| deliver(&store, &client, &options, delivery));
+        futures::future::join_all(sends).await;
+    }
+}
+
+async fn deliver(
+    store: &Store,
+    client: &reqwest::Client,
+    options: &WebhookOptions,
+    d: WebhookDelivery,
+) {
+    let sent = match store.get_run(d.run_id).await {
+        Ok(run) => {
+            let body = serde_json::to_vec(&run).expect("a run serialises");
+            send(client, options, &d, body).await
+        }
+        Err(e) => Err(format!("could not read the run: {e}")),
+    };
+    let result = match sent {
+        Ok(status) => WebhookResult::Delivered { status },
+        Err(error) => {
+            let now = chrono::Utc::now();
+            let backoff = Backoff {
+                base: options.backoff_base,
+                cap: Duration::from_secs(3600),
+            };
+            let retry_at = now + backoff.delay(d.attempt, &mut rand::rng());
+            let give_up = d.created_at + options.give_up_after;
+            WebhookResult::Failed {
+                error,
+                retry_at: (retry_at <= give_up).then_some(retry_at),
+            }
+        }
+    };
+    if let Err(e) = store.webhook_done(d.clone(), result).await {
+        tracing::warn!(run.id = %d.run_id, error = %e, "could not record a webhook delivery; it is tried again");
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    options: &WebhookOptions,
+    d: &WebhookDelivery,
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let mut request = client
+        .post(&d.url)
+        .header("content-type", "application/json")
+        .header("agentq-event", "run.finished")
+        .header("agentq-delivery", d.id.to_string());
+    if let Some(secret) = &options.secret {
+        request = request.header("agentq-signature", signature(secret, &body));
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+fn signature(secret: &Secret, body: &[u8]) -> String {
+    let t = chrono::Utc::now().timestamp();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
+}

@@ -1,0 +1,184 @@
+//! Completion webhooks: `callback_url`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, event_types};
+
+/// The requests a receiver got: headers and body.
+type Received = Vec<(HeaderMap, Vec<u8>)>;
+
+/// A receiver that answers 500 to its first `fail_first` requests and records them all.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Received>>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> (Self, String) {
+        let receiver = Receiver::default();
+        let got = receiver.got.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let got = got.clone();
+                async move {
+                    let mut got = got.lock().unwrap();
+                    got.push((headers, body.to_vec()));
+                    if got.len() <= fail_first {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    async fn wait_for(&self, count: usize) -> Received {
+        for _ in 0..500 {
+            if self.got.lock().unwrap().len() >= count {
+                return self.got.lock().unwrap().clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the receiver got fewer than {count} requests");
+    }
+}
+
+fn quick(c: &mut agentq::app::AppConfig) {
+    c.worker.webhooks.backoff_base = Duration::from_millis(20);
+    c.worker.webhooks.secret = Some(agentq::domain::Secret("whsec".into()));
+}
+
+#[tokio::test]
+async fn a_finished_run_is_posted_to_its_callback_url_signed() {
+    let (receiver, url) = Receiver::start(0).await;
+    let app = TestApp::spawn_with(quick).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 7}, "callback_url": url}))
+        .await;
+    let got = receiver.wait_for(1).await;
+    let (headers, body) = &got[0];
+    let run: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(
+        (run["id"].as_str(), run["status"].as_str()),
+        (Some(id.as_str()), Some("succeeded"))
+    );
+    assert_eq!(run["result"]["value"], 7);
+    assert_eq!(headers["agentq-event"], "run.finished");
+    let signature = headers["agentq-signature"].to_str().unwrap();
+    let (t, v1) = signature.split_once(",v1=").unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec").unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v1, expected);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !event_types(&app.events(&id).await).contains(&"webhook_delivered".to_owned()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_tried_again_and_every_attempt_is_recorded() {
+    let (receiver, url) = Receiver::start(2).await;
+    let app = TestApp::spawn_with(quick).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
+        .await;
+    receiver.wait_for(3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let types = event_types(&app.events(&id).await);
+        let failed = types.iter().filter(|t| *t == "webhook_failed").count();
+        if types.contains(&"webhook_delivered".to_owned()) {
+            assert_eq!(failed, 2);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{types:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn deliveries_stop_after_the_give_up_window() {
+    let (receiver, url) = Receiver::start(usize::MAX).await;
+    let app = TestApp::spawn_with(|c| {
+        quick(c);
+        c.worker.webhooks.give_up_after = Duration::from_millis(300);
+    })
+    .await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
+        .await;
+    receiver.wait_for(1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = app.events(&id).await;
+        if events
+            .iter()
+            .any(|e| e["type"] == "webhook_failed" && e["data"]["given_up"] == true)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never gave up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = receiver.got.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        receiver.got.lock().unwrap().len(),
+        sent,
+        "no delivery after giving up"
+    );
+}
+
+#[tokio::test]
+async fn cancelled_runs_are_delivered_too_and_bad_urls_are_refused() {
+    let (receiver, url) = Receiver::start(0).await;
+    let app = TestApp::spawn_with(quick).await;
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let id = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1}, "run_at": later, "callback_url": url}),
+        )
+        .await;
+    app.client
+        .post(app.url(&format!("/v1/runs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    let got = receiver.wait_for(1).await;
+    let run: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(run["status"], "cancelled");
+    let response = app
+        .post_run(
+            json!({"agent": "echo", "input": {"value": 1}, "callback_url": "ftp://x.example/hook"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "callback_url");
+}
