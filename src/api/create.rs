@@ -236,7 +236,7 @@ impl CreateRunRequest {
                 .map_or(defaults.backoff.cap, Duration::from_millis),
         };
         let now = Utc::now();
-        let starts = self.run_at.unwrap_or(now);
+        let starts = self.run_at.map_or(now, |at| at.max(now));
         for (field, limit) in [("deadline", self.deadline), ("expires_at", self.expires_at)] {
             if limit.is_some_and(|t| t <= starts) {
                 problems.push(FieldError::new(

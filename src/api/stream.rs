@@ -52,7 +52,9 @@ struct Follow {
     pending: VecDeque<RunEvent>,
     heads: watch::Receiver<i64>,
     heads_open: bool,
-    finished: bool,
+    /// The run has ended (seen at the start, or a terminal event was sent): the stream ends
+    /// once the events already read are sent.
+    ended: bool,
 }
 
 pub(super) async fn stream_events(
@@ -65,7 +67,7 @@ pub(super) async fn stream_events(
     let run = store.get_run(id).await?;
     let pending: VecDeque<RunEvent> = store.list_events(id, after).await?.into();
     let follow = Follow {
-        finished: pending.is_empty() && run.status.is_terminal(),
+        ended: run.status.is_terminal(),
         store,
         id,
         after,
@@ -83,13 +85,12 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
         loop {
             if let Some(event) = f.pending.pop_front() {
                 f.after = event.seq;
-                if TERMINAL.contains(&event.kind.as_str()) {
-                    f.finished = true;
-                    f.pending.clear();
-                }
+                // events written with or after the terminal one (compensation, webhooks)
+                // are still sent; then the stream ends
+                f.ended |= TERMINAL.contains(&event.kind.as_str());
                 return Some((Ok(to_sse(&event)), f));
             }
-            if f.finished {
+            if f.ended {
                 return None;
             }
             tokio::select! {

@@ -153,6 +153,11 @@ impl RunContext {
         timeout: Duration,
         on_timeout: OnTimeout,
     ) -> Result<Signal, AgentError> {
+        if names.is_empty() {
+            return Err(AgentError::permanent(
+                "wait_for_any needs at least one signal name",
+            ));
+        }
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let fence = self.inner.fence.clone();
         match self.inner.store.take_signal(fence, names.clone()).await {

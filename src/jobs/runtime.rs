@@ -252,7 +252,7 @@ async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
                 if s.timed_out > 0 {
                     tracing::info!(
                         runs = s.timed_out,
-                        "failed runs past their deadline or expiry"
+                        "ended runs past a time limit (deadline, expiry, wait)"
                     )
                 }
             }

@@ -109,7 +109,7 @@ pub struct Sweep {
     pub retried: u64,
     /// Runs of lost workers failed: that was their last attempt.
     pub failed: u64,
-    /// Due runs failed because they passed their deadline or expired before starting.
+    /// Runs past a time limit: failed (deadline, expiry, wait) or resumed (a wait that asked to).
     pub timed_out: u64,
 }
 

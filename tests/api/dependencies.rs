@@ -141,3 +141,34 @@ async fn unknown_invalid_or_failed_dependencies_are_refused() {
     let runs = app.get_json("/v1/runs?agent=gather").await;
     assert_eq!(runs["runs"], json!([]), "refused runs leave nothing behind");
 }
+
+#[tokio::test]
+async fn a_run_failed_by_its_dependency_cannot_be_retried_before_the_dependency() {
+    let app = TestApp::spawn().await;
+    let first = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true},
+                       "run_at": later(1500)}),
+        )
+        .await;
+    let dependent = app
+        .create(json!({"agent": "gather", "depends_on": [first]}))
+        .await;
+    app.wait_for_status(&dependent, "failed", Duration::from_secs(5))
+        .await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/runs/{dependent}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("retry that run first")
+    );
+    assert_eq!(app.get_run(&dependent).await["status"], "failed");
+}

@@ -99,3 +99,25 @@ async fn an_expired_key_can_name_a_new_run() {
     assert_eq!(status, 202);
     assert_ne!(second["id"], first["id"]);
 }
+
+#[tokio::test]
+async fn a_refused_request_does_not_take_its_key() {
+    let app = TestApp::spawn().await;
+    let unknown = uuid::Uuid::now_v7();
+    let bad =
+        format!(r#"{{"agent": "echo", "input": {{"value": 1}}, "depends_on": ["{unknown}"]}}"#);
+    // sent together, so the writer takes both in one batch
+    let (refused, accepted) = tokio::join!(
+        post_keyed(&app, "retry-me", &bad),
+        post_keyed(&app, "retry-me", BODY)
+    );
+    // whichever goes first, the valid request creates its run: a refused one reserves no
+    // key (first, it is refused for its dependency; second, it meets the taken key)
+    assert!(matches!(refused.0, 422 | 409), "{refused:?}");
+    assert_eq!(accepted.0, 202, "{accepted:?}");
+    let id = accepted.1["id"].as_str().unwrap();
+    assert!(
+        app.get_run(id).await["status"].is_string(),
+        "the run exists"
+    );
+}

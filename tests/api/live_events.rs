@@ -158,3 +158,28 @@ async fn streams_of_unknown_runs_and_bad_resume_points_are_refused() {
         "application/problem+json"
     );
 }
+
+#[tokio::test]
+async fn events_after_the_terminal_one_are_sent_and_a_resumed_stream_ends() {
+    let app = TestApp::spawn().await;
+    app.probe
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = app
+        .create(json!({"agent": "switch", "on_failure": {"agent": "undo"}}))
+        .await;
+    app.wait_for(&id, Duration::from_secs(5), |r| {
+        r["compensation_run_id"].is_string()
+    })
+    .await;
+    let events = read_stream(&app, &id, None).await;
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["created", "started", "failed", "compensation_created"]
+    );
+    // resuming right after the terminal event gets what followed it, then the stream ends
+    let rest = read_stream(&app, &id, Some(events[2].id)).await;
+    let names: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["compensation_created"]);
+}

@@ -122,3 +122,13 @@ async fn time_limits_must_lie_after_now_and_after_run_at() {
         .collect();
     assert_eq!(fields, ["deadline", "expires_at"]);
 }
+
+#[tokio::test]
+async fn a_deadline_already_past_is_refused_even_with_an_earlier_run_at() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_run(json!({"agent": "echo", "input": {"value": 1},
+                         "run_at": in_ms(-60_000), "deadline": in_ms(-1000)}))
+        .await;
+    assert_eq!(response.status(), 422);
+}

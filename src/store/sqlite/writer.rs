@@ -89,6 +89,8 @@ pub(crate) enum Refusal {
     NotFound,
     /// The run's current status does not allow the change.
     WrongStatus(String),
+    /// Something else prevents it; the message says what.
+    Blocked(String),
 }
 
 /// Which failed runs to put back in the queue.
@@ -346,14 +348,15 @@ impl Writer {
             self.parked.retain(|r| !r.reply.is_closed());
             // parked claims found nothing; only a wake-up or a batch that may make runs
             // claimable can change that (a success or a progress report cannot)
-            if woken || requests.iter().any(|r| may_ready_runs(&r.op)) {
+            let include_parked = woken || requests.iter().any(|r| may_ready_runs(&r.op));
+            if include_parked {
                 requests.append(&mut self.parked);
             }
             if requests.is_empty() {
                 continue;
             }
             let closing = requests.iter().any(|r| matches!(r.op, Op::Close));
-            let answers = self.apply(&requests).await;
+            let answers = self.apply(&requests, include_parked).await;
             let mut undelivered = Vec::new();
             for (request, answer) in requests.drain(..).zip(answers) {
                 match answer {
@@ -391,12 +394,21 @@ impl Writer {
         Some(self.next_due.map_or(deadline, |due| due.min(deadline)))
     }
 
-    async fn apply(&mut self, requests: &[Request]) -> Vec<Result<Answer, StoreError>> {
+    /// Applies a batch. When the parked claims were not part of it but it made runs ready
+    /// anyway (a success that unblocked its dependents), they are woken at once.
+    async fn apply(
+        &mut self,
+        requests: &[Request],
+        parked_included: bool,
+    ) -> Vec<Result<Answer, StoreError>> {
         let ops: Vec<&Op> = requests.iter().map(|r| &r.op).collect();
         let track = self.hub.is_followed();
         match apply_in_tx(&mut self.conn, &ops, track).await {
             Ok(applied) => {
                 self.note_due(applied.ready_at);
+                if !parked_included && applied.ready_at.is_some_and(|t| t <= now_ms()) {
+                    self.next_due = Some(now_ms());
+                }
                 self.hub.committed(&applied.heads);
                 applied.answers.into_iter().map(Ok).collect()
             }

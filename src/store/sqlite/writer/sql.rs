@@ -137,6 +137,9 @@ SET status = CASE WHEN depends_count > 0 AND EXISTS (
     progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = ?1,
     updated_at = ?1, event_seq = event_seq + 1
 WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'failed'
+  AND NOT EXISTS (
+    SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+    WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
 RETURNING id, event_seq";
 
 /// Failed runs matching a filter, oldest first: ?1 agent, ?2 created at or after,

@@ -62,7 +62,13 @@ pub(super) async fn requeue(
         .fetch_all(&mut *b.conn)
         .await?;
     if let (RequeueTarget::One(id), true) = (target, rows.is_empty()) {
-        return Ok(Err(refusal(b, *id).await?));
+        return Ok(Err(match refusal(b, *id).await? {
+            // failed, yet not requeued: a run it depends on failed or was cancelled
+            Refusal::WrongStatus(s) if s == RunStatus::Failed.as_str() => Refusal::Blocked(
+                "a run it depends on failed or was cancelled: retry that run first".into(),
+            ),
+            other => other,
+        }));
     }
     for row in &rows {
         let id: String = row.try_get("id")?;
@@ -80,6 +86,9 @@ impl Refusal {
     pub(crate) fn into_error(self, action: &str) -> StoreError {
         match self {
             Refusal::NotFound => StoreError::NotFound,
+            Refusal::Blocked(message) => {
+                StoreError::Conflict(format!("cannot {action}: {message}"))
+            }
             Refusal::WrongStatus(status) => StoreError::Conflict(format!(
                 "cannot {action} a run that is {status}{}",
                 if status == RunStatus::Failed.as_str() || action != "retry" {

@@ -32,43 +32,43 @@ pub(super) async fn insert_runs(
     let mut fresh: Vec<(usize, &NewRun)> = Vec::with_capacity(inserts.len());
     // keys taken earlier in this batch, which the database cannot show yet
     let mut batch_keys: HashMap<&str, (&str, RunId)> = HashMap::new();
-    for &(i, run) in inserts {
-        let Some(key) = &run.idempotency else {
-            fresh.push((i, run));
-            continue;
-        };
-        let holder = match batch_keys.get(key.key.as_str()) {
-            Some(&(fingerprint, id)) => Some((fingerprint.to_owned(), id)),
-            None => key_holder(b, &key.key).await?,
-        };
-        match holder {
-            Some((fingerprint, id)) if fingerprint == key.fingerprint => {
-                out.push((i, InsertAnswer::Existing(id)))
-            }
-            Some(_) => out.push((i, InsertAnswer::KeyReused)),
-            None => {
-                batch_keys.insert(&key.key, (&key.fingerprint, run.id));
-                fresh.push((i, run));
-            }
-        }
-    }
-    // dependencies: refuse unknown or already failed ones, block until the others succeed
     let mut blocked: HashMap<RunId, bool> = HashMap::new();
-    let mut checked = Vec::with_capacity(fresh.len());
-    for (i, run) in fresh {
-        if run.depends_on.is_empty() {
-            checked.push((i, run));
-            continue;
-        }
-        match super::dependencies::check(b, &run.depends_on).await? {
-            Ok(is_blocked) => {
-                blocked.insert(run.id, is_blocked);
-                checked.push((i, run));
+    for &(i, run) in inserts {
+        if let Some(key) = &run.idempotency {
+            let holder = match batch_keys.get(key.key.as_str()) {
+                Some(&(fingerprint, id)) => Some((fingerprint.to_owned(), id)),
+                None => key_holder(b, &key.key).await?,
+            };
+            match holder {
+                Some((fingerprint, id)) if fingerprint == key.fingerprint => {
+                    out.push((i, InsertAnswer::Existing(id)));
+                    continue;
+                }
+                Some(_) => {
+                    out.push((i, InsertAnswer::KeyReused));
+                    continue;
+                }
+                None => {}
             }
-            Err(problems) => out.push((i, InsertAnswer::BadDependencies(problems))),
         }
+        // dependencies: refuse unknown or already failed ones, block until the others
+        // succeed; a refused run reserves no key
+        if !run.depends_on.is_empty() {
+            match super::dependencies::check(b, &run.depends_on).await? {
+                Ok(is_blocked) => {
+                    blocked.insert(run.id, is_blocked);
+                }
+                Err(problems) => {
+                    out.push((i, InsertAnswer::BadDependencies(problems)));
+                    continue;
+                }
+            }
+        }
+        if let Some(key) = &run.idempotency {
+            batch_keys.insert(&key.key, (&key.fingerprint, run.id));
+        }
+        fresh.push((i, run));
     }
-    let fresh = checked;
     if fresh.is_empty() {
         return Ok(out);
     }
