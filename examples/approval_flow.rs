@@ -14,13 +14,12 @@
 //!      -d '{"name": "plan_approved"}'
 //! ```
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use agentq::app::{Application, Role, builtin_agents};
-use agentq::config::Cli;
+use agentq::app::builtin_agents;
 use agentq::jobs::{Agent, AgentError, OnTimeout, RunContext};
 use async_trait::async_trait;
-use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -110,18 +109,11 @@ impl Agent for ApprovalFlow {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Err(message) = cli.settings.validate() {
-        anyhow::bail!(message);
-    }
-    agentq::telemetry::init(cli.settings.log_format);
+fn main() -> ExitCode {
     let mut agents = builtin_agents();
-    agents.register(ApprovalFlow)?;
-    let app = Application::build(cli.settings.app_config(Role::Serve), agents).await?;
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    agents
+        .register(ApprovalFlow)
+        .expect("the agent's name and input schema are valid");
+    // the same command line, settings and graceful shutdown as the agentq binary
+    agentq::app::main_with(agents)
 }

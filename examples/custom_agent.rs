@@ -7,12 +7,11 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 
-use agentq::app::{Application, Role, builtin_agents};
-use agentq::config::Cli;
+use agentq::app::builtin_agents;
 use agentq::jobs::{Agent, AgentError, RunContext};
 use async_trait::async_trait;
-use clap::Parser;
 use serde_json::{Value, json};
 
 /// Counts words, reporting progress as it goes. CPU work runs off the async threads.
@@ -57,18 +56,11 @@ impl Agent for WordCount {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Err(message) = cli.settings.validate() {
-        anyhow::bail!(message);
-    }
-    agentq::telemetry::init(cli.settings.log_format);
+fn main() -> ExitCode {
     let mut agents = builtin_agents();
-    agents.register(WordCount)?;
-    let app = Application::build(cli.settings.app_config(Role::Serve), agents).await?;
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    agents
+        .register(WordCount)
+        .expect("the agent's name and input schema are valid");
+    // the same command line, settings and graceful shutdown as the agentq binary
+    agentq::app::main_with(agents)
 }

@@ -4,11 +4,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::process::ExitCode;
+
 use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, HttpOptions, RunDefaults};
+use crate::config::{Cli, Command};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
 use crate::jobs::{AgentRegistry, WorkerOptions, run_worker, served_agents};
 use crate::store::{Store, StoreOptions};
@@ -138,5 +143,90 @@ impl Application {
         }
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// The `agentq` command line over `agents`: what the binary runs, and what an application
+/// with its own agents calls from its `main`. Parses the settings (a bad one prints one line
+/// and exits with code 2), runs the chosen role until SIGINT or SIGTERM, shuts down
+/// gracefully, and returns the process exit code.
+pub fn main_with(agents: AgentRegistry) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return usage_error(e.to_string().lines().next().unwrap_or("invalid arguments")),
+    };
+    if let Err(message) = cli.settings.validate() {
+        return usage_error(&message);
+    }
+    if let Err(e) = served_agents(&agents, cli.settings.agents.as_deref()) {
+        return usage_error(&format!("--agents: {e}"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    match runtime.block_on(run(cli, agents)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A bad setting: one line on stderr and exit code 2.
+fn usage_error(message: &str) -> ExitCode {
+    let message = message.trim_start_matches("error: ");
+    eprintln!("agentq: {message} (see agentq --help)");
+    ExitCode::from(2)
+}
+
+async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
+    let role = match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&crate::api::openapi())?);
+            return Ok(());
+        }
+        Command::Migrate => {
+            crate::telemetry::init(cli.settings.log_format);
+            let config = cli.settings.app_config(Role::Worker);
+            let store = Store::connect(&config.database_url, &config.store).await?;
+            store.migrate().await?;
+            store.close().await;
+            tracing::info!(database = %config.database_url, "migrations applied");
+            return Ok(());
+        }
+        Command::Serve => Role::Serve,
+        Command::Api => Role::Api,
+        Command::Worker => Role::Worker,
+    };
+    crate::telemetry::init(cli.settings.log_format);
+    let app = Application::build(cli.settings.app_config(role), agents).await?;
+    app.run_until(shutdown_signal()).await
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
     }
 }

@@ -58,6 +58,10 @@ pub(crate) async fn deliver_webhooks(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        // a read first: an idle worker takes no write lock just to find nothing
+        if !store.has_due_webhooks().await.unwrap_or(true) {
+            continue;
+        }
         let claimed = match store.claim_webhooks(BATCH, CLAIM_LEASE).await {
             Ok(claimed) => claimed,
             Err(e) => {

@@ -151,6 +151,11 @@ impl Store {
         self.inner.writer.signal(id, name, payload).await
     }
 
+    /// Whether any webhook delivery is due (a read).
+    pub async fn has_due_webhooks(&self) -> Result<bool, StoreError> {
+        self.inner.has_due_webhooks().await
+    }
+
     /// Claims up to `limit` due webhook deliveries for `lease`.
     pub async fn claim_webhooks(
         &self,

@@ -8,6 +8,17 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 
+/// An app whose only worker slot is taken for 3 s, so new runs wait in the queue.
+async fn busy_app() -> TestApp {
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
+    let blocker = app
+        .create(json!({"agent": "patient", "input": {"ms": 3000}}))
+        .await;
+    app.wait_for_status(&blocker, "running", Duration::from_secs(5))
+        .await;
+    app
+}
+
 fn in_ms(ms: i64) -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::milliseconds(ms)
 }
@@ -52,12 +63,7 @@ async fn a_running_attempt_is_stopped_at_the_deadline() {
 #[tokio::test]
 async fn a_due_run_that_cannot_start_before_its_deadline_fails() {
     // the only slot is busy, so the run waits in the queue past its deadline
-    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
-    let blocker = app
-        .create(json!({"agent": "patient", "input": {"ms": 3000}}))
-        .await;
-    app.wait_for_status(&blocker, "running", Duration::from_secs(5))
-        .await;
+    let app = busy_app().await;
     let id = app
         .create(json!({"agent": "echo", "input": {"value": 1}, "deadline": in_ms(300)}))
         .await;
@@ -71,12 +77,7 @@ async fn a_due_run_that_cannot_start_before_its_deadline_fails() {
 
 #[tokio::test]
 async fn a_run_not_started_before_it_expires_fails_as_expired() {
-    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
-    let blocker = app
-        .create(json!({"agent": "patient", "input": {"ms": 3000}}))
-        .await;
-    app.wait_for_status(&blocker, "running", Duration::from_secs(5))
-        .await;
+    let app = busy_app().await;
     let id = app
         .create(json!({"agent": "echo", "input": {"value": 1}, "expires_at": in_ms(300)}))
         .await;

@@ -84,4 +84,16 @@ impl Sqlite {
         tx.commit().await?;
         rows.into_iter().map(RunEvent::try_from).collect()
     }
+
+    /// Whether any webhook delivery is due: a read, so idle workers need no write lock.
+    pub(in crate::store) async fn has_due_webhooks(&self) -> Result<bool, StoreError> {
+        let due: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_due \
+             WHERE delivered_at IS NULL AND given_up = 0 AND due_at <= ?1)",
+        )
+        .bind(to_ms(chrono::Utc::now()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
 }
