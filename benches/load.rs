@@ -1,15 +1,22 @@
-//! Load benchmark of a real `agentq serve` process on the embedded SQLite default.
+//! Load benchmark of real agentq processes: `agentq serve` on the embedded SQLite default,
+//! or on PostgreSQL (`DB=postgres`, the server at `DATABASE_URL`), optionally as one
+//! `agentq api` process plus `WORKERS` separate `agentq worker` processes.
 //!
 //! `scripts/bench.sh` (or `cargo bench --bench load`) runs it against the release binary.
 //! Under `cargo test` it runs one small smoke pass instead, so the suite keeps it working.
-//! Each pass starts a fresh process on a fresh database and measures, over HTTP on loopback:
+//! Each pass starts fresh processes on a fresh database (a new file, or a new PostgreSQL
+//! schema) and measures, over HTTP on loopback:
 //! - e2e: N no-op `echo` runs, from the first POST to the last `succeeded` (finished_at);
 //! - post: POST latency at a fixed offered rate (open loop: latency counts from the
 //!   scheduled send time, so a stalled server cannot hide queued requests);
 //! - idle: POST → `succeeded` seen by a client polling GET, one run at a time;
 //! - live events: from an event's commit (`at`) to its arrival at a client following the
 //!   run's `text/event-stream` (runs with 5 progress steps, one at a time);
-//! - peak RSS of the server process (VmHWM).
+//! - peak RSS of the server process (VmHWM);
+//! - with `BACKLOG=n`: n runs queued while no worker runs, then the time the workers take
+//!   to drain them;
+//! - with `RECOVERY=1`: one of three worker processes killed with SIGKILL under load, and
+//!   the time until the last of its runs started again elsewhere (`--lease` is `LEASE`).
 //!
 //! Prints one JSON line per pass and the medians.
 
@@ -30,6 +37,13 @@ struct Args {
     idle_samples: usize,
     sse_runs: usize,
     concurrency: String,
+    /// `sqlite`, or `postgres` (the server at DATABASE_URL).
+    db: String,
+    /// Separate worker processes beside an `api` process; 0 runs one `serve` process.
+    workers: usize,
+    backlog: usize,
+    recovery: bool,
+    lease: String,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -56,49 +70,103 @@ fn args() -> Args {
         idle_samples: env_or("IDLE_SAMPLES", scale(300, 10)),
         sse_runs: env_or("SSE_RUNS", scale(40, 2)),
         concurrency: env_or("CONCURRENCY", "16".to_owned()),
+        db: env_or("DB", "sqlite".to_owned()),
+        workers: env_or("WORKERS", 0),
+        backlog: env_or("BACKLOG", 0),
+        recovery: env_or("RECOVERY", 0) == 1,
+        lease: env_or("LEASE", "5s".to_owned()),
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    db: std::path::PathBuf,
+/// A fresh database for one pass: a SQLite file, or a PostgreSQL schema.
+struct Database {
+    url: String,
+    schema: Option<String>,
     _dir: tempfile::TempDir,
 }
 
-impl Server {
-    async fn start(args: &Args) -> Self {
+impl Database {
+    async fn new(kind: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("bench.db");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(&args.binary)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", &format!("sqlite://{}", db.display())])
+        match kind {
+            "sqlite" => Self {
+                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                schema: None,
+                _dir: dir,
+            },
+            "postgres" => {
+                let base = postgres_base();
+                let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
+                let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let join = if base.contains('?') { '&' } else { '?' };
+                Self {
+                    url: format!("{base}{join}options=-csearch_path%3D{schema}"),
+                    schema: Some(schema),
+                    _dir: dir,
+                }
+            }
+            other => panic!("DB must be sqlite or postgres, not {other}"),
+        }
+    }
+
+    /// (succeeded runs, the latest finished_at in ms).
+    async fn stats(&self) -> (i64, i64) {
+        self.pair(
+            "SELECT COUNT(*), COALESCE(MAX(finished_at), 0) FROM runs WHERE status = 'succeeded'",
+        )
+        .await
+    }
+
+    /// Two integers from one row, whatever the dialect.
+    async fn pair(&self, sql: &'static str) -> (i64, i64) {
+        if self.url.starts_with("sqlite") {
+            let url = format!("{}?mode=ro", self.url);
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+
+    async fn drop_schema(&self) {
+        if let Some(schema) = &self.schema {
+            let mut conn = sqlx::PgConnection::connect(&postgres_base()).await.unwrap();
+            let sql = format!("DROP SCHEMA {schema} CASCADE");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn postgres_base() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// One agentq process.
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn spawn(args: &Args, role: &str, db: &Database, port: u16) -> Self {
+        let child = Command::new(&args.binary)
+            .args([role, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &db.url])
             .args(["--concurrency", &args.concurrency])
-            .env("RUST_LOG", "warn")
+            .args(["--lease", &args.lease])
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .expect("agentq starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..500 {
-            if client.get(format!("{base}/readyz")).send().await.is_ok() {
-                return Self {
-                    child,
-                    base,
-                    db,
-                    _dir: dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("agentq did not start");
+        Self { child }
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -110,25 +178,87 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     }
-
-    async fn stats(&self) -> (i64, i64) {
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", self.db.display()))
-                .await
-                .unwrap();
-        sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(MAX(finished_at), 0) FROM runs WHERE status = 'succeeded'",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-    }
 }
 
-impl Drop for Server {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The processes of one pass: `serve`, or `api` plus `workers` worker processes.
+struct Server {
+    front: Process,
+    workers: Vec<Process>,
+    base: String,
+    db: Database,
+}
+
+impl Server {
+    async fn start(args: &Args) -> Self {
+        let db = Database::new(&args.db).await;
+        let mut server = Self::start_on(args, db, args.workers == 0).await;
+        server.add_workers(args, args.workers);
+        server
+    }
+
+    /// The front process on `db`: `serve` (API and workers) or `api` only.
+    async fn start_on(args: &Args, db: Database, serve: bool) -> Self {
+        let port = free_port();
+        let role = if serve { "serve" } else { "api" };
+        let front = Process::spawn(args, role, &db, port);
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..500 {
+            if client.get(format!("{base}/readyz")).send().await.is_ok() {
+                return Self {
+                    front,
+                    workers: Vec::new(),
+                    base,
+                    db,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("agentq did not start");
+    }
+
+    fn add_workers(&mut self, args: &Args, n: usize) {
+        for _ in 0..n {
+            let worker = Process::spawn(args, "worker", &self.db, free_port());
+            self.workers.push(worker);
+        }
+    }
+
+    /// Peak RSS of the largest process.
+    fn peak_rss_kib(&self) -> u64 {
+        std::iter::once(&self.front)
+            .chain(&self.workers)
+            .map(Process::peak_rss_kib)
+            .max()
+            .unwrap_or(0)
+    }
+
+    async fn stats(&self) -> (i64, i64) {
+        self.db.stats().await
+    }
+
+    async fn stop(self) {
+        let Self {
+            front, workers, db, ..
+        } = self;
+        drop(workers);
+        drop(front);
+        db.drop_schema().await;
     }
 }
 
@@ -174,7 +304,8 @@ async fn e2e(server: &Server, args: &Args) -> (f64, f64) {
             "only {done} of {} runs succeeded",
             args.runs
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // the count scans the table: poll gently, the result uses finished_at anyway
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -275,6 +406,102 @@ async fn sse_latency(server: &Server, args: &Args) -> (f64, f64) {
     (pct(&lat, 50.0), pct(&lat, 99.0))
 }
 
+/// POSTs `n` runs with `parallel` requests in flight.
+async fn submit(base: &str, n: usize, parallel: usize, body: fn(usize) -> Value) {
+    let client = reqwest::Client::new();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/v1/runs");
+            async move {
+                let response = client.post(url).json(&body(i)).send().await.expect("POST");
+                assert_eq!(response.status(), 202);
+            }
+        })
+        .buffer_unordered(parallel)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// Waits until `n` runs succeeded; returns the latest finished_at (ms).
+async fn until_succeeded(db: &Database, n: usize, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let (done, last_finished_ms) = db.stats().await;
+        if done as usize >= n {
+            return last_finished_ms;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {n} runs succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `args.backlog` runs queued through an `api` process with no worker running, then the
+/// workers start: seconds until the last one succeeded, and runs/s.
+async fn backlog(args: &Args) -> (f64, f64) {
+    let db = Database::new(&args.db).await;
+    let mut server = Server::start_on(args, db, false).await;
+    submit(&server.base, args.backlog, args.parallel, body).await;
+    let start_ms = chrono::Utc::now().timestamp_millis();
+    server.add_workers(args, args.workers.max(1));
+    let last_ms = until_succeeded(&server.db, args.backlog, Duration::from_secs(1800)).await;
+    server.stop().await;
+    let secs = (last_ms - start_ms) as f64 / 1000.0;
+    (secs, args.backlog as f64 / secs)
+}
+
+/// Kills one of three worker processes (SIGKILL) while they run 1 s runs; returns the
+/// seconds from the kill until the last of its runs started again elsewhere.
+async fn recovery(args: &Args) -> f64 {
+    let db = Database::new(&args.db).await;
+    let mut server = Server::start_on(args, db, false).await;
+    server.add_workers(args, 3);
+    let runs = 200;
+    let slow = |i: usize| json!({"agent": "echo", "input": {"value": i, "delay_ms": 1000}});
+    submit(&server.base, runs, args.parallel, slow).await;
+    let victim = server.workers.remove(1);
+    let pid = victim.child.id();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed: Value = client
+            .get(format!("{}/v1/workers", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let busy = listed["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["pid"] == pid && w["running"].as_u64().unwrap_or(0) > 0);
+        if busy {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the victim never ran anything");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed_ms = chrono::Utc::now().timestamp_millis();
+    drop(victim);
+    until_succeeded(&server.db, runs, Duration::from_secs(300)).await;
+    let (lost, restarted_ms) = server
+        .db
+        .pair(
+            "SELECT COUNT(DISTINCT run_id), COALESCE(MAX(at), 0) FROM run_events \
+             WHERE type = 'started' AND run_id IN \
+                 (SELECT run_id FROM run_events WHERE type = 'attempt_lost')",
+        )
+        .await;
+    server.stop().await;
+    assert!(lost > 0, "the killed worker held runs");
+    (restarted_ms - killed_ms) as f64 / 1000.0
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -302,24 +529,42 @@ async fn main() {
         let (idle_p50, idle_p99) = idle_latency(&server, &args).await;
         let (post_p50, post_p99, post_max) = post_latency(&server, &args).await;
         let (sse_p50, sse_p99) = sse_latency(&server, &args).await;
-        drop(server);
+        server.stop().await;
         let server = Server::start(&args).await;
         let (e2e_rps, post_rps) = e2e(&server, &args).await;
         let rss_mib = server.peak_rss_kib() as f64 / 1024.0;
-        let result = json!({
-            "pass": pass, "runs": args.runs, "parallel": args.parallel, "concurrency": args.concurrency,
+        server.stop().await;
+        let mut result = json!({
+            "pass": pass, "db": args.db, "workers": args.workers,
+            "runs": args.runs, "parallel": args.parallel, "concurrency": args.concurrency,
             "e2e_runs_per_s": e2e_rps.round(), "post_runs_per_s": post_rps.round(),
             "post_p50_ms": post_p50, "post_p99_ms": post_p99, "post_max_ms": post_max, "offered_rate": args.rate,
             "idle_p50_ms": idle_p50, "idle_p99_ms": idle_p99, "peak_rss_mib": rss_mib,
             "sse_p50_ms": sse_p50, "sse_p99_ms": sse_p99,
         });
+        if args.backlog > 0 {
+            let (secs, rate) = backlog(&args).await;
+            result["backlog"] = json!(args.backlog);
+            result["backlog_drain_s"] = json!(secs);
+            result["backlog_runs_per_s"] = json!(rate.round());
+        }
+        if args.recovery {
+            result["lease"] = json!(args.lease);
+            result["recovery_s"] = json!(recovery(&args).await);
+        }
         println!("{result}");
         results.push(result);
     }
     let metric = |k: &str| median(results.iter().map(|r| r[k].as_f64().unwrap()).collect());
     println!(
-        "medians over {} passes: e2e {:.0} runs/s (POST phase {:.0}/s) | POST p50 {:.2} ms p99 {:.2} ms at {}/s | idle POST->succeeded p50 {:.2} ms p99 {:.2} ms | live event p50 {:.2} ms p99 {:.2} ms | peak RSS {:.1} MiB",
+        "medians over {} passes ({}, {}): e2e {:.0} runs/s (POST phase {:.0}/s) | POST p50 {:.2} ms p99 {:.2} ms at {}/s | idle POST->succeeded p50 {:.2} ms p99 {:.2} ms | live event p50 {:.2} ms p99 {:.2} ms | peak RSS {:.1} MiB",
         args.passes,
+        args.db,
+        if args.workers == 0 {
+            "one serve process".to_owned()
+        } else {
+            format!("api + {} workers", args.workers)
+        },
         metric("e2e_runs_per_s"),
         metric("post_runs_per_s"),
         metric("post_p50_ms"),
@@ -331,4 +576,19 @@ async fn main() {
         metric("sse_p99_ms"),
         metric("peak_rss_mib"),
     );
+    if args.backlog > 0 {
+        println!(
+            "backlog of {}: drained in {:.1} s ({:.0} runs/s)",
+            args.backlog,
+            metric("backlog_drain_s"),
+            metric("backlog_runs_per_s")
+        );
+    }
+    if args.recovery {
+        println!(
+            "kill -9 of one of three workers, --lease {}: its runs restarted within {:.2} s",
+            args.lease,
+            metric("recovery_s")
+        );
+    }
 }

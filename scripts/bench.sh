@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark of the embedded default (see benches/load.rs for what is measured).
-#   scripts/bench.sh                      # 3 passes, 20,000 runs, 1,000 runs/s offered
+# Load benchmark of real agentq processes (see benches/load.rs for what is measured).
+#   scripts/bench.sh                      # SQLite, one serve process: 3 passes, 20,000 runs
 #   PASSES=5 CONCURRENCY=64 scripts/bench.sh
-# Knobs (env): PASSES RUNS PARALLEL RATE RATE_SECS IDLE_SAMPLES SSE_RUNS CONCURRENCY,
-# and AGENTQ_BIN=path to measure another build of agentq (alternate runs to compare).
+#   DB=postgres WORKERS=2 scripts/bench.sh                 # PostgreSQL at DATABASE_URL,
+#                                                          # an api process + 2 workers
+#   DB=postgres WORKERS=1 BACKLOG=100000 RECOVERY=1 scripts/bench.sh
+# Knobs (env): PASSES RUNS PARALLEL RATE RATE_SECS IDLE_SAMPLES SSE_RUNS CONCURRENCY
+# DB (sqlite|postgres) WORKERS BACKLOG RECOVERY LEASE, and AGENTQ_BIN=path to measure
+# another build of agentq (alternate runs to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench-results

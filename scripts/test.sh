@@ -3,6 +3,8 @@
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/servers.sh
+source scripts/servers.sh
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -15,13 +17,65 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo build --examples"
 cargo build --examples --locked
 
-# The suite needs no server: the embedded SQLite default is what it exercises; tests that
-# need a process start the real binary themselves.
-step "cargo test"
+# PostgreSQL and Redis: the ones at DATABASE_URL / REDIS_URL, or our own (servers.sh).
+step "test servers"
+ensure_postgres
+ensure_redis
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+test_db="agentq_test_$$"
+psql_admin() { "$AGENTQ_PG_BIN/psql" "$DATABASE_URL" -v ON_ERROR_STOP=1 -qAtc "$1" >/dev/null; }
+cleanup() {
+    rm -f "$log"
+    # the Redis-delivery passes' keys (one namespace per test)
+    local cli
+    cli="$(command -v redis-cli || echo "$(dirname "${AGENTQ_REDIS_SERVER:-/}")/redis-cli")"
+    if [[ -x $cli ]]; then
+        "$cli" -u "$REDIS_URL" --scan --pattern 'agentq-test-*' 2>/dev/null |
+            xargs -r -n 500 "$cli" -u "$REDIS_URL" DEL >/dev/null 2>&1 || true
+    else
+        echo "test.sh: no redis-cli: keys agentq-test-* stay in $REDIS_URL" >&2
+    fi
+    psql_admin "DROP DATABASE IF EXISTS $test_db WITH (FORCE)" || true
+    servers_cleanup
+}
+trap cleanup EXIT
+# every test makes its own schema in a database of this run's own, dropped at the end
+psql_admin "CREATE DATABASE $test_db"
+# the same server and parameters, this run's database
+base="${DATABASE_URL%%\?*}"
+query="${DATABASE_URL#"$base"}"
+if [[ ${base#*://} == */* ]]; then base="${base%/*}"; fi
+export AGENTQ_TEST_DATABASE_URL="$base/$test_db$query"
+
+# arguments before `--` go to cargo, those after it to the test binaries
+cargo_args=()
+test_args=()
+seen_separator=false
+for arg in "$@"; do
+    if ! $seen_separator && [[ $arg == -- ]]; then
+        seen_separator=true
+    elif $seen_separator; then
+        test_args+=("$arg")
+    else
+        cargo_args+=("$arg")
+    fi
+done
+
 status=0
-cargo test --lib --bins --tests --benches --locked "$@" 2>&1 | tee "$log" || status=$?
+step "cargo test (SQLite, the default)"
+cargo test --lib --bins --tests --benches --locked "${cargo_args[@]}" -- "${test_args[@]}" 2>&1 | tee "$log" || status=$?
+
+# The integration suite again in the other three combinations of database (SQLite,
+# PostgreSQL) and delivery (workers claim from the table, or Redis delivers). Tests that
+# bring their own throwaway servers (outage, throwaway) ran in the first pass already;
+# the Redis delivery tests set up Redis themselves and run in the db-delivery passes.
+once=(--skip outage:: --skip throwaway::)
+step "cargo test --test api (PostgreSQL)"
+AGENTQ_TEST_DB=postgres cargo test --test api --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" 2>&1 | tee -a "$log" || status=$?
+step "cargo test --test api (SQLite, Redis delivery)"
+AGENTQ_TEST_DELIVERY=redis cargo test --test api --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
+step "cargo test --test api (PostgreSQL, Redis delivery)"
+AGENTQ_TEST_DB=postgres AGENTQ_TEST_DELIVERY=redis cargo test --test api --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ {

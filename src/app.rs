@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, HttpOptions, RunDefaults};
 use crate::config::{Cli, Command};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
-use crate::jobs::{AgentRegistry, WorkerOptions, run_worker, served_agents};
+use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
 use crate::store::{Store, StoreOptions};
 
 /// Which parts of agentq this process runs.
@@ -76,6 +76,12 @@ impl Application {
             .await
             .with_context(|| format!("opening {}", config.database_url))?;
         store.migrate().await.context("applying migrations")?;
+        if config.role.runs_workers() && config.worker.redis.is_some() {
+            store
+                .enable_redis_delivery()
+                .await
+                .context("creating the indexes of Redis delivery")?;
+        }
         let listener = if config.role.serves_http() {
             let listener = TcpListener::bind(config.listen)
                 .await
@@ -106,12 +112,21 @@ impl Application {
     /// the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let token = CancellationToken::new();
+        let worker_status = match self.config.role.runs_workers() {
+            true => {
+                let agents = served_agents(&self.registry, self.config.worker.agents.as_deref())?;
+                let status = WorkerStatus::new(agents.to_vec(), self.config.worker.concurrency);
+                Some(Arc::new(status))
+            }
+            false => None,
+        };
         let http = self.listener.map(|listener| {
             let state = ApiState {
                 store: self.store.clone(),
                 registry: self.registry.clone(),
                 defaults: Arc::new(self.config.defaults.clone()),
                 signal_secret: self.config.http.signal_secret.clone(),
+                worker: worker_status.clone(),
             };
             let app = api::router(state, &self.config.http);
             let token = token.clone();
@@ -122,11 +137,12 @@ impl Application {
                     .await
             })
         });
-        let worker = self.config.role.runs_workers().then(|| {
+        let worker = worker_status.map(|status| {
             tokio::spawn(run_worker(
                 self.store.clone(),
                 self.registry.clone(),
                 self.config.worker.clone(),
+                status,
                 token.clone(),
             ))
         });

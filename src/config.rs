@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::{HttpOptions, RunDefaults};
 use crate::app::{AppConfig, Role};
 use crate::domain::Backoff;
-use crate::jobs::WorkerOptions;
+use crate::jobs::{MAX_DISPATCH_WINDOW, RedisOptions, WorkerOptions};
 use crate::store::StoreOptions;
 
 #[derive(Debug, Parser)]
@@ -66,7 +66,7 @@ pub struct Settings {
         global = true
     )]
     pub listen: SocketAddr,
-    /// Where runs are kept: sqlite://PATH (created if missing).
+    /// Where runs are kept: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(
         long,
         env = "AGENTQ_DATABASE_URL",
@@ -74,6 +74,30 @@ pub struct Settings {
         global = true
     )]
     pub database_url: String,
+    /// Deliver runs through Redis (redis://… or rediss://…) instead of workers claiming
+    /// them from the runs table, which stays the record. Unset: no Redis.
+    #[arg(long, env = "AGENTQ_QUEUE_URL", hide_env_values = true, global = true)]
+    pub queue_url: Option<String>,
+    /// With --queue-url: ready runs kept in Redis per agent queue, topped up from the runs
+    /// table in priority order. A new high-priority run waits behind at most this many.
+    #[arg(long, env = "AGENTQ_DISPATCH_WINDOW", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_DISPATCH_WINDOW as i64), global = true)]
+    pub dispatch_window: u32,
+    /// With --queue-url: how often an idle worker asks Redis for messages (apalis-redis is
+    /// not woken by a push, so this is the idle pickup latency; each ask is one script
+    /// call per agent queue and process).
+    #[arg(long, env = "AGENTQ_QUEUE_POLL_INTERVAL", default_value = "25ms", value_parser = duration, global = true)]
+    pub queue_poll_interval: Duration,
+    /// With --queue-url: the prefix of agentq's Redis keys (`<namespace>:<agent>:…`), so
+    /// several agentq deployments can share one Redis. Processes sharing a database must
+    /// share it.
+    #[arg(
+        long,
+        env = "AGENTQ_QUEUE_NAMESPACE",
+        default_value = "agentq",
+        global = true
+    )]
+    pub queue_namespace: String,
     /// Attempts a worker process runs at once.
     #[arg(long, env = "AGENTQ_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
@@ -158,6 +182,10 @@ pub struct Settings {
         global = true
     )]
     pub sqlite_sync: SqliteSync,
+    /// Connections each process keeps for reads (besides its one writing connection).
+    #[arg(long, env = "AGENTQ_READ_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
+    pub read_connections: u32,
 }
 
 impl Settings {
@@ -180,6 +208,21 @@ impl Settings {
             Duration::from_millis(10),
         )?;
         at_least("run-timeout", self.run_timeout, Duration::from_millis(1))?;
+        if self.queue_namespace.is_empty()
+            || !self
+                .queue_namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(
+                "--queue-namespace must be letters, digits, '-', '_' or '.' (at least one)".into(),
+            );
+        }
+        at_least(
+            "queue-poll-interval",
+            self.queue_poll_interval,
+            Duration::from_millis(1),
+        )?;
         at_least(
             "request-timeout",
             self.request_timeout,
@@ -191,10 +234,24 @@ impl Settings {
         if self.body_limit < 1024 {
             return Err("--body-limit must be at least 1024 bytes".into());
         }
-        if !self.database_url.starts_with("sqlite:") {
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|scheme| self.database_url.starts_with(scheme))
+        {
+            // the scheme only: a URL may carry a password
             return Err(format!(
-                "--database-url must be sqlite://PATH (PostgreSQL is not supported yet), got `{}`",
-                self.database_url
+                "--database-url must be sqlite://PATH or postgres://…, got a `{}:` URL",
+                self.database_url.split(':').next().unwrap_or_default()
+            ));
+        }
+        if let Some(url) = &self.queue_url
+            && !url.starts_with("redis://")
+            && !url.starts_with("rediss://")
+        {
+            // the scheme only: a URL may carry a password
+            return Err(format!(
+                "--queue-url must be redis://… or rediss://…, got a `{}:` URL",
+                url.split(':').next().unwrap_or_default()
             ));
         }
         Ok(())
@@ -207,7 +264,7 @@ impl Settings {
             database_url: self.database_url.clone(),
             store: StoreOptions {
                 sqlite_synchronous_full: self.sqlite_sync == SqliteSync::Full,
-                ..StoreOptions::default()
+                read_connections: self.read_connections,
             },
             worker: WorkerOptions {
                 concurrency: self.concurrency as usize,
@@ -219,6 +276,12 @@ impl Settings {
                     secret: self.webhook_secret.clone().map(crate::domain::Secret),
                     ..Default::default()
                 },
+                redis: self.queue_url.clone().map(|url| RedisOptions {
+                    url,
+                    dispatch_window: self.dispatch_window as usize,
+                    poll_interval: self.queue_poll_interval,
+                    namespace: self.queue_namespace.clone(),
+                }),
             },
             http: HttpOptions {
                 body_limit: self.body_limit,

@@ -20,11 +20,16 @@ pub(super) async fn problems(req: Request, next: Next) -> Response {
     request_id::scope(id, async move {
         let response = next.run(req).await;
         let status = response.status();
-        let is_problem = response
+        // problem+json from the handlers, and JSON bodies an endpoint documents for its
+        // errors (`/readyz`'s checks), are kept as they are
+        let has_body = response
             .headers()
             .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-        if (status.is_client_error() || status.is_server_error()) && !is_problem {
+            .is_some_and(|v| {
+                let v = v.as_bytes();
+                v.starts_with(b"application/problem+json") || v.starts_with(b"application/json")
+            });
+        if (status.is_client_error() || status.is_server_error()) && !has_body {
             // a bare error from routing, extraction, the body limit or the timeout layer
             let detail = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => "the body is larger than the limit".to_owned(),

@@ -43,6 +43,8 @@ pub struct ApiState {
     pub registry: Arc<AgentRegistry>,
     pub defaults: Arc<RunDefaults>,
     pub signal_secret: Option<Secret>,
+    /// This process's worker, when it runs one (`serve`): `/readyz` reports its state.
+    pub worker: Option<Arc<crate::jobs::WorkerStatus>>,
 }
 
 /// HTTP-level settings.
@@ -79,6 +81,7 @@ impl Default for HttpOptions {
     tags(
         (name = "runs", description = "Submit runs and follow them"),
         (name = "agents", description = "What can be run"),
+        (name = "workers", description = "The worker processes"),
         (name = "system", description = "Health of the service")
     )
 )]
@@ -94,6 +97,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(actions::retry_runs))
         .routes(routes!(signals::send_signal))
         .routes(routes!(system::list_agents))
+        .routes(routes!(system::list_workers))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
 }

@@ -6,7 +6,10 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::jobs::AgentInfo;
+use crate::domain::WorkerInfo;
+use crate::jobs::{AgentInfo, GONE_AFTER};
+
+use super::ApiError;
 
 use super::ApiState;
 
@@ -43,7 +46,27 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database answers.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerList {
+    /// Worker processes heard from in the last hour, newest first.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// Worker processes: every process running workers registers and heartbeats every
+/// 2 s; one silent for 10 s is shown as `gone`, one that shut down cleanly as `stopped`.
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", operation_id = "list_workers",
+    responses(
+        (status = 200, description = "The workers", body = WorkerList),
+        (status = 503, description = "The database is unavailable", body = crate::api::Problem,
+         content_type = "application/problem+json"),
+    ))]
+pub async fn list_workers(State(state): State<ApiState>) -> Result<Json<WorkerList>, ApiError> {
+    let workers = state.store.list_workers(GONE_AFTER).await?;
+    Ok(Json(WorkerList { workers }))
+}
+
+/// Readiness: the database answers and, in a process that runs workers, the worker loop
+/// can claim runs.
 #[utoipa::path(get, path = "/readyz", tag = "system", operation_id = "readyz",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -58,6 +81,17 @@ pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
         }
         Err(e) => {
             checks.insert("database".into(), e.to_string().into());
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+    };
+    let (status, word) = match state.worker.as_ref().map(|w| w.problem()) {
+        None => (status, word),
+        Some(None) => {
+            checks.insert("worker".into(), "ok".into());
+            (status, word)
+        }
+        Some(Some(problem)) => {
+            checks.insert("worker".into(), problem.into());
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
     };

@@ -1,10 +1,12 @@
-//! The run model: ids, statuses and their legal transitions, run errors and retry backoff.
+//! The run model: ids, statuses and their legal transitions, run errors and retry backoff;
+//! and worker processes as the registry shows them.
 //!
 //! Pure types and rules with no I/O, shared by the store, the workers and the API.
 
 mod backoff;
 mod run;
 mod status;
+mod worker;
 
 pub use backoff::Backoff;
 pub use run::{
@@ -12,3 +14,4 @@ pub use run::{
     RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,
 };
 pub use status::RunStatus;
+pub use worker::{WorkerBeat, WorkerInfo, WorkerState};

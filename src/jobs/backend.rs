@@ -34,6 +34,8 @@ pub struct FetchConfig {
     pub concurrency: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
+    /// Where a failing claim is reported (registry, `/readyz`).
+    pub status: Arc<super::WorkerStatus>,
 }
 
 type Fetch = BoxStream<'static, Result<Option<Task<ClaimedRun>>, QueueError>>;
@@ -64,6 +66,8 @@ struct Fetcher {
     worker: WorkerContext,
     buffer: VecDeque<ClaimedRun>,
     error_backoff: Duration,
+    /// Whether a claim has succeeded since this fetcher started.
+    claimed_once: bool,
 }
 
 fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
@@ -72,6 +76,7 @@ fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
         worker,
         buffer: VecDeque::new(),
         error_backoff: Duration::ZERO,
+        claimed_once: false,
     };
     futures::stream::unfold(fetcher, |mut f| async move {
         let run = f.next_run().await;
@@ -112,15 +117,26 @@ impl Fetcher {
                 )
                 .await;
             match claimed {
-                Ok(runs) if !runs.is_empty() => {
+                Ok(runs) => {
+                    if !self.error_backoff.is_zero() {
+                        tracing::info!("claiming runs works again");
+                    }
+                    // also clears the reason a restarted worker loop left
+                    if !self.claimed_once || !self.error_backoff.is_zero() {
+                        self.claimed_once = true;
+                        self.config.status.claim_failed(None);
+                    }
                     self.error_backoff = Duration::ZERO;
                     self.buffer.extend(runs);
                 }
-                Ok(_) => self.error_backoff = Duration::ZERO,
                 Err(e) => {
+                    // 1 s doubling to 60 s: a database that is down is not hammered
                     self.error_backoff = (self.error_backoff * 2)
-                        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+                        .clamp(Duration::from_secs(1), Duration::from_secs(60));
                     tracing::warn!(error = %e, retry_in_ms = self.error_backoff.as_millis() as u64, "claiming runs failed");
+                    self.config
+                        .status
+                        .claim_failed(Some(format!("claiming runs failed: {e}")));
                     tokio::time::sleep(self.error_backoff).await;
                 }
             }

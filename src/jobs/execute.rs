@@ -48,15 +48,24 @@ impl InFlight {
         }
     }
 
+    /// How many attempts are executing.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// The attempts whose leases must be renewed.
     pub(crate) fn fences(&self) -> Vec<Fence> {
         self.lock().keys().cloned().collect()
     }
 
-    /// Tells one attempt to stop (it lost its run).
-    pub(crate) fn cancel(&self, fence: &Fence) {
-        if let Some(token) = self.lock().get(fence) {
-            token.cancel();
+    /// Tells one attempt to stop (it lost its run). False when it had already ended.
+    pub(crate) fn cancel(&self, fence: &Fence) -> bool {
+        match self.lock().get(fence) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -97,21 +106,29 @@ pub(crate) struct Executor {
     pub(crate) store: Store,
     pub(crate) registry: Arc<AgentRegistry>,
     pub(crate) inflight: InFlight,
+    pub(crate) status: Arc<super::WorkerStatus>,
 }
 
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
 /// always told the task is done.
 pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Result<(), Infallible> {
+    run_attempt(&exec, run).await;
+    Ok(())
+}
+
+/// Runs one claimed attempt and records its outcome (or hands the run back at shutdown).
+/// Shared by both backends: the runs-table fetcher and Redis delivery.
+pub(crate) async fn run_attempt(exec: &Executor, run: ClaimedRun) {
     let fence = run.fence();
     let cancel = exec.inflight.start(fence.clone());
-    let ended = attempt(&exec, &run, cancel).await;
+    let ended = attempt(exec, &run, cancel).await;
     if ended.is_err() && exec.inflight.is_shutting_down() {
         // stopped by shutdown: the run goes back to the queue, the attempt is not counted
         if let Err(e) = exec.store.hand_back(vec![fence.clone()]).await {
             tracing::warn!(run.id = %run.id, error = %e, "could not hand the run back; it returns when its lease expires");
         }
         exec.inflight.end(&fence);
-        return Ok(());
+        return;
     }
     let outcome = decide(&run, ended, chrono::Utc::now(), &mut rand::rng());
     let status = match &outcome {
@@ -133,8 +150,8 @@ pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Resul
             "could not record the attempt's outcome; the run will be retried when its lease expires"
         ),
     }
+    exec.status.processed_one();
     exec.inflight.end(&fence);
-    Ok(())
 }
 
 async fn attempt(
@@ -191,7 +208,7 @@ async fn write_outcome(
     for _ in 0..5 {
         match store.finish(fence.clone(), outcome.clone()).await {
             Err(crate::store::StoreError::Unavailable(e)) => {
-                tracing::warn!(run.id = %fence.run_id, error = %e, "database busy; retrying outcome write");
+                tracing::warn!(run.id = %fence.run_id, error = %e, "database unavailable; retrying the outcome write");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }

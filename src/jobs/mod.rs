@@ -8,13 +8,17 @@ mod backend;
 pub mod builtin;
 mod execute;
 mod outcome;
+mod presence;
+mod redis;
 mod registry;
 mod runtime;
 mod webhooks;
 
 pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, OnTimeout, RunContext};
+pub use presence::{GONE_AFTER, HEARTBEAT_EVERY, WorkerStatus};
+pub use redis::{MAX_DISPATCH_WINDOW, RedisOptions};
 pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
-pub use runtime::{WorkerOptions, new_worker_id, run_worker, served_agents};
+pub use runtime::{WorkerOptions, run_worker, served_agents};
 pub use webhooks::WebhookOptions;
 
 /// Errors of the worker side.

@@ -16,10 +16,12 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Fence, Store};
 
 use super::backend::{FetchConfig, runs_backend};
 use super::execute::{Executor, InFlight, STOP_GRACE, execute};
+use super::presence::{WorkerStatus, heartbeat};
+use super::redis::RedisOptions;
 use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, QueueError};
 
@@ -38,6 +40,8 @@ pub struct WorkerOptions {
     pub agents: Option<Vec<String>>,
     /// How completion webhooks are delivered.
     pub webhooks: WebhookOptions,
+    /// Deliver through Redis (apalis-redis) instead of claiming from the runs table.
+    pub redis: Option<RedisOptions>,
 }
 
 impl Default for WorkerOptions {
@@ -49,20 +53,9 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_secs(1),
             agents: None,
             webhooks: WebhookOptions::default(),
+            redis: None,
         }
     }
-}
-
-/// A unique name for this process's worker: host, pid and a random suffix.
-pub fn new_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    let suffix: u32 = rand::random();
-    format!("{host}-{}-{:08x}", std::process::id(), suffix)
 }
 
 /// The agents a worker will serve, checked against the registry.
@@ -82,34 +75,44 @@ pub fn served_agents(
 }
 
 /// Runs the worker until `shutdown` fires, then shuts down as described above.
+/// `status` is this process's registry entry (see [`WorkerStatus::new`]).
 pub async fn run_worker(
     store: Store,
     registry: Arc<AgentRegistry>,
     options: WorkerOptions,
+    status: Arc<WorkerStatus>,
     shutdown: CancellationToken,
 ) -> Result<(), QueueError> {
     let agents = served_agents(&registry, options.agents.as_deref())?;
-    let worker_id: Arc<str> = new_worker_id().into();
+    let worker_id = status.id();
     tracing::info!(worker.id = %worker_id, agents = ?agents, concurrency = options.concurrency, "worker starting");
     let inflight = InFlight::default();
     let executor = Arc::new(Executor {
         store: store.clone(),
         registry,
         inflight: inflight.clone(),
+        status: status.clone(),
     });
     let fetch = FetchConfig {
         store: store.clone(),
         worker_id: worker_id.clone(),
-        agents,
+        agents: agents.clone(),
         concurrency: options.concurrency,
         lease: options.lease,
         poll_interval: options.poll_interval,
+        status: status.clone(),
     };
     let background = CancellationToken::new();
     let renewer = tokio::spawn(renew_leases(
         store.clone(),
         inflight.clone(),
         options.lease,
+        background.clone(),
+    ));
+    let presence = tokio::spawn(heartbeat(
+        store.clone(),
+        status.clone(),
+        inflight.clone(),
         background.clone(),
     ));
     let sweeper = tokio::spawn(sweep(store.clone(), options.lease, background.clone()));
@@ -119,7 +122,12 @@ pub async fn run_worker(
         background.clone(),
     ));
 
-    supervise(&fetch, &executor, &options, &shutdown).await;
+    match &options.redis {
+        None => supervise(&fetch, &executor, &options, &status, &shutdown).await,
+        Some(redis) => {
+            super::redis::deliver(redis, &executor, &agents, &options, &status, &shutdown).await
+        }
+    }
 
     // Attempts still running past the shutdown timeout are told to stop and get a short
     // grace to hand their runs back themselves; whatever this worker still holds after
@@ -145,7 +153,7 @@ pub async fn run_worker(
         }
     }
     background.cancel();
-    let _ = tokio::join!(renewer, sweeper, webhooks);
+    let _ = tokio::join!(renewer, sweeper, webhooks, presence);
     tracing::info!(worker.id = %worker_id, "worker stopped");
     Ok(())
 }
@@ -156,6 +164,7 @@ async fn supervise(
     fetch: &FetchConfig,
     executor: &Arc<Executor>,
     options: &WorkerOptions,
+    status: &WorkerStatus,
     shutdown: &CancellationToken,
 ) {
     let mut backoff = Duration::from_secs(1);
@@ -173,19 +182,17 @@ async fn supervise(
             })
             .should_restart(|_, _| false)
             .shutdown_timeout(options.shutdown_timeout);
-        let signal = {
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.cancelled().await;
-                Ok(())
+        let reason = match monitor.run_with_signal(stop_signal(shutdown)).await {
+            Err(e) => {
+                tracing::error!(error = %e, "worker monitor failed");
+                format!("the worker loop failed: {e}")
             }
+            Ok(()) => "the worker loop stopped on its own".to_owned(),
         };
-        if let Err(e) = monitor.run_with_signal(signal).await {
-            tracing::error!(error = %e, "worker monitor failed");
-        }
         if shutdown.is_cancelled() {
             return;
         }
+        status.restarted(format!("{reason}; restarting in {}s", backoff.as_secs()));
         tracing::error!(
             restart_in_s = backoff.as_secs(),
             "worker stopped unexpectedly; restarting"
@@ -195,6 +202,17 @@ async fn supervise(
             _ = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// The signal an apalis monitor stops on: `shutdown` firing.
+pub(crate) fn stop_signal(
+    shutdown: &CancellationToken,
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    let shutdown = shutdown.clone();
+    async move {
+        shutdown.cancelled().await;
+        Ok(())
     }
 }
 
@@ -219,9 +237,13 @@ async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: C
         }
         match store.renew_leases(fences.clone(), lease).await {
             Ok(held) => {
+                let held: std::collections::HashSet<Fence> = held.into_iter().collect();
+                // an attempt that finished while its lease was being renewed is not held
+                // either; only those still executing lost their run
                 for lost in fences.iter().filter(|f| !held.contains(f)) {
-                    tracing::warn!(run.id = %lost.run_id, run.attempt = lost.attempt, "attempt lost its run; stopping it");
-                    inflight.cancel(lost);
+                    if inflight.cancel(lost) {
+                        tracing::warn!(run.id = %lost.run_id, run.attempt = lost.attempt, "attempt lost its run; stopping it");
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "renewing leases failed"),

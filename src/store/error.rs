@@ -31,18 +31,40 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(e.to_string())
-            }
-            sqlx::Error::Database(ref db)
-                if db
-                    .code()
-                    .is_some_and(|c| c == "5" || c == "6" || c == "517") =>
-            {
-                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(e.to_string()),
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| unavailable_code(&c)) => {
                 Self::Unavailable(e.to_string())
             }
             other => Self::Database(other),
+        }
+    }
+}
+
+/// Database error codes that mean "not now" rather than "never".
+fn unavailable_code(code: &str) -> bool {
+    // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT
+    matches!(code, "5" | "6" | "517")
+        // PostgreSQL: connection exceptions (class 08); shutting down, crashed, starting
+        // up (57P01-57P03); too many connections
+        || code.starts_with("08")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+impl StoreError {
+    /// A write that lost a race with another process and is worth applying again:
+    /// PostgreSQL's deadlock and serialization failures, and a unique key (an
+    /// Idempotency-Key) another process took first, which the retry then finds.
+    pub(crate) fn lost_a_race(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| matches!(&*c, "40P01" | "40001" | "23505")),
+            _ => false,
         }
     }
 }

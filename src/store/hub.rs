@@ -14,6 +14,8 @@ use tokio::sync::watch;
 pub(crate) struct EventHub {
     followers: Mutex<HashMap<String, watch::Sender<i64>>>,
     followed: AtomicUsize,
+    /// Told when a commit made runs ready now (the Redis feeder waits on it).
+    ready: tokio::sync::Notify,
 }
 
 impl EventHub {
@@ -50,6 +52,17 @@ impl EventHub {
             }
         }
         self.followed.store(followers.len(), Ordering::SeqCst);
+    }
+
+    /// A commit made runs ready now. One permit is kept if nobody waits, so a feeder that
+    /// was busy topping up looks again at once.
+    pub(crate) fn runs_ready(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Waits until a commit of this process makes runs ready.
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<i64>>> {

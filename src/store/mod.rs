@@ -8,6 +8,7 @@
 mod error;
 mod hub;
 mod model;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,12 +16,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Inserted, NewRun, Progress, Run, RunEvent, RunId};
+use crate::domain::{Inserted, NewRun, Progress, Run, RunEvent, RunId, WorkerBeat, WorkerInfo};
 
 pub use error::StoreError;
 pub use model::{
-    ClaimedRun, Fence, Outcome, RequeueFilter, RunFilter, RunPage, Sweep, WebhookDelivery,
-    WebhookResult,
+    ClaimedRun, Fence, Outcome, RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep,
+    WebhookDelivery, WebhookResult,
 };
 
 /// Settings that shape the store's connection, chosen at start-up.
@@ -44,7 +45,23 @@ impl Default for StoreOptions {
 /// A cheap, cloneable handle to the runs table.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<sqlite::Sqlite>,
+    inner: Arc<Engine>,
+}
+
+/// The engine compiled for each dialect (see `engine/mod.rs`).
+enum Engine {
+    Sqlite(sqlite::engine::Engine),
+    Postgres(postgres::engine::Engine),
+}
+
+/// Runs `$body` with `$e` bound to whichever dialect's engine the store uses.
+macro_rules! on_engine {
+    ($store:expr, $e:ident => $body:expr) => {
+        match &*$store.inner {
+            Engine::Sqlite($e) => $body,
+            Engine::Postgres($e) => $body,
+        }
+    };
 }
 
 impl std::fmt::Debug for Store {
@@ -54,35 +71,49 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite://path`), creating the database if needed. Does not migrate.
+    /// Connects to `url` (`sqlite://path`, creating the file if needed, or
+    /// `postgres://…`). Does not migrate.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        if url.starts_with("sqlite:") {
-            let inner = sqlite::Sqlite::connect(url, options).await?;
-            Ok(Self {
-                inner: Arc::new(inner),
-            })
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite(sqlite::connect(url, options).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Err(StoreError::Unsupported(
-                "PostgreSQL is not supported yet (planned: see the scale-out issue)".into(),
-            ))
+            Engine::Postgres(postgres::connect(url, options).await?)
         } else {
-            Err(StoreError::Unsupported(format!(
-                "database URL must start with sqlite:// (got `{}`)",
+            return Err(StoreError::Unsupported(format!(
+                "database URL must start with sqlite:// or postgres:// (got `{}`)",
                 url.split(':').next().unwrap_or_default()
-            )))
+            )));
+        };
+        Ok(Self {
+            inner: Arc::new(engine),
+        })
+    }
+
+    /// Which database the store uses: `sqlite` or `postgres`.
+    pub fn dialect(&self) -> &'static str {
+        match &*self.inner {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgres",
         }
+    }
+
+    /// Prepares the database for Redis delivery: creates the indexes only it reads, which
+    /// the table-claiming default would otherwise keep up for nothing. Idempotent; on a
+    /// large table the first call takes as long as building them.
+    pub async fn enable_redis_delivery(&self) -> Result<(), StoreError> {
+        on_engine!(self, e => e.enable_redis_delivery().await)
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner.migrate().await
+        on_engine!(self, e => e.migrate().await)
     }
 
     /// Inserts a new run (status `queued`) with its `created` event; or, when its
     /// Idempotency-Key already names a run created by the same request, returns that run's
     /// id (`Conflict` if the key was used with a different request).
     pub async fn insert_run(&self, run: NewRun) -> Result<Inserted, StoreError> {
-        self.inner.writer.insert(run).await
+        on_engine!(self, e => e.writer.insert(run).await)
     }
 
     /// Claims up to `limit` due runs of `agents` (all agents when `None`) for `worker_id`.
@@ -95,20 +126,65 @@ impl Store {
         lease: Duration,
         wait: Option<Duration>,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        self.inner
-            .writer
-            .claim(worker_id, agents, limit, lease, wait)
-            .await
+        on_engine!(self, e => e.writer.claim(worker_id, agents, limit, lease, wait)
+            .await)
+    }
+
+    /// Redis delivery: marks up to `window` minus the already sent ready runs of `agent`
+    /// as sent, in claim order (priority, then due time), each with a new dispatch seq.
+    /// Returns (id, seq) in that order; the caller pushes one message per run.
+    pub async fn dispatch(
+        &self,
+        agent: String,
+        window: usize,
+    ) -> Result<Vec<(RunId, i64)>, StoreError> {
+        on_engine!(self, e => e.writer.dispatch(agent, window).await)
+    }
+
+    /// Redis delivery: claims the runs of these messages (id, dispatch seq) for
+    /// `worker_id`, as `claim` does; a message that is stale (superseded, its run claimed,
+    /// cancelled or otherwise changed) claims nothing.
+    pub async fn claim_dispatched(
+        &self,
+        worker_id: Arc<str>,
+        messages: Vec<(RunId, i64)>,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        on_engine!(self, e => e.writer.claim_dispatched(worker_id, messages, lease).await)
+    }
+
+    /// Redis delivery: runs of `agents` marked as sent more than `older_than` ago, oldest
+    /// first, up to `limit`, as (agent, id, dispatch seq).
+    pub async fn dispatched_before(
+        &self,
+        older_than: Duration,
+        limit: usize,
+        agents: &[String],
+    ) -> Result<Vec<(String, RunId, i64)>, StoreError> {
+        let before = to_ms(Utc::now()) - older_than.as_millis() as i64;
+        on_engine!(self, e => e.dispatched_before(before, limit, agents).await)
+    }
+
+    /// Redis delivery: these messages are lost (Redis restarted or was flushed); their runs
+    /// are sent again by the next top-up. A message no longer current changes nothing.
+    pub async fn undispatch(&self, messages: Vec<(RunId, i64)>) -> Result<u64, StoreError> {
+        on_engine!(self, e => e.writer.undispatch(messages).await)
+    }
+
+    /// Waits until a commit of this process makes runs ready (other processes' inserts are
+    /// not seen: poll as well).
+    pub async fn runs_ready(&self) {
+        on_engine!(self, e => e.hub.ready().await)
     }
 
     /// Records an attempt's outcome. Returns `false` when the fence no longer holds.
     pub async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<bool, StoreError> {
-        self.inner.writer.finish(fence, outcome).await
+        on_engine!(self, e => e.writer.finish(fence, outcome).await)
     }
 
     /// Records progress; writes of one batch are coalesced, the last one always lands.
     pub async fn progress(&self, fence: Fence, progress: Progress) -> Result<bool, StoreError> {
-        self.inner.writer.progress(fence, progress).await
+        on_engine!(self, e => e.writer.progress(fence, progress).await)
     }
 
     /// Appends a `log` event to a running attempt.
@@ -118,7 +194,7 @@ impl Store {
         level: &str,
         message: String,
     ) -> Result<bool, StoreError> {
-        self.inner.writer.log(fence, level, message).await
+        on_engine!(self, e => e.writer.log(fence, level, message).await)
     }
 
     /// Saves an attempt's checkpoint: the next attempt starts from it. Fenced like every
@@ -128,7 +204,7 @@ impl Store {
         fence: Fence,
         state: serde_json::Value,
     ) -> Result<bool, StoreError> {
-        self.inner.writer.checkpoint(fence, state).await
+        on_engine!(self, e => e.writer.checkpoint(fence, state).await)
     }
 
     /// Consumes the oldest pending signal among `names` for a running attempt.
@@ -137,7 +213,7 @@ impl Store {
         fence: Fence,
         names: Vec<String>,
     ) -> Result<Option<crate::domain::Signal>, StoreError> {
-        self.inner.writer.take_signal(fence, names).await
+        on_engine!(self, e => e.writer.take_signal(fence, names).await)
     }
 
     /// Sends a signal to a run: kept until a wait consumes it, and resuming the run if it
@@ -148,12 +224,12 @@ impl Store {
         name: String,
         payload: serde_json::Value,
     ) -> Result<bool, StoreError> {
-        self.inner.writer.signal(id, name, payload).await
+        on_engine!(self, e => e.writer.signal(id, name, payload).await)
     }
 
     /// Whether any webhook delivery is due (a read).
     pub async fn has_due_webhooks(&self) -> Result<bool, StoreError> {
-        self.inner.has_due_webhooks().await
+        on_engine!(self, e => e.has_due_webhooks().await)
     }
 
     /// Claims up to `limit` due webhook deliveries for `lease`.
@@ -162,7 +238,7 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        self.inner.writer.claim_webhooks(limit, lease).await
+        on_engine!(self, e => e.writer.claim_webhooks(limit, lease).await)
     }
 
     /// Records a delivery attempt's result (and an event on the run).
@@ -171,7 +247,7 @@ impl Store {
         delivery: WebhookDelivery,
         result: WebhookResult,
     ) -> Result<(), StoreError> {
-        self.inner.writer.webhook_done(delivery, result).await
+        on_engine!(self, e => e.writer.webhook_done(delivery, result).await)
     }
 
     /// Extends the leases of the attempts a worker is executing. Returns those it still
@@ -181,39 +257,37 @@ impl Store {
         fences: Vec<Fence>,
         lease: Duration,
     ) -> Result<Vec<Fence>, StoreError> {
-        self.inner.writer.renew(fences, lease).await
+        on_engine!(self, e => e.writer.renew(fences, lease).await)
     }
 
     /// Hands these attempts' runs back to the queue without using up the attempt.
     pub async fn hand_back(&self, fences: Vec<Fence>) -> Result<u64, StoreError> {
-        self.inner.writer.hand_back(fences).await
+        on_engine!(self, e => e.writer.hand_back(fences).await)
     }
 
     /// Takes back runs whose lease expired: retried, or failed when out of attempts.
     pub async fn sweep_expired(&self) -> Result<Sweep, StoreError> {
-        self.inner.writer.sweep().await
+        on_engine!(self, e => e.writer.sweep().await)
     }
 
     /// Hands every run `worker_id` holds back to the queue without using up its attempt
     /// (graceful shutdown). Returns how many it handed back.
     pub async fn release_worker(&self, worker_id: Arc<str>) -> Result<u64, StoreError> {
-        self.inner.writer.release(worker_id).await
+        on_engine!(self, e => e.writer.release(worker_id).await)
     }
 
     /// Cancels a run that has not finished. A running attempt is fenced out at once and its
     /// worker stops it at its next lease renewal. `Conflict` if the run already finished.
     pub async fn cancel_run(&self, id: RunId) -> Result<Run, StoreError> {
-        self.inner.writer.cancel(id).await?;
+        on_engine!(self, e => e.writer.cancel(id).await)?;
         self.get_run(id).await
     }
 
     /// Puts a failed run back in the queue, its attempts reset and its history kept.
     /// `Conflict` if the run is not failed.
     pub async fn requeue_run(&self, id: RunId) -> Result<Run, StoreError> {
-        self.inner
-            .writer
-            .requeue(sqlite::writer::RequeueTarget::One(id))
-            .await?;
+        on_engine!(self, e => e.writer.requeue(RequeueTarget::One(id))
+            .await)?;
         self.get_run(id).await
     }
 
@@ -223,11 +297,11 @@ impl Store {
         let chunk = u64::from(filter.limit.max(1));
         let mut total = 0;
         loop {
-            let target = sqlite::writer::RequeueTarget::Failed(RequeueFilter {
+            let target = RequeueTarget::Failed(RequeueFilter {
                 limit: chunk as u32,
                 ..filter.clone()
             });
-            let n = self.inner.writer.requeue(target).await?;
+            let n = on_engine!(self, e => e.writer.requeue(target).await)?;
             total += n;
             if n < chunk {
                 return Ok(total);
@@ -236,32 +310,45 @@ impl Store {
     }
 
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
-        self.inner.get_run(id).await
+        on_engine!(self, e => e.get_run(id).await)
     }
 
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
-        self.inner.list_runs(filter).await
+        on_engine!(self, e => e.list_runs(filter).await)
     }
 
     /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
     pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
-        self.inner.list_events(id, after).await
+        on_engine!(self, e => e.list_events(id, after).await)
     }
 
     /// Watches the newest committed event seq of a run, for live streams. Changes made by
     /// this process are seen at once; other processes' only by reading again.
     pub fn follow_events(&self, id: RunId) -> tokio::sync::watch::Receiver<i64> {
-        self.inner.hub.follow(id.to_string())
+        on_engine!(self, e => e.hub.follow(id.to_string()))
+    }
+
+    /// Registers a worker process or records its heartbeat.
+    pub async fn heartbeat(&self, beat: WorkerBeat) -> Result<(), StoreError> {
+        on_engine!(self, e => e.writer.heartbeat(beat).await)
+    }
+
+    /// Worker processes heard from in the last hour, newest first; those silent for
+    /// `gone_after` are marked gone.
+    pub async fn list_workers(&self, gone_after: Duration) -> Result<Vec<WorkerInfo>, StoreError> {
+        let now = to_ms(Utc::now());
+        let since = now - 60 * 60 * 1000;
+        on_engine!(self, e => e.list_workers(since, now - gone_after.as_millis() as i64).await)
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+        on_engine!(self, e => e.ping().await)
     }
 
     /// Stops the writer after it has committed what it was given, and closes connections.
     pub async fn close(&self) {
-        self.inner.close().await
+        on_engine!(self, e => e.close().await)
     }
 }
 

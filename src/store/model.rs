@@ -146,3 +146,10 @@ pub enum WebhookResult {
         retry_at: Option<DateTime<Utc>>,
     },
 }
+
+/// Which failed runs to put back in the queue.
+pub enum RequeueTarget {
+    One(RunId),
+    /// Up to `limit` failed runs matching the filter, oldest first.
+    Failed(RequeueFilter),
+}

@@ -28,6 +28,10 @@ async fn health_endpoints_report_liveness_and_database_readiness() {
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(
+        body["checks"]["worker"], "ok",
+        "serve runs a worker: {body}"
+    );
 }
 
 #[tokio::test]
@@ -75,4 +79,17 @@ async fn docs_and_openapi_are_served() {
     let docs = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("openapi"));
+}
+
+#[tokio::test]
+async fn one_read_connection_is_enough() {
+    // PostgreSQL's listener and statistics keeper must not starve a pool of one
+    let app = TestApp::spawn_with(|c| c.store.read_connections = 1).await;
+    let id = app
+        .create(serde_json::json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", std::time::Duration::from_secs(5))
+        .await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
 }

@@ -22,16 +22,24 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["serve", "--lease", "10ms"], "--lease");
     assert_usage_error(&["--concurrency", "0"], "--concurrency");
     assert_usage_error(&["--listen", "nowhere"], "--listen");
-    assert_usage_error(
-        &["--database-url", "postgres://localhost/x"],
-        "--database-url",
-    );
+    assert_usage_error(&["--database-url", "mysql://localhost/x"], "--database-url");
     assert_usage_error(
         &["--backoff-base", "1m", "--backoff-cap", "1s"],
         "--backoff-cap",
     );
     assert_usage_error(&["launch"], "launch");
     assert_usage_error(&["worker", "--agents", "echo,nope"], "nope");
+    assert_usage_error(&["--dispatch-window", "0"], "--dispatch-window");
+    assert_usage_error(&["--dispatch-window", "5001"], "--dispatch-window");
+}
+
+#[test]
+fn a_queue_url_that_is_not_redis_is_refused_without_showing_its_password() {
+    let out = agentq(&["--queue-url", "amqp://user:hunter2@broker/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("--queue-url"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
 }
 
 #[test]

@@ -259,13 +259,25 @@ async fn delayed_run_waits_for_its_run_at() {
 
 #[tokio::test]
 async fn higher_priority_runs_start_first() {
-    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1).await;
-    // occupy the only slot, then queue low before high
+    let app = TestApp::spawn_with(|c| {
+        c.worker.concurrency = 1;
+        // with Redis delivery, priority orders runs when they are sent to Redis: a window
+        // of one keeps both runs below in the table until there is room
+        if let Some(redis) = &mut c.worker.redis {
+            redis.dispatch_window = 1;
+        }
+    })
+    .await;
+    // occupy the only slot (and, with Redis, the window), then queue low before high
     let blocker = app
         .create(json!({"agent": "patient", "input": {"ms": 300}}))
         .await;
     app.wait_for_status(&blocker, "running", Duration::from_secs(5))
         .await;
+    let filler = app
+        .create(json!({"agent": "echo", "input": {"value": 0}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let low = app
         .create(json!({"agent": "echo", "input": {"value": 1}, "priority": -1}))
         .await;
@@ -277,4 +289,6 @@ async fn higher_priority_runs_start_first() {
         .await;
     let high = app.get_run(&high).await;
     assert!(high["started_at"].as_str().unwrap() <= low["started_at"].as_str().unwrap());
+    app.wait_for_status(&filler, "succeeded", Duration::from_secs(5))
+        .await;
 }

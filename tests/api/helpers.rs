@@ -1,8 +1,14 @@
 //! `TestApp`: the real application (same `Application::build` as `main`) on port 0 with a
-//! fresh SQLite file, plus a few agents that only tests need.
+//! fresh database, plus a few agents that only tests need.
+//!
+//! The database is a SQLite file by default. With `AGENTQ_TEST_DB=postgres` every test gets
+//! a fresh schema in the PostgreSQL server at `AGENTQ_TEST_DATABASE_URL` (or
+//! `DATABASE_URL`), so the same suite checks both dialects. With
+//! `AGENTQ_TEST_DELIVERY=redis` every app (and every child process, see `process.rs`)
+//! delivers through the Redis at `AGENTQ_TEST_QUEUE_URL` (or `REDIS_URL`), under a key
+//! namespace of its database's own. `scripts/test.sh` runs all four combinations.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,22 +17,62 @@ use agentq::api::{HttpOptions, RunDefaults};
 use agentq::app::{AppConfig, Application, Role, builtin_agents};
 use agentq::domain::Backoff;
 use agentq::domain::{Inserted, NewRun, Run, RunId};
-use agentq::jobs::{Agent, AgentError, AgentRegistry, RunContext, WorkerOptions};
+use agentq::jobs::{Agent, AgentError, AgentRegistry, RedisOptions, RunContext, WorkerOptions};
 use agentq::store::{Store, StoreOptions};
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use sha2::Digest;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub db_path: std::path::PathBuf,
+    /// The app's database URL, for a second process or a direct `Store`.
+    pub db_url: String,
     pub client: reqwest::Client,
     pub probe: Arc<Probe>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _dir: Option<TempDir>,
+    db: Option<TestDb>,
+}
+
+/// A database of its own for one test; a SQLite file is removed with it, a PostgreSQL
+/// schema is left for `scripts/test.sh` to drop with its database.
+pub struct TestDb {
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match std::env::var("AGENTQ_TEST_DB").as_deref() {
+            Ok("postgres") => postgres_schema().await,
+            Ok("sqlite") | Err(_) => format!("sqlite://{}", dir.path().join("agentq.db").display()),
+            Ok(other) => panic!("AGENTQ_TEST_DB must be sqlite or postgres, not {other}"),
+        };
+        Self { url, _dir: dir }
+    }
+}
+
+/// Creates a fresh schema and returns a URL whose connections use it.
+async fn postgres_schema() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("AGENTQ_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("AGENTQ_TEST_DB=postgres but {base} does not answer: {e}"));
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("a test schema");
+    conn.close().await.ok();
+    let join = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{join}options=-csearch_path%3D{schema}")
 }
 
 /// What the test agents saw, for assertions.
@@ -40,11 +86,27 @@ pub struct Probe {
     pub failing: std::sync::atomic::AtomicBool,
 }
 
-pub fn config(db_path: &Path) -> AppConfig {
+/// With `AGENTQ_TEST_DELIVERY=redis`: the Redis to deliver through and the key namespace
+/// of this database (the same for every process on it, distinct between tests).
+pub fn redis_delivery(db_url: &str) -> Option<(String, String)> {
+    match std::env::var("AGENTQ_TEST_DELIVERY").as_deref() {
+        Ok("redis") => {}
+        Ok("db") | Err(_) => return None,
+        Ok(other) => panic!("AGENTQ_TEST_DELIVERY must be db or redis, not {other}"),
+    }
+    let url = std::env::var("AGENTQ_TEST_QUEUE_URL")
+        .or_else(|_| std::env::var("REDIS_URL"))
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let digest = sha2::Sha256::digest(db_url.as_bytes());
+    let namespace = format!("agentq-test-{:x}", digest)[..28].to_owned();
+    Some((url, namespace))
+}
+
+pub fn config(db_url: &str) -> AppConfig {
     AppConfig {
         role: Role::Serve,
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}", db_path.display()),
+        database_url: db_url.to_owned(),
         store: StoreOptions::default(),
         worker: WorkerOptions {
             concurrency: 8,
@@ -53,6 +115,12 @@ pub fn config(db_path: &Path) -> AppConfig {
             poll_interval: Duration::from_millis(50),
             agents: None,
             webhooks: Default::default(),
+            redis: redis_delivery(db_url).map(|(url, namespace)| RedisOptions {
+                url,
+                dispatch_window: 1000,
+                poll_interval: Duration::from_millis(25),
+                namespace,
+            }),
         },
         http: HttpOptions::default(),
         defaults: RunDefaults {
@@ -73,16 +141,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut AppConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db_path = dir.path().join("agentq.db");
-        let mut app = Self::spawn_on(&db_path, adjust).await;
-        app._dir = Some(dir);
+        let db = TestDb::new().await;
+        let mut app = Self::spawn_on(&db.url, adjust).await;
+        app.db = Some(db);
         app
     }
 
-    /// Starts an app on an existing database file (a restart).
-    pub async fn spawn_on(db_path: &Path, adjust: impl FnOnce(&mut AppConfig)) -> Self {
-        let mut config = config(db_path);
+    /// Starts an app on an existing database (a restart).
+    pub async fn spawn_on(db_url: &str, adjust: impl FnOnce(&mut AppConfig)) -> Self {
+        let mut config = config(db_url);
         adjust(&mut config);
         let probe = Arc::new(Probe::default());
         let app = Application::build(config, test_agents(probe.clone()))
@@ -95,24 +162,24 @@ impl TestApp {
         }));
         Self {
             addr,
-            db_path: db_path.to_owned(),
+            db_url: db_url.to_owned(),
             client: reqwest::Client::new(),
             probe,
             stop: Some(stop),
             task: Some(task),
-            _dir: None,
+            db: None,
         }
     }
 
     /// Graceful shutdown, as on SIGTERM; returns once the app has stopped.
-    pub async fn shutdown(mut self) -> Option<TempDir> {
+    pub async fn shutdown(mut self) -> Option<TestDb> {
         self.stop.take().map(|s| s.send(()));
         if let Some(task) = self.task.take() {
             task.await
                 .expect("app task")
                 .expect("app shuts down cleanly");
         }
-        self._dir.take()
+        self.db.take()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -272,21 +339,30 @@ impl Agent for Panicker {
     }
 }
 
-/// Opens (and migrates) the SQLite file at `path` directly, as a second process would.
-pub async fn open_store(path: &Path) -> Store {
-    let url = format!("sqlite://{}", path.display());
-    let store = Store::connect(&url, &StoreOptions::default())
+/// Opens (and migrates) the database at `url` directly, as a second process would.
+pub async fn open_store(url: &str) -> Store {
+    let store = Store::connect(url, &StoreOptions::default())
         .await
         .expect("the database opens");
     store.migrate().await.expect("migrations apply");
     store
 }
 
-/// A fresh store in a temporary directory (kept alive by the returned guard).
-pub async fn temp_store() -> (Store, TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open_store(&dir.path().join("store.db")).await;
-    (store, dir)
+/// A fresh store ready for Redis delivery's operations too.
+pub async fn temp_store_for_redis() -> (Store, TestDb) {
+    let (store, db) = temp_store().await;
+    store
+        .enable_redis_delivery()
+        .await
+        .expect("the Redis indexes");
+    (store, db)
+}
+
+/// A fresh store (its database kept alive by the returned guard).
+pub async fn temp_store() -> (Store, TestDb) {
+    let db = TestDb::new().await;
+    let store = open_store(&db.url).await;
+    (store, db)
 }
 
 /// An `echo` run with no backoff, for driving the store directly.

@@ -36,6 +36,7 @@ fn every_operation_id_is_the_handler_name() {
             "list_agents",
             "list_run_events",
             "list_runs",
+            "list_workers",
             "readyz",
             "retry_run",
             "retry_runs",

@@ -101,13 +101,12 @@ async fn a_retrying_run_waits_out_its_backoff_holding_no_slot_and_survives_a_res
     app.wait_for_status(&other, "succeeded", Duration::from_secs(5))
         .await;
 
-    let dir = app.shutdown().await;
-    let db = dir.as_ref().unwrap().path().join("agentq.db");
-    let app = TestApp::spawn_on(&db, |_| {}).await;
+    let db = app.shutdown().await.unwrap();
+    let app = TestApp::spawn_on(&db.url, |_| {}).await;
     let after = app.get_run(&id).await;
     assert_eq!(after["status"], "retrying");
     assert_eq!(after["next_attempt_at"], run["next_attempt_at"]);
-    drop(dir);
+    drop(db);
 }
 
 #[tokio::test]

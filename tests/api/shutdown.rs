@@ -15,8 +15,8 @@ async fn shutdown_lets_in_flight_runs_finish_within_the_timeout() {
         .await;
     app.wait_for_status(&id, "running", Duration::from_secs(5))
         .await;
-    let dir = app.shutdown().await.unwrap();
-    let store = open_store(&dir.path().join("agentq.db")).await;
+    let db = app.shutdown().await.unwrap();
+    let store = open_store(&db.url).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.attempt, 1);
@@ -32,7 +32,7 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
     app.wait_for_status(&id, "running", Duration::from_secs(5))
         .await;
     let started = std::time::Instant::now();
-    let dir = app.shutdown().await.unwrap();
+    let db = app.shutdown().await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "shutdown waited {:?}",
@@ -44,8 +44,7 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
         "the agent was told to stop"
     );
 
-    let db = dir.path().join("agentq.db");
-    let store = open_store(&db).await;
+    let store = open_store(&db.url).await;
     let run = store.get_run(id.parse().unwrap()).await.unwrap();
     assert_eq!((run.status, run.attempt), (RunStatus::Queued, 0));
     assert!(run.worker_id.is_none());
@@ -59,7 +58,7 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
     assert_eq!(kinds, ["created", "started", "released"]);
     store.close().await;
 
-    let app = TestApp::spawn_on(&db, |_| {}).await;
+    let app = TestApp::spawn_on(&db.url, |_| {}).await;
     let run = app
         .wait_for_status(&id, "succeeded", Duration::from_secs(5))
         .await;
@@ -69,7 +68,7 @@ async fn shutdown_hands_back_runs_still_running_at_the_timeout_without_using_an_
         types,
         ["created", "started", "released", "started", "succeeded"]
     );
-    drop(dir);
+    drop(db);
 }
 
 #[tokio::test]
@@ -81,7 +80,7 @@ async fn a_running_agent_whose_run_was_taken_away_is_told_to_stop() {
     app.wait_for_status(&id, "running", Duration::from_secs(5))
         .await;
     // another process takes the run over, as if this worker's lease had lapsed
-    let store = open_store(&app.db_path).await;
+    let store = open_store(&app.db_url).await;
     store
         .release_worker(app.get_run(&id).await["worker_id"].as_str().unwrap().into())
         .await

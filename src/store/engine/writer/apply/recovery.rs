@@ -4,9 +4,9 @@
 use serde_json::json;
 use sqlx::Row;
 
+use super::super::sql;
 use super::Batch;
 use crate::domain::{EventKind, RunErrorKind, RunStatus};
-use crate::store::sqlite::writer::sql;
 use crate::store::{Fence, StoreError, Sweep};
 
 pub(super) async fn release(b: &mut Batch<'_>, worker_id: &str) -> Result<u64, StoreError> {

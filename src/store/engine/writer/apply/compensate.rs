@@ -11,12 +11,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::super::super::rows::parse_id;
+use super::super::sql;
 use super::Batch;
 use super::intake::insert_runs;
 use crate::domain::{Backoff, Compensation, EventKind, NewRun, RunId};
 use crate::store::StoreError;
-use crate::store::sqlite::rows::parse_id;
-use crate::store::sqlite::writer::sql;
 
 pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
     if b.failed.is_empty() {

@@ -3,19 +3,12 @@
 use crate::domain::{Run, RunEvent, RunId};
 use crate::store::{RunFilter, RunPage, StoreError, to_ms};
 
-use super::Sqlite;
-use super::rows::{EventRow, RunRow};
+use super::rows::{EventRow, RunRow, WorkerRow};
+use super::{Engine, sql};
 
-const RUN_COLUMNS: &str = "id, agent, status, input, priority, metadata, progress_percent, \
-    progress_message, attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
-    backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, lease_until, created_at, started_at, \
-    finished_at, updated_at, CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
-    FROM run_dependencies WHERE run_id = runs.id) END AS depends_on";
-
-impl Sqlite {
+impl Engine {
     pub(in crate::store) async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"));
-        let row: RunRow = sqlx::query_as(sql)
+        let row: RunRow = sqlx::query_as(sql::GET_RUN)
             .bind(id.to_string())
             .fetch_one(&self.pool)
             .await?;
@@ -26,17 +19,8 @@ impl Sqlite {
         let statuses = (!f.statuses.is_empty()).then(|| {
             serde_json::to_string(&f.statuses).expect("statuses serialise to a JSON array")
         });
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs \
-             WHERE (?1 IS NULL OR status IN (SELECT value FROM json_each(?1))) \
-               AND (?2 IS NULL OR agent = ?2) \
-               AND (?3 IS NULL OR created_at >= ?3) \
-               AND (?4 IS NULL OR created_at < ?4) \
-               AND (?5 IS NULL OR id < ?5) \
-             ORDER BY id DESC LIMIT ?6"
-        ));
         let limit = f.limit.max(1);
-        let rows: Vec<RunRow> = sqlx::query_as(sql)
+        let rows: Vec<RunRow> = sqlx::query_as(sql::LIST_RUNS)
             .bind(statuses)
             .bind(f.agent.as_deref())
             .bind(f.created_after.map(to_ms))
@@ -66,34 +50,61 @@ impl Sqlite {
     ) -> Result<Vec<RunEvent>, StoreError> {
         let id = id.to_string();
         let mut tx = self.pool.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ?1")
+        let exists: Option<i64> = sqlx::query_scalar(sql::RUN_EXISTS)
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, at, type, attempt, data FROM run_events \
-             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
-        )
-        .bind(&id)
-        .bind(after)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<EventRow> = sqlx::query_as(sql::LIST_EVENTS)
+            .bind(&id)
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.into_iter().map(RunEvent::try_from).collect()
     }
 
     /// Whether any webhook delivery is due: a read, so idle workers need no write lock.
     pub(in crate::store) async fn has_due_webhooks(&self) -> Result<bool, StoreError> {
-        let due: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_due \
-             WHERE delivered_at IS NULL AND given_up = 0 AND due_at <= ?1)",
-        )
-        .bind(to_ms(chrono::Utc::now()))
-        .fetch_one(&self.pool)
-        .await?;
+        let due: bool = sqlx::query_scalar(sql::HAS_DUE_WEBHOOKS)
+            .bind(to_ms(chrono::Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(due)
+    }
+
+    /// Workers heard from since `since` (ms); those silent since `gone_before` are gone.
+    pub(in crate::store) async fn list_workers(
+        &self,
+        since: i64,
+        gone_before: i64,
+    ) -> Result<Vec<crate::domain::WorkerInfo>, StoreError> {
+        let rows: Vec<WorkerRow> = sqlx::query_as(sql::LIST_WORKERS)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|r| r.into_info(gone_before)).collect()
+    }
+
+    /// Redis delivery: runs marked as sent before `before` (ms), up to `limit`, as
+    /// (agent, id, dispatch seq): the messages the reconciler looks for in Redis.
+    pub(in crate::store) async fn dispatched_before(
+        &self,
+        before: i64,
+        limit: usize,
+        agents: &[String],
+    ) -> Result<Vec<(String, crate::domain::RunId, i64)>, StoreError> {
+        let agents = serde_json::to_string(agents).expect("agent names serialise");
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::DISPATCHED_BEFORE)
+            .bind(before)
+            .bind(limit as i64)
+            .bind(agents)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(agent, id, seq)| Ok((agent, super::rows::parse_id(&id)?, seq)))
+            .collect()
     }
 }

@@ -4,10 +4,10 @@
 use serde_json::json;
 use sqlx::Row;
 
+use super::super::super::rows::parse_id;
+use super::super::sql;
 use super::Batch;
 use crate::domain::EventKind;
-use crate::store::sqlite::rows::parse_id;
-use crate::store::sqlite::writer::sql;
 use crate::store::{StoreError, WebhookDelivery, WebhookResult, from_ms, to_ms};
 
 pub(super) async fn schedule(b: &mut Batch<'_>) -> Result<(), StoreError> {

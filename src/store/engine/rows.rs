@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use sqlx::FromRow;
 
 use crate::domain::{
-    Progress, Run, RunError, RunErrorKind, RunEvent, RunId, RunStatus, WaitingFor,
+    Progress, Run, RunError, RunErrorKind, RunEvent, RunId, RunStatus, WaitingFor, WorkerInfo,
+    WorkerState,
 };
 use crate::store::{StoreError, from_ms};
 
@@ -151,6 +152,51 @@ impl TryFrom<EventRow> for RunEvent {
             kind: r.kind,
             attempt: r.attempt as u32,
             data: serde_json::from_str(&r.data)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct WorkerRow {
+    id: String,
+    host: String,
+    pid: i64,
+    version: String,
+    agents: String,
+    concurrency: i64,
+    started_at: i64,
+    heartbeat_at: i64,
+    running: i64,
+    processed: i64,
+    restarts: i64,
+    last_error: Option<String>,
+    stopped_at: Option<i64>,
+}
+
+impl WorkerRow {
+    /// The registry entry; a worker not heard from since `gone_before` (ms) is gone.
+    pub(super) fn into_info(self, gone_before: i64) -> Result<WorkerInfo, StoreError> {
+        let state = if self.stopped_at.is_some() {
+            WorkerState::Stopped
+        } else if self.heartbeat_at < gone_before {
+            WorkerState::Gone
+        } else {
+            WorkerState::Alive
+        };
+        Ok(WorkerInfo {
+            id: self.id,
+            state,
+            host: self.host,
+            pid: self.pid as u32,
+            version: self.version,
+            agents: serde_json::from_str(&self.agents)?,
+            concurrency: self.concurrency as u32,
+            started_at: from_ms(self.started_at),
+            last_heartbeat_at: from_ms(self.heartbeat_at),
+            running: self.running as u64,
+            processed: self.processed as u64,
+            restarts: self.restarts as u32,
+            last_error: self.last_error,
         })
     }
 }

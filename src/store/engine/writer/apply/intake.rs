@@ -7,10 +7,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::super::super::Db;
+use super::super::super::rows::parse_id;
+use super::super::sql;
 use super::Batch;
 use crate::domain::{EventKind, NewRun, Run, RunId, RunStatus};
-use crate::store::sqlite::rows::parse_id;
-use crate::store::sqlite::writer::sql;
 use crate::store::{ClaimedRun, StoreError, from_ms, to_ms, to_ms_ceil};
 
 /// What an insert answers: a new run, the run its Idempotency-Key already names, or a
@@ -221,6 +222,16 @@ pub(super) async fn claim(
         .bind(limit as i64)
         .fetch_all(&mut *b.conn)
         .await?;
+    claimed_rows(b, worker_id, rows).await
+}
+
+/// Maps the rows a claim statement returned (`CLAIM`, `CLAIM_DISPATCHED`) to claimed runs,
+/// with a `started` event each and the results of the runs they depend on.
+pub(super) async fn claimed_rows(
+    b: &mut Batch<'_>,
+    worker_id: &Arc<str>,
+    rows: Vec<<Db as sqlx::Database>::Row>,
+) -> Result<Vec<ClaimedRun>, StoreError> {
     let mut claimed = Vec::with_capacity(rows.len());
     let mut with_dependencies = Vec::new();
     for row in rows {

@@ -1,25 +1,29 @@
 //! Applying one batch of requests in one transaction.
 //!
-//! Ops are applied by kind in a fixed order: inserts, lease renewals, progress and logs,
-//! finishes, hand-backs and sweeps, and claims last, so a claim sees every run the batch
-//! made claimable; then every event row the batch produced is inserted with one statement.
-//! Within one attempt that order is the order a worker sends them in (progress before its
-//! finish).
+//! Ops are applied by kind in a fixed order: inserts; lease renewals; progress, logs and
+//! checkpoints; signals taken; finishes; then releases, hand-backs, sweeps, cancels,
+//! webhook claims and results, signals sent, requeues and heartbeats; the dependents and
+//! compensations those settled; claims, then claims of Redis messages, then the Redis
+//! feeder's marks, so claims see every run the batch made claimable; last the webhook
+//! deliveries it scheduled, every event row it produced (one statement), and on PostgreSQL
+//! the `NOTIFY` of runs made ready. Within one attempt that order is the order a worker
+//! sends them in (progress before its finish).
 
 mod actions;
 mod attempts;
 mod compensate;
 mod dependencies;
+mod dispatch;
 mod intake;
 mod recovery;
 mod signals;
 mod webhooks;
+mod workers;
 
 use serde_json::{Value, json};
-use sqlx::SqliteConnection;
 
-use super::sql;
 use super::{Answer, Op, now_ms};
+use super::{Conn, sql};
 use crate::domain::{EventKind, NewRun};
 use crate::store::{Fence, Outcome, StoreError};
 
@@ -47,7 +51,7 @@ struct EventRow {
 }
 
 struct Batch<'c> {
-    conn: &'c mut SqliteConnection,
+    conn: &'c mut Conn,
     now: i64,
     events: Vec<EventRow>,
     ready_at: Option<i64>,
@@ -80,17 +84,29 @@ impl Batch<'_> {
         });
     }
 
+    /// Takes the run's row lock where the dialect needs it (see `sql::LOCK_RUN`), so a
+    /// decision that reads other rows sees every write that committed before it.
+    async fn lock_run(&mut self, run_id: &str) -> Result<(), StoreError> {
+        if let Some(lock) = sql::LOCK_RUN {
+            sqlx::query(lock)
+                .bind(run_id)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     fn made_ready(&mut self, at: i64) {
         self.ready_at = Some(self.ready_at.map_or(at, |r| r.min(at)));
     }
 }
 
 pub(super) async fn apply_in_tx(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     ops: &[&Op],
     track_heads: bool,
 ) -> Result<Applied, StoreError> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    sqlx::query(sql::BEGIN).execute(&mut *conn).await?;
     let mut batch = Batch {
         conn,
         now: now_ms(),
@@ -119,10 +135,7 @@ pub(super) async fn apply_in_tx(
     applied
 }
 
-/// Applies the ops in a fixed order of kinds: inserts, lease renewals, progress and logs,
-/// finishes, hand-backs, sweeps, and claims last, so a claim sees every run the batch made
-/// ready. Within one attempt that order matches the order a worker sends them in
-/// (progress before its finish).
+/// Applies the ops in the order of kinds the module documents.
 async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError> {
     let mut answers: Vec<Option<Answer>> = ops.iter().map(|_| None).collect();
 
@@ -190,7 +203,15 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             Op::Requeue(target) => {
                 answers[i] = Some(Answer::Changed(actions::requeue(b, target).await?))
             }
+            Op::Heartbeat(beat) => {
+                workers::heartbeat(b, beat).await?;
+                answers[i] = Some(Answer::Applied(true));
+            }
+            Op::Undispatch(messages) => {
+                answers[i] = Some(Answer::Count(dispatch::undispatch(b, messages).await?))
+            }
             Op::Close => answers[i] = Some(Answer::Closed),
+            Op::Wake => answers[i] = Some(Answer::Applied(true)),
             _ => {}
         }
     }
@@ -209,8 +230,59 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             answers[i] = Some(Answer::Claimed(claimed));
         }
     }
+    // Redis delivery: claims from messages, then the feeder's marks, last like claims so
+    // they see every run this batch made ready (and the marks see the claims' room)
+    // one statement for every message claim of the batch with the same worker and lease
+    // (each handler claims its own message, so a busy worker sends many at once)
+    let mut groups: Vec<(&std::sync::Arc<str>, std::time::Duration, Vec<usize>)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::ClaimDispatched {
+            worker_id, lease, ..
+        } = op
+        {
+            answers[i] = Some(Answer::Claimed(Vec::new()));
+            match groups
+                .iter_mut()
+                .find(|(w, l, _)| *w == worker_id && l == lease)
+            {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((worker_id, *lease, vec![i])),
+            }
+        }
+    }
+    for (worker_id, lease, members) in groups {
+        let mut asked = Vec::new();
+        let mut asker = std::collections::HashMap::new();
+        for &i in &members {
+            if let Op::ClaimDispatched { messages, .. } = ops[i] {
+                for message in messages {
+                    asker.insert(message.0, i);
+                    asked.push(*message);
+                }
+            }
+        }
+        for run in dispatch::claim_dispatched(b, worker_id, &asked, lease).await? {
+            if let Some(Some(Answer::Claimed(runs))) = asker.get(&run.id).map(|&i| &mut answers[i])
+            {
+                runs.push(run);
+            }
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Dispatch { agent, window } = op {
+            answers[i] = Some(Answer::Dispatched(
+                dispatch::dispatch(b, agent, *window).await?,
+            ));
+        }
+    }
     webhooks::schedule(b).await?;
     insert_events(b).await?;
+    if let (Some(notify), Some(ready_at)) = (sql::NOTIFY_READY, b.ready_at) {
+        // other processes' idle workers wake at the commit (PostgreSQL LISTEN/NOTIFY)
+        if ready_at <= b.now {
+            sqlx::query(notify).execute(&mut *b.conn).await?;
+        }
+    }
     Ok(answers
         .into_iter()
         .map(|a| a.expect("every op kind is applied above"))

@@ -1,5 +1,58 @@
-//! The writer's statements. Batched rows arrive as one JSON array in `?1` and are read
+//! SQLite's statements. Batched rows arrive as one JSON array in `?1` and are read
 //! with `json_each`; `->` keeps JSON values as JSON text, `->>` extracts scalars.
+//! Times are milliseconds since the epoch; JSON values are stored as text.
+
+/// Opens a batch: takes the write lock at once, so the batch never fails half-way on it.
+pub(super) const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// Tells other processes that runs became claimable. SQLite has no such channel: other
+/// processes on the same file find new runs at their poll interval.
+pub(super) const NOTIFY_READY: Option<&str> = None;
+
+/// Row locks before read-then-write decisions: none needed, this process's writer is the
+/// database's only writer and every batch holds the write lock from its start.
+pub(super) const LOCK_RUN: Option<&str> = None;
+
+macro_rules! run_columns {
+    () => {
+        "id, agent, status, input, priority, metadata, progress_percent, progress_message, \
+         attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
+         backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, \
+         callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, \
+         lease_until, created_at, started_at, finished_at, updated_at, \
+         CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
+         FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
+    };
+}
+
+/// ?1 run id.
+pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
+
+/// ?1 JSON array of statuses or NULL, ?2 agent, ?3 created at or after, ?4 created before,
+/// ?5 cursor (ids below it), ?6 limit. Newest first, by primary key.
+pub(super) const LIST_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs \
+     WHERE (?1 IS NULL OR status IN (SELECT value FROM json_each(?1))) \
+       AND (?2 IS NULL OR agent = ?2) \
+       AND (?3 IS NULL OR created_at >= ?3) \
+       AND (?4 IS NULL OR created_at < ?4) \
+       AND (?5 IS NULL OR id < ?5) \
+     ORDER BY id DESC LIMIT ?6"
+);
+
+/// ?1 run id.
+pub(super) const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = ?1";
+
+/// ?1 run id, ?2 after this seq.
+pub(super) const LIST_EVENTS: &str = "
+SELECT seq, at, type, attempt, data FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq";
+
+/// ?1 now.
+pub(super) const HAS_DUE_WEBHOOKS: &str = "
+SELECT EXISTS (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_due
+               WHERE delivered_at IS NULL AND given_up = 0 AND due_at <= ?1)";
 
 pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
@@ -34,7 +87,7 @@ FROM json_each(?1)";
 pub(super) const CLAIM: &str = "
 UPDATE runs
 SET status = 'running', attempt = attempt + 1, claims = claims + 1, worker_id = ?1, lease_until = ?2,
-    started_at = COALESCE(started_at, ?3), updated_at = ?3, event_seq = event_seq + 1
+    started_at = COALESCE(started_at, ?3), updated_at = ?3, event_seq = event_seq + 1, dispatched_at = NULL
 WHERE id IN (
     SELECT id FROM runs INDEXED BY runs_ready
     WHERE status IN ('queued', 'retrying') AND run_at <= ?3
@@ -123,7 +176,7 @@ pub(super) const CANCEL: &str = "
 UPDATE runs
 SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
     finished_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
-    event_seq = event_seq + 1
+    event_seq = event_seq + 1, dispatched_at = NULL
 WHERE id = ?2 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
 RETURNING event_seq, attempt";
 
@@ -157,7 +210,8 @@ pub(super) const FAIL_PAST_DEADLINE: &str = "
 UPDATE runs
 SET status = 'failed', error_kind = 'deadline_exceeded',
     error_message = 'the run did not finish before its deadline',
-    finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+    finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1,
+    dispatched_at = NULL
 WHERE id IN (SELECT id FROM runs INDEXED BY runs_deadline
              WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying', 'waiting')
                AND deadline <= ?1)
@@ -168,7 +222,8 @@ pub(super) const FAIL_EXPIRED: &str = "
 UPDATE runs
 SET status = 'failed', error_kind = 'expired',
     error_message = 'the run did not start before it expired',
-    finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+    finished_at = ?1, updated_at = ?1, event_seq = event_seq + 1,
+    dispatched_at = NULL
 WHERE id IN (SELECT id FROM runs INDEXED BY runs_expiry
              WHERE expires_at IS NOT NULL AND status IN ('blocked', 'queued')
                AND started_at IS NULL AND expires_at <= ?1)
@@ -318,3 +373,88 @@ pub(super) const WEBHOOK_FAILED: &str = "
 UPDATE webhook_deliveries
 SET due_at = COALESCE(?1, due_at), given_up = (?1 IS NULL), last_error = ?2
 WHERE id = ?3";
+
+/// ?1 id, ?2 host, ?3 pid, ?4 version, ?5 agents (JSON array), ?6 concurrency,
+/// ?7 started at, ?8 now, ?9 running, ?10 processed, ?11 restarts, ?12 last error,
+/// ?13 stopped at.
+pub(super) const UPSERT_WORKER: &str = "
+INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
+                     running, processed, restarts, last_error, stopped_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, running = excluded.running,
+    processed = excluded.processed, restarts = excluded.restarts,
+    last_error = excluded.last_error, stopped_at = excluded.stopped_at";
+
+/// ?1 heard from before this: forgotten.
+pub(super) const FORGET_WORKERS: &str = "DELETE FROM workers WHERE heartbeat_at < ?1";
+
+/// ?1 heard from since this. Newest first.
+pub(super) const LIST_WORKERS: &str = "
+SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
+       processed, restarts, last_error, stopped_at
+FROM workers WHERE heartbeat_at >= ?1 ORDER BY started_at DESC, id";
+
+/// Redis delivery: taken before an agent's window is topped up, so two feeders never
+/// count the same window at once. SQLite needs none: its one writer serialises them.
+pub(super) const DISPATCH_LOCK: Option<&str> = None;
+
+/// ?1 agent: how many of its runs have a message in Redis.
+pub(super) const COUNT_DISPATCHED: &str = "
+SELECT COUNT(*) FROM runs INDEXED BY runs_dispatched
+WHERE agent = ?1 AND dispatched_at IS NOT NULL";
+
+/// ?1 now, ?2 agent, ?3 limit: marks the agent's next ready runs as sent to Redis, in
+/// claim order, each with a new dispatch seq (the fence its message carries).
+pub(super) const DISPATCH: &str = "
+UPDATE runs SET dispatched_at = ?1, dispatch_seq = dispatch_seq + 1
+WHERE id IN (
+    SELECT id FROM runs INDEXED BY runs_undispatched
+    WHERE agent = ?2 AND status IN ('queued', 'retrying') AND dispatched_at IS NULL
+      AND run_at <= ?1
+      AND (deadline IS NULL OR deadline > ?1)
+      AND (expires_at IS NULL OR expires_at > ?1 OR started_at IS NOT NULL)
+    ORDER BY priority DESC, run_at, id
+    LIMIT ?3)
+RETURNING id, dispatch_seq, priority, run_at";
+
+/// ?1 worker id, ?2 lease end, ?3 now, ?4 JSON array of {id, seq}: claims the runs whose
+/// message is current (same seq, still dispatched, still ready), like `CLAIM` does.
+pub(super) const CLAIM_DISPATCHED: &str = "
+UPDATE runs
+SET status = 'running', attempt = attempt + 1, claims = claims + 1, worker_id = ?1, lease_until = ?2,
+    started_at = COALESCE(started_at, ?3), updated_at = ?3, event_seq = event_seq + 1,
+    dispatched_at = NULL
+FROM (SELECT value->>'id' AS id, value->>'seq' AS seq FROM json_each(?4)) AS d
+WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT NULL
+  AND +runs.status IN ('queued', 'retrying') AND runs.run_at <= ?3
+  AND (runs.deadline IS NULL OR runs.deadline > ?3)
+  AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
+RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
+          runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
+          runs.backoff_cap_ms, runs.priority, runs.event_seq";
+
+/// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
+pub(super) const UNDISPATCH: &str = "
+UPDATE runs SET dispatched_at = NULL
+FROM (SELECT value->>'id' AS id, value->>'seq' AS seq FROM json_each(?1)) AS d
+WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT NULL";
+
+/// ?1 sent before this, ?2 limit, ?3 JSON array of agents: their messages old enough to
+/// check for in Redis, oldest first.
+pub(super) const DISPATCHED_BEFORE: &str = "
+SELECT agent, id, dispatch_seq FROM runs INDEXED BY runs_dispatched
+WHERE dispatched_at IS NOT NULL AND dispatched_at < ?1
+  AND agent IN (SELECT value FROM json_each(?3))
+ORDER BY dispatched_at
+LIMIT ?2";
+
+/// Redis delivery's indexes, created when a process first delivers through Redis: the
+/// feeder's scan (one agent's ready runs with no message yet, in claim order), and the
+/// window count per agent with the reconciler's look for lost messages.
+pub(super) const REDIS_INDEXES: [&str; 2] = [
+    "CREATE INDEX IF NOT EXISTS runs_undispatched ON runs (agent, priority DESC, run_at, id)
+     WHERE status IN ('queued', 'retrying') AND dispatched_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS runs_dispatched ON runs (agent, dispatched_at)
+     WHERE dispatched_at IS NOT NULL",
+];

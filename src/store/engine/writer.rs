@@ -15,25 +15,28 @@
 //! other processes insert are still found.
 
 mod apply;
-mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::{Inserted, NewRun, Progress, RunId, Signal};
+use crate::domain::{Inserted, NewRun, Progress, RunId, Signal, WorkerBeat};
 use crate::store::hub::EventHub;
 use crate::store::{
-    ClaimedRun, Fence, Outcome, RequeueFilter, StoreError, Sweep, WebhookDelivery, WebhookResult,
+    ClaimedRun, Fence, Outcome, RequeueTarget, StoreError, Sweep, WebhookDelivery, WebhookResult,
     to_ms,
 };
 
-use apply::{InsertAnswer, apply_in_tx};
+use super::{Conn, ConnectOpts, sql};
+use apply::{Applied, InsertAnswer, apply_in_tx};
+use sqlx::{ConnectOptions, Connection};
 
 const MAX_BATCH: usize = 1024;
+
+/// The longest one batch may take before its connection is given up.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 const QUEUE_DEPTH: usize = 16 * 1024;
 
 enum Op {
@@ -46,6 +49,19 @@ enum Op {
         /// Park until runs are claimable or this time (ms) passes; `None` answers at once.
         wait_until: Option<i64>,
     },
+    /// Redis delivery: marks an agent's next ready runs as sent, up to the window.
+    Dispatch {
+        agent: String,
+        window: usize,
+    },
+    /// Redis delivery: claims runs from their messages (run id, dispatch seq).
+    ClaimDispatched {
+        worker_id: Arc<str>,
+        messages: Vec<(RunId, i64)>,
+        lease: Duration,
+    },
+    /// Redis delivery: these messages were lost; the runs are to be sent again.
+    Undispatch(Vec<(RunId, i64)>),
     Finish(Fence, Outcome),
     Progress(Fence, Progress),
     Log(Fence, String, String),
@@ -67,6 +83,15 @@ enum Op {
     },
     WebhookDone(WebhookDelivery, WebhookResult),
     Requeue(RequeueTarget),
+    /// A worker process's heartbeat (registers it the first time).
+    Heartbeat(Box<WorkerBeat>),
+    /// Runs may have become claimable elsewhere (another process said so): parked claims
+    /// look again.
+    #[allow(
+        dead_code,
+        reason = "only PostgreSQL hears of other processes' runs (LISTEN)"
+    )]
+    Wake,
     Close,
 }
 
@@ -76,6 +101,7 @@ enum Answer {
     Applied(bool),
     Count(u64),
     Renewed(Vec<Fence>),
+    Dispatched(Vec<(RunId, i64)>),
     Signal(Option<Signal>),
     Webhooks(Vec<WebhookDelivery>),
     /// A requested change: done, or refused.
@@ -93,13 +119,6 @@ pub(crate) enum Refusal {
     Blocked(String),
 }
 
-/// Which failed runs to put back in the queue.
-pub(crate) enum RequeueTarget {
-    One(RunId),
-    /// Up to `limit` failed runs matching the filter, oldest first.
-    Failed(RequeueFilter),
-}
-
 struct Request {
     op: Op,
     reply: oneshot::Sender<Result<Answer, StoreError>>,
@@ -111,9 +130,9 @@ pub(in crate::store) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(super) fn spawn(conn: SqliteConnection, hub: Arc<EventHub>) -> Self {
+    pub(super) fn spawn(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(Writer::new(conn, hub).run(rx));
+        let task = tokio::spawn(Writer::new(conn, options, hub).run(rx));
         Self {
             tx,
             task: Mutex::new(Some(task)),
@@ -216,6 +235,41 @@ impl WriterHandle {
         }
     }
 
+    pub(in crate::store) async fn dispatch(
+        &self,
+        agent: String,
+        window: usize,
+    ) -> Result<Vec<(RunId, i64)>, StoreError> {
+        match self.call(Op::Dispatch { agent, window }).await? {
+            Answer::Dispatched(sent) => Ok(sent),
+            _ => unreachable!("dispatch answers with the runs it marked"),
+        }
+    }
+
+    pub(in crate::store) async fn claim_dispatched(
+        &self,
+        worker_id: Arc<str>,
+        messages: Vec<(RunId, i64)>,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        let op = Op::ClaimDispatched {
+            worker_id,
+            messages,
+            lease,
+        };
+        match self.call(op).await? {
+            Answer::Claimed(runs) => Ok(runs),
+            _ => unreachable!("claim_dispatched answers with claimed runs"),
+        }
+    }
+
+    pub(in crate::store) async fn undispatch(
+        &self,
+        messages: Vec<(RunId, i64)>,
+    ) -> Result<u64, StoreError> {
+        self.count(Op::Undispatch(messages)).await
+    }
+
     pub(in crate::store) async fn hand_back(&self, fences: Vec<Fence>) -> Result<u64, StoreError> {
         self.count(Op::HandBack(fences)).await
     }
@@ -284,6 +338,10 @@ impl WriterHandle {
             .map(|_| ())
     }
 
+    pub(in crate::store) async fn heartbeat(&self, beat: WorkerBeat) -> Result<(), StoreError> {
+        self.call(Op::Heartbeat(Box::new(beat))).await.map(|_| ())
+    }
+
     pub(in crate::store) async fn cancel(&self, id: RunId) -> Result<(), StoreError> {
         match self.call(Op::Cancel(id)).await? {
             Answer::Changed(Ok(_)) => Ok(()),
@@ -300,6 +358,18 @@ impl WriterHandle {
         }
     }
 
+    /// A handle that makes parked claims look for runs again, for a task that hears
+    /// another process made some claimable.
+    #[allow(
+        dead_code,
+        reason = "only PostgreSQL hears of other processes' runs (LISTEN)"
+    )]
+    pub(in crate::store) fn waker(&self) -> Waker {
+        Waker {
+            tx: self.tx.clone(),
+        }
+    }
+
     pub(in crate::store) async fn close(&self) {
         let _ = self.call(Op::Close).await;
         if let Some(task) = self.task.lock().await.take() {
@@ -308,12 +378,40 @@ impl WriterHandle {
     }
 }
 
+#[allow(
+    dead_code,
+    reason = "only PostgreSQL hears of other processes' runs (LISTEN)"
+)]
+pub(in crate::store) struct Waker {
+    tx: mpsc::Sender<Request>,
+}
+
+#[allow(
+    dead_code,
+    reason = "only PostgreSQL hears of other processes' runs (LISTEN)"
+)]
+impl Waker {
+    /// `Closed` once the writer stopped.
+    pub(in crate::store) async fn wake(&self) -> Result<(), StoreError> {
+        let (reply, _answer) = oneshot::channel();
+        self.tx
+            .send(Request {
+                op: Op::Wake,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
 fn now_ms() -> i64 {
     to_ms(chrono::Utc::now())
 }
 
 struct Writer {
-    conn: SqliteConnection,
+    /// `None` after the connection broke; the next batch connects again.
+    conn: Option<Conn>,
+    options: ConnectOpts,
     hub: Arc<EventHub>,
     /// Idle claims waiting for runs, in arrival order.
     parked: Vec<Request>,
@@ -322,9 +420,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: SqliteConnection, hub: Arc<EventHub>) -> Self {
+    fn new(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>) -> Self {
         Self {
-            conn,
+            conn: Some(conn),
+            options,
             hub,
             parked: Vec::new(),
             next_due: None,
@@ -344,6 +443,23 @@ impl Writer {
                 }
                 _ = sleep_until_ms(wake), if wake.is_some() => true,
             };
+            // a wake-up from another process: parked claims look again; nothing to write
+            let mut woken = woken;
+            requests.retain_mut(|r| {
+                if matches!(r.op, Op::Wake) {
+                    woken = true;
+                    let reply = std::mem::replace(&mut r.reply, oneshot::channel().0);
+                    let _ = reply.send(Ok(Answer::Applied(true)));
+                    false
+                } else {
+                    true
+                }
+            });
+            if woken {
+                // another process made runs ready (PostgreSQL NOTIFY), or one came due: the
+                // Redis feeder tops up at once instead of at its next poll
+                self.hub.runs_ready();
+            }
             // a claim whose worker stopped waiting must not take runs nobody will start
             self.parked.retain(|r| !r.reply.is_closed());
             // parked claims found nothing; only a wake-up or a batch that may make runs
@@ -403,13 +519,18 @@ impl Writer {
     ) -> Vec<Result<Answer, StoreError>> {
         let ops: Vec<&Op> = requests.iter().map(|r| &r.op).collect();
         let track = self.hub.is_followed();
-        match apply_in_tx(&mut self.conn, &ops, track).await {
+        let mut result = self.run_batch(&ops, track).await;
+        // a race lost to another process's writer is retried as a whole a few times
+        for _ in 0..3 {
+            match &result {
+                Err(e) if e.lost_a_race() => {}
+                _ => break,
+            }
+            result = self.run_batch(&ops, track).await;
+        }
+        match result {
             Ok(applied) => {
-                self.note_due(applied.ready_at);
-                if !parked_included && applied.ready_at.is_some_and(|t| t <= now_ms()) {
-                    self.next_due = Some(now_ms());
-                }
-                self.hub.committed(&applied.heads);
+                self.after_commit(&applied, parked_included);
                 applied.answers.into_iter().map(Ok).collect()
             }
             // a busy or unreachable database fails every op alike: no point retrying each
@@ -419,10 +540,10 @@ impl Writer {
                 tracing::warn!(error = %batch_error, batch = ops.len(), "batch failed; applying its writes one by one");
                 let mut answers = Vec::with_capacity(ops.len());
                 for op in &ops {
-                    answers.push(match apply_in_tx(&mut self.conn, &[op], track).await {
+                    let result = self.run_batch(&[op], track).await;
+                    answers.push(match result {
                         Ok(mut applied) => {
-                            self.note_due(applied.ready_at);
-                            self.hub.committed(&applied.heads);
+                            self.after_commit(&applied, parked_included);
                             Ok(applied.answers.remove(0))
                         }
                         Err(e) => Err(e),
@@ -430,7 +551,89 @@ impl Writer {
                 }
                 answers
             }
-            Err(e) => vec![Err(e)],
+            // every request of the batch gets the error, so each caller can retry; a missing
+            // answer would reach it as `Closed`, which callers rightly do not retry
+            Err(e) => {
+                let reason = match e {
+                    StoreError::Unavailable(reason) => reason,
+                    other => other.to_string(),
+                };
+                ops.iter()
+                    .map(|_| Err(StoreError::Unavailable(reason.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    /// What follows every commit: followers hear of new events, the Redis feeder of runs
+    /// made ready, and parked claims that were not part of the batch are woken when it made
+    /// runs ready now (a success that unblocked its dependents, say).
+    fn after_commit(&mut self, applied: &Applied, parked_included: bool) {
+        let ready_now = applied.ready_at.is_some_and(|t| t <= now_ms());
+        if ready_now {
+            self.hub.runs_ready();
+        }
+        self.note_due(applied.ready_at);
+        if ready_now && !parked_included {
+            self.next_due = Some(now_ms());
+        }
+        self.hub.committed(&applied.heads);
+    }
+
+    /// Applies `ops` in one transaction on the writing connection (connecting first if it
+    /// broke). A batch the database does not answer within [`BATCH_TIMEOUT`] (a network
+    /// that dropped without a word, a server that hangs) fails, and its connection is
+    /// dropped rather than reused mid-transaction.
+    async fn run_batch(&mut self, ops: &[&Op], track: bool) -> Result<Applied, StoreError> {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(BATCH_TIMEOUT, apply_in_tx(conn, ops, track)).await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(e)) => {
+                self.check_connection().await;
+                Err(e)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_s = BATCH_TIMEOUT.as_secs(),
+                    "the database did not answer a batch in time; reconnecting with the next one"
+                );
+                self.conn = None;
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    BATCH_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// The writing connection, connecting again if it broke.
+    async fn connection(&mut self) -> Result<&mut Conn, StoreError> {
+        if self.conn.is_none() {
+            let conn = tokio::time::timeout(Duration::from_secs(10), self.options.connect())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("connecting to the database timed out".into())
+                })??;
+            tracing::info!("the writer reconnected to the database");
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// After a failed batch: drops the connection if it no longer answers, so the next
+    /// batch connects again (a restarted database server, a dropped network link).
+    async fn check_connection(&mut self) {
+        let alive = match self.conn.as_mut() {
+            Some(conn) => tokio::time::timeout(Duration::from_secs(2), conn.ping())
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            None => false,
+        };
+        if !alive && let Some(conn) = self.conn.take() {
+            tracing::warn!(
+                "the writer's database connection broke; reconnecting with the next batch"
+            );
+            drop(conn);
         }
     }
 
@@ -449,9 +652,11 @@ impl Writer {
     /// get a chance at them at once.
     async fn unclaim(&mut self, fences: Vec<Fence>) {
         let op = Op::HandBack(fences);
-        match apply_in_tx(&mut self.conn, &[&op], self.hub.is_followed()).await {
+        let track = self.hub.is_followed();
+        match self.run_batch(&[&op], track).await {
             Ok(applied) => {
-                self.hub.committed(&applied.heads);
+                self.after_commit(&applied, false);
+                // parked claims get a chance at the runs at once
                 self.next_due = Some(now_ms());
             }
             Err(e) => {
@@ -470,19 +675,24 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::Sweep
         | Op::Requeue(_)
         | Op::Signal(..)
+        | Op::Wake
         | Op::Close => true,
         Op::Cancel(_) => false,
         // a retry comes due; a failure may create a compensation run
         Op::Finish(_, outcome) => !matches!(outcome, Outcome::Succeeded(_)),
         // a new claim is applied anyway; parked ones would find what it finds
         Op::Claim { .. }
+        | Op::Dispatch { .. }
+        | Op::ClaimDispatched { .. }
+        | Op::Undispatch(_)
         | Op::Progress(..)
         | Op::Log(..)
         | Op::Checkpoint(..)
         | Op::TakeSignal(..)
         | Op::ClaimWebhooks { .. }
         | Op::WebhookDone(..)
-        | Op::Renew(..) => false,
+        | Op::Renew(..)
+        | Op::Heartbeat(_) => false,
     }
 }
 

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::super::super::rows::parse_id;
+use super::super::sql;
 use super::Batch;
 use crate::domain::{EventKind, RunErrorKind, RunId, RunStatus};
 use crate::store::StoreError;
-use crate::store::sqlite::rows::parse_id;
-use crate::store::sqlite::writer::sql;
 
 /// Why a new run's dependencies were refused: (index in `depends_on`, code, message).
 pub(crate) type DependencyProblem = (usize, &'static str, String);
@@ -105,6 +105,9 @@ pub(super) async fn resolve(b: &mut Batch<'_>) -> Result<(), StoreError> {
 }
 
 async fn unblock(b: &mut Batch<'_>, run_id: String) -> Result<(), StoreError> {
+    // two dependencies finishing in two processes at once: the second to take the lock
+    // sees the first's success
+    b.lock_run(&run_id).await?;
     let seq: Option<i64> = sqlx::query_scalar(sql::UNBLOCK)
         .bind(b.now)
         .bind(&run_id)

@@ -3,10 +3,11 @@
 use serde_json::json;
 use sqlx::Row;
 
+use super::super::super::rows::parse_id;
+use super::super::{Refusal, sql};
 use super::Batch;
 use crate::domain::{EventKind, RunId, RunStatus};
-use crate::store::sqlite::rows::parse_id;
-use crate::store::sqlite::writer::{Refusal, RequeueTarget, sql};
+use crate::store::RequeueTarget;
 use crate::store::{StoreError, to_ms};
 
 /// Why a requested change was not made; an answer, not an error, so the batch goes on.

@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::super::{Refusal, sql};
 use super::Batch;
 use crate::domain::{EventKind, RunErrorKind, RunId, RunStatus, Signal};
-use crate::store::sqlite::writer::{Refusal, sql};
 use crate::store::{Fence, StoreError};
 
 /// Consumes the oldest pending signal among `names` for a running attempt.
@@ -41,6 +41,8 @@ pub(super) async fn wait(
     resume_on_timeout: bool,
 ) -> Result<bool, StoreError> {
     let names_json = serde_json::to_string(names).expect("names serialise");
+    // a signal committed meanwhile is seen by the statement after the lock
+    b.lock_run(&fence.run_id.to_string()).await?;
     let row = sqlx::query(sql::WAIT)
         .bind(&names_json)
         .bind(until)

@@ -6,11 +6,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::super::super::rows::parse_id;
+use super::super::sql;
+use super::super::{Answer, Op};
 use super::Batch;
 use crate::domain::{EventKind, Progress};
-use crate::store::sqlite::rows::parse_id;
-use crate::store::sqlite::writer::sql;
-use crate::store::sqlite::writer::{Answer, Op};
 use crate::store::{Fence, Outcome, StoreError, to_ms};
 
 /// Splits finishes into rounds in which no run appears twice: the batched statement

@@ -1,0 +1,59 @@
+//! Worker processes as the registry shows them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// What a worker process reports about itself with every heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerBeat {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub version: String,
+    pub agents: Vec<String>,
+    pub concurrency: u32,
+    pub started_at: DateTime<Utc>,
+    /// Attempts executing now.
+    pub running: u64,
+    /// Attempts finished since the process started.
+    pub processed: u64,
+    /// Times the worker loop was restarted after it stopped on its own.
+    pub restarts: u32,
+    /// Why the worker last could not work (cannot reach the database, say), while it lasts.
+    pub last_error: Option<String>,
+    /// The process stopped cleanly.
+    pub stopped: bool,
+}
+
+/// Whether a registered worker is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// It heartbeats.
+    Alive,
+    /// It stopped heartbeating without saying goodbye (killed, lost its network).
+    Gone,
+    /// It shut down cleanly.
+    Stopped,
+}
+
+/// A worker process in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WorkerInfo {
+    /// Unique per process: host, pid and a random suffix.
+    pub id: String,
+    pub state: WorkerState,
+    pub host: String,
+    pub pid: u32,
+    /// The agentq version it runs.
+    pub version: String,
+    pub agents: Vec<String>,
+    pub concurrency: u32,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub running: u64,
+    pub processed: u64,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,221 @@
+//! Redis delivery (`--queue-url redis://…`): apalis-redis carries "run X (dispatch N) is
+//! ready" messages; the runs table stays the record.
+//!
+//! - The feeder ([`feeder`]) keeps at most `dispatch_window` messages per agent queue in
+//!   Redis, topping the window up from the runs table in claim order. It marks runs first
+//!   and pushes second, so a failed push leaves marks the reconciler frees.
+//! - A worker per agent queue ([`worker`]) claims each message's run with a claim fenced
+//!   on (run id, dispatch seq) and runs the attempt through the same path as the
+//!   table-polling backend. apalis is only ever told success, or `AbortError` for a
+//!   payload that is not a dispatch message: retries are agentq's.
+//! - The reconciler ([`reconcile`]) frees marks whose message Redis no longer holds
+//!   (Redis restarted without persistence, flushed, or a push that never landed), and
+//!   deletes what apalis-redis keeps of finished messages.
+//!
+//! Why a window: apalis-redis moves every due message in one Lua `unpack`, which fails
+//! beyond ~8,000, and Redis would otherwise hold a second copy of the backlog.
+
+mod feeder;
+mod reconcile;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_redis::{Client, Config, ConnectionManager};
+use redis::aio::ConnectionManagerConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerStatus;
+use super::execute::Executor;
+use super::runtime::WorkerOptions;
+
+pub(crate) use worker::supervise_queues;
+
+/// The largest `--dispatch-window`: apalis-redis fails to fetch beyond ~8,000 due
+/// messages of one queue (a Lua `unpack` limit), and a window is per queue.
+pub const MAX_DISPATCH_WINDOW: usize = 5000;
+
+/// Messages this process's workers took from Redis since the feeder last topped up: once
+/// a quarter of the window is gone the feeder tops up at once, rather than at its next
+/// poll, so a busy queue never runs dry between polls.
+#[derive(Default)]
+pub(crate) struct Consumed {
+    count: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Consumed {
+    fn took_one(&self, window: usize) {
+        let n = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n >= (window / 4).max(1) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn reset(&self) {
+        self.count.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How to reach Redis and how much to keep there.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `redis://…` or `rediss://…`; may hold a password, so `Debug` hides it.
+    pub url: String,
+    /// Messages kept in Redis per agent queue (1..=[`MAX_DISPATCH_WINDOW`]).
+    pub dispatch_window: usize,
+    /// How often an idle worker asks Redis for messages: apalis-redis is not woken by a
+    /// push, so this is the idle pickup latency.
+    pub poll_interval: Duration,
+    /// Key prefix: the queue of agent `a` is `<namespace>:<a>`. Processes that share
+    /// runs must share it; tests use their own.
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redacted(&self.url))
+            .field("dispatch_window", &self.dispatch_window)
+            .field("poll_interval", &self.poll_interval)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// The URL with its user info (which may hold a password) replaced by `***`, for logs
+/// and errors.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return format!("{}:…", url.split(':').next().unwrap_or_default());
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The apalis queue (key prefix) of one agent.
+fn queue_name(options: &RedisOptions, agent: &str) -> String {
+    format!("{}:{agent}", options.namespace)
+}
+
+/// apalis-redis settings for one agent queue (see the module docs for why each).
+fn queue_config(options: &RedisOptions, agent: &str) -> Config {
+    Config::default()
+        .queue(queue_name(options, agent))
+        // messages fetched per script call; unstarted ones wait in this worker's inflight
+        // set, so a small batch keeps one process from hoarding the window
+        .batch_size(8)
+        // a dead process's unclaimed messages return after heartbeat × missed
+        .heartbeat_interval(Duration::from_secs(2))
+        .missed_heartbeats(3)
+        // the lease step is an LREM per message and buys nothing: the claim is the lease
+        .lock_tasks(false)
+        .emit_events(false)
+        // the ack: without it messages stay in flight and come back as orphans
+        .persist_results(true)
+}
+
+/// One connection manager per process (clones share it). The default 500 ms response
+/// timeout would kill workers on a slow script; reconnects back off up to 2 s.
+async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_max_delay(Duration::from_secs(2));
+    Client::open(url)?
+        .get_connection_manager_with_config(config)
+        .await
+}
+
+/// Connects, retrying with backoff (1 s doubling to 60 s) until Redis answers or
+/// shutdown; the reason shows in `/readyz` meanwhile.
+async fn connect_until(
+    options: &RedisOptions,
+    status: &WorkerStatus,
+    shutdown: &CancellationToken,
+) -> Option<ConnectionManager> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match connect(&options.url).await {
+            Ok(conn) => {
+                status.delivery_failed(None);
+                return Some(conn);
+            }
+            Err(e) => {
+                let reason = format!("cannot connect to Redis at {}: {e}", redacted(&options.url));
+                tracing::warn!(error = %reason, retry_in_s = backoff.as_secs(), "Redis delivery waits for Redis");
+                status.delivery_failed(Some(reason));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Delivers through Redis until `shutdown`: the feeder, the reconciler and one
+/// supervised apalis worker per served agent. Returns once the workers have stopped
+/// (in-flight attempts given `shutdown_timeout`).
+pub(crate) async fn deliver(
+    redis: &RedisOptions,
+    executor: &Arc<Executor>,
+    agents: &Arc<[String]>,
+    options: &WorkerOptions,
+    status: &Arc<WorkerStatus>,
+    shutdown: &CancellationToken,
+) {
+    let Some(conn) = connect_until(redis, status, shutdown).await else {
+        return;
+    };
+    tracing::info!(redis = %redacted(&redis.url), window = redis.dispatch_window, "delivering runs through Redis");
+    let background = CancellationToken::new();
+    let consumed = Arc::new(Consumed::default());
+    let feeder = tokio::spawn(feeder::feed(
+        executor.clone(),
+        conn.clone(),
+        redis.clone(),
+        agents.clone(),
+        options.poll_interval,
+        consumed.clone(),
+        background.clone(),
+    ));
+    let reconciler = tokio::spawn(reconcile::reconcile(
+        executor.store.clone(),
+        conn.clone(),
+        redis.clone(),
+        agents.clone(),
+        status.clone(),
+        background.clone(),
+    ));
+    supervise_queues(conn, redis, executor, agents, options, consumed, shutdown).await;
+    background.cancel();
+    let _ = tokio::join!(feeder, reconciler);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn redacted_urls_never_show_a_password() {
+        assert_eq!(
+            redacted("redis://:hunter2@cache:6379/0"),
+            "redis://***@cache:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://user:hunter2@cache"),
+            "rediss://***@cache"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("nonsense:hunter2"), "nonsense:…");
+    }
+}

@@ -1,0 +1,170 @@
+//! The Redis side of a worker process: one apalis worker per served agent queue, each
+//! supervised (restarted under a fresh name after a backoff when it dies), and the
+//! handler that turns a message into a claimed attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt;
+use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, Monitor, WorkerBuilder};
+use apalis_core::worker::ext::parallelize::ParallelizeExt;
+use apalis_redis::{ConnectionManager, RedisStorage};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::feeder::parse_message;
+use super::{Consumed, RedisOptions, queue_config};
+use crate::jobs::WorkerStatus;
+use crate::jobs::execute::{Executor, run_attempt};
+use crate::jobs::runtime::{WorkerOptions, stop_signal};
+
+/// After a restart, a worker that has run this long without dying counts as healthy
+/// again: its restart reason leaves `/readyz`, and the next failure backs off from 1 s.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+
+/// What every message handler of this process shares.
+struct Delivery {
+    executor: Arc<Executor>,
+    /// Attempts this process runs at once, over all agent queues (`--concurrency`).
+    slots: Semaphore,
+    lease: Duration,
+    shutdown: CancellationToken,
+    consumed: Arc<Consumed>,
+    window: usize,
+}
+
+/// Runs one supervised worker per agent until `shutdown`, and waits for them to stop.
+pub(crate) async fn supervise_queues(
+    conn: ConnectionManager,
+    redis: &RedisOptions,
+    executor: &Arc<Executor>,
+    agents: &Arc<[String]>,
+    options: &WorkerOptions,
+    consumed: Arc<Consumed>,
+    shutdown: &CancellationToken,
+) {
+    let status = &executor.status;
+    let delivery = Arc::new(Delivery {
+        executor: executor.clone(),
+        slots: Semaphore::new(options.concurrency),
+        lease: options.lease,
+        shutdown: shutdown.clone(),
+        consumed,
+        window: redis.dispatch_window,
+    });
+    let queues: Vec<_> = agents
+        .iter()
+        .map(|agent| {
+            tokio::spawn(supervise(
+                agent.clone(),
+                conn.clone(),
+                redis.clone(),
+                delivery.clone(),
+                options.clone(),
+                status.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for queue in queues {
+        let _ = queue.await;
+    }
+}
+
+/// Runs the apalis worker of one agent queue until shutdown. apalis-redis ends the worker
+/// on any backend error (a reset connection, a flushed Redis); it is started again after
+/// 1 s doubling to 60 s, under a new name (a name is refused while Redis still lists it).
+async fn supervise(
+    agent: String,
+    conn: ConnectionManager,
+    redis: RedisOptions,
+    delivery: Arc<Delivery>,
+    options: WorkerOptions,
+    status: Arc<WorkerStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    for restart in 0u64.. {
+        let name = format!("{}-{agent}-{restart}", status.id());
+        let storage =
+            RedisStorage::<Value>::new(conn.clone()).with_config(queue_config(&redis, &agent));
+        let (poll, concurrency, delivery) =
+            (redis.poll_interval, options.concurrency, delivery.clone());
+        let monitor = Monitor::new()
+            .register(move |_restarts| {
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.clone().poll_with_interval(poll))
+                    .concurrency(concurrency)
+                    .parallelize(tokio::spawn)
+                    .data(delivery.clone())
+                    .build(handle)
+            })
+            .should_restart(|_, _| false)
+            .shutdown_timeout(options.shutdown_timeout);
+        let run = monitor.run_with_signal(stop_signal(&shutdown));
+        tokio::pin!(run);
+        let ended = tokio::select! {
+            ended = &mut run => ended,
+            _ = tokio::time::sleep(HEALTHY_AFTER) => {
+                if restart > 0 {
+                    status.claim_failed(None);
+                    backoff = Duration::from_secs(1);
+                }
+                run.await
+            }
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let reason = match ended {
+            Err(e) => format!("the Redis worker of `{agent}` failed: {e}"),
+            Ok(()) => format!("the Redis worker of `{agent}` stopped on its own"),
+        };
+        tracing::error!(agent = %agent, reason = %reason, restart_in_s = backoff.as_secs(), "restarting the Redis worker");
+        status.restarted(format!("{reason}; restarting in {}s", backoff.as_secs()));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// The apalis handler: claims the message's run and runs the attempt. Returns `Ok` for
+/// everything agentq handles itself (a stale message, an attempt that failed: retries
+/// are scheduled in the runs table), and `AbortError` only for a payload that is not a
+/// dispatch message, so apalis-redis never retries on its own.
+async fn handle(message: Value, delivery: Data<Arc<Delivery>>) -> Result<(), BoxDynError> {
+    let Some((run_id, seq)) = parse_message(&message) else {
+        tracing::warn!(%message, "a Redis message that is not a dispatch message; dropped");
+        return Err(AbortError::new(format!("not a dispatch message: {message}")).into());
+    };
+    let Ok(_slot) = delivery.slots.acquire().await else {
+        return Ok(());
+    };
+    // at shutdown no new attempt starts; the run stays marked and the reconciler of a
+    // running process sends it again
+    if delivery.shutdown.is_cancelled() {
+        return Ok(());
+    }
+    delivery.consumed.took_one(delivery.window);
+    let exec = &delivery.executor;
+    let claimed = exec
+        .store
+        .claim_dispatched(exec.status.id(), vec![(run_id, seq)], delivery.lease)
+        .await;
+    match claimed {
+        Ok(runs) => {
+            for run in runs {
+                run_attempt(exec, run).await;
+            }
+        }
+        // acked anyway: the reconciler sees the message finished without a claim and
+        // frees the run for another dispatch
+        Err(e) => {
+            tracing::warn!(run.id = %run_id, error = %e, "claiming a run from its Redis message failed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! PostgreSQL's statements: the same writes as the SQLite dialect, with the same parameters
+//! in the same order. Batched rows arrive as one JSON array in `$1` and are read with
+//! `jsonb_array_elements`. JSON columns are `jsonb` and are read back as text (`::text`),
+//! which is what the shared row mapping expects.
+//!
+//! Rows picked by a subquery are matched with `id = ANY(ARRAY(subquery))`, not
+//! `id IN (subquery)`: the statements are prepared, and PostgreSQL's generic plan for
+//! `IN` may hash-join against a scan of the whole runs table (measured: 7 ms per claim
+//! over a 20,000-run backlog), while an array parameter always probes the primary key.
+//! Batched updates of attempts (finish, lease renewal) name their ids the same way: the
+//! partial index of running runs keeps an entry for every run that ever ran until vacuum
+//! removes it, so reaching them through it grows with the throughput.
+//!
+//! Many processes write at once here, so subqueries that pick rows to change lock them
+//! with `FOR UPDATE SKIP LOCKED`: a row another writer holds is left to it, and a row
+//! changed since the statement's snapshot is checked again on its newest version before
+//! it is locked, so the outer `UPDATE` needs no conditions of its own (which would also
+//! tempt the planner into the partial indexes, dead entries and all). `LOCK_RUN` serialises the few read-then-write decisions that span rows of
+//! two tables (a wait against a signal, a dependent's unblocking against its other
+//! dependencies finishing).
+
+pub(super) const BEGIN: &str = "BEGIN";
+
+/// Whether the runs table changed by more than 500 rows plus 5% since it was last
+/// analysed (by anyone, autovacuum included).
+pub(super) const STATISTICS_STALE: &str = "
+SELECT COALESCE(s.n_mod_since_analyze > 500 + 0.05 * GREATEST(c.reltuples, 0), false)
+FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = 'runs'::regclass";
+
+/// One analysing process at a time per database (held until the transaction ends).
+pub(super) const TRY_ANALYZE_LOCK: &str =
+    "SELECT pg_try_advisory_xact_lock(hashtext('agentq:analyze:' || 'runs'::regclass::text))";
+
+/// Wakes other processes' idle workers at commit (they `LISTEN` on this channel).
+pub(super) const NOTIFY_READY: Option<&str> = Some("SELECT pg_notify('agentq_ready', '')");
+
+/// ?1 run id: takes the run's row lock before a decision that reads other rows.
+pub(super) const LOCK_RUN: Option<&str> = Some("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE");
+
+macro_rules! run_columns {
+    () => {
+        "id, agent, status, input::text AS input, priority, metadata::text AS metadata, \
+         progress_percent, progress_message, attempt, max_attempts, result::text AS result, \
+         checkpoint::text AS checkpoint, error_kind, error_message, timeout_ms, \
+         backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, \
+         waiting_for::text AS waiting_for, wait_until, callback_url, \
+         on_failure::text AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
+         lease_until, created_at, started_at, finished_at, updated_at, \
+         CASE WHEN depends_count > 0 THEN (SELECT json_agg(depends_on_id)::text \
+         FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
+    };
+}
+
+pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
+
+pub(super) const LIST_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs \
+     WHERE ($1::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))) \
+       AND ($2::text IS NULL OR agent = $2) \
+       AND ($3::bigint IS NULL OR created_at >= $3) \
+       AND ($4::bigint IS NULL OR created_at < $4) \
+       AND ($5::text IS NULL OR id < $5) \
+     ORDER BY id DESC LIMIT $6"
+);
+
+pub(super) const RUN_EXISTS: &str = "SELECT 1::bigint FROM runs WHERE id = $1";
+
+pub(super) const LIST_EVENTS: &str = "
+SELECT seq, at, type, attempt, data::text AS data FROM run_events
+WHERE run_id = $1 AND seq > $2 ORDER BY seq";
+
+pub(super) const HAS_DUE_WEBHOOKS: &str = "
+SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+               WHERE delivered_at IS NULL AND given_up = 0 AND due_at <= $1)";
+
+pub(super) const INSERT_RUNS: &str = "
+INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
+                  backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
+                  idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
+                  on_failure, compensates_run_id, depends_count, callback_url)
+SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
+       (value->>'priority')::bigint, value->'metadata', (value->>'max_attempts')::bigint,
+       (value->>'timeout_ms')::bigint, (value->>'backoff_base_ms')::bigint,
+       (value->>'backoff_cap_ms')::bigint, (value->>'run_at')::bigint, $2, $2, 1,
+       value->>'key', value->>'fingerprint', (value->>'key_expires_at')::bigint,
+       (value->>'deadline')::bigint, (value->>'expires_at')::bigint,
+       value->'on_failure', value->>'compensates',
+       COALESCE((value->>'depends_count')::bigint, 0), value->>'callback_url'
+FROM jsonb_array_elements($1::jsonb)";
+
+pub(super) const FIND_KEY: &str = "
+SELECT id, request_hash, idempotency_expires_at FROM runs WHERE idempotency_key = $1";
+
+pub(super) const FREE_KEY: &str = "
+UPDATE runs SET idempotency_key = NULL WHERE id = $1";
+
+pub(super) const INSERT_EVENTS: &str = "
+INSERT INTO run_events (run_id, seq, at, type, attempt, data)
+SELECT value->>'r', (value->>'s')::bigint, $2, value->>'k', (value->>'a')::bigint,
+       COALESCE(value->'d', '{}'::jsonb)
+FROM jsonb_array_elements($1::jsonb)";
+
+pub(super) const CLAIM: &str = "
+UPDATE runs
+SET status = 'running', attempt = attempt + 1, claims = claims + 1, worker_id = $1,
+    lease_until = $2, started_at = COALESCE(started_at, $3), updated_at = $3,
+    event_seq = event_seq + 1, dispatched_at = NULL
+WHERE id = ANY(ARRAY(
+    SELECT id FROM runs
+    WHERE status IN ('queued', 'retrying') AND run_at <= $3
+      AND ($4::jsonb IS NULL OR agent = ANY(ARRAY(SELECT jsonb_array_elements_text($4::jsonb))))
+      AND (deadline IS NULL OR deadline > $3)
+      AND (expires_at IS NULL OR expires_at > $3 OR started_at IS NOT NULL)
+    ORDER BY priority DESC, run_at, id
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED))
+RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
+          depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
+          backoff_cap_ms, priority, event_seq";
+
+pub(super) const RENEW_LEASES: &str = "
+UPDATE runs SET lease_until = $1
+FROM (SELECT value->>'id' AS id, (value->>'claim')::bigint AS claim,
+             value->>'worker' AS worker
+      FROM jsonb_array_elements($2::jsonb)) AS f
+WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($2::jsonb)))
+  AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
+  AND runs.status = 'running'
+RETURNING runs.id, runs.claims";
+
+pub(super) const TOUCH_RUNNING: &str = "
+UPDATE runs
+SET progress_percent = CASE WHEN $7 THEN $1 ELSE progress_percent END,
+    progress_message = CASE WHEN $7 THEN $2 ELSE progress_message END,
+    updated_at = $3, event_seq = event_seq + 1
+WHERE id = $4 AND claims = $5 AND worker_id = $6 AND status = 'running'
+RETURNING event_seq";
+
+pub(super) const CHECKPOINT: &str = "
+UPDATE runs SET checkpoint = $1::jsonb, updated_at = $2, event_seq = event_seq + 1
+WHERE id = $3 AND claims = $4 AND worker_id = $5 AND status = 'running'
+RETURNING event_seq";
+
+pub(super) const FINISH: &str = "
+UPDATE runs
+SET status = f.status, result = f.result, error_kind = f.error_kind,
+    error_message = f.error_message, run_at = COALESCE(f.run_at, runs.run_at),
+    finished_at = CASE WHEN f.status = 'retrying' THEN NULL ELSE $2 END,
+    worker_id = NULL, lease_until = NULL, updated_at = $2, event_seq = runs.event_seq + 1
+FROM (SELECT value->>'id' AS id, (value->>'claim')::bigint AS claim,
+             value->>'worker' AS worker, value->>'status' AS status,
+             value->'result' AS result,
+             value->>'error_kind' AS error_kind, value->>'error_message' AS error_message,
+             (value->>'run_at')::bigint AS run_at
+      FROM jsonb_array_elements($1::jsonb)) AS f
+WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::jsonb)))
+  AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
+  AND runs.status = 'running'
+RETURNING runs.id, runs.event_seq, runs.dependents,
+          runs.callback_url IS NOT NULL AS has_callback";
+
+pub(super) const RELEASE: &str = "
+UPDATE runs
+SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
+    run_at = $1, updated_at = $1, event_seq = event_seq + 1
+WHERE worker_id = $2 AND status = 'running'
+RETURNING id, attempt + 1 AS released_attempt, event_seq";
+
+pub(super) const HAND_BACK: &str = "
+UPDATE runs
+SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
+    run_at = $1, updated_at = $1, event_seq = event_seq + 1
+WHERE id = $2 AND claims = $3 AND worker_id = $4 AND status = 'running'
+RETURNING event_seq";
+
+pub(super) const SWEEP_EXPIRED: &str = "
+UPDATE runs
+SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
+    error_kind = 'lost_worker',
+    error_message = 'worker ' || worker_id || ' stopped renewing its lease',
+    finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END,
+    run_at = $1, worker_id = NULL, lease_until = NULL, updated_at = $1,
+    event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
+WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'running' AND lease_until < $1
+                    FOR UPDATE SKIP LOCKED))
+RETURNING id, attempt, status, event_seq, error_message";
+
+pub(super) const CANCEL: &str = "
+UPDATE runs
+SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
+    finished_at = $1, worker_id = NULL, lease_until = NULL, updated_at = $1,
+    event_seq = event_seq + 1, dispatched_at = NULL
+WHERE id = $2 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+RETURNING event_seq, attempt";
+
+pub(super) const REQUEUE: &str = "
+UPDATE runs
+SET status = CASE WHEN depends_count > 0 AND EXISTS (
+        SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+        WHERE d.run_id = runs.id AND dep.status != 'succeeded') THEN 'blocked' ELSE 'queued' END,
+    attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
+    progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = $1,
+    updated_at = $1, event_seq = event_seq + 1
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb))) AND status = 'failed'
+  AND NOT EXISTS (
+    SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+    WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
+RETURNING id, event_seq";
+
+pub(super) const FAILED_MATCHING: &str = "
+SELECT id FROM runs
+WHERE status = 'failed' AND ($1::text IS NULL OR agent = $1)
+  AND ($2::bigint IS NULL OR created_at >= $2) AND ($3::bigint IS NULL OR created_at < $3)
+ORDER BY id LIMIT $4";
+
+/// Also takes the run's row lock: a signal or cancel decides on the status it reads.
+pub(super) const STATUS_OF: &str = "SELECT status FROM runs WHERE id = $1 FOR UPDATE";
+
+pub(super) const FAIL_PAST_DEADLINE: &str = "
+UPDATE runs
+SET status = 'failed', error_kind = 'deadline_exceeded',
+    error_message = 'the run did not finish before its deadline',
+    finished_at = $1, updated_at = $1, event_seq = event_seq + 1, dispatched_at = NULL
+WHERE id = ANY(ARRAY(
+        SELECT id FROM runs
+        WHERE deadline IS NOT NULL AND status IN ('blocked', 'queued', 'retrying', 'waiting')
+          AND deadline <= $1
+        FOR UPDATE SKIP LOCKED))
+RETURNING id, attempt, event_seq, error_kind, error_message";
+
+pub(super) const FAIL_EXPIRED: &str = "
+UPDATE runs
+SET status = 'failed', error_kind = 'expired',
+    error_message = 'the run did not start before it expired',
+    finished_at = $1, updated_at = $1, event_seq = event_seq + 1, dispatched_at = NULL
+WHERE id = ANY(ARRAY(
+        SELECT id FROM runs
+        WHERE expires_at IS NOT NULL AND status IN ('blocked', 'queued')
+          AND started_at IS NULL AND expires_at <= $1
+        FOR UPDATE SKIP LOCKED))
+RETURNING id, attempt, event_seq, error_kind, error_message";
+
+pub(super) const TO_COMPENSATE: &str = "
+SELECT id, agent, input::text AS input, error_kind, error_message,
+       on_failure::text AS on_failure, priority, max_attempts, timeout_ms, backoff_base_ms,
+       backoff_cap_ms, attempt
+FROM runs
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) AND on_failure IS NOT NULL
+  AND compensation_run_id IS NULL
+FOR UPDATE";
+
+pub(super) const LINK_COMPENSATION: &str = "
+UPDATE runs SET compensation_run_id = $1, updated_at = $2, event_seq = event_seq + 1
+WHERE id = $3
+RETURNING event_seq";
+
+/// Locks the rows in id order: the new run's dependents count is about to change, and a
+/// dependency finishing meanwhile must either be seen or see the new run.
+pub(super) const STATUSES_OF: &str = "
+SELECT id, status FROM runs WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+ORDER BY id FOR UPDATE";
+
+pub(super) const INSERT_DEPENDENCIES: &str = "
+INSERT INTO run_dependencies (run_id, depends_on_id)
+SELECT value->>'r', value->>'d' FROM jsonb_array_elements($1::jsonb)
+ON CONFLICT DO NOTHING";
+
+pub(super) const COUNT_DEPENDENTS: &str = "
+UPDATE runs
+SET dependents = dependents
+    + (SELECT COUNT(*) FROM jsonb_array_elements($1::jsonb) WHERE value->>'d' = runs.id)
+WHERE id = ANY(ARRAY(SELECT value->>'d' FROM jsonb_array_elements($1::jsonb)))";
+
+pub(super) const BLOCKED_DEPENDENTS: &str = "
+SELECT d.run_id, d.depends_on_id
+FROM run_dependencies d JOIN runs r ON r.id = d.run_id
+WHERE d.depends_on_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) AND r.status = 'blocked'";
+
+pub(super) const UNBLOCK: &str = "
+UPDATE runs SET status = 'queued', run_at = GREATEST(run_at, $1), updated_at = $1,
+    event_seq = event_seq + 1
+WHERE id = $2 AND status = 'blocked' AND NOT EXISTS (
+    SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+    WHERE d.run_id = runs.id AND dep.status != 'succeeded')
+RETURNING event_seq";
+
+pub(super) const SETTLE_BLOCKED: &str = "
+UPDATE runs SET status = $1, error_kind = $2, error_message = $3, finished_at = $4,
+    updated_at = $4, event_seq = event_seq + 1
+WHERE id = $5 AND status = 'blocked'
+RETURNING event_seq";
+
+pub(super) const DEPENDENCY_RESULTS: &str = "
+SELECT d.run_id, d.depends_on_id, r.result::text AS result
+FROM run_dependencies d JOIN runs r ON r.id = d.depends_on_id
+WHERE d.run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
+
+pub(super) const TAKE_SIGNAL: &str = "
+UPDATE run_signals SET consumed_at = $1
+WHERE id = (SELECT s.id FROM run_signals s JOIN runs r ON r.id = s.run_id
+            WHERE s.run_id = $2 AND s.consumed_at IS NULL
+              AND s.name = ANY(ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))
+              AND r.claims = $4 AND r.worker_id = $5 AND r.status = 'running'
+            ORDER BY s.id LIMIT 1
+            FOR UPDATE OF s)
+  AND consumed_at IS NULL
+RETURNING name, payload::text AS payload, timed_out";
+
+pub(super) const WAIT: &str = "
+UPDATE runs
+SET status = CASE WHEN EXISTS (
+        SELECT 1 FROM run_signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL
+          AND s.name = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))) THEN 'queued'
+        ELSE 'waiting' END,
+    waiting_for = $1::jsonb, wait_until = $2, wait_resume = CASE WHEN $3 THEN 1 ELSE 0 END,
+    attempt = attempt - 1, worker_id = NULL, lease_until = NULL, run_at = $4, updated_at = $4,
+    event_seq = event_seq + 1
+WHERE id = $5 AND claims = $6 AND worker_id = $7 AND status = 'running'
+RETURNING status, event_seq";
+
+pub(super) const INSERT_SIGNAL: &str = "
+INSERT INTO run_signals (run_id, name, payload, received_at, timed_out)
+VALUES ($1, $2, $3::jsonb, $4, CASE WHEN $5 THEN 1 ELSE 0 END)";
+
+pub(super) const NEXT_EVENT: &str = "
+UPDATE runs SET updated_at = $1, event_seq = event_seq + 1 WHERE id = $2
+RETURNING event_seq, attempt";
+
+pub(super) const RESUME: &str = "
+UPDATE runs SET status = 'queued', run_at = $1, updated_at = $1, event_seq = event_seq + 1
+WHERE id = $2 AND status = 'waiting' AND waiting_for ? $3
+RETURNING event_seq, attempt";
+
+pub(super) const WAITS_ENDED: &str = "
+SELECT id, waiting_for::text AS waiting_for, wait_resume FROM runs
+WHERE status = 'waiting' AND wait_until <= $1
+FOR UPDATE SKIP LOCKED";
+
+pub(super) const FAIL_WAIT: &str = "
+UPDATE runs SET status = 'failed', error_kind = 'wait_timeout',
+    error_message = 'no signal it waited for arrived in time', finished_at = $1,
+    updated_at = $1, event_seq = event_seq + 1
+WHERE id = $2 AND status = 'waiting'
+RETURNING event_seq, attempt";
+
+pub(super) const SCHEDULE_WEBHOOKS: &str = "
+INSERT INTO webhook_deliveries (run_id, due_at, created_at)
+SELECT id, $1, $1 FROM runs
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb))) AND callback_url IS NOT NULL
+  AND status IN ('succeeded', 'failed', 'cancelled')";
+
+pub(super) const CLAIM_WEBHOOKS: &str = "
+UPDATE webhook_deliveries SET due_at = $2, attempts = attempts + 1
+WHERE id = ANY(ARRAY(
+        SELECT id FROM webhook_deliveries
+        WHERE delivered_at IS NULL AND given_up = 0 AND due_at <= $1
+        ORDER BY due_at LIMIT $3
+        FOR UPDATE SKIP LOCKED))
+RETURNING id, run_id, attempts, created_at";
+
+pub(super) const CALLBACK_URL: &str = "SELECT callback_url FROM runs WHERE id = $1";
+
+pub(super) const WEBHOOK_DELIVERED: &str = "
+UPDATE webhook_deliveries SET delivered_at = $1, last_error = NULL WHERE id = $2";
+
+pub(super) const WEBHOOK_FAILED: &str = "
+UPDATE webhook_deliveries
+SET due_at = COALESCE($1, due_at), given_up = CASE WHEN $1::bigint IS NULL THEN 1 ELSE 0 END,
+    last_error = $2
+WHERE id = $3";
+
+/// $1 id, $2 host, $3 pid, $4 version, $5 agents (JSON array), $6 concurrency,
+/// $7 started at, $8 now, $9 running, $10 processed, $11 restarts, $12 last error,
+/// $13 stopped at.
+pub(super) const UPSERT_WORKER: &str = "
+INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
+                     running, processed, restarts, last_error, stopped_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, running = excluded.running,
+    processed = excluded.processed, restarts = excluded.restarts,
+    last_error = excluded.last_error, stopped_at = excluded.stopped_at";
+
+/// $1 heard from before this: forgotten.
+pub(super) const FORGET_WORKERS: &str = "DELETE FROM workers WHERE heartbeat_at < $1";
+
+/// $1 heard from since this. Newest first.
+pub(super) const LIST_WORKERS: &str = "
+SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
+       processed, restarts, last_error, stopped_at
+FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at DESC, id";
+
+/// Redis delivery: one feeder per agent at a time across every process, so the window
+/// count is exact; a feeder that does not get it skips the agent this round.
+/// $1 the agent. Answers whether the lock was taken.
+pub(super) const DISPATCH_LOCK: Option<&str> =
+    Some("SELECT pg_try_advisory_xact_lock(hashtext('agentq:feed:' || $1))");
+
+pub(super) const COUNT_DISPATCHED: &str = "
+SELECT COUNT(*) FROM runs WHERE agent = $1 AND dispatched_at IS NOT NULL";
+
+/// The picked rows are materialised first: as a plain `IN (subquery)` the planner may
+/// evaluate the subquery again per row and mark more than `$3` runs.
+pub(super) const DISPATCH: &str = "
+WITH picked AS MATERIALIZED (
+    SELECT id FROM runs
+    WHERE agent = $2 AND status IN ('queued', 'retrying') AND dispatched_at IS NULL
+      AND run_at <= $1
+      AND (deadline IS NULL OR deadline > $1)
+      AND (expires_at IS NULL OR expires_at > $1 OR started_at IS NOT NULL)
+    ORDER BY priority DESC, run_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED)
+UPDATE runs SET dispatched_at = $1, dispatch_seq = runs.dispatch_seq + 1
+WHERE runs.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING runs.id, runs.dispatch_seq, runs.priority, runs.run_at";
+
+pub(super) const CLAIM_DISPATCHED: &str = "
+UPDATE runs
+SET status = 'running', attempt = attempt + 1, claims = claims + 1, worker_id = $1,
+    lease_until = $2, started_at = COALESCE(started_at, $3), updated_at = $3,
+    event_seq = event_seq + 1, dispatched_at = NULL
+FROM (SELECT value->>'id' AS id, (value->>'seq')::bigint AS seq
+      FROM jsonb_array_elements($4::jsonb)) AS d
+WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::jsonb)))
+  AND runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT NULL
+  AND runs.status IN ('queued', 'retrying') AND runs.run_at <= $3
+  AND (runs.deadline IS NULL OR runs.deadline > $3)
+  AND (runs.expires_at IS NULL OR runs.expires_at > $3 OR runs.started_at IS NOT NULL)
+RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,
+          runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
+          runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
+          runs.event_seq";
+
+pub(super) const UNDISPATCH: &str = "
+UPDATE runs SET dispatched_at = NULL
+FROM (SELECT value->>'id' AS id, (value->>'seq')::bigint AS seq
+      FROM jsonb_array_elements($1::jsonb)) AS d
+WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::jsonb)))
+  AND runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT NULL";
+
+pub(super) const DISPATCHED_BEFORE: &str = "
+SELECT agent, id, dispatch_seq FROM runs
+WHERE dispatched_at IS NOT NULL AND dispatched_at < $1
+  AND agent = ANY(ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))
+ORDER BY dispatched_at
+LIMIT $2";
+
+/// Redis delivery's indexes, created when a process first delivers through Redis: the
+/// feeder's scan (one agent's ready runs with no message yet, in claim order), and the
+/// window count per agent with the reconciler's look for lost messages.
+pub(super) const REDIS_INDEXES: [&str; 2] = [
+    "CREATE INDEX IF NOT EXISTS runs_undispatched ON runs (agent, priority DESC, run_at, id)
+     WHERE status IN ('queued', 'retrying') AND dispatched_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS runs_dispatched ON runs (agent, dispatched_at)
+     WHERE dispatched_at IS NOT NULL",
+];
