@@ -1,12 +1,14 @@
-//! Exponential backoff with full jitter for retries.
+//! Exponential backoff with "equal jitter" for retries.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 /// Delay before attempt `n + 1` after attempt `n` failed: a uniform draw from
-/// `[0, min(cap, base × 2^(n−1))]` ("full jitter"), so that many runs failing together
-/// spread their retries instead of returning in a herd.
+/// `[c/2, c]` with `c = min(cap, base × 2^(n−1))` ("equal jitter"), so that many runs
+/// failing together spread their retries instead of returning in a herd, while a run
+/// never comes back much sooner than its backoff asked (full jitter, `[0, c]`, can
+/// retry a "60 s" backoff after a few milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
@@ -25,7 +27,7 @@ impl Backoff {
     /// A jittered delay after the given failed attempt, drawn from `rng`.
     pub fn delay(&self, failed_attempt: u32, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling(failed_attempt).as_millis() as u64;
-        Duration::from_millis(rng.random_range(0..=ceiling))
+        Duration::from_millis(rng.random_range(ceiling.div_ceil(2)..=ceiling))
     }
 }
 
@@ -50,12 +52,13 @@ mod tests {
     }
 
     #[test]
-    fn delay_stays_within_zero_and_the_ceiling_and_spreads() {
+    fn delay_stays_within_half_the_ceiling_and_the_ceiling_and_spreads() {
         let b = backoff();
         let mut rng = StdRng::seed_from_u64(7);
         for attempt in 1..=12 {
             let draws: Vec<Duration> = (0..200).map(|_| b.delay(attempt, &mut rng)).collect();
             assert!(draws.iter().all(|d| *d <= b.ceiling(attempt)));
+            assert!(draws.iter().all(|d| *d * 2 >= b.ceiling(attempt)));
             let distinct: std::collections::HashSet<_> = draws.iter().collect();
             assert!(distinct.len() > 50, "attempt {attempt}: too little jitter");
         }

@@ -140,7 +140,7 @@ mod tests {
             match decide(&run, Err(failure), now(), &mut rng) {
                 Outcome::Retry { error, retry_at } => {
                     assert_eq!(error.kind, RunErrorKind::AgentError);
-                    assert!(retry_at >= now());
+                    assert!(retry_at >= now() + run.backoff().ceiling(attempt) / 2);
                     assert!(retry_at <= now() + run.backoff().ceiling(attempt));
                 }
                 other => panic!("expected a retry, got {other:?}"),
