@@ -113,6 +113,95 @@ async fn wait_all_succeeded(app: &TestApp, ids: &[String], within: Duration) {
     }
 }
 
+/// The first of `ids` not `succeeded` within `within` (a failed one fails the test).
+async fn first_unfinished(app: &TestApp, ids: &[String], within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    for id in ids {
+        loop {
+            let run = app.get_run(id).await;
+            assert_ne!(run["status"], "failed", "{run:#}");
+            if run["status"] == "succeeded" {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Some(id.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    None
+}
+
+/// What the runs table and Redis say of a run's delivery, for a failure message: its row's
+/// dispatch mark, its message's meta, where the message sits, and the queue's workers.
+async fn dispatch_state(app: &TestApp, redis_url: &str, namespace: &str, id: &str) -> String {
+    let query = "SELECT agent, status, dispatch_seq, dispatched_at FROM runs WHERE id = $1";
+    let row: (String, String, i64, Option<i64>) = if app.db_url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(query)
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(query)
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let queue = format!("{namespace}:{}", row.0);
+    let mut conn = redis_conn(redis_url).await;
+    let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{queue}:meta:{id}:{}", row.2))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let message = format!("{id}:{}", row.2);
+    let active: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{queue}:active"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let workers: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(format!("{queue}:workers"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let inflight: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{queue}:inflight:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut holders = Vec::new();
+    for set in &inflight {
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg(set)
+            .arg(&message)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if member {
+            holders.push(set.clone());
+        }
+    }
+    let registry = app.get_json("/v1/workers").await;
+    format!(
+        "row (agent, status, seq, dispatched_at): {row:?}\nmeta: {meta:?}\n\
+         in active list: {} of {}\ninflight sets: {inflight:?}, holding it: {holders:?}\n\
+         queue workers: {workers:?}\nnow: {}\nregistry: {registry:#}",
+        active.contains(&message),
+        active.len(),
+        chrono::Utc::now().timestamp_millis(),
+    )
+}
+
 async fn count_events(app: &TestApp, id: &str, kind: &str) -> usize {
     event_types(&app.events(id).await)
         .iter()
@@ -246,7 +335,9 @@ async fn redis_losing_its_data_under_load_still_ends_every_run() {
         .await
         .map(std::sync::Arc::new)
         .unwrap();
-    let app = spawn_with_redis(redis_options(&redis.url(), 200)).await;
+    let options = redis_options(&redis.url(), 200);
+    let namespace = options.namespace.clone();
+    let app = spawn_with_redis(options).await;
     let ids = create_many(&app, 400, json!({"agent": "patient", "input": {"ms": 20}})).await;
     // kill it while runs are in Redis, in flight and still in the table
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -274,7 +365,10 @@ async fn redis_losing_its_data_under_load_still_ends_every_run() {
     assert!(waiting > 0, "every run was taken before Redis died");
     tokio::time::sleep(Duration::from_secs(2)).await;
     blocking(ThrowawayRedis::start_again).await.unwrap();
-    wait_all_succeeded(&app, &ids, Duration::from_secs(90)).await;
+    if let Some(stuck) = first_unfinished(&app, &ids, Duration::from_secs(90)).await {
+        let state = dispatch_state(&app, &redis.url(), &namespace, &stuck).await;
+        panic!("run {stuck} did not succeed after Redis came back:\n{state}");
+    }
     for id in &ids {
         assert_eq!(count_events(&app, id, "succeeded").await, 1, "run {id}");
     }
