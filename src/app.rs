@@ -12,7 +12,7 @@ use clap::error::ErrorKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, HttpOptions, RunDefaults};
+use crate::api::{self, ApiState, Auth, HttpOptions, RunDefaults};
 use crate::config::{Cli, Command};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
 use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
@@ -64,6 +64,7 @@ pub struct Application {
     store: Store,
     registry: Arc<AgentRegistry>,
     listener: Option<TcpListener>,
+    auth: Option<Auth>,
 }
 
 impl Application {
@@ -82,19 +83,21 @@ impl Application {
                 .await
                 .context("creating the indexes of Redis delivery")?;
         }
-        let listener = if config.role.serves_http() {
+        let (listener, auth) = if config.role.serves_http() {
+            let auth = auth_for(&config, &store).await?;
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listening on {}", config.listen))?;
-            Some(listener)
+            (Some(listener), Some(auth))
         } else {
-            None
+            (None, None)
         };
         Ok(Self {
             config,
             store,
             registry: Arc::new(registry),
             listener,
+            auth,
         })
     }
 
@@ -120,13 +123,14 @@ impl Application {
             }
             false => None,
         };
-        let http = self.listener.map(|listener| {
+        let http = self.listener.zip(self.auth).map(|(listener, auth)| {
             let state = ApiState {
                 store: self.store.clone(),
                 registry: self.registry.clone(),
                 defaults: Arc::new(self.config.defaults.clone()),
                 signal_secret: self.config.http.signal_secret.clone(),
                 worker: worker_status.clone(),
+                auth,
             };
             let app = api::router(state, &self.config.http);
             let token = token.clone();
@@ -194,6 +198,34 @@ pub fn main_with(agents: AgentRegistry) -> ExitCode {
     }
 }
 
+/// How the API authenticates. Without live API keys it serves openly only on a loopback
+/// address or with `--insecure-no-auth`, and says so; elsewhere it refuses to start.
+async fn auth_for(config: &AppConfig, store: &Store) -> anyhow::Result<Auth> {
+    let http = &config.http;
+    let loopback = config.listen.ip().is_loopback();
+    let keys = store.count_keys().await.context("reading API keys")?;
+    if keys == 0 {
+        if loopback {
+            tracing::warn!(listen = %config.listen, "no API keys: serving without auth on a loopback address; `agentq keys create --tenant NAME` makes one and then every request needs a key");
+        } else if http.insecure_no_auth {
+            tracing::warn!(listen = %config.listen, "no API keys and --insecure-no-auth: anyone who reaches this address can create, read and cancel runs");
+        } else {
+            anyhow::bail!(
+                "refusing to serve on {} without API keys: create one with `agentq keys create --tenant NAME`, listen on a loopback address, or pass --insecure-no-auth",
+                config.listen
+            );
+        }
+    }
+    Auth::new(
+        store.clone(),
+        loopback || http.insecure_no_auth,
+        http.token_secret.as_ref().map(|s| s.0.as_str()),
+        http.run_token_ttl,
+    )
+    .await
+    .context("reading the run token secret")
+}
+
 /// A bad setting: one line on stderr and exit code 2.
 fn usage_error(message: &str) -> ExitCode {
     let message = message.trim_start_matches("error: ");
@@ -215,6 +247,10 @@ async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
             store.close().await;
             tracing::info!(database = %config.database_url, "migrations applied");
             return Ok(());
+        }
+        Command::Keys(command) => {
+            let config = cli.settings.app_config(Role::Worker);
+            return crate::keys::run(command, &config).await;
         }
         Command::Serve => Role::Serve,
         Command::Api => Role::Api,

@@ -24,7 +24,7 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// API and workers in one process (the default).
     Serve,
@@ -36,6 +36,29 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// Manage API keys (stored in the database at --database-url).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key for a tenant and print it once (only its hash is kept).
+    Create {
+        /// The tenant whose runs the key acts on: 1 to 63 of a-z, 0-9, _ and -.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated: runs:read, runs:write, admin (admin implies the others).
+        #[arg(long, default_value = "runs:read,runs:write")]
+        scopes: String,
+        /// A label to recognise the key by in `keys list`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by its id (the 12 hex digits after `aq_`); it stops working within 5 s.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +187,22 @@ pub struct Settings {
         global = true
     )]
     pub webhook_secret: Option<String>,
+    /// Serve without API keys on a non-loopback address. Without it, a server that
+    /// listens beyond loopback refuses to start until a key exists.
+    #[arg(long, env = "AGENTQ_INSECURE_NO_AUTH", global = true)]
+    pub insecure_no_auth: bool,
+    /// Secret that signs run tokens; all API processes must share it. Unset: a secret
+    /// generated once and kept in the database (shared automatically).
+    #[arg(
+        long,
+        env = "AGENTQ_TOKEN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token_secret: Option<String>,
+    /// How long the run token returned by `POST /v1/runs` is valid.
+    #[arg(long, env = "AGENTQ_RUN_TOKEN_TTL", default_value = "1h", value_parser = duration, global = true)]
+    pub run_token_ttl: Duration,
     /// Log format.
     #[arg(
         long,
@@ -231,6 +270,16 @@ impl Settings {
         if self.backoff_cap < self.backoff_base {
             return Err("--backoff-cap must not be below --backoff-base".into());
         }
+        at_least("run-token-ttl", self.run_token_ttl, Duration::from_secs(10))?;
+        if self.run_token_ttl > Duration::from_secs(7 * 24 * 3600) {
+            return Err(
+                "--run-token-ttl must be at most 7 days: run tokens are meant to be short-lived"
+                    .into(),
+            );
+        }
+        if self.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("--token-secret must be at least 32 characters".into());
+        }
         if self.body_limit < 1024 {
             return Err("--body-limit must be at least 1024 bytes".into());
         }
@@ -288,6 +337,9 @@ impl Settings {
                 request_timeout: self.request_timeout,
                 cors_origins: self.cors_origins.clone(),
                 signal_secret: self.signal_secret.clone().map(crate::api::Secret),
+                insecure_no_auth: self.insecure_no_auth,
+                token_secret: self.token_secret.clone().map(crate::api::Secret),
+                run_token_ttl: self.run_token_ttl,
             },
             defaults: RunDefaults {
                 max_attempts: self.max_attempts,

@@ -11,5 +11,6 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod jobs;
+pub mod keys;
 pub mod store;
 pub mod telemetry;

@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::Run;
+use crate::domain::{Run, Scope};
 use crate::store::RequeueFilter;
 
 use super::ApiState;
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::JsonBody;
 use super::runs::parse_run_id;
@@ -20,14 +21,19 @@ use super::runs::parse_run_id;
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The cancelled run", body = Run),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run already finished", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel_run(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Run>, ApiError> {
-    Ok(Json(state.store.cancel_run(parse_run_id(&id)?).await?))
+    let id = parse_run_id(&id)?;
+    caller.may_write(&state.store.get_run(id).await?)?;
+    Ok(Json(state.store.cancel_run(id).await?))
 }
 
 /// Put a failed run back in the queue: attempts reset, history kept.
@@ -35,14 +41,19 @@ pub async fn cancel_run(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run, queued again", body = Run),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run is not failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry_run(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Run>, ApiError> {
-    Ok(Json(state.store.requeue_run(parse_run_id(&id)?).await?))
+    let id = parse_run_id(&id)?;
+    caller.may_write(&state.store.get_run(id).await?)?;
+    Ok(Json(state.store.requeue_run(id).await?))
 }
 
 /// Which failed runs to retry; every field narrows the set.
@@ -66,14 +77,19 @@ pub struct RetryRunsResponse {
 #[utoipa::path(post, path = "/v1/runs/retry", tag = "runs", operation_id = "retry_runs",
     request_body = RetryRunsRequest,
     responses(
-        (status = 200, description = "How many runs were requeued", body = RetryRunsResponse),
+        (status = 200, description = "How many of the caller's tenant's failed runs were requeued", body = RetryRunsResponse),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the admin scope", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry_runs(
     State(state): State<ApiState>,
+    caller: Caller,
     JsonBody(request): JsonBody<RetryRunsRequest>,
 ) -> Result<Json<RetryRunsResponse>, ApiError> {
+    caller.require(Scope::Admin)?;
     let filter = RequeueFilter {
+        tenant: caller.tenant_filter(),
         agent: request.agent,
         created_after: request.created_after,
         created_before: request.created_before,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
-use crate::domain::{Backoff, Compensation, IdempotencyKey, NewRun, RunId};
+use crate::domain::{Backoff, Compensation, IdempotencyKey, NewRun, RunId, Tenant};
 use crate::jobs::AgentRegistry;
 
 use super::error::{ApiError, FieldError};
@@ -68,9 +68,7 @@ pub fn idempotency_key(
 /// SHA-256 of the body's canonical JSON (object keys sorted, no whitespace), so a retry
 /// that sends the same JSON differently laid out is the same request.
 fn fingerprint(body: &Value) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(serde_json::to_vec(body).expect("a JSON value serialises"));
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::domain::sha256_hex(&serde_json::to_vec(body).expect("a JSON value serialises"))
 }
 
 /// A run to create.
@@ -203,6 +201,7 @@ impl CreateRunRequest {
         registry: &AgentRegistry,
         defaults: &RunDefaults,
         idempotency: Option<IdempotencyKey>,
+        tenant: Tenant,
     ) -> Result<NewRun, ApiError> {
         let mut problems = match self.validate() {
             Ok(()) => Vec::new(),
@@ -275,6 +274,7 @@ impl CreateRunRequest {
             callback_url: self.callback_url,
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
+            tenant,
         })
     }
 }

@@ -46,8 +46,15 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A signal's HMAC signature is missing or wrong.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// No valid credential (API key or run token).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A valid credential that does not allow this.
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("the service is not available right now; try again shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -86,6 +93,8 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Status(status, _) => (*status, status_code_name(*status)),
@@ -151,6 +160,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %cause, "request failed");
         }
         let retry = matches!(self, Self::Unavailable(_));
+        let challenge = matches!(self, Self::Unauthenticated(_));
         let problem = self.into_problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -163,6 +173,12 @@ impl IntoResponse for ApiError {
         );
         if retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"agentq\""),
+            );
         }
         response
     }

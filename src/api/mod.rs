@@ -3,6 +3,7 @@
 //! Knows HTTP and nothing of apalis: runs enter through `Store::insert_run`.
 
 mod actions;
+mod auth;
 mod create;
 mod error;
 mod extract;
@@ -33,6 +34,7 @@ use utoipa_scalar::{Scalar, Servable};
 use crate::jobs::AgentRegistry;
 use crate::store::Store;
 
+pub use auth::{Auth, Caller, KEY_CACHE_TTL};
 pub use create::{CreateRunRequest, RunDefaults};
 pub use error::{ApiError, FieldError, Problem};
 
@@ -45,6 +47,7 @@ pub struct ApiState {
     pub signal_secret: Option<Secret>,
     /// This process's worker, when it runs one (`serve`): `/readyz` reports its state.
     pub worker: Option<Arc<crate::jobs::WorkerStatus>>,
+    pub auth: Auth,
 }
 
 /// HTTP-level settings.
@@ -56,6 +59,12 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// When set, signals must carry an HMAC-SHA256 signature of their body.
     pub signal_secret: Option<Secret>,
+    /// Serve without API keys even on a non-loopback address.
+    pub insecure_no_auth: bool,
+    /// Signs run tokens; `None` uses a secret generated once and kept in the database.
+    pub token_secret: Option<Secret>,
+    /// How long a run token returned by `POST /v1/runs` is valid.
+    pub run_token_ttl: Duration,
 }
 
 pub use crate::domain::Secret;
@@ -67,6 +76,9 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
             signal_secret: None,
+            insecure_no_auth: false,
+            token_secret: None,
+            run_token_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -111,6 +123,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application with its middleware.
 pub fn router(state: ApiState, options: &HttpOptions) -> Router {
+    let auth = state.auth.clone();
     let (routes, _) = api_router().split_for_parts();
     let doc = openapi();
     let spec = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
@@ -133,6 +146,10 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(cors(&options.cors_origins))
                 .layer(axum::middleware::from_fn(middleware::problems))
+                .layer(axum::middleware::from_fn_with_state(
+                    auth,
+                    auth::authenticate,
+                ))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     options.request_timeout,

@@ -11,9 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use serde_json::Value;
 
-use crate::domain::{Inserted, Run, RunEvent, RunId};
+use crate::domain::{Inserted, Run, RunEvent, RunId, Scope};
 
 use super::ApiState;
+use super::auth::Caller;
 use super::create::{CreateRunRequest, idempotency_key};
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, from_value};
@@ -21,6 +22,18 @@ use super::list::ListRunsParams;
 use super::stream;
 
 /// A page of runs, newest first.
+/// A run just accepted, with a token a browser may use for it.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedRun {
+    #[serde(flatten)]
+    pub run: Run,
+    /// Lets its holder read this run, follow its events (also as `?access_token=`, for
+    /// `EventSource`) and send the signals it waits for; nothing else. Short-lived
+    /// (`--run-token-ttl`), so a frontend never needs the tenant's API key.
+    pub run_token: String,
+    pub run_token_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct RunList {
     pub runs: Vec<Run>,
@@ -49,11 +62,13 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
 #[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "create_run",
     request_body = CreateRunRequest,
     responses(
-        (status = 202, description = "Accepted and queued", body = Run,
+        (status = 202, description = "Accepted and queued", body = CreatedRun,
          headers(("Location" = String, description = "The run's URL"))),
-        (status = 200, description = "The run this Idempotency-Key already created (same request)", body = Run,
+        (status = 200, description = "The run this Idempotency-Key already created (same request)", body = CreatedRun,
          headers(("Location" = String, description = "The run's URL"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
@@ -63,12 +78,19 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the run it created (200); with another body, 409. Keys live 24 h (--idempotency-ttl).")))]
 pub async fn create_run(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers, &body, state.defaults.idempotency_ttl)?;
+    caller.require(Scope::RunsWrite)?;
+    let tenant = caller.tenant();
+    // keys are per tenant: another tenant's same key names another run
+    let key = idempotency_key(&headers, &body, state.defaults.idempotency_ttl)?.map(|mut k| {
+        k.key = format!("{tenant}:{}", k.key);
+        k
+    });
     let request: CreateRunRequest = from_value(body)?;
-    let new_run = request.into_new_run(&state.registry, &state.defaults, key)?;
+    let new_run = request.into_new_run(&state.registry, &state.defaults, key, tenant)?;
     let (status, run) = match state.store.insert_run(new_run).await? {
         Inserted::New(run) => (StatusCode::ACCEPTED, *run),
         // the same request again: the run it created, as it is now
@@ -76,7 +98,13 @@ pub async fn create_run(
     };
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", run.id))
         .expect("a UUID path is a valid header value");
-    Ok((status, [(header::LOCATION, location)], Json(run)).into_response())
+    let (run_token, run_token_expires_at) = state.auth.run_token(&run);
+    let created = CreatedRun {
+        run,
+        run_token,
+        run_token_expires_at,
+    };
+    Ok((status, [(header::LOCATION, location)], Json(created)).into_response())
 }
 
 /// Read a run. Supports `If-None-Match` for cheap polling.
@@ -86,14 +114,17 @@ pub async fn create_run(
         (status = 200, description = "The run", body = Run,
          headers(("ETag" = String), ("Retry-After" = String, description = "Seconds to wait before polling again; only while the run is not finished"))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_run(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = state.store.get_run(parse_run_id(&id)?).await?;
+    caller.may_read(&run)?;
     let body = serde_json::to_vec(&run).expect("a run serialises");
     let etag = etag_of(&body);
     let mut response = if if_none_match(&headers, &etag) {
@@ -132,14 +163,19 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "list_runs",
     params(ListRunsParams),
     responses(
-        (status = 200, description = "A page of runs", body = RunList),
+        (status = 200, description = "A page of the caller's tenant's runs", body = RunList),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:read", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_runs(
     State(state): State<ApiState>,
+    caller: Caller,
     Query(params): Query<ListRunsParams>,
 ) -> Result<Json<RunList>, ApiError> {
-    let filter = params.into_filter()?;
+    caller.require(Scope::RunsRead)?;
+    let mut filter = params.into_filter()?;
+    filter.tenant = caller.tenant_filter();
     let page = state.store.list_runs(&filter).await?;
     Ok(Json(RunList {
         runs: page.runs,
@@ -152,20 +188,24 @@ pub async fn list_runs(
 /// ends after the run's terminal event.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "list_run_events",
     params(("id" = String, Path, description = "Run id"), EventParams,
-           ("Last-Event-ID" = Option<String>, Header, description = "Resume a stream after this event seq")),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume a stream after this event seq"),
+           ("access_token" = Option<String>, Query, description = "The run's token, for clients that cannot send an Authorization header (EventSource)")),
     responses(
         (status = 200, description = "The events: a JSON list, or a server-sent event stream whose events carry the seq as id, the type as event name and the event as JSON data",
          content((EventList = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_run_events(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<EventParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
+    caller.may_read(&state.store.get_run(id).await?)?;
     if stream::wants_stream(&headers) {
         let after = stream::resume_after(&headers, params.after)?;
         return stream::stream_events(state.store.clone(), id, after).await;

@@ -3,15 +3,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::Sha256;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::domain::Run;
+use crate::domain::{Run, hmac_matches};
 
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{RawJson, parse};
 use super::runs::parse_run_id;
@@ -48,13 +47,15 @@ pub struct SendSignalResponse {
     request_body = SendSignalRequest,
     responses(
         (status = 202, description = "Stored (and the run resumed if it waited for it)", body = SendSignalResponse),
-        (status = 401, description = "Missing or wrong signature", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong signature, or no valid API key or run token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:write, or a run token sends a signal the run does not wait for", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run has finished", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid signal", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn send_signal(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawJson(body): RawJson,
@@ -65,6 +66,7 @@ pub async fn send_signal(
     let request: SendSignalRequest = parse(&body)?;
     request.validate()?;
     let id = parse_run_id(&id)?;
+    caller.may_signal(&state.store.get_run(id).await?, &request.name)?;
     let resumed = state
         .store
         .signal(id, request.name, request.payload)
@@ -81,24 +83,14 @@ fn verify_signature(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> Result
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("sha256="))
-        .and_then(decode_hex)
         .ok_or(ApiError::Unauthorized(
             "signals must carry X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>",
         ))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(body);
-    // constant-time comparison
-    mac.verify_slice(&given)
-        .map_err(|_| ApiError::Unauthorized("the signature does not match the body"))
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
+    if hmac_matches(secret.0.as_bytes(), &[body], given) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(
+            "the signature does not match the body",
+        ))
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }

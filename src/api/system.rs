@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::WorkerInfo;
+use crate::domain::{Scope, WorkerInfo};
 use crate::jobs::{AgentInfo, GONE_AFTER};
 
 use super::ApiError;
 
 use super::ApiState;
+use super::auth::Caller;
 
 #[derive(Serialize, ToSchema)]
 pub struct AgentList {
@@ -20,8 +21,12 @@ pub struct AgentList {
 
 /// Registered agents with their input schemas.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", operation_id = "list_agents",
-    responses((status = 200, description = "The agents", body = AgentList)))]
-pub async fn list_agents(State(state): State<ApiState>) -> Json<AgentList> {
+    responses(
+        (status = 200, description = "The agents", body = AgentList),
+        (status = 401, description = "No valid API key or run token", body = crate::api::Problem,
+         content_type = "application/problem+json"),
+    ))]
+pub async fn list_agents(State(state): State<ApiState>, _caller: Caller) -> Json<AgentList> {
     Json(AgentList {
         agents: state.registry.list(),
     })
@@ -57,10 +62,18 @@ pub struct WorkerList {
 #[utoipa::path(get, path = "/v1/workers", tag = "workers", operation_id = "list_workers",
     responses(
         (status = 200, description = "The workers", body = WorkerList),
+        (status = 401, description = "No valid API key", body = crate::api::Problem,
+         content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the admin scope", body = crate::api::Problem,
+         content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable", body = crate::api::Problem,
          content_type = "application/problem+json"),
     ))]
-pub async fn list_workers(State(state): State<ApiState>) -> Result<Json<WorkerList>, ApiError> {
+pub async fn list_workers(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<WorkerList>, ApiError> {
+    caller.require(Scope::Admin)?;
     let workers = state.store.list_workers(GONE_AFTER).await?;
     Ok(Json(WorkerList { workers }))
 }

@@ -3,15 +3,22 @@
 //!
 //! Pure types and rules with no I/O, shared by the store, the workers and the API.
 
+mod auth;
 mod backoff;
 mod run;
+mod signing;
 mod status;
 mod worker;
 
+pub use auth::{
+    DEFAULT_TENANT, NewKey, RunToken, Scope, Scopes, Tenant, is_run_token, secret_matches,
+    split_key,
+};
 pub use backoff::Backoff;
 pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
     RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,
 };
+pub use signing::{hmac_hex, hmac_matches, same_digest, sha256_hex};
 pub use status::RunStatus;
 pub use worker::{WorkerBeat, WorkerInfo, WorkerState};

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Backoff, RunStatus};
+use super::{Backoff, RunStatus, Tenant};
 
 /// A run's id: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,6 +72,8 @@ pub struct NewRun {
     pub callback_url: Option<String>,
     /// The client's Idempotency-Key, if it sent one.
     pub idempotency: Option<IdempotencyKey>,
+    /// Whose run it is: only callers of this tenant see it.
+    pub tenant: Tenant,
 }
 
 /// A secret setting: its value never appears in `Debug` output or logs.
@@ -190,6 +192,8 @@ pub struct RunError {
 pub struct Run {
     #[schema(value_type = String, format = Uuid)]
     pub id: RunId,
+    /// The tenant the run belongs to (`default` without API keys).
+    pub tenant: String,
     pub agent: AgentName,
     pub status: RunStatus,
     pub input: Value,

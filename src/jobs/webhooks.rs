@@ -9,11 +9,9 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Backoff, Secret};
+use crate::domain::{Backoff, Secret, hmac_hex};
 use crate::store::{Store, WebhookDelivery, WebhookResult};
 
 /// How completion webhooks are sent.
@@ -140,15 +138,6 @@ async fn send(
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 fn signature(secret: &Secret, body: &[u8]) -> String {
     let t = chrono::Utc::now().timestamp();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = hmac_hex(secret.0.as_bytes(), &[format!("{t}.").as_bytes(), body]);
     format!("t={t},v1={hex}")
 }

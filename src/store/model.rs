@@ -93,6 +93,8 @@ pub struct RunFilter {
     /// Return runs older than this one (the previous page's `next_cursor`).
     pub before: Option<RunId>,
     pub limit: u32,
+    /// Only this tenant's runs; `None` for all.
+    pub tenant: Option<String>,
 }
 
 /// One page of runs and the cursor of the next, if any.
@@ -121,6 +123,8 @@ pub struct RequeueFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// At most this many per call.
     pub limit: u32,
+    /// Only this tenant's runs; `None` for all.
+    pub tenant: Option<String>,
 }
 
 /// A completion webhook claimed for delivery.
@@ -152,4 +156,27 @@ pub enum RequeueTarget {
     One(RunId),
     /// Up to `limit` failed runs matching the filter, oldest first.
     Failed(RequeueFilter),
+}
+
+/// An API key as `agentq keys list` shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub tenant: String,
+    /// Comma-separated scopes.
+    pub scopes: String,
+    pub name: Option<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What authenticating a key needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub tenant: String,
+    pub scopes: String,
+    /// Hex SHA-256 of the key's secret part.
+    pub secret_hash: String,
+    pub revoked: bool,
 }

@@ -147,6 +147,22 @@ impl TestApp {
         app
     }
 
+    /// Starts an app whose database already holds API keys for these (tenant, scopes);
+    /// returns the keys in the same order. With keys, every API request needs one.
+    pub async fn spawn_with_keys(keys: &[(&str, &str)]) -> (Self, Vec<String>) {
+        let db = TestDb::new().await;
+        let store = Store::connect(&db.url, &Default::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut tokens = Vec::new();
+        for (tenant, scopes) in keys {
+            tokens.push(create_key(&store, tenant, scopes).await);
+        }
+        store.close().await;
+        let mut app = Self::spawn_on(&db.url, |_| {}).await;
+        app.db = Some(db);
+        (app, tokens)
+    }
+
     /// Starts an app on an existing database (a restart).
     pub async fn spawn_on(db_url: &str, adjust: impl FnOnce(&mut AppConfig)) -> Self {
         let mut config = config(db_url);
@@ -272,7 +288,7 @@ pub fn event_types(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
+pub fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
     let mut registry = builtin_agents();
     registry
         .register(Patient {
@@ -387,6 +403,7 @@ pub fn new_run() -> NewRun {
         compensates: None,
         depends_on: Vec::new(),
         callback_url: None,
+        tenant: agentq::domain::Tenant::default_tenant(),
     }
 }
 
@@ -510,4 +527,19 @@ impl Agent for Waiter {
         let signal = ctx.wait_for_any(&["go"], timeout, on_timeout).await?;
         Ok(json!({ "got": signal.payload, "timed_out": signal.timed_out }))
     }
+}
+
+/// Stores a new API key, as `agentq keys create` does, and returns it.
+pub async fn create_key(store: &Store, tenant: &str, scopes: &str) -> String {
+    let key = agentq::domain::NewKey::generate();
+    let info = agentq::store::ApiKeyInfo {
+        id: key.id.clone(),
+        tenant: tenant.to_owned(),
+        scopes: agentq::domain::Scopes::parse(scopes).unwrap().to_string(),
+        name: None,
+        created_at: chrono::Utc::now().timestamp_millis(),
+        revoked_at: None,
+    };
+    store.insert_key(&info, &key.secret_hash).await.unwrap();
+    key.token
 }

@@ -2,6 +2,7 @@ mod agents_and_health;
 #[path = "../../examples/approval_flow.rs"]
 #[allow(dead_code)]
 mod approval_flow;
+mod auth;
 mod claims;
 mod cli;
 mod compensation;

@@ -4,6 +4,7 @@
 //! the source per dialect keeps the hot path on concrete sqlx types (no `Any` driver, no
 //! generic bounds on every bind) while the logic exists once.
 
+mod keys;
 mod reads;
 mod rows;
 pub(super) mod writer;

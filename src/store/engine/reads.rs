@@ -27,6 +27,7 @@ impl Engine {
             .bind(f.created_before.map(to_ms))
             .bind(f.before.map(|id| id.to_string()))
             .bind(i64::from(limit) + 1)
+            .bind(f.tenant.as_deref())
             .fetch_all(&self.pool)
             .await?;
         let more = rows.len() > limit as usize;

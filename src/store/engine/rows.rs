@@ -45,6 +45,7 @@ pub(super) struct RunRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    tenant: String,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -75,6 +76,7 @@ impl TryFrom<RunRow> for Run {
         let metadata: BTreeMap<String, String> = serde_json::from_str(&r.metadata)?;
         Ok(Run {
             id: parse_id(&r.id)?,
+            tenant: r.tenant,
             agent: r.agent,
             status,
             input: serde_json::from_str(&r.input)?,

@@ -46,7 +46,7 @@ macro_rules! run_columns {
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, \
          waiting_for::text AS waiting_for, wait_until, callback_url, \
          on_failure::text AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
-         lease_until, created_at, started_at, finished_at, updated_at, \
+         lease_until, created_at, started_at, finished_at, updated_at, tenant, \
          CASE WHEN depends_count > 0 THEN (SELECT json_agg(depends_on_id)::text \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
@@ -63,6 +63,7 @@ pub(super) const LIST_RUNS: &str = concat!(
        AND ($3::bigint IS NULL OR created_at >= $3) \
        AND ($4::bigint IS NULL OR created_at < $4) \
        AND ($5::text IS NULL OR id < $5) \
+       AND ($7::text IS NULL OR tenant = $7) \
      ORDER BY id DESC LIMIT $6"
 );
 
@@ -80,7 +81,7 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count, callback_url)
+                  on_failure, compensates_run_id, depends_count, callback_url, tenant)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        (value->>'priority')::bigint, value->'metadata', (value->>'max_attempts')::bigint,
        (value->>'timeout_ms')::bigint, (value->>'backoff_base_ms')::bigint,
@@ -88,7 +89,8 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        value->>'key', value->>'fingerprint', (value->>'key_expires_at')::bigint,
        (value->>'deadline')::bigint, (value->>'expires_at')::bigint,
        value->'on_failure', value->>'compensates',
-       COALESCE((value->>'depends_count')::bigint, 0), value->>'callback_url'
+       COALESCE((value->>'depends_count')::bigint, 0), value->>'callback_url',
+       COALESCE(value->>'tenant', 'default')
 FROM jsonb_array_elements($1::jsonb)";
 
 pub(super) const FIND_KEY: &str = "
@@ -214,6 +216,7 @@ pub(super) const FAILED_MATCHING: &str = "
 SELECT id FROM runs
 WHERE status = 'failed' AND ($1::text IS NULL OR agent = $1)
   AND ($2::bigint IS NULL OR created_at >= $2) AND ($3::bigint IS NULL OR created_at < $3)
+  AND ($5::text IS NULL OR tenant = $5)
 ORDER BY id LIMIT $4";
 
 /// Also takes the run's row lock: a signal or cancel decides on the status it reads.
@@ -246,7 +249,7 @@ RETURNING id, attempt, event_seq, error_kind, error_message";
 pub(super) const TO_COMPENSATE: &str = "
 SELECT id, agent, input::text AS input, error_kind, error_message,
        on_failure::text AS on_failure, priority, max_attempts, timeout_ms, backoff_base_ms,
-       backoff_cap_ms, attempt
+       backoff_cap_ms, attempt, tenant
 FROM runs
 WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) AND on_failure IS NOT NULL
   AND compensation_run_id IS NULL
@@ -260,7 +263,7 @@ RETURNING event_seq";
 /// Locks the rows in id order: the new run's dependents count is about to change, and a
 /// dependency finishing meanwhile must either be seen or see the new run.
 pub(super) const STATUSES_OF: &str = "
-SELECT id, status FROM runs WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+SELECT id, status, tenant FROM runs WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
 ORDER BY id FOR UPDATE";
 
 pub(super) const INSERT_DEPENDENCIES: &str = "
@@ -458,3 +461,23 @@ pub(super) const REDIS_INDEXES: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS runs_dispatched ON runs (agent, dispatched_at)
      WHERE dispatched_at IS NOT NULL",
 ];
+
+pub(super) const INSERT_KEY: &str = "
+INSERT INTO api_keys (id, tenant, scopes, name, secret_hash, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(super) const LIST_KEYS: &str = "
+SELECT id, tenant, scopes, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
+
+pub(super) const REVOKE_KEY: &str =
+    "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
+pub(super) const FIND_API_KEY: &str =
+    "SELECT tenant, scopes, secret_hash, revoked_at FROM api_keys WHERE id = $1";
+
+pub(super) const COUNT_KEYS: &str = "SELECT COUNT(*) FROM api_keys";
+
+pub(super) const INSERT_SECRET: &str =
+    "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name = $1";

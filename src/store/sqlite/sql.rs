@@ -19,7 +19,7 @@ macro_rules! run_columns {
          attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, \
          callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, \
-         lease_until, created_at, started_at, finished_at, updated_at, \
+         lease_until, created_at, started_at, finished_at, updated_at, tenant, \
          CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
@@ -39,6 +39,7 @@ pub(super) const LIST_RUNS: &str = concat!(
        AND (?3 IS NULL OR created_at >= ?3) \
        AND (?4 IS NULL OR created_at < ?4) \
        AND (?5 IS NULL OR id < ?5) \
+       AND (?7 IS NULL OR tenant = ?7) \
      ORDER BY id DESC LIMIT ?6"
 );
 
@@ -58,14 +59,15 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count, callback_url)
+                  on_failure, compensates_run_id, depends_count, callback_url, tenant)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
        value->>'backoff_base_ms', value->>'backoff_cap_ms', value->>'run_at', ?2, ?2, 1,
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
        value->>'deadline', value->>'expires_at', value->'on_failure',
-       value->>'compensates', COALESCE(value->>'depends_count', 0), value->>'callback_url'
+       value->>'compensates', COALESCE(value->>'depends_count', 0), value->>'callback_url',
+       COALESCE(value->>'tenant', 'default')
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -201,6 +203,7 @@ pub(super) const FAILED_MATCHING: &str = "
 SELECT id FROM runs
 WHERE status = 'failed' AND (?1 IS NULL OR agent = ?1)
   AND (?2 IS NULL OR created_at >= ?2) AND (?3 IS NULL OR created_at < ?3)
+  AND (?5 IS NULL OR tenant = ?5)
 ORDER BY id LIMIT ?4";
 
 pub(super) const STATUS_OF: &str = "SELECT status FROM runs WHERE id = ?1";
@@ -233,7 +236,7 @@ RETURNING id, attempt, event_seq, error_kind, error_message";
 /// compensation run yet.
 pub(super) const TO_COMPENSATE: &str = "
 SELECT id, agent, input, error_kind, error_message, on_failure, priority, max_attempts,
-       timeout_ms, backoff_base_ms, backoff_cap_ms, attempt
+       timeout_ms, backoff_base_ms, backoff_cap_ms, attempt, tenant
 FROM runs
 WHERE id IN (SELECT value FROM json_each(?1)) AND on_failure IS NOT NULL
   AND compensation_run_id IS NULL";
@@ -246,7 +249,7 @@ RETURNING event_seq";
 
 /// ?1 JSON array of run ids.
 pub(super) const STATUSES_OF: &str = "
-SELECT id, status FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
+SELECT id, status, tenant FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
 
 /// ?1 JSON array of {r: run id, d: the run it depends on}.
 pub(super) const INSERT_DEPENDENCIES: &str = "
@@ -458,3 +461,30 @@ pub(super) const REDIS_INDEXES: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS runs_dispatched ON runs (agent, dispatched_at)
      WHERE dispatched_at IS NOT NULL",
 ];
+
+/// ?1 id, ?2 tenant, ?3 scopes, ?4 name, ?5 secret hash, ?6 now.
+pub(super) const INSERT_KEY: &str = "
+INSERT INTO api_keys (id, tenant, scopes, name, secret_hash, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+pub(super) const LIST_KEYS: &str = "
+SELECT id, tenant, scopes, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
+
+/// ?1 id, ?2 now.
+pub(super) const REVOKE_KEY: &str =
+    "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL";
+
+/// ?1 id.
+pub(super) const FIND_API_KEY: &str =
+    "SELECT tenant, scopes, secret_hash, revoked_at FROM api_keys WHERE id = ?1";
+
+/// Revoked keys count too: once keys are in use, revoking the last one must not open
+/// the server.
+pub(super) const COUNT_KEYS: &str = "SELECT COUNT(*) FROM api_keys";
+
+/// ?1 name, ?2 value: kept only if the name has none yet.
+pub(super) const INSERT_SECRET: &str =
+    "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING";
+
+/// ?1 name.
+pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name = ?1";

@@ -53,6 +53,7 @@ pub(super) async fn requeue(
                 .bind(filter.created_after.map(to_ms))
                 .bind(filter.created_before.map(to_ms))
                 .bind(i64::from(filter.limit))
+                .bind(filter.tenant.as_deref())
                 .fetch_all(&mut *b.conn)
                 .await?
         }

@@ -15,7 +15,7 @@ use super::super::super::rows::parse_id;
 use super::super::sql;
 use super::Batch;
 use super::intake::insert_runs;
-use crate::domain::{Backoff, Compensation, EventKind, NewRun, RunId};
+use crate::domain::{Backoff, Compensation, EventKind, NewRun, RunId, Tenant};
 use crate::store::StoreError;
 
 pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
@@ -66,6 +66,8 @@ pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
             compensates: Some(parse_id(&failed_id)?),
             depends_on: Vec::new(),
             callback_url: None,
+            tenant: Tenant::parse(row.try_get::<&str, _>("tenant")?)
+                .map_err(|e| StoreError::Corrupt(format!("tenant: {e}")))?,
         };
         let compensation_id = run.id.to_string();
         insert_runs(b, &[(0, &run)]).await?;

@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::super::super::rows::parse_id;
 use super::super::sql;
 use super::Batch;
-use crate::domain::{EventKind, RunErrorKind, RunId, RunStatus};
+use crate::domain::{EventKind, RunErrorKind, RunId, RunStatus, Tenant};
 use crate::store::StoreError;
 
 /// Why a new run's dependencies were refused: (index in `depends_on`, code, message).
@@ -21,14 +21,17 @@ pub(crate) type DependencyProblem = (usize, &'static str, String);
 pub(super) async fn check(
     b: &mut Batch<'_>,
     depends_on: &[RunId],
+    tenant: &Tenant,
 ) -> Result<Result<bool, Vec<DependencyProblem>>, StoreError> {
     let ids: Vec<String> = depends_on.iter().map(RunId::to_string).collect();
     let rows = sqlx::query(sql::STATUSES_OF)
         .bind(serde_json::to_string(&ids).expect("ids serialise"))
         .fetch_all(&mut *b.conn)
         .await?;
+    // another tenant's run is no run at all to this one
     let statuses: HashMap<String, String> = rows
         .iter()
+        .filter(|r| r.try_get::<&str, _>("tenant").ok() == Some(tenant.as_str()))
         .map(|r| Ok((r.try_get("id")?, r.try_get("status")?)))
         .collect::<Result<_, sqlx::Error>>()?;
     let mut problems = Vec::new();

@@ -11,7 +11,7 @@ use super::super::super::Db;
 use super::super::super::rows::parse_id;
 use super::super::sql;
 use super::Batch;
-use crate::domain::{EventKind, NewRun, Run, RunId, RunStatus};
+use crate::domain::{DEFAULT_TENANT, EventKind, NewRun, Run, RunId, RunStatus};
 use crate::store::{ClaimedRun, StoreError, from_ms, to_ms, to_ms_ceil};
 
 /// What an insert answers: a new run, the run its Idempotency-Key already names, or a
@@ -55,7 +55,7 @@ pub(super) async fn insert_runs(
         // dependencies: refuse unknown or already failed ones, block until the others
         // succeed; a refused run reserves no key
         if !run.depends_on.is_empty() {
-            match super::dependencies::check(b, &run.depends_on).await? {
+            match super::dependencies::check(b, &run.depends_on, &run.tenant).await? {
                 Ok(is_blocked) => {
                     blocked.insert(run.id, is_blocked);
                 }
@@ -123,6 +123,9 @@ pub(super) async fn insert_runs(
             if let Some(compensates) = r.compensates {
                 set("compensates", json!(compensates.to_string()));
             }
+            if r.tenant.as_str() != DEFAULT_TENANT {
+                set("tenant", json!(r.tenant.as_str()));
+            }
             row
         })
         .collect();
@@ -173,6 +176,7 @@ async fn key_holder(b: &mut Batch<'_>, key: &str) -> Result<Option<(String, RunI
 fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
     Run {
         id: r.id,
+        tenant: r.tenant.to_string(),
         agent: r.agent.clone(),
         status: RunStatus::Queued,
         input: r.input.clone(),

@@ -1,0 +1,364 @@
+//! Authentication and the per-request `Caller`.
+//!
+//! Requests to `/v1/…` (and `/metrics`) carry `Authorization: Bearer <credential>`: an
+//! API key (`aq_…`, made with `agentq keys create`) acting for its tenant with its
+//! scopes, or a run token (`rt.…`, returned by `POST /v1/runs`) that reads one run,
+//! follows its events and sends the signals it waits for. A browser's `EventSource`
+//! cannot set headers, so a run token may also come as `?access_token=`.
+//!
+//! Before any key is made the server is open (every caller acts for the `default`
+//! tenant with every scope), which start-up allows only on a loopback address or with
+//! `--insecure-no-auth`. Once a key exists, every request needs a credential, even after
+//! every key is revoked. Key lookups are cached for [`KEY_CACHE_TTL`], so a new first
+//! key takes effect and a revoked key stops working within it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use crate::domain::{
+    Run, RunId, RunToken, Scope, Scopes, Tenant, is_run_token, secret_matches, split_key,
+};
+use crate::store::{KeyRecord, Store};
+
+use super::error::ApiError;
+
+/// How long a key lookup (found, missing or revoked) is trusted.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The name of the generated run token secret in the database.
+const TOKEN_SECRET_NAME: &str = "run_token";
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No key was ever made and the server may run open: the `default` tenant, every
+    /// scope.
+    Open,
+    Key {
+        tenant: Tenant,
+        scopes: Scopes,
+    },
+    Token(RunToken),
+}
+
+impl Caller {
+    /// The tenant whose runs this caller sees; `None` when it sees every run (open).
+    pub fn tenant_filter(&self) -> Option<String> {
+        match self {
+            Caller::Open => None,
+            Caller::Key { tenant, .. } => Some(tenant.to_string()),
+            Caller::Token(t) => Some(t.tenant.to_string()),
+        }
+    }
+
+    /// The tenant a run this caller creates belongs to.
+    pub fn tenant(&self) -> Tenant {
+        match self {
+            Caller::Open => Tenant::default_tenant(),
+            Caller::Key { tenant, .. } => tenant.clone(),
+            Caller::Token(t) => t.tenant.clone(),
+        }
+    }
+
+    /// Refuses a caller without `scope`; a run token has none of them.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        match self {
+            Caller::Open => Ok(()),
+            Caller::Key { scopes, .. } if scopes.allow(scope) => Ok(()),
+            Caller::Key { .. } => Err(ApiError::Forbidden(match scope {
+                Scope::RunsRead => "this key lacks the runs:read scope",
+                Scope::RunsWrite => "this key lacks the runs:write scope",
+                Scope::Admin => "this key lacks the admin scope",
+            })),
+            Caller::Token(_) => Err(ApiError::Forbidden(
+                "a run token only reads its run, follows its events and sends the signals it waits for",
+            )),
+        }
+    }
+
+    /// Whether the caller may see the run at all: another tenant's run, or another run
+    /// than a token's, does not exist for it (404, never 403).
+    pub fn sees(&self, id: RunId, tenant: &str) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key { tenant: own, .. } => own.as_str() == tenant,
+            Caller::Token(t) => t.run == id && t.tenant.as_str() == tenant,
+        }
+    }
+
+    /// Reading a run and its events: `runs:read` of its tenant, or its run token.
+    pub fn may_read(&self, run: &Run) -> Result<(), ApiError> {
+        if !self.sees(run.id, &run.tenant) {
+            return Err(ApiError::NotFound("run"));
+        }
+        match self {
+            Caller::Token(_) => Ok(()),
+            other => other.require(Scope::RunsRead),
+        }
+    }
+
+    /// Changing a run (cancel, retry): `runs:write` of its tenant.
+    pub fn may_write(&self, run: &Run) -> Result<(), ApiError> {
+        if !self.sees(run.id, &run.tenant) {
+            return Err(ApiError::NotFound("run"));
+        }
+        self.require(Scope::RunsWrite)
+    }
+
+    /// Signalling a run: `runs:write` of its tenant, or its run token for a signal the
+    /// run waits for right now.
+    pub fn may_signal(&self, run: &Run, name: &str) -> Result<(), ApiError> {
+        if !self.sees(run.id, &run.tenant) {
+            return Err(ApiError::NotFound("run"));
+        }
+        match self {
+            Caller::Token(_) => {
+                let waits_for = run
+                    .waiting_for
+                    .as_ref()
+                    .is_some_and(|w| w.signals.iter().any(|s| s == name));
+                if waits_for {
+                    Ok(())
+                } else {
+                    Err(ApiError::Forbidden(
+                        "a run token sends only a signal its run is waiting for now",
+                    ))
+                }
+            }
+            other => other.require(Scope::RunsWrite),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthenticated("no credential"))
+    }
+}
+
+/// How the server authenticates; cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// Serve without credentials while no key was ever made.
+    open_without_keys: bool,
+    token_secret: Vec<u8>,
+    token_ttl: Duration,
+    keys: Mutex<HashMap<String, (Instant, Option<KeyRecord>)>>,
+    live_keys: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Auth {
+    /// `token_secret` as configured, or else the one the database keeps (made by the
+    /// first process that asks), so every API process verifies every other's tokens.
+    pub async fn new(
+        store: Store,
+        open_without_keys: bool,
+        token_secret: Option<&str>,
+        token_ttl: Duration,
+    ) -> Result<Self, crate::store::StoreError> {
+        let secret = match token_secret {
+            Some(s) => s.to_owned(),
+            None => {
+                let candidate = crate::domain::NewKey::generate().secret_hash;
+                store.server_secret(TOKEN_SECRET_NAME, &candidate).await?
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                open_without_keys,
+                token_secret: secret.into_bytes(),
+                token_ttl,
+                keys: Mutex::new(HashMap::new()),
+                live_keys: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// A token for one run, valid for the configured time.
+    pub fn run_token(&self, run: &Run) -> (String, chrono::DateTime<Utc>) {
+        let tenant = Tenant::parse(&run.tenant).unwrap_or_else(|_| Tenant::default_tenant());
+        let token = RunToken {
+            run: run.id,
+            tenant,
+            expires_at: Utc::now() + self.inner.token_ttl,
+        };
+        (token.sign(&self.inner.token_secret), token.expires_at)
+    }
+
+    async fn is_open(&self) -> Result<bool, ApiError> {
+        if !self.inner.open_without_keys {
+            return Ok(false);
+        }
+        let cached = *self.inner.live_keys.lock().expect("auth cache lock");
+        let any = match cached {
+            Some((at, any)) if at.elapsed() < KEY_CACHE_TTL => any,
+            _ => {
+                let any = self.inner.store.count_keys().await? > 0;
+                *self.inner.live_keys.lock().expect("auth cache lock") =
+                    Some((Instant::now(), any));
+                any
+            }
+        };
+        Ok(!any)
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, ApiError> {
+        if let Some((at, record)) = self.inner.keys.lock().expect("auth cache lock").get(id)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(record.clone());
+        }
+        let record = self.inner.store.find_key(id).await?;
+        let mut cache = self.inner.keys.lock().expect("auth cache lock");
+        // presented ids are attacker-chosen: keep the cache bounded
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+        }
+        cache.insert(id.to_owned(), (Instant::now(), record.clone()));
+        Ok(record)
+    }
+
+    /// Who presents `credential`.
+    async fn caller(&self, credential: &str) -> Result<Caller, ApiError> {
+        if is_run_token(credential) {
+            return RunToken::verify(credential, &self.inner.token_secret, Utc::now())
+                .map(Caller::Token)
+                .map_err(ApiError::Unauthenticated);
+        }
+        let invalid = ApiError::Unauthenticated("the API key is not valid");
+        let (id, secret) = split_key(credential).ok_or(ApiError::Unauthenticated(
+            "the credential is neither an API key (aq_…) nor a run token (rt.…)",
+        ))?;
+        let record = self.key(id).await?.ok_or(invalid)?;
+        if !secret_matches(secret, &record.secret_hash) {
+            return Err(ApiError::Unauthenticated("the API key is not valid"));
+        }
+        if record.revoked {
+            return Err(ApiError::Unauthenticated("the API key was revoked"));
+        }
+        let tenant = Tenant::parse(&record.tenant)
+            .map_err(|_| ApiError::Unauthenticated("the API key is not valid"))?;
+        let scopes = Scopes::parse(&record.scopes)
+            .map_err(|_| ApiError::Unauthenticated("the API key is not valid"))?;
+        Ok(Caller::Key { tenant, scopes })
+    }
+}
+
+/// The paths that need a caller: the API itself and the metrics.
+fn guarded(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/metrics"
+}
+
+/// The bearer credential of a request, or a run token in `?access_token=`.
+fn credential(req: &Request) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "access_token")
+        .map(|(_, v)| v.to_owned())
+        // API keys never travel in URLs (they end up in logs and histories)
+        .filter(|v| is_run_token(v))
+}
+
+/// The middleware: puts the `Caller` in the request, or answers 401.
+pub(super) async fn authenticate(
+    State(auth): State<Auth>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !guarded(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let caller = match auth.is_open().await {
+        Ok(true) => Ok(Caller::Open),
+        Ok(false) => match credential(&req) {
+            Some(c) => auth.caller(&c).await,
+            None => Err(ApiError::Unauthenticated(
+                "send Authorization: Bearer <API key or run token>",
+            )),
+        },
+        Err(e) => Err(e),
+    };
+    match caller {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_api_and_metrics_are_guarded() {
+        assert!(guarded("/v1/runs"));
+        assert!(guarded("/metrics"));
+        for open in ["/healthz", "/readyz", "/openapi.json", "/docs", "/v1"] {
+            assert!(!guarded(open), "{open}");
+        }
+    }
+
+    fn request(uri: &str, auth: Option<&str>) -> Request {
+        let mut b = axum::http::Request::builder().uri(uri);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn credentials_come_from_the_bearer_header_or_a_run_token_in_the_query() {
+        assert_eq!(
+            credential(&request("/v1/runs", Some("Bearer aq_x"))).as_deref(),
+            Some("aq_x")
+        );
+        assert_eq!(
+            credential(&request("/v1/runs", Some("bearer  rt.y"))).as_deref(),
+            Some("rt.y")
+        );
+        assert_eq!(credential(&request("/v1/runs", Some("Basic abc"))), None);
+        assert_eq!(
+            credential(&request("/v1/runs/1/events?access_token=rt.z", None)).as_deref(),
+            Some("rt.z")
+        );
+        // an API key in a URL is not taken
+        assert_eq!(
+            credential(&request("/v1/runs?access_token=aq_k", None)),
+            None
+        );
+    }
+}
