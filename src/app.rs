@@ -131,6 +131,10 @@ impl Application {
                 signal_secret: self.config.http.signal_secret.clone(),
                 worker: worker_status.clone(),
                 auth,
+                limits: Arc::new(api::Limits::new(
+                    self.config.http.tenant_rate_limit,
+                    self.config.http.tenant_max_active_runs,
+                )),
             };
             let app = api::router(state, &self.config.http);
             let token = token.clone();

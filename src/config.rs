@@ -203,6 +203,18 @@ pub struct Settings {
     /// How long the run token returned by `POST /v1/runs` is valid.
     #[arg(long, env = "AGENTQ_RUN_TOKEN_TTL", default_value = "1h", value_parser = duration, global = true)]
     pub run_token_ttl: Duration,
+    /// Requests per second each tenant may make to one API process (also its burst);
+    /// over it, `429` with `Retry-After`. Unset: no limit.
+    #[arg(long, env = "AGENTQ_TENANT_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub tenant_rate_limit: Option<u32>,
+    /// Runs not yet finished each tenant may have; `POST /v1/runs` over it is a `429`.
+    /// Unset: no cap.
+    #[arg(long, env = "AGENTQ_TENANT_MAX_ACTIVE_RUNS", value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub tenant_max_active_runs: Option<u64>,
+    /// The largest result an agent may return, in bytes of JSON; a bigger one fails the
+    /// run. (Inputs are capped by --body-limit.)
+    #[arg(long, env = "AGENTQ_MAX_RESULT_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_result_bytes: usize,
     /// Log format.
     #[arg(
         long,
@@ -325,6 +337,7 @@ impl Settings {
                     secret: self.webhook_secret.clone().map(crate::domain::Secret),
                     ..Default::default()
                 },
+                max_result_bytes: self.max_result_bytes,
                 redis: self.queue_url.clone().map(|url| RedisOptions {
                     url,
                     dispatch_window: self.dispatch_window as usize,
@@ -340,6 +353,8 @@ impl Settings {
                 insecure_no_auth: self.insecure_no_auth,
                 token_secret: self.token_secret.clone().map(crate::api::Secret),
                 run_token_ttl: self.run_token_ttl,
+                tenant_rate_limit: self.tenant_rate_limit,
+                tenant_max_active_runs: self.tenant_max_active_runs,
             },
             defaults: RunDefaults {
                 max_attempts: self.max_attempts,

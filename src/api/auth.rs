@@ -29,6 +29,7 @@ use crate::domain::{
 use crate::store::{KeyRecord, Store};
 
 use super::error::ApiError;
+use super::limits::Limits;
 
 /// How long a key lookup (found, missing or revoked) is trusted.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -291,9 +292,10 @@ fn credential(req: &Request) -> Option<String> {
         .filter(|v| is_run_token(v))
 }
 
-/// The middleware: puts the `Caller` in the request, or answers 401.
+/// The middleware: puts the `Caller` in the request, or answers 401 (or 429 when the
+/// tenant is over its request rate).
 pub(super) async fn authenticate(
-    State(auth): State<Auth>,
+    State((auth, limits)): State<(Auth, Arc<Limits>)>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -310,7 +312,11 @@ pub(super) async fn authenticate(
         },
         Err(e) => Err(e),
     };
-    match caller {
+    let admitted = caller.and_then(|caller| {
+        let tenant = caller.tenant();
+        limits.take_request(tenant.as_str()).map(|()| caller)
+    });
+    match admitted {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

@@ -59,6 +59,13 @@ pub enum ApiError {
     Unavailable(#[source] StoreError),
     #[error("internal error")]
     Internal(#[source] StoreError),
+    /// A per-tenant limit: try again after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests {
+        code: &'static str,
+        detail: String,
+        retry_after: u64,
+    },
     /// A response produced below the handlers (routing, timeouts) turned into a problem.
     #[error("{1}")]
     Status(StatusCode, String),
@@ -95,6 +102,7 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Status(status, _) => (*status, status_code_name(*status)),
@@ -159,7 +167,11 @@ impl IntoResponse for ApiError {
             // the cause chain is logged once, here, inside the request's span; never sent
             tracing::error!(error = %cause, "request failed");
         }
-        let retry = matches!(self, Self::Unavailable(_));
+        let retry = match &self {
+            Self::Unavailable(_) => Some(1),
+            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let challenge = matches!(self, Self::Unauthenticated(_));
         let problem = self.into_problem();
         let status =
@@ -171,8 +183,8 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if retry {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(seconds) = retry {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if challenge {
             headers.insert(

@@ -7,6 +7,7 @@ mod auth;
 mod create;
 mod error;
 mod extract;
+mod limits;
 mod list;
 mod middleware;
 mod request_id;
@@ -37,6 +38,7 @@ use crate::store::Store;
 pub use auth::{Auth, Caller, KEY_CACHE_TTL};
 pub use create::{CreateRunRequest, RunDefaults};
 pub use error::{ApiError, FieldError, Problem};
+pub use limits::Limits;
 
 /// What every handler can reach: cheap handles only.
 #[derive(Clone)]
@@ -48,6 +50,7 @@ pub struct ApiState {
     /// This process's worker, when it runs one (`serve`): `/readyz` reports its state.
     pub worker: Option<Arc<crate::jobs::WorkerStatus>>,
     pub auth: Auth,
+    pub limits: Arc<Limits>,
 }
 
 /// HTTP-level settings.
@@ -65,6 +68,10 @@ pub struct HttpOptions {
     pub token_secret: Option<Secret>,
     /// How long a run token returned by `POST /v1/runs` is valid.
     pub run_token_ttl: Duration,
+    /// Requests per second per tenant and API process; `None`: no limit.
+    pub tenant_rate_limit: Option<u32>,
+    /// Runs not yet finished per tenant; `None`: no cap.
+    pub tenant_max_active_runs: Option<u64>,
 }
 
 pub use crate::domain::Secret;
@@ -79,6 +86,8 @@ impl Default for HttpOptions {
             insecure_no_auth: false,
             token_secret: None,
             run_token_ttl: Duration::from_secs(3600),
+            tenant_rate_limit: None,
+            tenant_max_active_runs: None,
         }
     }
 }
@@ -123,7 +132,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application with its middleware.
 pub fn router(state: ApiState, options: &HttpOptions) -> Router {
-    let auth = state.auth.clone();
+    let auth = (state.auth.clone(), state.limits.clone());
     let (routes, _) = api_router().split_for_parts();
     let doc = openapi();
     let spec = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");

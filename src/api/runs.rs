@@ -72,6 +72,7 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's request rate or its cap on runs not finished (see Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -90,9 +91,16 @@ pub async fn create_run(
         k
     });
     let request: CreateRunRequest = from_value(body)?;
-    let new_run = request.into_new_run(&state.registry, &state.defaults, key, tenant)?;
+    state
+        .limits
+        .admit_run(&state.store, tenant.as_str())
+        .await?;
+    let new_run = request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
     let (status, run) = match state.store.insert_run(new_run).await? {
-        Inserted::New(run) => (StatusCode::ACCEPTED, *run),
+        Inserted::New(run) => {
+            state.limits.accepted(tenant.as_str());
+            (StatusCode::ACCEPTED, *run)
+        }
         // the same request again: the run it created, as it is now
         Inserted::Existing(id) => (StatusCode::OK, state.store.get_run(id).await?),
     };

@@ -107,6 +107,7 @@ pub(crate) struct Executor {
     pub(crate) registry: Arc<AgentRegistry>,
     pub(crate) inflight: InFlight,
     pub(crate) status: Arc<super::WorkerStatus>,
+    pub(crate) max_result_bytes: usize,
 }
 
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
@@ -114,6 +115,18 @@ pub(crate) struct Executor {
 pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Result<(), Infallible> {
     run_attempt(&exec, run).await;
     Ok(())
+}
+
+/// A result over `max_bytes` (as JSON) fails the attempt for good: the run table is no
+/// place for bulk data, and the agent would produce it again on a retry.
+fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Value, Failure> {
+    let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len());
+    if size <= max_bytes {
+        return Ok(result);
+    }
+    Err(Failure::Agent(AgentError::permanent(format!(
+        "the result is {size} bytes of JSON, over the {max_bytes}-byte limit (--max-result-bytes); store bulk data elsewhere and return a reference"
+    ))))
 }
 
 /// Runs one claimed attempt and records its outcome (or hands the run back at shutdown).
@@ -130,6 +143,7 @@ pub(crate) async fn run_attempt(exec: &Executor, run: ClaimedRun) {
         exec.inflight.end(&fence);
         return;
     }
+    let ended = ended.and_then(|result| within(result, exec.max_result_bytes));
     let outcome = decide(&run, ended, chrono::Utc::now(), &mut rand::rng());
     let status = match &outcome {
         Outcome::Succeeded(_) => "succeeded",

@@ -42,6 +42,9 @@ pub struct WorkerOptions {
     pub webhooks: WebhookOptions,
     /// Deliver through Redis (apalis-redis) instead of claiming from the runs table.
     pub redis: Option<RedisOptions>,
+    /// The largest result an agent may return, as JSON bytes; a bigger one fails the
+    /// run (permanently: the agent would return it again).
+    pub max_result_bytes: usize,
 }
 
 impl Default for WorkerOptions {
@@ -54,6 +57,7 @@ impl Default for WorkerOptions {
             agents: None,
             webhooks: WebhookOptions::default(),
             redis: None,
+            max_result_bytes: 1024 * 1024,
         }
     }
 }
@@ -92,6 +96,7 @@ pub async fn run_worker(
         registry,
         inflight: inflight.clone(),
         status: status.clone(),
+        max_result_bytes: options.max_result_bytes,
     });
     let fetch = FetchConfig {
         store: store.clone(),

@@ -317,6 +317,11 @@ impl Store {
         on_engine!(self, e => e.list_runs(filter).await)
     }
 
+    /// How many of the tenant's runs have not finished.
+    pub async fn count_active_runs(&self, tenant: &str) -> Result<u64, StoreError> {
+        on_engine!(self, e => e.count_active_runs(tenant).await)
+    }
+
     /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
     pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
         on_engine!(self, e => e.list_events(id, after).await)

@@ -14,6 +14,7 @@ mod fencing;
 mod helpers;
 mod http_agent;
 mod idempotency;
+mod limits;
 mod list_runs;
 mod live_events;
 mod openapi;

@@ -44,6 +44,17 @@ impl Engine {
         Ok(RunPage { runs, next_cursor })
     }
 
+    pub(in crate::store) async fn count_active_runs(
+        &self,
+        tenant: &str,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sql::COUNT_ACTIVE_RUNS)
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
     pub(in crate::store) async fn list_events(
         &self,
         id: RunId,

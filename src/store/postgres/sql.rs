@@ -481,3 +481,8 @@ pub(super) const INSERT_SECRET: &str =
     "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 
 pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name = $1";
+
+/// $1 tenant: its runs not finished (the `--tenant-max-active-runs` cap).
+pub(super) const COUNT_ACTIVE_RUNS: &str = "
+SELECT COUNT(*) FROM runs
+WHERE tenant = $1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";

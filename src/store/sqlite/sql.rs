@@ -488,3 +488,8 @@ pub(super) const INSERT_SECRET: &str =
 
 /// ?1 name.
 pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name = ?1";
+
+/// ?1 tenant: its runs not finished (the `--tenant-max-active-runs` cap).
+pub(super) const COUNT_ACTIVE_RUNS: &str = "
+SELECT COUNT(*) FROM runs
+WHERE tenant = ?1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";

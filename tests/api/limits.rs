@@ -1,0 +1,98 @@
+//! Per-tenant request rate and active-runs cap (429 with Retry-After), and the result
+//! size cap.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn a_tenant_over_its_request_rate_gets_429_with_retry_after_then_gets_through() {
+    let app = TestApp::spawn_with(|c| c.http.tenant_rate_limit = Some(5)).await;
+    let mut limited = None;
+    for _ in 0..30 {
+        let response = app.client.get(app.url("/v1/agents")).send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let response = limited.expect("30 requests at once exceed 5 per second");
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "rate_limited");
+    assert_eq!(problem["status"], 429);
+    // health is never limited
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let again = app.client.get(app.url("/v1/agents")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_cap_of_active_runs_cannot_add_more_until_some_finish() {
+    let app = TestApp::spawn_with(|c| c.http.tenant_max_active_runs = Some(2)).await;
+    let first = app.create(json!({"agent": "waiter"})).await;
+    app.create(json!({"agent": "waiter"})).await;
+    let refused = app.post_run(json!({"agent": "waiter"})).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "too_many_active_runs");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("most allowed is 2")
+    );
+    // one finishes: within about a second a new run is accepted
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/v1/runs/{first}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = app.post_run(json!({"agent": "waiter"})).await;
+        if response.status() == 202 {
+            break;
+        }
+        assert_eq!(response.status(), 429);
+        assert!(Instant::now() < deadline, "the cap never freed up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_result_over_the_size_cap_fails_the_run_for_good_and_says_why() {
+    // the test config caps results at 64 KiB
+    let app = TestApp::spawn().await;
+    let big = "x".repeat(100 * 1024);
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": big}}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["attempt"], 1, "not retried: {run:#}");
+    let message = run["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--max-result-bytes"), "{message}");
+    assert!(run["result"].is_null());
+}
