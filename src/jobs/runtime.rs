@@ -23,7 +23,10 @@ use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
 use super::webhooks::{WebhookOptions, deliver_webhooks};
-use super::{AgentRegistry, QueueError};
+use super::{AgentRegistry, EgressClient, EgressPolicy, QueueError};
+
+/// The `User-Agent` of agentq's outbound requests.
+pub(crate) const USER_AGENT: &str = concat!("agentq/", env!("CARGO_PKG_VERSION"));
 
 /// How a worker process runs attempts.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct WorkerOptions {
     pub webhooks: WebhookOptions,
     /// Deliver through Redis (apalis-redis) instead of claiming from the runs table.
     pub redis: Option<RedisOptions>,
+    /// What outbound HTTP (the `http` agent, `ctx.http()`, webhooks) may reach.
+    pub egress: EgressPolicy,
 }
 
 impl Default for WorkerOptions {
@@ -54,6 +59,7 @@ impl Default for WorkerOptions {
             agents: None,
             webhooks: WebhookOptions::default(),
             redis: None,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -92,6 +98,11 @@ pub async fn run_worker(
         registry,
         inflight: inflight.clone(),
         status: status.clone(),
+        http: EgressClient::new(
+            options.egress.clone(),
+            reqwest::Client::builder().user_agent(USER_AGENT),
+        )
+        .expect("a client with default TLS settings builds"),
     });
     let fetch = FetchConfig {
         store: store.clone(),
@@ -119,6 +130,7 @@ pub async fn run_worker(
     let webhooks = tokio::spawn(deliver_webhooks(
         store.clone(),
         options.webhooks.clone(),
+        options.egress.clone(),
         background.clone(),
     ));
 

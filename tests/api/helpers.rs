@@ -121,6 +121,7 @@ pub fn config(db_url: &str) -> AppConfig {
                 poll_interval: Duration::from_millis(25),
                 namespace,
             }),
+            egress: Default::default(),
         },
         http: HttpOptions::default(),
         defaults: RunDefaults {
@@ -133,6 +134,18 @@ pub fn config(db_url: &str) -> AppConfig {
             idempotency_ttl: Duration::from_secs(3600),
         },
     }
+}
+
+/// `--http-allow` with these patterns, for `TestApp::spawn_with` (test servers listen on
+/// 127.0.0.1, which the default egress policy refuses).
+pub fn allow(patterns: &[&str]) -> impl FnOnce(&mut AppConfig) + use<> {
+    let policy = agentq::jobs::EgressPolicy::new(
+        patterns
+            .iter()
+            .map(|p| p.parse().expect("a valid pattern"))
+            .collect(),
+    );
+    move |c| c.worker.egress = policy
 }
 
 impl TestApp {
