@@ -8,6 +8,7 @@ mod compensation;
 mod crash;
 mod create_run;
 mod dependencies;
+mod deploy;
 mod dispatch;
 mod fencing;
 mod helpers;
