@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::{HttpOptions, RunDefaults};
 use crate::app::{AppConfig, Role};
 use crate::domain::Backoff;
-use crate::jobs::{MAX_DISPATCH_WINDOW, RedisOptions, WorkerOptions};
+use crate::jobs::egress::HostPattern;
+use crate::jobs::{EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, WorkerOptions};
 use crate::store::StoreOptions;
 
 #[derive(Debug, Parser)]
@@ -77,6 +78,11 @@ pub enum SqliteSync {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use a duration like 500ms, 3s, 5m)"))
+}
+
+fn host_pattern(s: &str) -> Result<HostPattern, String> {
+    s.parse()
+        .map_err(|e: crate::jobs::egress::PatternError| e.to_string())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -215,6 +221,14 @@ pub struct Settings {
     /// run. (Inputs are capped by --body-limit.)
     #[arg(long, env = "AGENTQ_MAX_RESULT_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_result_bytes: usize,
+    /// Hosts outbound HTTP (the `http` agent, completion webhooks) may reach,
+    /// comma-separated: `api.example.com`, `*.example.com`, `10.0.0.0/8`, `127.0.0.1`, or
+    /// `*` for any host, each optionally with `:port` (`[::1]:8080` for IPv6). When set,
+    /// only matching hosts are reached, and an address in a blocked range (loopback,
+    /// private, link-local, cloud metadata, …) only when an address or network pattern
+    /// covers it. Unset: any public host, never a blocked address.
+    #[arg(long, env = "AGENTQ_HTTP_ALLOW", value_delimiter = ',', value_parser = host_pattern, global = true)]
+    pub http_allow: Vec<HostPattern>,
     /// Log format.
     #[arg(
         long,
@@ -344,6 +358,7 @@ impl Settings {
                     poll_interval: self.queue_poll_interval,
                     namespace: self.queue_namespace.clone(),
                 }),
+                egress: EgressPolicy::new(self.http_allow.clone()),
             },
             http: HttpOptions {
                 body_limit: self.body_limit,

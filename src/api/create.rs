@@ -105,7 +105,10 @@ pub struct CreateRunRequest {
     /// runs link to each other (`compensation_run_id`, `compensates_run_id`).
     pub on_failure: Option<Compensation>,
     /// Where to POST the run (JSON) when it finishes: `succeeded`, `failed` or `cancelled`.
-    /// Signed with `--webhook-secret` when set; retried with backoff for up to 24 h.
+    /// Signed with `--webhook-secret` when set; retried with backoff for up to 24 h. A
+    /// destination the workers' egress policy refuses (`--http-allow`; by default loopback,
+    /// private, link-local and metadata addresses) is not sent to: a `webhook_failed`
+    /// event says why.
     #[validate(length(min = 8, max = 2048), custom(function = "check_callback_url"))]
     pub callback_url: Option<String>,
     /// Runs (ids, at most 100) that must succeed first: until then this run is `blocked`.

@@ -13,6 +13,8 @@ use std::time::Duration;
 use crate::domain::{Progress, RunId, Signal};
 use crate::store::{Fence, Store};
 
+use super::EgressClient;
+
 /// A named unit of work registered in-process.
 ///
 /// `run` is called once per attempt. Return `Ok(result)` to succeed,
@@ -99,6 +101,7 @@ struct ContextInner {
     cancel: CancellationToken,
     saved: Mutex<Option<Value>>,
     dependencies: BTreeMap<RunId, Value>,
+    http: EgressClient,
 }
 
 /// The largest checkpoint an agent may save, serialised.
@@ -112,6 +115,7 @@ impl RunContext {
         cancel: CancellationToken,
         checkpoint: Option<Value>,
         dependencies: BTreeMap<RunId, Value>,
+        http: EgressClient,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -121,8 +125,18 @@ impl RunContext {
                 cancel,
                 saved: Mutex::new(checkpoint),
                 dependencies,
+                http,
             }),
         }
+    }
+
+    /// An HTTP client for the agent's outbound calls that reaches only what this worker's
+    /// egress policy allows (`--http-allow`; by default no loopback, private, link-local
+    /// or metadata address), checked after DNS resolution and on every redirect. Its
+    /// `request` refuses a URL at once; a refusal found later (after resolution, on a
+    /// redirect) is in the `send` error's chain: see [`Refused::find_in`](super::egress::Refused::find_in).
+    pub fn http(&self) -> &EgressClient {
+        &self.inner.http
     }
 
     /// The results of the runs this one depends on (`depends_on`), by run id.

@@ -108,6 +108,8 @@ pub(crate) struct Executor {
     pub(crate) inflight: InFlight,
     pub(crate) status: Arc<super::WorkerStatus>,
     pub(crate) max_result_bytes: usize,
+    /// Handed to every attempt as `ctx.http()`: one connection pool per worker process.
+    pub(crate) http: super::EgressClient,
 }
 
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
@@ -187,6 +189,7 @@ async fn attempt(
         cancel.clone(),
         run.checkpoint.clone(),
         run.dependencies.clone(),
+        exec.http.clone(),
     );
     let timeout = Duration::from_millis(run.timeout_ms);
     // the run's deadline can cut the attempt shorter than its own timeout

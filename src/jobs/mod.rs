@@ -6,6 +6,7 @@
 mod agent;
 mod backend;
 pub mod builtin;
+pub mod egress;
 mod execute;
 mod outcome;
 mod presence;
@@ -15,6 +16,7 @@ mod runtime;
 mod webhooks;
 
 pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, OnTimeout, RunContext};
+pub use egress::{EgressClient, EgressPolicy};
 pub use presence::{GONE_AFTER, HEARTBEAT_EVERY, WorkerStatus};
 pub use redis::{MAX_DISPATCH_WINDOW, RedisOptions};
 pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};

@@ -23,7 +23,10 @@ use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
 use super::webhooks::{WebhookOptions, deliver_webhooks};
-use super::{AgentRegistry, QueueError};
+use super::{AgentRegistry, EgressClient, EgressPolicy, QueueError};
+
+/// The `User-Agent` of agentq's outbound requests.
+pub(crate) const USER_AGENT: &str = concat!("agentq/", env!("CARGO_PKG_VERSION"));
 
 /// How a worker process runs attempts.
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct WorkerOptions {
     /// The largest result an agent may return, as JSON bytes; a bigger one fails the
     /// run (permanently: the agent would return it again).
     pub max_result_bytes: usize,
+    /// What outbound HTTP (the `http` agent, `ctx.http()`, webhooks) may reach.
+    pub egress: EgressPolicy,
 }
 
 impl Default for WorkerOptions {
@@ -58,6 +63,7 @@ impl Default for WorkerOptions {
             webhooks: WebhookOptions::default(),
             redis: None,
             max_result_bytes: 1024 * 1024,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -97,6 +103,11 @@ pub async fn run_worker(
         inflight: inflight.clone(),
         status: status.clone(),
         max_result_bytes: options.max_result_bytes,
+        http: EgressClient::new(
+            options.egress.clone(),
+            reqwest::Client::builder().user_agent(USER_AGENT),
+        )
+        .expect("a client with default TLS settings builds"),
     });
     let fetch = FetchConfig {
         store: store.clone(),
@@ -124,6 +135,7 @@ pub async fn run_worker(
     let webhooks = tokio::spawn(deliver_webhooks(
         store.clone(),
         options.webhooks.clone(),
+        options.egress.clone(),
         background.clone(),
     ));
 

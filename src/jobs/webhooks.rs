@@ -6,12 +6,16 @@
 //! HMAC-SHA256 of "<t>.<body>">`. A 2xx answer delivers it; anything else is tried again
 //! after a jittered exponential backoff until `give_up_after` since the run finished.
 //! Every attempt is recorded as an event of the run.
+//!
+//! Deliveries go through an [`EgressClient`]: a `callback_url` the egress policy refuses
+//! (`--http-allow`) is not sent, and its delivery fails at once, for good, with the reason.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Backoff, Secret, hmac_hex};
+use crate::jobs::egress::{EgressClient, EgressPolicy, Refused};
 use crate::store::{Store, WebhookDelivery, WebhookResult};
 
 /// How completion webhooks are sent.
@@ -42,13 +46,14 @@ const POLL: Duration = Duration::from_millis(250);
 pub(crate) async fn deliver_webhooks(
     store: Store,
     options: WebhookOptions,
+    egress: EgressPolicy,
     stop: CancellationToken,
 ) {
-    let client = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(options.request_timeout)
-        .user_agent(concat!("agentq/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a client with default TLS settings builds");
+        .user_agent(super::runtime::USER_AGENT);
+    let client =
+        EgressClient::new(egress, builder).expect("a client with default TLS settings builds");
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,7 +81,7 @@ pub(crate) async fn deliver_webhooks(
 
 async fn deliver(
     store: &Store,
-    client: &reqwest::Client,
+    client: &EgressClient,
     options: &WebhookOptions,
     d: WebhookDelivery,
 ) {
@@ -85,11 +90,15 @@ async fn deliver(
             let body = serde_json::to_vec(&run).expect("a run serialises");
             send(client, options, &d, body).await
         }
-        Err(e) => Err(format!("could not read the run: {e}")),
+        Err(e) => Err(SendError::Failed(format!("could not read the run: {e}"))),
     };
     let result = match sent {
         Ok(status) => WebhookResult::Delivered { status },
-        Err(error) => {
+        Err(SendError::Refused(refused)) => WebhookResult::Failed {
+            error: refused.to_string(),
+            retry_at: None,
+        },
+        Err(SendError::Failed(error)) => {
             let now = chrono::Utc::now();
             let backoff = Backoff {
                 base: options.backoff_base,
@@ -108,14 +117,22 @@ async fn deliver(
     }
 }
 
+/// Why a delivery was not made.
+enum SendError {
+    /// The egress policy refuses the callback URL: no later attempt can succeed.
+    Refused(Refused),
+    Failed(String),
+}
+
 async fn send(
-    client: &reqwest::Client,
+    client: &EgressClient,
     options: &WebhookOptions,
     d: &WebhookDelivery,
     body: Vec<u8>,
-) -> Result<u16, String> {
+) -> Result<u16, SendError> {
     let mut request = client
-        .post(&d.url)
+        .request(reqwest::Method::POST, &d.url)
+        .map_err(SendError::Refused)?
         .header("content-type", "application/json")
         .header("agentq-event", "run.finished")
         .header("agentq-delivery", d.id.to_string());
@@ -126,12 +143,15 @@ async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| match Refused::find_in(&e) {
+            Some(refused) => SendError::Refused(refused.clone()),
+            None => SendError::Failed(format!("request failed: {e}")),
+        })?;
     let status = response.status();
     if status.is_success() {
         Ok(status.as_u16())
     } else {
-        Err(format!("answered {status}"))
+        Err(SendError::Failed(format!("answered {status}")))
     }
 }
 

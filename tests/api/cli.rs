@@ -31,6 +31,9 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["worker", "--agents", "echo,nope"], "nope");
     assert_usage_error(&["--dispatch-window", "0"], "--dispatch-window");
     assert_usage_error(&["--dispatch-window", "5001"], "--dispatch-window");
+    assert_usage_error(&["--http-allow", "https://api.example.com"], "not a URL");
+    assert_usage_error(&["--http-allow", "10.0.0.5/8"], "--http-allow");
+    assert_usage_error(&["--http-allow", "api.example.com,"], "empty pattern");
 }
 
 #[test]

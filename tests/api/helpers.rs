@@ -115,13 +115,14 @@ pub fn config(db_url: &str) -> AppConfig {
             poll_interval: Duration::from_millis(50),
             agents: None,
             webhooks: Default::default(),
-            max_result_bytes: 64 * 1024,
+            max_result_bytes: 512 * 1024,
             redis: redis_delivery(db_url).map(|(url, namespace)| RedisOptions {
                 url,
                 dispatch_window: 1000,
                 poll_interval: Duration::from_millis(25),
                 namespace,
             }),
+            egress: Default::default(),
         },
         http: HttpOptions::default(),
         defaults: RunDefaults {
@@ -134,6 +135,18 @@ pub fn config(db_url: &str) -> AppConfig {
             idempotency_ttl: Duration::from_secs(3600),
         },
     }
+}
+
+/// `--http-allow` with these patterns, for `TestApp::spawn_with` (test servers listen on
+/// 127.0.0.1, which the default egress policy refuses).
+pub fn allow(patterns: &[&str]) -> impl FnOnce(&mut AppConfig) + use<> {
+    let policy = agentq::jobs::EgressPolicy::new(
+        patterns
+            .iter()
+            .map(|p| p.parse().expect("a valid pattern"))
+            .collect(),
+    );
+    move |c| c.worker.egress = policy
 }
 
 impl TestApp {

@@ -1,11 +1,14 @@
+//! The `http` agent: results, retries, and outbound safety (`--http-allow`).
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::response::Redirect;
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, allow};
 
 async fn upstream() -> String {
     let app = Router::new()
@@ -19,7 +22,12 @@ async fn upstream() -> String {
             "/broken",
             get(|| async { (StatusCode::BAD_GATEWAY, "down") }),
         )
-        .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "no") }));
+        .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "no") }))
+        .route("/to-ok", get(|| async { Redirect::to("/ok") }))
+        .route(
+            "/to-private",
+            get(|| async { Redirect::to("http://10.0.0.1/internal") }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -28,7 +36,7 @@ async fn upstream() -> String {
 
 #[tokio::test]
 async fn http_agent_returns_status_headers_and_a_json_or_text_body() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(allow(&["127.0.0.1"])).await;
     let base = upstream().await;
     let json_run = app
         .create(json!({"agent": "http", "input": {"url": format!("{base}/ok")}}))
@@ -58,7 +66,7 @@ async fn http_agent_returns_status_headers_and_a_json_or_text_body() {
 
 #[tokio::test]
 async fn http_agent_retries_5xx_and_network_errors_but_not_4xx() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(allow(&["127.0.0.1"])).await;
     let base = upstream().await;
     let broken = app
         .create(
@@ -87,4 +95,100 @@ async fn http_agent_retries_5xx_and_network_errors_but_not_4xx() {
         .wait_for_status(&refused, "failed", Duration::from_secs(5))
         .await;
     assert_eq!(run["attempt"], 2);
+}
+
+/// Runs the `http` agent on `url` (three attempts allowed) and returns the finished run.
+async fn call(app: &TestApp, url: &str) -> Value {
+    let id = app
+        .create(json!({"agent": "http", "input": {"url": url}, "max_attempts": 3}))
+        .await;
+    app.wait_for(&id, Duration::from_secs(5), |r| {
+        r["status"] == "succeeded" || r["status"] == "failed"
+    })
+    .await
+}
+
+/// Asserts the run failed on its first attempt (refusals are not retried) saying `says`.
+fn assert_refused(run: &Value, says: &str) {
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(run["attempt"], 1, "a refusal is permanent: {run:#}");
+    let message = run["error"]["message"].as_str().unwrap();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+}
+
+#[tokio::test]
+async fn by_default_the_http_agent_refuses_loopback_private_link_local_and_metadata_addresses() {
+    let app = TestApp::spawn().await;
+    let base = upstream().await;
+    for (url, says) in [
+        (
+            format!("{base}/ok"),
+            "http agent refused 127.0.0.1: loopback address; allow it with --http-allow",
+        ),
+        (
+            "http://[::1]:9/".to_owned(),
+            "refused ::1: loopback address",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "refused 169.254.169.254: cloud metadata address",
+        ),
+        (
+            "http://10.0.0.1/".to_owned(),
+            "refused 10.0.0.1: private address",
+        ),
+        (
+            "http://metadata.google.internal/computeMetadata/v1/".to_owned(),
+            "refused metadata.google.internal: cloud metadata host",
+        ),
+    ] {
+        assert_refused(&call(&app, &url).await, says);
+    }
+}
+
+#[tokio::test]
+async fn a_host_name_that_resolves_to_loopback_is_refused_after_resolution() {
+    let app = TestApp::spawn().await;
+    let base = upstream().await;
+    let port = base.rsplit(':').next().unwrap();
+    let run = call(&app, &format!("http://localhost:{port}/ok")).await;
+    assert_refused(
+        &run,
+        "http agent refused localhost: it resolves to a loopback address",
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_from_an_allowed_server_to_a_refused_address_is_refused() {
+    // any host, and the loopback address the test server listens on
+    let app = TestApp::spawn_with(allow(&["*", "127.0.0.1"])).await;
+    let base = upstream().await;
+    let run = call(&app, &format!("{base}/to-ok")).await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "an allowed redirect is followed"
+    );
+    assert_eq!(run["result"]["body"], json!({"hello": "world"}));
+    let run = call(&app, &format!("{base}/to-private")).await;
+    assert_refused(
+        &run,
+        "http agent refused a redirect to 10.0.0.1: private address",
+    );
+}
+
+#[tokio::test]
+async fn an_allow_pattern_with_a_port_lets_that_port_through_and_no_other() {
+    let base = upstream().await;
+    let port = base.rsplit(':').next().unwrap();
+    let app = TestApp::spawn_with(allow(&[&format!("127.0.0.1:{port}")])).await;
+    let run = call(&app, &format!("{base}/ok")).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_refused(
+        &call(&app, "http://127.0.0.1:9/").await,
+        "refused 127.0.0.1: not matched by --http-allow",
+    );
+    assert_refused(
+        &call(&app, "https://example.com/").await,
+        "refused example.com: not matched by --http-allow",
+    );
 }

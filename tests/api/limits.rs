@@ -82,9 +82,9 @@ async fn a_tenant_at_its_cap_of_active_runs_cannot_add_more_until_some_finish() 
 
 #[tokio::test]
 async fn a_result_over_the_size_cap_fails_the_run_for_good_and_says_why() {
-    // the test config caps results at 64 KiB
+    // the test config caps results at 512 KiB
     let app = TestApp::spawn().await;
-    let big = "x".repeat(100 * 1024);
+    let big = "x".repeat(600 * 1024);
     let id = app
         .create(json!({"agent": "echo", "input": {"value": big}}))
         .await;

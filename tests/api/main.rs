@@ -9,6 +9,7 @@ mod compensation;
 mod crash;
 mod create_run;
 mod dependencies;
+mod deploy;
 mod dispatch;
 mod fencing;
 mod helpers;

@@ -412,7 +412,14 @@ async fn two_processes_sharing_the_runs_table_and_redis_start_each_run_once() {
         |c| c.worker.redis = Some(options)
     })
     .await;
-    let ids = create_many(&first, 200, json!({"agent": "patient", "input": {"ms": 5}})).await;
+    // long enough (200 × 50 ms over 8 slots: over a second) that one process cannot
+    // drain the queue before the other's next poll
+    let ids = create_many(
+        &first,
+        200,
+        json!({"agent": "patient", "input": {"ms": 50}}),
+    )
+    .await;
     wait_all_succeeded(&first, &ids, Duration::from_secs(60)).await;
     for id in &ids {
         assert_eq!(count_events(&first, id, "started").await, 1, "run {id}");

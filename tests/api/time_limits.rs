@@ -66,7 +66,10 @@ async fn no_retry_is_scheduled_to_start_after_the_deadline() {
 async fn a_running_attempt_is_stopped_at_the_deadline() {
     let app = TestApp::spawn().await;
     let id = app
-        .create(json!({"agent": "patient", "input": {"ms": 30000}, "deadline": in_ms(300)}))
+        .create(json!({"agent": "patient", "input": {"ms": 30000}, "deadline": in_ms(2000)}))
+        .await;
+    // room to start first, even on a loaded machine with Redis delivery's pickup
+    app.wait_for_status(&id, "running", Duration::from_secs(2))
         .await;
     let run = app
         .wait_for_status(&id, "failed", Duration::from_secs(5))

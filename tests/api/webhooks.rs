@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, event_types};
+use crate::helpers::{TestApp, allow, event_types};
 
 /// The requests a receiver got: headers and body.
 type Received = Vec<(HeaderMap, Vec<u8>)>;
@@ -57,7 +57,14 @@ impl Receiver {
     }
 }
 
+/// Fast retries, a secret, and the receivers' loopback address allowed (`--http-allow`).
 fn quick(c: &mut agentq::app::AppConfig) {
+    unguarded(c);
+    allow(&["127.0.0.1"])(c);
+}
+
+/// Fast retries and a secret, with the default egress policy.
+fn unguarded(c: &mut agentq::app::AppConfig) {
     c.worker.webhooks.backoff_base = Duration::from_millis(20);
     c.worker.webhooks.secret = Some(agentq::domain::Secret("whsec".into()));
 }
@@ -181,4 +188,28 @@ async fn cancelled_runs_are_delivered_too_and_bad_urls_are_refused() {
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "callback_url");
+}
+
+#[tokio::test]
+async fn a_callback_to_a_refused_address_is_not_sent_and_its_event_says_why() {
+    let (receiver, url) = Receiver::start(0).await;
+    let app = TestApp::spawn_with(unguarded).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let failed = loop {
+        let events = app.events(&id).await;
+        if let Some(failed) = events.iter().find(|e| e["type"] == "webhook_failed") {
+            break failed.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        failed["data"]["error"],
+        "refused 127.0.0.1: loopback address; allow it with --http-allow"
+    );
+    assert_eq!(failed["data"]["given_up"], true, "a refusal is not retried");
+    assert!(receiver.got.lock().unwrap().is_empty(), "nothing was sent");
 }

@@ -1,6 +1,9 @@
 //! `http`: calls an HTTP endpoint. Network errors, 429 and 5xx are retryable; other 4xx
 //! are permanent. The response body is returned as JSON when it parses, else as text,
 //! capped in size.
+//!
+//! Requests go through the worker's egress client (`ctx.http()`), so a destination the
+//! egress policy refuses (`--http-allow`) fails the attempt permanently, saying why.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::jobs::egress::Refused;
 use crate::jobs::{Agent, AgentError, RunContext};
 
 /// Limits of the `http` agent.
@@ -31,17 +35,12 @@ impl Default for HttpOptions {
 }
 
 pub struct Http {
-    client: reqwest::Client,
     options: HttpOptions,
 }
 
 impl Http {
     pub fn new(options: HttpOptions) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("agentq/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a client with default TLS settings builds");
-        Self { client, options }
+        Self { options }
     }
 }
 
@@ -94,7 +93,11 @@ impl Agent for Http {
         let timeout = input
             .timeout_ms
             .map_or(self.options.default_timeout, Duration::from_millis);
-        let mut request = self.client.request(method, &input.url).timeout(timeout);
+        let mut request = ctx
+            .http()
+            .request(method, &input.url)
+            .map_err(|refused| refusal(&refused))?
+            .timeout(timeout);
         for (name, value) in &input.headers {
             request = request.header(name, value);
         }
@@ -133,8 +136,15 @@ impl Agent for Http {
     }
 }
 
+/// Permanent: the same destination is refused on every attempt.
+fn refusal(refused: &Refused) -> AgentError {
+    AgentError::permanent(format!("http agent {refused}"))
+}
+
 fn classify_send_error(e: &reqwest::Error) -> AgentError {
-    if e.is_builder() {
+    if let Some(refused) = Refused::find_in(e) {
+        refusal(refused)
+    } else if e.is_builder() {
         AgentError::permanent(format!("invalid request: {e}"))
     } else {
         AgentError::retryable(format!("request failed: {e}"))
