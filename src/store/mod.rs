@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Inserted, NewRun, Progress, Run, RunEvent, RunId, WorkerBeat, WorkerInfo};
+use crate::domain::{
+    Inserted, NewRun, Progress, Run, RunEvent, RunId, RunStatus, WorkerBeat, WorkerInfo,
+};
 
 pub use error::StoreError;
 pub use model::{
-    ClaimedRun, Fence, Outcome, RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep,
-    WebhookDelivery, WebhookResult,
+    ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueFilter, RequeueTarget, RunFilter,
+    RunPage, Sweep, WebhookDelivery, WebhookResult,
 };
 
 /// Settings that shape the store's connection, chosen at start-up.
@@ -102,6 +104,14 @@ impl Store {
     /// large table the first call takes as long as building them.
     pub async fn enable_redis_delivery(&self) -> Result<(), StoreError> {
         on_engine!(self, e => e.enable_redis_delivery().await)
+    }
+
+    /// Prepares the database for retention: creates the index of finished runs only the
+    /// janitor reads, which deployments that keep every run would otherwise write on every
+    /// finish for nothing. Idempotent; on a large table the first call takes as long as
+    /// building it.
+    pub async fn enable_retention(&self) -> Result<(), StoreError> {
+        on_engine!(self, e => e.enable_retention().await)
     }
 
     /// Applies pending migrations.
@@ -307,6 +317,40 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    /// Where retention of finished runs of `status` ends: runs that finished more than
+    /// `older_than` ago, and those beyond the newest `keep`, come before the key returned
+    /// (the later of the two). `None` when neither applies. `keep` reads the index of
+    /// finished runs up to that many entries (see `enable_retention`).
+    pub async fn retention_bound(
+        &self,
+        status: RunStatus,
+        older_than: Option<Duration>,
+        keep: Option<u64>,
+    ) -> Result<Option<FinishedKey>, StoreError> {
+        let by_age =
+            older_than.map(|age| FinishedKey::at(to_ms(Utc::now()) - age.as_millis() as i64));
+        let by_count = match keep {
+            Some(keep) => on_engine!(self, e => e.oldest_kept(status, keep).await)?,
+            None => None,
+        };
+        Ok(by_age.max(by_count))
+    }
+
+    /// Deletes up to `limit` finished runs of `status` that come after `after` (from the
+    /// oldest when `None`) and before `before`, oldest first, with their events, signals,
+    /// dependencies and webhook deliveries; runs something still needs are passed over
+    /// (see the writer's `retention`). One transaction of the writer.
+    pub async fn purge_finished(
+        &self,
+        status: RunStatus,
+        after: Option<FinishedKey>,
+        before: FinishedKey,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let after = after.unwrap_or(FinishedKey::at(i64::MIN));
+        on_engine!(self, e => e.writer.purge(status, after, before, limit).await)
     }
 
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {

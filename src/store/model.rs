@@ -153,3 +153,32 @@ pub enum RequeueTarget {
     /// Up to `limit` failed runs matching the filter, oldest first.
     Failed(RequeueFilter),
 }
+
+/// A place in the order retention deletes finished runs in: finish time, then id.
+/// Opaque outside the store: taken from [`Store::retention_bound`](super::Store) and
+/// [`Purged::next`], handed back to [`Store::purge_finished`](super::Store).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FinishedKey {
+    pub(super) finished_at: i64,
+    pub(super) id: String,
+}
+
+impl FinishedKey {
+    /// Before every run that finished at `ms` or later.
+    pub(super) fn at(ms: i64) -> Self {
+        Self {
+            finished_at: ms,
+            id: String::new(),
+        }
+    }
+}
+
+/// What one batch of retention did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Runs deleted, with their events and other rows.
+    pub deleted: u64,
+    /// Where the next batch starts; `None` when no candidate is left in the range. Runs
+    /// kept because something still needs them are passed over, not looked at again.
+    pub next: Option<FinishedKey>,
+}

@@ -63,6 +63,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates the index only retention needs (idempotent).
+    pub(in crate::store) async fn enable_retention(&self) -> Result<(), StoreError> {
+        for statement in sql::RETENTION_INDEXES {
+            sqlx::query(statement).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     pub(in crate::store) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         conn.ping().await?;

@@ -1,7 +1,7 @@
 //! Reads: point lookups, filtered listing with cursor paging, and a run's events.
 
-use crate::domain::{Run, RunEvent, RunId};
-use crate::store::{RunFilter, RunPage, StoreError, to_ms};
+use crate::domain::{Run, RunEvent, RunId, RunStatus};
+use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
 use super::rows::{EventRow, RunRow, WorkerRow};
 use super::{Engine, sql};
@@ -106,5 +106,20 @@ impl Engine {
         rows.into_iter()
             .map(|(agent, id, seq)| Ok((agent, super::rows::parse_id(&id)?, seq)))
             .collect()
+    }
+
+    /// The oldest of the newest `keep` finished runs of `status`: count-based retention
+    /// deletes what finished before it. `None` while there are no more than `keep`.
+    pub(in crate::store) async fn oldest_kept(
+        &self,
+        status: RunStatus,
+        keep: u64,
+    ) -> Result<Option<FinishedKey>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as(sql::OLDEST_KEPT)
+            .bind(status.as_str())
+            .bind(keep.saturating_sub(1).min(i64::MAX as u64) as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(finished_at, id)| FinishedKey { finished_at, id }))
     }
 }

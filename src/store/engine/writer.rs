@@ -22,11 +22,11 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::{Inserted, NewRun, Progress, RunId, Signal, WorkerBeat};
+use crate::domain::{Inserted, NewRun, Progress, RunId, RunStatus, Signal, WorkerBeat};
 use crate::store::hub::EventHub;
 use crate::store::{
-    ClaimedRun, Fence, Outcome, RequeueTarget, StoreError, Sweep, WebhookDelivery, WebhookResult,
-    to_ms,
+    ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueTarget, StoreError, Sweep,
+    WebhookDelivery, WebhookResult, to_ms,
 };
 
 use super::{Conn, ConnectOpts, sql};
@@ -85,6 +85,13 @@ enum Op {
     Requeue(RequeueTarget),
     /// A worker process's heartbeat (registers it the first time).
     Heartbeat(Box<WorkerBeat>),
+    /// Retention: deletes up to `limit` finished runs of `status` between the keys.
+    Purge {
+        status: RunStatus,
+        after: FinishedKey,
+        before: FinishedKey,
+        limit: usize,
+    },
     /// Runs may have become claimable elsewhere (another process said so): parked claims
     /// look again.
     #[allow(
@@ -107,6 +114,7 @@ enum Answer {
     /// A requested change: done, or refused.
     Changed(Result<u64, Refusal>),
     Swept(Sweep),
+    Purged(Purged),
     Closed,
 }
 
@@ -340,6 +348,25 @@ impl WriterHandle {
 
     pub(in crate::store) async fn heartbeat(&self, beat: WorkerBeat) -> Result<(), StoreError> {
         self.call(Op::Heartbeat(Box::new(beat))).await.map(|_| ())
+    }
+
+    pub(in crate::store) async fn purge(
+        &self,
+        status: RunStatus,
+        after: FinishedKey,
+        before: FinishedKey,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let op = Op::Purge {
+            status,
+            after,
+            before,
+            limit,
+        };
+        match self.call(op).await? {
+            Answer::Purged(purged) => Ok(purged),
+            _ => unreachable!("purge answers with what it deleted"),
+        }
     }
 
     pub(in crate::store) async fn cancel(&self, id: RunId) -> Result<(), StoreError> {
@@ -692,7 +719,8 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::ClaimWebhooks { .. }
         | Op::WebhookDone(..)
         | Op::Renew(..)
-        | Op::Heartbeat(_) => false,
+        | Op::Heartbeat(_)
+        | Op::Purge { .. } => false,
     }
 }
 

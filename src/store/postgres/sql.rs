@@ -458,3 +458,45 @@ pub(super) const REDIS_INDEXES: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS runs_dispatched ON runs (agent, dispatched_at)
      WHERE dispatched_at IS NOT NULL",
 ];
+
+/// Retention's index, created when a worker process first runs the janitor: finished runs
+/// by status, then finish time and id (the order the janitor deletes them in).
+pub(super) const RETENTION_INDEXES: [&str; 1] = [
+    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, finished_at, id)
+     WHERE status IN ('succeeded', 'failed', 'cancelled')",
+];
+
+pub(super) const OLDEST_KEPT: &str = "
+SELECT finished_at, id FROM runs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = $1
+ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET $2";
+
+/// Locks the candidates: the checks of `PURGE_RUNS`, a statement later, then see every
+/// dependent another process committed, and no process can add one before the delete
+/// commits (a new run locks the runs it depends on first). Runs another writer holds are
+/// left to it.
+pub(super) const PURGE_CANDIDATES: &str = "
+SELECT id, finished_at FROM runs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = $1
+  AND (finished_at, id) > ($2, $3) AND (finished_at, id) < ($4, $5)
+ORDER BY finished_at, id LIMIT $6
+FOR UPDATE SKIP LOCKED";
+
+pub(super) const PURGE_RUNS: &str = "
+DELETE FROM runs
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+  AND status IN ('succeeded', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM run_dependencies d WHERE d.depends_on_id = runs.id)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.run_id = runs.id
+                  AND w.delivered_at IS NULL AND w.given_up = 0)
+  AND NOT EXISTS (SELECT 1 FROM runs p
+                  WHERE p.id IN (runs.compensation_run_id, runs.compensates_run_id)
+                    AND p.status NOT IN ('succeeded', 'failed', 'cancelled'))
+RETURNING id";
+
+pub(super) const PURGE_CHILDREN: [&str; 4] = [
+    "DELETE FROM run_events WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+    "DELETE FROM run_dependencies WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+    "DELETE FROM run_signals WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+    "DELETE FROM webhook_deliveries WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+];

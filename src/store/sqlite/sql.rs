@@ -458,3 +458,48 @@ pub(super) const REDIS_INDEXES: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS runs_dispatched ON runs (agent, dispatched_at)
      WHERE dispatched_at IS NOT NULL",
 ];
+
+/// Retention's index, created when a worker process first runs the janitor: finished runs
+/// by status, then finish time and id (the order the janitor deletes them in).
+pub(super) const RETENTION_INDEXES: [&str; 1] = [
+    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, finished_at, id)
+     WHERE status IN ('succeeded', 'failed', 'cancelled')",
+];
+
+/// ?1 status, ?2 how many of the newest to skip: the finish time and id of the oldest run
+/// that count-based retention keeps (none when there are no more than ?2 + 1).
+pub(super) const OLDEST_KEPT: &str = "
+SELECT finished_at, id FROM runs INDEXED BY runs_finished
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = ?1
+ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET ?2";
+
+/// ?1 status, ?2 ?3 after this (finished_at, id), ?4 ?5 before this, ?6 limit: finished
+/// runs the janitor may delete, oldest first. The repeated status list lets the partial
+/// index serve a statement whose status is a parameter.
+pub(super) const PURGE_CANDIDATES: &str = "
+SELECT id, finished_at FROM runs INDEXED BY runs_finished
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = ?1
+  AND (finished_at, id) > (?2, ?3) AND (finished_at, id) < (?4, ?5)
+ORDER BY finished_at, id LIMIT ?6";
+
+/// ?1 JSON array of candidate ids: deletes those nothing still needs (a run that depends
+/// on it, an unfinished compensation partner, a webhook still to deliver).
+pub(super) const PURGE_RUNS: &str = "
+DELETE FROM runs
+WHERE id IN (SELECT value FROM json_each(?1))
+  AND status IN ('succeeded', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM run_dependencies d WHERE d.depends_on_id = runs.id)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.run_id = runs.id
+                  AND w.delivered_at IS NULL AND w.given_up = 0)
+  AND NOT EXISTS (SELECT 1 FROM runs p
+                  WHERE p.id IN (runs.compensation_run_id, runs.compensates_run_id)
+                    AND p.status NOT IN ('succeeded', 'failed', 'cancelled'))
+RETURNING id";
+
+/// ?1 JSON array of deleted run ids: their rows in the other tables.
+pub(super) const PURGE_CHILDREN: [&str; 4] = [
+    "DELETE FROM run_events WHERE run_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM run_dependencies WHERE run_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM run_signals WHERE run_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM webhook_deliveries WHERE run_id IN (SELECT value FROM json_each(?1))",
+];

@@ -5,8 +5,9 @@
 //! webhook claims and results, signals sent, requeues and heartbeats; the dependents and
 //! compensations those settled; claims, then claims of Redis messages, then the Redis
 //! feeder's marks, so claims see every run the batch made claimable; last the webhook
-//! deliveries it scheduled, every event row it produced (one statement), and on PostgreSQL
-//! the `NOTIFY` of runs made ready. Within one attempt that order is the order a worker
+//! deliveries it scheduled, every event row it produced (one statement), retention's
+//! deletes (after the events, so none is written for a run just deleted), and on
+//! PostgreSQL the `NOTIFY` of runs made ready. Within one attempt that order is the order a worker
 //! sends them in (progress before its finish).
 
 mod actions;
@@ -16,6 +17,7 @@ mod dependencies;
 mod dispatch;
 mod intake;
 mod recovery;
+mod retention;
 mod signals;
 mod webhooks;
 mod workers;
@@ -277,6 +279,18 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
     }
     webhooks::schedule(b).await?;
     insert_events(b).await?;
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Purge {
+            status,
+            after,
+            before,
+            limit,
+        } = op
+        {
+            let purged = retention::purge(b, *status, after, before, *limit).await?;
+            answers[i] = Some(Answer::Purged(purged));
+        }
+    }
     if let (Some(notify), Some(ready_at)) = (sql::NOTIFY_READY, b.ready_at) {
         // other processes' idle workers wake at the commit (PostgreSQL LISTEN/NOTIFY)
         if ready_at <= b.now {
