@@ -82,6 +82,12 @@ impl Application {
                 .await
                 .context("creating the indexes of Redis delivery")?;
         }
+        if config.role.runs_workers() && config.worker.retention.is_enabled() {
+            store
+                .enable_retention()
+                .await
+                .context("creating the index of retention")?;
+        }
         let listener = if config.role.serves_http() {
             let listener = TcpListener::bind(config.listen)
                 .await

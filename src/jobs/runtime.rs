@@ -1,5 +1,5 @@
 //! A worker process's runtime: the apalis worker over the runs table, the lease renewer,
-//! the sweeper of expired leases, and shutdown.
+//! the sweeper of expired leases, the retention janitor, and shutdown.
 //!
 //! Shutdown: when `shutdown` fires the worker stops claiming and in-flight attempts get
 //! `shutdown_timeout` to finish. Attempts still running are then told to stop and, within
@@ -22,6 +22,7 @@ use super::backend::{FetchConfig, runs_backend};
 use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
+use super::retention::{RetentionOptions, keep_tidy};
 use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, QueueError};
 
@@ -42,6 +43,8 @@ pub struct WorkerOptions {
     pub webhooks: WebhookOptions,
     /// Deliver through Redis (apalis-redis) instead of claiming from the runs table.
     pub redis: Option<RedisOptions>,
+    /// How long finished runs are kept (the janitor runs in every worker process).
+    pub retention: RetentionOptions,
 }
 
 impl Default for WorkerOptions {
@@ -54,6 +57,7 @@ impl Default for WorkerOptions {
             agents: None,
             webhooks: WebhookOptions::default(),
             redis: None,
+            retention: RetentionOptions::default(),
         }
     }
 }
@@ -121,6 +125,11 @@ pub async fn run_worker(
         options.webhooks.clone(),
         background.clone(),
     ));
+    let janitor = tokio::spawn(keep_tidy(
+        store.clone(),
+        options.retention.clone(),
+        background.clone(),
+    ));
 
     match &options.redis {
         None => supervise(&fetch, &executor, &options, &status, &shutdown).await,
@@ -153,7 +162,7 @@ pub async fn run_worker(
         }
     }
     background.cancel();
-    let _ = tokio::join!(renewer, sweeper, webhooks, presence);
+    let _ = tokio::join!(renewer, sweeper, webhooks, presence, janitor);
     tracing::info!(worker.id = %worker_id, "worker stopped");
     Ok(())
 }

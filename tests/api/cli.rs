@@ -31,6 +31,9 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["worker", "--agents", "echo,nope"], "nope");
     assert_usage_error(&["--dispatch-window", "0"], "--dispatch-window");
     assert_usage_error(&["--dispatch-window", "5001"], "--dispatch-window");
+    assert_usage_error(&["--retain-failed", "0s"], "--retain-failed");
+    assert_usage_error(&["--retain-succeeded", "7"], "--retain-succeeded");
+    assert_usage_error(&["--retain-max-runs", "0"], "--retain-max-runs");
 }
 
 #[test]

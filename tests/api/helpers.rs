@@ -115,6 +115,7 @@ pub fn config(db_url: &str) -> AppConfig {
             poll_interval: Duration::from_millis(50),
             agents: None,
             webhooks: Default::default(),
+            retention: Default::default(),
             redis: redis_delivery(db_url).map(|(url, namespace)| RedisOptions {
                 url,
                 dispatch_window: 1000,

@@ -20,6 +20,7 @@ mod outage;
 mod process;
 mod read_run;
 mod redis_delivery;
+mod retention;
 mod retries;
 mod scale_out;
 mod shutdown;
