@@ -10,6 +10,7 @@ mod hub;
 mod model;
 mod postgres;
 mod sqlite;
+mod tally;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,9 @@ use crate::domain::{
 
 pub use error::StoreError;
 pub use model::{
-    ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueFilter, RequeueTarget, RunFilter,
-    RunPage, Sweep, WebhookDelivery, WebhookResult,
+    AgentLoad, ClaimedRun, Fence, FinishedKey, Outcome, Purged, QueueLoad, RequeueFilter,
+    RequeueTarget, RunFilter, RunPage, Sweep, Transition, TransitionCount, WebhookDelivery,
+    WebhookResult,
 };
 
 /// Settings that shape the store's connection, chosen at start-up.
@@ -383,6 +385,18 @@ impl Store {
         let now = to_ms(Utc::now());
         let since = now - 60 * 60 * 1000;
         on_engine!(self, e => e.list_workers(since, now - gone_after.as_millis() as i64).await)
+    }
+
+    /// The transitions this process's writer committed since it started, by agent.
+    pub fn transitions(&self) -> Vec<TransitionCount> {
+        on_engine!(self, e => e.tally.snapshot())
+    }
+
+    /// Runs running and waiting to run, by agent, and the worker processes alive (heard
+    /// from within `gone_after`), as the database has them now.
+    pub async fn queue_load(&self, gone_after: Duration) -> Result<QueueLoad, StoreError> {
+        let now = to_ms(Utc::now());
+        on_engine!(self, e => e.queue_load(now, now - gone_after.as_millis() as i64).await)
     }
 
     /// Checks that the database answers.

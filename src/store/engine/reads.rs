@@ -122,4 +122,44 @@ impl Engine {
             .await?;
         Ok(row.map(|(finished_at, id)| FinishedKey { finished_at, id }))
     }
+
+    /// Runs running and waiting to run by agent, and the worker processes alive (heard
+    /// from since `alive_since`, not stopped), at `now` (ms).
+    pub(in crate::store) async fn queue_load(
+        &self,
+        now: i64,
+        alive_since: i64,
+    ) -> Result<crate::store::QueueLoad, StoreError> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(sql::RUN_GAUGES)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut agents: std::collections::BTreeMap<String, crate::store::AgentLoad> =
+            Default::default();
+        for (agent, state, runs, oldest) in rows {
+            let load = agents
+                .entry(agent.clone())
+                .or_insert_with(|| crate::store::AgentLoad {
+                    agent,
+                    ..Default::default()
+                });
+            let runs = runs.max(0) as u64;
+            match state.as_str() {
+                "running" => load.running = runs,
+                "ready" => {
+                    load.ready = runs;
+                    load.oldest_ready_at = oldest.map(crate::store::from_ms);
+                }
+                _ => load.scheduled = runs,
+            }
+        }
+        let workers_alive: i64 = sqlx::query_scalar(sql::WORKERS_ALIVE)
+            .bind(alive_since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(crate::store::QueueLoad {
+            agents: agents.into_values().collect(),
+            workers_alive: workers_alive.max(0) as u64,
+        })
+    }
 }

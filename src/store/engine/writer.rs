@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{Inserted, NewRun, Progress, RunId, RunStatus, Signal, WorkerBeat};
 use crate::store::hub::EventHub;
+use crate::store::tally::Tally;
 use crate::store::{
     ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueTarget, StoreError, Sweep,
     WebhookDelivery, WebhookResult, to_ms,
@@ -138,9 +139,14 @@ pub(in crate::store) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(super) fn spawn(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>) -> Self {
+    pub(super) fn spawn(
+        conn: Conn,
+        options: ConnectOpts,
+        hub: Arc<EventHub>,
+        tally: Arc<Tally>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(Writer::new(conn, options, hub).run(rx));
+        let task = tokio::spawn(Writer::new(conn, options, hub, tally).run(rx));
         Self {
             tx,
             task: Mutex::new(Some(task)),
@@ -440,6 +446,8 @@ struct Writer {
     conn: Option<Conn>,
     options: ConnectOpts,
     hub: Arc<EventHub>,
+    /// Where committed transitions are counted.
+    tally: Arc<Tally>,
     /// Idle claims waiting for runs, in arrival order.
     parked: Vec<Request>,
     /// The earliest future due time of a run this writer stored (a delayed run or a retry).
@@ -447,11 +455,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>) -> Self {
+    fn new(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>, tally: Arc<Tally>) -> Self {
         Self {
             conn: Some(conn),
             options,
             hub,
+            tally,
             parked: Vec::new(),
             next_due: None,
         }
@@ -605,6 +614,7 @@ impl Writer {
             self.next_due = Some(now_ms());
         }
         self.hub.committed(&applied.heads);
+        self.tally.add(&applied.transitions);
     }
 
     /// Applies `ops` in one transaction on the writing connection (connecting first if it

@@ -119,7 +119,7 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED))
 RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
           depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq";
+          backoff_cap_ms, priority, event_seq, run_at";
 
 pub(super) const RENEW_LEASES: &str = "
 UPDATE runs SET lease_until = $1
@@ -159,7 +159,7 @@ FROM (SELECT value->>'id' AS id, (value->>'claim')::bigint AS claim,
 WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::jsonb)))
   AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND runs.status = 'running'
-RETURNING runs.id, runs.event_seq, runs.dependents,
+RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
 pub(super) const RELEASE: &str = "
@@ -433,7 +433,7 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::json
 RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,
           runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
           runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
-          runs.event_seq";
+          runs.event_seq, runs.run_at";
 
 pub(super) const UNDISPATCH: &str = "
 UPDATE runs SET dispatched_at = NULL
@@ -500,3 +500,16 @@ pub(super) const PURGE_CHILDREN: [&str; 4] = [
     "DELETE FROM run_signals WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
     "DELETE FROM webhook_deliveries WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
 ];
+
+pub(super) const AGENTS_OF: &str = "
+SELECT id, agent FROM runs WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
+
+pub(super) const RUN_GAUGES: &str = "
+SELECT agent, 'running' AS state, COUNT(*) AS runs, MIN(run_at) AS oldest
+FROM runs WHERE status = 'running' GROUP BY agent
+UNION ALL
+SELECT agent, CASE WHEN run_at <= $1 THEN 'ready' ELSE 'scheduled' END, COUNT(*), MIN(run_at)
+FROM runs WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
+
+pub(super) const WORKERS_ALIVE: &str = "
+SELECT COUNT(*) FROM workers WHERE heartbeat_at >= $1 AND stopped_at IS NULL";

@@ -97,7 +97,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
 RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq";
+          backoff_cap_ms, priority, event_seq, run_at";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
@@ -139,7 +139,7 @@ FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS w
       FROM json_each(?1)) AS f
 WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
-RETURNING runs.id, runs.event_seq, runs.dependents,
+RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
 /// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
@@ -432,7 +432,7 @@ WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT
   AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
           runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
-          runs.backoff_cap_ms, runs.priority, runs.event_seq";
+          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at";
 
 /// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
 pub(super) const UNDISPATCH: &str = "
@@ -503,3 +503,20 @@ pub(super) const PURGE_CHILDREN: [&str; 4] = [
     "DELETE FROM run_signals WHERE run_id IN (SELECT value FROM json_each(?1))",
     "DELETE FROM webhook_deliveries WHERE run_id IN (SELECT value FROM json_each(?1))",
 ];
+
+/// ?1 JSON array of run ids: their agents (for the counts of runs that changed state).
+pub(super) const AGENTS_OF: &str = "
+SELECT id, agent FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// ?1 now: per agent, the runs running, ready (queued or retrying, due), and scheduled
+/// (due later), each with its earliest due time. Each part walks its partial index only.
+pub(super) const RUN_GAUGES: &str = "
+SELECT agent, 'running' AS state, COUNT(*) AS runs, MIN(run_at) AS oldest
+FROM runs INDEXED BY runs_lease WHERE status = 'running' GROUP BY agent
+UNION ALL
+SELECT agent, CASE WHEN run_at <= ?1 THEN 'ready' ELSE 'scheduled' END, COUNT(*), MIN(run_at)
+FROM runs INDEXED BY runs_ready WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
+
+/// ?1 heard from since this: worker processes alive (not stopped).
+pub(super) const WORKERS_ALIVE: &str = "
+SELECT COUNT(*) FROM workers WHERE heartbeat_at >= ?1 AND stopped_at IS NULL";
