@@ -17,6 +17,7 @@ use crate::config::{Cli, Command};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
 use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
 use crate::store::{Store, StoreOptions};
+use crate::telemetry::Metrics;
 
 /// Which parts of agentq this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,7 @@ pub fn builtin_agents() -> AgentRegistry {
 pub struct Application {
     config: AppConfig,
     store: Store,
+    metrics: Metrics,
     registry: Arc<AgentRegistry>,
     listener: Option<TcpListener>,
 }
@@ -99,6 +101,7 @@ impl Application {
         Ok(Self {
             config,
             store,
+            metrics: Metrics::new(),
             registry: Arc::new(registry),
             listener,
         })
@@ -133,6 +136,7 @@ impl Application {
                 defaults: Arc::new(self.config.defaults.clone()),
                 signal_secret: self.config.http.signal_secret.clone(),
                 worker: worker_status.clone(),
+                metrics: self.metrics.clone(),
             };
             let app = api::router(state, &self.config.http);
             let token = token.clone();
@@ -149,6 +153,7 @@ impl Application {
                 self.registry.clone(),
                 self.config.worker.clone(),
                 status,
+                self.metrics.clone(),
                 token.clone(),
             ))
         });

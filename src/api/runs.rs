@@ -70,7 +70,10 @@ pub async fn create_run(
     let request: CreateRunRequest = from_value(body)?;
     let new_run = request.into_new_run(&state.registry, &state.defaults, key)?;
     let (status, run) = match state.store.insert_run(new_run).await? {
-        Inserted::New(run) => (StatusCode::ACCEPTED, *run),
+        Inserted::New(run) => {
+            state.metrics.run_created(&run.agent);
+            (StatusCode::ACCEPTED, *run)
+        }
         // the same request again: the run it created, as it is now
         Inserted::Existing(id) => (StatusCode::OK, state.store.get_run(id).await?),
     };

@@ -17,6 +17,7 @@ use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Fence, Store};
+use crate::telemetry::Metrics;
 
 use super::backend::{FetchConfig, runs_backend};
 use super::execute::{Executor, InFlight, STOP_GRACE, execute};
@@ -79,12 +80,14 @@ pub fn served_agents(
 }
 
 /// Runs the worker until `shutdown` fires, then shuts down as described above.
-/// `status` is this process's registry entry (see [`WorkerStatus::new`]).
+/// `status` is this process's registry entry (see [`WorkerStatus::new`]); its attempts are
+/// counted in `metrics`.
 pub async fn run_worker(
     store: Store,
     registry: Arc<AgentRegistry>,
     options: WorkerOptions,
     status: Arc<WorkerStatus>,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), QueueError> {
     let agents = served_agents(&registry, options.agents.as_deref())?;
@@ -96,6 +99,7 @@ pub async fn run_worker(
         registry,
         inflight: inflight.clone(),
         status: status.clone(),
+        metrics,
     });
     let fetch = FetchConfig {
         store: store.clone(),

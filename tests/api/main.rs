@@ -15,6 +15,7 @@ mod http_agent;
 mod idempotency;
 mod list_runs;
 mod live_events;
+mod metrics;
 mod openapi;
 mod outage;
 mod process;
