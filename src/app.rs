@@ -17,6 +17,7 @@ use crate::config::{Cli, Command};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
 use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
 use crate::store::{Store, StoreOptions};
+use crate::telemetry::Metrics;
 
 /// Which parts of agentq this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,7 @@ pub fn builtin_agents() -> AgentRegistry {
 pub struct Application {
     config: AppConfig,
     store: Store,
+    metrics: Metrics,
     registry: Arc<AgentRegistry>,
     listener: Option<TcpListener>,
     auth: Option<Auth>,
@@ -83,6 +85,12 @@ impl Application {
                 .await
                 .context("creating the indexes of Redis delivery")?;
         }
+        if config.role.runs_workers() && config.worker.retention.is_enabled() {
+            store
+                .enable_retention()
+                .await
+                .context("creating the index of retention")?;
+        }
         let (listener, auth) = if config.role.serves_http() {
             let auth = auth_for(&config, &store).await?;
             let listener = TcpListener::bind(config.listen)
@@ -95,6 +103,7 @@ impl Application {
         Ok(Self {
             config,
             store,
+            metrics: Metrics::new(),
             registry: Arc::new(registry),
             listener,
             auth,
@@ -135,6 +144,7 @@ impl Application {
                     self.config.http.tenant_rate_limit,
                     self.config.http.tenant_max_active_runs,
                 )),
+                metrics: self.metrics.clone(),
             };
             let app = api::router(state, &self.config.http);
             let token = token.clone();
@@ -151,6 +161,7 @@ impl Application {
                 self.registry.clone(),
                 self.config.worker.clone(),
                 status,
+                self.metrics.clone(),
                 token.clone(),
             ))
         });

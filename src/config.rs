@@ -9,7 +9,9 @@ use crate::api::{HttpOptions, RunDefaults};
 use crate::app::{AppConfig, Role};
 use crate::domain::Backoff;
 use crate::jobs::egress::HostPattern;
-use crate::jobs::{EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, WorkerOptions};
+use crate::jobs::{
+    EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, RetentionOptions, WorkerOptions,
+};
 use crate::store::StoreOptions;
 
 #[derive(Debug, Parser)]
@@ -247,6 +249,21 @@ pub struct Settings {
         global = true
     )]
     pub sqlite_sync: SqliteSync,
+    /// Delete succeeded runs (with their events) this long after they finished. Unset:
+    /// keep them for good.
+    #[arg(long, env = "AGENTQ_RETAIN_SUCCEEDED", value_parser = duration, global = true)]
+    pub retain_succeeded: Option<Duration>,
+    /// Delete failed runs this long after they failed. Unset: keep them for good.
+    #[arg(long, env = "AGENTQ_RETAIN_FAILED", value_parser = duration, global = true)]
+    pub retain_failed: Option<Duration>,
+    /// Delete cancelled runs this long after they were cancelled. Unset: keep them for good.
+    #[arg(long, env = "AGENTQ_RETAIN_CANCELLED", value_parser = duration, global = true)]
+    pub retain_cancelled: Option<Duration>,
+    /// Keep at most this many finished runs of each status (succeeded, failed, cancelled),
+    /// deleting the oldest finished first. Unset: no limit.
+    #[arg(long, env = "AGENTQ_RETAIN_MAX_RUNS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub retain_max_runs: Option<u64>,
     /// Connections each process keeps for reads (besides its one writing connection).
     #[arg(long, env = "AGENTQ_READ_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
@@ -293,6 +310,15 @@ impl Settings {
             self.request_timeout,
             Duration::from_millis(100),
         )?;
+        for (flag, retention) in [
+            ("retain-succeeded", self.retain_succeeded),
+            ("retain-failed", self.retain_failed),
+            ("retain-cancelled", self.retain_cancelled),
+        ] {
+            if let Some(retention) = retention {
+                at_least(flag, retention, Duration::from_secs(1))?;
+            }
+        }
         if self.backoff_cap < self.backoff_base {
             return Err("--backoff-cap must not be below --backoff-base".into());
         }
@@ -359,6 +385,13 @@ impl Settings {
                     namespace: self.queue_namespace.clone(),
                 }),
                 egress: EgressPolicy::new(self.http_allow.clone()),
+                retention: RetentionOptions {
+                    succeeded: self.retain_succeeded,
+                    failed: self.retain_failed,
+                    cancelled: self.retain_cancelled,
+                    max_runs: self.retain_max_runs,
+                    ..Default::default()
+                },
             },
             http: HttpOptions {
                 body_limit: self.body_limit,

@@ -1,8 +1,9 @@
 //! Request-scoped middleware: the request id for problem bodies, problem+json for every
-//! error response (including those produced below the handlers), and the trace span.
+//! error response (including those produced below the handlers), the trace span, and the
+//! HTTP metrics.
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,25 @@ async fn body_text(response: Response) -> String {
     } else {
         text
     }
+}
+
+/// Counts the request and times it to its response head, by route template (`/v1/runs/{id}`,
+/// never the raw path; `unmatched` for a path no route has) and final status.
+pub(super) async fn record_metrics(
+    State(metrics): State<crate::telemetry::Metrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    metrics.http_request(method.as_str(), &route, status, started.elapsed());
+    response
 }
 
 pub(super) async fn not_found() -> ApiError {

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod limits;
 mod list;
+mod metrics;
 mod middleware;
 mod request_id;
 mod runs;
@@ -51,6 +52,7 @@ pub struct ApiState {
     pub worker: Option<Arc<crate::jobs::WorkerStatus>>,
     pub auth: Auth,
     pub limits: Arc<Limits>,
+    pub metrics: crate::telemetry::Metrics,
 }
 
 /// HTTP-level settings.
@@ -121,6 +123,7 @@ fn api_router() -> OpenApiRouter<ApiState> {
         .routes(routes!(system::list_workers))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
+        .routes(routes!(metrics::get_metrics))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
@@ -137,6 +140,7 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
     let doc = openapi();
     let spec = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
     let request_id = HeaderName::from_static("x-request-id");
+    let metrics = state.metrics.clone();
     routes
         .route(
             "/openapi.json",
@@ -153,6 +157,10 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::span))
                 .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn_with_state(
+                    metrics,
+                    middleware::record_metrics,
+                ))
                 .layer(cors(&options.cors_origins))
                 .layer(axum::middleware::from_fn(middleware::problems))
                 .layer(axum::middleware::from_fn_with_state(

@@ -99,6 +99,7 @@ pub async fn create_run(
     let (status, run) = match state.store.insert_run(new_run).await? {
         Inserted::New(run) => {
             state.limits.accepted(tenant.as_str());
+            state.metrics.run_created(&run.agent);
             (StatusCode::ACCEPTED, *run)
         }
         // the same request again: the run it created, as it is now

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{ClaimedRun, Fence, Outcome, Store};
+use crate::telemetry::{AttemptOutcome, Metrics};
 
 use super::outcome::{Failure, decide};
 use super::{AgentError, AgentRegistry, RunContext};
@@ -110,6 +111,7 @@ pub(crate) struct Executor {
     pub(crate) max_result_bytes: usize,
     /// Handed to every attempt as `ctx.http()`: one connection pool per worker process.
     pub(crate) http: super::EgressClient,
+    pub(crate) metrics: Metrics,
 }
 
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
@@ -136,36 +138,50 @@ fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Val
 pub(crate) async fn run_attempt(exec: &Executor, run: ClaimedRun) {
     let fence = run.fence();
     let cancel = exec.inflight.start(fence.clone());
+    let waited = Duration::from_millis(run.queue_wait_ms);
+    exec.metrics.attempt_started(&run.agent, waited);
+    let started = std::time::Instant::now();
     let ended = attempt(exec, &run, cancel).await;
+    let took = started.elapsed();
     if ended.is_err() && exec.inflight.is_shutting_down() {
         // stopped by shutdown: the run goes back to the queue, the attempt is not counted
         if let Err(e) = exec.store.hand_back(vec![fence.clone()]).await {
             tracing::warn!(run.id = %run.id, error = %e, "could not hand the run back; it returns when its lease expires");
         }
+        let handed_back = AttemptOutcome::HandedBack;
+        exec.metrics.attempt_finished(&run.agent, handed_back, took);
         exec.inflight.end(&fence);
         return;
     }
     let ended = ended.and_then(|result| within(result, exec.max_result_bytes));
     let outcome = decide(&run, ended, chrono::Utc::now(), &mut rand::rng());
-    let status = match &outcome {
-        Outcome::Succeeded(_) => "succeeded",
-        Outcome::Retry { .. } => "retrying",
-        Outcome::Failed(_) => "failed",
-        Outcome::Wait { .. } => "waiting",
+    let (status, ended_as) = match &outcome {
+        Outcome::Succeeded(_) => ("succeeded", AttemptOutcome::Succeeded),
+        Outcome::Retry { .. } => ("retrying", AttemptOutcome::Retry),
+        Outcome::Failed(_) => ("failed", AttemptOutcome::Failed),
+        Outcome::Wait { .. } => ("waiting", AttemptOutcome::Waiting),
     };
-    match write_outcome(&exec.store, fence.clone(), outcome).await {
+    let recorded = match write_outcome(&exec.store, fence.clone(), outcome).await {
         Ok(true) => {
-            tracing::debug!(run.id = %run.id, run.attempt = run.attempt, run.status = status, "attempt finished")
+            tracing::debug!(run.id = %run.id, run.attempt = run.attempt, run.status = status, "attempt finished");
+            ended_as
         }
-        Ok(false) => tracing::warn!(
-            run.id = %run.id, run.attempt = run.attempt,
-            "attempt finished after losing its run (lease expired or handed back); outcome dropped"
-        ),
-        Err(e) => tracing::error!(
-            run.id = %run.id, run.attempt = run.attempt, error = %e,
-            "could not record the attempt's outcome; the run will be retried when its lease expires"
-        ),
-    }
+        Ok(false) => {
+            tracing::warn!(
+                run.id = %run.id, run.attempt = run.attempt,
+                "attempt finished after losing its run (lease expired or handed back); outcome dropped"
+            );
+            AttemptOutcome::Lost
+        }
+        Err(e) => {
+            tracing::error!(
+                run.id = %run.id, run.attempt = run.attempt, error = %e,
+                "could not record the attempt's outcome; the run will be retried when its lease expires"
+            );
+            AttemptOutcome::Unrecorded
+        }
+    };
+    exec.metrics.attempt_finished(&run.agent, recorded, took);
     exec.status.processed_one();
     exec.inflight.end(&fence);
 }

@@ -1,5 +1,5 @@
 //! Executing runs: the agent interface and registry, built-in agents, the apalis backend
-//! over the runs table, and the worker runtime (leases, sweeper, shutdown).
+//! over the runs table, and the worker runtime (leases, sweeper, retention, shutdown).
 //!
 //! This is the only module that names apalis types.
 
@@ -12,6 +12,7 @@ mod outcome;
 mod presence;
 mod redis;
 mod registry;
+mod retention;
 mod runtime;
 mod webhooks;
 
@@ -20,6 +21,7 @@ pub use egress::{EgressClient, EgressPolicy};
 pub use presence::{GONE_AFTER, HEARTBEAT_EVERY, WorkerStatus};
 pub use redis::{MAX_DISPATCH_WINDOW, RedisOptions};
 pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
+pub use retention::RetentionOptions;
 pub use runtime::{WorkerOptions, run_worker, served_agents};
 pub use webhooks::WebhookOptions;
 

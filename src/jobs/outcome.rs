@@ -118,6 +118,7 @@ mod tests {
             backoff_cap_ms: 300_000,
             priority: 0,
             worker_id: "w".into(),
+            queue_wait_ms: 0,
         }
     }
 

@@ -1,5 +1,5 @@
 //! A worker process's runtime: the apalis worker over the runs table, the lease renewer,
-//! the sweeper of expired leases, and shutdown.
+//! the sweeper of expired leases, the retention janitor, and shutdown.
 //!
 //! Shutdown: when `shutdown` fires the worker stops claiming and in-flight attempts get
 //! `shutdown_timeout` to finish. Attempts still running are then told to stop and, within
@@ -17,11 +17,13 @@ use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Fence, Store};
+use crate::telemetry::Metrics;
 
 use super::backend::{FetchConfig, runs_backend};
 use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
+use super::retention::{RetentionOptions, keep_tidy};
 use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, EgressClient, EgressPolicy, QueueError};
 
@@ -50,6 +52,8 @@ pub struct WorkerOptions {
     pub max_result_bytes: usize,
     /// What outbound HTTP (the `http` agent, `ctx.http()`, webhooks) may reach.
     pub egress: EgressPolicy,
+    /// How long finished runs are kept (the janitor runs in every worker process).
+    pub retention: RetentionOptions,
 }
 
 impl Default for WorkerOptions {
@@ -64,6 +68,7 @@ impl Default for WorkerOptions {
             redis: None,
             max_result_bytes: 1024 * 1024,
             egress: EgressPolicy::default(),
+            retention: RetentionOptions::default(),
         }
     }
 }
@@ -85,12 +90,14 @@ pub fn served_agents(
 }
 
 /// Runs the worker until `shutdown` fires, then shuts down as described above.
-/// `status` is this process's registry entry (see [`WorkerStatus::new`]).
+/// `status` is this process's registry entry (see [`WorkerStatus::new`]); its attempts are
+/// counted in `metrics`.
 pub async fn run_worker(
     store: Store,
     registry: Arc<AgentRegistry>,
     options: WorkerOptions,
     status: Arc<WorkerStatus>,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), QueueError> {
     let agents = served_agents(&registry, options.agents.as_deref())?;
@@ -108,6 +115,7 @@ pub async fn run_worker(
             reqwest::Client::builder().user_agent(USER_AGENT),
         )
         .expect("a client with default TLS settings builds"),
+        metrics,
     });
     let fetch = FetchConfig {
         store: store.clone(),
@@ -136,6 +144,11 @@ pub async fn run_worker(
         store.clone(),
         options.webhooks.clone(),
         options.egress.clone(),
+        background.clone(),
+    ));
+    let janitor = tokio::spawn(keep_tidy(
+        store.clone(),
+        options.retention.clone(),
         background.clone(),
     ));
 
@@ -170,7 +183,7 @@ pub async fn run_worker(
         }
     }
     background.cancel();
-    let _ = tokio::join!(renewer, sweeper, webhooks, presence);
+    let _ = tokio::join!(renewer, sweeper, webhooks, presence, janitor);
     tracing::info!(worker.id = %worker_id, "worker stopped");
     Ok(())
 }

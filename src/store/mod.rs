@@ -10,18 +10,22 @@ mod hub;
 mod model;
 mod postgres;
 mod sqlite;
+mod tally;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Inserted, NewRun, Progress, Run, RunEvent, RunId, WorkerBeat, WorkerInfo};
+use crate::domain::{
+    Inserted, NewRun, Progress, Run, RunEvent, RunId, RunStatus, WorkerBeat, WorkerInfo,
+};
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyInfo, ClaimedRun, Fence, KeyRecord, Outcome, RequeueFilter, RequeueTarget, RunFilter,
-    RunPage, Sweep, WebhookDelivery, WebhookResult,
+    AgentLoad, ApiKeyInfo, ClaimedRun, Fence, FinishedKey, KeyRecord, Outcome, Purged, QueueLoad,
+    RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep, Transition, TransitionCount,
+    WebhookDelivery, WebhookResult,
 };
 
 /// Settings that shape the store's connection, chosen at start-up.
@@ -102,6 +106,14 @@ impl Store {
     /// large table the first call takes as long as building them.
     pub async fn enable_redis_delivery(&self) -> Result<(), StoreError> {
         on_engine!(self, e => e.enable_redis_delivery().await)
+    }
+
+    /// Prepares the database for retention: creates the index of finished runs only the
+    /// janitor reads, which deployments that keep every run would otherwise write on every
+    /// finish for nothing. Idempotent; on a large table the first call takes as long as
+    /// building it.
+    pub async fn enable_retention(&self) -> Result<(), StoreError> {
+        on_engine!(self, e => e.enable_retention().await)
     }
 
     /// Applies pending migrations.
@@ -309,6 +321,40 @@ impl Store {
         }
     }
 
+    /// Where retention of finished runs of `status` ends: runs that finished more than
+    /// `older_than` ago, and those beyond the newest `keep`, come before the key returned
+    /// (the later of the two). `None` when neither applies. `keep` reads the index of
+    /// finished runs up to that many entries (see `enable_retention`).
+    pub async fn retention_bound(
+        &self,
+        status: RunStatus,
+        older_than: Option<Duration>,
+        keep: Option<u64>,
+    ) -> Result<Option<FinishedKey>, StoreError> {
+        let by_age =
+            older_than.map(|age| FinishedKey::at(to_ms(Utc::now()) - age.as_millis() as i64));
+        let by_count = match keep {
+            Some(keep) => on_engine!(self, e => e.oldest_kept(status, keep).await)?,
+            None => None,
+        };
+        Ok(by_age.max(by_count))
+    }
+
+    /// Deletes up to `limit` finished runs of `status` that come after `after` (from the
+    /// oldest when `None`) and before `before`, oldest first, with their events, signals,
+    /// dependencies and webhook deliveries; runs something still needs are passed over
+    /// (see the writer's `retention`). One transaction of the writer.
+    pub async fn purge_finished(
+        &self,
+        status: RunStatus,
+        after: Option<FinishedKey>,
+        before: FinishedKey,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let after = after.unwrap_or(FinishedKey::at(i64::MIN));
+        on_engine!(self, e => e.writer.purge(status, after, before, limit).await)
+    }
+
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
         on_engine!(self, e => e.get_run(id).await)
     }
@@ -376,6 +422,18 @@ impl Store {
     /// (`candidate` is kept if none exists yet).
     pub async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
         on_engine!(self, e => e.server_secret(name, candidate).await)
+    }
+
+    /// The transitions this process's writer committed since it started, by agent.
+    pub fn transitions(&self) -> Vec<TransitionCount> {
+        on_engine!(self, e => e.tally.snapshot())
+    }
+
+    /// Runs running and waiting to run, by agent, and the worker processes alive (heard
+    /// from within `gone_after`), as the database has them now.
+    pub async fn queue_load(&self, gone_after: Duration) -> Result<QueueLoad, StoreError> {
+        let now = to_ms(Utc::now());
+        on_engine!(self, e => e.queue_load(now, now - gone_after.as_millis() as i64).await)
     }
 
     /// Checks that the database answers.

@@ -44,6 +44,8 @@ pub struct ClaimedRun {
     pub backoff_cap_ms: u64,
     pub priority: i32,
     pub worker_id: Arc<str>,
+    /// How long the run had been ready (due and unblocked) when this claim took it.
+    pub queue_wait_ms: u64,
 }
 
 impl ClaimedRun {
@@ -179,4 +181,75 @@ pub struct KeyRecord {
     /// Hex SHA-256 of the key's secret part.
     pub secret_hash: String,
     pub revoked: bool,
+}
+
+/// A place in the order retention deletes finished runs in: finish time, then id.
+/// Opaque outside the store: taken from [`Store::retention_bound`](super::Store) and
+/// [`Purged::next`], handed back to [`Store::purge_finished`](super::Store).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FinishedKey {
+    pub(super) finished_at: i64,
+    pub(super) id: String,
+}
+
+impl FinishedKey {
+    /// Before every run that finished at `ms` or later.
+    pub(super) fn at(ms: i64) -> Self {
+        Self {
+            finished_at: ms,
+            id: String::new(),
+        }
+    }
+}
+
+/// What one batch of retention did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Runs deleted, with their events and other rows.
+    pub deleted: u64,
+    /// Where the next batch starts; `None` when no candidate is left in the range. Runs
+    /// kept because something still needs them are passed over, not looked at again.
+    pub next: Option<FinishedKey>,
+}
+
+/// A change of state counted for metrics: a run finished, or an attempt of it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transition {
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    Cancelled,
+    /// A retry was scheduled: the attempt failed retryably, or its worker was lost.
+    Retried,
+}
+
+/// How many runs of an agent this process's writer moved through a transition since it
+/// started (a per-process counter: other processes count their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionCount {
+    pub agent: String,
+    pub transition: Transition,
+    pub runs: u64,
+}
+
+/// The runs of one agent waiting or running, read from the runs table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentLoad {
+    pub agent: String,
+    pub running: u64,
+    /// Queued or retrying, and due.
+    pub ready: u64,
+    /// Queued or retrying, due later (a delayed run, a retry waiting out its backoff).
+    pub scheduled: u64,
+    /// When the longest-ready run became due.
+    pub oldest_ready_at: Option<DateTime<Utc>>,
+}
+
+/// A snapshot of the queue for gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Agents with runs running or waiting to run, by name.
+    pub agents: Vec<AgentLoad>,
+    /// Worker processes that heartbeat and have not stopped.
+    pub workers_alive: u64,
 }

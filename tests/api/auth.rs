@@ -230,10 +230,13 @@ async fn scopes_limit_what_a_key_may_do() {
         StatusCode::OK
     );
     for key in [reader, writer] {
-        assert_eq!(
-            status_of(&app, get.clone(), "/v1/workers", key).await,
-            StatusCode::FORBIDDEN
-        );
+        for path in ["/v1/workers", "/metrics"] {
+            assert_eq!(
+                status_of(&app, get.clone(), path, key).await,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
         let bulk = call(&app, post.clone(), "/v1/runs/retry", key)
             .json(&json!({}))
             .send()
@@ -243,9 +246,16 @@ async fn scopes_limit_what_a_key_may_do() {
     }
     // admin implies the rest
     create_as(&app, admin, body).await;
+    for path in ["/v1/workers", "/metrics"] {
+        assert_eq!(
+            status_of(&app, get.clone(), path, admin).await,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
     assert_eq!(
-        status_of(&app, get.clone(), "/v1/workers", admin).await,
-        StatusCode::OK
+        status_of(&app, get.clone(), "/metrics", "").await,
+        StatusCode::UNAUTHORIZED
     );
     assert_eq!(
         status_of(&app, get, "/v1/runs", admin).await,

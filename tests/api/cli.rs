@@ -34,6 +34,9 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--http-allow", "https://api.example.com"], "not a URL");
     assert_usage_error(&["--http-allow", "10.0.0.5/8"], "--http-allow");
     assert_usage_error(&["--http-allow", "api.example.com,"], "empty pattern");
+    assert_usage_error(&["--retain-failed", "0s"], "--retain-failed");
+    assert_usage_error(&["--retain-succeeded", "7"], "--retain-succeeded");
+    assert_usage_error(&["--retain-max-runs", "0"], "--retain-max-runs");
 }
 
 #[test]

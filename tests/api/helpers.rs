@@ -116,6 +116,7 @@ pub fn config(db_url: &str) -> AppConfig {
             agents: None,
             webhooks: Default::default(),
             max_result_bytes: 512 * 1024,
+            retention: Default::default(),
             redis: redis_delivery(db_url).map(|(url, namespace)| RedisOptions {
                 url,
                 dispatch_window: 1000,

@@ -31,6 +31,7 @@ fn every_operation_id_is_the_handler_name() {
         [
             "cancel_run",
             "create_run",
+            "get_metrics",
             "get_run",
             "healthz",
             "list_agents",

@@ -16,10 +16,13 @@ use sqlx::Connection;
 use super::{Conn, ConnectOpts, Db, MIGRATOR, sql};
 use crate::store::StoreError;
 use crate::store::hub::EventHub;
+use crate::store::tally::Tally;
 
 pub(in crate::store) struct Engine {
     pub(in crate::store) writer: writer::WriterHandle,
     pub(in crate::store) hub: Arc<EventHub>,
+    /// Transitions the writer committed, for metrics.
+    pub(in crate::store) tally: Arc<Tally>,
     pool: sqlx::Pool<Db>,
     /// The dialect's own tasks (PostgreSQL's listener), stopped at close.
     background: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
@@ -30,9 +33,11 @@ impl Engine {
     /// a read pool.
     pub(super) fn new(conn: Conn, options: ConnectOpts, pool: sqlx::Pool<Db>) -> Self {
         let hub = Arc::new(EventHub::default());
+        let tally = Arc::new(Tally::default());
         Self {
-            writer: writer::WriterHandle::spawn(conn, options, hub.clone()),
+            writer: writer::WriterHandle::spawn(conn, options, hub.clone(), tally.clone()),
             hub,
+            tally,
             pool,
             background: std::sync::Mutex::new(Vec::new()),
         }
@@ -59,6 +64,14 @@ impl Engine {
     /// Creates the indexes only Redis delivery needs (idempotent).
     pub(in crate::store) async fn enable_redis_delivery(&self) -> Result<(), StoreError> {
         for statement in sql::REDIS_INDEXES {
+            sqlx::query(statement).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the index only retention needs (idempotent).
+    pub(in crate::store) async fn enable_retention(&self) -> Result<(), StoreError> {
+        for statement in sql::RETENTION_INDEXES {
             sqlx::query(statement).execute(&self.pool).await?;
         }
         Ok(())

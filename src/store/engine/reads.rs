@@ -1,7 +1,7 @@
 //! Reads: point lookups, filtered listing with cursor paging, and a run's events.
 
-use crate::domain::{Run, RunEvent, RunId};
-use crate::store::{RunFilter, RunPage, StoreError, to_ms};
+use crate::domain::{Run, RunEvent, RunId, RunStatus};
+use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
 use super::rows::{EventRow, RunRow, WorkerRow};
 use super::{Engine, sql};
@@ -118,5 +118,60 @@ impl Engine {
         rows.into_iter()
             .map(|(agent, id, seq)| Ok((agent, super::rows::parse_id(&id)?, seq)))
             .collect()
+    }
+
+    /// The oldest of the newest `keep` finished runs of `status`: count-based retention
+    /// deletes what finished before it. `None` while there are no more than `keep`.
+    pub(in crate::store) async fn oldest_kept(
+        &self,
+        status: RunStatus,
+        keep: u64,
+    ) -> Result<Option<FinishedKey>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as(sql::OLDEST_KEPT)
+            .bind(status.as_str())
+            .bind(keep.saturating_sub(1).min(i64::MAX as u64) as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(finished_at, id)| FinishedKey { finished_at, id }))
+    }
+
+    /// Runs running and waiting to run by agent, and the worker processes alive (heard
+    /// from since `alive_since`, not stopped), at `now` (ms).
+    pub(in crate::store) async fn queue_load(
+        &self,
+        now: i64,
+        alive_since: i64,
+    ) -> Result<crate::store::QueueLoad, StoreError> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(sql::RUN_GAUGES)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut agents: std::collections::BTreeMap<String, crate::store::AgentLoad> =
+            Default::default();
+        for (agent, state, runs, oldest) in rows {
+            let load = agents
+                .entry(agent.clone())
+                .or_insert_with(|| crate::store::AgentLoad {
+                    agent,
+                    ..Default::default()
+                });
+            let runs = runs.max(0) as u64;
+            match state.as_str() {
+                "running" => load.running = runs,
+                "ready" => {
+                    load.ready = runs;
+                    load.oldest_ready_at = oldest.map(crate::store::from_ms);
+                }
+                _ => load.scheduled = runs,
+            }
+        }
+        let workers_alive: i64 = sqlx::query_scalar(sql::WORKERS_ALIVE)
+            .bind(alive_since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(crate::store::QueueLoad {
+            agents: agents.into_values().collect(),
+            workers_alive: workers_alive.max(0) as u64,
+        })
     }
 }

@@ -22,11 +22,12 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::{Inserted, NewRun, Progress, RunId, Signal, WorkerBeat};
+use crate::domain::{Inserted, NewRun, Progress, RunId, RunStatus, Signal, WorkerBeat};
 use crate::store::hub::EventHub;
+use crate::store::tally::Tally;
 use crate::store::{
-    ClaimedRun, Fence, Outcome, RequeueTarget, StoreError, Sweep, WebhookDelivery, WebhookResult,
-    to_ms,
+    ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueTarget, StoreError, Sweep,
+    WebhookDelivery, WebhookResult, to_ms,
 };
 
 use super::{Conn, ConnectOpts, sql};
@@ -85,6 +86,13 @@ enum Op {
     Requeue(RequeueTarget),
     /// A worker process's heartbeat (registers it the first time).
     Heartbeat(Box<WorkerBeat>),
+    /// Retention: deletes up to `limit` finished runs of `status` between the keys.
+    Purge {
+        status: RunStatus,
+        after: FinishedKey,
+        before: FinishedKey,
+        limit: usize,
+    },
     /// Runs may have become claimable elsewhere (another process said so): parked claims
     /// look again.
     #[allow(
@@ -107,6 +115,7 @@ enum Answer {
     /// A requested change: done, or refused.
     Changed(Result<u64, Refusal>),
     Swept(Sweep),
+    Purged(Purged),
     Closed,
 }
 
@@ -130,9 +139,14 @@ pub(in crate::store) struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub(super) fn spawn(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>) -> Self {
+    pub(super) fn spawn(
+        conn: Conn,
+        options: ConnectOpts,
+        hub: Arc<EventHub>,
+        tally: Arc<Tally>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(Writer::new(conn, options, hub).run(rx));
+        let task = tokio::spawn(Writer::new(conn, options, hub, tally).run(rx));
         Self {
             tx,
             task: Mutex::new(Some(task)),
@@ -342,6 +356,25 @@ impl WriterHandle {
         self.call(Op::Heartbeat(Box::new(beat))).await.map(|_| ())
     }
 
+    pub(in crate::store) async fn purge(
+        &self,
+        status: RunStatus,
+        after: FinishedKey,
+        before: FinishedKey,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let op = Op::Purge {
+            status,
+            after,
+            before,
+            limit,
+        };
+        match self.call(op).await? {
+            Answer::Purged(purged) => Ok(purged),
+            _ => unreachable!("purge answers with what it deleted"),
+        }
+    }
+
     pub(in crate::store) async fn cancel(&self, id: RunId) -> Result<(), StoreError> {
         match self.call(Op::Cancel(id)).await? {
             Answer::Changed(Ok(_)) => Ok(()),
@@ -413,6 +446,8 @@ struct Writer {
     conn: Option<Conn>,
     options: ConnectOpts,
     hub: Arc<EventHub>,
+    /// Where committed transitions are counted.
+    tally: Arc<Tally>,
     /// Idle claims waiting for runs, in arrival order.
     parked: Vec<Request>,
     /// The earliest future due time of a run this writer stored (a delayed run or a retry).
@@ -420,11 +455,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>) -> Self {
+    fn new(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>, tally: Arc<Tally>) -> Self {
         Self {
             conn: Some(conn),
             options,
             hub,
+            tally,
             parked: Vec::new(),
             next_due: None,
         }
@@ -578,6 +614,7 @@ impl Writer {
             self.next_due = Some(now_ms());
         }
         self.hub.committed(&applied.heads);
+        self.tally.add(&applied.transitions);
     }
 
     /// Applies `ops` in one transaction on the writing connection (connecting first if it
@@ -692,7 +729,8 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::ClaimWebhooks { .. }
         | Op::WebhookDone(..)
         | Op::Renew(..)
-        | Op::Heartbeat(_) => false,
+        | Op::Heartbeat(_)
+        | Op::Purge { .. } => false,
     }
 }
 

@@ -121,7 +121,7 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED))
 RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
           depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq";
+          backoff_cap_ms, priority, event_seq, run_at";
 
 pub(super) const RENEW_LEASES: &str = "
 UPDATE runs SET lease_until = $1
@@ -161,7 +161,7 @@ FROM (SELECT value->>'id' AS id, (value->>'claim')::bigint AS claim,
 WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::jsonb)))
   AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND runs.status = 'running'
-RETURNING runs.id, runs.event_seq, runs.dependents,
+RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
 pub(super) const RELEASE: &str = "
@@ -436,7 +436,7 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::json
 RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,
           runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
           runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
-          runs.event_seq";
+          runs.event_seq, runs.run_at";
 
 pub(super) const UNDISPATCH: &str = "
 UPDATE runs SET dispatched_at = NULL
@@ -486,3 +486,57 @@ pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name
 pub(super) const COUNT_ACTIVE_RUNS: &str = "
 SELECT COUNT(*) FROM runs
 WHERE tenant = $1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";
+/// Retention's index, created when a worker process first runs the janitor: finished runs
+/// by status, then finish time and id (the order the janitor deletes them in).
+pub(super) const RETENTION_INDEXES: [&str; 1] = [
+    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, finished_at, id)
+     WHERE status IN ('succeeded', 'failed', 'cancelled')",
+];
+
+pub(super) const OLDEST_KEPT: &str = "
+SELECT finished_at, id FROM runs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = $1
+ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET $2";
+
+/// Locks the candidates: the checks of `PURGE_RUNS`, a statement later, then see every
+/// dependent another process committed, and no process can add one before the delete
+/// commits (a new run locks the runs it depends on first). Runs another writer holds are
+/// left to it.
+pub(super) const PURGE_CANDIDATES: &str = "
+SELECT id, finished_at FROM runs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = $1
+  AND (finished_at, id) > ($2, $3) AND (finished_at, id) < ($4, $5)
+ORDER BY finished_at, id LIMIT $6
+FOR UPDATE SKIP LOCKED";
+
+pub(super) const PURGE_RUNS: &str = "
+DELETE FROM runs
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+  AND status IN ('succeeded', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM run_dependencies d WHERE d.depends_on_id = runs.id)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.run_id = runs.id
+                  AND w.delivered_at IS NULL AND w.given_up = 0)
+  AND NOT EXISTS (SELECT 1 FROM runs p
+                  WHERE p.id IN (runs.compensation_run_id, runs.compensates_run_id)
+                    AND p.status NOT IN ('succeeded', 'failed', 'cancelled'))
+RETURNING id";
+
+pub(super) const PURGE_CHILDREN: [&str; 4] = [
+    "DELETE FROM run_events WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+    "DELETE FROM run_dependencies WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+    "DELETE FROM run_signals WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+    "DELETE FROM webhook_deliveries WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+];
+
+pub(super) const AGENTS_OF: &str = "
+SELECT id, agent FROM runs WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
+
+pub(super) const RUN_GAUGES: &str = "
+SELECT agent, 'running' AS state, COUNT(*) AS runs, MIN(run_at) AS oldest
+FROM runs WHERE status = 'running' GROUP BY agent
+UNION ALL
+SELECT agent, CASE WHEN run_at <= $1 THEN 'ready' ELSE 'scheduled' END, COUNT(*), MIN(run_at)
+FROM runs WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
+
+pub(super) const WORKERS_ALIVE: &str = "
+SELECT COUNT(*) FROM workers WHERE heartbeat_at >= $1 AND stopped_at IS NULL";

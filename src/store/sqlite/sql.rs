@@ -99,7 +99,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
 RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq";
+          backoff_cap_ms, priority, event_seq, run_at";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
@@ -141,7 +141,7 @@ FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS w
       FROM json_each(?1)) AS f
 WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
-RETURNING runs.id, runs.event_seq, runs.dependents,
+RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
 /// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
@@ -435,7 +435,7 @@ WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT
   AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
           runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
-          runs.backoff_cap_ms, runs.priority, runs.event_seq";
+          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at";
 
 /// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
 pub(super) const UNDISPATCH: &str = "
@@ -493,3 +493,64 @@ pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name
 pub(super) const COUNT_ACTIVE_RUNS: &str = "
 SELECT COUNT(*) FROM runs
 WHERE tenant = ?1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";
+/// Retention's index, created when a worker process first runs the janitor: finished runs
+/// by status, then finish time and id (the order the janitor deletes them in).
+pub(super) const RETENTION_INDEXES: [&str; 1] = [
+    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, finished_at, id)
+     WHERE status IN ('succeeded', 'failed', 'cancelled')",
+];
+
+/// ?1 status, ?2 how many of the newest to skip: the finish time and id of the oldest run
+/// that count-based retention keeps (none when there are no more than ?2 + 1).
+pub(super) const OLDEST_KEPT: &str = "
+SELECT finished_at, id FROM runs INDEXED BY runs_finished
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = ?1
+ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET ?2";
+
+/// ?1 status, ?2 ?3 after this (finished_at, id), ?4 ?5 before this, ?6 limit: finished
+/// runs the janitor may delete, oldest first. The repeated status list lets the partial
+/// index serve a statement whose status is a parameter.
+pub(super) const PURGE_CANDIDATES: &str = "
+SELECT id, finished_at FROM runs INDEXED BY runs_finished
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND status = ?1
+  AND (finished_at, id) > (?2, ?3) AND (finished_at, id) < (?4, ?5)
+ORDER BY finished_at, id LIMIT ?6";
+
+/// ?1 JSON array of candidate ids: deletes those nothing still needs (a run that depends
+/// on it, an unfinished compensation partner, a webhook still to deliver).
+pub(super) const PURGE_RUNS: &str = "
+DELETE FROM runs
+WHERE id IN (SELECT value FROM json_each(?1))
+  AND status IN ('succeeded', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM run_dependencies d WHERE d.depends_on_id = runs.id)
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.run_id = runs.id
+                  AND w.delivered_at IS NULL AND w.given_up = 0)
+  AND NOT EXISTS (SELECT 1 FROM runs p
+                  WHERE p.id IN (runs.compensation_run_id, runs.compensates_run_id)
+                    AND p.status NOT IN ('succeeded', 'failed', 'cancelled'))
+RETURNING id";
+
+/// ?1 JSON array of deleted run ids: their rows in the other tables.
+pub(super) const PURGE_CHILDREN: [&str; 4] = [
+    "DELETE FROM run_events WHERE run_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM run_dependencies WHERE run_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM run_signals WHERE run_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM webhook_deliveries WHERE run_id IN (SELECT value FROM json_each(?1))",
+];
+
+/// ?1 JSON array of run ids: their agents (for the counts of runs that changed state).
+pub(super) const AGENTS_OF: &str = "
+SELECT id, agent FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// ?1 now: per agent, the runs running, ready (queued or retrying, due), and scheduled
+/// (due later), each with its earliest due time. Each part walks its partial index only.
+pub(super) const RUN_GAUGES: &str = "
+SELECT agent, 'running' AS state, COUNT(*) AS runs, MIN(run_at) AS oldest
+FROM runs INDEXED BY runs_lease WHERE status = 'running' GROUP BY agent
+UNION ALL
+SELECT agent, CASE WHEN run_at <= ?1 THEN 'ready' ELSE 'scheduled' END, COUNT(*), MIN(run_at)
+FROM runs INDEXED BY runs_ready WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
+
+/// ?1 heard from since this: worker processes alive (not stopped).
+pub(super) const WORKERS_ALIVE: &str = "
+SELECT COUNT(*) FROM workers WHERE heartbeat_at >= ?1 AND stopped_at IS NULL";

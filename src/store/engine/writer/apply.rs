@@ -5,8 +5,9 @@
 //! webhook claims and results, signals sent, requeues and heartbeats; the dependents and
 //! compensations those settled; claims, then claims of Redis messages, then the Redis
 //! feeder's marks, so claims see every run the batch made claimable; last the webhook
-//! deliveries it scheduled, every event row it produced (one statement), and on PostgreSQL
-//! the `NOTIFY` of runs made ready. Within one attempt that order is the order a worker
+//! deliveries it scheduled, every event row it produced (one statement), retention's
+//! deletes (after the events, so none is written for a run just deleted), and on
+//! PostgreSQL the `NOTIFY` of runs made ready. Within one attempt that order is the order a worker
 //! sends them in (progress before its finish).
 
 mod actions;
@@ -16,16 +17,19 @@ mod dependencies;
 mod dispatch;
 mod intake;
 mod recovery;
+mod retention;
 mod signals;
 mod webhooks;
 mod workers;
+
+use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
 use super::{Answer, Op, now_ms};
 use super::{Conn, sql};
 use crate::domain::{EventKind, NewRun};
-use crate::store::{Fence, Outcome, StoreError};
+use crate::store::{Fence, Outcome, StoreError, Transition};
 
 use attempts::{apply_progress_and_logs, distinct_runs, finish, renew};
 pub(super) use dependencies::DependencyProblem;
@@ -39,6 +43,8 @@ pub(super) struct Applied {
     pub(super) ready_at: Option<i64>,
     /// Each written run's newest event seq, when asked for (someone follows events).
     pub(super) heads: Vec<(String, i64)>,
+    /// The runs' transitions, by agent, for the process's counts.
+    pub(super) transitions: Vec<(String, Transition)>,
 }
 
 /// An event row waiting to be inserted with the rest of its batch.
@@ -62,6 +68,12 @@ struct Batch<'c> {
     settled: Vec<(String, EventKind)>,
     /// Runs that reached a terminal state and may have a callback_url.
     callbacks: Vec<String>,
+    /// Transitions of runs (by id) to count once the batch commits.
+    transitions: Vec<(String, Transition)>,
+    /// Agents of runs, where a statement returned them anyway (saves looking them up).
+    agents: HashMap<String, String>,
+    /// `transitions` with each run's agent, once looked up.
+    counted: Vec<(String, Transition)>,
 }
 
 impl Batch<'_> {
@@ -74,6 +86,16 @@ impl Batch<'_> {
         if matches!(kind, EventKind::Failed | EventKind::Cancelled) {
             self.settled.push((run_id.clone(), kind));
             self.callbacks.push(run_id.clone());
+        }
+        let transition = match kind {
+            EventKind::Succeeded => Some(Transition::Succeeded),
+            EventKind::Failed => Some(Transition::Failed),
+            EventKind::Cancelled => Some(Transition::Cancelled),
+            EventKind::RetryScheduled => Some(Transition::Retried),
+            _ => None,
+        };
+        if let Some(transition) = transition {
+            self.transitions.push((run_id.clone(), transition));
         }
         self.events.push(EventRow {
             run_id,
@@ -116,6 +138,9 @@ pub(super) async fn apply_in_tx(
         failed: Vec::new(),
         settled: Vec::new(),
         callbacks: Vec::new(),
+        transitions: Vec::new(),
+        agents: HashMap::new(),
+        counted: Vec::new(),
     };
     let applied = match apply(&mut batch, ops).await {
         Ok(answers) => match sqlx::query("COMMIT").execute(&mut *batch.conn).await {
@@ -124,6 +149,7 @@ pub(super) async fn apply_in_tx(
                     answers,
                     ready_at: batch.ready_at,
                     heads: batch.heads.unwrap_or_default(),
+                    transitions: batch.counted,
                 });
             }
             Err(e) => Err(e.into()),
@@ -277,6 +303,19 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
     }
     webhooks::schedule(b).await?;
     insert_events(b).await?;
+    name_agents(b).await?;
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Purge {
+            status,
+            after,
+            before,
+            limit,
+        } = op
+        {
+            let purged = retention::purge(b, *status, after, before, *limit).await?;
+            answers[i] = Some(Answer::Purged(purged));
+        }
+    }
     if let (Some(notify), Some(ready_at)) = (sql::NOTIFY_READY, b.ready_at) {
         // other processes' idle workers wake at the commit (PostgreSQL LISTEN/NOTIFY)
         if ready_at <= b.now {
@@ -287,6 +326,34 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
         .into_iter()
         .map(|a| a.expect("every op kind is applied above"))
         .collect())
+}
+
+/// Gives each counted transition its run's agent: most finishes returned it already; the
+/// rest (cancels, sweeps, settled dependents) are looked up in one statement.
+async fn name_agents(b: &mut Batch<'_>) -> Result<(), StoreError> {
+    if b.transitions.is_empty() {
+        return Ok(());
+    }
+    let unknown: Vec<&String> = b
+        .transitions
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !b.agents.contains_key(*id))
+        .collect();
+    if !unknown.is_empty() {
+        let ids = serde_json::to_string(&unknown).expect("ids serialise");
+        let rows: Vec<(String, String)> = sqlx::query_as(sql::AGENTS_OF)
+            .bind(ids)
+            .fetch_all(&mut *b.conn)
+            .await?;
+        b.agents.extend(rows);
+    }
+    for (id, transition) in std::mem::take(&mut b.transitions) {
+        if let Some(agent) = b.agents.get(&id) {
+            b.counted.push((agent.clone(), transition));
+        }
+    }
+    Ok(())
 }
 
 async fn insert_events(b: &mut Batch<'_>) -> Result<(), StoreError> {

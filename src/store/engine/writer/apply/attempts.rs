@@ -224,6 +224,7 @@ pub(super) async fn finish(
     for row in returned {
         let applied = (row.try_get("event_seq")?, row.try_get("dependents")?);
         let id: String = row.try_get("id")?;
+        b.agents.insert(id.clone(), row.try_get("agent")?);
         if row.try_get::<bool, _>("has_callback")? {
             b.callbacks.push(id.clone());
         }

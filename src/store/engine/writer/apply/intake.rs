@@ -264,6 +264,7 @@ pub(super) async fn claimed_rows(
             backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
             priority: row.try_get::<i64, _>("priority")? as i32,
             worker_id: worker_id.clone(),
+            queue_wait_ms: (b.now - row.try_get::<i64, _>("run_at")?).max(0) as u64,
         };
         let seq: i64 = row.try_get("event_seq")?;
         b.event(

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::super::sql;
 use super::Batch;
 use crate::domain::{EventKind, RunErrorKind, RunStatus};
-use crate::store::{Fence, StoreError, Sweep};
+use crate::store::{Fence, StoreError, Sweep, Transition};
 
 pub(super) async fn release(b: &mut Batch<'_>, worker_id: &str) -> Result<u64, StoreError> {
     let rows = sqlx::query(sql::RELEASE)
@@ -82,6 +82,7 @@ pub(super) async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
             b.event(id, seq, EventKind::Failed, attempt, data);
         } else {
             sweep.retried += 1;
+            b.transitions.push((id.clone(), Transition::Retried));
             b.event(
                 id,
                 seq,

@@ -1,4 +1,9 @@
-//! Logging: human-readable or JSON lines, filtered by `RUST_LOG` (default `info`).
+//! Logging: human-readable or JSON lines, filtered by `RUST_LOG` (default `info`); and
+//! Prometheus metrics (`metrics`).
+
+mod metrics;
+
+pub use metrics::{AttemptOutcome, CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,0 +1,66 @@
+//! Counts of the transitions this process's writer committed, for metrics: kept in the
+//! store because only the writer sees every one (attempts, cancels, sweeps, settled
+//! dependents), and only after its commit.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Transition, TransitionCount};
+
+#[derive(Default)]
+pub(crate) struct Tally {
+    counts: Mutex<BTreeMap<(String, Transition), u64>>,
+}
+
+impl Tally {
+    pub(crate) fn add(&self, committed: &[(String, Transition)]) {
+        if committed.is_empty() {
+            return;
+        }
+        let mut counts = self.lock();
+        for (agent, transition) in committed {
+            match counts.get_mut(&(agent.clone(), *transition)) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert((agent.clone(), *transition), 1);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<TransitionCount> {
+        self.lock()
+            .iter()
+            .map(|((agent, transition), &runs)| TransitionCount {
+                agent: agent.clone(),
+                transition: *transition,
+                runs,
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Transition), u64>> {
+        // counters stay consistent whatever panicked while holding the lock
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_are_counted_by_agent_and_kind() {
+        let tally = Tally::default();
+        tally.add(&[
+            ("echo".into(), Transition::Succeeded),
+            ("echo".into(), Transition::Succeeded),
+            ("http".into(), Transition::Failed),
+        ]);
+        let counts = tally.snapshot();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[0].agent, "echo");
+        assert_eq!(counts[0].runs, 2);
+        assert_eq!(counts[1].transition, Transition::Failed);
+    }
+}

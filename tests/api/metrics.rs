@@ -1,0 +1,184 @@
+//! `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+/// Every sample of an exposition, by series (`name{labels}`), after checking that each
+/// line is a comment or a `series value` sample and that it ends with `# EOF`.
+fn parse(text: &str) -> HashMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "no EOF marker: {text}");
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(
+            series[..name_end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "a bad metric name: {line}"
+        );
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "{line} twice"
+        );
+    }
+    samples
+}
+
+async fn scrape(app: &TestApp) -> (HashMap<String, f64>, String) {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    (parse(&text), text)
+}
+
+/// Scrapes until `done` holds, failing after `within`.
+async fn scrape_until(
+    app: &TestApp,
+    within: Duration,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (samples, text) = scrape(app).await;
+        if done(&samples) {
+            return samples;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the metrics never got there:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no {series} in {samples:#?}"))
+}
+
+#[tokio::test]
+async fn metrics_count_runs_attempts_and_requests_and_show_the_queue() {
+    // the worker serves echo only: a `patient` run stays ready, unclaimed
+    let app = TestApp::spawn_with(|c| c.worker.agents = Some(vec!["echo".into()])).await;
+    let mut ids = Vec::new();
+    for input in [
+        json!({"value": 1}),
+        json!({"value": 2}),
+        json!({"value": 3, "fail_attempts": 1}),
+        json!({"value": 4, "fail_permanently": true}),
+    ] {
+        ids.push(app.create(json!({"agent": "echo", "input": input})).await);
+    }
+    for (id, status) in ids
+        .iter()
+        .zip(["succeeded", "succeeded", "succeeded", "failed"])
+    {
+        app.wait_for_status(id, status, Duration::from_secs(10))
+            .await;
+    }
+    app.create(json!({"agent": "echo", "input": {"value": 5}, "run_at": "2999-01-01T00:00:00Z"}))
+        .await;
+    app.create(json!({"agent": "patient", "input": {"ms": 1}}))
+        .await;
+    let unknown = app.client.get(app.url("/nowhere/42")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // the worker registers with its first heartbeat
+    let m = scrape_until(&app, Duration::from_secs(10), |m| {
+        m.get("agentq_workers_alive") == Some(&1.0)
+    })
+    .await;
+    let echo = |name: &str| value(&m, &format!("{name}{{agent=\"echo\"}}"));
+    assert_eq!(echo("agentq_runs_created_total"), 5.0);
+    assert_eq!(
+        value(&m, "agentq_runs_created_total{agent=\"patient\"}"),
+        1.0
+    );
+    let finished = |status: &str| {
+        value(
+            &m,
+            &format!("agentq_runs_finished_total{{agent=\"echo\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(finished("succeeded"), 3.0);
+    assert_eq!(finished("failed"), 1.0);
+    assert_eq!(echo("agentq_run_retries_total"), 1.0);
+    let attempts = |outcome: &str| {
+        value(
+            &m,
+            &format!("agentq_attempts_total{{agent=\"echo\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(attempts("succeeded"), 3.0);
+    assert_eq!(attempts("retry"), 1.0);
+    assert_eq!(attempts("failed"), 1.0);
+    assert_eq!(echo("agentq_attempt_duration_seconds_count"), 5.0);
+    assert_eq!(echo("agentq_queue_wait_seconds_count"), 5.0);
+    assert!(echo("agentq_queue_wait_seconds_sum") >= 0.0);
+    assert_eq!(
+        value(
+            &m,
+            "agentq_attempt_duration_seconds_bucket{le=\"+Inf\",agent=\"echo\"}"
+        ),
+        5.0
+    );
+
+    // requests by route template, never by raw path
+    let created = "agentq_http_requests_total{method=\"POST\",route=\"/v1/runs\",status=\"202\"}";
+    assert_eq!(value(&m, created), 6.0);
+    let polled =
+        "agentq_http_requests_total{method=\"GET\",route=\"/v1/runs/{id}\",status=\"200\"}";
+    assert!(value(&m, polled) >= 4.0);
+    let nowhere = "agentq_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}";
+    assert_eq!(value(&m, nowhere), 1.0);
+    assert!(
+        m.keys()
+            .all(|series| ids.iter().all(|id| !series.contains(id.as_str()))),
+        "a raw path leaked into a label"
+    );
+    let latency = "agentq_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/runs\"}";
+    assert_eq!(value(&m, latency), 6.0);
+
+    // the queue as the database has it
+    assert_eq!(echo("agentq_runs_scheduled"), 1.0);
+    assert_eq!(echo("agentq_runs_ready"), 0.0);
+    assert_eq!(echo("agentq_runs_running"), 0.0);
+    assert_eq!(value(&m, "agentq_runs_ready{agent=\"patient\"}"), 1.0);
+    assert!(value(&m, "agentq_oldest_ready_run_age_seconds{agent=\"patient\"}") > 0.0);
+    assert_eq!(echo("agentq_oldest_ready_run_age_seconds"), 0.0);
+}
+
+#[tokio::test]
+async fn a_cancelled_run_is_counted_as_finished_cancelled() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "run_at": "2999-01-01T00:00:00Z"}))
+        .await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/runs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (m, _) = scrape(&app).await;
+    let cancelled = "agentq_runs_finished_total{agent=\"echo\",status=\"cancelled\"}";
+    assert_eq!(value(&m, cancelled), 1.0);
+    assert_eq!(value(&m, "agentq_runs_scheduled{agent=\"echo\"}"), 0.0);
+}
