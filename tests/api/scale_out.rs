@@ -60,7 +60,7 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
     // let all three take work, then kill one mid-attempt
     let victim = workers.remove(1);
     let victim_pid = victim.child.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let listed = api.get_json("/v1/workers").await;
         let busy = listed["workers"]

@@ -66,13 +66,13 @@ async fn no_retry_is_scheduled_to_start_after_the_deadline() {
 async fn a_running_attempt_is_stopped_at_the_deadline() {
     let app = TestApp::spawn().await;
     let id = app
-        .create(json!({"agent": "patient", "input": {"ms": 30000}, "deadline": in_ms(2000)}))
+        .create(json!({"agent": "patient", "input": {"ms": 30000}, "deadline": in_ms(4000)}))
         .await;
     // room to start first, even on a loaded machine with Redis delivery's pickup
-    app.wait_for_status(&id, "running", Duration::from_secs(2))
+    app.wait_for_status(&id, "running", Duration::from_secs(4))
         .await;
     let run = app
-        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .wait_for_status(&id, "failed", Duration::from_secs(8))
         .await;
     assert_eq!(run["error"]["kind"], "deadline_exceeded");
     assert_eq!(
@@ -117,11 +117,13 @@ async fn a_run_that_started_in_time_is_not_expired_by_a_retry() {
     let id = app
         .create(
             json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 1},
-                       "backoff_base_ms": 2000, "backoff_cap_ms": 2000, "expires_at": in_ms(1000)}),
+                       "backoff_base_ms": 8000, "backoff_cap_ms": 8000, "expires_at": in_ms(3000)}),
         )
         .await;
+    // it must start within 3 s (room for a loaded machine); its retry comes 4–8 s after
+    // the first attempt, past expires_at
     let run = app
-        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .wait_for_status(&id, "succeeded", Duration::from_secs(15))
         .await;
     assert_eq!(run["attempt"], 2);
 }
