@@ -74,6 +74,14 @@ impl Application {
     pub async fn build(config: AppConfig, registry: AgentRegistry) -> anyhow::Result<Self> {
         if config.role.runs_workers() {
             served_agents(&registry, config.worker.agents.as_deref())?;
+            if let Some(unknown) = config
+                .worker
+                .agent_limits
+                .keys()
+                .find(|a| !registry.contains(a))
+            {
+                anyhow::bail!("--agent-limit names `{unknown}`, which is not a registered agent");
+            }
         }
         let store = Store::connect(&config.database_url, &config.store)
             .await

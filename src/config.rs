@@ -78,6 +78,18 @@ pub enum SqliteSync {
     Full,
 }
 
+/// `agent=N`: an agent's limit of runs running at once.
+fn agent_limit(s: &str) -> Result<(String, u32), String> {
+    let (agent, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not agent=N (like http=20)"))?;
+    let n: u32 =
+        n.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            format!("the limit of `{agent}` must be a whole number of at least 1")
+        })?;
+    Ok((agent.trim().to_owned(), n))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use a duration like 500ms, 3s, 5m)"))
 }
@@ -231,6 +243,10 @@ pub struct Settings {
     /// covers it. Unset: any public host, never a blocked address.
     #[arg(long, env = "AGENTQ_HTTP_ALLOW", value_delimiter = ',', value_parser = host_pattern, global = true)]
     pub http_allow: Vec<HostPattern>,
+    /// The most runs of an agent running at once over all workers, like `http=20`
+    /// (comma-separated or repeated). Give every worker process the same limits.
+    #[arg(long, env = "AGENTQ_AGENT_LIMIT", value_delimiter = ',', value_parser = agent_limit, global = true)]
+    pub agent_limit: Vec<(String, u32)>,
     /// Log format.
     #[arg(
         long,
@@ -378,6 +394,7 @@ impl Settings {
                     ..Default::default()
                 },
                 max_result_bytes: self.max_result_bytes,
+                agent_limits: std::sync::Arc::new(self.agent_limit.iter().cloned().collect()),
                 redis: self.queue_url.clone().map(|url| RedisOptions {
                     url,
                     dispatch_window: self.dispatch_window as usize,

@@ -20,7 +20,7 @@ use apalis_core::worker::context::WorkerContext;
 use futures::stream::BoxStream;
 use futures::{Sink, StreamExt};
 
-use crate::store::{ClaimedRun, Store};
+use crate::store::{AgentLimits, ClaimedRun, Store};
 
 use super::QueueError;
 
@@ -36,6 +36,7 @@ pub struct FetchConfig {
     pub poll_interval: Duration,
     /// Where a failing claim is reported (registry, `/readyz`).
     pub status: Arc<super::WorkerStatus>,
+    pub agent_limits: Option<AgentLimits>,
 }
 
 type Fetch = BoxStream<'static, Result<Option<Task<ClaimedRun>>, QueueError>>;
@@ -114,6 +115,7 @@ impl Fetcher {
                     free,
                     self.config.lease,
                     Some(self.config.poll_interval),
+                    self.config.agent_limits.clone(),
                 )
                 .await;
             match claimed {

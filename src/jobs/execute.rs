@@ -109,6 +109,8 @@ pub(crate) struct Executor {
     pub(crate) inflight: InFlight,
     pub(crate) status: Arc<super::WorkerStatus>,
     pub(crate) max_result_bytes: usize,
+    /// `--agent-limit`: the Redis feeder keeps each limited agent within it.
+    pub(crate) agent_limits: crate::store::AgentLimits,
     /// Handed to every attempt as `ctx.http()`: one connection pool per worker process.
     pub(crate) http: super::EgressClient,
     pub(crate) metrics: Metrics,

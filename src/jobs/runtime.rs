@@ -16,7 +16,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Fence, Store};
+use crate::store::{AgentLimits, Fence, Store};
 use crate::telemetry::Metrics;
 
 use super::backend::{FetchConfig, runs_backend};
@@ -54,6 +54,9 @@ pub struct WorkerOptions {
     pub egress: EgressPolicy,
     /// How long finished runs are kept (the janitor runs in every worker process).
     pub retention: RetentionOptions,
+    /// The most runs of an agent running at once over all workers (`--agent-limit`);
+    /// every worker process must be given the same limits.
+    pub agent_limits: AgentLimits,
 }
 
 impl Default for WorkerOptions {
@@ -69,6 +72,7 @@ impl Default for WorkerOptions {
             max_result_bytes: 1024 * 1024,
             egress: EgressPolicy::default(),
             retention: RetentionOptions::default(),
+            agent_limits: AgentLimits::default(),
         }
     }
 }
@@ -110,6 +114,7 @@ pub async fn run_worker(
         inflight: inflight.clone(),
         status: status.clone(),
         max_result_bytes: options.max_result_bytes,
+        agent_limits: options.agent_limits.clone(),
         http: EgressClient::new(
             options.egress.clone(),
             reqwest::Client::builder().user_agent(USER_AGENT),
@@ -125,6 +130,7 @@ pub async fn run_worker(
         lease: options.lease,
         poll_interval: options.poll_interval,
         status: status.clone(),
+        agent_limits: (!options.agent_limits.is_empty()).then(|| options.agent_limits.clone()),
     };
     let background = CancellationToken::new();
     let renewer = tokio::spawn(renew_leases(

@@ -23,9 +23,9 @@ use crate::domain::{
 
 pub use error::StoreError;
 pub use model::{
-    AgentLoad, ApiKeyInfo, ClaimedRun, Fence, FinishedKey, KeyRecord, Outcome, Purged, QueueLoad,
-    RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep, Transition, TransitionCount,
-    WebhookDelivery, WebhookResult,
+    AgentLimits, AgentLoad, ApiKeyInfo, ClaimedRun, Fence, FinishedKey, KeyRecord, Outcome, Purged,
+    QueueLoad, RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep, Transition,
+    TransitionCount, WebhookDelivery, WebhookResult,
 };
 
 /// Settings that shape the store's connection, chosen at start-up.
@@ -130,6 +130,8 @@ impl Store {
 
     /// Claims up to `limit` due runs of `agents` (all agents when `None`) for `worker_id`.
     /// With `wait`, an empty claim is held until runs become claimable or `wait` passes.
+    /// With `agent_limits` (and `agents` named), no agent ends up with more runs running
+    /// over all workers than its limit.
     pub async fn claim(
         &self,
         worker_id: Arc<str>,
@@ -137,20 +139,23 @@ impl Store {
         limit: usize,
         lease: Duration,
         wait: Option<Duration>,
+        agent_limits: Option<AgentLimits>,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        on_engine!(self, e => e.writer.claim(worker_id, agents, limit, lease, wait)
+        on_engine!(self, e => e.writer.claim(worker_id, agents, limit, lease, wait, agent_limits)
             .await)
     }
 
     /// Redis delivery: marks up to `window` minus the already sent ready runs of `agent`
     /// as sent, in claim order (priority, then due time), each with a new dispatch seq.
-    /// Returns (id, seq) in that order; the caller pushes one message per run.
+    /// With `cap` (the agent's `--agent-limit`), runs sent plus runs running stay within
+    /// it. Returns (id, seq) in that order; the caller pushes one message per run.
     pub async fn dispatch(
         &self,
         agent: String,
         window: usize,
+        cap: Option<u32>,
     ) -> Result<Vec<(RunId, i64)>, StoreError> {
-        on_engine!(self, e => e.writer.dispatch(agent, window).await)
+        on_engine!(self, e => e.writer.dispatch(agent, window, cap).await)
     }
 
     /// Redis delivery: claims the runs of these messages (id, dispatch seq) for

@@ -253,3 +253,6 @@ pub struct QueueLoad {
     /// Worker processes that heartbeat and have not stopped.
     pub workers_alive: u64,
 }
+
+/// The most runs of each named agent running at once over all workers (`--agent-limit`).
+pub type AgentLimits = std::sync::Arc<std::collections::BTreeMap<String, u32>>;

@@ -18,6 +18,7 @@ fn waiting_claim(store: &Store, wait: Duration) -> tokio::task::JoinHandle<(Vec<
                 4,
                 Duration::from_secs(30),
                 Some(wait),
+                None,
             )
             .await
             .unwrap();
@@ -84,6 +85,7 @@ async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
             echo_only(),
             1,
             Duration::from_secs(30),
+            None,
             None,
         )
         .await

@@ -21,6 +21,8 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--lease", "banana"], "--lease");
     assert_usage_error(&["serve", "--lease", "10ms"], "--lease");
     assert_usage_error(&["--concurrency", "0"], "--concurrency");
+    assert_usage_error(&["--agent-limit", "http"], "--agent-limit");
+    assert_usage_error(&["--agent-limit", "http=0"], "at least 1");
     assert_usage_error(&["--listen", "nowhere"], "--listen");
     assert_usage_error(&["--database-url", "mysql://localhost/x"], "--database-url");
     assert_usage_error(

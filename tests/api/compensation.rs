@@ -139,7 +139,7 @@ async fn a_lost_last_attempt_is_compensated_too() {
     )
     .await;
     store
-        .claim("gone".into(), echo_only(), 1, Duration::ZERO, None)
+        .claim("gone".into(), echo_only(), 1, Duration::ZERO, None, None)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -22,23 +22,35 @@ async fn dispatch_marks_ready_runs_in_priority_order_up_to_the_window() {
     let low = insert(&store, with_priority(0)).await;
     let high = insert(&store, with_priority(5)).await;
     let mid = insert(&store, with_priority(1)).await;
-    let sent = store.dispatch("echo".into(), 2).await.unwrap();
+    let sent = store.dispatch("echo".into(), 2, None).await.unwrap();
     let ids: Vec<_> = sent.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, [high.id, mid.id]);
     assert!(sent.iter().all(|(_, seq)| *seq == 1), "{sent:?}");
     // the window is full: nothing more until a message is used or lost
-    assert!(store.dispatch("echo".into(), 2).await.unwrap().is_empty());
-    let more = store.dispatch("echo".into(), 3).await.unwrap();
+    assert!(
+        store
+            .dispatch("echo".into(), 2, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let more = store.dispatch("echo".into(), 3, None).await.unwrap();
     assert_eq!(more, [(low.id, 1)]);
     // other agents have their own windows
-    assert!(store.dispatch("http".into(), 3).await.unwrap().is_empty());
+    assert!(
+        store
+            .dispatch("http".into(), 3, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn a_message_claims_its_run_once_and_a_wrong_seq_claims_nothing() {
     let (store, _db) = temp_store().await;
     let run = insert(&store, new_run()).await;
-    let sent = store.dispatch("echo".into(), 10).await.unwrap();
+    let sent = store.dispatch("echo".into(), 10, None).await.unwrap();
     assert_eq!(sent, [(run.id, 1)]);
     assert!(
         store
@@ -67,7 +79,7 @@ async fn a_message_claims_its_run_once_and_a_wrong_seq_claims_nothing() {
     // a claimed run no longer counts against the window
     let next = insert(&store, new_run()).await;
     assert_eq!(
-        store.dispatch("echo".into(), 1).await.unwrap(),
+        store.dispatch("echo".into(), 1, None).await.unwrap(),
         [(next.id, 1)]
     );
 }
@@ -76,11 +88,11 @@ async fn a_message_claims_its_run_once_and_a_wrong_seq_claims_nothing() {
 async fn a_lost_message_is_superseded_by_the_next_dispatch() {
     let (store, _db) = temp_store().await;
     let run = insert(&store, new_run()).await;
-    let first = store.dispatch("echo".into(), 10).await.unwrap();
+    let first = store.dispatch("echo".into(), 10, None).await.unwrap();
     assert_eq!(store.undispatch(first.clone()).await.unwrap(), 1);
     // undispatching a message that is no longer current changes nothing
     assert_eq!(store.undispatch(first.clone()).await.unwrap(), 0);
-    let second = store.dispatch("echo".into(), 10).await.unwrap();
+    let second = store.dispatch("echo".into(), 10, None).await.unwrap();
     assert_eq!(second, [(run.id, 2)]);
     assert!(
         store
@@ -102,7 +114,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
     let (store, _db) = temp_store().await;
     let run = insert(&store, new_run()).await;
     let waiting = insert(&store, new_run()).await;
-    let sent = store.dispatch("echo".into(), 1).await.unwrap();
+    let sent = store.dispatch("echo".into(), 1, None).await.unwrap();
     assert_eq!(sent, [(run.id, 1)]);
     store.cancel_run(run.id).await.unwrap();
     assert!(
@@ -113,7 +125,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
             .is_empty()
     );
     assert_eq!(
-        store.dispatch("echo".into(), 1).await.unwrap(),
+        store.dispatch("echo".into(), 1, None).await.unwrap(),
         [(waiting.id, 1)]
     );
 }
@@ -122,7 +134,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
 async fn dispatched_before_lists_only_messages_older_than_asked() {
     let (store, _db) = temp_store().await;
     let run = insert(&store, new_run()).await;
-    store.dispatch("echo".into(), 10).await.unwrap();
+    store.dispatch("echo".into(), 10, None).await.unwrap();
     assert!(
         store
             .dispatched_before(Duration::from_secs(60), 100, &echo())
@@ -152,8 +164,8 @@ async fn dispatched_before_lists_only_the_asked_agents_so_others_cannot_crowd_th
         insert(&store, run).await;
     }
     let mine = insert(&store, new_run()).await;
-    store.dispatch("alpha".into(), 10).await.unwrap();
-    store.dispatch("echo".into(), 10).await.unwrap();
+    store.dispatch("alpha".into(), 10, None).await.unwrap();
+    store.dispatch("echo".into(), 10, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     // a limit smaller than the other agent's backlog still finds this agent's message
     let stale = store

@@ -12,7 +12,7 @@ use crate::helpers::{echo_only, new_run, temp_store};
 /// Claims the one due run for `worker`.
 async fn claim_one(store: &Store, worker: &str, lease: Duration) -> ClaimedRun {
     let mut claimed = store
-        .claim(worker.into(), echo_only(), 1, lease, None)
+        .claim(worker.into(), echo_only(), 1, lease, None, None)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "one run was due");
@@ -35,13 +35,27 @@ async fn a_claimed_run_cannot_be_claimed_again() {
     let (store, _dir) = temp_store().await;
     store.insert_run(new_run()).await.unwrap();
     let first = store
-        .claim("a".into(), echo_only(), 10, Duration::from_secs(30), None)
+        .claim(
+            "a".into(),
+            echo_only(),
+            10,
+            Duration::from_secs(30),
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
     let second = store
-        .claim("b".into(), echo_only(), 10, Duration::from_secs(30), None)
+        .claim(
+            "b".into(),
+            echo_only(),
+            10,
+            Duration::from_secs(30),
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert!(
@@ -62,7 +76,14 @@ async fn claims_take_only_the_agents_asked_for() {
         .unwrap();
     assert!(
         store
-            .claim("a".into(), echo_only(), 10, Duration::from_secs(30), None)
+            .claim(
+                "a".into(),
+                echo_only(),
+                10,
+                Duration::from_secs(30),
+                None,
+                None
+            )
             .await
             .unwrap()
             .is_empty()
@@ -258,6 +279,7 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
                         echo_only(),
                         7,
                         Duration::from_secs(30),
+                        None,
                         None,
                     )
                     .await

@@ -116,6 +116,7 @@ pub fn config(db_url: &str) -> AppConfig {
             agents: None,
             webhooks: Default::default(),
             max_result_bytes: 512 * 1024,
+            agent_limits: Default::default(),
             retention: Default::default(),
             redis: redis_delivery(db_url).map(|(url, namespace)| RedisOptions {
                 url,

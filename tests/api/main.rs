@@ -1,3 +1,4 @@
+mod agent_limits;
 mod agents_and_health;
 #[path = "../../examples/approval_flow.rs"]
 #[allow(dead_code)]

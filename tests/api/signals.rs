@@ -228,7 +228,14 @@ async fn a_wait_and_another_finish_in_one_batch_are_both_answered() {
     let first = insert(&store, new_run()).await;
     let second = insert(&store, new_run()).await;
     let claimed = store
-        .claim("w".into(), echo_only(), 2, Duration::from_secs(30), None)
+        .claim(
+            "w".into(),
+            echo_only(),
+            2,
+            Duration::from_secs(30),
+            None,
+            None,
+        )
         .await
         .unwrap();
     let fence = |id| claimed.iter().find(|c| c.id == id).unwrap().fence();

@@ -43,7 +43,8 @@ pub(super) async fn feed(
         let mut failure = None;
         for agent in agents.iter() {
             let queue = queues.get_mut(agent.as_str()).expect("a queue per agent");
-            if let Err(e) = top_up(store, queue, agent, options.dispatch_window).await {
+            let cap = executor.agent_limits.get(agent.as_str()).copied();
+            if let Err(e) = top_up(store, queue, agent, options.dispatch_window, cap).await {
                 tracing::warn!(agent = %agent, error = %e, "topping up the Redis queue failed");
                 failure = Some(e);
             }
@@ -64,9 +65,10 @@ async fn top_up(
     queue: &mut RedisStorage<Value>,
     agent: &str,
     window: usize,
+    cap: Option<u32>,
 ) -> Result<(), String> {
     let marked = store
-        .dispatch(agent.to_owned(), window)
+        .dispatch(agent.to_owned(), window, cap)
         .await
         .map_err(|e| format!("marking runs to send to Redis failed: {e}"))?;
     if marked.is_empty() {

@@ -26,7 +26,7 @@ use crate::domain::{Inserted, NewRun, Progress, RunId, RunStatus, Signal, Worker
 use crate::store::hub::EventHub;
 use crate::store::tally::Tally;
 use crate::store::{
-    ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueTarget, StoreError, Sweep,
+    AgentLimits, ClaimedRun, Fence, FinishedKey, Outcome, Purged, RequeueTarget, StoreError, Sweep,
     WebhookDelivery, WebhookResult, to_ms,
 };
 
@@ -49,11 +49,14 @@ enum Op {
         lease: Duration,
         /// Park until runs are claimable or this time (ms) passes; `None` answers at once.
         wait_until: Option<i64>,
+        agent_limits: Option<AgentLimits>,
     },
-    /// Redis delivery: marks an agent's next ready runs as sent, up to the window.
+    /// Redis delivery: marks an agent's next ready runs as sent, up to the window (and
+    /// with a cap, up to the cap minus its running runs).
     Dispatch {
         agent: String,
         window: usize,
+        cap: Option<u32>,
     },
     /// Redis delivery: claims runs from their messages (run id, dispatch seq).
     ClaimDispatched {
@@ -183,6 +186,7 @@ impl WriterHandle {
         limit: usize,
         lease: Duration,
         wait: Option<Duration>,
+        agent_limits: Option<AgentLimits>,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
         let op = Op::Claim {
             worker_id,
@@ -190,6 +194,7 @@ impl WriterHandle {
             limit,
             lease,
             wait_until: wait.map(|w| now_ms() + w.as_millis() as i64),
+            agent_limits: agent_limits.filter(|l| !l.is_empty()),
         };
         match self.call(op).await? {
             Answer::Claimed(runs) => Ok(runs),
@@ -253,8 +258,9 @@ impl WriterHandle {
         &self,
         agent: String,
         window: usize,
+        cap: Option<u32>,
     ) -> Result<Vec<(RunId, i64)>, StoreError> {
-        match self.call(Op::Dispatch { agent, window }).await? {
+        match self.call(Op::Dispatch { agent, window, cap }).await? {
             Answer::Dispatched(sent) => Ok(sent),
             _ => unreachable!("dispatch answers with the runs it marked"),
         }
@@ -500,7 +506,19 @@ impl Writer {
             self.parked.retain(|r| !r.reply.is_closed());
             // parked claims found nothing; only a wake-up or a batch that may make runs
             // claimable can change that (a success or a progress report cannot)
-            let include_parked = woken || requests.iter().any(|r| may_ready_runs(&r.op));
+            // with agent limits, a finish frees room for an agent that was at its limit
+            let limited_parked = self.parked.iter().any(|r| {
+                matches!(
+                    &r.op,
+                    Op::Claim {
+                        agent_limits: Some(_),
+                        ..
+                    }
+                )
+            });
+            let include_parked = woken
+                || requests.iter().any(|r| may_ready_runs(&r.op))
+                || (limited_parked && requests.iter().any(|r| frees_a_slot(&r.op)));
             if include_parked {
                 requests.append(&mut self.parked);
             }
@@ -732,6 +750,14 @@ fn may_ready_runs(op: &Op) -> bool {
         | Op::Heartbeat(_)
         | Op::Purge { .. } => false,
     }
+}
+
+/// Whether applying `op` may end a running attempt (room under an agent's limit).
+fn frees_a_slot(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Finish(..) | Op::Cancel(_) | Op::HandBack(_) | Op::Release(_) | Op::Sweep
+    )
 }
 
 fn parked_until(request: &Request) -> Option<i64> {

@@ -540,3 +540,13 @@ FROM runs WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
 
 pub(super) const WORKERS_ALIVE: &str = "
 SELECT COUNT(*) FROM workers WHERE heartbeat_at >= $1 AND stopped_at IS NULL";
+
+/// Taken per limited agent before counting its running runs: claims of one agent by
+/// several processes then count one after the other (held until the batch commits).
+pub(super) const AGENT_LIMIT_LOCK: Option<&str> =
+    Some("SELECT pg_advisory_xact_lock(hashtext('agentq:limit:' || $1))");
+
+pub(super) const RUNNING_BY_AGENT: &str = "
+SELECT agent, COUNT(*) AS n FROM runs
+WHERE status = 'running' AND agent = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+GROUP BY agent";

@@ -554,3 +554,12 @@ FROM runs INDEXED BY runs_ready WHERE status IN ('queued', 'retrying') GROUP BY 
 /// ?1 heard from since this: worker processes alive (not stopped).
 pub(super) const WORKERS_ALIVE: &str = "
 SELECT COUNT(*) FROM workers WHERE heartbeat_at >= ?1 AND stopped_at IS NULL";
+
+/// Agent limits take no lock on SQLite: every batch holds the database's write lock.
+pub(super) const AGENT_LIMIT_LOCK: Option<&str> = None;
+
+/// ?1 JSON array of agents: how many runs of each are running (`--agent-limit`).
+pub(super) const RUNNING_BY_AGENT: &str = "
+SELECT agent, COUNT(*) AS n FROM runs INDEXED BY runs_lease
+WHERE status = 'running' AND agent IN (SELECT value FROM json_each(?1))
+GROUP BY agent";

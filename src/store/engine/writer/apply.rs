@@ -16,6 +16,7 @@ mod compensate;
 mod dependencies;
 mod dispatch;
 mod intake;
+mod limits;
 mod recovery;
 mod retention;
 mod signals;
@@ -249,10 +250,17 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
             agents,
             limit,
             lease,
+            agent_limits,
             ..
         } = op
         {
-            let claimed = claim(b, worker_id, agents.as_deref(), *limit, *lease).await?;
+            let claimed = match agent_limits {
+                Some(limits) => {
+                    limits::claim_within(b, worker_id, agents.as_deref(), *limit, *lease, limits)
+                        .await?
+                }
+                None => claim(b, worker_id, agents.as_deref(), *limit, *lease).await?,
+            };
             answers[i] = Some(Answer::Claimed(claimed));
         }
     }
@@ -295,9 +303,13 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
         }
     }
     for (i, op) in ops.iter().enumerate() {
-        if let Op::Dispatch { agent, window } = op {
+        if let Op::Dispatch { agent, window, cap } = op {
+            let window = match cap {
+                Some(cap) => limits::window_within(b, agent, *window, *cap).await?,
+                None => *window,
+            };
             answers[i] = Some(Answer::Dispatched(
-                dispatch::dispatch(b, agent, *window).await?,
+                dispatch::dispatch(b, agent, window).await?,
             ));
         }
     }
