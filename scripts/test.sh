@@ -77,7 +77,17 @@ AGENTQ_TEST_DELIVERY=redis cargo test --test api --locked "${cargo_args[@]}" -- 
 step "cargo test --test api (PostgreSQL, Redis delivery)"
 AGENTQ_TEST_DB=postgres AGENTQ_TEST_DELIVERY=redis cargo test --test api --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
 
-# One closing line for the whole run, summed over every test binary.
+# Bad input on purpose (scripts/fuzz.sh): schemathesis against the debug binary the
+# passes above built. It counts as one more test in the closing line.
+step "scripts/fuzz.sh (schemathesis)"
+if scripts/fuzz.sh; then
+    echo "test result: ok. 1 passed; 0 failed (scripts/fuzz.sh)" >>"$log"
+else
+    status=1
+    echo "test result: FAILED. 0 passed; 1 failed (scripts/fuzz.sh)" >>"$log"
+fi
+
+# One closing line for the whole run, summed over every test binary and the fuzz step.
 awk '/^test result:/ {
         for (i = 1; i <= NF; i++) {
             if ($(i + 1) ~ /^passed;?$/) passed += $i

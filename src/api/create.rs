@@ -77,7 +77,7 @@ fn fingerprint(body: &Value) -> String {
 pub struct CreateRunRequest {
     /// A registered agent (see `GET /v1/agents`).
     #[validate(length(min = 1, max = 64))]
-    #[schema(example = "echo")]
+    #[schema(example = "echo", min_length = 1, max_length = 64)]
     pub agent: String,
     /// The agent's input; checked against its JSON Schema.
     #[serde(default)]
@@ -85,12 +85,15 @@ pub struct CreateRunRequest {
     pub input: Value,
     /// Attempts before the run fails for good (default 3).
     #[validate(range(min = 1, max = 100))]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Time limit of each attempt (default 300000: 5 minutes).
     #[validate(range(min = 1, max = 86_400_000))]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
     /// Higher runs first among due runs (default 0).
     #[validate(range(min = -1000, max = 1000))]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// Do not start before this time (RFC 3339).
     pub run_at: Option<DateTime<Utc>>,
@@ -110,15 +113,19 @@ pub struct CreateRunRequest {
     /// private, link-local and metadata addresses) is not sent to: a `webhook_failed`
     /// event says why.
     #[validate(length(min = 8, max = 2048), custom(function = "check_callback_url"))]
+    #[schema(min_length = 8, max_length = 2048)]
     pub callback_url: Option<String>,
     /// Runs (ids, at most 100) that must succeed first: until then this run is `blocked`.
     /// If one fails this run fails (`dependency_failed`); if one is cancelled, so is this.
+    #[schema(max_items = 100)]
     pub depends_on: Option<Vec<String>>,
     /// Retry backoff base: the first retry waits up to this long (default 1000).
     #[validate(range(min = 0, max = 3_600_000))]
+    #[schema(maximum = 3_600_000)]
     pub backoff_base_ms: Option<u64>,
     /// Retry backoff cap (default 300000).
     #[validate(range(min = 0, max = 86_400_000))]
+    #[schema(maximum = 86_400_000)]
     pub backoff_cap_ms: Option<u64>,
     /// Free-form string labels: at most 32 keys of 1–64 characters, values up to 512.
     #[validate(custom(function = "check_metadata"))]

@@ -32,13 +32,19 @@ pub(super) async fn problems(req: Request, next: Next) -> Response {
             });
         if (status.is_client_error() || status.is_server_error()) && !has_body {
             // a bare error from routing, extraction, the body limit or the timeout layer
+            let allow = response.headers().get(header::ALLOW).cloned();
             let detail = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => "the body is larger than the limit".to_owned(),
                 StatusCode::SERVICE_UNAVAILABLE => "the request took too long".to_owned(),
                 StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
                 _ => body_text(response).await,
             };
-            return ApiError::Status(status, detail).into_response();
+            let mut problem = ApiError::Status(status, detail).into_response();
+            // a 405 says which methods the path has
+            if let Some(allow) = allow {
+                problem.headers_mut().insert(header::ALLOW, allow);
+            }
+            return problem;
         }
         response
     })

@@ -29,7 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 use utoipa_scalar::{Scalar, Servable};
 
@@ -110,25 +110,41 @@ impl Default for HttpOptions {
 )]
 struct ApiDoc;
 
-fn api_router() -> OpenApiRouter<ApiState> {
+/// The API's routes. With `auth`, each route authenticates its requests itself (on the
+/// route, not the router: a method a path does not have stays a 405 with `Allow`, for
+/// any caller).
+fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
+    let guard = |(schemas, paths, methods): UtoipaMethodRouter<ApiState>| {
+        let methods = match auth {
+            Some(auth) => methods.route_layer(axum::middleware::from_fn_with_state(
+                auth.clone(),
+                auth::authenticate,
+            )),
+            None => methods,
+        };
+        (schemas, paths, methods)
+    };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(runs::create_run, runs::list_runs))
-        .routes(routes!(runs::get_run))
-        .routes(routes!(runs::list_run_events))
-        .routes(routes!(actions::cancel_run))
-        .routes(routes!(actions::retry_run))
-        .routes(routes!(actions::retry_runs))
-        .routes(routes!(signals::send_signal))
-        .routes(routes!(system::list_agents))
-        .routes(routes!(system::list_workers))
-        .routes(routes!(system::healthz))
-        .routes(routes!(system::readyz))
-        .routes(routes!(metrics::get_metrics))
+        .routes(guard(routes!(runs::create_run, runs::list_runs)))
+        .routes(guard(routes!(runs::get_run)))
+        .routes(guard(routes!(runs::list_run_events)))
+        .routes(guard(routes!(actions::cancel_run)))
+        .routes(guard(routes!(actions::retry_run)))
+        .routes(guard(routes!(actions::retry_runs)))
+        .routes(guard(routes!(signals::send_signal)))
+        .routes(guard(routes!(system::list_agents)))
+        .routes(guard(routes!(system::list_workers)))
+        .routes(guard(routes!(system::healthz)))
+        .routes(guard(routes!(system::readyz)))
+        .routes(guard(routes!(metrics::get_metrics)))
 }
+
+/// What the authenticating middleware needs.
+type AuthState = (Auth, Arc<Limits>);
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = api_router().split_for_parts();
+    let (_, mut doc) = api_router(None).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
@@ -136,7 +152,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP application with its middleware.
 pub fn router(state: ApiState, options: &HttpOptions) -> Router {
     let auth = (state.auth.clone(), state.limits.clone());
-    let (routes, _) = api_router().split_for_parts();
+    let (routes, _) = api_router(Some(&auth)).split_for_parts();
     let doc = openapi();
     let spec = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
     let request_id = HeaderName::from_static("x-request-id");
@@ -163,10 +179,6 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
                 ))
                 .layer(cors(&options.cors_origins))
                 .layer(axum::middleware::from_fn(middleware::problems))
-                .layer(axum::middleware::from_fn_with_state(
-                    auth,
-                    auth::authenticate,
-                ))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     options.request_timeout,

@@ -24,6 +24,7 @@ const SIGNATURE_HEADER: &str = "x-agentq-signature";
 pub struct SendSignalRequest {
     /// The signal's name, as the agent waits for it (`plan_approved`, …).
     #[validate(length(min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// Anything the agent should receive with it.
     #[serde(default)]
@@ -47,10 +48,13 @@ pub struct SendSignalResponse {
     request_body = SendSignalRequest,
     responses(
         (status = 202, description = "Stored (and the run resumed if it waited for it)", body = SendSignalResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong signature, or no valid API key or run token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks runs:write, or a run token sends a signal the run does not wait for", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run has finished", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid signal", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn send_signal(

@@ -461,3 +461,26 @@ fn the_keys_command_creates_lists_and_revokes_keys_showing_the_secret_once() {
     assert_eq!(code, Some(1));
     assert!(err.contains("unknown scope `root`"), "{err}");
 }
+
+#[tokio::test]
+async fn a_method_a_path_does_not_have_is_a_405_with_allow_even_without_a_credential() {
+    let (app, keys) = TestApp::spawn_with_keys(&[("acme", "runs:read,runs:write")]).await;
+    for key in ["", keys[0].as_str()] {
+        let response = call(&app, reqwest::Method::TRACE, "/v1/runs", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{key}");
+        let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    // a method the path has still needs the credential
+    assert_eq!(
+        status_of(&app, reqwest::Method::GET, "/v1/runs", "").await,
+        StatusCode::UNAUTHORIZED
+    );
+}
