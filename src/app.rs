@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, Auth, HttpOptions, RunDefaults};
 use crate::config::{Cli, Command};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
+use crate::jobs::redacted;
 use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::Metrics;
@@ -85,7 +86,7 @@ impl Application {
         }
         let store = Store::connect(&config.database_url, &config.store)
             .await
-            .with_context(|| format!("opening {}", config.database_url))?;
+            .with_context(|| format!("opening {}", redacted(&config.database_url)))?;
         store.migrate().await.context("applying migrations")?;
         if config.role.runs_workers() && config.worker.redis.is_some() {
             store
@@ -239,9 +240,16 @@ async fn auth_for(config: &AppConfig, store: &Store) -> anyhow::Result<Auth> {
             );
         }
     }
+    let open = if http.insecure_no_auth {
+        api::OpenMode::Anyone
+    } else if loopback {
+        api::OpenMode::Loopback
+    } else {
+        api::OpenMode::Never
+    };
     Auth::new(
         store.clone(),
-        loopback || http.insecure_no_auth,
+        open,
         http.token_secret.as_ref().map(|s| s.0.as_str()),
         http.run_token_ttl,
     )
@@ -268,7 +276,7 @@ async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
             let store = Store::connect(&config.database_url, &config.store).await?;
             store.migrate().await?;
             store.close().await;
-            tracing::info!(database = %config.database_url, "migrations applied");
+            tracing::info!(database = %redacted(&config.database_url), "migrations applied");
             return Ok(());
         }
         Command::Keys(command) => {

@@ -151,6 +151,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// When the server may answer without credentials (before any key is made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Never: keys are required from the start.
+    Never,
+    /// Only requests addressed to a loopback host (the server listens on loopback).
+    Loopback,
+    /// Any request (`--insecure-no-auth`).
+    Anyone,
+}
+
 /// How the server authenticates; cheap to clone.
 #[derive(Clone)]
 pub struct Auth {
@@ -159,8 +170,8 @@ pub struct Auth {
 
 struct Inner {
     store: Store,
-    /// Serve without credentials while no key was ever made.
-    open_without_keys: bool,
+    /// Whether and to whom to answer without credentials while no key was ever made.
+    open: OpenMode,
     token_secret: Vec<u8>,
     token_ttl: Duration,
     keys: Mutex<HashMap<String, (Instant, Option<KeyRecord>)>>,
@@ -172,7 +183,7 @@ impl Auth {
     /// first process that asks), so every API process verifies every other's tokens.
     pub async fn new(
         store: Store,
-        open_without_keys: bool,
+        open: OpenMode,
         token_secret: Option<&str>,
         token_ttl: Duration,
     ) -> Result<Self, crate::store::StoreError> {
@@ -186,7 +197,7 @@ impl Auth {
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
-                open_without_keys,
+                open,
                 token_secret: secret.into_bytes(),
                 token_ttl,
                 keys: Mutex::new(HashMap::new()),
@@ -207,7 +218,7 @@ impl Auth {
     }
 
     async fn is_open(&self) -> Result<bool, ApiError> {
-        if !self.inner.open_without_keys {
+        if self.inner.open == OpenMode::Never {
             return Ok(false);
         }
         let cached = *self.inner.live_keys.lock().expect("auth cache lock");
@@ -282,6 +293,10 @@ fn credential(req: &Request) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
     }
+    // only where a browser cannot send headers: `EventSource` on the events endpoint
+    if !req.uri().path().ends_with("/events") {
+        return None;
+    }
     req.uri()
         .query()?
         .split('&')
@@ -290,6 +305,26 @@ fn credential(req: &Request) -> Option<String> {
         .map(|(_, v)| v.to_owned())
         // API keys never travel in URLs (they end up in logs and histories)
         .filter(|v| is_run_token(v))
+}
+
+/// Whether the request names a loopback host (`localhost`, `127.0.0.1`, `[::1]`, any
+/// port). Open mode answers only those: a DNS-rebinding web page sends its own host name,
+/// and so does a request a local reverse proxy passes on with its `Host`.
+fn addressed_to_loopback(req: &Request) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The middleware: puts the `Caller` in the request, or answers 401 (or 429 when the
@@ -303,6 +338,11 @@ pub(super) async fn authenticate(
         return next.run(req).await;
     }
     let caller = match auth.is_open().await {
+        Ok(true) if auth.inner.open == OpenMode::Loopback && !addressed_to_loopback(&req) => {
+            Err(ApiError::Forbidden(
+                "without API keys the server only answers requests addressed to localhost (a web page or a proxy must not reach it): create a key with `agentq keys create`",
+            ))
+        }
         Ok(true) => Ok(Caller::Open),
         Ok(false) => match credential(&req) {
             Some(c) => auth.caller(&c).await,
@@ -347,6 +387,37 @@ mod tests {
     }
 
     #[test]
+    fn only_loopback_hosts_count_as_local() {
+        let with_host = |host: &str| {
+            let req = axum::http::Request::builder()
+                .uri("/v1/runs")
+                .header(header::HOST, host)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            addressed_to_loopback(&req)
+        };
+        for local in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.0.0.2",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(with_host(local), "{local}");
+        }
+        for remote in [
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[fe80::1]:80",
+            "",
+        ] {
+            assert!(!with_host(remote), "{remote}");
+        }
+    }
+
+    #[test]
     fn credentials_come_from_the_bearer_header_or_a_run_token_in_the_query() {
         assert_eq!(
             credential(&request("/v1/runs", Some("Bearer aq_x"))).as_deref(),
@@ -364,6 +435,11 @@ mod tests {
         // an API key in a URL is not taken
         assert_eq!(
             credential(&request("/v1/runs?access_token=aq_k", None)),
+            None
+        );
+        // a run token in the query only where EventSource needs it
+        assert_eq!(
+            credential(&request("/v1/runs/1?access_token=rt.z", None)),
             None
         );
     }

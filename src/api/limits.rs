@@ -3,8 +3,9 @@
 //!
 //! Each API process keeps its own buckets (N processes behind a load balancer allow N
 //! times the rate; size the flag per process). The active-runs count is read from the
-//! database at most once a second per tenant and counted up locally in between, so the
-//! cap holds across processes to within about a second of other processes' inserts.
+//! database at most once a second per tenant and counted up locally in between (under a
+//! lock, so one process never admits past the cap); other processes' inserts are seen
+//! within about a second. Retries of failed runs (`POST …/retry`) are not counted.
 //! A token bucket is a few lines; a rate-limiting crate would add five dependencies.
 
 use std::collections::HashMap;
@@ -25,7 +26,9 @@ pub struct Limits {
     rate: Option<u32>,
     max_active: Option<u64>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    active: Mutex<HashMap<String, (Instant, u64)>>,
+    /// Per tenant: the count of runs not finished and when it was read, plus the runs
+    /// this process admitted since. Async: held across the database count.
+    active: tokio::sync::Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,51 +77,47 @@ impl Limits {
         })
     }
 
-    /// Refuses a new run while the tenant has `--tenant-max-active-runs` runs not finished.
+    /// Reserves room for a new run of the tenant, or refuses it while the tenant has
+    /// `--tenant-max-active-runs` runs not finished. The check and the reservation happen
+    /// under one lock (held across the database count), so concurrent requests of this
+    /// process cannot all pass on the same count. Give the room back with
+    /// [`Limits::unreserve`] when no run was created after all.
     pub async fn admit_run(&self, store: &Store, tenant: &str) -> Result<(), ApiError> {
         let Some(max) = self.max_active else {
             return Ok(());
         };
-        let cached = self
-            .active
-            .lock()
-            .expect("active runs lock")
+        let mut active = self.active.lock().await;
+        let cached = active
             .get(tenant)
             .filter(|(at, _)| at.elapsed() < ACTIVE_COUNT_TTL)
-            .map(|(_, n)| *n);
-        let active = match cached {
-            Some(n) => n,
-            None => {
-                let n = store.count_active_runs(tenant).await?;
-                self.active
-                    .lock()
-                    .expect("active runs lock")
-                    .insert(tenant.to_owned(), (Instant::now(), n));
-                n
-            }
+            .copied();
+        // a fresh count restarts the clock; a cached one keeps its age
+        let (at, count) = match cached {
+            Some(entry) => entry,
+            None => (Instant::now(), store.count_active_runs(tenant).await?),
         };
-        if active >= max {
+        if count >= max {
+            active.insert(tenant.to_owned(), (at, count));
             return Err(ApiError::TooManyRequests {
                 code: "too_many_active_runs",
                 detail: format!(
-                    "this tenant has {active} runs not finished, the most allowed is {max}; wait for some to finish"
+                    "this tenant has {count} runs not finished, the most allowed is {max}; wait for some to finish"
                 ),
                 retry_after: 1,
             });
         }
+        active.insert(tenant.to_owned(), (at, count + 1));
         Ok(())
     }
 
-    /// Counts a run just accepted for the tenant, until the next database count.
-    pub fn accepted(&self, tenant: &str) {
-        if self.max_active.is_some()
-            && let Some((_, n)) = self
-                .active
-                .lock()
-                .expect("active runs lock")
-                .get_mut(tenant)
-        {
-            *n += 1;
+    /// Gives back a reservation of [`Limits::admit_run`] that created no run (refused,
+    /// failed, or an Idempotency-Key naming an existing run).
+    pub async fn unreserve(&self, tenant: &str) {
+        if self.max_active.is_none() {
+            return;
+        }
+        if let Some((_, n)) = self.active.lock().await.get_mut(tenant) {
+            *n = n.saturating_sub(1);
         }
     }
 }

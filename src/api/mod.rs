@@ -36,7 +36,7 @@ use utoipa_scalar::{Scalar, Servable};
 use crate::jobs::AgentRegistry;
 use crate::store::Store;
 
-pub use auth::{Auth, Caller, KEY_CACHE_TTL};
+pub use auth::{Auth, Caller, KEY_CACHE_TTL, OpenMode};
 pub use create::{CreateRunRequest, RunDefaults};
 pub use error::{ApiError, FieldError, Problem};
 pub use limits::Limits;

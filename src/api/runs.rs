@@ -91,19 +91,31 @@ pub async fn create_run(
         k
     });
     let request: CreateRunRequest = from_value(body)?;
+    let new_run = request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
     state
         .limits
         .admit_run(&state.store, tenant.as_str())
         .await?;
-    let new_run = request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
-    let (status, run) = match state.store.insert_run(new_run).await? {
+    let inserted = state.store.insert_run(new_run).await;
+    if !matches!(inserted, Ok(Inserted::New(_))) {
+        state.limits.unreserve(tenant.as_str()).await;
+    }
+    let (status, run) = match inserted? {
         Inserted::New(run) => {
-            state.limits.accepted(tenant.as_str());
             state.metrics.run_created(&run.agent);
             (StatusCode::ACCEPTED, *run)
         }
-        // the same request again: the run it created, as it is now
-        Inserted::Existing(id) => (StatusCode::OK, state.store.get_run(id).await?),
+        // the same request again: the run it created, as it is now (keys are per tenant;
+        // a run of another tenant is never handed out, whatever the key)
+        Inserted::Existing(id) => {
+            let run = state.store.get_run(id).await?;
+            if !caller.sees(run.id, &run.tenant) {
+                return Err(ApiError::Conflict(
+                    "this Idempotency-Key is taken; use another".into(),
+                ));
+            }
+            (StatusCode::OK, run)
+        }
     };
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", run.id))
         .expect("a UUID path is a valid header value");

@@ -25,11 +25,20 @@ pub struct AgentList {
         (status = 200, description = "The agents", body = AgentList),
         (status = 401, description = "No valid API key or run token", body = crate::api::Problem,
          content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:read", body = crate::api::Problem,
+         content_type = "application/problem+json"),
     ))]
-pub async fn list_agents(State(state): State<ApiState>, _caller: Caller) -> Json<AgentList> {
-    Json(AgentList {
+pub async fn list_agents(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<AgentList>, ApiError> {
+    // a run token may see what its run's agent expects; a key needs runs:read
+    if !matches!(caller, Caller::Token(_)) {
+        caller.require(Scope::RunsRead)?;
+    }
+    Ok(Json(AgentList {
         agents: state.registry.list(),
-    })
+    }))
 }
 
 #[derive(Serialize, ToSchema)]

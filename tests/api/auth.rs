@@ -484,3 +484,69 @@ async fn a_method_a_path_does_not_have_is_a_405_with_allow_even_without_a_creden
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn without_keys_only_requests_addressed_to_localhost_are_answered() {
+    // a DNS-rebinding page or a local proxy sends its own host name
+    let app = TestApp::spawn().await;
+    let as_host = |host: &str| {
+        app.client
+            .get(app.url("/v1/agents"))
+            .header("host", host)
+            .send()
+    };
+    assert_eq!(
+        as_host("evil.example").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let problem: Value = as_host("evil.example:8080")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(problem["code"], "forbidden");
+    assert_eq!(
+        as_host("localhost:8080").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(as_host("127.0.0.1").await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_run_token_signals_without_the_signing_secret_and_lists_agents_a_writer_cannot() {
+    let secret = agentq::api::Secret("s3cret-for-outside-systems".into());
+    let (app, keys) = TestApp::spawn_with_keys_and(&[("acme", "runs:write")], |c| {
+        c.http.signal_secret = Some(secret);
+    })
+    .await;
+    let run = create_as(&app, &keys[0], json!({"agent": "waiter"})).await;
+    let (id, token) = (
+        run["id"].as_str().unwrap(),
+        run["run_token"].as_str().unwrap(),
+    );
+    assert_eq!(
+        status_of(&app, reqwest::Method::GET, "/v1/agents", &keys[0]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status_of(&app, reqwest::Method::GET, "/v1/agents", token).await,
+        StatusCode::OK
+    );
+    // the key still has to sign; the token does not
+    assert_eq!(
+        signal_as(&app, &keys[0], id, "go").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = signal_as(&app, token, id, "go").await;
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        // 403 until the run waits for the signal
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(Instant::now() < deadline, "the run never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -166,6 +166,14 @@ impl TestApp {
     /// Starts an app whose database already holds API keys for these (tenant, scopes);
     /// returns the keys in the same order. With keys, every API request needs one.
     pub async fn spawn_with_keys(keys: &[(&str, &str)]) -> (Self, Vec<String>) {
+        Self::spawn_with_keys_and(keys, |_| {}).await
+    }
+
+    /// `spawn_with_keys` with the configuration adjusted.
+    pub async fn spawn_with_keys_and(
+        keys: &[(&str, &str)],
+        adjust: impl FnOnce(&mut AppConfig),
+    ) -> (Self, Vec<String>) {
         let db = TestDb::new().await;
         let store = Store::connect(&db.url, &Default::default()).await.unwrap();
         store.migrate().await.unwrap();
@@ -174,7 +182,7 @@ impl TestApp {
             tokens.push(create_key(&store, tenant, scopes).await);
         }
         store.close().await;
-        let mut app = Self::spawn_on(&db.url, |_| {}).await;
+        let mut app = Self::spawn_on(&db.url, adjust).await;
         app.db = Some(db);
         (app, tokens)
     }

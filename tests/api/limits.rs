@@ -96,3 +96,24 @@ async fn a_result_over_the_size_cap_fails_the_run_for_good_and_says_why() {
     assert!(message.contains("--max-result-bytes"), "{message}");
     assert!(run["result"].is_null());
 }
+
+#[tokio::test]
+async fn concurrent_creates_never_pass_the_cap_of_active_runs_together() {
+    let app = TestApp::spawn_with(|c| c.http.tenant_max_active_runs = Some(5)).await;
+    let posts = (0..20).map(|_| app.post_run(json!({"agent": "waiter"})));
+    let statuses: Vec<u16> = futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
+}
