@@ -278,6 +278,7 @@ impl CreateRunRequest {
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
             tenant,
+            trace_parent: None,
         })
     }
 }
