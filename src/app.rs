@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, Auth, HttpOptions, RunDefaults};
-use crate::config::{Cli, Command};
+use crate::config::{Cli, Command, Settings};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
 use crate::jobs::redacted;
 use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
@@ -271,7 +271,7 @@ async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Migrate => {
-            crate::telemetry::init(cli.settings.log_format);
+            crate::telemetry::init(cli.settings.log_format, None)?;
             let config = cli.settings.app_config(Role::Worker);
             let store = Store::connect(&config.database_url, &config.store).await?;
             store.migrate().await?;
@@ -287,8 +287,17 @@ async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
         Command::Api => Role::Api,
         Command::Worker => Role::Worker,
     };
-    crate::telemetry::init(cli.settings.log_format);
-    let app = Application::build(cli.settings.app_config(role), agents).await?;
+    let tracing = crate::telemetry::init(cli.settings.log_format, cli.settings.otlp().as_ref())?;
+    let served = serve(cli.settings, role, agents).await;
+    if let Some(tracing) = tracing {
+        // after the graceful shutdown, so the last requests' and attempts' spans go too
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
+    served
+}
+
+async fn serve(settings: Settings, role: Role, agents: AgentRegistry) -> anyhow::Result<()> {
+    let app = Application::build(settings.app_config(role), agents).await?;
     app.run_until(shutdown_signal()).await
 }
 

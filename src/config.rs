@@ -13,6 +13,7 @@ use crate::jobs::{
     EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, RetentionOptions, WorkerOptions,
 };
 use crate::store::StoreOptions;
+use crate::telemetry::OtlpOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +93,15 @@ fn agent_limit(s: &str) -> Result<(String, u32), String> {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use a duration like 500ms, 3s, 5m)"))
+}
+
+fn otlp_endpoint(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s)
+        .map_err(|e| format!("{e} (use a URL like http://collector:4318)"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(s.to_owned()),
+        _ => Err("use an http:// or https:// URL, like http://collector:4318".into()),
+    }
 }
 
 fn host_pattern(s: &str) -> Result<HostPattern, String> {
@@ -256,6 +266,19 @@ pub struct Settings {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP (protobuf), e.g.
+    /// `http://collector:4318` (spans go to its `/v1/traces`). Unset: no span export, and
+    /// no cost for it.
+    #[arg(long, env = "AGENTQ_OTLP_ENDPOINT", value_parser = otlp_endpoint, global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` spans are exported under.
+    #[arg(
+        long,
+        env = "AGENTQ_OTLP_SERVICE_NAME",
+        default_value = "agentq",
+        global = true
+    )]
+    pub otlp_service_name: String,
     /// SQLite durability.
     #[arg(
         long,
@@ -372,6 +395,14 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Where to export spans, when `--otlp-endpoint` is set.
+    pub fn otlp(&self) -> Option<OtlpOptions> {
+        self.otlp_endpoint.as_ref().map(|endpoint| OtlpOptions {
+            endpoint: endpoint.clone(),
+            service_name: self.otlp_service_name.clone(),
+        })
     }
 
     pub fn app_config(&self, role: Role) -> AppConfig {

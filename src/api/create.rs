@@ -285,6 +285,7 @@ impl CreateRunRequest {
             metadata: self.metadata.unwrap_or_default(),
             idempotency,
             tenant,
+            trace_parent: None,
         })
     }
 }

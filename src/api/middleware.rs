@@ -93,5 +93,8 @@ pub(super) fn span(req: &Request<Body>) -> Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id);
+    // with tracing on, a caller's `traceparent` makes this span a part of its trace
+    crate::telemetry::continue_request(&span, req.headers());
+    span
 }

@@ -76,7 +76,8 @@ pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the run it created (200); with another body, 409. Keys live 24 h (--idempotency-ttl).")))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the run it created (200); with another body, 409. Keys live 24 h (--idempotency-ttl)."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: with --otlp-endpoint the request's span, and every attempt of the run, join the caller's trace.")))]
 pub async fn create_run(
     State(state): State<ApiState>,
     caller: Caller,
@@ -91,7 +92,10 @@ pub async fn create_run(
         k
     });
     let request: CreateRunRequest = from_value(body)?;
-    let new_run = request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
+    let mut new_run =
+        request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
+    // the trace its attempts continue (see `telemetry::attempt_span`)
+    new_run.trace_parent = crate::telemetry::trace_parent_for_new_run(&headers);
     state
         .limits
         .admit_run(&state.store, tenant.as_str())

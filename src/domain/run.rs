@@ -74,6 +74,9 @@ pub struct NewRun {
     pub idempotency: Option<IdempotencyKey>,
     /// Whose run it is: only callers of this tenant see it.
     pub tenant: Tenant,
+    /// The W3C `traceparent` of the request that created the run, which every attempt's
+    /// span continues; `None` when there is no trace to continue.
+    pub trace_parent: Option<String>,
 }
 
 /// A secret setting: its value never appears in `Debug` output or logs.

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::store::{ClaimedRun, Fence, Outcome, Store};
 use crate::telemetry::{AttemptOutcome, Metrics};
@@ -136,8 +137,20 @@ fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Val
 }
 
 /// Runs one claimed attempt and records its outcome (or hands the run back at shutdown).
-/// Shared by both backends: the runs-table fetcher and Redis delivery.
+/// Shared by both backends: the runs-table fetcher and Redis delivery. With tracing on,
+/// it runs in an `attempt` span in the trace of the request that created the run (every
+/// attempt, retries too, continues the same stored parent).
 pub(crate) async fn run_attempt(exec: &Executor, run: ClaimedRun) {
+    let span = crate::telemetry::attempt_span(
+        &run.id,
+        run.attempt,
+        &run.agent,
+        run.trace_parent.as_deref(),
+    );
+    run_attempt_in_span(exec, run).instrument(span).await
+}
+
+async fn run_attempt_in_span(exec: &Executor, run: ClaimedRun) {
     let fence = run.fence();
     let cancel = exec.inflight.start(fence.clone());
     let waited = Duration::from_millis(run.queue_wait_ms);

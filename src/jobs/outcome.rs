@@ -119,6 +119,7 @@ mod tests {
             priority: 0,
             worker_id: "w".into(),
             queue_wait_ms: 0,
+            trace_parent: None,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct ClaimedRun {
     pub worker_id: Arc<str>,
     /// How long the run had been ready (due and unblocked) when this claim took it.
     pub queue_wait_ms: u64,
+    /// The W3C `traceparent` of the request that created the run: this attempt's span
+    /// continues its trace.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 impl ClaimedRun {

@@ -39,6 +39,7 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--retain-failed", "0s"], "--retain-failed");
     assert_usage_error(&["--retain-succeeded", "7"], "--retain-succeeded");
     assert_usage_error(&["--retain-max-runs", "0"], "--retain-max-runs");
+    assert_usage_error(&["--otlp-endpoint", "collector:4318"], "--otlp-endpoint");
 }
 
 #[test]

@@ -428,6 +428,7 @@ pub fn new_run() -> NewRun {
         depends_on: Vec::new(),
         callback_url: None,
         tenant: agentq::domain::Tenant::default_tenant(),
+        trace_parent: None,
     }
 }
 

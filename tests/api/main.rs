@@ -33,5 +33,6 @@ mod signals;
 mod steering;
 mod throwaway;
 mod time_limits;
+mod tracing;
 mod webhooks;
 mod workers;

@@ -81,7 +81,7 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count, callback_url, tenant)
+                  on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        (value->>'priority')::bigint, value->'metadata', (value->>'max_attempts')::bigint,
        (value->>'timeout_ms')::bigint, (value->>'backoff_base_ms')::bigint,
@@ -90,7 +90,7 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        (value->>'deadline')::bigint, (value->>'expires_at')::bigint,
        value->'on_failure', value->>'compensates',
        COALESCE((value->>'depends_count')::bigint, 0), value->>'callback_url',
-       COALESCE(value->>'tenant', 'default')
+       COALESCE(value->>'tenant', 'default'), value->>'trace_parent'
 FROM jsonb_array_elements($1::jsonb)";
 
 pub(super) const FIND_KEY: &str = "
@@ -121,7 +121,7 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED))
 RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
           depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq, run_at";
+          backoff_cap_ms, priority, event_seq, run_at, trace_parent";
 
 pub(super) const RENEW_LEASES: &str = "
 UPDATE runs SET lease_until = $1
@@ -436,7 +436,7 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::json
 RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,
           runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
           runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
-          runs.event_seq, runs.run_at";
+          runs.event_seq, runs.run_at, runs.trace_parent";
 
 pub(super) const UNDISPATCH: &str = "
 UPDATE runs SET dispatched_at = NULL

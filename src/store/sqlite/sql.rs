@@ -59,7 +59,7 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count, callback_url, tenant)
+                  on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
@@ -67,7 +67,7 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
        value->>'deadline', value->>'expires_at', value->'on_failure',
        value->>'compensates', COALESCE(value->>'depends_count', 0), value->>'callback_url',
-       COALESCE(value->>'tenant', 'default')
+       COALESCE(value->>'tenant', 'default'), value->>'trace_parent'
 FROM json_each(?1)";
 
 /// ?1 key: the run holding an Idempotency-Key.
@@ -99,7 +99,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
 RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq, run_at";
+          backoff_cap_ms, priority, event_seq, run_at, trace_parent";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
@@ -435,7 +435,7 @@ WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT
   AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
           runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
-          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at";
+          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at, runs.trace_parent";
 
 /// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
 pub(super) const UNDISPATCH: &str = "

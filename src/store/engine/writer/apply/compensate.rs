@@ -68,6 +68,7 @@ pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
             callback_url: None,
             tenant: Tenant::parse(row.try_get::<&str, _>("tenant")?)
                 .map_err(|e| StoreError::Corrupt(format!("tenant: {e}")))?,
+            trace_parent: None,
         };
         let compensation_id = run.id.to_string();
         insert_runs(b, &[(0, &run)]).await?;

@@ -126,6 +126,9 @@ pub(super) async fn insert_runs(
             if r.tenant.as_str() != DEFAULT_TENANT {
                 set("tenant", json!(r.tenant.as_str()));
             }
+            if let Some(trace_parent) = &r.trace_parent {
+                set("trace_parent", json!(trace_parent));
+            }
             row
         })
         .collect();
@@ -265,6 +268,7 @@ pub(super) async fn claimed_rows(
             priority: row.try_get::<i64, _>("priority")? as i32,
             worker_id: worker_id.clone(),
             queue_wait_ms: (b.now - row.try_get::<i64, _>("run_at")?).max(0) as u64,
+            trace_parent: row.try_get("trace_parent")?,
         };
         let seq: i64 = row.try_get("event_seq")?;
         b.event(
