@@ -30,7 +30,7 @@ WHERE c.oid = 'runs'::regclass";
 
 /// One analysing process at a time per database (held until the transaction ends).
 pub(super) const TRY_ANALYZE_LOCK: &str =
-    "SELECT pg_try_advisory_xact_lock(hashtext('agentq:analyze:' || 'runs'::regclass::text))";
+    "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':agentq:analyze'))";
 
 /// Wakes other processes' idle workers at commit (they `LISTEN` on this channel).
 pub(super) const NOTIFY_READY: Option<&str> = Some("SELECT pg_notify('agentq_ready', '')");
@@ -397,10 +397,12 @@ SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, ru
 FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at DESC, id";
 
 /// Redis delivery: one feeder per agent at a time across every process, so the window
-/// count is exact; a feeder that does not get it skips the agent this round.
+/// count is exact; a feeder that does not get it skips the agent this round. Advisory
+/// locks are database-wide: the keys name the schema, so deployments (or tests) in other
+/// schemas of the same database never hold each other's.
 /// $1 the agent. Answers whether the lock was taken.
 pub(super) const DISPATCH_LOCK: Option<&str> =
-    Some("SELECT pg_try_advisory_xact_lock(hashtext('agentq:feed:' || $1))");
+    Some("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':agentq:feed:' || $1))");
 
 pub(super) const COUNT_DISPATCHED: &str = "
 SELECT COUNT(*) FROM runs WHERE agent = $1 AND dispatched_at IS NOT NULL";
@@ -544,7 +546,7 @@ SELECT COUNT(*) FROM workers WHERE heartbeat_at >= $1 AND stopped_at IS NULL";
 /// Taken per limited agent before counting its running runs: claims of one agent by
 /// several processes then count one after the other (held until the batch commits).
 pub(super) const AGENT_LIMIT_LOCK: Option<&str> =
-    Some("SELECT pg_advisory_xact_lock(hashtext('agentq:limit:' || $1))");
+    Some("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':agentq:limit:' || $1))");
 
 pub(super) const RUNNING_BY_AGENT: &str = "
 SELECT agent, COUNT(*) AS n FROM runs
