@@ -175,7 +175,7 @@ struct Inner {
     token_secret: Vec<u8>,
     token_ttl: Duration,
     keys: Mutex<HashMap<String, (Instant, Option<KeyRecord>)>>,
-    live_keys: Mutex<Option<(Instant, bool)>>,
+    keys_made: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Auth {
@@ -201,7 +201,7 @@ impl Auth {
                 token_secret: secret.into_bytes(),
                 token_ttl,
                 keys: Mutex::new(HashMap::new()),
-                live_keys: Mutex::new(None),
+                keys_made: Mutex::new(None),
             }),
         })
     }
@@ -221,12 +221,12 @@ impl Auth {
         if self.inner.open == OpenMode::Never {
             return Ok(false);
         }
-        let cached = *self.inner.live_keys.lock().expect("auth cache lock");
+        let cached = *self.inner.keys_made.lock().expect("auth cache lock");
         let any = match cached {
             Some((at, any)) if at.elapsed() < KEY_CACHE_TTL => any,
             _ => {
                 let any = self.inner.store.count_keys().await? > 0;
-                *self.inner.live_keys.lock().expect("auth cache lock") =
+                *self.inner.keys_made.lock().expect("auth cache lock") =
                     Some((Instant::now(), any));
                 any
             }
@@ -279,11 +279,6 @@ impl Auth {
     }
 }
 
-/// The paths that need a caller: the API itself and the metrics.
-fn guarded(path: &str) -> bool {
-    path.starts_with("/v1/") || path == "/metrics"
-}
-
 /// The bearer credential of a request, or a run token in `?access_token=`.
 fn credential(req: &Request) -> Option<String> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
@@ -334,9 +329,6 @@ pub(super) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    if !guarded(req.uri().path()) {
-        return next.run(req).await;
-    }
     let caller = match auth.is_open().await {
         Ok(true) if auth.inner.open == OpenMode::Loopback && !addressed_to_loopback(&req) => {
             Err(ApiError::Forbidden(
@@ -368,15 +360,6 @@ pub(super) async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_api_and_metrics_are_guarded() {
-        assert!(guarded("/v1/runs"));
-        assert!(guarded("/metrics"));
-        for open in ["/healthz", "/readyz", "/openapi.json", "/docs", "/v1"] {
-            assert!(!guarded(open), "{open}");
-        }
-    }
 
     fn request(uri: &str, auth: Option<&str>) -> Request {
         let mut b = axum::http::Request::builder().uri(uri);

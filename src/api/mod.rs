@@ -110,9 +110,9 @@ impl Default for HttpOptions {
 )]
 struct ApiDoc;
 
-/// The API's routes. With `auth`, each route authenticates its requests itself (on the
-/// route, not the router: a method a path does not have stays a 405 with `Allow`, for
-/// any caller).
+/// The API's routes. With `auth`, each guarded route authenticates its requests itself
+/// (on the route, not the router: a method a path does not have stays a 405 with
+/// `Allow`, for any caller); which routes are guarded is decided here and nowhere else.
 fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
     let guard = |(schemas, paths, methods): UtoipaMethodRouter<ApiState>| {
         let methods = match auth {
@@ -134,8 +134,9 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
         .routes(guard(routes!(signals::send_signal)))
         .routes(guard(routes!(system::list_agents)))
         .routes(guard(routes!(system::list_workers)))
-        .routes(guard(routes!(system::healthz)))
-        .routes(guard(routes!(system::readyz)))
+        // health answers without a key
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
         .routes(guard(routes!(metrics::get_metrics)))
 }
 
