@@ -552,3 +552,9 @@ pub(super) const RUNNING_BY_AGENT: &str = "
 SELECT agent, COUNT(*) AS n FROM runs
 WHERE status = 'running' AND agent = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
 GROUP BY agent";
+
+/// $1 agent: its runs running plus its runs sent to Redis, in one snapshot (the feeder's
+/// room under `--agent-limit`).
+pub(super) const RUNNING_OR_SENT: &str = "
+SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' AND agent = $1)
+     + (SELECT COUNT(*) FROM runs WHERE agent = $1 AND dispatched_at IS NOT NULL)";

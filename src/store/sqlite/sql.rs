@@ -563,3 +563,9 @@ pub(super) const RUNNING_BY_AGENT: &str = "
 SELECT agent, COUNT(*) AS n FROM runs INDEXED BY runs_lease
 WHERE status = 'running' AND agent IN (SELECT value FROM json_each(?1))
 GROUP BY agent";
+
+/// ?1 agent: its runs running plus its runs sent to Redis, in one snapshot (the feeder's
+/// room under `--agent-limit`).
+pub(super) const RUNNING_OR_SENT: &str = "
+SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' AND agent = ?1)
+     + (SELECT COUNT(*) FROM runs WHERE agent = ?1 AND dispatched_at IS NOT NULL)";

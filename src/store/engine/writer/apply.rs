@@ -304,12 +304,12 @@ async fn apply(b: &mut Batch<'_>, ops: &[&Op]) -> Result<Vec<Answer>, StoreError
     }
     for (i, op) in ops.iter().enumerate() {
         if let Op::Dispatch { agent, window, cap } = op {
-            let window = match cap {
-                Some(cap) => limits::window_within(b, agent, *window, *cap).await?,
-                None => *window,
+            let most = match cap {
+                Some(cap) => Some(limits::room_to_send(b, agent, *cap).await?),
+                None => None,
             };
             answers[i] = Some(Answer::Dispatched(
-                dispatch::dispatch(b, agent, window).await?,
+                dispatch::dispatch(b, agent, *window, most).await?,
             ));
         }
     }

@@ -25,6 +25,7 @@ pub(super) async fn dispatch(
     b: &mut Batch<'_>,
     agent: &str,
     window: usize,
+    most: Option<usize>,
 ) -> Result<Vec<(RunId, i64)>, StoreError> {
     if let Some(lock) = sql::DISPATCH_LOCK {
         let taken: bool = sqlx::query_scalar(lock)
@@ -39,7 +40,9 @@ pub(super) async fn dispatch(
         .bind(agent)
         .fetch_one(&mut *b.conn)
         .await?;
-    let room = (window as i64).saturating_sub(marked);
+    let room = (window as i64)
+        .saturating_sub(marked)
+        .min(most.map_or(i64::MAX, |m| m as i64));
     if room <= 0 {
         return Ok(Vec::new());
     }

@@ -88,15 +88,21 @@ pub(super) async fn claim_within(
     Ok(claimed)
 }
 
-/// The dispatch window of a limited agent: at most its limit minus its running runs
-/// (the runs already sent count against the window as usual).
-pub(super) async fn window_within(
+/// How many more runs of a limited agent the feeder may send: its limit minus its runs
+/// running and already sent, counted in one statement. Two counts in two statements
+/// would each see a different moment on PostgreSQL, and a claim committing in between
+/// (a sent run becoming a running one) would be counted twice as room.
+pub(super) async fn room_to_send(
     b: &mut Batch<'_>,
-    agent: &String,
-    window: usize,
+    agent: &str,
     cap: u32,
 ) -> Result<usize, StoreError> {
-    let running = running(b, &[agent]).await?;
-    let room = (i64::from(cap) - running.get(agent).copied().unwrap_or(0)).max(0) as usize;
-    Ok(window.min(room))
+    if let Some(lock) = sql::AGENT_LIMIT_LOCK {
+        sqlx::query(lock).bind(agent).execute(&mut *b.conn).await?;
+    }
+    let taken: i64 = sqlx::query_scalar(sql::RUNNING_OR_SENT)
+        .bind(agent)
+        .fetch_one(&mut *b.conn)
+        .await?;
+    Ok((i64::from(cap) - taken).max(0) as usize)
 }
