@@ -1,0 +1,270 @@
+// One run: status, progress, attempts, input, result, checkpoint, links, and the event
+// timeline, followed live while the run is not finished; cancel, retry, and the signal
+// form of a waiting run.
+
+import { api, followEvents } from '../api.js';
+import { TERMINAL, badge, chips, duration, h, json, progressBar, put, runLink, table, when } from '../dom.js';
+
+/** Attempts as the events tell them: each `started` opens one, its outcome closes it. */
+function attemptsOf(events) {
+  const attempts = [];
+  let current = null;
+  const close = (e, outcome) => {
+    if (!current) return;
+    current.ended = e.at;
+    current.outcome = outcome;
+    if (e.data && e.data.error) current.error = `${e.data.error.kind}: ${e.data.error.message}`;
+    current = null;
+  };
+  for (const e of events) {
+    if (e.type === 'started') {
+      current = { attempt: e.attempt, started: e.at, outcome: 'running' };
+      attempts.push(current);
+    } else if (e.type === 'succeeded') close(e, 'succeeded');
+    else if (e.type === 'failed') close(e, 'failed');
+    else if (e.type === 'retry_scheduled') close(e, 'failed, retry scheduled');
+    else if (e.type === 'attempt_lost') close(e, 'worker lost');
+    else if (e.type === 'released') close(e, 'handed back');
+    else if (e.type === 'waiting') close(e, 'suspended, waiting');
+    else if (e.type === 'cancelled') close(e, 'cancelled');
+  }
+  return attempts;
+}
+
+/** One line saying what an event carried. */
+function summary(e) {
+  const d = e.data || {};
+  if (e.type === 'progress') return `${d.percent}%${d.message ? ` · ${d.message}` : ''}`;
+  if (d.error) return `${d.error.kind}: ${d.error.message}`;
+  if (e.type === 'log') return `[${d.level || 'info'}] ${d.message || ''}`;
+  if (typeof d === 'object' && Object.keys(d).length === 0) return null;
+  const text = JSON.stringify(d);
+  return text.length > 240 ? `${text.slice(0, 240)}…` : text;
+}
+
+export function render(root, id, ctx) {
+  const path = `/v1/runs/${encodeURIComponent(id)}`;
+  const abort = new AbortController();
+  let run = null;
+  let events = [];
+  let waitKey = '';
+  let actionsKey = '';
+  let latest = 0;
+  let refreshTimer = null;
+  let streaming = false;
+
+  const head = h('div');
+  const actions = h('div', { class: 'actions' });
+  const body = h('div');
+  const waitBox = h('div');
+  const attemptsBox = h('div');
+  const dataBox = h('div', { class: 'grid2' });
+  const liveMark = h('span', { class: 'live', hidden: true }, 'live');
+  const timeline = h('ol', { class: 'timeline', 'aria-label': 'Events' });
+  root.append(head, actions, body, waitBox, attemptsBox, dataBox,
+    h('h2', {}, 'Events ', liveMark), timeline);
+
+  async function act(url, done) {
+    try {
+      const result = await api(url, { method: 'POST' });
+      ctx.notify('ok', done);
+      actionsKey = '';
+      show(result.run || result);
+    } catch (error) {
+      ctx.report(error);
+      renderActions(true);
+    }
+  }
+
+
+  /** The buttons, rebuilt only when what they offer changes (not while a cancel is being confirmed). */
+  function renderActions(force) {
+    const key = `${run.status}/${ctx.canWrite}`;
+    if (!force && key === actionsKey) return;
+    actionsKey = key;
+    const focused = actions.contains(document.activeElement) ? document.activeElement.textContent : null;
+    const buttons = [h('button', { type: 'button', class: 'secondary', onclick: () => refresh() }, 'Refresh')];
+    if (ctx.canWrite && !TERMINAL.includes(run.status)) {
+      const cancel = h('button', { type: 'button', class: 'danger' }, 'Cancel run');
+      cancel.addEventListener('click', () => {
+        // a second, explicit step: no run is cancelled by one stray click or key press
+        const sure = h('button', { type: 'button', class: 'danger', onclick: () => act(`${path}/cancel`, 'Cancelled.') }, 'Yes, cancel it');
+        const keep = h('button', { type: 'button', class: 'secondary', onclick: () => renderActions(true) }, 'Keep it');
+        put(actions, h('span', {}, 'Cancel this run?'), sure, keep);
+        actionsKey = 'confirming';
+        keep.focus();
+      });
+      buttons.push(cancel);
+    }
+    if (ctx.canWrite && run.status === 'failed') {
+      buttons.push(h('button', { type: 'button', onclick: () => act(`${path}/retry`, 'Queued again.') }, 'Retry'));
+    }
+    put(actions, ...buttons);
+    const again = focused && buttons.find((b) => b.textContent === focused);
+    if (again) again.focus();
+  }
+
+  function renderWait() {
+    const key = run.status === 'waiting' ? JSON.stringify(run.waiting_for) : '';
+    if (key === waitKey) return; // keep what the visitor is typing
+    waitKey = key;
+    if (!key) {
+      put(waitBox);
+      return;
+    }
+    const w = run.waiting_for;
+    const comment = h('textarea', { id: 'signal-comment', name: 'comment', rows: 3, placeholder: 'Optional: sent as payload.comment' });
+    const payload = h('textarea', { id: 'signal-payload', name: 'payload', rows: 3, placeholder: '{"key": "value"}', spellcheck: 'false' });
+    const form = h('form', { class: 'panel waitbox', 'aria-labelledby': 'wait-title' },
+      h('h2', { id: 'wait-title' }, 'Waiting for a signal'),
+      h('p', { class: 'muted' }, `It resumes on ${w.signals.join(', ')}; the wait ends ${when(w.until)}.`),
+      h('label', { for: 'signal-comment' }, 'Comment'), comment,
+      h('details', {}, h('summary', {}, 'Payload (JSON object)'), payload),
+      h('div', { class: 'actions' }, w.signals.map((name) => h('button', { type: 'submit', value: name, name: 'signal' }, `Send ${name}`))));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const name = event.submitter ? event.submitter.value : w.signals[0];
+      let body = {};
+      if (payload.value.trim()) {
+        try {
+          body = JSON.parse(payload.value);
+        } catch (error) {
+          ctx.notify('error', `Payload: not JSON (${error.message}).`);
+          payload.focus();
+          return;
+        }
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+          ctx.notify('error', 'Payload: must be a JSON object.');
+          payload.focus();
+          return;
+        }
+      }
+      if (comment.value.trim()) body.comment = comment.value.trim();
+      for (const b of form.querySelectorAll('button')) b.disabled = true;
+      try {
+        const answer = await api(`${path}/signals`, { method: 'POST', body: { name, payload: body } });
+        ctx.notify('ok', answer.resumed ? `Sent ${name}: the run is queued again.` : `Sent ${name}: kept until the run waits for it.`);
+        waitKey = null; // the form goes, whatever the run does next
+        show(answer.run);
+      } catch (error) {
+        ctx.report(error);
+        for (const b of form.querySelectorAll('button')) b.disabled = false;
+      }
+    });
+    put(waitBox, form);
+  }
+
+  function renderBody() {
+    put(head, 
+      h('p', { class: 'muted small' }, h('a', { href: '#/runs' }, '← Runs')),
+      h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
+    );
+    const facts = [
+      ['Agent', run.agent], ['Attempt', `${run.attempt} of ${run.max_attempts}`],
+      ['Created', when(run.created_at)], ['Started', when(run.started_at)], ['Finished', when(run.finished_at)],
+      ['Took', run.started_at ? duration(new Date(run.finished_at || Date.now()) - new Date(run.started_at)) : '—'],
+      ['Due', when(run.run_at)], ['Next attempt', when(run.next_attempt_at)], ['Deadline', when(run.deadline)],
+      ['Worker', run.worker_id || '—'], ['Priority', String(run.priority)], ['Timeout', duration(run.timeout_ms)],
+      ['Tenant', run.tenant],
+    ];
+    const links = [];
+    if (run.depends_on.length) links.push(['Depends on', run.depends_on.map((d) => h('div', {}, runLink(d)))]);
+    if (run.compensation_run_id) links.push(['Compensation run', runLink(run.compensation_run_id)]);
+    if (run.compensates_run_id) links.push(['Compensates', runLink(run.compensates_run_id)]);
+    put(body, 
+      h('div', { class: 'panel' },
+        h('div', { class: 'bigprogress' }, progressBar(run.progress || { percent: run.status === 'succeeded' ? 100 : 0 }, true)),
+        h('dl', { class: 'facts' }, [...facts, ...links].map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))),
+          Object.keys(run.metadata).length ? h('div', {}, h('dt', {}, 'Metadata'), h('dd', {}, chips(run.metadata))) : null)),
+      run.error ? h('div', { class: 'panel errorbox', role: 'note' }, h('h2', {}, 'Error'),
+        h('p', {}, h('b', {}, run.error.kind), ': ', run.error.message)) : null,
+    );
+    const attempts = attemptsOf(events);
+    put(attemptsBox, h('h2', {}, 'Attempts'), attempts.length ? table([
+      { label: '#', num: true, cell: (a) => String(a.attempt) },
+      { label: 'Started', cell: (a) => when(a.started) },
+      { label: 'Took', num: true, cell: (a) => duration(new Date(a.ended || Date.now()) - new Date(a.started)) },
+      { label: 'Outcome', cell: (a) => a.outcome },
+      { label: 'Error', cell: (a) => a.error || '' },
+    ], attempts) : h('p', { class: 'muted' }, 'None yet.'));
+    put(dataBox, 
+      h('section', {}, h('h2', {}, 'Input'), json(run.input)),
+      h('section', {}, h('h2', {}, 'Result'), run.result === null ? h('p', { class: 'muted' }, 'None yet.') : json(run.result)),
+      run.checkpoint === null ? null : h('section', {}, h('h2', {}, 'Checkpoint'), json(run.checkpoint)),
+    );
+  }
+
+  function appendEvents(list) {
+    for (const e of list) {
+      if (events.length && e.seq <= events[events.length - 1].seq) continue;
+      events.push(e);
+      timeline.append(h('li', {},
+        h('span', { class: 'muted mono' }, `#${e.seq}`),
+        h('span', { class: 'when' }, h('time', { datetime: e.at, title: when(e.at) }, when(e.at).slice(11))),
+        h('span', {}, badge(e.type), e.attempt ? h('span', { class: 'muted small' }, ` a${e.attempt}`) : null),
+        h('span', { class: 'data' }, summary(e))));
+    }
+  }
+
+  function show(next) {
+    run = next;
+    if (actionsKey !== 'confirming' || TERMINAL.includes(run.status)) renderActions();
+    renderBody();
+    renderWait();
+    if (!TERMINAL.includes(run.status)) follow();
+  }
+
+  async function refresh() {
+    const mine = ++latest; // an answer older than one already shown is dropped
+    try {
+      const [r, ev] = await Promise.all([api(path, { signal: abort.signal }),
+        api(`${path}/events?after=${events.length ? events[events.length - 1].seq : 0}`, { signal: abort.signal })]);
+      appendEvents(ev.events);
+      if (mine === latest) show(r);
+    } catch (error) {
+      if (error.status === 404) {
+        put(root, h('div', { class: 'panel' }, h('h1', {}, 'No such run'),
+          h('p', {}, `There is no run ${id} (or it belongs to another tenant, or retention deleted it). `, h('a', { href: '#/runs' }, 'See the runs.'))));
+        abort.abort();
+        return;
+      }
+      ctx.report(error);
+    }
+  }
+
+  function refreshSoon() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 250);
+  }
+
+  // one live stream at a time, resumed after the last event seen until the run finishes
+  async function follow() {
+    if (streaming) return;
+    streaming = true;
+    liveMark.hidden = false;
+    let failures = 0;
+    while (!abort.signal.aborted && run && !TERMINAL.includes(run.status)) {
+      const after = events.length ? events[events.length - 1].seq : 0;
+      const since = Date.now();
+      let got = 0;
+      try {
+        await followEvents(id, after, (e) => { got += 1; appendEvents([e]); refreshSoon(); }, abort.signal);
+        // a stream that ends at once without news (a proxy cutting it, say) backs off too
+        failures = got || Date.now() - since > 5000 ? 0 : failures + 1;
+      } catch (error) {
+        if (abort.signal.aborted) break;
+        failures += 1;
+        if (failures === 3) ctx.report(error);
+      }
+      if (abort.signal.aborted) break;
+      // the stream ended: the run finished, or the connection dropped; read the run again
+      await refresh();
+      if (run && !TERMINAL.includes(run.status)) await new Promise((r) => setTimeout(r, Math.min(10000, 500 * 2 ** failures)));
+    }
+    streaming = false;
+    liveMark.hidden = true;
+  }
+
+  refresh();
+  return () => { abort.abort(); clearTimeout(refreshTimer); };
+}
