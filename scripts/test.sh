@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, every test, and the examples' build.
+# The test command: formatting, lints, every test, the examples' build, the fuzzing
+# step and the dashboard's browser tests.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +87,11 @@ else
     status=1
     echo "test result: FAILED. 0 passed; 1 failed (scripts/fuzz.sh)" >>"$log"
 fi
+
+# The dashboard in headless Chromium (scripts/ui-test.sh), against the approval_flow
+# example built above; each of its browser tests counts in the closing line.
+step "scripts/ui-test.sh (dashboard in Chromium)"
+scripts/ui-test.sh 2>&1 | tee -a "$log" || status=1
 
 # One closing line for the whole run, summed over every test binary and the fuzz step.
 awk '/^test result:/ {

@@ -44,6 +44,8 @@ impl Role {
 pub struct AppConfig {
     pub role: Role,
     pub listen: SocketAddr,
+    /// A second listener serving only `GET /metrics`, without a key.
+    pub metrics_listen: Option<SocketAddr>,
     pub database_url: String,
     pub store: StoreOptions,
     pub worker: WorkerOptions,
@@ -67,6 +69,7 @@ pub struct Application {
     metrics: Metrics,
     registry: Arc<AgentRegistry>,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     auth: Option<Auth>,
 }
 
@@ -75,14 +78,8 @@ impl Application {
     pub async fn build(config: AppConfig, registry: AgentRegistry) -> anyhow::Result<Self> {
         if config.role.runs_workers() {
             served_agents(&registry, config.worker.agents.as_deref())?;
-            if let Some(unknown) = config
-                .worker
-                .agent_limits
-                .keys()
-                .find(|a| !registry.contains(a))
-            {
-                anyhow::bail!("--agent-limit names `{unknown}`, which is not a registered agent");
-            }
+            limited_agents_exist(&registry, config.worker.agent_limits.keys())
+                .map_err(anyhow::Error::msg)?;
         }
         let store = Store::connect(&config.database_url, &config.store)
             .await
@@ -94,12 +91,6 @@ impl Application {
                 .await
                 .context("creating the indexes of Redis delivery")?;
         }
-        if config.role.runs_workers() && config.worker.retention.is_enabled() {
-            store
-                .enable_retention()
-                .await
-                .context("creating the index of retention")?;
-        }
         let (listener, auth) = if config.role.serves_http() {
             let auth = auth_for(&config, &store).await?;
             let listener = TcpListener::bind(config.listen)
@@ -109,12 +100,21 @@ impl Application {
         } else {
             (None, None)
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} (--metrics-listen)"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             config,
             store,
             metrics: Metrics::new(),
             registry: Arc::new(registry),
             listener,
+            metrics_listener,
             auth,
         })
     }
@@ -156,13 +156,21 @@ impl Application {
                 metrics: self.metrics.clone(),
             };
             let app = api::router(state, &self.config.http);
-            let token = token.clone();
-            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving HTTP");
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-            })
+            spawn_server(listener, app, token.clone(), "HTTP")
+        });
+        let scrape_stop = CancellationToken::new();
+        let scrape = self.metrics_listener.map(|listener| {
+            let app = api::metrics_router(api::Scrape {
+                store: self.store.clone(),
+                registry: self.registry.clone(),
+                metrics: self.metrics.clone(),
+                one_at_a_time: Default::default(),
+            });
+            if !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+                tracing::warn!("--metrics-listen serves without a key: keep its address private");
+            }
+            // stopped after the worker, so what it counts while it drains can be scraped
+            spawn_server(listener, app, scrape_stop.clone(), "metrics")
         });
         let worker = worker_status.map(|status| {
             tokio::spawn(run_worker(
@@ -178,16 +186,38 @@ impl Application {
         tracing::info!("shutting down");
         token.cancel();
         if let Some(http) = http {
-            http.await
-                .context("HTTP server task")?
-                .context("HTTP server")?;
+            http.await.context("HTTP server task")??;
         }
         if let Some(worker) = worker {
             worker.await.context("worker task")??;
         }
+        scrape_stop.cancel();
+        if let Some(scrape) = scrape {
+            scrape.await.context("metrics server task")??;
+        }
         self.store.close().await;
         Ok(())
     }
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled, then finishes the open requests.
+fn spawn_server(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+    what: &'static str,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, "serving {what}");
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .with_context(|| format!("{what} server on {addr}"))
+    })
 }
 
 /// The `agentq` command line over `agents`: what the binary runs, and what an application
@@ -208,6 +238,10 @@ pub fn main_with(agents: AgentRegistry) -> ExitCode {
     }
     if let Err(e) = served_agents(&agents, cli.settings.agents.as_deref()) {
         return usage_error(&format!("--agents: {e}"));
+    }
+    // a setting naming no agent is a usage error (exit 2, not restarted by systemd)
+    if let Err(e) = limited_agents_exist(&agents, cli.settings.agent_limit.iter().map(|(a, _)| a)) {
+        return usage_error(&e);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -252,9 +286,23 @@ async fn auth_for(config: &AppConfig, store: &Store) -> anyhow::Result<Auth> {
         open,
         http.token_secret.as_ref().map(|s| s.0.as_str()),
         http.run_token_ttl,
+        &http.cors_origins,
     )
     .await
     .context("reading the run token secret")
+}
+
+/// `--agent-limit` may name only registered agents.
+fn limited_agents_exist<'a>(
+    registry: &AgentRegistry,
+    mut limited: impl Iterator<Item = &'a String>,
+) -> Result<(), String> {
+    match limited.find(|a| !registry.contains(a)) {
+        Some(unknown) => Err(format!(
+            "--agent-limit names `{unknown}`, which is not a registered agent"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A bad setting: one line on stderr and exit code 2.

@@ -119,6 +119,11 @@ pub struct Settings {
         global = true
     )]
     pub listen: SocketAddr,
+    /// Also serve `GET /metrics` on this address, without a key, for a Prometheus scraper:
+    /// the one way to read a worker process's counters (an `agentq worker` serves no API).
+    /// Bind it to a private address. Unset: no such listener.
+    #[arg(long, env = "AGENTQ_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where runs are kept: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(
         long,
@@ -409,6 +414,7 @@ impl Settings {
         AppConfig {
             role,
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
             database_url: self.database_url.clone(),
             store: StoreOptions {
                 sqlite_synchronous_full: self.sqlite_sync == SqliteSync::Full,

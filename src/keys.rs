@@ -69,7 +69,10 @@ async fn execute(command: KeysCommand, store: &Store) -> anyhow::Result<()> {
                 store.revoke_key(id).await?,
                 "no live key with id {id} (see `agentq keys list`)"
             );
-            eprintln!("key {id} revoked; it stops working within 5 s");
+            eprintln!(
+                "key {id} revoked; it stops working within {} s",
+                crate::api::KEY_CACHE_TTL.as_secs()
+            );
         }
     }
     Ok(())

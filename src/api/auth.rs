@@ -80,7 +80,7 @@ impl Caller {
                 Scope::Admin => "this key lacks the admin scope",
             })),
             Caller::Token(_) => Err(ApiError::Forbidden(
-                "a run token only reads its run, follows its events and sends the signals it waits for",
+                "a run token only reads its run, follows its events, sends the signals it waits for and lists the agents",
             )),
         }
     }
@@ -176,6 +176,9 @@ struct Inner {
     token_ttl: Duration,
     keys: Mutex<HashMap<String, (Instant, Option<KeyRecord>)>>,
     keys_made: Mutex<Option<(Instant, bool)>>,
+    /// Origins whose pages may call without keys besides this machine's own
+    /// (`--cors-origins`; `*` is any).
+    page_origins: Vec<String>,
 }
 
 impl Auth {
@@ -186,6 +189,7 @@ impl Auth {
         open: OpenMode,
         token_secret: Option<&str>,
         token_ttl: Duration,
+        page_origins: &[String],
     ) -> Result<Self, crate::store::StoreError> {
         let secret = match token_secret {
             Some(s) => s.to_owned(),
@@ -202,6 +206,7 @@ impl Auth {
                 token_ttl,
                 keys: Mutex::new(HashMap::new()),
                 keys_made: Mutex::new(None),
+                page_origins: page_origins.to_vec(),
             }),
         })
     }
@@ -223,7 +228,9 @@ impl Auth {
         }
         let cached = *self.inner.keys_made.lock().expect("auth cache lock");
         let any = match cached {
-            Some((at, any)) if at.elapsed() < KEY_CACHE_TTL => any,
+            // keys are revoked, never deleted: once one was made, that is for good
+            Some((_, true)) => true,
+            Some((at, false)) if at.elapsed() < KEY_CACHE_TTL => false,
             _ => {
                 let any = self.inner.store.count_keys().await? > 0;
                 *self.inner.keys_made.lock().expect("auth cache lock") =
@@ -312,6 +319,11 @@ fn addressed_to_loopback(req: &Request) -> bool {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().host())
         .unwrap_or_default();
+    loopback_name(host)
+}
+
+/// Whether `host` (`name`, `name:port`, `[v6]:port`) names this machine.
+fn loopback_name(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
@@ -320,6 +332,32 @@ fn addressed_to_loopback(req: &Request) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a browser sent the request for a page of a site that may not call without
+/// keys. Without keys nothing else tells the dashboard's requests (or a local frontend's)
+/// from those a web page makes the visitor's browser send here: a cancel by a page that
+/// learnt a run id, say. A page's request names its `Origin`, which the page cannot
+/// choose: allowed are this machine's pages, the server's own origin and `page_origins`
+/// (`--cors-origins`). A request without `Origin` (a program, or a browser's navigation)
+/// is refused only when the browser says it comes from another site (`Sec-Fetch-Site`).
+fn from_another_site(req: &Request, page_origins: &[String]) -> bool {
+    let headers = req.headers();
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"));
+    };
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let own = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| host.eq_ignore_ascii_case(authority));
+    let listed = page_origins
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    !(own || listed || loopback_name(authority))
 }
 
 /// The middleware: puts the `Caller` in the request, or answers 401 (or 429 when the
@@ -335,6 +373,9 @@ pub(super) async fn authenticate(
                 "without API keys the server only answers requests addressed to localhost (a web page or a proxy must not reach it): create a key with `agentq keys create`",
             ))
         }
+        Ok(true) if from_another_site(&req, &auth.inner.page_origins) => Err(ApiError::Forbidden(
+            "without API keys the server answers no page of another site (its requests would act with the visitor's access): create a key with `agentq keys create`",
+        )),
         Ok(true) => Ok(Caller::Open),
         Ok(false) => match credential(&req) {
             Some(c) => auth.caller(&c).await,
@@ -367,6 +408,55 @@ mod tests {
             b = b.header(header::AUTHORIZATION, a);
         }
         b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn pages_of_other_sites_are_told_apart_from_local_pages_and_programs() {
+        let with = |headers: &[(&str, &str)]| {
+            let mut b = axum::http::Request::builder()
+                .uri("/v1/runs")
+                .header(header::HOST, "localhost:8080");
+            for (name, value) in headers {
+                b = b.header(*name, *value);
+            }
+            let listed = ["https://app.example.com".to_owned()];
+            from_another_site(&b.body(axum::body::Body::empty()).unwrap(), &listed)
+        };
+        // curl, SDKs, workers
+        assert!(!with(&[]));
+        // the dashboard, and a local frontend on another port or loopback name
+        assert!(!with(&[("sec-fetch-site", "same-origin")]));
+        assert!(!with(&[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://localhost:3000")
+        ]));
+        assert!(!with(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://127.0.0.1:3000")
+        ]));
+        assert!(!with(&[("origin", "http://127.0.0.1:3000")]));
+        assert!(!with(&[("sec-fetch-site", "none")]));
+        // the server's own origin, whatever its name (--insecure-no-auth on a LAN address)
+        let own = axum::http::Request::builder()
+            .uri("/v1/runs")
+            .header(header::HOST, "10.0.0.5:8080")
+            .header(header::ORIGIN, "http://10.0.0.5:8080")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert!(!from_another_site(&own, &[]));
+        // a frontend allowed by --cors-origins
+        assert!(!with(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://app.example.com")
+        ]));
+        // somebody else's page
+        assert!(with(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example")
+        ]));
+        assert!(with(&[("origin", "https://evil.example")]));
+        assert!(with(&[("origin", "null")]));
+        assert!(with(&[("sec-fetch-site", "cross-site")]));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! A token bucket is a few lines; a rate-limiting crate would add five dependencies.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::Store;
@@ -27,9 +27,13 @@ pub struct Limits {
     max_active: Option<u64>,
     buckets: Mutex<HashMap<String, Bucket>>,
     /// Per tenant: the count of runs not finished and when it was read, plus the runs
-    /// this process admitted since. Async: held across the database count.
-    active: tokio::sync::Mutex<HashMap<String, (Instant, u64)>>,
+    /// this process admitted since. Each tenant's is locked on its own (held across that
+    /// tenant's database count), so one tenant's count holds up no other tenant.
+    active: Mutex<HashMap<String, Arc<ActiveCount>>>,
 }
+
+/// A tenant's count of runs not finished, when it was read, plus what was admitted since.
+type ActiveCount = tokio::sync::Mutex<Option<(Instant, u64)>>;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -86,18 +90,22 @@ impl Limits {
         let Some(max) = self.max_active else {
             return Ok(());
         };
-        let mut active = self.active.lock().await;
-        let cached = active
-            .get(tenant)
-            .filter(|(at, _)| at.elapsed() < ACTIVE_COUNT_TTL)
-            .copied();
+        let entry = self
+            .active
+            .lock()
+            .expect("limits lock")
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone();
+        let mut active = entry.lock().await;
+        let cached = active.filter(|(at, _)| at.elapsed() < ACTIVE_COUNT_TTL);
         // a fresh count restarts the clock; a cached one keeps its age
         let (at, count) = match cached {
             Some(entry) => entry,
             None => (Instant::now(), store.count_active_runs(tenant).await?),
         };
         if count >= max {
-            active.insert(tenant.to_owned(), (at, count));
+            *active = Some((at, count));
             return Err(ApiError::TooManyRequests {
                 code: "too_many_active_runs",
                 detail: format!(
@@ -106,7 +114,7 @@ impl Limits {
                 retry_after: 1,
             });
         }
-        active.insert(tenant.to_owned(), (at, count + 1));
+        *active = Some((at, count + 1));
         Ok(())
     }
 
@@ -116,7 +124,15 @@ impl Limits {
         if self.max_active.is_none() {
             return;
         }
-        if let Some((_, n)) = self.active.lock().await.get_mut(tenant) {
+        let entry = self
+            .active
+            .lock()
+            .expect("limits lock")
+            .get(tenant)
+            .cloned();
+        if let Some(entry) = entry
+            && let Some((_, n)) = entry.lock().await.as_mut()
+        {
             *n = n.saturating_sub(1);
         }
     }

@@ -1,4 +1,7 @@
-//! Query parameters of `GET /v1/runs`, parsed into a `RunFilter` with field-named errors.
+//! Query parameters of `GET /v1/runs` and `GET /v1/runs/counts`, parsed into a `RunFilter`
+//! with field-named errors.
+
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -11,6 +14,14 @@ use super::error::{ApiError, FieldError};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
+/// The most `metadata[key]=value` filters one request may carry.
+pub const MAX_METADATA_FILTERS: usize = 20;
+/// The longest search string.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
+/// The description of the `metadata` query parameter (deepObject: `metadata[team]=growth`).
+pub const METADATA_PARAM: &str = "Only runs whose metadata has each of these entries, \
+     values compared as text: `metadata[team]=growth&metadata[env]=prod` (up to 20).";
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -22,28 +33,88 @@ pub struct ListRunsParams {
     pub created_after: Option<String>,
     /// RFC 3339; runs created before.
     pub created_before: Option<String>,
+    /// Runs whose id or one of whose metadata values contains this (ASCII case ignored).
+    pub q: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500 (default 50).
     pub limit: Option<String>,
+    /// `metadata[key]` entries (documented as the `metadata` deepObject parameter).
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub rest: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CountRunsParams {
+    pub agent: Option<String>,
+    /// RFC 3339; runs created at or after.
+    pub created_after: Option<String>,
+    /// RFC 3339; runs created before.
+    pub created_before: Option<String>,
+    /// Runs whose id or one of whose metadata values contains this (ASCII case ignored).
+    pub q: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub rest: HashMap<String, String>,
+}
+
+impl CountRunsParams {
+    pub fn into_filter(self) -> Result<RunFilter, ApiError> {
+        let mut problems = Vec::new();
+        let filter = self.filter(&mut problems);
+        validated(filter, problems)
+    }
+
+    /// The filters listing and counting share; what is wrong goes to `problems`.
+    fn filter(self, problems: &mut Vec<FieldError>) -> RunFilter {
+        let mut filter = RunFilter {
+            agent: self
+                .agent
+                .filter(|a| !a.is_empty() && no_nul("agent", a, problems)),
+            limit: DEFAULT_LIMIT,
+            ..RunFilter::default()
+        };
+        filter.created_after = parse_time("created_after", self.created_after, problems);
+        filter.created_before = parse_time("created_before", self.created_before, problems);
+        let search = self
+            .q
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty());
+        if let Some(q) = search.filter(|q| no_nul("q", q, problems)) {
+            if q.chars().count() > MAX_SEARCH_CHARS {
+                problems.push(FieldError::new(
+                    "q",
+                    "too_long",
+                    format!("q must be at most {MAX_SEARCH_CHARS} characters"),
+                ));
+            } else {
+                filter.search = Some(q);
+            }
+        }
+        filter.metadata = metadata_filters(self.rest, problems);
+        filter
+    }
 }
 
 impl ListRunsParams {
     pub fn into_filter(self) -> Result<RunFilter, ApiError> {
         let mut problems = Vec::new();
-        let mut filter = RunFilter {
-            agent: self.agent.filter(|a| !a.is_empty()),
-            limit: DEFAULT_LIMIT,
-            ..RunFilter::default()
+        let shared = CountRunsParams {
+            agent: self.agent,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            q: self.q,
+            rest: self.rest,
         };
+        let mut filter = shared.filter(&mut problems);
         for status in self.status.iter().flat_map(|s| s.split(',')).map(str::trim) {
             match status.parse::<RunStatus>() {
                 Ok(s) => filter.statuses.push(s),
                 Err(e) => problems.push(FieldError::new("status", "invalid_value", e)),
             }
         }
-        filter.created_after = parse_time("created_after", self.created_after, &mut problems);
-        filter.created_before = parse_time("created_before", self.created_before, &mut problems);
         if let Some(cursor) = self.cursor {
             match cursor.parse() {
                 Ok(id) => filter.before = Some(id),
@@ -64,12 +135,62 @@ impl ListRunsParams {
                 )),
             }
         }
-        if problems.is_empty() {
-            Ok(filter)
-        } else {
-            Err(ApiError::Validation(problems))
+        validated(filter, problems)
+    }
+}
+
+fn validated(filter: RunFilter, problems: Vec<FieldError>) -> Result<RunFilter, ApiError> {
+    if problems.is_empty() {
+        Ok(filter)
+    } else {
+        Err(ApiError::Validation(problems))
+    }
+}
+
+/// PostgreSQL refuses NUL in text: such a filter would fail in the database, not here.
+fn no_nul(field: &str, value: &str, problems: &mut Vec<FieldError>) -> bool {
+    if value.contains('\0') {
+        problems.push(FieldError::new(
+            field,
+            "invalid_value",
+            format!("{field} must not contain NUL characters"),
+        ));
+        return false;
+    }
+    true
+}
+
+/// The `metadata[key]=value` parameters; other unknown parameters are ignored.
+fn metadata_filters(
+    rest: HashMap<String, String>,
+    problems: &mut Vec<FieldError>,
+) -> BTreeMap<String, String> {
+    let mut filters = BTreeMap::new();
+    for (name, value) in rest {
+        let Some(inner) = name.strip_prefix("metadata") else {
+            continue;
+        };
+        match inner.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
+            Some(key) if !key.is_empty() => {
+                if no_nul("metadata", key, problems) && no_nul("metadata", &value, problems) {
+                    filters.insert(key.to_owned(), value);
+                }
+            }
+            _ => problems.push(FieldError::new(
+                "metadata",
+                "invalid_value",
+                format!("`{name}`: a metadata filter is written metadata[key]=value"),
+            )),
         }
     }
+    if filters.len() > MAX_METADATA_FILTERS {
+        problems.push(FieldError::new(
+            "metadata",
+            "too_many",
+            format!("at most {MAX_METADATA_FILTERS} metadata filters"),
+        ));
+    }
+    filters
 }
 
 fn parse_time(

@@ -1,12 +1,19 @@
 //! `GET /metrics`: Prometheus metrics in the OpenMetrics text format (see
 //! `telemetry::Metrics` for what is measured and where).
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::jobs::GONE_AFTER;
-use crate::telemetry::METRICS_CONTENT_TYPE;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::jobs::{AgentRegistry, GONE_AFTER};
+use crate::store::Store;
+use crate::telemetry::{METRICS_CONTENT_TYPE, Metrics};
 
 use super::ApiState;
 use super::auth::Caller;
@@ -30,16 +37,51 @@ pub async fn get_metrics(State(state): State<ApiState>, caller: Caller) -> Respo
     if let Err(e) = caller.require(Scope::Admin) {
         return e.into_response();
     }
-    let load = match state.store.queue_load(GONE_AFTER).await {
+    metrics_page(&state.store, &state.registry, &state.metrics).await
+}
+
+/// What `--metrics-listen` serves from: cheap handles only.
+#[derive(Clone)]
+pub struct Scrape {
+    pub store: Store,
+    pub registry: Arc<AgentRegistry>,
+    pub metrics: Metrics,
+    /// One scrape at a time: a flood of them waits here (and times out) instead of
+    /// each reading the database.
+    pub one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How long a scrape of `--metrics-listen` may take, waiting its turn included.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The router of `--metrics-listen`: `GET /metrics` with no key (the address is the
+/// access control), anything else a 404 problem.
+pub fn metrics_router(scrape: Scrape) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Scrape>| async move {
+                let _turn = s.one_at_a_time.lock().await;
+                metrics_page(&s.store, &s.registry, &s.metrics).await
+            }),
+        )
+        .fallback(super::middleware::not_found)
+        .with_state(scrape)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SCRAPE_TIMEOUT,
+        ))
+}
+
+async fn metrics_page(store: &Store, registry: &AgentRegistry, metrics: &Metrics) -> Response {
+    let load = match store.queue_load(GONE_AFTER).await {
         Ok(load) => Some(load),
         Err(e) => {
             tracing::warn!(error = %e, "metrics: could not read the queue's gauges");
             None
         }
     };
-    let agents: Vec<&str> = state.registry.names().collect();
-    let body = state
-        .metrics
-        .render(&state.store.transitions(), load.as_ref(), &agents);
+    let agents: Vec<&str> = registry.names().collect();
+    let body = metrics.render(&store.transitions(), load.as_ref(), &agents);
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }

@@ -16,6 +16,7 @@ mod runs;
 mod signals;
 mod stream;
 mod system;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use auth::{Auth, Caller, KEY_CACHE_TTL, OpenMode};
 pub use create::{CreateRunRequest, RunDefaults};
 pub use error::{ApiError, FieldError, Problem};
 pub use limits::Limits;
+pub use metrics::{Scrape, metrics_router};
 
 /// What every handler can reach: cheap handles only.
 #[derive(Clone)]
@@ -126,6 +128,7 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
     };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(guard(routes!(runs::create_run, runs::list_runs)))
+        .routes(guard(routes!(runs::count_runs)))
         .routes(guard(routes!(runs::get_run)))
         .routes(guard(routes!(runs::list_run_events)))
         .routes(guard(routes!(actions::cancel_run)))
@@ -134,6 +137,7 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
         .routes(guard(routes!(signals::send_signal)))
         .routes(guard(routes!(system::list_agents)))
         .routes(guard(routes!(system::list_workers)))
+        .routes(guard(routes!(system::list_queues)))
         // health answers without a key
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
@@ -166,6 +170,7 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
             }),
         )
         .merge(Scalar::with_url("/docs", doc))
+        .merge(ui::routes())
         .fallback(middleware::not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())

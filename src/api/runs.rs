@@ -11,17 +11,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use serde_json::Value;
 
-use crate::domain::{Inserted, Run, RunEvent, RunId, Scope};
+use crate::domain::{Inserted, Run, RunEvent, RunId, Scope, StatusCounts};
 
 use super::ApiState;
 use super::auth::Caller;
 use super::create::{CreateRunRequest, idempotency_key};
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, from_value};
-use super::list::ListRunsParams;
+use super::list::{CountRunsParams, ListRunsParams, METADATA_PARAM};
 use super::stream;
 
-/// A page of runs, newest first.
 /// A run just accepted, with a token a browser may use for it.
 #[derive(Serialize, ToSchema)]
 pub struct CreatedRun {
@@ -34,6 +33,7 @@ pub struct CreatedRun {
     pub run_token_expires_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct RunList {
     pub runs: Vec<Run>,
@@ -168,13 +168,13 @@ pub async fn get_run(
     Ok(response)
 }
 
-fn etag_of(body: &[u8]) -> String {
+pub(super) fn etag_of(body: &[u8]) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     body.hash(&mut hasher);
     format!("\"{:016x}{:08x}\"", hasher.finish(), body.len())
 }
 
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+pub(super) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -186,7 +186,8 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 
 /// List runs, newest first, with filters and cursor paging.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "list_runs",
-    params(ListRunsParams),
+    params(ListRunsParams,
+           ("metadata" = Option<Object>, Query, style = DeepObject, explode, description = METADATA_PARAM)),
     responses(
         (status = 200, description = "A page of the caller's tenant's runs", body = RunList),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -206,6 +207,29 @@ pub async fn list_runs(
         runs: page.runs,
         next_cursor: page.next_cursor.map(|id| id.to_string()),
     }))
+}
+
+/// How many runs match, by status: the caller's tenant's runs with the same filters as
+/// listing (status, cursor and limit aside). Counting reads every matching run: on a
+/// large table, narrow it with `created_after` or keep the table bounded with retention.
+#[utoipa::path(get, path = "/v1/runs/counts", tag = "runs", operation_id = "count_runs",
+    params(CountRunsParams,
+           ("metadata" = Option<Object>, Query, style = DeepObject, explode, description = METADATA_PARAM)),
+    responses(
+        (status = 200, description = "The counts; every status is present", body = StatusCounts),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:read", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn count_runs(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<CountRunsParams>,
+) -> Result<Json<StatusCounts>, ApiError> {
+    caller.require(Scope::RunsRead)?;
+    let mut filter = params.into_filter()?;
+    filter.tenant = caller.tenant_filter();
+    Ok(Json(state.store.count_runs(&filter).await?))
 }
 
 /// A run's events in order: created, started, progress, retry_scheduled, succeeded, ….
@@ -230,10 +254,12 @@ pub async fn list_run_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
-    caller.may_read(&state.store.get_run(id).await?)?;
+    let run = state.store.get_run(id).await?;
+    caller.may_read(&run)?;
     if stream::wants_stream(&headers) {
         let after = stream::resume_after(&headers, params.after)?;
-        return stream::stream_events(state.store.clone(), id, after).await;
+        let finished = run.status.is_terminal();
+        return stream::stream_events(state.store.clone(), id, after, finished).await;
     }
     let events = state
         .store

@@ -16,13 +16,12 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use tokio::sync::watch;
 
-use crate::domain::{RunEvent, RunId};
+use crate::domain::{RunEvent, RunId, RunStatus};
 use crate::store::Store;
 
 use super::error::ApiError;
 
 const POLL: Duration = Duration::from_millis(250);
-const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 /// Whether the client asked for a live stream.
 pub(super) fn wants_stream(headers: &HeaderMap) -> bool {
@@ -57,17 +56,20 @@ struct Follow {
     ended: bool,
 }
 
+/// `finished`: the run had finished when the caller read it. If it finished since, its
+/// terminal event is among those read here (it comes after `after`: the client cannot
+/// have seen it yet) and ends the stream in its turn.
 pub(super) async fn stream_events(
     store: Store,
     id: RunId,
     after: i64,
+    finished: bool,
 ) -> Result<Response, ApiError> {
     // follow before reading, so nothing committed in between is missed
     let heads = store.follow_events(id);
-    let run = store.get_run(id).await?;
     let pending: VecDeque<RunEvent> = store.list_events(id, after).await?.into();
     let follow = Follow {
-        ended: run.status.is_terminal(),
+        ended: finished,
         store,
         id,
         after,
@@ -87,7 +89,11 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                 f.after = event.seq;
                 // events written with or after the terminal one (compensation, webhooks)
                 // are still sent; then the stream ends
-                f.ended |= TERMINAL.contains(&event.kind.as_str());
+                // (a terminal event is named after the status it leaves the run in)
+                f.ended |= event
+                    .kind
+                    .parse::<RunStatus>()
+                    .is_ok_and(RunStatus::is_terminal);
                 return Some((Ok(to_sse(&event)), f));
             }
             if f.ended {

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Scope, WorkerInfo};
+use crate::domain::{QueueStats, Scope, WorkerInfo, throughput_start};
 use crate::jobs::{AgentInfo, GONE_AFTER};
 
 use super::ApiError;
@@ -85,6 +85,50 @@ pub async fn list_workers(
     caller.require(Scope::Admin)?;
     let workers = state.store.list_workers(GONE_AFTER).await?;
     Ok(Json(WorkerList { workers }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueList {
+    /// Every registered agent, and any other with runs unfinished or finished in the last
+    /// hour, by name.
+    pub queues: Vec<QueueStats>,
+    /// The minute the throughput series start at (each has one entry per minute, the
+    /// current minute last).
+    pub window_start: chrono::DateTime<chrono::Utc>,
+}
+
+/// Per agent: its unfinished runs by state, how long the oldest queued run has waited,
+/// and its finished runs per minute over the last hour. The caller's tenant's runs only.
+#[utoipa::path(get, path = "/v1/queues", tag = "agents", operation_id = "list_queues",
+    responses(
+        (status = 200, description = "The queues", body = QueueList),
+        (status = 401, description = "No valid API key", body = crate::api::Problem,
+         content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks runs:read", body = crate::api::Problem,
+         content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = crate::api::Problem,
+         content_type = "application/problem+json"),
+    ))]
+pub async fn list_queues(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<QueueList>, ApiError> {
+    caller.require(Scope::RunsRead)?;
+    let tenant = caller.tenant_filter();
+    let now = chrono::Utc::now();
+    let mut queues = state.store.queue_stats(tenant.as_deref(), now).await?;
+    // registered agents show up idle rather than missing
+    for agent in state.registry.names() {
+        if !queues.iter().any(|q| q.agent == agent) {
+            queues.push(QueueStats::new(agent.to_owned()));
+        }
+    }
+    queues.sort_by(|a, b| a.agent.cmp(&b.agent));
+    let start = throughput_start(now.timestamp_millis());
+    Ok(Json(QueueList {
+        queues,
+        window_start: chrono::DateTime::from_timestamp_millis(start).unwrap_or(now),
+    }))
 }
 
 /// Readiness: the database answers and, in a process that runs workers, the worker loop

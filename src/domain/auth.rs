@@ -81,16 +81,6 @@ impl Scope {
 pub struct Scopes(BTreeSet<Scope>);
 
 impl Scopes {
-    /// Every scope: what a caller has when the server runs without auth.
-    pub fn all() -> Self {
-        Self(Scope::ALL.into_iter().collect())
-    }
-
-    /// A new key's scopes when none are asked for.
-    pub fn default_for_keys() -> Self {
-        Self([Scope::RunsRead, Scope::RunsWrite].into_iter().collect())
-    }
-
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut set = BTreeSet::new();
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -5,6 +5,7 @@
 
 mod auth;
 mod backoff;
+mod queue;
 mod run;
 mod signing;
 mod status;
@@ -15,6 +16,7 @@ pub use auth::{
     split_key,
 };
 pub use backoff::Backoff;
+pub use queue::{QueueStats, StatusCounts, THROUGHPUT_MINUTES, throughput_start};
 pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
     RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,

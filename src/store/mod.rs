@@ -18,7 +18,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Inserted, NewRun, Progress, Run, RunEvent, RunId, RunStatus, WorkerBeat, WorkerInfo,
+    Inserted, NewRun, Progress, QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts,
+    WorkerBeat, WorkerInfo,
 };
 
 pub use error::StoreError;
@@ -106,14 +107,6 @@ impl Store {
     /// large table the first call takes as long as building them.
     pub async fn enable_redis_delivery(&self) -> Result<(), StoreError> {
         on_engine!(self, e => e.enable_redis_delivery().await)
-    }
-
-    /// Prepares the database for retention: creates the index of finished runs only the
-    /// janitor reads, which deployments that keep every run would otherwise write on every
-    /// finish for nothing. Idempotent; on a large table the first call takes as long as
-    /// building it.
-    pub async fn enable_retention(&self) -> Result<(), StoreError> {
-        on_engine!(self, e => e.enable_retention().await)
     }
 
     /// Applies pending migrations.
@@ -329,7 +322,7 @@ impl Store {
     /// Where retention of finished runs of `status` ends: runs that finished more than
     /// `older_than` ago, and those beyond the newest `keep`, come before the key returned
     /// (the later of the two). `None` when neither applies. `keep` reads the index of
-    /// finished runs up to that many entries (see `enable_retention`).
+    /// finished runs (`runs_finished`) up to that many entries.
     pub async fn retention_bound(
         &self,
         status: RunStatus,
@@ -366,6 +359,23 @@ impl Store {
 
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
         on_engine!(self, e => e.list_runs(filter).await)
+    }
+
+    /// How many runs match the filter (its statuses, cursor and limit aside), by status.
+    pub async fn count_runs(&self, filter: &RunFilter) -> Result<StatusCounts, StoreError> {
+        on_engine!(self, e => e.count_runs(filter).await)
+    }
+
+    /// Every agent with runs unfinished, or finished in the hour before `now`: its runs by
+    /// state and its finished runs per minute of that hour (from `throughput_start(now)`).
+    /// Only `tenant`'s runs, if given.
+    pub async fn queue_stats(
+        &self,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let now = to_ms(now);
+        on_engine!(self, e => e.queue_stats(now, tenant).await)
     }
 
     /// How many of the tenant's runs have not finished.

@@ -101,6 +101,34 @@ pub struct RunFilter {
     pub limit: u32,
     /// Only this tenant's runs; `None` for all.
     pub tenant: Option<String>,
+    /// Only runs whose metadata has every one of these entries.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Only runs whose id or a metadata value contains this, ignoring ASCII case.
+    pub search: Option<String>,
+}
+
+impl RunFilter {
+    /// `search` as a LIKE pattern with `\` escaping: contains, anywhere.
+    pub fn search_pattern(&self) -> Option<String> {
+        self.search.as_deref().map(|s| {
+            let mut pattern = String::with_capacity(s.len() + 2);
+            pattern.push('%');
+            for c in s.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            pattern
+        })
+    }
+
+    /// `metadata` as a JSON object, `None` when empty.
+    pub fn metadata_json(&self) -> Option<String> {
+        (!self.metadata.is_empty())
+            .then(|| serde_json::to_string(&self.metadata).expect("a string map serialises"))
+    }
 }
 
 /// One page of runs and the cursor of the next, if any.

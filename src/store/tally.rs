@@ -19,12 +19,7 @@ impl Tally {
         }
         let mut counts = self.lock();
         for (agent, transition) in committed {
-            match counts.get_mut(&(agent.clone(), *transition)) {
-                Some(n) => *n += 1,
-                None => {
-                    counts.insert((agent.clone(), *transition), 1);
-                }
-            }
+            *counts.entry((agent.clone(), *transition)).or_default() += 1;
         }
     }
 

@@ -7,7 +7,7 @@ mod otlp;
 mod trace_context;
 
 pub use metrics::{AttemptOutcome, CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
-pub use otlp::{OtlpOptions, Tracing, enabled as tracing_enabled};
+pub use otlp::{OtlpOptions, Tracing};
 pub use trace_context::{
     attempt_span, continue_request, for_new_run as trace_parent_for_new_run, from_traceparent,
     to_traceparent,

@@ -23,7 +23,12 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--concurrency", "0"], "--concurrency");
     assert_usage_error(&["--agent-limit", "http"], "--agent-limit");
     assert_usage_error(&["--agent-limit", "http=0"], "at least 1");
+    assert_usage_error(&["worker", "--agent-limit", "nope=2"], "`nope`");
     assert_usage_error(&["--listen", "nowhere"], "--listen");
+    assert_usage_error(
+        &["worker", "--metrics-listen", "nowhere"],
+        "--metrics-listen",
+    );
     assert_usage_error(&["--database-url", "mysql://localhost/x"], "--database-url");
     assert_usage_error(
         &["--backoff-base", "1m", "--backoff-cap", "1s"],
@@ -92,8 +97,8 @@ fn the_openapi_command_prints_the_committed_document() {
     );
 }
 
-#[test]
-fn migrate_creates_the_schema_and_exits() {
+#[tokio::test]
+async fn migrate_creates_the_schema_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
     let url = format!("sqlite://{}", db.display());
@@ -103,13 +108,33 @@ fn migrate_creates_the_schema_and_exits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // read through SQLite, not the file: the schema may still be in the WAL
+    let applied = || async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        (tables, migrations)
+    };
+    let (tables, migrations) = applied().await;
+    for table in ["runs", "run_events"] {
+        assert!(tables.iter().any(|t| t == table), "{table}: {tables:?}");
+    }
+    let files = std::fs::read_dir("migrations/sqlite").unwrap().count();
+    assert_eq!(migrations, files as i64, "every migration applied once");
     // running it again is a no-op
+    let again = agentq(&["migrate", "--database-url", &url]);
     assert!(
-        agentq(&["migrate", "--database-url", &url])
-            .status
-            .success()
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
     );
-    let schema = std::fs::read(&db).unwrap();
-    let has = |table: &str| schema.windows(table.len()).any(|w| w == table.as_bytes());
-    assert!(has("CREATE TABLE runs") && has("CREATE TABLE run_events"));
+    assert_eq!(applied().await, (tables, migrations));
 }

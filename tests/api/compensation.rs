@@ -50,11 +50,7 @@ async fn success_and_cancel_create_no_compensation() {
             json!({"agent": "echo", "input": {"value": 1}, "on_failure": spec, "run_at": later}),
         )
         .await;
-    app.client
-        .post(app.url(&format!("/v1/runs/{cancelled}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    app.cancel(&cancelled).await;
     let ok = app
         .wait_for_status(&ok, "succeeded", Duration::from_secs(5))
         .await;

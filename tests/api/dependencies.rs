@@ -92,11 +92,7 @@ async fn cancelling_a_run_cancels_the_runs_that_depend_on_it() {
     let dependent = app
         .create(json!({"agent": "gather", "depends_on": [first]}))
         .await;
-    app.client
-        .post(app.url(&format!("/v1/runs/{first}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    app.cancel(&first).await;
     let run = app
         .wait_for_status(&dependent, "cancelled", Duration::from_secs(5))
         .await;

@@ -7,7 +7,7 @@ use agentq::domain::{NewRun, Progress, RunError, RunErrorKind, RunStatus};
 use agentq::store::{ClaimedRun, Outcome, Store};
 use serde_json::json;
 
-use crate::helpers::{echo_only, new_run, temp_store};
+use crate::helpers::{echo_only, insert, new_run, temp_store};
 
 /// Claims the one due run for `worker`.
 async fn claim_one(store: &Store, worker: &str, lease: Duration) -> ClaimedRun {
@@ -400,4 +400,37 @@ async fn a_stale_attempt_cannot_overwrite_the_checkpoint() {
         .unwrap();
     let next = claim_one(&store, "c", Duration::from_secs(30)).await;
     assert_eq!(next.checkpoint, Some(json!({"step": 2})));
+}
+
+#[tokio::test]
+async fn a_run_given_back_mid_attempt_keeps_its_place_in_line_and_waits_from_then() {
+    let (store, _dir) = temp_store().await;
+    let first = insert(&store, new_run()).await.id;
+    claim_one(&store, "gone", Duration::ZERO).await;
+    // a run queued while the first one ran
+    store.insert_run(new_run()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // its worker lost the lease: it is claimed next, and its wait counts from the sweep
+    let swept = std::time::Instant::now();
+    assert_eq!(store.sweep_expired().await.unwrap().retried, 1);
+    let again = claim_one(&store, "b", Duration::from_secs(30)).await;
+    assert_eq!(again.id, first, "the lost run goes first");
+    assert!(
+        u128::from(again.queue_wait_ms) <= swept.elapsed().as_millis() + 1,
+        "queue wait {} ms, not counted from the sweep",
+        again.queue_wait_ms
+    );
+
+    // handed back at shutdown: the same
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = std::time::Instant::now();
+    assert_eq!(store.release_worker("b".into()).await.unwrap(), 1);
+    let again = claim_one(&store, "c", Duration::from_secs(30)).await;
+    assert_eq!(again.id, first, "the handed-back run goes first");
+    assert!(
+        u128::from(again.queue_wait_ms) <= released.elapsed().as_millis() + 1,
+        "queue wait {} ms, not counted from the hand-back",
+        again.queue_wait_ms
+    );
 }

@@ -106,6 +106,7 @@ pub fn config(db_url: &str) -> AppConfig {
     AppConfig {
         role: Role::Serve,
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         database_url: db_url.to_owned(),
         store: StoreOptions::default(),
         worker: WorkerOptions {
@@ -233,6 +234,15 @@ impl TestApp {
             .send()
             .await
             .expect("POST /v1/runs")
+    }
+
+    /// `POST /v1/runs/{id}/cancel`, whatever the answer.
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/runs/{id}/cancel")))
+            .send()
+            .await
+            .expect("POST cancel")
     }
 
     /// Creates a run and returns its id, asserting the 202.

@@ -61,12 +61,7 @@ async fn a_tenant_at_its_cap_of_active_runs_cannot_add_more_until_some_finish() 
             .contains("most allowed is 2")
     );
     // one finishes: within about a second a new run is accepted
-    let cancelled = app
-        .client
-        .post(app.url(&format!("/v1/runs/{first}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let cancelled = app.cancel(&first).await;
     assert_eq!(cancelled.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

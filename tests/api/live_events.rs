@@ -118,12 +118,7 @@ async fn a_cancelled_run_ends_its_stream() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cancel = app
-        .client
-        .post(app.url(&format!("/v1/runs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let cancel = app.cancel(&id).await;
     assert_eq!(cancel.status(), 200);
     let body = reader.await.unwrap().expect("the stream ended").unwrap();
     assert!(body.contains("event: cancelled"), "{body}");

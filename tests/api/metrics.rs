@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestDb};
+use crate::process::{Agentq, free_port};
 
 /// Every sample of an exposition, by series (`name{labels}`), after checking that each
 /// line is a comment or a `series value` sample and that it ends with `# EOF`.
@@ -35,7 +36,11 @@ fn parse(text: &str) -> HashMap<String, f64> {
 }
 
 async fn scrape(app: &TestApp) -> (HashMap<String, f64>, String) {
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    scrape_url(&app.client, &app.url("/metrics")).await
+}
+
+async fn scrape_url(client: &reqwest::Client, url: &str) -> (HashMap<String, f64>, String) {
+    let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap();
     assert!(
@@ -170,15 +175,75 @@ async fn a_cancelled_run_is_counted_as_finished_cancelled() {
     let id = app
         .create(json!({"agent": "echo", "input": {"value": 1}, "run_at": "2999-01-01T00:00:00Z"}))
         .await;
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/runs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel(&id).await;
     assert_eq!(response.status(), 200);
     let (m, _) = scrape(&app).await;
     let cancelled = "agentq_runs_finished_total{agent=\"echo\",status=\"cancelled\"}";
     assert_eq!(value(&m, cancelled), 1.0);
     assert_eq!(value(&m, "agentq_runs_scheduled{agent=\"echo\"}"), 0.0);
+}
+
+#[tokio::test]
+async fn a_worker_process_serves_its_own_counters_on_metrics_listen() {
+    let db = TestDb::new().await;
+    let api = Agentq::start_role("api", &db.url, &[]).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let worker = Agentq::start_role("worker", &db.url, &["--metrics-listen", &addr]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            api.create(json!({"agent": "echo", "input": {"value": i}}))
+                .await,
+        );
+    }
+    for id in &ids {
+        api.wait_for_status(id, "succeeded").await;
+    }
+    let client = reqwest::Client::new();
+    let series = |name: &str| format!("{name}{{agent=\"echo\"}}");
+    let attempts = r#"agentq_attempts_total{agent="echo",outcome="succeeded"}"#;
+    let finished = r#"agentq_runs_finished_total{agent="echo",status="succeeded"}"#;
+
+    // the worker ran the attempts and wrote the finishes; no key is asked for (its
+    // counters move just after the finish is written, which the API may show first)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        let (samples, text) = scrape_url(&client, &format!("http://{addr}/metrics")).await;
+        if samples.get(attempts) == Some(&3.0) {
+            break samples;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(value(&samples, attempts), 3.0);
+    assert_eq!(
+        value(&samples, &series("agentq_attempt_duration_seconds_count")),
+        3.0
+    );
+    assert_eq!(
+        value(&samples, &series("agentq_queue_wait_seconds_count")),
+        3.0
+    );
+    assert_eq!(value(&samples, finished), 3.0);
+    // with the queue's gauges, read from the database
+    assert_eq!(value(&samples, "agentq_workers_alive"), 1.0);
+    assert_eq!(value(&samples, &series("agentq_runs_ready")), 0.0);
+
+    // the API process created the runs and ran none of them
+    let (api_side, _) = scrape_url(&client, &format!("{}/metrics", api.base)).await;
+    assert_eq!(value(&api_side, &series("agentq_runs_created_total")), 3.0);
+    assert_eq!(api_side.get(attempts).copied().unwrap_or(0.0), 0.0);
+
+    // the metrics listener serves nothing else
+    let other = client
+        .get(format!("http://{addr}/v1/runs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    assert_eq!(other.headers()["content-type"], "application/problem+json");
+
+    // and stops with the process
+    worker.signal("TERM");
+    assert_eq!(worker.exit_code(Duration::from_secs(20)).await, Some(0));
 }

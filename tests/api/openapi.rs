@@ -30,11 +30,13 @@ fn every_operation_id_is_the_handler_name() {
         ids,
         [
             "cancel_run",
+            "count_runs",
             "create_run",
             "get_metrics",
             "get_run",
             "healthz",
             "list_agents",
+            "list_queues",
             "list_run_events",
             "list_runs",
             "list_workers",

@@ -45,37 +45,58 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
     let mut workers = Vec::new();
     for _ in 0..3 {
         // with Redis delivery a retried run's message queues behind the messages already
-        // sent: a window of about what the workers drain per second keeps that wait short
-        // (the README's sizing advice); without Redis the flag changes nothing
+        // sent: a window of what the workers drain in well under a second (16 runs of
+        // 300 ms on 16 slots: 0.3 s) keeps that wait short (the README's sizing advice);
+        // without Redis the flag changes nothing
         let args = ["--concurrency", "8", "--dispatch-window", "16"];
         workers.push(Agentq::start_role("worker", &db.url, &args).await);
     }
+    // 7.5 s of work for 24 slots, created 20 at a time: the queue is still full when
+    // the victim is killed
     let mut ids = Vec::new();
-    for i in 0..240 {
-        ids.push(
-            api.create(json!({"agent": "echo", "input": {"value": i, "delay_ms": 300}}))
-                .await,
-        );
+    for chunk in (0..600).collect::<Vec<_>>().chunks(20) {
+        let created = chunk
+            .iter()
+            .map(|i| api.create(json!({"agent": "echo", "input": {"value": i, "delay_ms": 300}})));
+        ids.extend(futures::future::join_all(created).await);
     }
-    // let all three take work, then kill one mid-attempt
+    // let all three take work, then kill one mid-attempt: once the runs table (not a
+    // heartbeat, which may be a second old) shows it holding a run
     let victim = workers.remove(1);
     let victim_pid = victim.child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let victim_id = loop {
         let listed = api.get_json("/v1/workers").await;
-        let busy = listed["workers"]
+        let found = listed["workers"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["pid"] == victim_pid && w["running"].as_u64() > Some(0));
-        if busy {
+            .find(|w| w["pid"] == victim_pid)
+            .map(|w| w["id"].as_str().unwrap().to_owned());
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the victim never registered: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    loop {
+        let running = api.get_json("/v1/runs?status=running&limit=100").await;
+        let holds = running["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["worker_id"] == victim_id.as_str());
+        if holds {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the victim never ran anything: {listed}"
+            "the victim never ran anything: {running}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let killed_at = Utc::now();
     drop(victim); // SIGKILL

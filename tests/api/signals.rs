@@ -119,12 +119,7 @@ async fn a_waiting_run_can_be_cancelled() {
     let id = app.create(json!({"agent": "waiter"})).await;
     app.wait_for_status(&id, "waiting", Duration::from_secs(5))
         .await;
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/runs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel(&id).await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.get_run(&id).await["status"], "cancelled");
 }

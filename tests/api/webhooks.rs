@@ -172,11 +172,7 @@ async fn cancelled_runs_are_delivered_too_and_bad_urls_are_refused() {
             json!({"agent": "echo", "input": {"value": 1}, "run_at": later, "callback_url": url}),
         )
         .await;
-    app.client
-        .post(app.url(&format!("/v1/runs/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    app.cancel(&id).await;
     let got = receiver.wait_for(1).await;
     let run: Value = serde_json::from_slice(&got[0].1).unwrap();
     assert_eq!(run["status"], "cancelled");

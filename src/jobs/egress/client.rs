@@ -38,10 +38,6 @@ impl EgressClient {
         Ok(Self { policy, client })
     }
 
-    pub fn policy(&self) -> &EgressPolicy {
-        &self.policy
-    }
-
     /// A request to `url`, or the refusal of its host. A URL that does not parse is left
     /// to `reqwest`, whose `send` then fails with a builder error.
     pub fn request(&self, method: Method, url: &str) -> Result<RequestBuilder, Refused> {

@@ -32,11 +32,6 @@ impl EgressPolicy {
         }
     }
 
-    /// The `--http-allow` patterns; empty when any public host may be reached.
-    pub fn allow_list(&self) -> &[HostPattern] {
-        &self.allow
-    }
-
     /// Judges a URL's host and port before anything is sent: in full for an address, by
     /// name and port for a host name (whose addresses the resolver judges).
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Refused> {

@@ -10,6 +10,7 @@ mod rows;
 pub(super) mod writer;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
@@ -17,6 +18,15 @@ use super::{Conn, ConnectOpts, Db, MIGRATOR, sql};
 use crate::store::StoreError;
 use crate::store::hub::EventHub;
 use crate::store::tally::Tally;
+
+/// How long a schema change waits for another process's (SQLite).
+const SCHEMA_WAIT: Duration = Duration::from_secs(600);
+
+/// `SQLITE_BUSY` or one of its extended codes (PostgreSQL's codes are not numbers).
+pub(super) fn is_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
+}
 
 pub(in crate::store) struct Engine {
     pub(in crate::store) writer: writer::WriterHandle,
@@ -56,24 +66,73 @@ impl Engine {
             .push(handle);
     }
 
+    /// Applies pending migrations, one process at a time.
     pub(in crate::store) async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        // SQLite: the write lock only when there is something to apply; a process starting
+        // beside busy writers should not need it just to find nothing to do
+        if sql::SCHEMA_BEGIN.is_some() && self.migrations_pending().await {
+            let mut tx = self.begin_schema_change().await?;
+            MIGRATOR.run(&mut *tx).await?;
+            tx.commit().await?;
+        } else {
+            // PostgreSQL: sqlx's migrator holds an advisory lock of its own
+            MIGRATOR.run(&self.pool).await?;
+        }
         Ok(())
     }
 
-    /// Creates the indexes only Redis delivery needs (idempotent).
+    /// A transaction to change the schema in, one process at a time. On SQLite it holds
+    /// the write lock from its start, waiting up to `SCHEMA_WAIT` for another process's
+    /// change (building an index on a large table outlasts the busy timeout); on
+    /// PostgreSQL it holds an advisory lock (`SCHEMA_LOCK`).
+    async fn begin_schema_change(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+        let Some(begin) = sql::SCHEMA_BEGIN else {
+            let mut tx = self.pool.begin().await?;
+            if let Some(lock) = sql::SCHEMA_LOCK {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            return Ok(tx);
+        };
+        let deadline = Instant::now() + SCHEMA_WAIT;
+        let mut told = false;
+        loop {
+            match self.pool.begin_with(begin).await {
+                Err(sqlx::Error::Database(e))
+                    if is_busy(e.code().as_deref()) && Instant::now() < deadline =>
+                {
+                    if !told {
+                        tracing::info!("waiting for another process to finish changing the schema");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                begun => return Ok(begun?),
+            }
+        }
+    }
+
+    /// Whether a migration is not applied yet (or the table of applied ones is missing).
+    async fn migrations_pending(&self) -> bool {
+        let applied: Vec<i64> = match sqlx::query_scalar(sql::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(applied) => applied,
+            Err(_) => return true,
+        };
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .any(|m| !applied.contains(&m.version))
+    }
+
+    /// Creates the indexes only Redis delivery needs (idempotent; one process at a time).
     pub(in crate::store) async fn enable_redis_delivery(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_schema_change().await?;
         for statement in sql::REDIS_INDEXES {
-            sqlx::query(statement).execute(&self.pool).await?;
+            sqlx::query(statement).execute(&mut *tx).await?;
         }
-        Ok(())
-    }
-
-    /// Creates the index only retention needs (idempotent).
-    pub(in crate::store) async fn enable_retention(&self) -> Result<(), StoreError> {
-        for statement in sql::RETENTION_INDEXES {
-            sqlx::query(statement).execute(&self.pool).await?;
-        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -1,10 +1,25 @@
 //! Reads: point lookups, filtered listing with cursor paging, and a run's events.
 
-use crate::domain::{Run, RunEvent, RunId, RunStatus};
+use crate::domain::{
+    QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts, THROUGHPUT_MINUTES, throughput_start,
+};
 use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
 use super::rows::{EventRow, RunRow, WorkerRow};
 use super::{Engine, sql};
+
+/// Binds a `RunFilter` to the dialect's `run_filter!` parameters (the first six).
+macro_rules! bind_filter {
+    ($query:expr, $f:expr) => {
+        $query
+            .bind($f.agent.as_deref())
+            .bind($f.created_after.map(to_ms))
+            .bind($f.created_before.map(to_ms))
+            .bind($f.tenant.as_deref())
+            .bind($f.metadata_json())
+            .bind($f.search_pattern())
+    };
+}
 
 impl Engine {
     pub(in crate::store) async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
@@ -20,14 +35,10 @@ impl Engine {
             serde_json::to_string(&f.statuses).expect("statuses serialise to a JSON array")
         });
         let limit = f.limit.max(1);
-        let rows: Vec<RunRow> = sqlx::query_as(sql::LIST_RUNS)
+        let rows: Vec<RunRow> = bind_filter!(sqlx::query_as(sql::LIST_RUNS), f)
             .bind(statuses)
-            .bind(f.agent.as_deref())
-            .bind(f.created_after.map(to_ms))
-            .bind(f.created_before.map(to_ms))
             .bind(f.before.map(|id| id.to_string()))
             .bind(i64::from(limit) + 1)
-            .bind(f.tenant.as_deref())
             .fetch_all(&self.pool)
             .await?;
         let more = rows.len() > limit as usize;
@@ -42,6 +53,81 @@ impl Engine {
             None
         };
         Ok(RunPage { runs, next_cursor })
+    }
+
+    /// How many runs match the filter's agent, time range, tenant, metadata and search
+    /// (its statuses, cursor and limit aside), by status.
+    pub(in crate::store) async fn count_runs(
+        &self,
+        f: &RunFilter,
+    ) -> Result<StatusCounts, StoreError> {
+        let rows: Vec<(String, i64)> = bind_filter!(sqlx::query_as(sql::COUNT_RUNS), f)
+            .fetch_all(&self.pool)
+            .await?;
+        let pairs = rows
+            .into_iter()
+            .map(|(status, n)| {
+                let status = status.parse::<RunStatus>().map_err(StoreError::Corrupt)?;
+                Ok((status, n.max(0) as u64))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(StatusCounts::from_pairs(pairs))
+    }
+
+    /// Each agent's unfinished runs by state at `now` (ms), and its finished runs per
+    /// minute of the hour before (the current minute last); the tenant's only, if given.
+    pub(in crate::store) async fn queue_stats(
+        &self,
+        now: i64,
+        tenant: Option<&str>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let mut queues: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        let states: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(sql::QUEUE_STATES)
+            .bind(now)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        for (agent, state, runs, oldest) in states {
+            let q = queues
+                .entry(agent.clone())
+                .or_insert_with(|| QueueStats::new(agent));
+            let runs = runs.max(0) as u64;
+            match state.as_str() {
+                "running" => q.running = runs,
+                "retrying" => q.retrying = runs,
+                "waiting" => q.waiting = runs,
+                "blocked" => q.blocked = runs,
+                "scheduled" => q.scheduled = runs,
+                _ => {
+                    q.queued = runs;
+                    q.oldest_queued_at = oldest.map(crate::store::from_ms);
+                    q.oldest_queued_age_ms = oldest.map(|at| now.saturating_sub(at).max(0) as u64);
+                }
+            }
+        }
+        let start = throughput_start(now);
+        let finished: Vec<(String, String, i64, i64)> = sqlx::query_as(sql::THROUGHPUT)
+            .bind(start)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        for (agent, status, index, runs) in finished {
+            let Ok(index) = usize::try_from(index) else {
+                continue;
+            };
+            let q = queues
+                .entry(agent.clone())
+                .or_insert_with(|| QueueStats::new(agent));
+            let series = match status.as_str() {
+                "succeeded" => &mut q.succeeded_per_minute,
+                "failed" => &mut q.failed_per_minute,
+                _ => &mut q.cancelled_per_minute,
+            };
+            // a run finished after `now` (by another process's clock) counts in the last minute
+            let index = index.min(THROUGHPUT_MINUTES - 1);
+            series[index] += runs.max(0) as u64;
+        }
+        Ok(queues.into_values().collect())
     }
 
     pub(in crate::store) async fn count_active_runs(

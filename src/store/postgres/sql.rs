@@ -54,18 +54,60 @@ macro_rules! run_columns {
 
 pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
 
+macro_rules! run_filter {
+    () => {
+        "($1::text IS NULL OR agent = $1) \
+         AND ($2::bigint IS NULL OR created_at >= $2) \
+         AND ($3::bigint IS NULL OR created_at < $3) \
+         AND ($4::text IS NULL OR tenant = $4) \
+         AND ($5::jsonb IS NULL OR metadata @> $5::jsonb) \
+         AND ($6::text IS NULL OR id ILIKE $6 OR EXISTS \
+              (SELECT 1 FROM jsonb_each_text(runs.metadata) AS m WHERE m.value ILIKE $6))"
+    };
+}
+
 pub(super) const LIST_RUNS: &str = concat!(
     "SELECT ",
     run_columns!(),
-    " FROM runs \
-     WHERE ($1::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))) \
-       AND ($2::text IS NULL OR agent = $2) \
-       AND ($3::bigint IS NULL OR created_at >= $3) \
-       AND ($4::bigint IS NULL OR created_at < $4) \
-       AND ($5::text IS NULL OR id < $5) \
-       AND ($7::text IS NULL OR tenant = $7) \
-     ORDER BY id DESC LIMIT $6"
+    " FROM runs WHERE ",
+    run_filter!(),
+    " AND ($7::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($7::jsonb)))) \
+      AND ($8::text IS NULL OR id < $8) \
+     ORDER BY id DESC LIMIT $9"
 );
+
+pub(super) const COUNT_RUNS: &str = concat!(
+    "SELECT status, COUNT(*) FROM runs WHERE ",
+    run_filter!(),
+    " GROUP BY status"
+);
+
+pub(super) const QUEUE_STATES: &str = "
+SELECT agent, 'running' AS state, COUNT(*) AS runs, NULL::bigint AS oldest
+FROM runs WHERE status = 'running' AND ($2::text IS NULL OR tenant = $2)
+GROUP BY agent
+UNION ALL
+SELECT agent, CASE WHEN status = 'retrying' THEN 'retrying'
+                   WHEN run_at <= $1 THEN 'queued' ELSE 'scheduled' END,
+       COUNT(*), MIN(run_at)
+FROM runs WHERE status IN ('queued', 'retrying') AND ($2::text IS NULL OR tenant = $2)
+GROUP BY 1, 2
+UNION ALL
+SELECT agent, 'waiting', COUNT(*), NULL
+FROM runs WHERE status = 'waiting' AND ($2::text IS NULL OR tenant = $2)
+GROUP BY agent
+UNION ALL
+SELECT agent, 'blocked', COUNT(*), NULL
+FROM runs WHERE id IN (SELECT run_id FROM run_dependencies) AND status = 'blocked'
+  AND ($2::text IS NULL OR tenant = $2)
+GROUP BY agent";
+
+pub(super) const THROUGHPUT: &str = "
+SELECT agent, status, (finished_at - $1::bigint) / 60000 AS minute, COUNT(*)
+FROM runs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= $1::bigint
+  AND ($2::text IS NULL OR tenant = $2)
+GROUP BY 1, 2, 3";
 
 pub(super) const RUN_EXISTS: &str = "SELECT 1::bigint FROM runs WHERE id = $1";
 
@@ -121,7 +163,7 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED))
 RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
           depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq, run_at, trace_parent";
+          backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at";
 
 pub(super) const RENEW_LEASES: &str = "
 UPDATE runs SET lease_until = $1
@@ -167,14 +209,14 @@ RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
 pub(super) const RELEASE: &str = "
 UPDATE runs
 SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    run_at = $1, updated_at = $1, event_seq = event_seq + 1
+    requeued_at = $1, updated_at = $1, event_seq = event_seq + 1
 WHERE worker_id = $2 AND status = 'running'
 RETURNING id, attempt + 1 AS released_attempt, event_seq";
 
 pub(super) const HAND_BACK: &str = "
 UPDATE runs
 SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    run_at = $1, updated_at = $1, event_seq = event_seq + 1
+    requeued_at = $1, updated_at = $1, event_seq = event_seq + 1
 WHERE id = $2 AND claims = $3 AND worker_id = $4 AND status = 'running'
 RETURNING event_seq";
 
@@ -184,7 +226,7 @@ SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END
     error_kind = 'lost_worker',
     error_message = 'worker ' || worker_id || ' stopped renewing its lease',
     finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END,
-    run_at = $1, worker_id = NULL, lease_until = NULL, updated_at = $1,
+    worker_id = NULL, lease_until = NULL, requeued_at = $1, updated_at = $1,
     event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
 WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'running' AND lease_until < $1
                     FOR UPDATE SKIP LOCKED))
@@ -438,7 +480,7 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::json
 RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,
           runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
           runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
-          runs.event_seq, runs.run_at, runs.trace_parent";
+          runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at";
 
 pub(super) const UNDISPATCH: &str = "
 UPDATE runs SET dispatched_at = NULL
@@ -453,6 +495,20 @@ WHERE dispatched_at IS NOT NULL AND dispatched_at < $1
   AND agent = ANY(ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))
 ORDER BY dispatched_at
 LIMIT $2";
+
+/// Schema changes run in plain transactions: sqlx's migrator holds an advisory lock of its
+/// own, and other changes take `SCHEMA_LOCK`.
+pub(super) const SCHEMA_BEGIN: Option<&str> = None;
+
+/// The versions of the migrations applied.
+pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// Held by a schema change besides migrations (Redis delivery's indexes):
+/// `CREATE INDEX IF NOT EXISTS` checks the name before it takes its lock, so two processes
+/// starting at once could both create the index and the second fail on the catalog's
+/// unique name.
+pub(super) const SCHEMA_LOCK: Option<&str> =
+    Some("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':agentq:schema'))");
 
 /// Redis delivery's indexes, created when a process first delivers through Redis: the
 /// feeder's scan (one agent's ready runs with no message yet, in claim order), and the
@@ -488,12 +544,6 @@ pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name
 pub(super) const COUNT_ACTIVE_RUNS: &str = "
 SELECT COUNT(*) FROM runs
 WHERE tenant = $1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";
-/// Retention's index, created when a worker process first runs the janitor: finished runs
-/// by status, then finish time and id (the order the janitor deletes them in).
-pub(super) const RETENTION_INDEXES: [&str; 1] = [
-    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, finished_at, id)
-     WHERE status IN ('succeeded', 'failed', 'cancelled')",
-];
 
 pub(super) const OLDEST_KEPT: &str = "
 SELECT finished_at, id FROM runs

@@ -12,10 +12,10 @@ mod sql;
 pub(super) mod engine;
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::ConnectOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{StoreError, StoreOptions};
 
@@ -24,6 +24,9 @@ type Conn = sqlx::SqliteConnection;
 type ConnectOpts = SqliteConnectOptions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) async fn connect(
     url: &str,
@@ -36,12 +39,12 @@ pub(super) async fn connect(
     };
     let connect = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(false)
         .disable_statement_logging();
-    let conn = connect.connect().await?;
+    let mut conn = connect.connect().await?;
+    use_wal(&mut conn).await?;
     let pool = SqlitePoolOptions::new()
         .max_connections(options.read_connections.max(1))
         .min_connections(1)
@@ -51,4 +54,25 @@ pub(super) async fn connect(
         .connect_with(connect.clone())
         .await?;
     Ok(engine::Engine::new(conn, connect, pool))
+}
+
+/// Puts the database in WAL mode (kept in the file, so every later connection has it).
+/// Switching a new file needs an exclusive lock that SQLite's busy timeout does not wait
+/// for: processes opening a new file at once retry here instead of failing to start.
+async fn use_wal(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut *conn)
+            .await
+        {
+            Err(sqlx::Error::Database(e)) if engine::is_busy(e.code().as_deref()) => {
+                if Instant::now() >= deadline {
+                    return Err(sqlx::Error::Database(e).into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done => return done.map(drop).map_err(Into::into),
+        }
+    }
 }

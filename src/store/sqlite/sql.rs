@@ -28,20 +28,73 @@ macro_rules! run_columns {
 /// ?1 run id.
 pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
 
-/// ?1 JSON array of statuses or NULL, ?2 agent, ?3 created at or after, ?4 created before,
-/// ?5 cursor (ids below it), ?6 limit. Newest first, by primary key.
+/// The filter of listing and counting runs: ?1 agent, ?2 created at or after, ?3 created
+/// before, ?4 tenant, ?5 JSON object of metadata every match carries, ?6 a LIKE pattern
+/// (`\` escapes) matched against the id and every metadata value, ignoring ASCII case.
+macro_rules! run_filter {
+    () => {
+        "(?1 IS NULL OR agent = ?1) \
+         AND (?2 IS NULL OR created_at >= ?2) \
+         AND (?3 IS NULL OR created_at < ?3) \
+         AND (?4 IS NULL OR tenant = ?4) \
+         AND (?5 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?5) AS f WHERE NOT EXISTS \
+              (SELECT 1 FROM json_each(runs.metadata) AS m WHERE m.key = f.key AND m.value = f.value))) \
+         AND (?6 IS NULL OR id LIKE ?6 ESCAPE '\\' OR EXISTS \
+              (SELECT 1 FROM json_each(runs.metadata) AS m WHERE m.value LIKE ?6 ESCAPE '\\'))"
+    };
+}
+
+/// `run_filter!` (?1 to ?6), then ?7 JSON array of statuses or NULL, ?8 cursor (ids below
+/// it), ?9 limit. Newest first, by primary key.
 pub(super) const LIST_RUNS: &str = concat!(
     "SELECT ",
     run_columns!(),
-    " FROM runs \
-     WHERE (?1 IS NULL OR status IN (SELECT value FROM json_each(?1))) \
-       AND (?2 IS NULL OR agent = ?2) \
-       AND (?3 IS NULL OR created_at >= ?3) \
-       AND (?4 IS NULL OR created_at < ?4) \
-       AND (?5 IS NULL OR id < ?5) \
-       AND (?7 IS NULL OR tenant = ?7) \
-     ORDER BY id DESC LIMIT ?6"
+    " FROM runs WHERE ",
+    run_filter!(),
+    " AND (?7 IS NULL OR status IN (SELECT value FROM json_each(?7))) \
+      AND (?8 IS NULL OR id < ?8) \
+     ORDER BY id DESC LIMIT ?9"
 );
+
+/// `run_filter!` (?1 to ?6): how many runs match, by status.
+pub(super) const COUNT_RUNS: &str = concat!(
+    "SELECT status, COUNT(*) FROM runs WHERE ",
+    run_filter!(),
+    " GROUP BY status"
+);
+
+/// ?1 now, ?2 tenant or NULL: per agent, the runs in each unfinished state (`queued` only
+/// counts those due; `scheduled` those due later), with the earliest due time of the
+/// queued. Each part walks its partial index; blocked runs are found through their
+/// dependency rows.
+pub(super) const QUEUE_STATES: &str = "
+SELECT agent, 'running' AS state, COUNT(*) AS runs, NULL AS oldest
+FROM runs INDEXED BY runs_lease WHERE status = 'running' AND (?2 IS NULL OR tenant = ?2)
+GROUP BY agent
+UNION ALL
+SELECT agent, CASE WHEN status = 'retrying' THEN 'retrying'
+                   WHEN run_at <= ?1 THEN 'queued' ELSE 'scheduled' END,
+       COUNT(*), MIN(run_at)
+FROM runs INDEXED BY runs_ready WHERE status IN ('queued', 'retrying') AND (?2 IS NULL OR tenant = ?2)
+GROUP BY 1, 2
+UNION ALL
+SELECT agent, 'waiting', COUNT(*), NULL
+FROM runs INDEXED BY runs_waiting WHERE status = 'waiting' AND (?2 IS NULL OR tenant = ?2)
+GROUP BY agent
+UNION ALL
+SELECT agent, 'blocked', COUNT(*), NULL
+FROM runs WHERE id IN (SELECT run_id FROM run_dependencies) AND status = 'blocked'
+  AND (?2 IS NULL OR tenant = ?2)
+GROUP BY agent";
+
+/// ?1 start of the window (ms), ?2 tenant or NULL: runs finished since, by agent, status
+/// and minute of the window (0 is the first).
+pub(super) const THROUGHPUT: &str = "
+SELECT agent, status, (finished_at - ?1) / 60000 AS minute, COUNT(*)
+FROM runs INDEXED BY runs_finished
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= ?1
+  AND (?2 IS NULL OR tenant = ?2)
+GROUP BY 1, 2, 3";
 
 /// ?1 run id.
 pub(super) const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = ?1";
@@ -99,7 +152,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
 RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq, run_at, trace_parent";
+          backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
@@ -145,30 +198,34 @@ RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
 /// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
-/// back, so the next claim runs the same attempt number again.
+/// back, so the next claim runs the same attempt number again. `run_at` is kept: the run
+/// keeps its place in line instead of queueing behind the backlog.
 pub(super) const RELEASE: &str = "
 UPDATE runs
 SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+    requeued_at = ?1, updated_at = ?1, event_seq = event_seq + 1
 WHERE worker_id = ?2 AND status = 'running'
 RETURNING id, attempt + 1 AS released_attempt, event_seq";
 
-/// ?1 now, ?2..?4 the fence: hands back one claimed run, giving back its attempt.
+/// ?1 now, ?2..?4 the fence: hands back one claimed run, giving back its attempt; it keeps its
+/// place in line (`run_at`).
 pub(super) const HAND_BACK: &str = "
 UPDATE runs
 SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+    requeued_at = ?1, updated_at = ?1, event_seq = event_seq + 1
 WHERE id = ?2 AND claims = ?3 AND worker_id = ?4 AND status = 'running'
 RETURNING event_seq";
 
-/// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now.
+/// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now,
+/// at their old place in line (`run_at` kept): a crashed worker's runs are claimed next,
+/// not behind the runs queued while they ran.
 pub(super) const SWEEP_EXPIRED: &str = "
 UPDATE runs
 SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
     error_kind = 'lost_worker',
     error_message = 'worker ' || worker_id || ' stopped renewing its lease',
     finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
-    run_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
+    worker_id = NULL, lease_until = NULL, requeued_at = ?1, updated_at = ?1,
     event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
 WHERE status = 'running' AND lease_until < ?1
 RETURNING id, attempt, status, event_seq, error_message";
@@ -435,7 +492,7 @@ WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT
   AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
           runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
-          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at, runs.trace_parent";
+          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at";
 
 /// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
 pub(super) const UNDISPATCH: &str = "
@@ -451,6 +508,17 @@ WHERE dispatched_at IS NOT NULL AND dispatched_at < ?1
   AND agent IN (SELECT value FROM json_each(?3))
 ORDER BY dispatched_at
 LIMIT ?2";
+
+/// Schema changes (migrations, Redis delivery's indexes) run in a transaction that holds the
+/// write lock from its start: sqlx takes no migration lock for SQLite, and processes
+/// started at once on a new file would each create the tables.
+pub(super) const SCHEMA_BEGIN: Option<&str> = Some("BEGIN IMMEDIATE");
+
+/// The versions of the migrations applied.
+pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// No lock besides the write lock `SCHEMA_BEGIN` takes.
+pub(super) const SCHEMA_LOCK: Option<&str> = None;
 
 /// Redis delivery's indexes, created when a process first delivers through Redis: the
 /// feeder's scan (one agent's ready runs with no message yet, in claim order), and the
@@ -493,12 +561,6 @@ pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name
 pub(super) const COUNT_ACTIVE_RUNS: &str = "
 SELECT COUNT(*) FROM runs
 WHERE tenant = ?1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";
-/// Retention's index, created when a worker process first runs the janitor: finished runs
-/// by status, then finish time and id (the order the janitor deletes them in).
-pub(super) const RETENTION_INDEXES: [&str; 1] = [
-    "CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, finished_at, id)
-     WHERE status IN ('succeeded', 'failed', 'cancelled')",
-];
 
 /// ?1 status, ?2 how many of the newest to skip: the finish time and id of the oldest run
 /// that count-based retention keeps (none when there are no more than ?2 + 1).

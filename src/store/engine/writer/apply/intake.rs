@@ -267,7 +267,7 @@ pub(super) async fn claimed_rows(
             backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
             priority: row.try_get::<i64, _>("priority")? as i32,
             worker_id: worker_id.clone(),
-            queue_wait_ms: (b.now - row.try_get::<i64, _>("run_at")?).max(0) as u64,
+            queue_wait_ms: (b.now - ready_since(&row)?).max(0) as u64,
             trace_parent: row.try_get("trace_parent")?,
         };
         let seq: i64 = row.try_get("event_seq")?;
@@ -291,4 +291,12 @@ pub(super) async fn claimed_rows(
     // RETURNING gives no order; hand the runs out in the order they were chosen.
     claimed.sort_by_key(|r| std::cmp::Reverse(r.priority));
     Ok(claimed)
+}
+
+/// When a claimed run became ready: its `run_at`, or, if later, when it last went back to
+/// the queue mid-attempt (it kept its `run_at`, and its place in line).
+fn ready_since(row: &<Db as sqlx::Database>::Row) -> Result<i64, sqlx::Error> {
+    let run_at: i64 = row.try_get("run_at")?;
+    let requeued_at: Option<i64> = row.try_get("requeued_at")?;
+    Ok(requeued_at.map_or(run_at, |at| at.max(run_at)))
 }
