@@ -24,22 +24,42 @@ use super::{AgentError, AgentRegistry, RunContext};
 /// or its run handed back.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// The attempts this process is executing, with their cancellation tokens.
+/// The attempts this process is executing, with their cancellation tokens and whether
+/// their agent has returned (the outcome is being written).
 #[derive(Clone, Default)]
 pub(crate) struct InFlight(Arc<InFlightInner>);
 
 #[derive(Default)]
 struct InFlightInner {
-    tokens: Mutex<HashMap<Fence, CancellationToken>>,
+    tokens: Mutex<HashMap<Fence, Attempt>>,
     shutting_down: AtomicBool,
     emptied: Notify,
+}
+
+/// One executing attempt.
+struct Attempt {
+    token: CancellationToken,
+    /// The agent returned and the outcome is being written: the lease is still renewed, but
+    /// a renewal that no longer finds the run (the outcome committed first) is no loss.
+    writing: bool,
 }
 
 impl InFlight {
     fn start(&self, fence: Fence) -> CancellationToken {
         let token = CancellationToken::new();
-        self.lock().insert(fence, token.clone());
+        let attempt = Attempt {
+            token: token.clone(),
+            writing: false,
+        };
+        self.lock().insert(fence, attempt);
         token
+    }
+
+    /// The attempt's agent returned; its outcome is written next.
+    fn writing(&self, fence: &Fence) {
+        if let Some(attempt) = self.lock().get_mut(fence) {
+            attempt.writing = true;
+        }
     }
 
     fn end(&self, fence: &Fence) {
@@ -60,14 +80,15 @@ impl InFlight {
         self.lock().keys().cloned().collect()
     }
 
-    /// Tells one attempt to stop (it lost its run). False when it had already ended.
+    /// Tells one attempt to stop (it lost its run). False when it had already ended or
+    /// its agent has returned: its outcome write is fenced, and says so if the run is lost.
     pub(crate) fn cancel(&self, fence: &Fence) -> bool {
         match self.lock().get(fence) {
-            Some(token) => {
-                token.cancel();
+            Some(attempt) if !attempt.writing => {
+                attempt.token.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -75,7 +96,7 @@ impl InFlight {
     pub(crate) fn shut_down(&self) -> usize {
         self.0.shutting_down.store(true, Ordering::SeqCst);
         let tokens = self.lock();
-        tokens.values().for_each(CancellationToken::cancel);
+        tokens.values().for_each(|attempt| attempt.token.cancel());
         tokens.len()
     }
 
@@ -97,7 +118,7 @@ impl InFlight {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Fence, CancellationToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Fence, Attempt>> {
         // a panic while holding this lock cannot leave the map inconsistent
         self.0.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -168,6 +189,7 @@ async fn run_attempt_in_span(exec: &Executor, run: ClaimedRun) {
         exec.inflight.end(&fence);
         return;
     }
+    exec.inflight.writing(&fence);
     let ended = ended.and_then(|result| within(result, exec.max_result_bytes));
     let outcome = decide(&run, ended, chrono::Utc::now(), &mut rand::rng());
     let (status, ended_as) = match &outcome {
@@ -272,4 +294,38 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RunId;
+
+    fn fence() -> Fence {
+        Fence {
+            run_id: RunId::new(),
+            claim: 1,
+            attempt: 1,
+            worker_id: Arc::from("w"),
+        }
+    }
+
+    #[test]
+    fn a_lost_run_stops_its_agent_but_not_an_attempt_whose_outcome_is_being_written() {
+        let inflight = InFlight::default();
+        let (executing, returned) = (fence(), fence());
+        let executing_token = inflight.start(executing.clone());
+        let returned_token = inflight.start(returned.clone());
+        inflight.writing(&returned);
+        assert!(inflight.cancel(&executing));
+        assert!(executing_token.is_cancelled());
+        // its outcome may have committed before the renewal looked: no loss to report
+        assert!(!inflight.cancel(&returned));
+        assert!(!returned_token.is_cancelled());
+        // both are still renewed until they end
+        assert_eq!(inflight.fences().len(), 2);
+        inflight.end(&returned);
+        assert!(!inflight.cancel(&returned));
+        assert_eq!(inflight.fences(), vec![executing]);
+    }
 }

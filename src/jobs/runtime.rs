@@ -274,8 +274,8 @@ async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: C
         match store.renew_leases(fences.clone(), lease).await {
             Ok(held) => {
                 let held: std::collections::HashSet<Fence> = held.into_iter().collect();
-                // an attempt that finished while its lease was being renewed is not held
-                // either; only those still executing lost their run
+                // an attempt whose outcome committed while its lease was being renewed is
+                // not held either; only attempts whose agent still executes lost their run
                 for lost in fences.iter().filter(|f| !held.contains(f)) {
                     if inflight.cancel(lost) {
                         tracing::warn!(run.id = %lost.run_id, run.attempt = lost.attempt, "attempt lost its run; stopping it");
