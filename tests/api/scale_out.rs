@@ -116,10 +116,23 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
         let body = api.get_json(&format!("/v1/runs/{id}/events")).await;
         let events = body["events"].as_array().unwrap();
         let starts = attempts_in_order(id, events);
-        let lost = events.iter().any(|e| e["type"] == "attempt_lost");
-        if lost {
-            restarted_after.push((starts[starts.len() - 1] - killed_at).to_std().unwrap());
-        } else {
+        // the victim's lost attempts, told apart by the worker the sweep names: on a
+        // loaded machine a survivor's renewal can also come late for a 1 s lease, and
+        // its run is then taken back too, which is correct but not this measurement
+        let lost_by_victim = events.iter().position(|e| {
+            e["type"] == "attempt_lost"
+                && e["data"]["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(victim_id.as_str()))
+        });
+        if let Some(at) = lost_by_victim {
+            let restart = events[at..]
+                .iter()
+                .find(|e| e["type"] == "started")
+                .expect("a lost run restarts");
+            let restart: DateTime<Utc> = restart["at"].as_str().unwrap().parse().unwrap();
+            restarted_after.push(((restart - killed_at).to_std().unwrap(), id, body));
+        } else if !events.iter().any(|e| e["type"] == "attempt_lost") {
             assert_eq!(starts.len(), 1, "run {id} ran once: {events:?}");
         }
     }
@@ -127,10 +140,11 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
         !restarted_after.is_empty(),
         "the killed worker held runs, which had to restart"
     );
-    let slowest = restarted_after.iter().max().unwrap();
+    let (slowest, id, events) = restarted_after.iter().max_by_key(|r| r.0).unwrap();
     assert!(
         *slowest <= lease + Duration::from_secs(2),
-        "the killed worker's runs restarted within lease + 2 s, the slowest after {slowest:?}"
+        "the killed worker's runs restarted within lease + 2 s, the slowest ({id}) after \
+         {slowest:?}; killed at {killed_at}: {events}"
     );
 
     // the registry shows the killed process as gone once it has been silent for 10 s
