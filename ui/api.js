@@ -53,7 +53,15 @@ function unreachable(error) {
   return new ApiError(0, { title: 'Cannot reach the server', detail: `The request did not complete (${error.name}). Is agentq running?`, errors: [] });
 }
 
-/** A JSON request to the API; throws ApiError. A 401 also tells the page to ask for a key. */
+/**
+ * True for a 401 that refuses the credential itself (missing, unknown, revoked), which the
+ * key panel answers; a refused signal signature is a 401 too, but another key cannot help.
+ */
+export function refusesCredential(error) {
+  return error instanceof ApiError && error.status === 401 && error.problem.code !== 'bad_signature';
+}
+
+/** A JSON request to the API; throws ApiError. A refused credential also asks for a key. */
 export async function api(path, { method = 'GET', body, signal } = {}) {
   let response;
   const used = credential.get();
@@ -71,7 +79,7 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
   }
   if (!response.ok) {
     const error = new ApiError(response.status, await problemOf(response));
-    if (response.status === 401) {
+    if (refusesCredential(error)) {
       window.dispatchEvent(new CustomEvent('agentq:unauthenticated', { detail: { error, credential: used } }));
     }
     throw error;
@@ -118,6 +126,13 @@ export async function followEvents(runId, after, onEvent, signal) {
 export function describe(error) {
   if (!(error instanceof ApiError)) return { text: 'Something went wrong in the page. Reload it to try again.', fields: [] };
   const p = error.problem;
+  if (p.code === 'bad_signature') {
+    return {
+      text: 'This server only accepts signed signals (it runs with --signal-secret), and a page cannot sign one '
+        + 'with an API key. Open the run from its run-token link to answer it here, or send the signal from a program that signs it.',
+      fields: [],
+    };
+  }
   const text = p.detail && p.detail !== p.title ? `${p.title}: ${p.detail}` : p.title;
   const fields = (p.errors || []).map((e) => `${e.field}: ${e.message}`);
   return { text, fields };

@@ -1,6 +1,6 @@
 // The dashboard shell: hash routes, the key panel, notices.
 
-import { credential, describe } from './api.js';
+import { credential, describe, refusesCredential } from './api.js';
 import { h } from './dom.js';
 import * as runs from './views/runs.js';
 import * as run from './views/run.js';
@@ -25,10 +25,10 @@ export function notify(kind, text, fields = []) {
   if (kind !== 'error') setTimeout(() => note.remove(), 6000);
 }
 
-/** Reports a failed request; a 401 is answered by the key panel instead. */
+/** Reports a failed request; a refused credential is answered by the key panel instead. */
 export function report(error) {
   if (error && error.name === 'AbortError') return;
-  if (error && error.status === 401) return;
+  if (refusesCredential(error)) return;
   const { text, fields } = describe(error);
   notify('error', text, fields);
 }
@@ -52,7 +52,11 @@ function renderWho() {
   const tokenRun = credential.tokenRun();
   if (!value) who.textContent = 'no key';
   else if (tokenRun) who.textContent = `run token for …${tokenRun.slice(-12)}`;
-  else who.textContent = `key ${value.split('_').slice(0, 2).join('_')}`;
+  else {
+    // a key's public id (`aq_<id>_<secret>`), never its secret
+    const id = /^(aq_[0-9a-z]+)_/i.exec(value);
+    who.textContent = id ? `key ${id[1]}` : 'key (not an agentq key)';
+  }
   for (const link of document.querySelectorAll('.top nav a')) {
     link.hidden = Boolean(tokenRun) && link.dataset.section !== 'runs';
   }
@@ -69,12 +73,20 @@ window.addEventListener('agentq:unauthenticated', (event) => {
 
 keyForm.addEventListener('submit', (event) => {
   event.preventDefault();
+  // an HTTP header carries visible ASCII only: a pasted "…" or zero-width space would
+  // otherwise fail every request as if the server were down
+  if (!/^[\x21-\x7e]+$/.test(keyInput.value.trim())) {
+    keyReason.textContent = 'That is not a key or token: it holds spaces or characters beyond plain ASCII. Paste it again.';
+    keyInput.focus();
+    return;
+  }
   credential.set(keyInput.value);
   keyInput.value = '';
   keyPanel.hidden = true;
   renderWho();
   clearNotices();
   route();
+  main.focus({ preventScroll: true });
 });
 document.getElementById('key-forget').addEventListener('click', () => {
   credential.clear();

@@ -118,6 +118,9 @@ test('runs submitted through the API appear in the table, with counts, filters a
   await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 4);
   await page.locator('.counts button', { hasText: 'failed' }).click();
   await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 1);
+  // the chips are drawn again for the new filter; the one pressed keeps the focus
+  await page.waitForFunction(() => document.activeElement.dataset.value === 'failed'
+    && document.activeElement.getAttribute('aria-pressed') === 'true');
   await page.selectOption('#f-status', '');
   await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 4);
   await page.screenshot({ path: `${SHOTS}/runs.png`, fullPage: true });
@@ -130,6 +133,23 @@ test('a bad filter gets a clear message naming the field, not a trace', async ()
   const text = await notice.innerText();
   assert.match(text, /status/);
   assert.doesNotMatch(text, /\bat \S+:\d+|stack|panicked/i);
+  // a metadata filter that does not parse changes nothing: not the address, not the rows
+  await page.goto(`${BASE}/ui/#/runs?meta=team%3Dinfra`);
+  await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 1);
+  await page.fill('#f-meta', 'team');
+  await page.press('#f-meta', 'Enter');
+  await page.locator('.notice.error', { hasText: 'Metadata filter: "team" is not key=value' }).waitFor();
+  assert.match(page.url(), /meta=team%3Dinfra$/);
+  // the refresh every 3 s goes on with the filter in force, without repeating the error
+  const shown = await page.locator('.notice.error').elementHandle();
+  await page.waitForTimeout(3500);
+  assert.ok(await shown.evaluate((n) => n.isConnected), 'the same notice, not a new one');
+  assert.equal(await page.locator('tbody tr').count(), 1);
+  // a run opened from a filtered list leads back to that list
+  await page.locator(`a[href="#/runs/${runs.broken.id}"]`).click();
+  await runPageShows(page, 'failed');
+  await page.getByRole('link', { name: '← Runs' }).click();
+  await page.waitForURL(/#\/runs\?meta=team%3Dinfra$/);
   await page.goto(`${BASE}/ui/#/runs/00000000-0000-7000-8000-000000000000`);
   await page.locator('h1', { hasText: 'No such run' }).waitFor();
 });
@@ -178,6 +198,7 @@ test('a waiting run is rejected with a comment, then approved, from its form', a
   const form = page.locator('form.waitbox');
   await form.waitFor();
   await page.fill('#signal-comment', 'do it in two steps');
+  assert.equal(await page.getByLabel('Payload (a JSON object)').count(), 1, 'the payload field is labelled');
   await page.screenshot({ path: `${SHOTS}/run-waiting.png`, fullPage: true });
   await form.getByRole('button', { name: 'Send plan_rejected' }).click();
   await page.locator('.notice.ok', { hasText: 'Sent plan_rejected' }).waitFor();
@@ -205,8 +226,14 @@ test('a running run is cancelled, after a confirmation', async () => {
   const before = await page.locator('.timeline li').count();
   await page.waitForFunction((n) => document.querySelectorAll('.timeline li').length >= n + 2, before, { timeout: 10000 });
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Keep it');
+  // keeping it leads back to the button that asked
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel run');
+  await page.keyboard.press('Enter');
   await page.getByRole('button', { name: 'Yes, cancel it' }).click();
   await runPageShows(page, 'cancelled');
+  // the button pressed is gone; the focus is on the page's first action, not lost
+  await page.waitForFunction(() => document.activeElement.textContent === 'Refresh');
   assert.equal((await call('GET', `/v1/runs/${runs.long.id}`)).status, 'cancelled');
   assert.equal(await page.getByRole('button', { name: 'Cancel run' }).count(), 0);
 });

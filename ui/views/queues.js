@@ -45,6 +45,8 @@ export function render(root, ctx) {
       const finished = sum(body.queues.map((q) => sum(q.succeeded_per_minute) + sum(q.failed_per_minute) + sum(q.cancelled_per_minute)));
       const { svg, max } = bars(body.queues, 600, 140, `${finished} runs finished in the last hour`);
       svg.setAttribute('class', 'chart');
+      // an agent link focused before the table is drawn again keeps the focus
+      const focused = list.contains(document.activeElement) ? document.activeElement.getAttribute('href') : null;
       chart.replaceChildren(svg, h('p', { class: 'muted small' }, `${finished} finished in the last hour; the tallest minute is ${max}.`));
       list.replaceChildren(body.queues.length ? table([
         { label: 'Agent', cell: (q) => h('a', { href: `#/runs?agent=${encodeURIComponent(q.agent)}` }, q.agent) },
@@ -63,6 +65,10 @@ export function render(root, ctx) {
           return h('span', {}, spark, ` ${done} ok`, failed ? `, ${failed} failed` : '');
         } },
       ], body.queues) : h('p', { class: 'empty panel' }, 'No agents.'));
+      if (focused) {
+        const again = [...list.querySelectorAll('a')].find((a) => a.getAttribute('href') === focused);
+        if (again) again.focus();
+      }
       stamp.textContent = `Updated ${new Date().toLocaleTimeString()}; every 5 s.`;
     } catch (error) {
       if (!stopped) ctx.report(error);

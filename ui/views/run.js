@@ -4,6 +4,15 @@
 
 import { api, followEvents } from '../api.js';
 import { TERMINAL, badge, chips, duration, h, json, progressBar, put, runLink, table, when } from '../dom.js';
+import { LIST_KEY } from './runs.js';
+
+/** Where focus goes when the control holding it is drawn away: the first action (Refresh). */
+function keepFocus(box) {
+  if (document.activeElement === document.body || !document.activeElement.isConnected) {
+    const first = box.querySelector('button');
+    if (first) first.focus();
+  }
+}
 
 /** Attempts as the events tell them: each `started` opens one, its outcome closes it. */
 function attemptsOf(events) {
@@ -64,9 +73,11 @@ export function render(root, id, ctx) {
   root.append(head, actions, body, waitBox, attemptsBox, dataBox,
     h('h2', {}, 'Events ', liveMark), timeline);
 
-  async function act(url, done) {
+  async function act(url, done, button) {
+    button.disabled = true; // one request per click
     try {
       const result = await api(url, { method: 'POST' });
+      ++latest; // a refresh sent before this answer must not bring back the old state
       ctx.notify('ok', done);
       actionsKey = '';
       show(result.run || result);
@@ -74,6 +85,7 @@ export function render(root, id, ctx) {
       ctx.report(error);
       renderActions(true);
     }
+    keepFocus(actions);
   }
 
 
@@ -88,8 +100,13 @@ export function render(root, id, ctx) {
       const cancel = h('button', { type: 'button', class: 'danger' }, 'Cancel run');
       cancel.addEventListener('click', () => {
         // a second, explicit step: no run is cancelled by one stray click or key press
-        const sure = h('button', { type: 'button', class: 'danger', onclick: () => act(`${path}/cancel`, 'Cancelled.') }, 'Yes, cancel it');
-        const keep = h('button', { type: 'button', class: 'secondary', onclick: () => renderActions(true) }, 'Keep it');
+        const sure = h('button', { type: 'button', class: 'danger', onclick: (e) => act(`${path}/cancel`, 'Cancelled.', e.currentTarget) }, 'Yes, cancel it');
+        const keep = h('button', { type: 'button', class: 'secondary',
+          onclick: () => {
+            renderActions(true);
+            const back = [...actions.querySelectorAll('button')].find((b) => b.textContent === 'Cancel run');
+            if (back) back.focus();
+          } }, 'Keep it');
         put(actions, h('span', {}, 'Cancel this run?'), sure, keep);
         actionsKey = 'confirming';
         keep.focus();
@@ -97,7 +114,7 @@ export function render(root, id, ctx) {
       buttons.push(cancel);
     }
     if (ctx.canWrite && run.status === 'failed') {
-      buttons.push(h('button', { type: 'button', onclick: () => act(`${path}/retry`, 'Queued again.') }, 'Retry'));
+      buttons.push(h('button', { type: 'button', onclick: (e) => act(`${path}/retry`, 'Queued again.', e.currentTarget) }, 'Retry'));
     }
     put(actions, ...buttons);
     const again = focused && buttons.find((b) => b.textContent === focused);
@@ -119,7 +136,7 @@ export function render(root, id, ctx) {
       h('h2', { id: 'wait-title' }, 'Waiting for a signal'),
       h('p', { class: 'muted' }, `It resumes on ${w.signals.join(', ')}; the wait ends ${when(w.until)}.`),
       h('label', { for: 'signal-comment' }, 'Comment'), comment,
-      h('details', {}, h('summary', {}, 'Payload (JSON object)'), payload),
+      h('details', {}, h('summary', {}, 'Payload'), h('label', { for: 'signal-payload' }, 'Payload (a JSON object)'), payload),
       h('div', { class: 'actions' }, w.signals.map((name) => h('button', { type: 'submit', value: name, name: 'signal' }, `Send ${name}`))));
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
@@ -145,7 +162,9 @@ export function render(root, id, ctx) {
         const answer = await api(`${path}/signals`, { method: 'POST', body: { name, payload: body } });
         ctx.notify('ok', answer.resumed ? `Sent ${name}: the run is queued again.` : `Sent ${name}: kept until the run waits for it.`);
         waitKey = null; // the form goes, whatever the run does next
+        ++latest; // a refresh sent before this answer must not bring the form back
         show(answer.run);
+        keepFocus(actions);
       } catch (error) {
         ctx.report(error);
         for (const b of form.querySelectorAll('button')) b.disabled = false;
@@ -155,8 +174,11 @@ export function render(root, id, ctx) {
   }
 
   function renderBody() {
-    put(head, 
-      h('p', { class: 'muted small' }, h('a', { href: '#/runs' }, '← Runs')),
+    // a link focused in what is drawn again (back, dependencies) keeps the focus
+    const focused = (head.contains(document.activeElement) || body.contains(document.activeElement))
+      ? document.activeElement.getAttribute('href') : null;
+    put(head,
+      h('p', { class: 'muted small' }, h('a', { href: sessionStorage.getItem(LIST_KEY) || '#/runs' }, '← Runs')),
       h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
     );
     const facts = [
@@ -171,7 +193,7 @@ export function render(root, id, ctx) {
     if (run.depends_on.length) links.push(['Depends on', run.depends_on.map((d) => h('div', {}, runLink(d)))]);
     if (run.compensation_run_id) links.push(['Compensation run', runLink(run.compensation_run_id)]);
     if (run.compensates_run_id) links.push(['Compensates', runLink(run.compensates_run_id)]);
-    put(body, 
+    put(body,
       h('div', { class: 'panel' },
         h('div', { class: 'bigprogress' }, progressBar(run.progress || { percent: run.status === 'succeeded' ? 100 : 0 }, true)),
         h('dl', { class: 'facts' }, [...facts, ...links].map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))),
@@ -179,6 +201,10 @@ export function render(root, id, ctx) {
       run.error ? h('div', { class: 'panel errorbox', role: 'note' }, h('h2', {}, 'Error'),
         h('p', {}, h('b', {}, run.error.kind), ': ', run.error.message)) : null,
     );
+    if (focused) {
+      const again = [...head.querySelectorAll('a'), ...body.querySelectorAll('a')].find((a) => a.getAttribute('href') === focused);
+      if (again) again.focus();
+    }
     const attempts = attemptsOf(events);
     put(attemptsBox, h('h2', {}, 'Attempts'), attempts.length ? table([
       { label: '#', num: true, cell: (a) => String(a.attempt) },
@@ -187,7 +213,7 @@ export function render(root, id, ctx) {
       { label: 'Outcome', cell: (a) => a.outcome },
       { label: 'Error', cell: (a) => a.error || '' },
     ], attempts) : h('p', { class: 'muted' }, 'None yet.'));
-    put(dataBox, 
+    put(dataBox,
       h('section', {}, h('h2', {}, 'Input'), json(run.input)),
       h('section', {}, h('h2', {}, 'Result'), run.result === null ? h('p', { class: 'muted' }, 'None yet.') : json(run.result)),
       run.checkpoint === null ? null : h('section', {}, h('h2', {}, 'Checkpoint'), json(run.checkpoint)),
@@ -229,6 +255,12 @@ export function render(root, id, ctx) {
         return;
       }
       ctx.report(error);
+      if (!run) {
+        // nothing shown yet: offer the way to try again instead of an empty page
+        put(head, h('p', { class: 'muted small' }, h('a', { href: sessionStorage.getItem(LIST_KEY) || '#/runs' }, '← Runs')),
+          h('h1', {}, h('span', { class: 'mono' }, id)),
+          h('p', {}, 'This run could not be read. ', h('button', { type: 'button', onclick: () => refresh() }, 'Try again')));
+      }
     }
   }
 

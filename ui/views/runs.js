@@ -12,6 +12,9 @@ const RANGE_MS = { '15m': 15 * 60e3, '1h': 3600e3, '24h': 86400e3, '7d': 7 * 864
 const PAGE = 25;
 const FIELDS = ['q', 'status', 'agent', 'range', 'from', 'to', 'meta'];
 
+/** Where the list's address, filters and all, is kept for a run page's link back. */
+export const LIST_KEY = 'agentq.runs-list';
+
 /** `team=growth note="two words"` into pairs; anything else is an error naming it. */
 function parseMeta(text) {
   const pairs = [];
@@ -32,6 +35,15 @@ function localInput(value) {
 
 export function render(root, params, ctx) {
   const state = Object.fromEntries(FIELDS.map((f) => [f, params.get(f) || '']));
+  const typedMeta = state.meta;
+  try {
+    parseMeta(state.meta);
+  } catch (error) {
+    // an address edited by hand: said once, and the list is shown without it
+    ctx.notify('error', `Metadata filter not applied: ${error.message}`);
+    state.meta = '';
+  }
+  remember();
   let cursors = [null]; // the cursor of each page shown so far; the last is the current page
   let stopped = false;
   let lastShown = '';
@@ -48,7 +60,7 @@ export function render(root, params, ctx) {
   const range = h('select', { id: 'f-range' }, RANGES.map(([v, l]) => h('option', { value: v, selected: v === state.range }, l)));
   const from = h('input', { id: 'f-from', type: 'datetime-local', value: state.from, step: 1 });
   const to = h('input', { id: 'f-to', type: 'datetime-local', value: state.to, step: 1 });
-  const meta = h('input', { id: 'f-meta', type: 'text', value: state.meta, placeholder: 'team=growth note="two words"', spellcheck: 'false' });
+  const meta = h('input', { id: 'f-meta', type: 'text', value: typedMeta, placeholder: 'team=growth note="two words"', spellcheck: 'false' });
   const fromField = field('from', 'Created from', from);
   const toField = field('to', 'Created before', to);
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter runs' },
@@ -101,19 +113,27 @@ export function render(root, params, ctx) {
     const p = new URLSearchParams();
     for (const f of FIELDS) if (state[f]) p.set(f, state[f]);
     const qs = p.toString();
-    history.replaceState(null, '', `#/runs${qs ? `?${qs}` : ''}`);
+    const address = `#/runs${qs ? `?${qs}` : ''}`;
+    history.replaceState(null, '', address);
+    sessionStorage.setItem(LIST_KEY, address);
   }
 
   function renderCounts(c) {
     const signature = JSON.stringify([c, state.status]);
     if (signature === lastCounts) return; // keep the focus on a chip across refreshes
     lastCounts = signature;
+    // a chip pressed (or focused) keeps the focus when the chips are drawn again
+    const focused = counts.contains(document.activeElement) ? document.activeElement.dataset.value : null;
     const chip = (value, label, n) => h('li', {}, h('button', {
-      type: 'button', 'aria-pressed': String(state.status === value),
+      type: 'button', 'aria-pressed': String(state.status === value), dataset: { value },
       onclick: () => { state.status = value; status.value = value; apply(); },
     }, label, h('b', {}, String(n))));
     counts.replaceChildren(chip('', 'all', c.total),
       ...STATUSES.filter((s) => c.by_status[s] > 0 || s === state.status).map((s) => chip(s, s, c.by_status[s] || 0)));
+    if (focused !== null) {
+      const again = [...counts.querySelectorAll('button')].find((b) => b.dataset.value === focused);
+      if (again) again.focus();
+    }
   }
 
   function renderRuns(page) {
@@ -150,6 +170,7 @@ export function render(root, params, ctx) {
   }
 
   let latest = 0;
+  let loading = false; // a load is on its way: the timed refresh waits rather than overtake it
   /** Loads the page at `cursors` plus `next` (the older page's cursor), which joins them once it arrived. */
   async function load(next) {
     const mine = ++latest; // an answer to an older query is dropped
@@ -165,6 +186,7 @@ export function render(root, params, ctx) {
     }
     const withCounts = Date.now() - countsAt > 15000 || !lastCounts;
     newer.disabled = older.disabled = true;
+    loading = true;
     try {
       const [page, c] = await Promise.all([api(`/v1/runs?${qs[0]}`), withCounts ? api(`/v1/runs/counts?${qs[1]}`) : null]);
       if (stopped || mine !== latest) return;
@@ -181,10 +203,19 @@ export function render(root, params, ctx) {
         pager(null);
         newer.disabled = cursors.length < 2;
       }
+    } finally {
+      if (mine === latest) loading = false;
     }
   }
 
   function apply() {
+    // a filter that does not parse changes nothing: not the address, not the rows shown
+    try {
+      parseMeta(meta.value.trim());
+    } catch (error) {
+      ctx.notify('error', `Metadata filter: ${error.message}`);
+      return;
+    }
     state.q = q.value.trim();
     state.status = status.value;
     state.agent = agent.value;
@@ -208,7 +239,7 @@ export function render(root, params, ctx) {
   older.addEventListener('click', () => { lastShown = ''; load(older.dataset.cursor); });
 
   const stop = every(3000, async () => {
-    if (live.checked && cursors.length === 1) await load();
+    if (live.checked && cursors.length === 1 && !loading) await load();
   });
   return () => { stopped = true; stop(); clearTimeout(typing); };
 }
