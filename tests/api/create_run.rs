@@ -199,6 +199,57 @@ async fn create_run_returns_413_when_the_body_is_over_the_limit() {
 }
 
 #[tokio::test]
+async fn text_holding_a_nul_character_is_refused_naming_its_field_in_every_body() {
+    // PostgreSQL stores no U+0000; it was a 503 there (retried forever by clients)
+    let app = TestApp::spawn().await;
+    let nul = "a\u{0}b";
+    let body = problem(
+        app.post_run(json!({"agent": "echo", "input": {"value": [1, nul]}}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        fields(&body),
+        [("input/value/1".into(), "nul_character".into())]
+    );
+    let body = problem(
+        app.post_run(json!({"agent": "echo", "input": {"value": 1}, "metadata": {nul: "v"}}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        fields(&body),
+        [("metadata/a\\u0000b".into(), "nul_character".into())]
+    );
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    let post = |path: String, body: Value| {
+        let request = app.client.post(app.url(&path)).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let signal = json!({"name": "go", "payload": {"note": nul}});
+    let body = problem(post(format!("/v1/runs/{id}/signals"), signal).await, 422).await;
+    assert_eq!(
+        fields(&body),
+        [("payload/note".into(), "nul_character".into())]
+    );
+    let retry = json!({"agent": nul});
+    let body = problem(post("/v1/runs/retry".into(), retry).await, 422).await;
+    assert_eq!(fields(&body), [("agent".into(), "nul_character".into())]);
+    // an escaped backslash before "u0000" is plain text, and accepted
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": "\\u0000"}}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["result"]["value"], "\\u0000");
+}
+
+#[tokio::test]
 async fn rejected_requests_leave_no_run_behind() {
     let app = TestApp::spawn().await;
     app.post_run(json!({"agent": "nope"})).await;
