@@ -605,6 +605,9 @@ impl Writer {
                 }
                 answers
             }
+            // a lone write refused for what it is keeps its error: told "unavailable", its
+            // caller would retry it (an HTTP client on 503, the outcome write) to no end
+            Err(e) if ops.len() == 1 => vec![Err(e)],
             // every request of the batch gets the error, so each caller can retry; a missing
             // answer would reach it as `Closed`, which callers rightly do not retry
             Err(e) => {
