@@ -178,3 +178,42 @@ async fn bulk_retry_requeues_every_failed_run_matching_the_filter() {
         (400, Some("colour"))
     );
 }
+
+#[tokio::test]
+async fn bulk_retry_goes_on_past_a_chunk_of_runs_it_cannot_retry() {
+    // in chunks of 2: the first failed runs by id are a dependency and its dependent, which
+    // cannot be retried while the dependency is failed; the chunking stopped there
+    let app = TestApp::spawn().await;
+    let failing = json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true}, "max_attempts": 1});
+    let mut first_body = failing.clone();
+    // due a little later, so its dependent can still be created
+    first_body["run_at"] = json!(chrono::Utc::now() + chrono::Duration::milliseconds(300));
+    let first = app.create(first_body).await;
+    let dependent = app
+        .create(json!({"agent": "echo", "input": {"value": 2}, "depends_on": [first]}))
+        .await;
+    app.wait_for_status(&dependent, "failed", Duration::from_secs(5))
+        .await;
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        later.push(app.create(failing.clone()).await);
+    }
+    for id in &later {
+        app.wait_for_status(id, "failed", Duration::from_secs(5))
+            .await;
+    }
+    let store = agentq::store::Store::connect(&app.db_url, &Default::default())
+        .await
+        .unwrap();
+    let filter = agentq::store::RequeueFilter {
+        limit: 2,
+        ..Default::default()
+    };
+    // the dependency and a later run, then the dependent (its dependency queued again by
+    // then) and another, then the last
+    assert_eq!(store.requeue_failed(filter).await.unwrap(), 5);
+    for id in later.iter().chain([&first, &dependent]) {
+        let events = event_types(&app.events(id).await);
+        assert!(events.contains(&"requeued".to_owned()), "{id}: {events:?}");
+    }
+}

@@ -259,6 +259,9 @@ SELECT id FROM runs
 WHERE status = 'failed' AND ($1::text IS NULL OR agent = $1)
   AND ($2::bigint IS NULL OR created_at >= $2) AND ($3::bigint IS NULL OR created_at < $3)
   AND ($5::text IS NULL OR tenant = $5)
+  AND NOT EXISTS (
+    SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+    WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
 ORDER BY id LIMIT $4";
 
 /// Also takes the run's row lock: a signal or cancel decides on the status it reads.

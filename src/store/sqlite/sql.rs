@@ -254,13 +254,17 @@ WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'failed'
     WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
 RETURNING id, event_seq";
 
-/// Failed runs matching a filter, oldest first: ?1 agent, ?2 created at or after,
-/// ?3 created before, ?4 limit.
+/// Failed runs matching a filter that `REQUEUE` can put back (none of their dependencies
+/// failed or was cancelled), oldest first: ?1 agent, ?2 created at or after, ?3 created
+/// before, ?4 limit, ?5 tenant. A chunk of runs it would skip would end the chunking early.
 pub(super) const FAILED_MATCHING: &str = "
 SELECT id FROM runs
 WHERE status = 'failed' AND (?1 IS NULL OR agent = ?1)
   AND (?2 IS NULL OR created_at >= ?2) AND (?3 IS NULL OR created_at < ?3)
   AND (?5 IS NULL OR tenant = ?5)
+  AND NOT EXISTS (
+    SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+    WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
 ORDER BY id LIMIT ?4";
 
 pub(super) const STATUS_OF: &str = "SELECT status FROM runs WHERE id = ?1";
