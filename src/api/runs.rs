@@ -96,15 +96,21 @@ pub async fn create_run(
         request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
     // the trace its attempts continue (see `telemetry::attempt_span`)
     new_run.trace_parent = crate::telemetry::trace_parent_for_new_run(&headers);
-    state
-        .limits
-        .admit_run(&state.store, tenant.as_str())
-        .await?;
-    let inserted = state.store.insert_run(new_run).await;
-    if !matches!(inserted, Ok(Inserted::New(_))) {
-        state.limits.unreserve(tenant.as_str()).await;
-    }
-    let (status, run) = match inserted? {
+    let inserted = match state.limits.admit_run(&state.store, tenant.as_str()).await {
+        Ok(()) => {
+            let inserted = state.store.insert_run(new_run).await;
+            if !matches!(inserted, Ok(Inserted::New(_))) {
+                state.limits.unreserve(tenant.as_str()).await;
+            }
+            inserted?
+        }
+        // at the cap, the retry of a request that created its run is still answered with it
+        Err(refused) => match &new_run.idempotency {
+            Some(key) => Inserted::Existing(state.store.idempotent_run(key).await?.ok_or(refused)?),
+            None => return Err(refused),
+        },
+    };
+    let (status, run) = match inserted {
         Inserted::New(run) => {
             state.metrics.run_created(&run.agent);
             (StatusCode::ACCEPTED, *run)

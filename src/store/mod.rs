@@ -357,6 +357,14 @@ impl Store {
         on_engine!(self, e => e.get_run(id).await)
     }
 
+    /// The run an Idempotency-Key names for this same request (unexpired, same body), if any.
+    pub async fn idempotent_run(
+        &self,
+        key: &crate::domain::IdempotencyKey,
+    ) -> Result<Option<RunId>, StoreError> {
+        on_engine!(self, e => e.idempotent_run(key).await)
+    }
+
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
         on_engine!(self, e => e.list_runs(filter).await)
     }

@@ -76,6 +76,31 @@ async fn a_tenant_at_its_cap_of_active_runs_cannot_add_more_until_some_finish() 
 }
 
 #[tokio::test]
+async fn a_retry_with_its_idempotency_key_gets_its_run_even_at_the_cap() {
+    let app = TestApp::spawn_with(|c| c.http.tenant_max_active_runs = Some(1)).await;
+    let post = |key: &'static str, body: Value| {
+        let request = app
+            .client
+            .post(app.url("/v1/runs"))
+            .header("idempotency-key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let first = post("k1", json!({"agent": "waiter"})).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    // the tenant is at its cap: the same request again is answered with its run
+    let again = post("k1", json!({"agent": "waiter"})).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    // but the key with another body, or a new key, is refused by the cap
+    let other_body = post("k1", json!({"agent": "waiter", "priority": 1})).await;
+    assert_eq!(other_body.status(), 429);
+    assert_eq!(post("k2", json!({"agent": "waiter"})).await.status(), 429);
+}
+
+#[tokio::test]
 async fn a_result_over_the_size_cap_fails_the_run_for_good_and_says_why() {
     // the test config caps results at 512 KiB
     let app = TestApp::spawn().await;

@@ -1,11 +1,14 @@
 //! Reads: point lookups, filtered listing with cursor paging, and a run's events.
 
+use sqlx::Row;
+
 use crate::domain::{
-    QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts, THROUGHPUT_MINUTES, throughput_start,
+    IdempotencyKey, QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts, THROUGHPUT_MINUTES,
+    throughput_start,
 };
 use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
-use super::rows::{EventRow, RunRow, WorkerRow};
+use super::rows::{EventRow, RunRow, WorkerRow, parse_id};
 use super::{Engine, sql};
 
 /// Binds a `RunFilter` to the dialect's `run_filter!` parameters (the first six).
@@ -28,6 +31,27 @@ impl Engine {
             .fetch_one(&self.pool)
             .await?;
         row.try_into()
+    }
+
+    /// The run an Idempotency-Key names for this same request: the key unexpired and held
+    /// with the same body. (The writer frees an expired key when a new run takes it.)
+    pub(in crate::store) async fn idempotent_run(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<RunId>, StoreError> {
+        let row = sqlx::query(sql::FIND_KEY)
+            .bind(&key.key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: Option<i64> = row.try_get("idempotency_expires_at")?;
+        let fingerprint: Option<String> = row.try_get("request_hash")?;
+        if expires_at.is_some_and(|t| t <= to_ms(chrono::Utc::now()))
+            || fingerprint.as_deref() != Some(key.fingerprint.as_str())
+        {
+            return Ok(None);
+        }
+        Ok(Some(parse_id(&row.try_get::<String, _>("id")?)?))
     }
 
     pub(in crate::store) async fn list_runs(&self, f: &RunFilter) -> Result<RunPage, StoreError> {
