@@ -1,7 +1,7 @@
 //! `JsonBody<T>`: a JSON body extractor whose every failure is a problem naming the field.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use serde::de::DeserializeOwned;
@@ -35,7 +35,10 @@ impl<S: Send + Sync> FromRequest<S> for RawJson {
             .await
             .map(RawJson)
             .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                    ApiError::PayloadTooLarge
+                }
+                // a body cut off or badly chunked is not a large one
                 other => ApiError::BadRequest(other.body_text()),
             })
     }

@@ -250,6 +250,28 @@ async fn text_holding_a_nul_character_is_refused_naming_its_field_in_every_body(
 }
 
 #[tokio::test]
+async fn a_body_cut_off_mid_chunk_is_a_bad_request_not_a_large_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // a chunk whose size line is not hexadecimal
+    let request = format!(
+        "POST /v1/runs HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n5\r\n{{\"a\":\r\nzz\r\n",
+        app.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[tokio::test]
 async fn rejected_requests_leave_no_run_behind() {
     let app = TestApp::spawn().await;
     app.post_run(json!({"agent": "nope"})).await;
