@@ -7,6 +7,8 @@ use axum::http::header;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::domain::nul_in;
+
 use super::error::{ApiError, FieldError};
 
 pub struct JsonBody<T>(pub T);
@@ -86,29 +88,6 @@ fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
             "text may not contain the NUL character (U+0000)",
         )])),
         None => Ok(()),
-    }
-}
-
-/// The path (`a/0/b`) of the first string or object key holding a NUL character.
-fn nul_in(value: &Value) -> Option<String> {
-    let join = |head: &str, rest: Option<String>| {
-        rest.map(|rest| match rest.is_empty() {
-            true => head.to_owned(),
-            false => format!("{head}/{rest}"),
-        })
-    };
-    match value {
-        Value::String(s) => s.contains('\0').then(String::new),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| join(&i.to_string(), nul_in(item))),
-        Value::Object(map) => map.iter().find_map(|(key, item)| match key.contains('\0') {
-            // the key itself cannot be named as it is
-            true => Some(key.replace('\0', "\\u0000")),
-            false => join(key, nul_in(item)),
-        }),
-        _ => None,
     }
 }
 

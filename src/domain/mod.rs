@@ -9,6 +9,7 @@ mod queue;
 mod run;
 mod signing;
 mod status;
+mod text;
 mod worker;
 
 pub use auth::{
@@ -23,4 +24,5 @@ pub use run::{
 };
 pub use signing::{hmac_hex, hmac_matches, same_digest, sha256_hex};
 pub use status::RunStatus;
+pub use text::{nul_in, storable};
 pub use worker::{WorkerBeat, WorkerInfo, WorkerState};

@@ -201,6 +201,11 @@ impl RunContext {
         if state.to_string().len() > MAX_CHECKPOINT_BYTES {
             return Err(AgentError::permanent("checkpoint is larger than 1 MiB"));
         }
+        if let Some(at) = crate::domain::nul_in(&state) {
+            return Err(AgentError::permanent(format!(
+                "checkpoint holds a NUL character (U+0000) at `{at}`, which the database cannot store"
+            )));
+        }
         let fence = self.inner.fence.clone();
         match self.inner.store.checkpoint(fence, state.clone()).await {
             Ok(true) => {
@@ -245,7 +250,7 @@ impl RunContext {
     pub async fn progress(&self, percent: u8, message: impl Into<Option<String>>) {
         let progress = Progress {
             percent: percent.min(100),
-            message: message.into(),
+            message: message.into().map(crate::domain::storable),
         };
         let written = self
             .inner
@@ -260,7 +265,11 @@ impl RunContext {
         let written = self
             .inner
             .store
-            .log(self.inner.fence.clone(), level, message.into())
+            .log(
+                self.inner.fence.clone(),
+                &crate::domain::storable(level.to_owned()),
+                crate::domain::storable(message.into()),
+            )
             .await;
         self.after_write(written);
     }

@@ -148,6 +148,16 @@ pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Resul
 /// A result over `max_bytes` (as JSON) fails the attempt for good: the run table is no
 /// place for bulk data, and the agent would produce it again on a retry.
 fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Value, Failure> {
+    if let Some(at) = crate::domain::nul_in(&result) {
+        let at = if at.is_empty() {
+            "the result".to_owned()
+        } else {
+            format!("`{at}`")
+        };
+        return Err(Failure::Agent(AgentError::permanent(format!(
+            "the result holds a NUL character (U+0000) at {at}, which the database cannot store"
+        ))));
+    }
     let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len());
     if size <= max_bytes {
         return Ok(result);

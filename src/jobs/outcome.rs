@@ -73,7 +73,8 @@ pub(crate) fn decide(
         Err(failure) => failure,
     };
     let retry = failure.retryable() && run.attempt < run.max_attempts;
-    let error = failure.into_error();
+    let mut error = failure.into_error();
+    error.message = crate::domain::storable(error.message);
     if !retry {
         return Outcome::Failed(error);
     }

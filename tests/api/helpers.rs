@@ -344,8 +344,32 @@ pub fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         .register(Waiter)
         .unwrap()
         .register(crate::approval_flow::ApprovalFlow)
+        .unwrap()
+        .register(NulWriter)
         .unwrap();
     registry
+}
+
+/// Hands agentq text holding NUL characters (U+0000), which PostgreSQL cannot store: a
+/// progress and a log message and a checkpoint, then an error (`input.fail`) or a result.
+struct NulWriter;
+
+#[async_trait]
+impl Agent for NulWriter {
+    fn name(&self) -> &str {
+        "nul_writer"
+    }
+
+    async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
+        ctx.progress(50, Some("half\u{0}way".to_owned())).await;
+        ctx.log("info", "a\u{0}b").await;
+        let refused = ctx.checkpoint(json!({"note": "x\u{0}"})).await.unwrap_err();
+        if input["fail"] == true {
+            let message = format!("broke\u{0}here; checkpoint: {}", refused.message);
+            return Err(AgentError::permanent(message));
+        }
+        Ok(json!({"text": "a\u{0}b"}))
+    }
 }
 
 /// Waits `input.ms` unless cancelled first; counts starts and cancellations.

@@ -169,3 +169,42 @@ async fn a_retried_attempt_resumes_from_the_saved_checkpoint_without_redoing_ste
     let types = event_types(&app.events(&id).await);
     assert_eq!(types.iter().filter(|t| *t == "checkpoint").count(), 3);
 }
+
+#[tokio::test]
+async fn an_agent_s_text_holding_nul_characters_is_stored_or_refused_clearly() {
+    // PostgreSQL keeps no U+0000: such a result failed every outcome write, and the run
+    // ended as a lost worker once its attempts ran out
+    let app = TestApp::spawn().await;
+    let id = app.create(json!({"agent": "nul_writer"})).await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(10))
+        .await;
+    assert_eq!(run["attempt"], 1, "{run:#}");
+    assert_eq!(run["error"]["kind"], "agent_error");
+    assert_eq!(
+        run["error"]["message"],
+        "the result holds a NUL character (U+0000) at `text`, which the database cannot store"
+    );
+    // free text keeps its words, the NUL replaced
+    let events = app.events(&id).await;
+    let data = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .map(|e| e["data"].clone())
+            .unwrap_or_else(|| panic!("no {kind} event: {events:?}"))
+    };
+    assert_eq!(data("progress")["message"], "half\u{FFFD}way");
+    assert_eq!(data("log")["message"], "a\u{FFFD}b");
+    let id = app
+        .create(json!({"agent": "nul_writer", "input": {"fail": true}}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        run["error"]["message"],
+        "broke\u{FFFD}here; checkpoint: checkpoint holds a NUL character (U+0000) at `note`, \
+         which the database cannot store"
+    );
+}
