@@ -11,6 +11,7 @@ use validator::{Validate, ValidationError};
 
 use crate::domain::{Backoff, Compensation, IdempotencyKey, NewRun, RunId, Tenant};
 use crate::jobs::AgentRegistry;
+use crate::store::StoreError;
 
 use super::error::{ApiError, FieldError};
 
@@ -178,6 +179,26 @@ fn parse_dependencies(raw: Option<&[String]>, problems: &mut Vec<FieldError>) ->
         }
     }
     ids
+}
+
+/// The store names a bad dependency by its index in the list without duplicates; the
+/// request's own list may hold some, so the problem is moved to where the id was first given.
+pub(super) fn at_given_positions(e: StoreError, kept: &[RunId], given: &[String]) -> StoreError {
+    let StoreError::BadDependencies(problems) = e else {
+        return e;
+    };
+    let given_at = |i: usize| {
+        let id = kept.get(i)?;
+        given
+            .iter()
+            .position(|g| g.parse::<RunId>().is_ok_and(|g| g == *id))
+    };
+    StoreError::BadDependencies(
+        problems
+            .into_iter()
+            .map(|(i, code, message)| (given_at(i).unwrap_or(i), code, message))
+            .collect(),
+    )
 }
 
 impl CreateRunRequest {

@@ -15,7 +15,7 @@ use crate::domain::{Inserted, Run, RunEvent, RunId, Scope, StatusCounts};
 
 use super::ApiState;
 use super::auth::Caller;
-use super::create::{CreateRunRequest, idempotency_key};
+use super::create::{CreateRunRequest, at_given_positions, idempotency_key};
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, from_value};
 use super::list::{CountRunsParams, ListRunsParams, METADATA_PARAM};
@@ -92,13 +92,19 @@ pub async fn create_run(
         k
     });
     let request: CreateRunRequest = from_value(body)?;
+    let given_dependencies = request.depends_on.clone().unwrap_or_default();
     let mut new_run =
         request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
     // the trace its attempts continue (see `telemetry::attempt_span`)
     new_run.trace_parent = crate::telemetry::trace_parent_for_new_run(&headers);
     let inserted = match state.limits.admit_run(&state.store, tenant.as_str()).await {
         Ok(()) => {
-            let inserted = state.store.insert_run(new_run).await;
+            let kept_dependencies = new_run.depends_on.clone();
+            let inserted = state
+                .store
+                .insert_run(new_run)
+                .await
+                .map_err(|e| at_given_positions(e, &kept_dependencies, &given_dependencies));
             if !matches!(inserted, Ok(Inserted::New(_))) {
                 state.limits.unreserve(tenant.as_str()).await;
             }

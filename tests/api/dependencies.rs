@@ -111,8 +111,12 @@ async fn unknown_invalid_or_failed_dependencies_are_refused() {
     app.wait_for_status(&failed, "failed", Duration::from_secs(5))
         .await;
     let unknown = uuid::Uuid::now_v7().to_string();
+    // a duplicate entry does not shift the positions named
+    let ok = app
+        .create(json!({"agent": "echo", "input": {"value": 2}}))
+        .await;
     let response = app
-        .post_run(json!({"agent": "gather", "depends_on": [unknown, failed]}))
+        .post_run(json!({"agent": "gather", "depends_on": [unknown, ok, ok, failed]}))
         .await;
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
@@ -126,7 +130,7 @@ async fn unknown_invalid_or_failed_dependencies_are_refused() {
         errors,
         [
             ("depends_on/0", "unknown_run"),
-            ("depends_on/1", "dependency_failed")
+            ("depends_on/3", "dependency_failed")
         ]
     );
     let response = app
