@@ -2,8 +2,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -56,6 +57,32 @@ fn is_json(req: &Request) -> bool {
     let essence = value.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/json")
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Query parameters whose every failure to fit (a repeated parameter, a number that is not
+/// one) is a 422 naming the parameter, like the endpoints' own checks of the values.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                let field = match quoted_after(&message, "duplicate field ") {
+                    Some(name) => name.to_owned(),
+                    None if path == "." => "query".to_owned(),
+                    None => path.replace('.', "/"),
+                };
+                let message = format!("{field}: {message}");
+                ApiError::Validation(vec![FieldError::new(field, "invalid_value", message)])
+            })
+    }
 }
 
 /// Parses JSON, naming the path of the first value that does not fit the type, or of the

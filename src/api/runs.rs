@@ -3,7 +3,7 @@
 use std::hash::{Hash, Hasher};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::create::{CreateRunRequest, at_given_positions, idempotency_key};
 use super::error::{ApiError, Problem};
-use super::extract::{JsonBody, from_value};
+use super::extract::{JsonBody, QueryParams, from_value};
 use super::list::{CountRunsParams, ListRunsParams, METADATA_PARAM};
 use super::stream;
 
@@ -48,6 +48,7 @@ pub struct EventList {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Only events with a greater `seq`.
     pub after: Option<i64>,
@@ -209,7 +210,7 @@ pub(super) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 pub async fn list_runs(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(params): Query<ListRunsParams>,
+    QueryParams(params): QueryParams<ListRunsParams>,
 ) -> Result<Json<RunList>, ApiError> {
     caller.require(Scope::RunsRead)?;
     let mut filter = params.into_filter()?;
@@ -236,7 +237,7 @@ pub async fn list_runs(
 pub async fn count_runs(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(params): Query<CountRunsParams>,
+    QueryParams(params): QueryParams<CountRunsParams>,
 ) -> Result<Json<StatusCounts>, ApiError> {
     caller.require(Scope::RunsRead)?;
     let mut filter = params.into_filter()?;
@@ -255,6 +256,7 @@ pub async fn count_runs(
         (status = 200, description = "The events: a JSON list, or a server-sent event stream whose events carry the seq as id, the type as event name and the event as JSON data",
          content((EventList = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid after", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -262,7 +264,7 @@ pub async fn list_run_events(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(params): Query<EventParams>,
+    QueryParams(params): QueryParams<EventParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;

@@ -106,6 +106,8 @@ async fn list_runs_rejects_bad_filters_naming_each() {
         ("?limit=ten", "limit"),
         ("?cursor=xyz", "cursor"),
         ("?created_after=yesterday", "created_after"),
+        ("?status=queued&status=running", "status"),
+        ("/counts?agent=a&agent=b", "agent"),
     ] {
         let response = app
             .client
@@ -117,4 +119,17 @@ async fn list_runs_rejects_bad_filters_naming_each() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["errors"][0]["field"], field, "{query}");
     }
+    // a run's events after a seq that is not a number
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{id}/events?after=abc")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "after");
 }
