@@ -83,6 +83,7 @@ pub struct RetryRunsResponse {
         (status = 403, description = "The key lacks the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Text holding a NUL character", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry_runs(
     State(state): State<ApiState>,

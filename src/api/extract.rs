@@ -88,9 +88,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 /// Parses JSON, naming the path of the first value that does not fit the type, or of the
 /// first text holding a NUL character.
 pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    refuse_nul(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(to_problem)
+    let parsed = serde_path_to_error::deserialize(de).map_err(to_problem)?;
+    // a body of the wrong shape is named as such (400) before its text is looked at
+    refuse_nul(bytes)?;
+    Ok(parsed)
 }
 
 /// PostgreSQL stores no NUL character (U+0000) in text or jsonb, so a body holding one would
@@ -100,9 +102,8 @@ fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
     if !bytes.windows(6).any(|w| w == b"\\u0000") {
         return Ok(());
     }
-    // malformed JSON is named by the parse that follows
     let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
-        return Ok(());
+        return Ok(()); // parsed already as the endpoint's type: cannot fail here
     };
     match nul_in(&value) {
         Some(field) => Err(ApiError::Validation(vec![FieldError::new(
