@@ -184,7 +184,10 @@ async fn bulk_retry_goes_on_past_a_chunk_of_runs_it_cannot_retry() {
     // in chunks of 2: the first failed runs by id are a dependency and its dependent, which
     // cannot be retried while the dependency is failed; the chunking stopped there
     let app = TestApp::spawn().await;
-    let failing = json!({"agent": "echo", "input": {"value": 1, "fail_permanently": true}, "max_attempts": 1});
+    // `switch` fails while the probe says so: once requeued, runs succeed and are not
+    // failed again, and so counted again, while the chunks go on
+    app.probe.failing.store(true, Ordering::SeqCst);
+    let failing = json!({"agent": "switch", "max_attempts": 1});
     let mut first_body = failing.clone();
     // due a little later, so its dependent can still be created
     first_body["run_at"] = json!(chrono::Utc::now() + chrono::Duration::milliseconds(300));
@@ -202,6 +205,7 @@ async fn bulk_retry_goes_on_past_a_chunk_of_runs_it_cannot_retry() {
         app.wait_for_status(id, "failed", Duration::from_secs(5))
             .await;
     }
+    app.probe.failing.store(false, Ordering::SeqCst);
     let store = agentq::store::Store::connect(&app.db_url, &Default::default())
         .await
         .unwrap();
