@@ -28,6 +28,18 @@ export function h(tag, attrs, ...children) {
   return fill(document.createElement(tag), attrs, children);
 }
 
+/**
+ * Draws `box` again with `draw`, keeping keyboard focus on the element whose `attribute`
+ * (a link's href, a chip's data-value) matches the one focused before.
+ */
+export function redraw(box, attribute, draw) {
+  const had = box.contains(document.activeElement) ? document.activeElement.getAttribute(attribute) : null;
+  draw();
+  if (had === null) return;
+  const again = [...box.querySelectorAll(`[${attribute}]`)].find((e) => e.getAttribute(attribute) === had);
+  if (again) again.focus();
+}
+
 /** Replaces an element's children; null, undefined and false ones are left out. */
 export function put(el, ...children) {
   el.replaceChildren();

@@ -2,7 +2,7 @@
 // finished runs per minute over the last hour.
 
 import { api } from '../api.js';
-import { duration, every, h, s, table } from '../dom.js';
+import { duration, every, h, redraw, s, table } from '../dom.js';
 
 const SERIES = [['succeeded', 'succeeded_per_minute'], ['failed', 'failed_per_minute'], ['cancelled', 'cancelled_per_minute']];
 
@@ -45,10 +45,9 @@ export function render(root, ctx) {
       const finished = sum(body.queues.map((q) => sum(q.succeeded_per_minute) + sum(q.failed_per_minute) + sum(q.cancelled_per_minute)));
       const { svg, max } = bars(body.queues, 600, 140, `${finished} runs finished in the last hour`);
       svg.setAttribute('class', 'chart');
-      // an agent link focused before the table is drawn again keeps the focus
-      const focused = list.contains(document.activeElement) ? document.activeElement.getAttribute('href') : null;
       chart.replaceChildren(svg, h('p', { class: 'muted small' }, `${finished} finished in the last hour; the tallest minute is ${max}.`));
-      list.replaceChildren(body.queues.length ? table([
+      // an agent link focused before the table is drawn again keeps the focus
+      redraw(list, 'href', () => list.replaceChildren(body.queues.length ? table([
         { label: 'Agent', cell: (q) => h('a', { href: `#/runs?agent=${encodeURIComponent(q.agent)}` }, q.agent) },
         { label: 'Queued', num: true, cell: (q) => String(q.queued) },
         { label: 'Oldest queued', num: true, cell: (q) => (q.oldest_queued_age_ms === null ? '—' : duration(q.oldest_queued_age_ms)) },
@@ -64,11 +63,7 @@ export function render(root, ctx) {
           spark.setAttribute('class', 'spark');
           return h('span', {}, spark, ` ${done} ok`, failed ? `, ${failed} failed` : '');
         } },
-      ], body.queues) : h('p', { class: 'empty panel' }, 'No agents.'));
-      if (focused) {
-        const again = [...list.querySelectorAll('a')].find((a) => a.getAttribute('href') === focused);
-        if (again) again.focus();
-      }
+      ], body.queues) : h('p', { class: 'empty panel' }, 'No agents.')));
       stamp.textContent = `Updated ${new Date().toLocaleTimeString()}; every 5 s.`;
     } catch (error) {
       if (!stopped) ctx.report(error);

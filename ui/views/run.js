@@ -3,8 +3,13 @@
 // form of a waiting run.
 
 import { api, followEvents } from '../api.js';
-import { TERMINAL, badge, chips, duration, h, json, progressBar, put, runLink, table, when } from '../dom.js';
+import { TERMINAL, badge, chips, duration, h, json, progressBar, put, redraw, runLink, table, when } from '../dom.js';
 import { LIST_KEY } from './runs.js';
+
+/** The way back to the runs list, with the filters it was left with. */
+function backToList() {
+  return h('p', { class: 'muted small' }, h('a', { href: sessionStorage.getItem(LIST_KEY) || '#/runs' }, '← Runs'));
+}
 
 /** Where focus goes when the control holding it is drawn away: the first action (Refresh). */
 function keepFocus(box) {
@@ -175,12 +180,8 @@ export function render(root, id, ctx) {
 
   function renderBody() {
     // a link focused in what is drawn again (back, dependencies) keeps the focus
-    const focused = (head.contains(document.activeElement) || body.contains(document.activeElement))
-      ? document.activeElement.getAttribute('href') : null;
-    put(head,
-      h('p', { class: 'muted small' }, h('a', { href: sessionStorage.getItem(LIST_KEY) || '#/runs' }, '← Runs')),
-      h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
-    );
+    redraw(head, 'href', () => put(head, backToList(),
+      h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status))));
     const facts = [
       ['Agent', run.agent], ['Attempt', `${run.attempt} of ${run.max_attempts}`],
       ['Created', when(run.created_at)], ['Started', when(run.started_at)], ['Finished', when(run.finished_at)],
@@ -193,18 +194,14 @@ export function render(root, id, ctx) {
     if (run.depends_on.length) links.push(['Depends on', run.depends_on.map((d) => h('div', {}, runLink(d)))]);
     if (run.compensation_run_id) links.push(['Compensation run', runLink(run.compensation_run_id)]);
     if (run.compensates_run_id) links.push(['Compensates', runLink(run.compensates_run_id)]);
-    put(body,
+    redraw(body, 'href', () => put(body,
       h('div', { class: 'panel' },
         h('div', { class: 'bigprogress' }, progressBar(run.progress || { percent: run.status === 'succeeded' ? 100 : 0 }, true)),
         h('dl', { class: 'facts' }, [...facts, ...links].map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))),
           Object.keys(run.metadata).length ? h('div', {}, h('dt', {}, 'Metadata'), h('dd', {}, chips(run.metadata))) : null)),
       run.error ? h('div', { class: 'panel errorbox', role: 'note' }, h('h2', {}, 'Error'),
         h('p', {}, h('b', {}, run.error.kind), ': ', run.error.message)) : null,
-    );
-    if (focused) {
-      const again = [...head.querySelectorAll('a'), ...body.querySelectorAll('a')].find((a) => a.getAttribute('href') === focused);
-      if (again) again.focus();
-    }
+    ));
     const attempts = attemptsOf(events);
     put(attemptsBox, h('h2', {}, 'Attempts'), attempts.length ? table([
       { label: '#', num: true, cell: (a) => String(a.attempt) },
@@ -257,8 +254,7 @@ export function render(root, id, ctx) {
       ctx.report(error);
       if (!run) {
         // nothing shown yet: offer the way to try again instead of an empty page
-        put(head, h('p', { class: 'muted small' }, h('a', { href: sessionStorage.getItem(LIST_KEY) || '#/runs' }, '← Runs')),
-          h('h1', {}, h('span', { class: 'mono' }, id)),
+        put(head, backToList(), h('h1', {}, h('span', { class: 'mono' }, id)),
           h('p', {}, 'This run could not be read. ', h('button', { type: 'button', onclick: () => refresh() }, 'Try again')));
       }
     }

@@ -2,7 +2,7 @@
 // ids and metadata values, with counts by status and cursor paging.
 
 import { api } from '../api.js';
-import { STATUSES, ago, badge, chips, duration, every, h, progressBar, runLink, table } from '../dom.js';
+import { STATUSES, ago, badge, chips, duration, every, h, progressBar, redraw, runLink, table } from '../dom.js';
 
 const RANGES = [
   ['', 'Any time'], ['15m', 'Last 15 minutes'], ['1h', 'Last hour'], ['24h', 'Last 24 hours'],
@@ -122,30 +122,23 @@ export function render(root, params, ctx) {
     const signature = JSON.stringify([c, state.status]);
     if (signature === lastCounts) return; // keep the focus on a chip across refreshes
     lastCounts = signature;
-    // a chip pressed (or focused) keeps the focus when the chips are drawn again
-    const focused = counts.contains(document.activeElement) ? document.activeElement.dataset.value : null;
     const chip = (value, label, n) => h('li', {}, h('button', {
       type: 'button', 'aria-pressed': String(state.status === value), dataset: { value },
       onclick: () => { state.status = value; status.value = value; apply(); },
     }, label, h('b', {}, String(n))));
-    counts.replaceChildren(chip('', 'all', c.total),
-      ...STATUSES.filter((s) => c.by_status[s] > 0 || s === state.status).map((s) => chip(s, s, c.by_status[s] || 0)));
-    if (focused !== null) {
-      const again = [...counts.querySelectorAll('button')].find((b) => b.dataset.value === focused);
-      if (again) again.focus();
-    }
+    // a chip pressed (or focused) keeps the focus when the chips are drawn again
+    redraw(counts, 'data-value', () => counts.replaceChildren(chip('', 'all', c.total),
+      ...STATUSES.filter((s) => c.by_status[s] > 0 || s === state.status).map((s) => chip(s, s, c.by_status[s] || 0))));
   }
 
   function renderRuns(page) {
     const signature = JSON.stringify(page.runs.map((r) => [r.id, r.status, r.progress, r.attempt, r.updated_at]));
     if (signature === lastShown) return;
     lastShown = signature;
-    // keep keyboard focus on the same run across a refresh
-    const focused = list.contains(document.activeElement) ? document.activeElement.getAttribute('href') : null;
-    if (!page.runs.length) {
-      list.replaceChildren(h('p', { class: 'empty panel' }, cursors.length > 1 ? 'No older runs.' : 'No runs match. Submit one with POST /v1/runs.'));
-    } else {
-      list.replaceChildren(table([
+    // keyboard focus stays on the same run across a refresh
+    redraw(list, 'href', () => list.replaceChildren(!page.runs.length
+      ? h('p', { class: 'empty panel' }, cursors.length > 1 ? 'No older runs.' : 'No runs match. Submit one with POST /v1/runs.')
+      : table([
         { label: 'Run', cell: (r) => runLink(r.id) },
         { label: 'Agent', cell: (r) => r.agent },
         { label: 'Status', cell: (r) => badge(r.status) },
@@ -154,12 +147,7 @@ export function render(root, params, ctx) {
         { label: 'Created', cell: (r) => ago(r.created_at) },
         { label: 'Took', num: true, cell: (r) => (r.started_at ? duration(new Date(r.finished_at || Date.now()) - new Date(r.started_at)) : '—') },
         { label: 'Metadata', cell: (r) => chips(r.metadata) },
-      ], page.runs));
-    }
-    if (focused) {
-      const again = [...list.querySelectorAll('a')].find((a) => a.getAttribute('href') === focused);
-      if (again) again.focus();
-    }
+      ], page.runs)));
     pageInfo.textContent = `Page ${cursors.length}`;
   }
 
@@ -174,16 +162,10 @@ export function render(root, params, ctx) {
   /** Loads the page at `cursors` plus `next` (the older page's cursor), which joins them once it arrived. */
   async function load(next) {
     const mine = ++latest; // an answer to an older query is dropped
-    let qs;
-    try {
-      if (next) cursors.push(next);
-      qs = [query(false), query(true)];
-    } catch (error) {
-      ctx.notify('error', `Metadata filter: ${error.message}`);
-      return;
-    } finally {
-      if (next) cursors.pop();
-    }
+    // the metadata filter in `state` parsed before it was kept
+    if (next) cursors.push(next);
+    const qs = [query(false), query(true)];
+    if (next) cursors.pop();
     const withCounts = Date.now() - countsAt > 15000 || !lastCounts;
     newer.disabled = older.disabled = true;
     loading = true;
