@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::domain::nul_in;
+use crate::domain::{may_hold_nul, nul_in};
 
 use super::error::{ApiError, FieldError};
 
@@ -98,8 +98,8 @@ pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// PostgreSQL stores no NUL character (U+0000) in text or jsonb, so a body holding one would
 /// fail at the database; it is refused in every dialect, so a body means the same on each.
 fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
-    // JSON carries NUL only escaped: bodies without the escape, nearly all, are not walked
-    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+    // bodies without the escape, nearly all, are not walked
+    if !may_hold_nul(bytes) {
         return Ok(());
     }
     let Ok(value) = serde_json::from_slice::<Value>(bytes) else {

@@ -24,5 +24,5 @@ pub use run::{
 };
 pub use signing::{hmac_hex, hmac_matches, same_digest, sha256_hex};
 pub use status::RunStatus;
-pub use text::{nul_in, storable};
+pub use text::{may_hold_nul, nul_in, storable};
 pub use worker::{WorkerBeat, WorkerInfo, WorkerState};

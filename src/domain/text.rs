@@ -4,6 +4,12 @@
 
 use serde_json::Value;
 
+/// Whether serialised JSON may hold a NUL character: JSON writes one only as the `\u0000`
+/// escape, so text without it need not be walked with [`nul_in`].
+pub fn may_hold_nul(json: &[u8]) -> bool {
+    json.windows(6).any(|w| w == b"\\u0000")
+}
+
 /// The path (`a/0/b`, empty for the value itself) of the first string or object key in
 /// `value` holding a NUL character; a key is named with the NUL written as `\u0000`.
 pub fn nul_in(value: &Value) -> Option<String> {
@@ -52,5 +58,8 @@ mod tests {
         assert_eq!(nul_in(&json!({"k\u{0}": 1})).as_deref(), Some("k\\u0000"));
         assert_eq!(nul_in(&json!("\u{0}")).as_deref(), Some(""));
         assert_eq!(storable("a\u{0}b".into()), "a\u{FFFD}b");
+        let text = serde_json::to_vec(&json!({"a": "x\u{0}"})).unwrap();
+        assert!(may_hold_nul(&text));
+        assert!(!may_hold_nul(br#"{"a": "x"}"#));
     }
 }

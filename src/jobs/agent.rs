@@ -198,10 +198,14 @@ impl RunContext {
     pub async fn checkpoint(&self, state: impl Serialize) -> Result<(), AgentError> {
         let state = serde_json::to_value(state)
             .map_err(|e| AgentError::permanent(format!("checkpoint is not JSON: {e}")))?;
-        if state.to_string().len() > MAX_CHECKPOINT_BYTES {
+        let text = state.to_string();
+        if text.len() > MAX_CHECKPOINT_BYTES {
             return Err(AgentError::permanent("checkpoint is larger than 1 MiB"));
         }
-        if let Some(at) = crate::domain::nul_in(&state) {
+        if let Some(at) = crate::domain::may_hold_nul(text.as_bytes())
+            .then(|| crate::domain::nul_in(&state))
+            .flatten()
+        {
             return Err(AgentError::permanent(format!(
                 "checkpoint holds a NUL character (U+0000) at `{at}`, which the database cannot store"
             )));

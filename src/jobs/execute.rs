@@ -148,7 +148,12 @@ pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Resul
 /// A result over `max_bytes` (as JSON) fails the attempt for good: the run table is no
 /// place for bulk data, and the agent would produce it again on a retry.
 fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Value, Failure> {
-    if let Some(at) = crate::domain::nul_in(&result) {
+    let json = serde_json::to_vec(&result).expect("a JSON value serialises");
+    // a NUL character is refused too, and looked for only where the text shows its escape
+    if let Some(at) = crate::domain::may_hold_nul(&json)
+        .then(|| crate::domain::nul_in(&result))
+        .flatten()
+    {
         let at = if at.is_empty() {
             "the result".to_owned()
         } else {
@@ -158,7 +163,7 @@ fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Val
             "the result holds a NUL character (U+0000) at {at}, which the database cannot store"
         ))));
     }
-    let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len());
+    let size = json.len();
     if size <= max_bytes {
         return Ok(result);
     }
