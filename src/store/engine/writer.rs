@@ -587,10 +587,19 @@ impl Writer {
                 self.after_commit(&applied, parked_included);
                 applied.answers.into_iter().map(Ok).collect()
             }
-            // a busy or unreachable database fails every op alike: no point retrying each
-            Err(batch_error)
-                if ops.len() > 1 && !matches!(batch_error, StoreError::Unavailable(_)) =>
-            {
+            // a lone write keeps its own error: one refused for what it is must not become
+            // "unavailable", which its caller (an HTTP client on 503, the outcome write)
+            // would retry to no end
+            Err(e) if ops.len() == 1 => vec![Err(e)],
+            // a busy or unreachable database fails every op alike: each request gets the
+            // error, so each caller can retry (a missing answer would reach it as `Closed`,
+            // which callers rightly do not retry)
+            Err(StoreError::Unavailable(reason)) => ops
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(reason.clone())))
+                .collect(),
+            // one write may spoil the batch: each is applied on its own
+            Err(batch_error) => {
                 tracing::warn!(error = %batch_error, batch = ops.len(), "batch failed; applying its writes one by one");
                 let mut answers = Vec::with_capacity(ops.len());
                 for op in &ops {
@@ -604,20 +613,6 @@ impl Writer {
                     });
                 }
                 answers
-            }
-            // a lone write refused for what it is keeps its error: told "unavailable", its
-            // caller would retry it (an HTTP client on 503, the outcome write) to no end
-            Err(e) if ops.len() == 1 => vec![Err(e)],
-            // every request of the batch gets the error, so each caller can retry; a missing
-            // answer would reach it as `Closed`, which callers rightly do not retry
-            Err(e) => {
-                let reason = match e {
-                    StoreError::Unavailable(reason) => reason,
-                    other => other.to_string(),
-                };
-                ops.iter()
-                    .map(|_| Err(StoreError::Unavailable(reason.clone())))
-                    .collect()
             }
         }
     }
