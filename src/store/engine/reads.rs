@@ -1,14 +1,12 @@
 //! Reads: point lookups, filtered listing with cursor paging, and a run's events.
 
-use sqlx::Row;
-
 use crate::domain::{
     IdempotencyKey, QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts, THROUGHPUT_MINUTES,
     throughput_start,
 };
 use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
-use super::rows::{EventRow, RunRow, WorkerRow, parse_id};
+use super::rows::{EventRow, KeyRow, RunRow, WorkerRow};
 use super::{Engine, sql};
 
 /// Binds a `RunFilter` to the dialect's `run_filter!` parameters (the first six).
@@ -39,19 +37,19 @@ impl Engine {
         &self,
         key: &IdempotencyKey,
     ) -> Result<Option<RunId>, StoreError> {
-        let row = sqlx::query(sql::FIND_KEY)
+        let row: Option<KeyRow> = sqlx::query_as(sql::FIND_KEY)
             .bind(&key.key)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let expires_at: Option<i64> = row.try_get("idempotency_expires_at")?;
-        let fingerprint: Option<String> = row.try_get("request_hash")?;
-        if expires_at.is_some_and(|t| t <= to_ms(chrono::Utc::now()))
-            || fingerprint.as_deref() != Some(key.fingerprint.as_str())
-        {
-            return Ok(None);
+        match row {
+            Some(row)
+                if !row.expired(to_ms(chrono::Utc::now()))
+                    && row.request_hash.as_deref() == Some(key.fingerprint.as_str()) =>
+            {
+                Ok(Some(row.run_id()?))
+            }
+            _ => Ok(None),
         }
-        Ok(Some(parse_id(&row.try_get::<String, _>("id")?)?))
     }
 
     pub(in crate::store) async fn list_runs(&self, f: &RunFilter) -> Result<RunPage, StoreError> {

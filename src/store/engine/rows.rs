@@ -10,6 +10,26 @@ use crate::domain::{
 };
 use crate::store::{StoreError, from_ms};
 
+/// The run holding an Idempotency-Key (`FIND_KEY`).
+#[derive(FromRow)]
+pub(super) struct KeyRow {
+    id: String,
+    /// The fingerprint of the request that took the key.
+    pub(super) request_hash: Option<String>,
+    idempotency_expires_at: Option<i64>,
+}
+
+impl KeyRow {
+    /// Past its expiry at `now` (ms), the key names no run and may be taken again.
+    pub(super) fn expired(&self, now: i64) -> bool {
+        self.idempotency_expires_at.is_some_and(|t| t <= now)
+    }
+
+    pub(super) fn run_id(&self) -> Result<RunId, StoreError> {
+        parse_id(&self.id)
+    }
+}
+
 #[derive(FromRow)]
 pub(super) struct RunRow {
     id: String,

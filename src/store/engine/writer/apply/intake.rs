@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::super::super::Db;
-use super::super::super::rows::parse_id;
+use super::super::super::rows::{KeyRow, parse_id};
 use super::super::sql;
 use super::Batch;
 use crate::domain::{DEFAULT_TENANT, EventKind, NewRun, Run, RunId, RunStatus};
@@ -158,22 +158,20 @@ pub(super) async fn insert_runs(
 
 /// The run holding `key` and its request fingerprint; an expired key is freed instead.
 async fn key_holder(b: &mut Batch<'_>, key: &str) -> Result<Option<(String, RunId)>, StoreError> {
-    let row = sqlx::query(sql::FIND_KEY)
+    let row: Option<KeyRow> = sqlx::query_as(sql::FIND_KEY)
         .bind(key)
         .fetch_optional(&mut *b.conn)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let id: String = row.try_get("id")?;
-    let expires_at: Option<i64> = row.try_get("idempotency_expires_at")?;
-    if expires_at.is_some_and(|t| t <= b.now) {
+    let id = row.run_id()?;
+    if row.expired(b.now) {
         sqlx::query(sql::FREE_KEY)
-            .bind(&id)
+            .bind(id.to_string())
             .execute(&mut *b.conn)
             .await?;
         return Ok(None);
     }
-    let fingerprint: Option<String> = row.try_get("request_hash")?;
-    Ok(Some((fingerprint.unwrap_or_default(), parse_id(&id)?)))
+    Ok(Some((row.request_hash.unwrap_or_default(), id)))
 }
 
 fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
