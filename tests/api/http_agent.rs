@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use axum::Router;
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::Redirect;
 use axum::routing::get;
@@ -27,6 +30,12 @@ async fn upstream() -> String {
         .route(
             "/to-private",
             get(|| async { Redirect::to("http://10.0.0.1/internal") }),
+        )
+        .route(
+            "/to",
+            get(
+                |Query(to): Query<HashMap<String, String>>| async move { Redirect::to(&to["url"]) },
+            ),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -191,4 +200,50 @@ async fn an_allow_pattern_with_a_port_lets_that_port_through_and_no_other() {
         &call(&app, "https://example.com/").await,
         "refused example.com: not matched by --http-allow",
     );
+}
+
+/// `--http-allow '*,127.0.0.1:PORT'`: `*` lists any host but opens no blocked address, and
+/// the address pattern opens 127.0.0.1 on PORT only, whatever name or redirect leads there.
+#[tokio::test]
+async fn an_address_allowed_with_a_port_is_reached_on_no_other_port_by_any_way() {
+    let allowed = upstream().await;
+    let other = upstream().await; // listening, so a request that got through would succeed
+    let port = allowed.rsplit(':').next().unwrap();
+    let other_port = other.rsplit(':').next().unwrap();
+    let app = TestApp::spawn_with(allow(&["*", &format!("127.0.0.1:{port}")])).await;
+    let run = call(&app, &format!("{allowed}/ok")).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let run = call(&app, &format!("http://localhost:{port}/ok")).await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "another name for the address, on its port: {run:#}"
+    );
+    let redirect = |to: &str| format!("{allowed}/to?url={to}");
+    for (url, says) in [
+        (
+            format!("{other}/ok"),
+            "refused 127.0.0.1: loopback address".to_owned(),
+        ),
+        (
+            format!("http://[::ffff:127.0.0.1]:{other_port}/ok"),
+            "refused ::ffff:7f00:1: loopback address".to_owned(),
+        ),
+        (
+            format!("http://localhost:{other_port}/ok"),
+            "refused localhost: it resolves to a loopback address".to_owned(),
+        ),
+        (
+            redirect(&format!("{other}/ok")),
+            "refused a redirect to 127.0.0.1: loopback address".to_owned(),
+        ),
+        (
+            redirect(&format!("http://localhost:{other_port}/ok")),
+            format!("refused a redirect to localhost: a host name on another port than {port}"),
+        ),
+    ] {
+        assert_refused(&call(&app, &url).await, &says);
+    }
+    // a redirect that stays on the port, by another name, is followed
+    let run = call(&app, &redirect(&format!("http://localhost:{port}/ok"))).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
 }

@@ -209,3 +209,57 @@ async fn a_callback_to_a_refused_address_is_not_sent_and_its_event_says_why() {
     assert_eq!(failed["data"]["given_up"], true, "a refusal is not retried");
     assert!(receiver.got.lock().unwrap().is_empty(), "nothing was sent");
 }
+
+/// `--http-allow '*,127.0.0.1:PORT'` opens the loopback address on PORT only: a callback to
+/// another port of it, by address or by name, is refused and not sent.
+#[tokio::test]
+async fn a_callback_to_a_port_the_allow_list_does_not_open_is_refused() {
+    let (allowed, allowed_url) = Receiver::start(0).await;
+    let (other, other_url) = Receiver::start(0).await;
+    let port = allowed_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook");
+    let other_port = other_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook");
+    let app = TestApp::spawn_with(|c: &mut agentq::app::AppConfig| {
+        unguarded(c);
+        allow(&["*", &format!("127.0.0.1:{port}")])(c);
+    })
+    .await;
+    let by_name = format!("http://localhost:{other_port}/hook");
+    let mut refused = Vec::new();
+    for url in [&other_url, &by_name] {
+        let id = app
+            .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
+            .await;
+        refused.push(id);
+    }
+    let delivered = app
+        .create(json!({"agent": "echo", "input": {"value": 2}, "callback_url": allowed_url}))
+        .await;
+    allowed.wait_for(1).await;
+    for (id, says) in refused.iter().zip([
+        "refused 127.0.0.1: loopback address",
+        "refused localhost: it resolves to a loopback address",
+    ]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let failed = loop {
+            let events = app.events(id).await;
+            if let Some(failed) = events.iter().find(|e| e["type"] == "webhook_failed") {
+                break failed.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{events:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let error = failed["data"]["error"].as_str().unwrap();
+        assert!(error.starts_with(says), "{error}");
+        assert_eq!(failed["data"]["given_up"], true, "a refusal is not retried");
+    }
+    assert!(other.got.lock().unwrap().is_empty(), "nothing was sent");
+    assert_ne!(delivered, refused[0]);
+}

@@ -73,10 +73,20 @@ impl HostPattern {
         matches!(&self.host, HostPart::Name(name) if name == host)
     }
 
-    /// This is an address or network holding `ip`, whatever its port: how a blocked range
-    /// is opened.
-    pub(crate) fn covers_address(&self, ip: IpAddr) -> bool {
-        matches!(&self.host, HostPart::Net(net) if net.contains(ip.to_canonical()))
+    /// This is an address or network holding `ip` on `port`: how a blocked range is
+    /// opened. `port: None` stands for a port that no pattern names, which only a pattern
+    /// without a port covers: an address allowed with `:port` is opened on that port alone.
+    pub(crate) fn covers_address(&self, ip: IpAddr, port: Option<u16>) -> bool {
+        let port_ok = self.port.is_none() || self.port == port;
+        port_ok && matches!(&self.host, HostPart::Net(net) if net.contains(ip.to_canonical()))
+    }
+
+    /// The port an address or network pattern limits its addresses to.
+    pub(crate) fn address_port(&self) -> Option<u16> {
+        match self.host {
+            HostPart::Net(_) => self.port,
+            _ => None,
+        }
     }
 }
 
@@ -214,7 +224,7 @@ mod tests {
         assert!(p.matches(ip("::ffff:10.1.2.3"), Some(80)));
         assert!(!p.matches(ip("11.0.0.1"), Some(80)));
         assert!(!p.matches(Host::Name("ten.example"), Some(80)));
-        assert!(p.covers_address("10.9.9.9".parse().unwrap()));
+        assert!(p.covers_address("10.9.9.9".parse().unwrap(), None));
         let p = pattern("::ffff:127.0.0.1");
         assert!(p.matches(ip("127.0.0.1"), None));
         assert!(pattern("::1").matches(ip("::1"), None));
@@ -233,10 +243,15 @@ mod tests {
         assert!(!pattern("10.0.0.0/8:443").matches(ip("10.0.0.1"), Some(80)));
         assert!(pattern("[fd00::/8]:443").matches(ip("fd00::1"), Some(443)));
         assert!(pattern("*:443").matches(Host::Name("anything.example"), Some(443)));
+        let limited = pattern("10.0.0.0/8:443");
+        let ten = "10.0.0.1".parse().unwrap();
+        assert!(limited.covers_address(ten, Some(443)));
         assert!(
-            pattern("10.0.0.0/8:443").covers_address("10.0.0.1".parse().unwrap()),
-            "a network opens its addresses whatever the port; the URL's port is checked on its own"
+            !limited.covers_address(ten, Some(80)) && !limited.covers_address(ten, None),
+            "a network allowed with a port opens its addresses on that port only"
         );
+        assert_eq!(limited.address_port(), Some(443));
+        assert_eq!(pattern("api.example.com:443").address_port(), None);
     }
 
     #[test]
@@ -244,7 +259,7 @@ mod tests {
         let p = pattern("*");
         assert!(p.matches(Host::Name("example.org"), Some(1)));
         assert!(p.matches(ip("10.0.0.1"), Some(1)));
-        assert!(!p.covers_address("10.0.0.1".parse().unwrap()));
+        assert!(!p.covers_address("10.0.0.1".parse().unwrap(), Some(1)));
         assert!(!p.names_exactly("metadata.google.internal"));
     }
 

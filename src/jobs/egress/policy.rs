@@ -41,13 +41,16 @@ impl EgressPolicy {
         }
     }
 
-    /// `host` as a URL names it (an IPv6 address in brackets or not); `port: None` when
-    /// it is not known (in the resolver), which any pattern's port then matches.
+    /// `host` as a URL names it (an IPv6 address in brackets or not), connected to on
+    /// `port`. In a client's resolver `port` is the port class the client serves (see
+    /// [`EgressPolicy::port_class`]): `None` for every port that no address pattern names,
+    /// which any pattern's port then matches (the URL's own port was judged before
+    /// sending) and which opens a blocked address only through a pattern without a port.
     pub(crate) fn check_host(&self, host: &str, port: Option<u16>) -> Result<(), Refused> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             self.listed(Host::Addr(ip), port, bare)?;
-            return match self.blocked(ip) {
+            return match self.blocked(ip, port) {
                 Some(blocked) => Err(Refused::new(bare, Reason::Address(blocked))),
                 None => Ok(()),
             };
@@ -61,18 +64,45 @@ impl EgressPolicy {
         self.listed(Host::Name(&name), port, &name)
     }
 
-    /// Judges an address `name` resolved to: `Err` when it is in a blocked range that no
-    /// address pattern opens.
-    pub(crate) fn check_resolved(&self, name: &str, ip: IpAddr) -> Result<(), Refused> {
-        match self.blocked(ip) {
+    /// Judges an address `name` resolved to, for a connection on `port` (a port class, as
+    /// in [`EgressPolicy::check_host`]): `Err` when it is in a blocked range that no
+    /// address pattern opens on that port.
+    pub(crate) fn check_resolved(
+        &self,
+        name: &str,
+        ip: IpAddr,
+        port: Option<u16>,
+    ) -> Result<(), Refused> {
+        match self.blocked(ip, port) {
             Some(blocked) => Err(Refused::new(name, Reason::ResolvesTo(blocked))),
             None => Ok(()),
         }
     }
 
-    /// Why `ip` is refused, whatever host named it.
-    fn blocked(&self, ip: IpAddr) -> Option<Blocked> {
-        ranges::classify(ip).filter(|_| !self.allow.iter().any(|p| p.covers_address(ip)))
+    /// The port class of a connection to `port`: the port itself when an address pattern
+    /// names it (`127.0.0.1:9000`), else `None`, the class of every other port. A blocked
+    /// address is opened the same way for every port of a class, so a resolver, which is
+    /// not told the port, judges rightly when its client serves one class only.
+    pub(crate) fn port_class(&self, port: u16) -> Option<u16> {
+        self.allow
+            .iter()
+            .any(|p| p.address_port() == Some(port))
+            .then_some(port)
+    }
+
+    /// Every port class: `None` and each port an address pattern names.
+    pub(crate) fn port_classes(&self) -> Vec<Option<u16>> {
+        let mut ports: Vec<u16> = self.allow.iter().filter_map(|p| p.address_port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        std::iter::once(None)
+            .chain(ports.into_iter().map(Some))
+            .collect()
+    }
+
+    /// Why `ip` is refused on `port`, whatever host named it.
+    fn blocked(&self, ip: IpAddr, port: Option<u16>) -> Option<Blocked> {
+        ranges::classify(ip).filter(|_| !self.allow.iter().any(|p| p.covers_address(ip, port)))
     }
 
     fn listed(&self, host: Host<'_>, port: Option<u16>, target: &str) -> Result<(), Refused> {
@@ -99,8 +129,13 @@ mod tests {
     }
 
     fn resolved(policy: &EgressPolicy, ip: &str) -> Result<(), Reason> {
+        resolved_on(policy, ip, None)
+    }
+
+    /// As a resolver serving port class `port` judges it.
+    fn resolved_on(policy: &EgressPolicy, ip: &str, port: Option<u16>) -> Result<(), Reason> {
         policy
-            .check_resolved("svc.example", ip.parse().unwrap())
+            .check_resolved("svc.example", ip.parse().unwrap(), port)
             .map_err(|refused| refused.reason)
     }
 
@@ -182,7 +217,12 @@ mod tests {
             resolved(&policy, "10.0.6.7"),
             Err(Reason::ResolvesTo(Blocked::Private))
         );
-        assert_eq!(resolved(&policy, "127.0.0.1"), Ok(()));
+        assert_eq!(resolved_on(&policy, "127.0.0.1", Some(9000)), Ok(()));
+        assert_eq!(
+            resolved(&policy, "127.0.0.1"),
+            Err(Reason::ResolvesTo(Blocked::Loopback)),
+            "on another port than its pattern's"
+        );
         assert_eq!(url(&policy, "http://127.0.0.1:9000/"), Ok(()));
         assert_eq!(
             url(&policy, "http://127.0.0.1:9001/"),
@@ -204,6 +244,52 @@ mod tests {
     }
 
     #[test]
+    fn an_address_allowed_with_a_port_is_reached_on_that_port_only_whatever_else_is_allowed() {
+        // `*` lists every host on every port, but opens no blocked address: only the
+        // address pattern does, and only on its port
+        let policy = allowing(&["*", "127.0.0.1:18401", "10.0.0.0/8:443", "api.example.com"]);
+        assert_eq!(url(&policy, "http://127.0.0.1:18401/"), Ok(()));
+        for target in [
+            "http://127.0.0.1:18402/",
+            "http://127.0.0.1/",
+            "https://127.0.0.1/",
+            "http://[::ffff:127.0.0.1]:22/",
+            "http://2130706433:6379/",
+        ] {
+            assert_eq!(
+                url(&policy, target),
+                Err(Reason::Address(Blocked::Loopback)),
+                "{target}"
+            );
+        }
+        assert_eq!(url(&policy, "https://10.1.2.3/"), Ok(()));
+        assert_eq!(
+            url(&policy, "http://10.1.2.3/"),
+            Err(Reason::Address(Blocked::Private))
+        );
+        // a name leading there (`localhost`, or any name resolving to it) is judged by the
+        // resolver of the connection's port class
+        assert_eq!(policy.port_classes(), vec![None, Some(443), Some(18401)]);
+        assert_eq!(policy.port_class(18401), Some(18401));
+        assert_eq!(policy.port_class(6379), None);
+        assert_eq!(policy.port_class(8443), None, "a name's port is no class");
+        assert_eq!(resolved_on(&policy, "127.0.0.1", Some(18401)), Ok(()));
+        assert_eq!(
+            resolved_on(&policy, "127.0.0.1", Some(443)),
+            Err(Reason::ResolvesTo(Blocked::Loopback))
+        );
+        assert_eq!(
+            resolved(&policy, "127.0.0.1"),
+            Err(Reason::ResolvesTo(Blocked::Loopback))
+        );
+        assert_eq!(resolved_on(&policy, "10.1.2.3", Some(443)), Ok(()));
+        assert_eq!(
+            resolved_on(&policy, "10.1.2.3", Some(18401)),
+            Err(Reason::ResolvesTo(Blocked::Private))
+        );
+    }
+
+    #[test]
     fn the_resolver_judges_names_without_knowing_the_port() {
         let policy = allowing(&["api.example.com:8443"]);
         assert!(policy.check_host("api.example.com", None).is_ok());
@@ -221,7 +307,7 @@ mod tests {
             "refused 10.0.0.5: private address; allow it with --http-allow"
         );
         let refused = policy
-            .check_resolved("db.corp", "10.1.2.3".parse().unwrap())
+            .check_resolved("db.corp", "10.1.2.3".parse().unwrap(), None)
             .unwrap_err();
         assert_eq!(
             refused.to_string(),
