@@ -68,9 +68,9 @@ cargo test --lib --bins --tests --benches --locked "${cargo_args[@]}" -- "${test
 
 # The integration suite again in the other three combinations of database (SQLite,
 # PostgreSQL) and delivery (workers claim from the table, or Redis delivers). Tests that
-# bring their own throwaway servers (outage, throwaway) ran in the first pass already;
+# bring their own throwaway servers (outage, throwaway, tls) ran in the first pass already;
 # the Redis delivery tests set up Redis themselves and run in the db-delivery passes.
-once=(--skip outage:: --skip throwaway::)
+once=(--skip outage:: --skip throwaway:: --skip tls::)
 step "cargo test --test api (PostgreSQL)"
 AGENTQ_TEST_DB=postgres cargo test --test api --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" 2>&1 | tee -a "$log" || status=$?
 step "cargo test --test api (SQLite, Redis delivery)"

@@ -73,6 +73,20 @@ pub struct Application {
     auth: Option<Auth>,
 }
 
+/// Connects to the database, naming `--database-url` (and for PostgreSQL its TLS
+/// parameters, which most failures to reach a managed server come down to) on failure.
+async fn open_store(config: &AppConfig) -> anyhow::Result<Store> {
+    let url = &config.database_url;
+    Store::connect(url, &config.store).await.with_context(|| {
+        let tls = if url.starts_with("postgres") {
+            " (with its sslmode, sslrootcert, sslcert and sslkey)"
+        } else {
+            ""
+        };
+        format!("--database-url {}{tls}: cannot open it", redacted(url))
+    })
+}
+
 impl Application {
     /// Opens and migrates the database and binds the listener (port 0 picks a free port).
     pub async fn build(config: AppConfig, registry: AgentRegistry) -> anyhow::Result<Self> {
@@ -81,9 +95,7 @@ impl Application {
             limited_agents_exist(&registry, config.worker.agent_limits.keys())
                 .map_err(anyhow::Error::msg)?;
         }
-        let store = Store::connect(&config.database_url, &config.store)
-            .await
-            .with_context(|| format!("opening {}", redacted(&config.database_url)))?;
+        let store = open_store(&config).await?;
         store.migrate().await.context("applying migrations")?;
         if config.role.runs_workers() && config.worker.redis.is_some() {
             store
@@ -321,7 +333,7 @@ async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
         Command::Migrate => {
             crate::telemetry::init(cli.settings.log_format, None)?;
             let config = cli.settings.app_config(Role::Worker);
-            let store = Store::connect(&config.database_url, &config.store).await?;
+            let store = open_store(&config).await?;
             store.migrate().await?;
             store.close().await;
             tracing::info!(database = %redacted(&config.database_url), "migrations applied");

@@ -1,6 +1,7 @@
 //! Settings: command-line flags, each with an `AGENTQ_*` environment fallback.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -10,7 +11,7 @@ use crate::app::{AppConfig, Role};
 use crate::domain::Backoff;
 use crate::jobs::egress::HostPattern;
 use crate::jobs::{
-    EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, RetentionOptions, WorkerOptions,
+    EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, RedisTls, RetentionOptions, WorkerOptions,
 };
 use crate::store::StoreOptions;
 use crate::telemetry::OtlpOptions;
@@ -136,6 +137,18 @@ pub struct Settings {
     /// them from the runs table, which stays the record. Unset: no Redis.
     #[arg(long, env = "AGENTQ_QUEUE_URL", hide_env_values = true, global = true)]
     pub queue_url: Option<String>,
+    /// With a rediss:// --queue-url: the PEM file of the authority that signed Redis's
+    /// certificate, trusted in place of the system's roots. (`#insecure` at the end of the
+    /// URL skips the check: for tests only.)
+    #[arg(long, env = "AGENTQ_QUEUE_CA_FILE", global = true)]
+    pub queue_ca_file: Option<PathBuf>,
+    /// With a rediss:// --queue-url: a client certificate (PEM), for a Redis that asks
+    /// for one (`tls-auth-clients yes`); with --queue-client-key.
+    #[arg(long, env = "AGENTQ_QUEUE_CLIENT_CERT", global = true)]
+    pub queue_client_cert: Option<PathBuf>,
+    /// With --queue-client-cert: its private key (PEM).
+    #[arg(long, env = "AGENTQ_QUEUE_CLIENT_KEY", global = true)]
+    pub queue_client_key: Option<PathBuf>,
     /// With --queue-url: ready runs kept in Redis per agent queue, topped up from the runs
     /// table in priority order. A new high-priority run waits behind at most this many.
     #[arg(long, env = "AGENTQ_DISPATCH_WINDOW", default_value_t = 1000,
@@ -399,7 +412,35 @@ impl Settings {
                 url.split(':').next().unwrap_or_default()
             ));
         }
-        Ok(())
+        if self.database_url.starts_with("postgres") {
+            crate::store::check_postgres_url(&self.database_url)?;
+        }
+        match self.redis() {
+            // reads and checks the TLS files: a wrong one is named at start
+            Some(redis) => redis.client().map(drop),
+            None if self.queue_ca_file.is_some() => {
+                Err("--queue-ca-file needs a rediss:// --queue-url".into())
+            }
+            None if self.queue_client_cert.is_some() || self.queue_client_key.is_some() => Err(
+                "--queue-client-cert and --queue-client-key need a rediss:// --queue-url".into(),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Redis delivery, when `--queue-url` is set.
+    fn redis(&self) -> Option<RedisOptions> {
+        self.queue_url.clone().map(|url| RedisOptions {
+            url,
+            tls: RedisTls {
+                ca_file: self.queue_ca_file.clone(),
+                client_cert: self.queue_client_cert.clone(),
+                client_key: self.queue_client_key.clone(),
+            },
+            dispatch_window: self.dispatch_window as usize,
+            poll_interval: self.queue_poll_interval,
+            namespace: self.queue_namespace.clone(),
+        })
     }
 
     /// Where to export spans, when `--otlp-endpoint` is set.
@@ -432,12 +473,7 @@ impl Settings {
                 },
                 max_result_bytes: self.max_result_bytes,
                 agent_limits: std::sync::Arc::new(self.agent_limit.iter().cloned().collect()),
-                redis: self.queue_url.clone().map(|url| RedisOptions {
-                    url,
-                    dispatch_window: self.dispatch_window as usize,
-                    poll_interval: self.queue_poll_interval,
-                    namespace: self.queue_namespace.clone(),
-                }),
+                redis: self.redis(),
                 egress: EgressPolicy::new(self.http_allow.clone()),
                 retention: RetentionOptions {
                     succeeded: self.retain_succeeded,

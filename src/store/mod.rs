@@ -28,6 +28,7 @@ pub use model::{
     QueueLoad, RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep, Transition,
     TransitionCount, WebhookDelivery, WebhookResult,
 };
+pub use postgres::check_url as check_postgres_url;
 
 /// Settings that shape the store's connection, chosen at start-up.
 #[derive(Debug, Clone)]

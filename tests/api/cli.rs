@@ -48,6 +48,62 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
 }
 
 #[test]
+fn a_wrong_tls_setting_is_named_at_start() {
+    let missing = "/nonexistent/agentq-ca.pem";
+    let pg = |query: &str| format!("postgres://u:hunter2@127.0.0.1:1/db?{query}");
+    for (url, mentions) in [
+        (pg("sslmode=sometimes"), "--database-url"),
+        (
+            pg(&format!("sslmode=verify-full&sslrootcert={missing}")),
+            "--database-url: sslrootcert=/nonexistent/agentq-ca.pem: No such file",
+        ),
+        (pg(&format!("sslcert={missing}")), "sslcert="),
+        (pg(&format!("sslkey={missing}")), "sslkey="),
+    ] {
+        assert_usage_error(&["migrate", "--database-url", &url], mentions);
+        let stderr = String::from_utf8(agentq(&["migrate", "--database-url", &url]).stderr);
+        assert!(!stderr.unwrap().contains("hunter2"), "the password leaked");
+    }
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), "not a certificate").unwrap();
+    let not_pem = not_pem.path().to_str().unwrap();
+    let rediss = "rediss://:hunter2@127.0.0.1:1";
+    for (args, mentions) in [
+        (
+            vec!["--queue-url", rediss, "--queue-ca-file", missing],
+            "--queue-ca-file /nonexistent/agentq-ca.pem: No such file",
+        ),
+        (
+            vec!["--queue-url", rediss, "--queue-ca-file", not_pem],
+            "--queue-ca-file",
+        ),
+        (
+            vec![
+                "--queue-url",
+                "redis://127.0.0.1:1",
+                "--queue-ca-file",
+                not_pem,
+            ],
+            "--queue-ca-file needs a rediss:// --queue-url",
+        ),
+        (vec!["--queue-ca-file", not_pem], "needs a rediss://"),
+        (
+            vec!["--queue-url", rediss, "--queue-client-cert", not_pem],
+            "--queue-client-cert",
+        ),
+    ] {
+        let mut args = args;
+        args.insert(0, "worker");
+        assert_usage_error(&args, mentions);
+        assert!(
+            !String::from_utf8(agentq(&args).stderr)
+                .unwrap()
+                .contains("hunter2")
+        );
+    }
+}
+
+#[test]
 fn a_queue_url_that_is_not_redis_is_refused_without_showing_its_password() {
     let out = agentq(&["--queue-url", "amqp://user:hunter2@broker/"]);
     assert_eq!(out.status.code(), Some(2));

@@ -182,6 +182,31 @@ fn the_example_settings_are_accepted_by_agentq() {
         .filter(|(name, value)| name.starts_with("AGENTQ_") && !value.is_empty())
         .collect();
     assert!(settings.contains_key("AGENTQ_HTTP_ALLOW"), "{settings:?}");
+    // the TLS files it names (/etc/agentq/…pem, …key) are read at start: made here
+    let files = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let settings: BTreeMap<&str, String> = settings
+        .into_iter()
+        .map(|(name, value)| {
+            let mut value = value.to_owned();
+            while let Some(at) = value.find("/etc/agentq/") {
+                let end = value[at..].find('&').map_or(value.len(), |e| at + e);
+                let file = files.path().join(&value[at + "/etc/agentq/".len()..end]);
+                let pem = if file.extension().is_some_and(|e| e == "key") {
+                    made.signing_key.serialize_pem()
+                } else {
+                    made.cert.pem()
+                };
+                std::fs::write(&file, pem).unwrap();
+                value.replace_range(at..end, &file.display().to_string());
+            }
+            (name, value)
+        })
+        .collect();
+    assert!(
+        settings["AGENTQ_QUEUE_CA_FILE"].starts_with(files.path().to_str().unwrap()),
+        "{settings:?}"
+    );
     // `openapi` parses and checks every setting, then prints without touching a database
     let out = Command::new(env!("CARGO_BIN_EXE_agentq"))
         .arg("openapi")

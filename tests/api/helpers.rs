@@ -120,6 +120,7 @@ pub fn config(db_url: &str) -> AppConfig {
             agent_limits: Default::default(),
             retention: Default::default(),
             redis: redis_delivery(db_url).map(|(url, namespace)| RedisOptions {
+                tls: Default::default(),
                 url,
                 dispatch_window: 1000,
                 poll_interval: Duration::from_millis(25),

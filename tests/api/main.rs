@@ -35,6 +35,7 @@ mod startup;
 mod steering;
 mod throwaway;
 mod time_limits;
+mod tls;
 mod tracing;
 mod webhooks;
 mod workers;

@@ -21,6 +21,7 @@ fn shared_redis() -> String {
 
 fn redis_options(url: &str, window: usize) -> RedisOptions {
     RedisOptions {
+        tls: Default::default(),
         url: url.to_owned(),
         dispatch_window: window,
         poll_interval: Duration::from_millis(25),

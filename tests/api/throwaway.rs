@@ -39,6 +39,13 @@ pub struct ThrowawayPostgres {
 impl ThrowawayPostgres {
     /// Creates a cluster and starts it; panics (with the reason) when it cannot.
     pub fn start() -> ThrowawayPostgres {
+        Self::start_with(|_| {})
+    }
+
+    /// As [`ThrowawayPostgres::start`], with `setup` called on the new data directory
+    /// before the first start (to write files into it, or edit `postgresql.conf` and
+    /// `pg_hba.conf`); what it writes is handed to the server's user.
+    pub fn start_with(setup: impl FnOnce(&Path)) -> ThrowawayPostgres {
         let bin = pg_bin();
         let as_postgres_user = running_as_root();
         let dir = temp_dir("agentq-pg.");
@@ -86,6 +93,15 @@ impl ThrowawayPostgres {
             server.data_dir().display(),
             describe(&output)
         );
+        setup(&server.data_dir());
+        if as_postgres_user {
+            let output = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(server.data_dir())
+                .output()
+                .expect("run chown");
+            assert!(output.status.success(), "chown -R: {}", describe(&output));
+        }
 
         // The free port may be taken between finding it and binding it: try a few.
         let mut errors = Vec::new();
@@ -283,6 +299,8 @@ fn as_postgres_user(program: &Path) -> Command {
 /// A Redis server of its own, without persistence: killing it loses the data.
 pub struct ThrowawayRedis {
     server: PathBuf,
+    /// More arguments for `redis-server`.
+    args: Vec<String>,
     port: u16,
     /// Holds `redis.log` (and is the server's working directory).
     dir: TempDir,
@@ -292,8 +310,15 @@ pub struct ThrowawayRedis {
 impl ThrowawayRedis {
     /// Starts `redis-server` on a free port; panics (with the reason) when it cannot.
     pub fn start() -> ThrowawayRedis {
+        Self::start_with(&[])
+    }
+
+    /// As [`ThrowawayRedis::start`], with more arguments for `redis-server` (a TLS port,
+    /// say: the plain port stays, for the readiness check).
+    pub fn start_with(args: &[String]) -> ThrowawayRedis {
         let mut redis = ThrowawayRedis {
             server: redis_server(),
+            args: args.to_vec(),
             port: 0,
             dir: temp_dir("agentq-redis."),
             child: Mutex::new(None),
@@ -370,6 +395,7 @@ impl ThrowawayRedis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)

@@ -19,11 +19,13 @@ mod feeder;
 mod reconcile;
 mod worker;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis_redis::{Client, Config, ConnectionManager};
 use redis::aio::ConnectionManagerConfig;
+use redis::{ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerStatus;
@@ -66,6 +68,8 @@ impl Consumed {
 pub struct RedisOptions {
     /// `redis://…` or `rediss://…`; may hold a password, so `Debug` hides it.
     pub url: String,
+    /// With `rediss://`: whom to trust and who we are, beyond the system's roots.
+    pub tls: RedisTls,
     /// Messages kept in Redis per agent queue (1..=[`MAX_DISPATCH_WINDOW`]).
     pub dispatch_window: usize,
     /// How often an idle worker asks Redis for messages: apalis-redis is not woken by a
@@ -76,10 +80,81 @@ pub struct RedisOptions {
     pub namespace: String,
 }
 
+/// TLS files for a `rediss://` URL (PEM). Without a CA file the server's certificate is
+/// checked against the system's roots; `#insecure` at the end of the URL checks nothing.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// `--queue-ca-file`: the authority that signed the server's certificate, trusted in
+    /// place of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// `--queue-client-cert` and `--queue-client-key`: for a server that asks clients for
+    /// a certificate (`tls-auth-clients yes`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl RedisOptions {
+    /// The client for these options, with its TLS files read and checked (nothing is
+    /// connected yet). The error names the setting that is wrong.
+    pub fn client(&self) -> Result<Client, String> {
+        let tls = &self.tls;
+        let files = [
+            ("--queue-ca-file", &tls.ca_file),
+            ("--queue-client-cert", &tls.client_cert),
+            ("--queue-client-key", &tls.client_key),
+        ];
+        let tls_url = self.url.starts_with("rediss://");
+        if let Some((flag, _)) = files.iter().find(|(_, f)| f.is_some())
+            && !tls_url
+        {
+            return Err(format!("{flag} needs a rediss:// --queue-url"));
+        }
+        let read = |flag: &str, path: &Option<PathBuf>, holds: &str| {
+            let Some(path) = path else { return Ok(None) };
+            let pem = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+            if !String::from_utf8_lossy(&pem).contains(holds) {
+                return Err(format!(
+                    "{flag} {}: holds no PEM `{holds}` block",
+                    path.display()
+                ));
+            }
+            Ok(Some(pem))
+        };
+        let root_cert = read(files[0].0, files[0].1, "CERTIFICATE-----")?;
+        let client_cert = read(files[1].0, files[1].1, "CERTIFICATE-----")?;
+        let client_key = read(files[2].0, files[2].1, "PRIVATE KEY-----")?;
+        let client_tls = match (client_cert, client_key) {
+            (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err("--queue-client-cert needs --queue-client-key".into()),
+            (None, Some(_)) => return Err("--queue-client-key needs --queue-client-cert".into()),
+        };
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("--queue-url {}: {e}", redacted(&self.url)))?;
+        if !tls_url {
+            return Client::open(info).map_err(|e| format!("--queue-url: {e}"));
+        }
+        let certificates = TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        Client::build_with_tls(info, certificates).map_err(|e| {
+            format!("--queue-ca-file, --queue-client-cert or --queue-client-key do not parse: {e}")
+        })
+    }
+}
+
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &redacted(&self.url))
+            .field("tls", &self.tls)
             .field("dispatch_window", &self.dispatch_window)
             .field("poll_interval", &self.poll_interval)
             .field("namespace", &self.namespace)
@@ -87,17 +162,28 @@ impl std::fmt::Debug for RedisOptions {
     }
 }
 
-/// The URL with its user info (which may hold a password) replaced by `***`, for logs
-/// and errors.
+/// The URL with its user info and a `password` query parameter (either may hold a
+/// password) replaced by `***`, for logs and errors.
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return format!("{}:…", url.split(':').next().unwrap_or_default());
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let url = match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => url.to_owned(),
-    }
+    };
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// The apalis queue (key prefix) of one agent.
@@ -124,14 +210,17 @@ fn queue_config(options: &RedisOptions, agent: &str) -> Config {
 
 /// One connection manager per process (clones share it). The default 500 ms response
 /// timeout would kill workers on a slow script; reconnects back off up to 2 s.
-async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+async fn connect(options: &RedisOptions) -> Result<ConnectionManager, String> {
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_connection_timeout(Some(Duration::from_secs(1)))
+        // a TLS handshake is a few round trips more than a TCP connect
+        .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_max_delay(Duration::from_secs(2));
-    Client::open(url)?
+    options
+        .client()?
         .get_connection_manager_with_config(config)
         .await
+        .map_err(|e| e.to_string())
 }
 
 /// Connects, retrying with backoff (1 s doubling to 60 s) until Redis answers or
@@ -143,7 +232,7 @@ async fn connect_until(
 ) -> Option<ConnectionManager> {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match connect(&options.url).await {
+        match connect(options).await {
             Ok(conn) => {
                 status.delivery_failed(None);
                 return Some(conn);
@@ -217,5 +306,9 @@ mod tests {
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redacted("nonsense:hunter2"), "nonsense:…");
+        assert_eq!(
+            redacted("postgres://db.example/app?sslmode=require&password=hunter2&x=1"),
+            "postgres://db.example/app?sslmode=require&password=***&x=1"
+        );
     }
 }

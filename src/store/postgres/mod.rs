@@ -28,6 +28,32 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 const READY_CHANNEL: &str = "agentq_ready";
 
+/// Checks a PostgreSQL URL without connecting: that it parses (`sslmode`'s value among
+/// the rest) and that the files its `sslrootcert`, `sslcert` and `sslkey` name can be
+/// read, so a wrong one is named at start rather than at the first connection. The
+/// error names `--database-url` and the parameter, never the password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    PgConnectOptions::from_str(url).map_err(|e| format!("--database-url: {e}"))?;
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or_default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let names_file = matches!(
+            key.as_ref(),
+            "sslrootcert"
+                | "ssl-root-cert"
+                | "ssl-ca"
+                | "sslcert"
+                | "ssl-cert"
+                | "sslkey"
+                | "ssl-key"
+        );
+        if names_file && let Err(e) = std::fs::File::open(value.as_ref()) {
+            return Err(format!("--database-url: {key}={value}: {e}"));
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn connect(
     url: &str,
     options: &StoreOptions,
