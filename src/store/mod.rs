@@ -70,6 +70,26 @@ macro_rules! on_engine {
     };
 }
 
+/// Sends a write to whichever dialect's writer the store uses and awaits its reply.
+/// `$command` is built from the types of `engine::writer::cmd`, which each dialect
+/// compiles for itself, so the same words name each dialect's own command.
+macro_rules! command {
+    ($store:expr, $command:expr) => {
+        match &*$store.inner {
+            Engine::Sqlite(e) => {
+                #[allow(unused_imports)]
+                use sqlite::engine::writer::cmd::*;
+                e.writer.call($command).await
+            }
+            Engine::Postgres(e) => {
+                #[allow(unused_imports)]
+                use postgres::engine::writer::cmd::*;
+                e.writer.call($command).await
+            }
+        }
+    };
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
@@ -119,7 +139,7 @@ impl Store {
     /// Idempotency-Key already names a run created by the same request, returns that run's
     /// id (`Conflict` if the key was used with a different request).
     pub async fn insert_run(&self, run: NewRun) -> Result<Inserted, StoreError> {
-        on_engine!(self, e => e.writer.insert(run).await)
+        command!(self, RunInsert(run))?
     }
 
     /// Claims up to `limit` due runs of `agents` (all agents when `None`) for `worker_id`.
@@ -135,8 +155,19 @@ impl Store {
         wait: Option<Duration>,
         agent_limits: Option<AgentLimits>,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        on_engine!(self, e => e.writer.claim(worker_id, agents, limit, lease, wait, agent_limits)
-            .await)
+        let wait_until = wait.map(|w| to_ms(Utc::now()) + w.as_millis() as i64);
+        let agent_limits = agent_limits.filter(|l| !l.is_empty());
+        command!(
+            self,
+            RunClaim {
+                worker_id,
+                agents,
+                limit,
+                lease,
+                wait_until,
+                agent_limits,
+            }
+        )
     }
 
     /// Redis delivery: marks up to `window` minus the already sent ready runs of `agent`
@@ -149,7 +180,7 @@ impl Store {
         window: usize,
         cap: Option<u32>,
     ) -> Result<Vec<(RunId, i64)>, StoreError> {
-        on_engine!(self, e => e.writer.dispatch(agent, window, cap).await)
+        command!(self, RunDispatch { agent, window, cap })
     }
 
     /// Redis delivery: claims the runs of these messages (id, dispatch seq) for
@@ -161,7 +192,14 @@ impl Store {
         messages: Vec<(RunId, i64)>,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        on_engine!(self, e => e.writer.claim_dispatched(worker_id, messages, lease).await)
+        command!(
+            self,
+            RunClaimDispatched {
+                worker_id,
+                messages,
+                lease
+            }
+        )
     }
 
     /// Redis delivery: runs of `agents` marked as sent more than `older_than` ago, oldest
@@ -179,7 +217,7 @@ impl Store {
     /// Redis delivery: these messages are lost (Redis restarted or was flushed); their runs
     /// are sent again by the next top-up. A message no longer current changes nothing.
     pub async fn undispatch(&self, messages: Vec<(RunId, i64)>) -> Result<u64, StoreError> {
-        on_engine!(self, e => e.writer.undispatch(messages).await)
+        command!(self, RunUndispatch(messages))
     }
 
     /// Waits until a commit of this process makes runs ready (other processes' inserts are
@@ -190,12 +228,12 @@ impl Store {
 
     /// Records an attempt's outcome. Returns `false` when the fence no longer holds.
     pub async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<bool, StoreError> {
-        on_engine!(self, e => e.writer.finish(fence, outcome).await)
+        command!(self, AttemptFinish { fence, outcome })
     }
 
     /// Records progress; writes of one batch are coalesced, the last one always lands.
     pub async fn progress(&self, fence: Fence, progress: Progress) -> Result<bool, StoreError> {
-        on_engine!(self, e => e.writer.progress(fence, progress).await)
+        command!(self, AttemptProgress { fence, progress })
     }
 
     /// Appends a `log` event to a running attempt.
@@ -205,7 +243,15 @@ impl Store {
         level: &str,
         message: String,
     ) -> Result<bool, StoreError> {
-        on_engine!(self, e => e.writer.log(fence, level, message).await)
+        let level = level.to_owned();
+        command!(
+            self,
+            AttemptLog {
+                fence,
+                level,
+                message
+            }
+        )
     }
 
     /// Saves an attempt's checkpoint: the next attempt starts from it. Fenced like every
@@ -215,7 +261,7 @@ impl Store {
         fence: Fence,
         state: serde_json::Value,
     ) -> Result<bool, StoreError> {
-        on_engine!(self, e => e.writer.checkpoint(fence, state).await)
+        command!(self, AttemptCheckpoint { fence, state })
     }
 
     /// Consumes the oldest pending signal among `names` for a running attempt.
@@ -224,7 +270,7 @@ impl Store {
         fence: Fence,
         names: Vec<String>,
     ) -> Result<Option<crate::domain::Signal>, StoreError> {
-        on_engine!(self, e => e.writer.take_signal(fence, names).await)
+        command!(self, AttemptTakeSignal { fence, names })
     }
 
     /// Sends a signal to a run: kept until a wait consumes it, and resuming the run if it
@@ -235,7 +281,7 @@ impl Store {
         name: String,
         payload: serde_json::Value,
     ) -> Result<bool, StoreError> {
-        on_engine!(self, e => e.writer.signal(id, name, payload).await)
+        command!(self, RunSignal { id, name, payload })?
     }
 
     /// Whether any webhook delivery is due (a read).
@@ -249,7 +295,7 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        on_engine!(self, e => e.writer.claim_webhooks(limit, lease).await)
+        command!(self, WebhookClaim { limit, lease })
     }
 
     /// Records a delivery attempt's result (and an event on the run).
@@ -258,7 +304,7 @@ impl Store {
         delivery: WebhookDelivery,
         result: WebhookResult,
     ) -> Result<(), StoreError> {
-        on_engine!(self, e => e.writer.webhook_done(delivery, result).await)
+        command!(self, WebhookDone { delivery, result })
     }
 
     /// Extends the leases of the attempts a worker is executing. Returns those it still
@@ -268,37 +314,36 @@ impl Store {
         fences: Vec<Fence>,
         lease: Duration,
     ) -> Result<Vec<Fence>, StoreError> {
-        on_engine!(self, e => e.writer.renew(fences, lease).await)
+        command!(self, AttemptRenew { fences, lease })
     }
 
     /// Hands these attempts' runs back to the queue without using up the attempt.
     pub async fn hand_back(&self, fences: Vec<Fence>) -> Result<u64, StoreError> {
-        on_engine!(self, e => e.writer.hand_back(fences).await)
+        command!(self, AttemptHandBack(fences))
     }
 
     /// Takes back runs whose lease expired: retried, or failed when out of attempts.
     pub async fn sweep_expired(&self) -> Result<Sweep, StoreError> {
-        on_engine!(self, e => e.writer.sweep().await)
+        command!(self, RunSweep)
     }
 
     /// Hands every run `worker_id` holds back to the queue without using up its attempt
     /// (graceful shutdown). Returns how many it handed back.
     pub async fn release_worker(&self, worker_id: Arc<str>) -> Result<u64, StoreError> {
-        on_engine!(self, e => e.writer.release(worker_id).await)
+        command!(self, WorkerRelease(worker_id))
     }
 
     /// Cancels a run that has not finished. A running attempt is fenced out at once and its
     /// worker stops it at its next lease renewal. `Conflict` if the run already finished.
     pub async fn cancel_run(&self, id: RunId) -> Result<Run, StoreError> {
-        on_engine!(self, e => e.writer.cancel(id).await)?;
+        command!(self, RunCancel(id))??;
         self.get_run(id).await
     }
 
     /// Puts a failed run back in the queue, its attempts reset and its history kept.
     /// `Conflict` if the run is not failed.
     pub async fn requeue_run(&self, id: RunId) -> Result<Run, StoreError> {
-        on_engine!(self, e => e.writer.requeue(RequeueTarget::One(id))
-            .await)?;
+        command!(self, RunRequeue(RequeueTarget::One(id)))??;
         self.get_run(id).await
     }
 
@@ -312,7 +357,7 @@ impl Store {
                 limit: chunk as u32,
                 ..filter.clone()
             });
-            let n = on_engine!(self, e => e.writer.requeue(target).await)?;
+            let n = command!(self, RunRequeue(target))??;
             total += n;
             if n < chunk {
                 return Ok(total);
@@ -342,7 +387,7 @@ impl Store {
     /// Deletes up to `limit` finished runs of `status` that come after `after` (from the
     /// oldest when `None`) and before `before`, oldest first, with their events, signals,
     /// dependencies and webhook deliveries; runs something still needs are passed over
-    /// (see the writer's `retention`). One transaction of the writer.
+    /// (see the writer's `cmd/run_purge.rs`). One transaction of the writer.
     pub async fn purge_finished(
         &self,
         status: RunStatus,
@@ -351,7 +396,15 @@ impl Store {
         limit: usize,
     ) -> Result<Purged, StoreError> {
         let after = after.unwrap_or(FinishedKey::at(i64::MIN));
-        on_engine!(self, e => e.writer.purge(status, after, before, limit).await)
+        command!(
+            self,
+            RunPurge {
+                status,
+                after,
+                before,
+                limit
+            }
+        )
     }
 
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
@@ -405,7 +458,7 @@ impl Store {
 
     /// Registers a worker process or records its heartbeat.
     pub async fn heartbeat(&self, beat: WorkerBeat) -> Result<(), StoreError> {
-        on_engine!(self, e => e.writer.heartbeat(beat).await)
+        command!(self, WorkerHeartbeat(beat))
     }
 
     /// Worker processes heard from in the last hour, newest first; those silent for

@@ -82,7 +82,17 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // frozen (SIGSTOP) while the table is read, so it cannot finish what it is seen
+    // holding before the kill: on a loaded machine the read took longer than its runs
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &victim_pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    };
     loop {
+        signal("STOP");
         let running = api.get_json("/v1/runs?status=running&limit=100").await;
         let holds = running["runs"]
             .as_array()
@@ -92,6 +102,7 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
         if holds {
             break;
         }
+        signal("CONT");
         assert!(
             Instant::now() < deadline,
             "the victim never ran anything: {running}"

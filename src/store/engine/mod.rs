@@ -7,7 +7,7 @@
 mod keys;
 mod reads;
 mod rows;
-pub(super) mod writer;
+pub(in crate::store) mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Retention: deleting finished runs past their retention, with their events, signals,
+//! `RunPurge`: retention, deleting finished runs past their retention, with their events, signals,
 //! dependencies and webhook deliveries, one small batch per request.
 //!
 //! A run is kept, whatever its age, while something still needs it: a run that depends on
@@ -10,11 +10,33 @@
 use sqlx::Row;
 
 use super::super::sql;
-use super::Batch;
+use super::{Apply, Batch, Command};
 use crate::domain::RunStatus;
 use crate::store::{FinishedKey, Purged, StoreError};
 
-pub(super) async fn purge(
+/// Deletes up to `limit` finished runs of `status` between the keys.
+pub(in crate::store) struct RunPurge {
+    pub(in crate::store) status: RunStatus,
+    pub(in crate::store) after: FinishedKey,
+    pub(in crate::store) before: FinishedKey,
+    pub(in crate::store) limit: usize,
+}
+
+impl Command for RunPurge {
+    type Reply = Purged;
+}
+
+impl Apply for RunPurge {
+    async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<Purged>, StoreError> {
+        let mut replies = Vec::with_capacity(commands.len());
+        for p in commands {
+            replies.push(purge(b, p.status, &p.after, &p.before, p.limit).await?);
+        }
+        Ok(replies)
+    }
+}
+
+async fn purge(
     b: &mut Batch<'_>,
     status: RunStatus,
     after: &FinishedKey,

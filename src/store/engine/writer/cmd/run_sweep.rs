@@ -1,62 +1,40 @@
-//! Taking runs back: hand-backs (shutdown, undelivered claims) and the sweep of expired
-//! leases.
+//! `RunSweep`: takes back runs whose lease expired (retried, or failed when out of
+//! attempts), and fails the runs past their deadline, expiry or wait.
 
 use serde_json::json;
 use sqlx::Row;
 
+use super::super::batch::end_waits;
 use super::super::sql;
-use super::Batch;
+use super::{Apply, Batch, Command};
 use crate::domain::{EventKind, RunErrorKind, RunStatus};
-use crate::store::{Fence, StoreError, Sweep, Transition};
+use crate::store::{StoreError, Sweep, Transition};
 
-pub(super) async fn release(b: &mut Batch<'_>, worker_id: &str) -> Result<u64, StoreError> {
-    let rows = sqlx::query(sql::RELEASE)
-        .bind(b.now)
-        .bind(worker_id)
-        .fetch_all(&mut *b.conn)
-        .await?;
-    for row in &rows {
-        let id: String = row.try_get("id")?;
-        let attempt = row.try_get::<i64, _>("released_attempt")? as u32;
-        let seq: i64 = row.try_get("event_seq")?;
-        let data = json!({ "worker_id": worker_id });
-        b.event(id, seq, EventKind::Released, attempt, data);
+pub(in crate::store) struct RunSweep;
+
+impl Command for RunSweep {
+    type Reply = Sweep;
+
+    fn may_ready_runs(&self) -> bool {
+        true
     }
-    if !rows.is_empty() {
-        b.made_ready(b.now);
+
+    fn frees_a_slot(&self) -> bool {
+        true
     }
-    Ok(rows.len() as u64)
 }
 
-pub(super) async fn hand_back(b: &mut Batch<'_>, fences: &[Fence]) -> Result<u64, StoreError> {
-    let mut released = 0;
-    for fence in fences {
-        let seq: Option<i64> = sqlx::query_scalar(sql::HAND_BACK)
-            .bind(b.now)
-            .bind(fence.run_id.to_string())
-            .bind(i64::from(fence.claim))
-            .bind(&*fence.worker_id)
-            .fetch_optional(&mut *b.conn)
-            .await?;
-        if let Some(seq) = seq {
-            released += 1;
-            let data = json!({ "worker_id": &*fence.worker_id });
-            b.event(
-                fence.run_id.to_string(),
-                seq,
-                EventKind::Released,
-                fence.attempt,
-                data,
-            );
+impl Apply for RunSweep {
+    async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<Sweep>, StoreError> {
+        let mut replies = Vec::with_capacity(commands.len());
+        for _ in commands {
+            replies.push(sweep(b).await?);
         }
+        Ok(replies)
     }
-    if released > 0 {
-        b.made_ready(b.now);
-    }
-    Ok(released)
 }
 
-pub(super) async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
+async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
     let rows = sqlx::query(sql::SWEEP_EXPIRED)
         .bind(b.now)
         .fetch_all(&mut *b.conn)
@@ -97,7 +75,7 @@ pub(super) async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
     }
     sweep.timed_out = fail_timed_out(b, sql::FAIL_PAST_DEADLINE).await?
         + fail_timed_out(b, sql::FAIL_EXPIRED).await?
-        + super::signals::end_waits(b).await?;
+        + end_waits(b).await?;
     Ok(sweep)
 }
 

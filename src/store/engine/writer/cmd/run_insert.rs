@@ -1,33 +1,71 @@
-//! New runs in, due runs out: inserts and claims.
+//! `RunInsert`: a new run (queued, or blocked on its dependencies) with its `created`
+//! event; or, when its Idempotency-Key already names a run created by the same request,
+//! that run's id.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use sqlx::Row;
 
-use super::super::super::Db;
-use super::super::super::rows::{KeyRow, parse_id};
+use super::super::super::rows::KeyRow;
+use super::super::batch::{DependencyProblem, check_dependencies, link_dependencies};
 use super::super::sql;
-use super::Batch;
-use crate::domain::{DEFAULT_TENANT, EventKind, NewRun, Run, RunId, RunStatus};
-use crate::store::{ClaimedRun, StoreError, from_ms, to_ms, to_ms_ceil};
+use super::{Apply, Batch, Command};
+use crate::domain::{DEFAULT_TENANT, EventKind, Inserted, NewRun, Run, RunId, RunStatus};
+use crate::store::{StoreError, from_ms, to_ms, to_ms_ceil};
+
+/// Replies the new run or the one its key names; `Conflict` when the key was used with
+/// another request, `BadDependencies` when `depends_on` names no run or a failed one.
+pub(in crate::store) struct RunInsert(pub(in crate::store) NewRun);
+
+impl Command for RunInsert {
+    type Reply = Result<Inserted, StoreError>;
+
+    fn may_ready_runs(&self) -> bool {
+        true
+    }
+}
+
+impl Apply for RunInsert {
+    async fn apply(
+        b: &mut Batch<'_>,
+        commands: &[&Self],
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        let runs: Vec<&NewRun> = commands.iter().map(|RunInsert(run)| run).collect();
+        let answers = insert_runs(b, &runs).await?;
+        Ok(answers.into_iter().map(InsertAnswer::into_reply).collect())
+    }
+}
 
 /// What an insert answers: a new run, the run its Idempotency-Key already names, or a
 /// refusal because the key was used with another request.
-pub(crate) enum InsertAnswer {
+pub(in crate::store) enum InsertAnswer {
     New(Box<Run>),
     Existing(RunId),
     KeyReused,
     /// Some of `depends_on` name no run, or runs that failed or were cancelled.
-    BadDependencies(Vec<super::DependencyProblem>),
+    BadDependencies(Vec<DependencyProblem>),
 }
 
-pub(super) async fn insert_runs(
+impl InsertAnswer {
+    fn into_reply(self) -> Result<Inserted, StoreError> {
+        match self {
+            InsertAnswer::New(run) => Ok(Inserted::New(run)),
+            InsertAnswer::Existing(id) => Ok(Inserted::Existing(id)),
+            InsertAnswer::KeyReused => Err(StoreError::Conflict(
+                "this Idempotency-Key was already used with a different request".into(),
+            )),
+            InsertAnswer::BadDependencies(problems) => Err(StoreError::BadDependencies(problems)),
+        }
+    }
+}
+
+/// Inserts runs; answers each in the order given.
+pub(in crate::store) async fn insert_runs(
     b: &mut Batch<'_>,
-    inserts: &[(usize, &NewRun)],
-) -> Result<Vec<(usize, InsertAnswer)>, StoreError> {
+    runs: &[&NewRun],
+) -> Result<Vec<InsertAnswer>, StoreError> {
+    let inserts: Vec<(usize, &NewRun)> = runs.iter().copied().enumerate().collect();
+    let inserts = &inserts[..];
     let now = b.now;
     let mut out = Vec::with_capacity(inserts.len());
     let mut fresh: Vec<(usize, &NewRun)> = Vec::with_capacity(inserts.len());
@@ -55,7 +93,7 @@ pub(super) async fn insert_runs(
         // dependencies: refuse unknown or already failed ones, block until the others
         // succeed; a refused run reserves no key
         if !run.depends_on.is_empty() {
-            match super::dependencies::check(b, &run.depends_on, &run.tenant).await? {
+            match check_dependencies(b, &run.depends_on, &run.tenant).await? {
                 Ok(is_blocked) => {
                     blocked.insert(run.id, is_blocked);
                 }
@@ -71,7 +109,7 @@ pub(super) async fn insert_runs(
         fresh.push((i, run));
     }
     if fresh.is_empty() {
-        return Ok(out);
+        return Ok(in_order(out));
     }
     let status = |r: &NewRun| {
         if blocked.get(&r.id).copied().unwrap_or(false) {
@@ -141,7 +179,7 @@ pub(super) async fn insert_runs(
         .iter()
         .map(|(_, r)| (r.id, r.depends_on.as_slice()))
         .collect();
-    super::dependencies::link(b, &links).await?;
+    link_dependencies(b, &links).await?;
     for (i, r) in fresh {
         let run_at = r.run_at.map_or(now, to_ms_ceil);
         let status = status(r);
@@ -153,7 +191,12 @@ pub(super) async fn insert_runs(
         record.status = status;
         out.push((i, InsertAnswer::New(Box::new(record))));
     }
-    Ok(out)
+    Ok(in_order(out))
+}
+
+fn in_order(mut answers: Vec<(usize, InsertAnswer)>) -> Vec<InsertAnswer> {
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
 /// The run holding `key` and its request fingerprint; an expired key is freed instead.
@@ -209,92 +252,4 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         finished_at: None,
         updated_at: from_ms(now),
     }
-}
-
-pub(super) async fn claim(
-    b: &mut Batch<'_>,
-    worker_id: &Arc<str>,
-    agents: Option<&[String]>,
-    limit: usize,
-    lease: Duration,
-) -> Result<Vec<ClaimedRun>, StoreError> {
-    let agents = agents.map(|a| serde_json::to_string(a).expect("names serialise"));
-    let rows = sqlx::query(sql::CLAIM)
-        .bind(&**worker_id)
-        .bind(b.now + lease.as_millis() as i64)
-        .bind(b.now)
-        .bind(agents)
-        .bind(limit as i64)
-        .fetch_all(&mut *b.conn)
-        .await?;
-    claimed_rows(b, worker_id, rows).await
-}
-
-/// Maps the rows a claim statement returned (`CLAIM`, `CLAIM_DISPATCHED`) to claimed runs,
-/// with a `started` event each and the results of the runs they depend on.
-pub(super) async fn claimed_rows(
-    b: &mut Batch<'_>,
-    worker_id: &Arc<str>,
-    rows: Vec<<Db as sqlx::Database>::Row>,
-) -> Result<Vec<ClaimedRun>, StoreError> {
-    let mut claimed = Vec::with_capacity(rows.len());
-    let mut with_dependencies = Vec::new();
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        let input: String = row.try_get("input")?;
-        let checkpoint: Option<String> = row.try_get("checkpoint")?;
-        let deadline: Option<i64> = row.try_get("deadline")?;
-        if row.try_get::<i64, _>("depends_count")? > 0 {
-            with_dependencies.push(id.clone());
-        }
-        let run = ClaimedRun {
-            id: parse_id(&id)?,
-            agent: row.try_get("agent")?,
-            input: serde_json::from_str(&input)?,
-            checkpoint: checkpoint
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()?,
-            deadline: deadline.map(from_ms),
-            dependencies: Default::default(),
-            attempt: row.try_get::<i64, _>("attempt")? as u32,
-            claim: row.try_get::<i64, _>("claims")? as u32,
-            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-            timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
-            backoff_base_ms: row.try_get::<i64, _>("backoff_base_ms")? as u64,
-            backoff_cap_ms: row.try_get::<i64, _>("backoff_cap_ms")? as u64,
-            priority: row.try_get::<i64, _>("priority")? as i32,
-            worker_id: worker_id.clone(),
-            queue_wait_ms: (b.now - ready_since(&row)?).max(0) as u64,
-            trace_parent: row.try_get("trace_parent")?,
-        };
-        let seq: i64 = row.try_get("event_seq")?;
-        b.event(
-            id,
-            seq,
-            EventKind::Started,
-            run.attempt,
-            json!({ "worker_id": &*run.worker_id }),
-        );
-        claimed.push(run);
-    }
-    if !with_dependencies.is_empty() {
-        let mut results = super::dependencies::results(b, &with_dependencies).await?;
-        for run in &mut claimed {
-            if let Some(found) = results.remove(&run.id.to_string()) {
-                run.dependencies = found;
-            }
-        }
-    }
-    // RETURNING gives no order; hand the runs out in the order they were chosen.
-    claimed.sort_by_key(|r| std::cmp::Reverse(r.priority));
-    Ok(claimed)
-}
-
-/// When a claimed run became ready: its `run_at`, or, if later, when it last went back to
-/// the queue mid-attempt (it kept its `run_at`, and its place in line).
-fn ready_since(row: &<Db as sqlx::Database>::Row) -> Result<i64, sqlx::Error> {
-    let run_at: i64 = row.try_get("run_at")?;
-    let requeued_at: Option<i64> = row.try_get("requeued_at")?;
-    Ok(requeued_at.map_or(run_at, |at| at.max(run_at)))
 }

@@ -4,36 +4,15 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::super::{Refusal, sql};
+use super::super::sql;
 use super::Batch;
-use crate::domain::{EventKind, RunErrorKind, RunId, RunStatus, Signal};
+use super::Refusal;
+use crate::domain::{EventKind, RunErrorKind, RunStatus};
 use crate::store::{Fence, StoreError};
-
-/// Consumes the oldest pending signal among `names` for a running attempt.
-pub(super) async fn take(
-    b: &mut Batch<'_>,
-    fence: &Fence,
-    names: &[String],
-) -> Result<Option<Signal>, StoreError> {
-    let row = sqlx::query(sql::TAKE_SIGNAL)
-        .bind(b.now)
-        .bind(fence.run_id.to_string())
-        .bind(serde_json::to_string(names).expect("names serialise"))
-        .bind(i64::from(fence.claim))
-        .bind(&*fence.worker_id)
-        .fetch_optional(&mut *b.conn)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(Signal {
-        name: row.try_get("name")?,
-        payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
-        timed_out: row.try_get::<i64, _>("timed_out")? != 0,
-    }))
-}
 
 /// Suspends a running attempt until one of `names` arrives (or queues it again at once when
 /// one is already pending). Returns false when the fence no longer holds.
-pub(super) async fn wait(
+pub(in crate::store) async fn wait(
     b: &mut Batch<'_>,
     fence: &Fence,
     names: &[String],
@@ -68,43 +47,7 @@ pub(super) async fn wait(
     Ok(true)
 }
 
-/// Stores a signal sent to a run and resumes the run if it waits for it. Answers whether it
-/// resumed the run, or why the signal was refused (unknown or finished run).
-pub(super) async fn deliver(
-    b: &mut Batch<'_>,
-    run_id: RunId,
-    name: &str,
-    payload: &Value,
-) -> Result<Result<u64, Refusal>, StoreError> {
-    let id = run_id.to_string();
-    let status: Option<String> = sqlx::query_scalar(sql::STATUS_OF)
-        .bind(&id)
-        .fetch_optional(&mut *b.conn)
-        .await?;
-    match status.as_deref().map(str::parse::<RunStatus>) {
-        None => return Ok(Err(Refusal::NotFound)),
-        Some(Ok(s)) if s.is_terminal() => return Ok(Err(Refusal::WrongStatus(s.to_string()))),
-        _ => {}
-    }
-    insert_signal(b, &id, name, payload, false).await?;
-    let row = sqlx::query(sql::NEXT_EVENT)
-        .bind(b.now)
-        .bind(&id)
-        .fetch_one(&mut *b.conn)
-        .await?;
-    let attempt = row.try_get::<i64, _>("attempt")? as u32;
-    let data = json!({ "name": name });
-    b.event(
-        id.clone(),
-        row.try_get("event_seq")?,
-        EventKind::SignalReceived,
-        attempt,
-        data,
-    );
-    resume(b, id, name, false).await
-}
-
-async fn insert_signal(
+pub(in crate::store) async fn insert_signal(
     b: &mut Batch<'_>,
     run_id: &str,
     name: &str,
@@ -122,7 +65,7 @@ async fn insert_signal(
     Ok(())
 }
 
-async fn resume(
+pub(in crate::store) async fn resume(
     b: &mut Batch<'_>,
     run_id: String,
     name: &str,
@@ -150,7 +93,7 @@ async fn resume(
 
 /// Ends the waits that ran out: resumed with a timed-out signal when the agent asked for
 /// that, failed as `wait_timeout` otherwise. Returns how many.
-pub(super) async fn end_waits(b: &mut Batch<'_>) -> Result<u64, StoreError> {
+pub(in crate::store) async fn end_waits(b: &mut Batch<'_>) -> Result<u64, StoreError> {
     let rows = sqlx::query(sql::WAITS_ENDED)
         .bind(b.now)
         .fetch_all(&mut *b.conn)

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::super::cmd::claim_ready as claim;
 use super::super::sql;
 use super::Batch;
-use super::intake::claim;
 use crate::store::{ClaimedRun, StoreError};
 
 /// Takes the limits' locks for `agents` and counts their running runs.
@@ -53,7 +53,7 @@ async fn running(
 /// A claim of up to `limit` runs of `agents` that keeps every limited agent within its
 /// limit. Workers always name their agents; with `None` the limits cannot be applied
 /// per agent and the claim is an ordinary one.
-pub(super) async fn claim_within(
+pub(in crate::store) async fn claim_within(
     b: &mut Batch<'_>,
     worker_id: &Arc<str>,
     agents: Option<&[String]>,
@@ -96,7 +96,7 @@ pub(super) async fn claim_within(
 /// running and already sent, counted in one statement. Two counts in two statements
 /// would each see a different moment on PostgreSQL, and a claim committing in between
 /// (a sent run becoming a running one) would be counted twice as room.
-pub(super) async fn room_to_send(
+pub(in crate::store) async fn room_to_send(
     b: &mut Batch<'_>,
     agent: &str,
     cap: u32,

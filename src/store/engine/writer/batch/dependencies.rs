@@ -15,10 +15,10 @@ use crate::domain::{EventKind, RunErrorKind, RunId, RunStatus, Tenant};
 use crate::store::StoreError;
 
 /// Why a new run's dependencies were refused: (index in `depends_on`, code, message).
-pub(crate) type DependencyProblem = (usize, &'static str, String);
+pub(in crate::store) type DependencyProblem = (usize, &'static str, String);
 
 /// Whether a new run with these dependencies starts blocked, or why it cannot be created.
-pub(super) async fn check(
+pub(in crate::store) async fn check(
     b: &mut Batch<'_>,
     depends_on: &[RunId],
     tenant: &Tenant,
@@ -53,7 +53,10 @@ pub(super) async fn check(
 }
 
 /// Records the dependencies of newly inserted runs.
-pub(super) async fn link(b: &mut Batch<'_>, links: &[(RunId, &[RunId])]) -> Result<(), StoreError> {
+pub(in crate::store) async fn link(
+    b: &mut Batch<'_>,
+    links: &[(RunId, &[RunId])],
+) -> Result<(), StoreError> {
     let rows: Vec<Value> = links
         .iter()
         .flat_map(|(run, deps)| {
@@ -77,7 +80,7 @@ pub(super) async fn link(b: &mut Batch<'_>, links: &[(RunId, &[RunId])]) -> Resu
 }
 
 /// Settles the blocked dependents of every run this batch finished, and theirs in turn.
-pub(super) async fn resolve(b: &mut Batch<'_>) -> Result<(), StoreError> {
+pub(in crate::store) async fn resolve(b: &mut Batch<'_>) -> Result<(), StoreError> {
     loop {
         let settled = std::mem::take(&mut b.settled);
         if settled.is_empty() {
@@ -155,7 +158,7 @@ async fn settle(
 }
 
 /// The results of the runs each claimed run depends on.
-pub(super) async fn results(
+pub(in crate::store) async fn results(
     b: &mut Batch<'_>,
     run_ids: &[String],
 ) -> Result<HashMap<String, BTreeMap<RunId, Value>>, StoreError> {

@@ -1,61 +1,34 @@
-//! Completion webhooks: scheduled in the transaction that settles a run with a
-//! `callback_url`, then claimed and reported by worker processes (see `jobs::webhooks`).
+//! `WebhookDone`: how a delivery attempt went, on the delivery and as an event of the
+//! run.
 
 use serde_json::json;
 use sqlx::Row;
 
-use super::super::super::rows::parse_id;
 use super::super::sql;
-use super::Batch;
+use super::{Apply, Batch, Command};
 use crate::domain::EventKind;
-use crate::store::{StoreError, WebhookDelivery, WebhookResult, from_ms, to_ms};
+use crate::store::{StoreError, WebhookDelivery, WebhookResult, to_ms};
 
-pub(super) async fn schedule(b: &mut Batch<'_>) -> Result<(), StoreError> {
-    if b.callbacks.is_empty() {
-        return Ok(());
-    }
-    let ids = serde_json::to_string(&std::mem::take(&mut b.callbacks)).expect("ids serialise");
-    sqlx::query(sql::SCHEDULE_WEBHOOKS)
-        .bind(b.now)
-        .bind(ids)
-        .execute(&mut *b.conn)
-        .await?;
-    Ok(())
+pub(in crate::store) struct WebhookDone {
+    pub(in crate::store) delivery: WebhookDelivery,
+    pub(in crate::store) result: WebhookResult,
 }
 
-pub(super) async fn claim(
-    b: &mut Batch<'_>,
-    limit: usize,
-    lease_ms: i64,
-) -> Result<Vec<WebhookDelivery>, StoreError> {
-    let rows = sqlx::query(sql::CLAIM_WEBHOOKS)
-        .bind(b.now)
-        .bind(b.now + lease_ms)
-        .bind(limit as i64)
-        .fetch_all(&mut *b.conn)
-        .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in rows {
-        let run_id: String = row.try_get("run_id")?;
-        let url: Option<String> = sqlx::query_scalar(sql::CALLBACK_URL)
-            .bind(&run_id)
-            .fetch_optional(&mut *b.conn)
-            .await?
-            .flatten();
-        let Some(url) = url else { continue };
-        claimed.push(WebhookDelivery {
-            id: row.try_get("id")?,
-            run_id: parse_id(&run_id)?,
-            url,
-            attempt: row.try_get::<i64, _>("attempts")? as u32,
-            created_at: from_ms(row.try_get("created_at")?),
-        });
+impl Command for WebhookDone {
+    type Reply = ();
+}
+
+impl Apply for WebhookDone {
+    async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<()>, StoreError> {
+        for c in commands {
+            done(b, &c.delivery, &c.result).await?;
+        }
+        Ok(vec![(); commands.len()])
     }
-    Ok(claimed)
 }
 
 /// Records how a delivery went, on the delivery and as an event of the run.
-pub(super) async fn done(
+async fn done(
     b: &mut Batch<'_>,
     delivery: &WebhookDelivery,
     result: &WebhookResult,

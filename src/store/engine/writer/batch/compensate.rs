@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::super::super::rows::parse_id;
+use super::super::cmd::insert_runs;
 use super::super::sql;
 use super::Batch;
-use super::intake::insert_runs;
 use crate::domain::{Backoff, Compensation, EventKind, NewRun, RunId, Tenant};
 use crate::store::StoreError;
 
-pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
+pub(in crate::store) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
     if b.failed.is_empty() {
         return Ok(());
     }
@@ -71,7 +71,7 @@ pub(super) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreError> {
             trace_parent: None,
         };
         let compensation_id = run.id.to_string();
-        insert_runs(b, &[(0, &run)]).await?;
+        insert_runs(b, &[&run]).await?;
         let seq: i64 = sqlx::query_scalar(sql::LINK_COMPENSATION)
             .bind(&compensation_id)
             .bind(b.now)

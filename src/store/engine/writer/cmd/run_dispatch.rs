@@ -1,27 +1,51 @@
-//! Redis delivery: marking ready runs as sent to Redis (the feeder's window), claiming a
-//! run from its message, and forgetting messages Redis lost.
+//! `RunDispatch`: Redis delivery's feeder marks an agent's next ready runs as sent, up to
+//! the window (and with an agent limit, up to the limit minus its running runs).
 //!
 //! A message carries `(run id, dispatch seq)`. Marking a run bumps its seq; a claim must
 //! match the seq and find the run still marked and ready, and it clears the mark. Every
 //! status change away from queued/retrying clears the mark too, so a stale, duplicated or
 //! superseded message finds nothing to claim.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::super::super::rows::parse_id;
+use super::super::batch::room_to_send;
 use super::super::sql;
-use super::Batch;
-use super::intake::claimed_rows;
+use super::{Apply, Batch, Command};
 use crate::domain::RunId;
-use crate::store::{ClaimedRun, StoreError};
+use crate::store::StoreError;
+
+/// Replies the runs marked, (id, seq), in claim order.
+pub(in crate::store) struct RunDispatch {
+    pub(in crate::store) agent: String,
+    pub(in crate::store) window: usize,
+    pub(in crate::store) cap: Option<u32>,
+}
+
+impl Command for RunDispatch {
+    type Reply = Vec<(RunId, i64)>;
+}
+
+impl Apply for RunDispatch {
+    async fn apply(
+        b: &mut Batch<'_>,
+        commands: &[&Self],
+    ) -> Result<Vec<Vec<(RunId, i64)>>, StoreError> {
+        let mut replies = Vec::with_capacity(commands.len());
+        for c in commands {
+            let most = match c.cap {
+                Some(cap) => Some(room_to_send(b, &c.agent, cap).await?),
+                None => None,
+            };
+            replies.push(dispatch(b, &c.agent, c.window, most).await?);
+        }
+        Ok(replies)
+    }
+}
 
 /// Marks up to `window` minus the already marked ready runs of `agent`, in claim order.
 /// Returns them (id, seq) in that order; empty when another feeder holds the agent.
-pub(super) async fn dispatch(
+async fn dispatch(
     b: &mut Batch<'_>,
     agent: &str,
     window: usize,
@@ -68,41 +92,4 @@ pub(super) async fn dispatch(
     // RETURNING gives no order; Redis gets them in the order they were chosen
     sent.sort_by_key(|a| (a.0, a.1));
     Ok(sent.into_iter().map(|(_, id, seq)| (id, seq)).collect())
-}
-
-fn messages(list: &[(RunId, i64)]) -> String {
-    let rows: Vec<Value> = list
-        .iter()
-        .map(|(id, seq)| json!({ "id": id.to_string(), "seq": seq }))
-        .collect();
-    Value::Array(rows).to_string()
-}
-
-/// Claims the runs whose messages are current, like a claim of ready runs does.
-pub(super) async fn claim_dispatched(
-    b: &mut Batch<'_>,
-    worker_id: &Arc<str>,
-    list: &[(RunId, i64)],
-    lease: Duration,
-) -> Result<Vec<ClaimedRun>, StoreError> {
-    let rows = sqlx::query(sql::CLAIM_DISPATCHED)
-        .bind(&**worker_id)
-        .bind(b.now + lease.as_millis() as i64)
-        .bind(b.now)
-        .bind(messages(list))
-        .fetch_all(&mut *b.conn)
-        .await?;
-    claimed_rows(b, worker_id, rows).await
-}
-
-/// Clears the mark of runs whose message (same seq) Redis no longer holds.
-pub(super) async fn undispatch(
-    b: &mut Batch<'_>,
-    list: &[(RunId, i64)],
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(sql::UNDISPATCH)
-        .bind(messages(list))
-        .execute(&mut *b.conn)
-        .await?;
-    Ok(done.rows_affected())
 }

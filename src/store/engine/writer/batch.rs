@@ -1,0 +1,363 @@
+//! One batch of requests, applied in one transaction: the [`Batch`] every step writes
+//! through, and [`ORDER`], the order in which the kinds of writes are applied.
+//!
+//! Within one attempt that order is the order a worker sends its writes in (progress
+//! before its finish). Claims come after every write that can make runs claimable, so
+//! they see them; the events every step produced are inserted in one statement near the
+//! end, and retention's deletes after that, so no event is written for a run just
+//! deleted. On PostgreSQL the batch ends with the `NOTIFY` of runs made ready.
+
+mod compensate;
+mod dependencies;
+mod limits;
+mod refusal;
+mod signals;
+mod webhooks;
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::cmd::*;
+use super::command::{Queued, Step, step};
+use super::{Conn, now_ms, sql};
+use crate::domain::EventKind;
+use crate::store::{StoreError, Transition};
+
+pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
+pub(super) use dependencies::{link as link_dependencies, results as dependency_results};
+pub(super) use limits::{claim_within, room_to_send};
+pub(super) use refusal::{Refusal, refusal};
+pub(super) use signals::{end_waits, insert_signal, resume, wait};
+
+/// The order in which a batch applies the kinds of writes, and its own steps between
+/// them. A new kind of write is one line here.
+const ORDER: &[Step] = &[
+    step::<RunInsert>,
+    step::<AttemptRenew>,
+    attempt_reports,
+    step::<AttemptTakeSignal>,
+    step::<AttemptFinish>,
+    step::<WorkerRelease>,
+    step::<AttemptHandBack>,
+    step::<RunSweep>,
+    step::<RunCancel>,
+    step::<WebhookClaim>,
+    step::<WebhookDone>,
+    step::<RunSignal>,
+    step::<RunRequeue>,
+    step::<WorkerHeartbeat>,
+    step::<RunUndispatch>,
+    step::<WriterClose>,
+    // what the writes above settled: dependents unblocked or failed, compensations
+    resolve_dependencies,
+    compensate,
+    // claims last, so they see every run this batch made claimable; then the claims of
+    // Redis messages, and the feeder's marks, which see the claims' room
+    step::<RunClaim>,
+    step::<RunClaimDispatched>,
+    step::<RunDispatch>,
+    schedule_webhooks,
+    insert_events,
+    name_agents,
+    step::<RunPurge>,
+    notify_ready,
+];
+
+pub(super) struct Applied {
+    /// The earliest due time of runs made ready or scheduled by this batch.
+    pub(super) ready_at: Option<i64>,
+    /// Each written run's newest event seq, when asked for (someone follows events).
+    pub(super) heads: Vec<(String, i64)>,
+    /// The runs' transitions, by agent, for the process's counts.
+    pub(super) transitions: Vec<(String, Transition)>,
+}
+
+/// An event row waiting to be inserted with the rest of its batch.
+struct EventRow {
+    run_id: String,
+    seq: i64,
+    kind: EventKind,
+    attempt: u32,
+    data: Value,
+}
+
+pub(in crate::store) struct Batch<'c> {
+    pub(super) conn: &'c mut Conn,
+    pub(super) now: i64,
+    events: Vec<EventRow>,
+    ready_at: Option<i64>,
+    heads: Option<Vec<(String, i64)>>,
+    /// Runs that failed for good in this batch: candidates for compensation.
+    failed: Vec<String>,
+    /// Runs that reached a terminal state in this batch, for their dependents.
+    pub(super) settled: Vec<(String, EventKind)>,
+    /// Runs that reached a terminal state and may have a callback_url.
+    pub(super) callbacks: Vec<String>,
+    /// Transitions of runs (by id) to count once the batch commits.
+    pub(super) transitions: Vec<(String, Transition)>,
+    /// Agents of runs, where a statement returned them anyway (saves looking them up).
+    pub(super) agents: HashMap<String, String>,
+    /// `transitions` with each run's agent, once looked up.
+    counted: Vec<(String, Transition)>,
+}
+
+impl Batch<'_> {
+    pub(super) fn event(
+        &mut self,
+        run_id: String,
+        seq: i64,
+        kind: EventKind,
+        attempt: u32,
+        data: Value,
+    ) {
+        if kind == EventKind::Failed {
+            self.failed.push(run_id.clone());
+        }
+        // a success settles dependents only when the run has some (see `finish`);
+        // failures and cancels are rare enough to always look
+        if matches!(kind, EventKind::Failed | EventKind::Cancelled) {
+            self.settled.push((run_id.clone(), kind));
+            self.callbacks.push(run_id.clone());
+        }
+        let transition = match kind {
+            EventKind::Succeeded => Some(Transition::Succeeded),
+            EventKind::Failed => Some(Transition::Failed),
+            EventKind::Cancelled => Some(Transition::Cancelled),
+            EventKind::RetryScheduled => Some(Transition::Retried),
+            _ => None,
+        };
+        if let Some(transition) = transition {
+            self.transitions.push((run_id.clone(), transition));
+        }
+        self.events.push(EventRow {
+            run_id,
+            seq,
+            kind,
+            attempt,
+            data,
+        });
+    }
+
+    /// Takes the run's row lock where the dialect needs it (see `sql::LOCK_RUN`), so a
+    /// decision that reads other rows sees every write that committed before it.
+    pub(super) async fn lock_run(&mut self, run_id: &str) -> Result<(), StoreError> {
+        if let Some(lock) = sql::LOCK_RUN {
+            sqlx::query(lock)
+                .bind(run_id)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn made_ready(&mut self, at: i64) {
+        self.ready_at = Some(self.ready_at.map_or(at, |r| r.min(at)));
+    }
+}
+
+/// Applies `requests` in one transaction, step by step in [`ORDER`], keeping each
+/// request's reply; commits, or rolls back and fails.
+pub(super) async fn apply_in_tx(
+    conn: &mut Conn,
+    requests: &mut [Box<dyn Queued>],
+    track_heads: bool,
+) -> Result<Applied, StoreError> {
+    sqlx::query(sql::BEGIN).execute(&mut *conn).await?;
+    let mut batch = Batch {
+        conn,
+        now: now_ms(),
+        events: Vec::new(),
+        ready_at: None,
+        heads: track_heads.then(Vec::new),
+        failed: Vec::new(),
+        settled: Vec::new(),
+        callbacks: Vec::new(),
+        transitions: Vec::new(),
+        agents: HashMap::new(),
+        counted: Vec::new(),
+    };
+    let mut applied = Ok(());
+    for step in ORDER {
+        applied = step(&mut batch, requests).await;
+        if applied.is_err() {
+            break;
+        }
+    }
+    let committed = match applied {
+        Ok(()) => sqlx::query("COMMIT")
+            .execute(&mut *batch.conn)
+            .await
+            .map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    match committed {
+        Ok(_) => {
+            debug_assert!(
+                requests.iter().all(|r| r.answered()),
+                "a kind of write missing from ORDER"
+            );
+            Ok(Applied {
+                ready_at: batch.ready_at,
+                heads: batch.heads.unwrap_or_default(),
+                transitions: batch.counted,
+            })
+        }
+        Err(e) => {
+            // a failed statement or COMMIT must not leave the connection inside a transaction
+            let _ = sqlx::query("ROLLBACK").execute(&mut *batch.conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// Progress reports, logs and checkpoints of attempts, in the order they came: within
+/// one attempt, the order its worker sent them in. An attempt's progress reports in one
+/// batch are coalesced to its last, whose answer they all get.
+fn attempt_reports<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    requests: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(async move {
+        let mut last_progress = HashMap::new();
+        for (i, request) in requests.iter().enumerate() {
+            if let Some(progress) = request.command::<AttemptProgress>() {
+                last_progress.insert(progress.fence.clone(), i);
+            }
+        }
+        let mut progress_landed = HashMap::new();
+        for (i, request) in requests.iter_mut().enumerate() {
+            if let Some(progress) = request.command::<AttemptProgress>() {
+                if last_progress.get(&progress.fence) == Some(&i) {
+                    let landed = progress.apply(b).await?;
+                    progress_landed.insert(progress.fence.clone(), landed);
+                }
+            } else if let Some(log) = request.command::<AttemptLog>() {
+                let landed = log.apply(b).await?;
+                request.answer::<AttemptLog>(landed);
+            } else if let Some(checkpoint) = request.command::<AttemptCheckpoint>() {
+                let landed = checkpoint.apply(b).await?;
+                request.answer::<AttemptCheckpoint>(landed);
+            }
+        }
+        for request in requests.iter_mut() {
+            let landed = match request.command::<AttemptProgress>() {
+                Some(progress) => progress_landed[&progress.fence],
+                None => continue,
+            };
+            request.answer::<AttemptProgress>(landed);
+        }
+        Ok(())
+    })
+}
+
+/// Dependents of the runs this batch settled: unblocked, or failed with them.
+fn resolve_dependencies<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(dependencies::resolve(b))
+}
+
+/// Compensation runs of the runs that failed for good in this batch.
+fn compensate<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(compensate::compensate(b))
+}
+
+/// Completion webhooks of the runs this batch settled.
+fn schedule_webhooks<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(webhooks::schedule(b))
+}
+
+fn insert_events<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(insert_event_rows(b))
+}
+
+fn name_agents<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(name_transitions(b))
+}
+
+/// On PostgreSQL, other processes' idle workers wake at the commit (LISTEN/NOTIFY) when
+/// the batch made runs ready now.
+fn notify_ready<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(async move {
+        if let (Some(notify), Some(ready_at)) = (sql::NOTIFY_READY, b.ready_at)
+            && ready_at <= b.now
+        {
+            sqlx::query(notify).execute(&mut *b.conn).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Gives each counted transition its run's agent: most finishes returned it already; the
+/// rest (cancels, sweeps, settled dependents) are looked up in one statement.
+async fn name_transitions(b: &mut Batch<'_>) -> Result<(), StoreError> {
+    if b.transitions.is_empty() {
+        return Ok(());
+    }
+    let unknown: Vec<&String> = b
+        .transitions
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !b.agents.contains_key(*id))
+        .collect();
+    if !unknown.is_empty() {
+        let ids = serde_json::to_string(&unknown).expect("ids serialise");
+        let rows: Vec<(String, String)> = sqlx::query_as(sql::AGENTS_OF)
+            .bind(ids)
+            .fetch_all(&mut *b.conn)
+            .await?;
+        b.agents.extend(rows);
+    }
+    for (id, transition) in std::mem::take(&mut b.transitions) {
+        if let Some(agent) = b.agents.get(&id) {
+            b.counted.push((agent.clone(), transition));
+        }
+    }
+    Ok(())
+}
+
+async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
+    if b.events.is_empty() {
+        return Ok(());
+    }
+    if let Some(heads) = &mut b.heads {
+        heads.extend(b.events.iter().map(|e| (e.run_id.clone(), e.seq)));
+    }
+    let rows: Vec<Value> = b
+        .events
+        .drain(..)
+        .map(|e| {
+            json!({
+                "r": e.run_id,
+                "s": e.seq,
+                "k": e.kind.as_str(),
+                "a": e.attempt,
+                "d": e.data,
+            })
+        })
+        .collect();
+    sqlx::query(sql::INSERT_EVENTS)
+        .bind(Value::Array(rows).to_string())
+        .bind(b.now)
+        .execute(&mut *b.conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `AttemptProgress`: a running attempt's progress (percent and message), with a
+//! `progress` event. Fenced; an attempt's reports in one batch are coalesced to the last
+//! (see `batch::attempt_reports`, the step that applies them with logs and checkpoints).
+
+use serde_json::json;
+
+use super::super::sql;
+use super::{Batch, Command};
+use crate::domain::{EventKind, Progress};
+use crate::store::{Fence, StoreError};
+
+/// Replies whether the fence held.
+pub(in crate::store) struct AttemptProgress {
+    pub(in crate::store) fence: Fence,
+    pub(in crate::store) progress: Progress,
+}
+
+impl Command for AttemptProgress {
+    type Reply = bool;
+}
+
+impl AttemptProgress {
+    pub(in crate::store) async fn apply(&self, b: &mut Batch<'_>) -> Result<bool, StoreError> {
+        let (fence, progress) = (&self.fence, &self.progress);
+        let data = json!({ "percent": progress.percent, "message": progress.message });
+        let seq = fenced_touch(b, fence, Some(progress)).await?;
+        if let Some(seq) = seq {
+            b.event(
+                fence.run_id.to_string(),
+                seq,
+                EventKind::Progress,
+                fence.attempt,
+                data,
+            );
+        }
+        Ok(seq.is_some())
+    }
+}
+
+/// Bumps the event counter of a running attempt (setting its progress, if given) and
+/// returns the new event's seq, or `None` when the fence no longer holds.
+pub(super) async fn fenced_touch(
+    b: &mut Batch<'_>,
+    fence: &Fence,
+    progress: Option<&Progress>,
+) -> Result<Option<i64>, StoreError> {
+    let seq: Option<i64> = sqlx::query_scalar(sql::TOUCH_RUNNING)
+        .bind(progress.map(|p| i64::from(p.percent)))
+        .bind(progress.and_then(|p| p.message.as_deref()))
+        .bind(b.now)
+        .bind(fence.run_id.to_string())
+        .bind(i64::from(fence.claim))
+        .bind(&*fence.worker_id)
+        .bind(progress.is_some())
+        .fetch_optional(&mut *b.conn)
+        .await?;
+    Ok(seq)
+}

@@ -1,0 +1,65 @@
+//! `AttemptRenew`: extends the leases of a worker's attempts; replies those still held
+//! (the others were lost: swept, handed back, or finished).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::super::super::rows::parse_id;
+use super::super::sql;
+use super::{Apply, Batch, Command};
+use crate::store::{Fence, StoreError};
+
+pub(in crate::store) struct AttemptRenew {
+    pub(in crate::store) fences: Vec<Fence>,
+    pub(in crate::store) lease: Duration,
+}
+
+impl Command for AttemptRenew {
+    type Reply = Vec<Fence>;
+}
+
+impl Apply for AttemptRenew {
+    async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<Vec<Fence>>, StoreError> {
+        let mut replies = Vec::with_capacity(commands.len());
+        for c in commands {
+            replies.push(renew(b, &c.fences, c.lease).await?);
+        }
+        Ok(replies)
+    }
+}
+
+/// Extends the leases of the given attempts; returns those still held (the others were
+/// lost: swept, handed back, or finished).
+async fn renew(
+    b: &mut Batch<'_>,
+    fences: &[Fence],
+    lease: Duration,
+) -> Result<Vec<Fence>, StoreError> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sql::RENEW_LEASES)
+        .bind(b.now + lease.as_millis() as i64)
+        .bind(fences_json(fences))
+        .fetch_all(&mut *b.conn)
+        .await?;
+    let mut held = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = parse_id(&row.try_get::<String, _>("id")?)?;
+        let claim = row.try_get::<i64, _>("claims")? as u32;
+        if let Some(fence) = fences.iter().find(|f| f.run_id == id && f.claim == claim) {
+            held.push(fence.clone());
+        }
+    }
+    Ok(held)
+}
+
+fn fences_json(fences: &[Fence]) -> String {
+    let rows: Vec<Value> = fences
+        .iter()
+        .map(|f| json!({ "id": f.run_id.to_string(), "claim": f.claim, "worker": &*f.worker_id }))
+        .collect();
+    Value::Array(rows).to_string()
+}
