@@ -155,3 +155,64 @@ impl Engine {
         self.pool.close().await;
     }
 }
+
+/// The check every dialect's test runs on its statements (see `sql::all`).
+#[cfg(test)]
+pub(super) mod statements {
+    use sqlx::Executor;
+
+    use super::{Conn, MIGRATOR, sql};
+
+    /// Every `pub(super) const` of the dialect's `sql.rs` (its source text) is in
+    /// `sql::all()`, and every statement there prepares on `conn`, a freshly migrated
+    /// schema: a typo or a missing column fails here, before a behaviour test reaches it.
+    pub(in crate::store) async fn prepare_all(conn: &mut Conn, source: &str) {
+        MIGRATOR
+            .run(&mut *conn)
+            .await
+            .expect("the migrations apply");
+        // what Redis delivery adds (`enable_redis_delivery`): its statements name them
+        for index in sql::REDIS_INDEXES {
+            sqlx::query(index)
+                .execute(&mut *conn)
+                .await
+                .expect("the index builds");
+        }
+        let all = sql::all();
+        let declared: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub(super) const "))
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        for name in &declared {
+            assert!(
+                all.iter().any(|(n, _)| n == name),
+                "sql::{name} is missing from sql::all()"
+            );
+        }
+        assert_eq!(
+            all.len(),
+            declared.len(),
+            "sql::all() names one statement twice"
+        );
+        let mut failed = Vec::new();
+        let mut prepared = 0;
+        for (name, statements) in &all {
+            for statement in statements {
+                match conn
+                    .prepare(sqlx::SqlSafeStr::into_sql_str(*statement))
+                    .await
+                {
+                    Ok(_) => prepared += 1,
+                    Err(e) => failed.push(format!("{name}: {e}")),
+                }
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "statements that do not prepare:\n{}",
+            failed.join("\n")
+        );
+        assert!(prepared > 70, "only {prepared} statements prepared");
+    }
+}

@@ -171,3 +171,37 @@ async fn listen(pool: PgPool, waker: engine::writer::Waker) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{ConnectOptions, Connection};
+
+    /// On a schema of its own in the PostgreSQL at `AGENTQ_TEST_DATABASE_URL` (or
+    /// `DATABASE_URL`, or the local default), which `scripts/test.sh` provides.
+    #[tokio::test]
+    async fn every_statement_prepares_on_a_freshly_migrated_schema() {
+        let base = std::env::var("AGENTQ_TEST_DATABASE_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("no PostgreSQL at {base}: {e}"));
+        let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+        let create = format!("CREATE SCHEMA {schema}");
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let options = <super::ConnectOpts as std::str::FromStr>::from_str(&base)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let mut conn = options.connect().await.unwrap();
+        super::engine::statements::prepare_all(&mut conn, include_str!("sql.rs")).await;
+        conn.close().await.ok();
+        let drop = format!("DROP SCHEMA {schema} CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}

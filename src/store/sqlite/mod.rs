@@ -76,3 +76,21 @@ async fn use_wal(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::ConnectOptions;
+
+    #[tokio::test]
+    async fn every_statement_prepares_on_a_freshly_migrated_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("agentq.db").display());
+        let mut conn = <super::ConnectOpts as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        super::engine::statements::prepare_all(&mut conn, include_str!("sql.rs")).await;
+    }
+}
