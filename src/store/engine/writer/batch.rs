@@ -17,7 +17,8 @@ mod webhooks;
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::cmd::*;
 use super::command::{Queued, Step, step};
@@ -81,6 +82,17 @@ struct EventRow {
     kind: EventKind,
     attempt: u32,
     data: Value,
+}
+
+/// A row of `INSERT_EVENTS`'s JSON array, with one-letter keys: a batch may hold
+/// thousands.
+#[derive(Serialize)]
+struct EventInsert<'a> {
+    r: &'a str,
+    s: i64,
+    k: &'static str,
+    a: u32,
+    d: &'a Value,
 }
 
 pub(in crate::store) struct Batch<'c> {
@@ -341,21 +353,21 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
     if let Some(heads) = &mut b.heads {
         heads.extend(b.events.iter().map(|e| (e.run_id.clone(), e.seq)));
     }
-    let rows: Vec<Value> = b
+    let rows: Vec<EventInsert> = b
         .events
-        .drain(..)
-        .map(|e| {
-            json!({
-                "r": e.run_id,
-                "s": e.seq,
-                "k": e.kind.as_str(),
-                "a": e.attempt,
-                "d": e.data,
-            })
+        .iter()
+        .map(|e| EventInsert {
+            r: &e.run_id,
+            s: e.seq,
+            k: e.kind.as_str(),
+            a: e.attempt,
+            d: &e.data,
         })
         .collect();
+    let rows = serde_json::to_string(&rows).expect("rows serialise");
+    b.events.clear();
     sqlx::query(sql::INSERT_EVENTS)
-        .bind(Value::Array(rows).to_string())
+        .bind(rows)
         .bind(b.now)
         .execute(&mut *b.conn)
         .await?;

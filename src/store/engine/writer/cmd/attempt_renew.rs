@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::Row;
 
 use super::super::super::rows::parse_id;
@@ -56,10 +56,22 @@ async fn renew(
     Ok(held)
 }
 
+/// A row of `RENEW_LEASES`'s JSON array.
+#[derive(Serialize)]
+struct FenceRow<'a> {
+    id: String,
+    claim: u32,
+    worker: &'a str,
+}
+
 fn fences_json(fences: &[Fence]) -> String {
-    let rows: Vec<Value> = fences
+    let rows: Vec<FenceRow> = fences
         .iter()
-        .map(|f| json!({ "id": f.run_id.to_string(), "claim": f.claim, "worker": &*f.worker_id }))
+        .map(|f| FenceRow {
+            id: f.run_id.to_string(),
+            claim: f.claim,
+            worker: &f.worker_id,
+        })
         .collect();
-    Value::Array(rows).to_string()
+    serde_json::to_string(&rows).expect("rows serialise")
 }

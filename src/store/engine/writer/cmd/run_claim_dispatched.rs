@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::super::sql;
 use super::run_claim::claimed_rows;
@@ -65,12 +65,23 @@ impl Apply for RunClaimDispatched {
     }
 }
 
+/// A row of the JSON array `CLAIM_DISPATCHED` and `UNDISPATCH` read: one message.
+#[derive(Serialize)]
+struct MessageRow {
+    id: String,
+    seq: i64,
+}
+
+/// Messages, (run id, dispatch seq), as the statements take them.
 pub(super) fn messages(list: &[(RunId, i64)]) -> String {
-    let rows: Vec<Value> = list
+    let rows: Vec<MessageRow> = list
         .iter()
-        .map(|(id, seq)| json!({ "id": id.to_string(), "seq": seq }))
+        .map(|(id, seq)| MessageRow {
+            id: id.to_string(),
+            seq: *seq,
+        })
         .collect();
-    Value::Array(rows).to_string()
+    serde_json::to_string(&rows).expect("rows serialise")
 }
 
 /// Claims the runs whose messages are current, like a claim of ready runs does.

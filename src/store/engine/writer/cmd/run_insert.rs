@@ -2,15 +2,18 @@
 //! event; or, when its Idempotency-Key already names a run created by the same request,
 //! that run's id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::super::super::rows::KeyRow;
 use super::super::batch::{DependencyProblem, check_dependencies, link_dependencies};
 use super::super::sql;
 use super::{Apply, Batch, Command};
-use crate::domain::{DEFAULT_TENANT, EventKind, Inserted, NewRun, Run, RunId, RunStatus};
+use crate::domain::{
+    AgentName, Compensation, DEFAULT_TENANT, EventKind, Inserted, NewRun, Run, RunId, RunStatus,
+};
 use crate::store::{StoreError, from_ms, to_ms, to_ms_ceil};
 
 /// Replies the new run or the one its key names; `Conflict` when the key was used with
@@ -118,60 +121,12 @@ pub(in crate::store) async fn insert_runs(
             RunStatus::Queued
         }
     };
-    let rows: Vec<Value> = fresh
+    let rows: Vec<InsertRow> = fresh
         .iter()
-        .map(|(_, r)| {
-            let mut row = json!({
-                "id": r.id.to_string(),
-                "agent": r.agent,
-                "input": r.input,
-                "priority": r.priority,
-                "metadata": r.metadata,
-                "max_attempts": r.max_attempts,
-                "timeout_ms": r.timeout.as_millis() as u64,
-                "backoff_base_ms": r.backoff.base.as_millis() as u64,
-                "backoff_cap_ms": r.backoff.cap.as_millis() as u64,
-                "run_at": r.run_at.map_or(now, to_ms_ceil),
-            });
-            // the rest only when set: most runs have none, and every field costs a parse
-            let mut set = |key: &str, value: Value| row[key] = value;
-            if status(r) != RunStatus::Queued {
-                set("status", json!(status(r).as_str()));
-            }
-            if !r.depends_on.is_empty() {
-                set("depends_count", json!(r.depends_on.len()));
-            }
-            if let Some(k) = &r.idempotency {
-                set("key", json!(k.key));
-                set("fingerprint", json!(k.fingerprint));
-                set("key_expires_at", json!(to_ms(k.expires_at)));
-            }
-            if let Some(deadline) = r.deadline {
-                set("deadline", json!(to_ms(deadline)));
-            }
-            if let Some(expires_at) = r.expires_at {
-                set("expires_at", json!(to_ms(expires_at)));
-            }
-            if let Some(on_failure) = &r.on_failure {
-                set("on_failure", json!(on_failure));
-            }
-            if let Some(url) = &r.callback_url {
-                set("callback_url", json!(url));
-            }
-            if let Some(compensates) = r.compensates {
-                set("compensates", json!(compensates.to_string()));
-            }
-            if r.tenant.as_str() != DEFAULT_TENANT {
-                set("tenant", json!(r.tenant.as_str()));
-            }
-            if let Some(trace_parent) = &r.trace_parent {
-                set("trace_parent", json!(trace_parent));
-            }
-            row
-        })
+        .map(|(_, r)| InsertRow::new(r, status(r), now))
         .collect();
     sqlx::query(sql::INSERT_RUNS)
-        .bind(Value::Array(rows).to_string())
+        .bind(serde_json::to_string(&rows).expect("rows serialise"))
         .bind(now)
         .execute(&mut *b.conn)
         .await?;
@@ -192,6 +147,78 @@ pub(in crate::store) async fn insert_runs(
         out.push((i, InsertAnswer::New(Box::new(record))));
     }
     Ok(in_order(out))
+}
+
+/// A row of `INSERT_RUNS`'s JSON array (its keys are the statement's `value->>'…'`). What
+/// most runs do not set is left out: every field costs a parse.
+#[derive(Serialize)]
+struct InsertRow<'a> {
+    id: String,
+    agent: &'a AgentName,
+    input: &'a Value,
+    priority: i32,
+    metadata: &'a BTreeMap<String, String>,
+    max_attempts: u32,
+    timeout_ms: u64,
+    backoff_base_ms: u64,
+    backoff_cap_ms: u64,
+    run_at: i64,
+    /// Only when not queued (blocked on its dependencies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    depends_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure: Option<&'a Compensation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compensates: Option<String>,
+    /// Only for a tenant other than the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_parent: Option<&'a str>,
+}
+
+impl<'a> InsertRow<'a> {
+    fn new(r: &'a NewRun, status: RunStatus, now: i64) -> Self {
+        let key = r.idempotency.as_ref();
+        Self {
+            id: r.id.to_string(),
+            agent: &r.agent,
+            input: &r.input,
+            priority: r.priority,
+            metadata: &r.metadata,
+            max_attempts: r.max_attempts,
+            timeout_ms: r.timeout.as_millis() as u64,
+            backoff_base_ms: r.backoff.base.as_millis() as u64,
+            backoff_cap_ms: r.backoff.cap.as_millis() as u64,
+            run_at: r.run_at.map_or(now, to_ms_ceil),
+            status: (status != RunStatus::Queued).then(|| status.as_str()),
+            depends_count: (!r.depends_on.is_empty()).then_some(r.depends_on.len()),
+            key: key.map(|k| k.key.as_str()),
+            fingerprint: key.map(|k| k.fingerprint.as_str()),
+            key_expires_at: key.map(|k| to_ms(k.expires_at)),
+            deadline: r.deadline.map(to_ms),
+            expires_at: r.expires_at.map(to_ms),
+            on_failure: r.on_failure.as_ref(),
+            callback_url: r.callback_url.as_deref(),
+            compensates: r.compensates.map(|id| id.to_string()),
+            tenant: (r.tenant.as_str() != DEFAULT_TENANT).then(|| r.tenant.as_str()),
+            trace_parent: r.trace_parent.as_deref(),
+        }
+    }
 }
 
 fn in_order(mut answers: Vec<(usize, InsertAnswer)>) -> Vec<InsertAnswer> {
