@@ -64,6 +64,9 @@ impl RunStatus {
         use RunStatus::*;
         match (self, next) {
             (Queued | Retrying, Running) => true,
+            // time limits fail runs that have not started: past their deadline, or not
+            // started by `expires_at`
+            (Queued | Retrying, Failed) => true,
             (Running, Succeeded | Failed | Retrying | Queued | Waiting) => true,
             (Waiting, Queued | Failed) => true,
             (Failed, Queued | Blocked) => true,

@@ -35,6 +35,7 @@ async fn a_waiting_claim_is_answered_by_the_insert_that_makes_a_run_claimable() 
     let (claimed, took) = claim.await.unwrap();
     assert_eq!(claimed, [run.id]);
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -48,6 +49,7 @@ async fn a_waiting_claim_comes_back_empty_at_its_deadline() {
         took >= Duration::from_millis(140) && took < Duration::from_secs(2),
         "took {took:?}"
     );
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -67,6 +69,7 @@ async fn a_waiting_claim_wakes_when_a_delayed_run_comes_due() {
         .unwrap();
     assert_eq!(claimed, [run.id]);
     assert!(chrono::Utc::now() >= due);
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -92,4 +95,5 @@ async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }

@@ -44,6 +44,7 @@ async fn dispatch_marks_ready_runs_in_priority_order_up_to_the_window() {
             .unwrap()
             .is_empty()
     );
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -82,6 +83,7 @@ async fn a_message_claims_its_run_once_and_a_wrong_seq_claims_nothing() {
         store.dispatch("echo".into(), 1, None).await.unwrap(),
         [(next.id, 1)]
     );
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -107,6 +109,7 @@ async fn a_lost_message_is_superseded_by_the_next_dispatch() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -128,6 +131,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
         store.dispatch("echo".into(), 1, None).await.unwrap(),
         [(waiting.id, 1)]
     );
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -149,6 +153,7 @@ async fn dispatched_before_lists_only_messages_older_than_asked() {
         .await
         .unwrap();
     assert_eq!(stale, [("echo".to_owned(), run.id, 1)]);
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 fn echo() -> Vec<String> {
@@ -173,4 +178,5 @@ async fn dispatched_before_lists_only_the_asked_agents_so_others_cannot_crowd_th
         .await
         .unwrap();
     assert_eq!(stale, [("echo".to_owned(), mine.id, 1)]);
+    crate::lifecycle::assert_every_lifecycle(&store).await;
 }

@@ -293,6 +293,7 @@ impl TestApp {
         loop {
             let run = self.get_run(id).await;
             if done(&run) {
+                crate::lifecycle::assert_lifecycle(&run, &self.events(id).await);
                 return run;
             }
             assert!(

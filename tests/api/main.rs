@@ -17,6 +17,7 @@ mod fencing;
 mod helpers;
 mod http_agent;
 mod idempotency;
+mod lifecycle;
 mod limits;
 mod list_runs;
 mod live_events;

@@ -1,0 +1,99 @@
+//! [`Store`]'s runs: create, read, list and count them, cancel, retry and signal them,
+//! and follow their events.
+
+use super::*;
+
+impl Store {
+    /// Inserts a new run (status `queued`) with its `created` event; or, when its
+    /// Idempotency-Key already names a run created by the same request, returns that run's
+    /// id (`Conflict` if the key was used with a different request).
+    pub async fn insert_run(&self, run: NewRun) -> Result<Inserted, StoreError> {
+        command!(self, RunInsert(run))?
+    }
+    pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
+        on_engine!(self, e => e.get_run(id).await)
+    }
+    /// The run an Idempotency-Key names for this same request (unexpired, same body), if any.
+    pub async fn idempotent_run(
+        &self,
+        key: &crate::domain::IdempotencyKey,
+    ) -> Result<Option<RunId>, StoreError> {
+        on_engine!(self, e => e.idempotent_run(key).await)
+    }
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        on_engine!(self, e => e.list_runs(filter).await)
+    }
+    /// How many runs match the filter (its statuses, cursor and limit aside), by status.
+    pub async fn count_runs(&self, filter: &RunFilter) -> Result<StatusCounts, StoreError> {
+        on_engine!(self, e => e.count_runs(filter).await)
+    }
+    /// How many of the tenant's runs have not finished.
+    pub async fn count_active_runs(&self, tenant: &str) -> Result<u64, StoreError> {
+        on_engine!(self, e => e.count_active_runs(tenant).await)
+    }
+    /// Cancels a run that has not finished. A running attempt is fenced out at once and its
+    /// worker stops it at its next lease renewal. `Conflict` if the run already finished.
+    pub async fn cancel_run(&self, id: RunId) -> Result<Run, StoreError> {
+        command!(self, RunCancel(id))??;
+        self.get_run(id).await
+    }
+    /// Puts a failed run back in the queue, its attempts reset and its history kept.
+    /// `Conflict` if the run is not failed.
+    pub async fn requeue_run(&self, id: RunId) -> Result<Run, StoreError> {
+        command!(self, RunRequeue(RequeueTarget::One(id)))??;
+        self.get_run(id).await
+    }
+    /// Puts every failed run matching `filter` back in the queue, in chunks of
+    /// `filter.limit` so no single transaction holds the writer for long. Returns how many.
+    pub async fn requeue_failed(&self, filter: RequeueFilter) -> Result<u64, StoreError> {
+        let chunk = u64::from(filter.limit.max(1));
+        let mut total = 0;
+        loop {
+            let target = RequeueTarget::Failed(RequeueFilter {
+                limit: chunk as u32,
+                ..filter.clone()
+            });
+            let n = command!(self, RunRequeue(target))??;
+            total += n;
+            if n < chunk {
+                return Ok(total);
+            }
+        }
+    }
+    /// Sends a signal to a run: kept until a wait consumes it, and resuming the run if it
+    /// waits for it (returns whether it did). `Conflict` if the run has finished.
+    pub async fn signal(
+        &self,
+        id: RunId,
+        name: String,
+        payload: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        command!(self, RunSignal { id, name, payload })?
+    }
+    /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
+    pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
+        on_engine!(self, e => e.list_events(id, after).await)
+    }
+    /// Watches the newest committed event seq of a run, for live streams. Changes made by
+    /// this process are seen at once; other processes' only by reading again.
+    pub fn follow_events(&self, id: RunId) -> tokio::sync::watch::Receiver<i64> {
+        on_engine!(self, e => e.hub.follow(id.to_string()))
+    }
+    /// Every agent with runs unfinished, or finished in the hour before `now`: its runs by
+    /// state and its finished runs per minute of that hour (from `throughput_start(now)`).
+    /// Only `tenant`'s runs, if given.
+    pub async fn queue_stats(
+        &self,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let now = to_ms(now);
+        on_engine!(self, e => e.queue_stats(now, tenant).await)
+    }
+    /// Runs running and waiting to run, by agent, and the worker processes alive (heard
+    /// from within `gone_after`), as the database has them now.
+    pub async fn queue_load(&self, gone_after: Duration) -> Result<QueueLoad, StoreError> {
+        let now = to_ms(Utc::now());
+        on_engine!(self, e => e.queue_load(now, now - gone_after.as_millis() as i64).await)
+    }
+}
