@@ -115,9 +115,10 @@ pub async fn run_worker(
         status: status.clone(),
         max_result_bytes: options.max_result_bytes,
         agent_limits: options.agent_limits.clone(),
-        http: EgressClient::new(options.egress.clone(), || {
-            reqwest::Client::builder().user_agent(USER_AGENT)
-        })
+        http: EgressClient::new(
+            options.egress.clone(),
+            reqwest::Client::builder().user_agent(USER_AGENT),
+        )
         .expect("a client with default TLS settings builds"),
         metrics,
     });

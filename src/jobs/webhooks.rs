@@ -49,11 +49,9 @@ pub(crate) async fn deliver_webhooks(
     egress: EgressPolicy,
     stop: CancellationToken,
 ) {
-    let builder = || {
-        reqwest::Client::builder()
-            .timeout(options.request_timeout)
-            .user_agent(super::runtime::USER_AGENT)
-    };
+    let builder = reqwest::Client::builder()
+        .timeout(options.request_timeout)
+        .user_agent(super::runtime::USER_AGENT);
     let client =
         EgressClient::new(egress, builder).expect("a client with default TLS settings builds");
     let mut tick = tokio::time::interval(POLL);

@@ -59,6 +59,15 @@ fn a_wrong_tls_setting_is_named_at_start() {
         ),
         (pg(&format!("sslcert={missing}")), "sslcert="),
         (pg(&format!("sslkey={missing}")), "sslkey="),
+        (
+            pg("sslmode=verify-full&sslpassword=hunter2"),
+            "unknown parameter `sslpassword`",
+        ),
+        (pg("sslmode=verify-ca"), "verify-ca is not supported"),
+        (
+            pg("sslmode=require&sslrootcert=/etc/hostname"),
+            "holds no PEM",
+        ),
     ] {
         assert_usage_error(&["migrate", "--database-url", &url], mentions);
         let stderr = String::from_utf8(agentq(&["migrate", "--database-url", &url]).stderr);
@@ -90,6 +99,24 @@ fn a_wrong_tls_setting_is_named_at_start() {
         (
             vec!["--queue-url", rediss, "--queue-client-cert", not_pem],
             "--queue-client-cert",
+        ),
+        (
+            vec![
+                "--queue-url",
+                "rediss://:hunter2@127.0.0.1:1/#insecure",
+                "--queue-ca-file",
+                missing,
+            ],
+            "not used with an `#insecure` --queue-url",
+        ),
+        (
+            vec![
+                "--queue-url",
+                "rediss://:hun/ter2@127.0.0.1:1",
+                "--queue-ca-file",
+                missing,
+            ],
+            "--queue-ca-file",
         ),
     ] {
         let mut args = args;

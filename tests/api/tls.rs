@@ -166,11 +166,16 @@ async fn postgres_over_tls_verifies_the_server_and_presents_a_client_certificate
     let wrong_host = full.replace("@localhost:", "@127.0.0.1:");
     let error = connect_error(&wrong_host).await;
     assert!(error.to_lowercase().contains("certificate"), "{error}");
-    // …which verify-ca does not ask
+    // verify-ca, which skips the name, is refused: sqlx trusts the system's roots beside
+    // sslrootcert, so any publicly issued certificate would pass; so is a sslrootcert
+    // that `require` would not check
     let ca_only = wrong_host.replace("verify-full", "verify-ca");
-    let app = TestApp::spawn_on(&ca_only, |_| {}).await;
-    echo(&app, 2).await;
-    app.shutdown().await;
+    let refused = agentq::store::check_postgres_url(&ca_only).unwrap_err();
+    assert!(refused.contains("verify-ca is not supported"), "{refused}");
+    let unchecked = full.replace("verify-full", "require");
+    let refused = agentq::store::check_postgres_url(&unchecked).unwrap_err();
+    assert!(refused.contains("sslrootcert is not checked"), "{refused}");
+    assert_eq!(agentq::store::check_postgres_url(&full), Ok(()));
     // the system's roots do not know the test's CA: agentq says which setting to look at
     let unknown_ca = pg_url(&pg, "postgres", "sslmode=verify-full");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentq"))

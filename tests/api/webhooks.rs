@@ -261,5 +261,11 @@ async fn a_callback_to_a_port_the_allow_list_does_not_open_is_refused() {
         assert_eq!(failed["data"]["given_up"], true, "a refusal is not retried");
     }
     assert!(other.got.lock().unwrap().is_empty(), "nothing was sent");
-    assert_ne!(delivered, refused[0]);
+    let got = allowed.got.lock().unwrap().clone();
+    let sent: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(
+        (got.len(), sent["id"].as_str()),
+        (1, Some(delivered.as_str())),
+        "the allowed port got its callback, and only that one"
+    );
 }

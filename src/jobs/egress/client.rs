@@ -12,54 +12,35 @@ use std::sync::Arc;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Method, RequestBuilder, redirect};
 
-use super::{EgressPolicy, Reason, Refused};
+use super::{EgressPolicy, Refused};
 
 /// Redirects followed per request; the next one fails the request.
 pub const MAX_REDIRECTS: usize = 10;
 
 /// A `reqwest::Client` bound to a policy. Cheap to clone.
 ///
-/// A resolver is told a host name, never the port it is resolved for, yet an address
-/// allowed with `:port` may be opened on that port only. So there is one client per port
-/// class ([`EgressPolicy::port_class`]: each port an address pattern names, and one class
-/// for every other port), whose resolver judges for its class, and a request goes through
-/// the client of its URL's port. A redirect to an address is judged in full before it is
-/// followed; one to a host name stays within its class, or is refused when it would leave
-/// a port that an address pattern names for another (the resolver would judge it for the
-/// wrong port). Redirects from any other port are followed, judged at least as strictly.
+/// Its resolver is told a host name, never the port it resolves it for, so it opens a
+/// blocked address only through an address pattern without a port. An address allowed
+/// with `:port` (`127.0.0.1:18401`) is reached only by URLs naming the address itself, on
+/// that port, which the check before sending (and before each redirect) judges in full.
 #[derive(Debug, Clone)]
 pub struct EgressClient {
     policy: EgressPolicy,
-    /// By port class; the first is `None`'s, for every port no address pattern names.
-    clients: Arc<[(Option<u16>, reqwest::Client)]>,
+    client: reqwest::Client,
 }
 
 impl EgressClient {
-    /// Builds one client per port class from `builder` (timeouts, user agent, …), each
-    /// with the policy's resolver and redirect check, and without proxies.
-    pub fn new(
-        policy: EgressPolicy,
-        builder: impl Fn() -> reqwest::ClientBuilder,
-    ) -> reqwest::Result<Self> {
-        let clients = policy
-            .port_classes()
-            .into_iter()
-            .map(|class| {
-                let client = builder()
-                    .dns_resolver(Arc::new(CheckedResolver {
-                        policy: policy.clone(),
-                        class,
-                    }))
-                    .redirect(checked_redirects(policy.clone(), class))
-                    .no_proxy()
-                    .build()?;
-                Ok((class, client))
-            })
-            .collect::<reqwest::Result<Vec<_>>>()?;
-        Ok(Self {
-            policy,
-            clients: clients.into(),
-        })
+    /// Builds `builder` (timeouts, user agent, …) with the policy's resolver and redirect
+    /// check, and without proxies.
+    pub fn new(policy: EgressPolicy, builder: reqwest::ClientBuilder) -> reqwest::Result<Self> {
+        let client = builder
+            .dns_resolver(Arc::new(CheckedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(checked_redirects(policy.clone()))
+            .no_proxy()
+            .build()?;
+        Ok(Self { policy, client })
     }
 
     /// A request to `url`, or the refusal of its host. A URL that does not parse is left
@@ -68,41 +49,23 @@ impl EgressClient {
         match reqwest::Url::parse(url) {
             Ok(parsed) => {
                 self.policy.check_url(&parsed)?;
-                let class = parsed
-                    .port_or_known_default()
-                    .and_then(|port| self.policy.port_class(port));
-                Ok(self.client(class).request(method, parsed))
+                Ok(self.client.request(method, parsed))
             }
-            Err(_) => Ok(self.client(None).request(method, url)),
+            Err(_) => Ok(self.client.request(method, url)),
         }
-    }
-
-    fn client(&self, class: Option<u16>) -> &reqwest::Client {
-        let (_, client) = self
-            .clients
-            .iter()
-            .find(|(c, _)| *c == class)
-            .unwrap_or(&self.clients[0]);
-        client
     }
 }
 
-/// The redirect check of the client serving port class `class`.
-fn checked_redirects(policy: EgressPolicy, class: Option<u16>) -> redirect::Policy {
+fn checked_redirects(policy: EgressPolicy) -> redirect::Policy {
     redirect::Policy::custom(move |attempt| {
         // `previous` starts with the first URL, as in reqwest's own limit
         if attempt.previous().len() > MAX_REDIRECTS {
             let error = format!("more than {MAX_REDIRECTS} redirects");
             return attempt.error(error);
         }
-        let url = attempt.url();
-        let refused = match policy.check_url(url) {
-            Err(refused) => Some(refused),
-            Ok(()) => leaves_port(&policy, class, url),
-        };
-        match refused {
-            None => attempt.follow(),
-            Some(refused) => attempt.error(Refused {
+        match policy.check_url(attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(refused) => attempt.error(Refused {
                 redirect: true,
                 ..refused
             }),
@@ -110,41 +73,22 @@ fn checked_redirects(policy: EgressPolicy, class: Option<u16>) -> redirect::Poli
     })
 }
 
-/// A redirect to a host name on another port class than `class`, when `class` is a port
-/// an address pattern names: this client's resolver would open that port's addresses for
-/// it. (From the class of other ports it only judges more strictly, so it may follow.)
-fn leaves_port(policy: &EgressPolicy, class: Option<u16>, url: &reqwest::Url) -> Option<Refused> {
-    let from = class?;
-    let host = url.host_str()?;
-    let names_address = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok();
-    let to = url
-        .port_or_known_default()
-        .and_then(|p| policy.port_class(p));
-    (!names_address && to != class).then(|| Refused::new(host, Reason::LeavesPort(from)))
-}
-
 /// Resolves with the system resolver (as reqwest does by default), then keeps only the
-/// addresses the policy allows on the ports of `class`.
+/// addresses the policy allows to a host name, whatever the port.
 struct CheckedResolver {
     policy: EgressPolicy,
-    class: Option<u16>,
 }
 
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
-        let class = self.class;
         let name = name.as_str().to_owned();
         Box::pin(async move {
-            policy.check_host(&name, class)?;
+            policy.check_host(&name, None)?;
             let mut refused = None;
             let allowed: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
                 .await?
-                .filter(|addr| match policy.check_resolved(&name, addr.ip(), class) {
+                .filter(|addr| match policy.check_resolved(&name, addr.ip()) {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::debug!(host = %name, addr = %addr.ip(), "refused an address the host resolved to");
@@ -164,11 +108,11 @@ impl Resolve for CheckedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::egress::Blocked;
+    use crate::jobs::egress::{Blocked, Reason};
 
     fn client(patterns: &[&str]) -> EgressClient {
         let policy = EgressPolicy::new(patterns.iter().map(|p| p.parse().unwrap()).collect());
-        EgressClient::new(policy, reqwest::Client::builder).unwrap()
+        EgressClient::new(policy, reqwest::Client::builder()).unwrap()
     }
 
     #[test]

@@ -22,8 +22,8 @@
 //!   when the name is allowed; allow the address too (`billing.internal,10.0.5.0/24`).
 //!   A metadata host name is reached only when a pattern names it exactly. An address or
 //!   network pattern with a port (`127.0.0.1:18401`) opens its addresses on that port
-//!   only, by whatever name or redirect a request gets there (see [`EgressClient`] for how
-//!   the resolver, which is not told the port, judges it).
+//!   only, and only to URLs (and redirects) naming the address itself: the resolver is
+//!   not told the port, so a host name never reaches an address allowed only with a port.
 //!
 //! A refusal is an error that says what was refused and why, not the resolved address
 //! (that would tell a client what the internal DNS answers).

@@ -80,14 +80,6 @@ impl HostPattern {
         let port_ok = self.port.is_none() || self.port == port;
         port_ok && matches!(&self.host, HostPart::Net(net) if net.contains(ip.to_canonical()))
     }
-
-    /// The port an address or network pattern limits its addresses to.
-    pub(crate) fn address_port(&self) -> Option<u16> {
-        match self.host {
-            HostPart::Net(_) => self.port,
-            _ => None,
-        }
-    }
 }
 
 impl FromStr for HostPattern {
@@ -250,8 +242,6 @@ mod tests {
             !limited.covers_address(ten, Some(80)) && !limited.covers_address(ten, None),
             "a network allowed with a port opens its addresses on that port only"
         );
-        assert_eq!(limited.address_port(), Some(443));
-        assert_eq!(pattern("api.example.com:443").address_port(), None);
     }
 
     #[test]

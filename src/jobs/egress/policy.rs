@@ -42,10 +42,9 @@ impl EgressPolicy {
     }
 
     /// `host` as a URL names it (an IPv6 address in brackets or not), connected to on
-    /// `port`. In a client's resolver `port` is the port class the client serves (see
-    /// [`EgressPolicy::port_class`]): `None` for every port that no address pattern names,
-    /// which any pattern's port then matches (the URL's own port was judged before
-    /// sending) and which opens a blocked address only through a pattern without a port.
+    /// `port`. `port: None` in the resolver, which is not told the port: any pattern's
+    /// port then matches the name (the URL's own port was judged before sending), and a
+    /// blocked address is opened only by a pattern without a port.
     pub(crate) fn check_host(&self, host: &str, port: Option<u16>) -> Result<(), Refused> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -64,43 +63,18 @@ impl EgressPolicy {
         self.listed(Host::Name(&name), port, &name)
     }
 
-    /// Judges an address `name` resolved to, for a connection on `port` (a port class, as
-    /// in [`EgressPolicy::check_host`]): `Err` when it is in a blocked range that no
-    /// address pattern opens on that port.
-    pub(crate) fn check_resolved(
-        &self,
-        name: &str,
-        ip: IpAddr,
-        port: Option<u16>,
-    ) -> Result<(), Refused> {
-        match self.blocked(ip, port) {
+    /// Judges an address the host name `name` resolved to: `Err` when it is in a blocked
+    /// range that no address pattern without a port opens. The resolver is not told the
+    /// port, so an address allowed only with `:port` is never reached through a name.
+    pub(crate) fn check_resolved(&self, name: &str, ip: IpAddr) -> Result<(), Refused> {
+        match self.blocked(ip, None) {
             Some(blocked) => Err(Refused::new(name, Reason::ResolvesTo(blocked))),
             None => Ok(()),
         }
     }
 
-    /// The port class of a connection to `port`: the port itself when an address pattern
-    /// names it (`127.0.0.1:9000`), else `None`, the class of every other port. A blocked
-    /// address is opened the same way for every port of a class, so a resolver, which is
-    /// not told the port, judges rightly when its client serves one class only.
-    pub(crate) fn port_class(&self, port: u16) -> Option<u16> {
-        self.allow
-            .iter()
-            .any(|p| p.address_port() == Some(port))
-            .then_some(port)
-    }
-
-    /// Every port class: `None` and each port an address pattern names.
-    pub(crate) fn port_classes(&self) -> Vec<Option<u16>> {
-        let mut ports: Vec<u16> = self.allow.iter().filter_map(|p| p.address_port()).collect();
-        ports.sort_unstable();
-        ports.dedup();
-        std::iter::once(None)
-            .chain(ports.into_iter().map(Some))
-            .collect()
-    }
-
-    /// Why `ip` is refused on `port`, whatever host named it.
+    /// Why `ip` is refused on `port` (`None`: a port not known, which only a pattern
+    /// without a port covers), whatever host named it.
     fn blocked(&self, ip: IpAddr, port: Option<u16>) -> Option<Blocked> {
         ranges::classify(ip).filter(|_| !self.allow.iter().any(|p| p.covers_address(ip, port)))
     }
@@ -129,13 +103,8 @@ mod tests {
     }
 
     fn resolved(policy: &EgressPolicy, ip: &str) -> Result<(), Reason> {
-        resolved_on(policy, ip, None)
-    }
-
-    /// As a resolver serving port class `port` judges it.
-    fn resolved_on(policy: &EgressPolicy, ip: &str, port: Option<u16>) -> Result<(), Reason> {
         policy
-            .check_resolved("svc.example", ip.parse().unwrap(), port)
+            .check_resolved("svc.example", ip.parse().unwrap())
             .map_err(|refused| refused.reason)
     }
 
@@ -217,11 +186,10 @@ mod tests {
             resolved(&policy, "10.0.6.7"),
             Err(Reason::ResolvesTo(Blocked::Private))
         );
-        assert_eq!(resolved_on(&policy, "127.0.0.1", Some(9000)), Ok(()));
         assert_eq!(
             resolved(&policy, "127.0.0.1"),
             Err(Reason::ResolvesTo(Blocked::Loopback)),
-            "on another port than its pattern's"
+            "a name never reaches an address allowed only with a port"
         );
         assert_eq!(url(&policy, "http://127.0.0.1:9000/"), Ok(()));
         assert_eq!(
@@ -267,25 +235,21 @@ mod tests {
             url(&policy, "http://10.1.2.3/"),
             Err(Reason::Address(Blocked::Private))
         );
-        // a name leading there (`localhost`, or any name resolving to it) is judged by the
-        // resolver of the connection's port class
-        assert_eq!(policy.port_classes(), vec![None, Some(443), Some(18401)]);
-        assert_eq!(policy.port_class(18401), Some(18401));
-        assert_eq!(policy.port_class(6379), None);
-        assert_eq!(policy.port_class(8443), None, "a name's port is no class");
-        assert_eq!(resolved_on(&policy, "127.0.0.1", Some(18401)), Ok(()));
-        assert_eq!(
-            resolved_on(&policy, "127.0.0.1", Some(443)),
-            Err(Reason::ResolvesTo(Blocked::Loopback))
-        );
+        // a name leading there (`localhost`, or any name resolving to it) is refused on
+        // every port: the resolver is not told the port
         assert_eq!(
             resolved(&policy, "127.0.0.1"),
             Err(Reason::ResolvesTo(Blocked::Loopback))
         );
-        assert_eq!(resolved_on(&policy, "10.1.2.3", Some(443)), Ok(()));
         assert_eq!(
-            resolved_on(&policy, "10.1.2.3", Some(18401)),
+            resolved(&policy, "10.1.2.3"),
             Err(Reason::ResolvesTo(Blocked::Private))
+        );
+        let open = allowing(&["*", "10.0.0.0/8"]);
+        assert_eq!(
+            resolved(&open, "10.1.2.3"),
+            Ok(()),
+            "a network without a port"
         );
     }
 
@@ -307,7 +271,7 @@ mod tests {
             "refused 10.0.0.5: private address; allow it with --http-allow"
         );
         let refused = policy
-            .check_resolved("db.corp", "10.1.2.3".parse().unwrap(), None)
+            .check_resolved("db.corp", "10.1.2.3".parse().unwrap())
             .unwrap_err();
         assert_eq!(
             refused.to_string(),

@@ -25,9 +25,6 @@ pub enum Reason {
     Address(Blocked),
     /// The host name resolves only to blocked addresses (the reason of the first).
     ResolvesTo(Blocked),
-    /// A redirect from this port, which an address pattern names, to a host name on
-    /// another port.
-    LeavesPort(u16),
 }
 
 impl fmt::Display for Reason {
@@ -51,10 +48,6 @@ impl fmt::Display for Reason {
                     "it resolves to {article} {blocked} address; allow that address with --http-allow"
                 )
             }
-            Reason::LeavesPort(port) => write!(
-                f,
-                "a host name on another port than {port}, which --http-allow limits an address to, is not followed from it; call that URL directly"
-            ),
         }
     }
 }

@@ -104,6 +104,9 @@ impl RedisOptions {
             ("--queue-client-key", &tls.client_key),
         ];
         let tls_url = self.url.starts_with("rediss://");
+        if tls_url && self.url.ends_with("#insecure") && tls.ca_file.is_some() {
+            return Err("--queue-ca-file is not used with an `#insecure` --queue-url, which checks no certificate: drop one of them".into());
+        }
         if let Some((flag, _)) = files.iter().find(|(_, f)| f.is_some())
             && !tls_url
         {
@@ -140,6 +143,9 @@ impl RedisOptions {
         if !tls_url {
             return Client::open(info).map_err(|e| format!("--queue-url: {e}"));
         }
+        if self.url.ends_with("#insecure") {
+            tracing::warn!(redis = %redacted(&self.url), "Redis's certificate is not checked (#insecure): for tests only");
+        }
         let certificates = TlsCertificates {
             client_tls,
             root_cert,
@@ -168,8 +174,9 @@ pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return format!("{}:…", url.split(':').next().unwrap_or_default());
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let url = match rest[..authority_end].rfind('@') {
+    // the last `@` anywhere: a password may hold `/`, `?` or `#` (a URL that then does
+    // not parse is still printed in errors); too much hidden beats a password shown
+    let url = match rest.rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => url.to_owned(),
     };
@@ -306,6 +313,10 @@ mod tests {
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redacted("nonsense:hunter2"), "nonsense:…");
+        assert_eq!(
+            redacted("rediss://:hun/ter?2#x@cache:6380"),
+            "rediss://***@cache:6380"
+        );
         assert_eq!(
             redacted("postgres://db.example/app?sslmode=require&password=hunter2&x=1"),
             "postgres://db.example/app?sslmode=require&password=***&x=1"

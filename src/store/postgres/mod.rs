@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgSslMode};
 
 use super::{StoreError, StoreOptions};
 
@@ -28,30 +28,91 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 const READY_CHANNEL: &str = "agentq_ready";
 
+/// The query parameters sqlx reads from a PostgreSQL URL. Any other is refused at start:
+/// sqlx would log it, value and all (a libpq `sslpassword=…`, say), and ignore it.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
 /// Checks a PostgreSQL URL without connecting: that it parses (`sslmode`'s value among
-/// the rest) and that the files its `sslrootcert`, `sslcert` and `sslkey` name can be
-/// read, so a wrong one is named at start rather than at the first connection. The
-/// error names `--database-url` and the parameter, never the password.
+/// the rest), that it names no parameter sqlx ignores, that its TLS settings mean what
+/// they say, and that the files its `sslrootcert`, `sslcert` and `sslkey` (or
+/// `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`) name hold PEM, so a wrong one is named at
+/// start rather than at the first connection. The error names `--database-url` and the
+/// parameter, never the password.
 pub fn check_url(url: &str) -> Result<(), String> {
-    PgConnectOptions::from_str(url).map_err(|e| format!("--database-url: {e}"))?;
+    let options = PgConnectOptions::from_str(url).map_err(|e| format!("--database-url: {e}"))?;
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let query = query.split('#').next().unwrap_or_default();
+    let mut files: Vec<(String, String)> = [
+        ("PGSSLROOTCERT", "sslrootcert"),
+        ("PGSSLCERT", "sslcert"),
+        ("PGSSLKEY", "sslkey"),
+    ]
+    .iter()
+    .filter_map(|(var, key)| std::env::var(var).ok().map(|v| (key.to_string(), v)))
+    .collect();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let names_file = matches!(
-            key.as_ref(),
-            "sslrootcert"
-                | "ssl-root-cert"
-                | "ssl-ca"
-                | "sslcert"
-                | "ssl-cert"
-                | "sslkey"
-                | "ssl-key"
-        );
-        if names_file && let Err(e) = std::fs::File::open(value.as_ref()) {
-            return Err(format!("--database-url: {key}={value}: {e}"));
+        let known = KNOWN_PARAMETERS.contains(&key.as_ref()) || key.starts_with("options[");
+        if !known {
+            return Err(format!("--database-url: unknown parameter `{key}`"));
+        }
+        let file = match key.as_ref() {
+            "sslrootcert" | "ssl-root-cert" | "ssl-ca" => "sslrootcert",
+            "sslcert" | "ssl-cert" => "sslcert",
+            "sslkey" | "ssl-key" => "sslkey",
+            _ => continue,
+        };
+        files.retain(|(k, _)| k != file);
+        files.push((file.to_owned(), value.into_owned()));
+    }
+    for (key, value) in &files {
+        let holds = if key == "sslkey" {
+            "PRIVATE KEY-----"
+        } else {
+            "CERTIFICATE-----"
+        };
+        // sqlx takes a PEM given inline as well as a file's path
+        let pem = if value.contains("-----BEGIN") {
+            value.clone().into_bytes()
+        } else {
+            std::fs::read(value).map_err(|e| format!("--database-url: {key}={value}: {e}"))?
+        };
+        if !String::from_utf8_lossy(&pem).contains(holds) {
+            return Err(format!(
+                "--database-url: {key}={value}: holds no PEM `{holds}` block"
+            ));
         }
     }
-    Ok(())
+    let root_cert = files.iter().any(|(k, _)| k == "sslrootcert");
+    match options.get_ssl_mode() {
+        // sqlx adds sslrootcert to the system's roots: without the host name check, any
+        // certificate a public authority issued for any name would pass
+        PgSslMode::VerifyCa => Err(
+            "--database-url: sslmode=verify-ca is not supported: the certificate is checked against sslrootcert and the system's roots, so without the host name check any publicly issued certificate would pass; use verify-full".into(),
+        ),
+        PgSslMode::Require | PgSslMode::Prefer | PgSslMode::Allow if root_cert => Err(
+            "--database-url: sslrootcert is not checked with this sslmode (the certificate is not verified): use sslmode=verify-full".into(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn connect(

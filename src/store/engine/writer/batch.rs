@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cmd::*;
-use super::command::{Queued, Step, step};
+use super::command::{Apply, Queued, Step, step};
 use super::{Conn, now_ms, sql};
 use crate::domain::EventKind;
 use crate::store::{StoreError, Transition};
@@ -40,17 +40,7 @@ const ORDER: &[Step] = &[
     attempt_reports,
     step::<AttemptTakeSignal>,
     step::<AttemptFinish>,
-    step::<WorkerRelease>,
-    step::<AttemptHandBack>,
-    step::<RunSweep>,
-    step::<RunCancel>,
-    step::<WebhookClaim>,
-    step::<WebhookDone>,
-    step::<RunSignal>,
-    step::<RunRequeue>,
-    step::<WorkerHeartbeat>,
-    step::<RunUndispatch>,
-    step::<WriterClose>,
+    changes_in_arrival_order,
     // what the writes above settled: dependents unblocked or failed, compensations
     resolve_dependencies,
     compensate,
@@ -262,6 +252,45 @@ fn attempt_reports<'a, 'c>(
         }
         Ok(())
     })
+}
+
+/// Releases, hand-backs, sweeps, cancels, webhook claims and results, signals sent,
+/// requeues, heartbeats, lost Redis messages and the writer's close, one at a time in the
+/// order they came: two changes asked of one run (a retry, then a cancel) must land in
+/// the order they were asked. A new kind of this group is one line here.
+fn changes_in_arrival_order<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    requests: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(async move {
+        for request in requests.iter_mut() {
+            let _applied = alone::<WorkerRelease>(b, request).await?
+                || alone::<AttemptHandBack>(b, request).await?
+                || alone::<RunSweep>(b, request).await?
+                || alone::<RunCancel>(b, request).await?
+                || alone::<WebhookClaim>(b, request).await?
+                || alone::<WebhookDone>(b, request).await?
+                || alone::<RunSignal>(b, request).await?
+                || alone::<RunRequeue>(b, request).await?
+                || alone::<WorkerHeartbeat>(b, request).await?
+                || alone::<RunUndispatch>(b, request).await?
+                || alone::<WriterClose>(b, request).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Applies `request` on its own when it is of kind `C`; `false` when it is not.
+async fn alone<C: Apply>(
+    b: &mut Batch<'_>,
+    request: &mut Box<dyn Queued>,
+) -> Result<bool, StoreError> {
+    let reply = match request.command::<C>() {
+        Some(command) => C::apply(b, &[command]).await?.pop(),
+        None => return Ok(false),
+    };
+    request.answer::<C>(reply.expect("a reply for the command"));
+    Ok(true)
 }
 
 /// Dependents of the runs this batch settled: unblocked, or failed with them.

@@ -150,10 +150,18 @@ impl<C: Command> Queued for Request<C> {
     }
 
     fn settle(mut self: Box<Self>, closing: bool, now: i64) -> Settled {
-        let answer = self
-            .answer
-            .take()
-            .expect("every request of a committed batch is answered");
+        // a kind of write no step applies is a bug (see `batch::ORDER`): its caller gets
+        // an error, and the writer goes on for everyone else
+        let answer = self.answer.take().unwrap_or_else(|| {
+            tracing::error!(
+                write = std::any::type_name::<C>(),
+                "no step of the batch applied this write"
+            );
+            Err(StoreError::Corrupt(format!(
+                "no step of the writer applies {}",
+                std::any::type_name::<C>()
+            )))
+        });
         if let Ok(reply) = &answer
             && !closing
             && C::found_nothing(reply)
