@@ -458,6 +458,7 @@ impl Settings {
             metrics_listen: self.metrics_listen,
             database_url: self.database_url.clone(),
             store: StoreOptions {
+                clock: Default::default(),
                 sqlite_synchronous_full: self.sqlite_sync == SqliteSync::Full,
                 read_connections: self.read_connections,
             },

@@ -42,7 +42,7 @@ impl Store {
         limit: usize,
         agents: &[String],
     ) -> Result<Vec<(String, RunId, i64)>, StoreError> {
-        let before = to_ms(Utc::now()) - older_than.as_millis() as i64;
+        let before = self.now_ms() - older_than.as_millis() as i64;
         on_engine!(self, e => e.dispatched_before(before, limit, agents).await)
     }
     /// Redis delivery: these messages are lost (Redis restarted or was flushed); their runs

@@ -13,7 +13,7 @@ impl Store {
     }
     /// Revokes a live key; `false` when no live key has this id.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
-        let now = to_ms(Utc::now());
+        let now = self.now_ms();
         on_engine!(self, e => e.revoke_key(id, now).await)
     }
     /// The key with this id, revoked or not.

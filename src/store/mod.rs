@@ -5,6 +5,7 @@
 //! [`Fence`]: a worker that lost its run cannot overwrite it. A call returns only after
 //! its write is committed, so nothing is acknowledged before it is stored.
 
+mod clock;
 mod error;
 mod hub;
 mod model;
@@ -22,6 +23,7 @@ use crate::domain::{
     WorkerBeat, WorkerInfo,
 };
 
+pub use clock::Clock;
 pub use error::StoreError;
 pub use model::{
     AgentLimits, AgentLoad, ApiKeyInfo, ClaimedRun, Fence, FinishedKey, KeyRecord, Outcome, Purged,
@@ -37,6 +39,8 @@ pub struct StoreOptions {
     pub read_connections: u32,
     /// SQLite `synchronous`: `normal` survives a crashed process; `full` also a lost machine.
     pub sqlite_synchronous_full: bool,
+    /// What times the store's records; the system's but in tests.
+    pub clock: Clock,
 }
 
 impl Default for StoreOptions {
@@ -44,6 +48,7 @@ impl Default for StoreOptions {
         Self {
             read_connections: 4,
             sqlite_synchronous_full: false,
+            clock: Clock::system(),
         }
     }
 }
@@ -52,6 +57,7 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Engine>,
+    clock: Clock,
 }
 
 /// The engine compiled for each dialect (see `engine/mod.rs`).
@@ -121,8 +127,19 @@ impl Store {
         };
         Ok(Self {
             inner: Arc::new(engine),
+            clock: options.clock.clone(),
         })
     }
+    /// What times the store's records (leases, due times, events).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Now, as the store's clock has it (ms).
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Which database the store uses: `sqlite` or `postgres`.
     pub fn dialect(&self) -> &'static str {
         match &*self.inner {

@@ -13,8 +13,7 @@ impl Store {
         older_than: Option<Duration>,
         keep: Option<u64>,
     ) -> Result<Option<FinishedKey>, StoreError> {
-        let by_age =
-            older_than.map(|age| FinishedKey::at(to_ms(Utc::now()) - age.as_millis() as i64));
+        let by_age = older_than.map(|age| FinishedKey::at(self.now_ms() - age.as_millis() as i64));
         let by_count = match keep {
             Some(keep) => on_engine!(self, e => e.oldest_kept(status, keep).await)?,
             None => None,

@@ -93,7 +93,7 @@ impl Store {
     /// Runs running and waiting to run, by agent, and the worker processes alive (heard
     /// from within `gone_after`), as the database has them now.
     pub async fn queue_load(&self, gone_after: Duration) -> Result<QueueLoad, StoreError> {
-        let now = to_ms(Utc::now());
+        let now = self.now_ms();
         on_engine!(self, e => e.queue_load(now, now - gone_after.as_millis() as i64).await)
     }
 }

@@ -11,7 +11,7 @@ impl Store {
     /// Worker processes heard from in the last hour, newest first; those silent for
     /// `gone_after` are marked gone.
     pub async fn list_workers(&self, gone_after: Duration) -> Result<Vec<WorkerInfo>, StoreError> {
-        let now = to_ms(Utc::now());
+        let now = self.now_ms();
         let since = now - 60 * 60 * 1000;
         on_engine!(self, e => e.list_workers(since, now - gone_after.as_millis() as i64).await)
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agentq::domain::{NewRun, RunStatus};
 
-use crate::helpers::{insert, new_run, temp_store_for_redis as temp_store};
+use crate::helpers::{insert, new_run, store_on_manual_clock, temp_store_for_redis as temp_store};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -136,7 +136,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
 
 #[tokio::test]
 async fn dispatched_before_lists_only_messages_older_than_asked() {
-    let (store, _db) = temp_store().await;
+    let (store, _clock, _db) = store_on_manual_clock(true).await;
     let run = insert(&store, new_run()).await;
     store.dispatch("echo".into(), 10, None).await.unwrap();
     assert!(
@@ -146,8 +146,8 @@ async fn dispatched_before_lists_only_messages_older_than_asked() {
             .unwrap()
             .is_empty()
     );
-    // times are whole milliseconds: let the mark become strictly older than now
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // times are whole milliseconds: the mark becomes strictly older than now
+    store.clock().advance(Duration::from_millis(5));
     let stale = store
         .dispatched_before(Duration::ZERO, 100, &echo())
         .await
@@ -162,7 +162,7 @@ fn echo() -> Vec<String> {
 
 #[tokio::test]
 async fn dispatched_before_lists_only_the_asked_agents_so_others_cannot_crowd_them_out() {
-    let (store, _db) = temp_store().await;
+    let (store, _clock, _db) = store_on_manual_clock(true).await;
     for _ in 0..5 {
         let mut run = new_run();
         run.agent = "alpha".into();
@@ -171,7 +171,7 @@ async fn dispatched_before_lists_only_the_asked_agents_so_others_cannot_crowd_th
     let mine = insert(&store, new_run()).await;
     store.dispatch("alpha".into(), 10, None).await.unwrap();
     store.dispatch("echo".into(), 10, None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.clock().advance(Duration::from_millis(5));
     // a limit smaller than the other agent's backlog still finds this agent's message
     let stale = store
         .dispatched_before(Duration::ZERO, 2, &echo())

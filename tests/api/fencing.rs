@@ -7,7 +7,7 @@ use agentq::domain::{NewRun, Progress, RunError, RunErrorKind, RunStatus};
 use agentq::store::{ClaimedRun, Outcome, Store};
 use serde_json::json;
 
-use crate::helpers::{echo_only, insert, new_run, temp_store};
+use crate::helpers::{echo_only, insert, new_run, store_on_manual_clock, temp_store};
 
 /// Claims the one due run for `worker`.
 async fn claim_one(store: &Store, worker: &str, lease: Duration) -> ClaimedRun {
@@ -20,11 +20,11 @@ async fn claim_one(store: &Store, worker: &str, lease: Duration) -> ClaimedRun {
 }
 
 /// A run whose first claim (worker `a`) lost its lease and was claimed again by `b`:
-/// returns the stale claim and the current one.
+/// returns the stale claim and the current one. The store's clock is moved past the lease.
 async fn stale_and_current(store: &Store) -> (ClaimedRun, ClaimedRun) {
     store.insert_run(new_run()).await.unwrap();
-    let stale = claim_one(store, "a", Duration::ZERO).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stale = claim_one(store, "a", Duration::from_secs(15)).await;
+    store.clock().advance(Duration::from_secs(16));
     assert_eq!(store.sweep_expired().await.unwrap().retried, 1);
     let current = claim_one(store, "b", Duration::from_secs(30)).await;
     (stale, current)
@@ -116,10 +116,10 @@ async fn a_finished_attempt_cannot_be_finished_again() {
 
 #[tokio::test]
 async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_claimed_again() {
-    let (store, _dir) = temp_store().await;
+    let (store, clock, _dir) = store_on_manual_clock(false).await;
     store.insert_run(new_run()).await.unwrap();
-    let stale = claim_one(&store, "a", Duration::ZERO).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stale = claim_one(&store, "a", Duration::from_secs(15)).await;
+    clock.advance(Duration::from_secs(16));
     let sweep = store.sweep_expired().await.unwrap();
     assert_eq!(sweep.retried, 1);
     let lost = store.get_run(stale.id).await.unwrap();
@@ -188,7 +188,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
 
 #[tokio::test]
 async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
-    let (store, _dir) = temp_store().await;
+    let (store, clock, _dir) = store_on_manual_clock(false).await;
     store
         .insert_run(NewRun {
             max_attempts: 1,
@@ -196,8 +196,8 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
         })
         .await
         .unwrap();
-    let run = claim_one(&store, "a", Duration::ZERO).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let run = claim_one(&store, "a", Duration::from_secs(15)).await;
+    clock.advance(Duration::from_secs(16));
     assert_eq!(store.sweep_expired().await.unwrap().failed, 1);
     let failed = store.get_run(run.id).await.unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
@@ -215,11 +215,11 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
 
 #[tokio::test]
 async fn renewed_leases_are_not_swept() {
-    let (store, _dir) = temp_store().await;
+    let (store, clock, _dir) = store_on_manual_clock(false).await;
     store.insert_run(new_run()).await.unwrap();
     let run = claim_one(&store, "a", Duration::from_millis(200)).await;
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.advance(Duration::from_millis(100));
         let held = store
             .renew_leases(vec![run.fence()], Duration::from_millis(200))
             .await
@@ -310,7 +310,7 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
 
 #[tokio::test]
 async fn renewing_a_lost_attempt_reports_it_lost_and_extends_nothing() {
-    let (store, _dir) = temp_store().await;
+    let (store, _clock, _dir) = store_on_manual_clock(false).await;
     let (stale, fresh) = stale_and_current(&store).await;
     let held = store
         .renew_leases(vec![stale.fence(), fresh.fence()], Duration::from_secs(60))
@@ -322,7 +322,7 @@ async fn renewing_a_lost_attempt_reports_it_lost_and_extends_nothing() {
 
 #[tokio::test]
 async fn a_stale_and_a_current_finish_of_one_run_in_one_batch_are_told_apart() {
-    let (store, _dir) = temp_store().await;
+    let (store, _clock, _dir) = store_on_manual_clock(false).await;
     let (stale, fresh) = stale_and_current(&store).await;
     let failure = RunError {
         kind: RunErrorKind::AgentError,
@@ -379,7 +379,7 @@ async fn a_claim_handed_back_and_claimed_again_by_the_same_worker_gets_a_new_fen
 
 #[tokio::test]
 async fn a_stale_attempt_cannot_overwrite_the_checkpoint() {
-    let (store, _dir) = temp_store().await;
+    let (store, _clock, _dir) = store_on_manual_clock(false).await;
     let (stale, current) = stale_and_current(&store).await;
     assert!(
         store
@@ -416,34 +416,27 @@ async fn a_stale_attempt_cannot_overwrite_the_checkpoint() {
 
 #[tokio::test]
 async fn a_run_given_back_mid_attempt_keeps_its_place_in_line_and_waits_from_then() {
-    let (store, _dir) = temp_store().await;
+    let (store, clock, _dir) = store_on_manual_clock(false).await;
     let first = insert(&store, new_run()).await.id;
-    claim_one(&store, "gone", Duration::ZERO).await;
+    claim_one(&store, "gone", Duration::from_secs(15)).await;
     // a run queued while the first one ran
     store.insert_run(new_run()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.advance(Duration::from_secs(16));
 
-    // its worker lost the lease: it is claimed next, and its wait counts from the sweep
-    let swept = std::time::Instant::now();
+    // its worker lost the lease: it is claimed next, and its wait counts from the sweep,
+    // not from when it was first due (16 s ago)
     assert_eq!(store.sweep_expired().await.unwrap().retried, 1);
+    clock.advance(Duration::from_millis(40));
     let again = claim_one(&store, "b", Duration::from_secs(30)).await;
     assert_eq!(again.id, first, "the lost run goes first");
-    assert!(
-        u128::from(again.queue_wait_ms) <= swept.elapsed().as_millis() + 1,
-        "queue wait {} ms, not counted from the sweep",
-        again.queue_wait_ms
-    );
+    assert_eq!(again.queue_wait_ms, 40, "counted from the sweep");
 
     // handed back at shutdown: the same
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let released = std::time::Instant::now();
+    clock.advance(Duration::from_secs(5));
     assert_eq!(store.release_worker("b".into()).await.unwrap(), 1);
+    clock.advance(Duration::from_millis(70));
     let again = claim_one(&store, "c", Duration::from_secs(30)).await;
     assert_eq!(again.id, first, "the handed-back run goes first");
-    assert!(
-        u128::from(again.queue_wait_ms) <= released.elapsed().as_millis() + 1,
-        "queue wait {} ms, not counted from the hand-back",
-        again.queue_wait_ms
-    );
+    assert_eq!(again.queue_wait_ms, 70, "counted from the hand-back");
     crate::lifecycle::assert_every_lifecycle(&store).await;
 }

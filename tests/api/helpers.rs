@@ -424,6 +424,29 @@ pub async fn open_store(url: &str) -> Store {
     store
 }
 
+/// A fresh store on a manual clock (standing at the real time until moved), for tests
+/// that move time instead of sleeping for a lease to expire or a backoff to pass; with
+/// `redis`, ready for Redis delivery's operations too.
+pub async fn store_on_manual_clock(redis: bool) -> (Store, agentq::store::Clock, TestDb) {
+    let db = TestDb::new().await;
+    let clock = agentq::store::Clock::manual(chrono::Utc::now());
+    let options = StoreOptions {
+        clock: clock.clone(),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect(&db.url, &options)
+        .await
+        .expect("the database opens");
+    store.migrate().await.expect("migrations apply");
+    if redis {
+        store
+            .enable_redis_delivery()
+            .await
+            .expect("the Redis indexes");
+    }
+    (store, clock, db)
+}
+
 /// A fresh store ready for Redis delivery's operations too.
 pub async fn temp_store_for_redis() -> (Store, TestDb) {
     let (store, db) = temp_store().await;

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 
 use super::{Conn, ConnectOpts, Db, MIGRATOR, sql};
-use crate::store::StoreError;
 use crate::store::hub::EventHub;
 use crate::store::tally::Tally;
+use crate::store::{Clock, StoreError};
 
 /// How long a schema change waits for another process's (SQLite).
 const SCHEMA_WAIT: Duration = Duration::from_secs(600);
@@ -33,6 +33,8 @@ pub(in crate::store) struct Engine {
     pub(in crate::store) hub: Arc<EventHub>,
     /// Transitions the writer committed, for metrics.
     pub(in crate::store) tally: Arc<Tally>,
+    /// What times the store's records.
+    clock: Clock,
     pool: sqlx::Pool<Db>,
     /// The dialect's own tasks (PostgreSQL's listener), stopped at close.
     background: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
@@ -41,11 +43,23 @@ pub(in crate::store) struct Engine {
 impl Engine {
     /// Starts the writer task on `conn` (reconnecting with `options` if it breaks) beside
     /// a read pool.
-    pub(super) fn new(conn: Conn, options: ConnectOpts, pool: sqlx::Pool<Db>) -> Self {
+    pub(super) fn new(
+        conn: Conn,
+        options: ConnectOpts,
+        pool: sqlx::Pool<Db>,
+        clock: Clock,
+    ) -> Self {
         let hub = Arc::new(EventHub::default());
         let tally = Arc::new(Tally::default());
         Self {
-            writer: writer::WriterHandle::spawn(conn, options, hub.clone(), tally.clone()),
+            writer: writer::WriterHandle::spawn(
+                conn,
+                options,
+                hub.clone(),
+                tally.clone(),
+                clock.clone(),
+            ),
+            clock,
             hub,
             tally,
             pool,

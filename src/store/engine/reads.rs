@@ -43,7 +43,7 @@ impl Engine {
             .await?;
         match row {
             Some(row)
-                if !row.expired(to_ms(chrono::Utc::now()))
+                if !row.expired(self.clock.now_ms())
                     && row.request_hash.as_deref() == Some(key.fingerprint.as_str()) =>
             {
                 Ok(Some(row.run_id()?))
@@ -189,7 +189,7 @@ impl Engine {
     /// Whether any webhook delivery is due: a read, so idle workers need no write lock.
     pub(in crate::store) async fn has_due_webhooks(&self) -> Result<bool, StoreError> {
         let due: bool = sqlx::query_scalar(sql::HAS_DUE_WEBHOOKS)
-            .bind(to_ms(chrono::Utc::now()))
+            .bind(self.clock.now_ms())
             .fetch_one(&self.pool)
             .await?;
         Ok(due)

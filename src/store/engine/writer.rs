@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::store::hub::EventHub;
 use crate::store::tally::Tally;
-use crate::store::{Fence, StoreError, to_ms};
+use crate::store::{Clock, Fence, StoreError, to_ms};
 
 use super::{Conn, ConnectOpts, sql};
 use batch::{Applied, apply_in_tx};
@@ -53,9 +53,10 @@ impl WriterHandle {
         options: ConnectOpts,
         hub: Arc<EventHub>,
         tally: Arc<Tally>,
+        clock: Clock,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(Writer::new(conn, options, hub, tally).run(rx));
+        let task = tokio::spawn(Writer::new(conn, options, hub, tally, clock).run(rx));
         Self {
             tx,
             task: Mutex::new(Some(task)),
@@ -134,10 +135,18 @@ struct Writer {
     parked: Vec<Box<dyn Queued>>,
     /// The earliest future due time of a run this writer stored (a delayed run or a retry).
     next_due: Option<i64>,
+    /// What times the batches' records (real time paces the loop itself).
+    clock: Clock,
 }
 
 impl Writer {
-    fn new(conn: Conn, options: ConnectOpts, hub: Arc<EventHub>, tally: Arc<Tally>) -> Self {
+    fn new(
+        conn: Conn,
+        options: ConnectOpts,
+        hub: Arc<EventHub>,
+        tally: Arc<Tally>,
+        clock: Clock,
+    ) -> Self {
         Self {
             conn: Some(conn),
             options,
@@ -145,6 +154,7 @@ impl Writer {
             tally,
             parked: Vec::new(),
             next_due: None,
+            clock,
         }
     }
 
@@ -290,8 +300,10 @@ impl Writer {
         for request in requests.iter_mut() {
             request.forget();
         }
+        let clock = self.clock.clone();
         let conn = self.connection().await?;
-        match tokio::time::timeout(BATCH_TIMEOUT, apply_in_tx(conn, requests, track)).await {
+        let batch = apply_in_tx(conn, requests, track, clock);
+        match tokio::time::timeout(BATCH_TIMEOUT, batch).await {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => {
                 self.check_connection().await;

@@ -143,7 +143,7 @@ pub(super) async fn connect(
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(connect.clone())
         .await?;
-    let engine = engine::Engine::new(conn, writer, pool.clone());
+    let engine = engine::Engine::new(conn, writer, pool.clone(), options.clock.clone());
     // the listener holds its connection for good: a pool of its own, not a read connection
     let listening = PgPoolOptions::new()
         .max_connections(1)

@@ -53,7 +53,12 @@ pub(super) async fn connect(
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(connect.clone())
         .await?;
-    Ok(engine::Engine::new(conn, connect, pool))
+    Ok(engine::Engine::new(
+        conn,
+        connect,
+        pool,
+        options.clock.clone(),
+    ))
 }
 
 /// Puts the database in WAL mode (kept in the file, so every later connection has it).

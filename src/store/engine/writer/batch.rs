@@ -22,9 +22,9 @@ use serde_json::Value;
 
 use super::cmd::*;
 use super::command::{Apply, Queued, Step, step};
-use super::{Conn, now_ms, sql};
+use super::{Conn, sql};
 use crate::domain::EventKind;
-use crate::store::{StoreError, Transition};
+use crate::store::{Clock, StoreError, Transition};
 
 pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
 pub(super) use dependencies::{link as link_dependencies, results as dependency_results};
@@ -87,7 +87,9 @@ struct EventInsert<'a> {
 
 pub(in crate::store) struct Batch<'c> {
     pub(super) conn: &'c mut Conn,
+    /// The batch's time, from the store's clock: every record it writes has it.
     pub(super) now: i64,
+    pub(super) clock: Clock,
     events: Vec<EventRow>,
     ready_at: Option<i64>,
     heads: Option<Vec<(String, i64)>>,
@@ -165,11 +167,13 @@ pub(super) async fn apply_in_tx(
     conn: &mut Conn,
     requests: &mut [Box<dyn Queued>],
     track_heads: bool,
+    clock: Clock,
 ) -> Result<Applied, StoreError> {
     sqlx::query(sql::BEGIN).execute(&mut *conn).await?;
     let mut batch = Batch {
         conn,
-        now: now_ms(),
+        now: clock.now_ms(),
+        clock,
         events: Vec::new(),
         ready_at: None,
         heads: track_heads.then(Vec::new),

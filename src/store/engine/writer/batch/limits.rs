@@ -38,7 +38,7 @@ async fn running(
         // The lock may have waited for another process's batch, one that finished a run of
         // the agent: what this batch writes from here on (the claim's `started` time) comes
         // after that finish, not before it as the batch's start time would.
-        b.now = b.now.max(super::super::now_ms());
+        b.now = b.now.max(b.clock.now_ms());
     }
     let rows = sqlx::query(sql::RUNNING_BY_AGENT)
         .bind(serde_json::to_string(agents).expect("names serialise"))
