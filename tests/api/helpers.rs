@@ -16,15 +16,16 @@ use std::time::Duration;
 use agentq::api::{HttpOptions, RunDefaults};
 use agentq::app::{AppConfig, Application, Role, builtin_agents};
 use agentq::domain::Backoff;
-use agentq::domain::{Inserted, NewRun, Run, RunId};
 use agentq::jobs::{Agent, AgentError, AgentRegistry, RedisOptions, RunContext, WorkerOptions};
 use agentq::store::{Store, StoreOptions};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sha2::Digest;
-use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub use crate::support::db::TestDb;
+pub use crate::support::store::{echo_only, insert, new_run, open_store, temp_store};
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -35,44 +36,6 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     db: Option<TestDb>,
-}
-
-/// A database of its own for one test; a SQLite file is removed with it, a PostgreSQL
-/// schema is left for `scripts/test.sh` to drop with its database.
-pub struct TestDb {
-    pub url: String,
-    _dir: TempDir,
-}
-
-impl TestDb {
-    pub async fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = match std::env::var("AGENTQ_TEST_DB").as_deref() {
-            Ok("postgres") => postgres_schema().await,
-            Ok("sqlite") | Err(_) => format!("sqlite://{}", dir.path().join("agentq.db").display()),
-            Ok(other) => panic!("AGENTQ_TEST_DB must be sqlite or postgres, not {other}"),
-        };
-        Self { url, _dir: dir }
-    }
-}
-
-/// Creates a fresh schema and returns a URL whose connections use it.
-async fn postgres_schema() -> String {
-    use sqlx::Connection;
-    let base = std::env::var("AGENTQ_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = sqlx::PgConnection::connect(&base)
-        .await
-        .unwrap_or_else(|e| panic!("AGENTQ_TEST_DB=postgres but {base} does not answer: {e}"));
-    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .expect("a test schema");
-    conn.close().await.ok();
-    let join = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{join}options=-csearch_path%3D{schema}")
 }
 
 /// What the test agents saw, for assertions.
@@ -293,7 +256,7 @@ impl TestApp {
         loop {
             let run = self.get_run(id).await;
             if done(&run) {
-                crate::lifecycle::assert_lifecycle(&run, &self.events(id).await);
+                crate::support::lifecycle::assert_lifecycle(&run, &self.events(id).await);
                 return run;
             }
             assert!(
@@ -413,95 +376,6 @@ impl Agent for Panicker {
     async fn run(&self, _ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
         panic!("the agent fell over")
     }
-}
-
-/// Opens (and migrates) the database at `url` directly, as a second process would.
-pub async fn open_store(url: &str) -> Store {
-    let store = Store::connect(url, &StoreOptions::default())
-        .await
-        .expect("the database opens");
-    store.migrate().await.expect("migrations apply");
-    store
-}
-
-/// A fresh store on a manual clock (standing at the real time until moved), for tests
-/// that move time instead of sleeping for a lease to expire or a backoff to pass; with
-/// `redis`, ready for Redis delivery's operations too.
-pub async fn store_on_manual_clock(redis: bool) -> (Store, agentq::store::Clock, TestDb) {
-    let db = TestDb::new().await;
-    let clock = agentq::store::Clock::manual(chrono::Utc::now());
-    let options = StoreOptions {
-        clock: clock.clone(),
-        ..StoreOptions::default()
-    };
-    let store = Store::connect(&db.url, &options)
-        .await
-        .expect("the database opens");
-    store.migrate().await.expect("migrations apply");
-    if redis {
-        store
-            .enable_redis_delivery()
-            .await
-            .expect("the Redis indexes");
-    }
-    (store, clock, db)
-}
-
-/// A fresh store ready for Redis delivery's operations too.
-pub async fn temp_store_for_redis() -> (Store, TestDb) {
-    let (store, db) = temp_store().await;
-    store
-        .enable_redis_delivery()
-        .await
-        .expect("the Redis indexes");
-    (store, db)
-}
-
-/// A fresh store (its database kept alive by the returned guard).
-pub async fn temp_store() -> (Store, TestDb) {
-    let db = TestDb::new().await;
-    let store = open_store(&db.url).await;
-    (store, db)
-}
-
-/// An `echo` run with no backoff, for driving the store directly.
-pub fn new_run() -> NewRun {
-    NewRun {
-        id: RunId::new(),
-        agent: "echo".into(),
-        input: json!({"value": 1}),
-        priority: 0,
-        max_attempts: 3,
-        timeout: Duration::from_secs(1),
-        backoff: Backoff {
-            base: Duration::ZERO,
-            cap: Duration::ZERO,
-        },
-        run_at: None,
-        deadline: None,
-        expires_at: None,
-        metadata: Default::default(),
-        idempotency: None,
-        on_failure: None,
-        compensates: None,
-        depends_on: Vec::new(),
-        callback_url: None,
-        tenant: agentq::domain::Tenant::default_tenant(),
-        trace_parent: None,
-    }
-}
-
-/// Inserts a run that must be new, and returns it.
-pub async fn insert(store: &Store, run: NewRun) -> Run {
-    match store.insert_run(run).await.expect("the insert commits") {
-        Inserted::New(run) => *run,
-        other => panic!("expected a new run, got {other:?}"),
-    }
-}
-
-/// The agent list of a worker serving only `echo`.
-pub fn echo_only() -> Option<Arc<[String]>> {
-    Some(vec!["echo".to_owned()].into())
 }
 
 /// Fails permanently while `probe.failing` is set, succeeds otherwise.

@@ -4,7 +4,7 @@ mod agents_and_health;
 #[allow(dead_code)]
 mod approval_flow;
 mod auth;
-mod claims;
+mod cancel_and_retry;
 mod cli;
 mod compensation;
 mod crash;
@@ -12,12 +12,9 @@ mod create_run;
 mod dashboard;
 mod dependencies;
 mod deploy;
-mod dispatch;
-mod fencing;
 mod helpers;
 mod http_agent;
 mod idempotency;
-mod lifecycle;
 mod limits;
 mod list_runs;
 mod live_events;
@@ -33,10 +30,12 @@ mod scale_out;
 mod shutdown;
 mod signals;
 mod startup;
-mod steering;
 mod throwaway;
 mod time_limits;
 mod tls;
 mod tracing;
 mod webhooks;
 mod workers;
+
+#[path = "../support/mod.rs"]
+mod support;

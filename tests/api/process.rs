@@ -91,7 +91,10 @@ impl Agentq {
             let run: Value = self.get_json(&format!("/v1/runs/{id}")).await;
             if run["status"] == status {
                 let events = self.get_json(&format!("/v1/runs/{id}/events")).await;
-                crate::lifecycle::assert_lifecycle(&run, events["events"].as_array().unwrap());
+                crate::support::lifecycle::assert_lifecycle(
+                    &run,
+                    events["events"].as_array().unwrap(),
+                );
                 return run;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use agentq::domain::{NewRun, RunId, RunStatus};
 use agentq::store::Store;
 
-use crate::helpers::{echo_only, insert, new_run, temp_store};
+use crate::support::store::{echo_only, insert, new_run, temp_store};
 
 fn waiting_claim(store: &Store, wait: Duration) -> tokio::task::JoinHandle<(Vec<RunId>, Duration)> {
     let store = store.clone();
@@ -35,7 +35,7 @@ async fn a_waiting_claim_is_answered_by_the_insert_that_makes_a_run_claimable() 
     let (claimed, took) = claim.await.unwrap();
     assert_eq!(claimed, [run.id]);
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -49,7 +49,7 @@ async fn a_waiting_claim_comes_back_empty_at_its_deadline() {
         took >= Duration::from_millis(140) && took < Duration::from_secs(2),
         "took {took:?}"
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -69,7 +69,7 @@ async fn a_waiting_claim_wakes_when_a_delayed_run_comes_due() {
         .unwrap();
     assert_eq!(claimed, [run.id]);
     assert!(chrono::Utc::now() >= due);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -95,5 +95,5 @@ async fn a_claim_whose_caller_stopped_waiting_takes_nothing() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use agentq::domain::{NewRun, RunStatus};
 
-use crate::helpers::{insert, new_run, store_on_manual_clock, temp_store_for_redis as temp_store};
+use crate::support::store::{
+    insert, new_run, store_on_manual_clock, temp_store_for_redis as temp_store,
+};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -44,7 +46,7 @@ async fn dispatch_marks_ready_runs_in_priority_order_up_to_the_window() {
             .unwrap()
             .is_empty()
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -83,7 +85,7 @@ async fn a_message_claims_its_run_once_and_a_wrong_seq_claims_nothing() {
         store.dispatch("echo".into(), 1, None).await.unwrap(),
         [(next.id, 1)]
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -109,7 +111,7 @@ async fn a_lost_message_is_superseded_by_the_next_dispatch() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -131,7 +133,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
         store.dispatch("echo".into(), 1, None).await.unwrap(),
         [(waiting.id, 1)]
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -153,7 +155,7 @@ async fn dispatched_before_lists_only_messages_older_than_asked() {
         .await
         .unwrap();
     assert_eq!(stale, [("echo".to_owned(), run.id, 1)]);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 fn echo() -> Vec<String> {
@@ -178,5 +180,5 @@ async fn dispatched_before_lists_only_the_asked_agents_so_others_cannot_crowd_th
         .await
         .unwrap();
     assert_eq!(stale, [("echo".to_owned(), mine.id, 1)]);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }

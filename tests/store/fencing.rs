@@ -7,7 +7,7 @@ use agentq::domain::{NewRun, Progress, RunError, RunErrorKind, RunStatus};
 use agentq::store::{ClaimedRun, Outcome, Store};
 use serde_json::json;
 
-use crate::helpers::{echo_only, insert, new_run, store_on_manual_clock, temp_store};
+use crate::support::store::{echo_only, insert, new_run, store_on_manual_clock, temp_store};
 
 /// Claims the one due run for `worker`.
 async fn claim_one(store: &Store, worker: &str, lease: Duration) -> ClaimedRun {
@@ -62,7 +62,7 @@ async fn a_claimed_run_cannot_be_claimed_again() {
         second.is_empty(),
         "a duplicate delivery finds nothing to run"
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -89,7 +89,7 @@ async fn claims_take_only_the_agents_asked_for() {
             .unwrap()
             .is_empty()
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -111,7 +111,7 @@ async fn a_finished_attempt_cannot_be_finished_again() {
     );
     let stored = store.get_run(run.id).await.unwrap();
     assert_eq!(stored.result, Some(json!(1)));
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -183,7 +183,7 @@ async fn a_stale_attempt_cannot_write_after_its_lease_expired_and_the_run_was_cl
             "succeeded"
         ]
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -210,7 +210,7 @@ async fn a_lost_last_attempt_fails_the_run_as_lost_worker() {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, ["created", "started", "attempt_lost", "failed"]);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn renewed_leases_are_not_swept() {
             .await
             .unwrap()
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -265,7 +265,7 @@ async fn a_released_run_keeps_its_attempt_and_its_old_holder_cannot_write() {
             .await
             .unwrap()
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -305,7 +305,7 @@ async fn concurrent_claims_never_hand_out_one_run_twice() {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 200);
     assert_eq!(unique.len(), 200);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -317,7 +317,7 @@ async fn renewing_a_lost_attempt_reports_it_lost_and_extends_nothing() {
         .await
         .unwrap();
     assert_eq!(held, [fresh.fence()]);
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -341,7 +341,7 @@ async fn a_stale_and_a_current_finish_of_one_run_in_one_batch_are_told_apart() {
     let last = events.last().unwrap();
     assert_eq!((last.kind.as_str(), last.attempt), ("failed", 2));
     assert!(events.iter().all(|e| e.kind != "succeeded"));
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -374,7 +374,7 @@ async fn a_claim_handed_back_and_claimed_again_by_the_same_worker_gets_a_new_fen
             .await
             .unwrap()
     );
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -411,7 +411,7 @@ async fn a_stale_attempt_cannot_overwrite_the_checkpoint() {
         .unwrap();
     let next = claim_one(&store, "c", Duration::from_secs(30)).await;
     assert_eq!(next.checkpoint, Some(json!({"step": 2})));
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -438,5 +438,5 @@ async fn a_run_given_back_mid_attempt_keeps_its_place_in_line_and_waits_from_the
     let again = claim_one(&store, "c", Duration::from_secs(30)).await;
     assert_eq!(again.id, first, "the handed-back run goes first");
     assert_eq!(again.queue_wait_ms, 70, "counted from the hand-back");
-    crate::lifecycle::assert_every_lifecycle(&store).await;
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }

@@ -1,0 +1,11 @@
+//! The store's conformance suite: fencing, claims and Redis delivery's dispatch, driven
+//! through `Store` directly on the backend `scripts/test.sh` selects (SQLite, or
+//! PostgreSQL with `AGENTQ_TEST_DB=postgres`), every run's transitions checked against
+//! `RunStatus::can_become`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod claims;
+mod dispatch;
+mod fencing;
