@@ -12,46 +12,13 @@ use clap::error::ErrorKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, Auth, HttpOptions, RunDefaults};
+use crate::api::{self, ApiState, Auth};
+pub use crate::config::{AppConfig, Role};
 use crate::config::{Cli, Command, Settings};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
-use crate::jobs::redacted;
-use crate::jobs::{AgentRegistry, WorkerOptions, WorkerStatus, run_worker, served_agents};
-use crate::store::{Store, StoreOptions};
-use crate::telemetry::Metrics;
-
-/// Which parts of agentq this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// API and workers.
-    Serve,
-    Api,
-    Worker,
-}
-
-impl Role {
-    fn serves_http(self) -> bool {
-        matches!(self, Role::Serve | Role::Api)
-    }
-
-    fn runs_workers(self) -> bool {
-        matches!(self, Role::Serve | Role::Worker)
-    }
-}
-
-/// Everything `Application::build` needs; see `config::Settings` for the defaults.
-#[derive(Debug, Clone)]
-pub struct AppConfig {
-    pub role: Role,
-    pub listen: SocketAddr,
-    /// A second listener serving only `GET /metrics`, without a key.
-    pub metrics_listen: Option<SocketAddr>,
-    pub database_url: String,
-    pub store: StoreOptions,
-    pub worker: WorkerOptions,
-    pub http: HttpOptions,
-    pub defaults: RunDefaults,
-}
+use crate::jobs::{AgentRegistry, WorkerStatus, run_worker, served_agents};
+use crate::store::Store;
+use crate::telemetry::{Metrics, redacted};
 
 /// The registry with the built-in agents (`echo`, `http`).
 pub fn builtin_agents() -> AgentRegistry {

@@ -7,14 +7,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::{HttpOptions, RunDefaults};
-use crate::app::{AppConfig, Role};
 use crate::domain::Backoff;
 use crate::jobs::egress::HostPattern;
 use crate::jobs::{
     EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, RedisTls, RetentionOptions, WorkerOptions,
 };
 use crate::store::StoreOptions;
-use crate::telemetry::OtlpOptions;
+use crate::telemetry::{LogFormat, OtlpOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,17 +66,44 @@ pub enum KeysCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SqliteSync {
     /// Durable across a crashed process (WAL + synchronous=NORMAL).
     Normal,
     /// Also durable across power loss (an fsync per commit).
     Full,
+}
+
+/// Which parts of agentq this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and workers.
+    Serve,
+    Api,
+    Worker,
+}
+
+impl Role {
+    pub(crate) fn serves_http(self) -> bool {
+        matches!(self, Role::Serve | Role::Api)
+    }
+
+    pub(crate) fn runs_workers(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
+}
+
+/// Everything `Application::build` needs; see `config::Settings` for the defaults.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub role: Role,
+    pub listen: SocketAddr,
+    /// A second listener serving only `GET /metrics`, without a key.
+    pub metrics_listen: Option<SocketAddr>,
+    pub database_url: String,
+    pub store: StoreOptions,
+    pub worker: WorkerOptions,
+    pub http: HttpOptions,
+    pub defaults: RunDefaults,
 }
 
 /// `agent=N`: an agent's limit of runs running at once.

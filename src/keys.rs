@@ -11,7 +11,12 @@ use crate::store::{ApiKeyInfo, Store};
 pub async fn run(command: KeysCommand, config: &AppConfig) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url, &config.store)
         .await
-        .with_context(|| format!("opening {}", crate::jobs::redacted(&config.database_url)))?;
+        .with_context(|| {
+            format!(
+                "opening {}",
+                crate::telemetry::redacted(&config.database_url)
+            )
+        })?;
     store.migrate().await.context("applying migrations")?;
     let done = execute(command, &store).await;
     store.close().await;

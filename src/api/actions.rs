@@ -13,7 +13,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::JsonBody;
-use super::runs::parse_run_id;
+use super::extract::parse_run_id;
 
 /// Cancel a run that has not finished. Queued and retrying runs are cancelled at once; a
 /// running run's agent is told to stop within a second, wherever it runs.

@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::domain::{may_hold_nul, nul_in};
+use crate::domain::{RunId, may_hold_nul, nul_in};
 
 use super::error::{ApiError, FieldError};
 
@@ -161,4 +161,10 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// A run id from a path; one that cannot exist names no run: 404, like any other
+/// unknown id.
+pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("run"))
 }

@@ -12,8 +12,8 @@ use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::jobs::{AgentRegistry, GONE_AFTER};
-use crate::store::Store;
-use crate::telemetry::{METRICS_CONTENT_TYPE, Metrics};
+use crate::store::{QueueLoad, Store, Transition, TransitionCount};
+use crate::telemetry::{AgentGauges, LoadSnapshot, METRICS_CONTENT_TYPE, Metrics, Snapshot};
 
 use super::ApiState;
 use super::auth::Caller;
@@ -73,6 +73,38 @@ pub fn metrics_router(scrape: Scrape) -> Router {
         ))
 }
 
+/// The store's counts and gauges as telemetry takes them.
+fn snapshot(transitions: Vec<TransitionCount>, load: Option<QueueLoad>) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    for t in transitions {
+        let status = match t.transition {
+            Transition::Succeeded => "succeeded",
+            Transition::Failed => "failed",
+            Transition::Cancelled => "cancelled",
+            Transition::Retried => {
+                snapshot.retried.push((t.agent, t.runs));
+                continue;
+            }
+        };
+        snapshot.finished.push((t.agent, status, t.runs));
+    }
+    snapshot.load = load.map(|load| LoadSnapshot {
+        agents: load
+            .agents
+            .into_iter()
+            .map(|a| AgentGauges {
+                agent: a.agent,
+                running: a.running,
+                ready: a.ready,
+                scheduled: a.scheduled,
+                oldest_ready_at: a.oldest_ready_at,
+            })
+            .collect(),
+        workers_alive: load.workers_alive,
+    });
+    snapshot
+}
+
 async fn metrics_page(store: &Store, registry: &AgentRegistry, metrics: &Metrics) -> Response {
     let load = match store.queue_load(GONE_AFTER).await {
         Ok(load) => Some(load),
@@ -82,6 +114,6 @@ async fn metrics_page(store: &Store, registry: &AgentRegistry, metrics: &Metrics
         }
     };
     let agents: Vec<&str> = registry.names().collect();
-    let body = metrics.render(&store.transitions(), load.as_ref(), &agents);
+    let body = metrics.render(&snapshot(store.transitions(), load), &agents);
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }

@@ -4,6 +4,7 @@
 
 mod actions;
 mod auth;
+mod conditional;
 mod create;
 mod error;
 mod extract;

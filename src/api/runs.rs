@@ -1,7 +1,5 @@
 //! `/v1/runs`: create, read, list, and a run's events.
 
-use std::hash::{Hash, Hasher};
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,12 +9,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use serde_json::Value;
 
-use crate::domain::{Inserted, Run, RunEvent, RunId, Scope, StatusCounts};
+use crate::domain::{Inserted, Run, RunEvent, Scope, StatusCounts};
 
 use super::ApiState;
 use super::auth::Caller;
+use super::conditional::{etag_of, if_none_match};
 use super::create::{CreateRunRequest, at_given_positions, idempotency_key};
 use super::error::{ApiError, Problem};
+use super::extract::parse_run_id;
 use super::extract::{JsonBody, QueryParams, from_value};
 use super::list::{CountRunsParams, ListRunsParams, METADATA_PARAM};
 use super::stream;
@@ -52,11 +52,6 @@ pub struct EventList {
 pub struct EventParams {
     /// Only events with a greater `seq`.
     pub after: Option<i64>,
-}
-
-pub(super) fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
-    // an id that cannot exist names no run: 404, like any other unknown id
-    raw.parse().map_err(|_| ApiError::NotFound("run"))
 }
 
 /// Submit a run. Validated, stored and queued before the answer.
@@ -179,22 +174,6 @@ pub async fn get_run(
         out.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     Ok(response)
-}
-
-pub(super) fn etag_of(body: &[u8]) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut hasher);
-    format!("\"{:016x}{:08x}\"", hasher.finish(), body.len())
-}
-
-pub(super) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*")
 }
 
 /// List runs, newest first, with filters and cursor paging.

@@ -12,8 +12,8 @@ use crate::domain::{Run, hmac_matches};
 
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
+use super::extract::parse_run_id;
 use super::extract::{RawJson, parse};
-use super::runs::parse_run_id;
 use super::{ApiState, Secret};
 
 const SIGNATURE_HEADER: &str = "x-agentq-signature";

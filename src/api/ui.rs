@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
+use super::conditional::{etag_of, if_none_match};
 use super::error::ApiError;
-use super::runs::{etag_of, if_none_match};
 
 /// One file of the dashboard.
 struct Asset {

@@ -14,12 +14,13 @@ mod redis;
 mod registry;
 mod retention;
 mod runtime;
+mod stop;
 mod webhooks;
 
 pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, OnTimeout, RunContext};
 pub use egress::{EgressClient, EgressPolicy};
 pub use presence::{GONE_AFTER, HEARTBEAT_EVERY, WorkerStatus};
-pub use redis::{MAX_DISPATCH_WINDOW, RedisOptions, RedisTls, redacted};
+pub use redis::{MAX_DISPATCH_WINDOW, RedisOptions, RedisTls};
 pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
 pub use retention::RetentionOptions;
 pub use runtime::{WorkerOptions, run_worker, served_agents};

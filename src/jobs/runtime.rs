@@ -24,11 +24,9 @@ use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
 use super::retention::{RetentionOptions, keep_tidy};
+use super::stop::stop_signal;
 use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, EgressClient, EgressPolicy, QueueError};
-
-/// The `User-Agent` of agentq's outbound requests.
-pub(crate) const USER_AGENT: &str = concat!("agentq/", env!("CARGO_PKG_VERSION"));
 
 /// How a worker process runs attempts.
 #[derive(Debug, Clone)]
@@ -117,7 +115,7 @@ pub async fn run_worker(
         agent_limits: options.agent_limits.clone(),
         http: EgressClient::new(
             options.egress.clone(),
-            reqwest::Client::builder().user_agent(USER_AGENT),
+            reqwest::Client::builder().user_agent(super::egress::USER_AGENT),
         )
         .expect("a client with default TLS settings builds"),
         metrics,
@@ -161,7 +159,13 @@ pub async fn run_worker(
     match &options.redis {
         None => supervise(&fetch, &executor, &options, &status, &shutdown).await,
         Some(redis) => {
-            super::redis::deliver(redis, &executor, &agents, &options, &status, &shutdown).await
+            let pacing = super::redis::Pacing {
+                concurrency: options.concurrency,
+                lease: options.lease,
+                shutdown_timeout: options.shutdown_timeout,
+                poll_interval: options.poll_interval,
+            };
+            super::redis::deliver(redis, &executor, &agents, pacing, &status, &shutdown).await
         }
     }
 
@@ -238,17 +242,6 @@ async fn supervise(
             _ = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
-    }
-}
-
-/// The signal an apalis monitor stops on: `shutdown` firing.
-pub(crate) fn stop_signal(
-    shutdown: &CancellationToken,
-) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
-    let shutdown = shutdown.clone();
-    async move {
-        shutdown.cancelled().await;
-        Ok(())
     }
 }
 

@@ -51,7 +51,7 @@ pub(crate) async fn deliver_webhooks(
 ) {
     let builder = reqwest::Client::builder()
         .timeout(options.request_timeout)
-        .user_agent(super::runtime::USER_AGENT);
+        .user_agent(super::egress::USER_AGENT);
     let client =
         EgressClient::new(egress, builder).expect("a client with default TLS settings builds");
     let mut tick = tokio::time::interval(POLL);

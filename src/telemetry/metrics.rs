@@ -17,8 +17,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::store::{QueueLoad, Transition, TransitionCount};
-
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -208,15 +206,10 @@ impl Metrics {
     /// The whole exposition: this process's metrics, the writer's `transitions`, and the
     /// queue `load` (absent when it could not be read) with zeros for every agent in
     /// `agents` that has nothing queued or running.
-    pub fn render(
-        &self,
-        transitions: &[TransitionCount],
-        load: Option<&QueueLoad>,
-        agents: &[&str],
-    ) -> String {
+    pub fn render(&self, snapshot: &Snapshot, agents: &[&str]) -> String {
         let mut scrape = Registry::default();
-        register_transitions(&mut scrape, transitions);
-        if let Some(load) = load {
+        register_transitions(&mut scrape, snapshot);
+        if let Some(load) = &snapshot.load {
             register_load(&mut scrape, load, agents);
         }
         let mut out = String::new();
@@ -226,6 +219,40 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// What a scrape shows beside this process's own counters, read by the caller from the
+/// store: telemetry knows none of the store's types.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Runs this process's writer moved to a final status, as (agent, status, runs), the
+    /// status `succeeded`, `failed` (for good) or `cancelled`.
+    pub finished: Vec<(String, &'static str, u64)>,
+    /// Retries this process's writer scheduled, as (agent, runs).
+    pub retried: Vec<(String, u64)>,
+    /// The queue as the database has it; `None` when it could not be read.
+    pub load: Option<LoadSnapshot>,
+}
+
+/// The queue's gauges.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSnapshot {
+    pub agents: Vec<AgentGauges>,
+    /// Worker processes that heartbeat and have not stopped.
+    pub workers_alive: u64,
+}
+
+/// The runs of one agent waiting or running.
+#[derive(Debug, Clone, Default)]
+pub struct AgentGauges {
+    pub agent: String,
+    pub running: u64,
+    /// Queued or retrying, and due.
+    pub ready: u64,
+    /// Queued or retrying, due later.
+    pub scheduled: u64,
+    /// When the longest-ready run became due.
+    pub oldest_ready_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn agent_label(agent: &str) -> AgentLabel {
@@ -241,24 +268,18 @@ fn known_method(method: &str) -> &'static str {
     KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }
 
-fn register_transitions(scrape: &mut Registry, transitions: &[TransitionCount]) {
+fn register_transitions(scrape: &mut Registry, snapshot: &Snapshot) {
     let finished: Family<FinishedLabels, Counter> = Family::default();
     let retries: Family<AgentLabel, Counter> = Family::default();
-    for t in transitions {
-        let status = match t.transition {
-            Transition::Succeeded => "succeeded",
-            Transition::Failed => "failed",
-            Transition::Cancelled => "cancelled",
-            Transition::Retried => {
-                retries.get_or_create(&agent_label(&t.agent)).inc_by(t.runs);
-                continue;
-            }
-        };
+    for (agent, status, runs) in &snapshot.finished {
         let labels = FinishedLabels {
-            agent: t.agent.clone(),
+            agent: agent.clone(),
             status,
         };
-        finished.get_or_create(&labels).inc_by(t.runs);
+        finished.get_or_create(&labels).inc_by(*runs);
+    }
+    for (agent, runs) in &snapshot.retried {
+        retries.get_or_create(&agent_label(agent)).inc_by(*runs);
     }
     scrape.register(
         "agentq_runs_finished",
@@ -272,7 +293,7 @@ fn register_transitions(scrape: &mut Registry, transitions: &[TransitionCount]) 
     );
 }
 
-fn register_load(scrape: &mut Registry, load: &QueueLoad, agents: &[&str]) {
+fn register_load(scrape: &mut Registry, load: &LoadSnapshot, agents: &[&str]) {
     let running: Family<AgentLabel, Gauge> = Family::default();
     let ready: Family<AgentLabel, Gauge> = Family::default();
     let scheduled: Family<AgentLabel, Gauge> = Family::default();

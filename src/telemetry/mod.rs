@@ -4,10 +4,15 @@
 
 mod metrics;
 mod otlp;
+mod redact;
 mod trace_context;
 
-pub use metrics::{AttemptOutcome, CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+pub use metrics::{
+    AgentGauges, AttemptOutcome, CONTENT_TYPE as METRICS_CONTENT_TYPE, LoadSnapshot, Metrics,
+    Snapshot,
+};
 pub use otlp::{OtlpOptions, Tracing};
+pub use redact::redacted;
 pub use trace_context::{
     attempt_span, continue_request, for_new_run as trace_parent_for_new_run, from_traceparent,
     to_traceparent,
@@ -17,12 +22,17 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::LogFormat;
-
 const DEFAULT_FILTER: &str = "info,sqlx=warn,apalis_core=warn";
 
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+}
+
+/// How log lines are written: for people, or one JSON object a line for a collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Installs logging, and with `otlp` the span exporter, whose handle must be shut down at

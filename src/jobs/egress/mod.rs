@@ -36,6 +36,9 @@ mod ranges;
 mod refused;
 
 pub use client::{EgressClient, MAX_REDIRECTS};
+
+/// What every outbound request of agentq says it is.
+pub(crate) const USER_AGENT: &str = concat!("agentq/", env!("CARGO_PKG_VERSION"));
 pub use pattern::{HostPattern, PatternError};
 pub use policy::EgressPolicy;
 pub use ranges::Blocked;

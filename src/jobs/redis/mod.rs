@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WorkerStatus;
 use super::execute::Executor;
-use super::runtime::WorkerOptions;
+use crate::telemetry::redacted;
 
 pub(crate) use worker::supervise_queues;
 
@@ -61,6 +61,18 @@ impl Consumed {
     fn reset(&self) {
         self.count.store(0, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// What Redis delivery takes from the worker's options (`WorkerOptions`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacing {
+    /// Attempts run at once by this process.
+    pub(crate) concurrency: usize,
+    pub(crate) lease: Duration,
+    /// How long in-flight attempts get to finish at shutdown.
+    pub(crate) shutdown_timeout: Duration,
+    /// How often the feeder tops the queues up when nothing wakes it.
+    pub(crate) poll_interval: Duration,
 }
 
 /// How to reach Redis and how much to keep there.
@@ -168,31 +180,6 @@ impl std::fmt::Debug for RedisOptions {
     }
 }
 
-/// The URL with its user info and a `password` query parameter (either may hold a
-/// password) replaced by `***`, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{}:…", url.split(':').next().unwrap_or_default());
-    };
-    // the last `@` anywhere: a password may hold `/`, `?` or `#` (a URL that then does
-    // not parse is still printed in errors); too much hidden beats a password shown
-    let url = match rest.rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    };
-    let Some((base, query)) = url.split_once('?') else {
-        return url;
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
-}
-
 /// The apalis queue (key prefix) of one agent.
 fn queue_name(options: &RedisOptions, agent: &str) -> String {
     format!("{}:{agent}", options.namespace)
@@ -265,7 +252,7 @@ pub(crate) async fn deliver(
     redis: &RedisOptions,
     executor: &Arc<Executor>,
     agents: &Arc<[String]>,
-    options: &WorkerOptions,
+    options: Pacing,
     status: &Arc<WorkerStatus>,
     shutdown: &CancellationToken,
 ) {
@@ -295,31 +282,4 @@ pub(crate) async fn deliver(
     supervise_queues(conn, redis, executor, agents, options, consumed, shutdown).await;
     background.cancel();
     let _ = tokio::join!(feeder, reconciler);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn redacted_urls_never_show_a_password() {
-        assert_eq!(
-            redacted("redis://:hunter2@cache:6379/0"),
-            "redis://***@cache:6379/0"
-        );
-        assert_eq!(
-            redacted("rediss://user:hunter2@cache"),
-            "rediss://***@cache"
-        );
-        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redacted("nonsense:hunter2"), "nonsense:…");
-        assert_eq!(
-            redacted("rediss://:hun/ter?2#x@cache:6380"),
-            "rediss://***@cache:6380"
-        );
-        assert_eq!(
-            redacted("postgres://db.example/app?sslmode=require&password=hunter2&x=1"),
-            "postgres://db.example/app?sslmode=require&password=***&x=1"
-        );
-    }
 }

@@ -13,11 +13,12 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::Pacing;
 use super::feeder::parse_message;
 use super::{Consumed, RedisOptions, queue_config};
 use crate::jobs::WorkerStatus;
 use crate::jobs::execute::{Executor, run_attempt};
-use crate::jobs::runtime::{WorkerOptions, stop_signal};
+use crate::jobs::stop::stop_signal;
 
 /// After a restart, a worker that has run this long without dying counts as healthy
 /// again: its restart reason leaves `/readyz`, and the next failure backs off from 1 s.
@@ -40,7 +41,7 @@ pub(crate) async fn supervise_queues(
     redis: &RedisOptions,
     executor: &Arc<Executor>,
     agents: &Arc<[String]>,
-    options: &WorkerOptions,
+    options: Pacing,
     consumed: Arc<Consumed>,
     shutdown: &CancellationToken,
 ) {
@@ -61,7 +62,7 @@ pub(crate) async fn supervise_queues(
                 conn.clone(),
                 redis.clone(),
                 delivery.clone(),
-                options.clone(),
+                options,
                 status.clone(),
                 shutdown.clone(),
             ))
@@ -80,7 +81,7 @@ async fn supervise(
     conn: ConnectionManager,
     redis: RedisOptions,
     delivery: Arc<Delivery>,
-    options: WorkerOptions,
+    options: Pacing,
     status: Arc<WorkerStatus>,
     shutdown: CancellationToken,
 ) {
