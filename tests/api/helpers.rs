@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use crate::support::db::TestDb;
+use crate::support::eventually::eventually;
 pub use crate::support::store::{echo_only, insert, new_run, open_store, temp_store};
 
 pub struct TestApp {
@@ -252,19 +253,14 @@ impl TestApp {
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let what = format!("run {id} reaches the expected state");
+        let run = eventually(within, &what, || async {
             let run = self.get_run(id).await;
-            if done(&run) {
-                crate::support::lifecycle::assert_lifecycle(&run, &self.events(id).await);
-                return run;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "run never reached the expected state: {run:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            if done(&run) { Ok(run) } else { Err(run) }
+        })
+        .await;
+        crate::support::lifecycle::assert_lifecycle(&run, &self.events(id).await);
+        run
     }
 
     pub async fn wait_for_status(&self, id: &str, status: &str, within: Duration) -> Value {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::eventually::eventually;
+
 pub struct Agentq {
     pub child: Child,
     pub base: String,
@@ -87,19 +89,19 @@ impl Agentq {
     }
 
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        for _ in 0..1000 {
+        let what = format!("run {id} becomes {status}");
+        let run = eventually(Duration::from_secs(10), &what, || async {
             let run: Value = self.get_json(&format!("/v1/runs/{id}")).await;
             if run["status"] == status {
-                let events = self.get_json(&format!("/v1/runs/{id}/events")).await;
-                crate::support::lifecycle::assert_lifecycle(
-                    &run,
-                    events["events"].as_array().unwrap(),
-                );
-                return run;
+                Ok(run)
+            } else {
+                Err(run)
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("run {id} never became {status}");
+        })
+        .await;
+        let events = self.get_json(&format!("/v1/runs/{id}/events")).await;
+        crate::support::lifecycle::assert_lifecycle(&run, events["events"].as_array().unwrap());
+        run
     }
 
     pub fn signal(&self, name: &str) {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::helpers::{TestApp, allow, event_types};
+use crate::support::eventually::eventually;
 
 /// The requests a receiver got: headers and body.
 type Received = Vec<(HeaderMap, Vec<u8>)>;
@@ -57,6 +58,21 @@ impl Receiver {
     }
 }
 
+const FIVE_S: Duration = Duration::from_secs(5);
+
+/// The run's first `webhook_failed` event, once there is one.
+async fn failed_delivery(app: &TestApp, id: &str) -> Value {
+    eventually(FIVE_S, "a delivery fails", || async {
+        let events = app.events(id).await;
+        let failed = events
+            .iter()
+            .find(|e| e["type"] == "webhook_failed")
+            .cloned();
+        failed.ok_or(events)
+    })
+    .await
+}
+
 /// Fast retries, a secret, and the receivers' loopback address allowed (`--http-allow`).
 fn quick(c: &mut agentq::app::AppConfig) {
     unguarded(c);
@@ -98,14 +114,14 @@ async fn a_finished_run_is_posted_to_its_callback_url_signed() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(v1, expected);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !event_types(&app.events(&id).await).contains(&"webhook_delivered".to_owned()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the delivery was not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(FIVE_S, "the delivery is recorded", || async {
+        let types = event_types(&app.events(&id).await);
+        types
+            .contains(&"webhook_delivered".to_owned())
+            .then_some(())
+            .ok_or(types)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -116,17 +132,14 @@ async fn a_failed_delivery_is_tried_again_and_every_attempt_is_recorded() {
         .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
         .await;
     receiver.wait_for(3).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let types = eventually(FIVE_S, "a delivery succeeds", || async {
         let types = event_types(&app.events(&id).await);
-        let failed = types.iter().filter(|t| *t == "webhook_failed").count();
-        if types.contains(&"webhook_delivered".to_owned()) {
-            assert_eq!(failed, 2);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{types:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let delivered = types.contains(&"webhook_delivered".to_owned());
+        delivered.then(|| types.clone()).ok_or(types)
+    })
+    .await;
+    let failed = types.iter().filter(|t| *t == "webhook_failed").count();
+    assert_eq!(failed, 2, "{types:?}");
 }
 
 #[tokio::test]
@@ -141,18 +154,14 @@ async fn deliveries_stop_after_the_give_up_window() {
         .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
         .await;
     receiver.wait_for(1).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(FIVE_S, "the deliveries are given up", || async {
         let events = app.events(&id).await;
-        if events
+        let given_up = events
             .iter()
-            .any(|e| e["type"] == "webhook_failed" && e["data"]["given_up"] == true)
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never gave up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .any(|e| e["type"] == "webhook_failed" && e["data"]["given_up"] == true);
+        given_up.then_some(()).ok_or(events)
+    })
+    .await;
     let sent = receiver.got.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
@@ -193,15 +202,7 @@ async fn a_callback_to_a_refused_address_is_not_sent_and_its_event_says_why() {
     let id = app
         .create(json!({"agent": "echo", "input": {"value": 1}, "callback_url": url}))
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let failed = loop {
-        let events = app.events(&id).await;
-        if let Some(failed) = events.iter().find(|e| e["type"] == "webhook_failed") {
-            break failed.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{events:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let failed = failed_delivery(&app, &id).await;
     assert_eq!(
         failed["data"]["error"],
         "refused 127.0.0.1: loopback address; allow it with --http-allow"
@@ -247,15 +248,7 @@ async fn a_callback_to_a_port_the_allow_list_does_not_open_is_refused() {
         "refused 127.0.0.1: loopback address",
         "refused localhost: it resolves to a loopback address",
     ]) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let failed = loop {
-            let events = app.events(id).await;
-            if let Some(failed) = events.iter().find(|e| e["type"] == "webhook_failed") {
-                break failed.clone();
-            }
-            assert!(std::time::Instant::now() < deadline, "{events:#?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let failed = failed_delivery(&app, id).await;
         let error = failed["data"]["error"].as_str().unwrap();
         assert!(error.starts_with(says), "{error}");
         assert_eq!(failed["data"]["given_up"], true, "a refusal is not retried");

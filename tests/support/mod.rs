@@ -4,5 +4,6 @@
 #![allow(dead_code, reason = "each suite uses a part of it")]
 
 pub mod db;
+pub mod eventually;
 pub mod lifecycle;
 pub mod store;
