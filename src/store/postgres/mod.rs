@@ -257,7 +257,8 @@ mod tests {
             .unwrap()
             .options([("search_path", schema.as_str())]);
         let mut conn = options.connect().await.unwrap();
-        super::engine::statements::prepare_all(&mut conn, include_str!("sql.rs")).await;
+        let source = concat!(include_str!("sql.rs"), include_str!("../shared_sql.rs"));
+        super::engine::statements::prepare_all(&mut conn, source).await;
         conn.close().await.ok();
         let drop = format!("DROP SCHEMA {schema} CASCADE");
         sqlx::query(sqlx::AssertSqlSafe(drop))

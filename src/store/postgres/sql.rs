@@ -19,6 +19,14 @@
 //! two tables (a wait against a signal, a dependent's unblocking against its other
 //! dependencies finishing).
 
+/// A placeholder as this dialect writes it (`$N`), for the statements
+/// written once for both (`shared_sql.rs`).
+macro_rules! p {
+    ($n:literal) => {
+        concat!("$", $n)
+    };
+}
+
 pub(super) const BEGIN: &str = "BEGIN";
 
 /// Whether the runs table changed by more than 500 rows plus 5% since it was last
@@ -52,8 +60,6 @@ macro_rules! run_columns {
     };
 }
 
-pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
-
 macro_rules! run_filter {
     () => {
         "($1::text IS NULL OR agent = $1) \
@@ -74,12 +80,6 @@ pub(super) const LIST_RUNS: &str = concat!(
     " AND ($7::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($7::jsonb)))) \
       AND ($8::text IS NULL OR id < $8) \
      ORDER BY id DESC LIMIT $9"
-);
-
-pub(super) const COUNT_RUNS: &str = concat!(
-    "SELECT status, COUNT(*) FROM runs WHERE ",
-    run_filter!(),
-    " GROUP BY status"
 );
 
 pub(super) const QUEUE_STATES: &str = "
@@ -135,12 +135,6 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        COALESCE(value->>'tenant', 'default'), value->>'trace_parent'
 FROM jsonb_array_elements($1::jsonb)";
 
-pub(super) const FIND_KEY: &str = "
-SELECT id, request_hash, idempotency_expires_at FROM runs WHERE idempotency_key = $1";
-
-pub(super) const FREE_KEY: &str = "
-UPDATE runs SET idempotency_key = NULL WHERE id = $1";
-
 pub(super) const INSERT_EVENTS: &str = "
 INSERT INTO run_events (run_id, seq, at, type, attempt, data)
 SELECT value->>'r', (value->>'s')::bigint, $2, value->>'k', (value->>'a')::bigint,
@@ -175,14 +169,6 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($2::json
   AND runs.status = 'running'
 RETURNING runs.id, runs.claims";
 
-pub(super) const TOUCH_RUNNING: &str = "
-UPDATE runs
-SET progress_percent = CASE WHEN $7 THEN $1 ELSE progress_percent END,
-    progress_message = CASE WHEN $7 THEN $2 ELSE progress_message END,
-    updated_at = $3, event_seq = event_seq + 1
-WHERE id = $4 AND claims = $5 AND worker_id = $6 AND status = 'running'
-RETURNING event_seq";
-
 pub(super) const CHECKPOINT: &str = "
 UPDATE runs SET checkpoint = $1::jsonb, updated_at = $2, event_seq = event_seq + 1
 WHERE id = $3 AND claims = $4 AND worker_id = $5 AND status = 'running'
@@ -206,20 +192,6 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::json
 RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
-pub(super) const RELEASE: &str = "
-UPDATE runs
-SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    requeued_at = $1, updated_at = $1, event_seq = event_seq + 1
-WHERE worker_id = $2 AND status = 'running'
-RETURNING id, attempt + 1 AS released_attempt, event_seq";
-
-pub(super) const HAND_BACK: &str = "
-UPDATE runs
-SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    requeued_at = $1, updated_at = $1, event_seq = event_seq + 1
-WHERE id = $2 AND claims = $3 AND worker_id = $4 AND status = 'running'
-RETURNING event_seq";
-
 pub(super) const SWEEP_EXPIRED: &str = "
 UPDATE runs
 SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
@@ -231,14 +203,6 @@ SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END
 WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'running' AND lease_until < $1
                     FOR UPDATE SKIP LOCKED))
 RETURNING id, attempt, status, event_seq, error_message";
-
-pub(super) const CANCEL: &str = "
-UPDATE runs
-SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
-    finished_at = $1, worker_id = NULL, lease_until = NULL, updated_at = $1,
-    event_seq = event_seq + 1, dispatched_at = NULL
-WHERE id = $2 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
-RETURNING event_seq, attempt";
 
 pub(super) const REQUEUE: &str = "
 UPDATE runs
@@ -300,11 +264,6 @@ WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) AND on_failur
   AND compensation_run_id IS NULL
 FOR UPDATE";
 
-pub(super) const LINK_COMPENSATION: &str = "
-UPDATE runs SET compensation_run_id = $1, updated_at = $2, event_seq = event_seq + 1
-WHERE id = $3
-RETURNING event_seq";
-
 /// Locks the rows in id order: the new run's dependents count is about to change, and a
 /// dependency finishing meanwhile must either be seen or see the new run.
 pub(super) const STATUSES_OF: &str = "
@@ -333,12 +292,6 @@ UPDATE runs SET status = 'queued', run_at = GREATEST(run_at, $1), updated_at = $
 WHERE id = $2 AND status = 'blocked' AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
     WHERE d.run_id = runs.id AND dep.status != 'succeeded')
-RETURNING event_seq";
-
-pub(super) const SETTLE_BLOCKED: &str = "
-UPDATE runs SET status = $1, error_kind = $2, error_message = $3, finished_at = $4,
-    updated_at = $4, event_seq = event_seq + 1
-WHERE id = $5 AND status = 'blocked'
 RETURNING event_seq";
 
 pub(super) const DEPENDENCY_RESULTS: &str = "
@@ -373,10 +326,6 @@ pub(super) const INSERT_SIGNAL: &str = "
 INSERT INTO run_signals (run_id, name, payload, received_at, timed_out)
 VALUES ($1, $2, $3::jsonb, $4, CASE WHEN $5 THEN 1 ELSE 0 END)";
 
-pub(super) const NEXT_EVENT: &str = "
-UPDATE runs SET updated_at = $1, event_seq = event_seq + 1 WHERE id = $2
-RETURNING event_seq, attempt";
-
 pub(super) const RESUME: &str = "
 UPDATE runs SET status = 'queued', run_at = $1, updated_at = $1, event_seq = event_seq + 1
 WHERE id = $2 AND status = 'waiting' AND waiting_for ? $3
@@ -386,13 +335,6 @@ pub(super) const WAITS_ENDED: &str = "
 SELECT id, waiting_for::text AS waiting_for, wait_resume FROM runs
 WHERE status = 'waiting' AND wait_until <= $1
 FOR UPDATE SKIP LOCKED";
-
-pub(super) const FAIL_WAIT: &str = "
-UPDATE runs SET status = 'failed', error_kind = 'wait_timeout',
-    error_message = 'no signal it waited for arrived in time', finished_at = $1,
-    updated_at = $1, event_seq = event_seq + 1
-WHERE id = $2 AND status = 'waiting'
-RETURNING event_seq, attempt";
 
 pub(super) const SCHEDULE_WEBHOOKS: &str = "
 INSERT INTO webhook_deliveries (run_id, due_at, created_at)
@@ -409,37 +351,11 @@ WHERE id = ANY(ARRAY(
         FOR UPDATE SKIP LOCKED))
 RETURNING id, run_id, attempts, created_at";
 
-pub(super) const CALLBACK_URL: &str = "SELECT callback_url FROM runs WHERE id = $1";
-
-pub(super) const WEBHOOK_DELIVERED: &str = "
-UPDATE webhook_deliveries SET delivered_at = $1, last_error = NULL WHERE id = $2";
-
 pub(super) const WEBHOOK_FAILED: &str = "
 UPDATE webhook_deliveries
 SET due_at = COALESCE($1, due_at), given_up = CASE WHEN $1::bigint IS NULL THEN 1 ELSE 0 END,
     last_error = $2
 WHERE id = $3";
-
-/// $1 id, $2 host, $3 pid, $4 version, $5 agents (JSON array), $6 concurrency,
-/// $7 started at, $8 now, $9 running, $10 processed, $11 restarts, $12 last error,
-/// $13 stopped at.
-pub(super) const UPSERT_WORKER: &str = "
-INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
-                     running, processed, restarts, last_error, stopped_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (id) DO UPDATE
-SET heartbeat_at = excluded.heartbeat_at, running = excluded.running,
-    processed = excluded.processed, restarts = excluded.restarts,
-    last_error = excluded.last_error, stopped_at = excluded.stopped_at";
-
-/// $1 heard from before this: forgotten.
-pub(super) const FORGET_WORKERS: &str = "DELETE FROM workers WHERE heartbeat_at < $1";
-
-/// $1 heard from since this. Newest first.
-pub(super) const LIST_WORKERS: &str = "
-SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
-       processed, restarts, last_error, stopped_at
-FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at DESC, id";
 
 /// Redis delivery: one feeder per agent at a time across every process, so the window
 /// count is exact; a feeder that does not get it skips the agent this round. Advisory
@@ -503,9 +419,6 @@ LIMIT $2";
 /// own, and other changes take `SCHEMA_LOCK`.
 pub(super) const SCHEMA_BEGIN: Option<&str> = None;
 
-/// The versions of the migrations applied.
-pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
-
 /// Held by a schema change besides migrations (Redis delivery's indexes):
 /// `CREATE INDEX IF NOT EXISTS` checks the name before it takes its lock, so two processes
 /// starting at once could both create the index and the second fail on the catalog's
@@ -523,30 +436,14 @@ pub(super) const REDIS_INDEXES: [&str; 2] = [
      WHERE dispatched_at IS NOT NULL",
 ];
 
-pub(super) const INSERT_KEY: &str = "
-INSERT INTO api_keys (id, tenant, scopes, name, secret_hash, created_at)
-VALUES ($1, $2, $3, $4, $5, $6)";
-
-pub(super) const LIST_KEYS: &str = "
-SELECT id, tenant, scopes, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
-
 pub(super) const REVOKE_KEY: &str =
     "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
 pub(super) const FIND_API_KEY: &str =
     "SELECT tenant, scopes, secret_hash, revoked_at FROM api_keys WHERE id = $1";
 
-pub(super) const COUNT_KEYS: &str = "SELECT COUNT(*) FROM api_keys";
-
 pub(super) const INSERT_SECRET: &str =
     "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-
-pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name = $1";
-
-/// $1 tenant: its runs not finished (the `--tenant-max-active-runs` cap).
-pub(super) const COUNT_ACTIVE_RUNS: &str = "
-SELECT COUNT(*) FROM runs
-WHERE tenant = $1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";
 
 pub(super) const OLDEST_KEPT: &str = "
 SELECT finished_at, id FROM runs
@@ -593,9 +490,6 @@ UNION ALL
 SELECT agent, CASE WHEN run_at <= $1 THEN 'ready' ELSE 'scheduled' END, COUNT(*), MIN(run_at)
 FROM runs WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
 
-pub(super) const WORKERS_ALIVE: &str = "
-SELECT COUNT(*) FROM workers WHERE heartbeat_at >= $1 AND stopped_at IS NULL";
-
 /// Taken per limited agent before counting its running runs: claims of one agent by
 /// several processes then count one after the other (held until the batch commits).
 pub(super) const AGENT_LIMIT_LOCK: Option<&str> =
@@ -606,11 +500,8 @@ SELECT agent, COUNT(*) AS n FROM runs
 WHERE status = 'running' AND agent = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
 GROUP BY agent";
 
-/// $1 agent: its runs running plus its runs sent to Redis, in one snapshot (the feeder's
-/// room under `--agent-limit`).
-pub(super) const RUNNING_OR_SENT: &str = "
-SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' AND agent = $1)
-     + (SELECT COUNT(*) FROM runs WHERE agent = $1 AND dispatched_at IS NOT NULL)";
+// the statements both dialects share (see `shared_sql.rs`)
+include!("../shared_sql.rs");
 
 /// Every statement above by its name (none for a step this dialect does not take), for
 /// the test that prepares them all on a freshly migrated schema (`engine::statements`).

@@ -96,6 +96,7 @@ mod tests {
             .connect()
             .await
             .unwrap();
-        super::engine::statements::prepare_all(&mut conn, include_str!("sql.rs")).await;
+        let source = concat!(include_str!("sql.rs"), include_str!("../shared_sql.rs"));
+        super::engine::statements::prepare_all(&mut conn, source).await;
     }
 }

@@ -2,6 +2,14 @@
 //! with `json_each`; `->` keeps JSON values as JSON text, `->>` extracts scalars.
 //! Times are milliseconds since the epoch; JSON values are stored as text.
 
+/// A placeholder as this dialect writes it (`?N`), for the statements
+/// written once for both (`shared_sql.rs`).
+macro_rules! p {
+    ($n:literal) => {
+        concat!("?", $n)
+    };
+}
+
 /// Opens a batch: takes the write lock at once, so the batch never fails half-way on it.
 pub(super) const BEGIN: &str = "BEGIN IMMEDIATE";
 
@@ -24,9 +32,6 @@ macro_rules! run_columns {
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
 }
-
-/// ?1 run id.
-pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
 
 /// The filter of listing and counting runs: ?1 agent, ?2 created at or after, ?3 created
 /// before, ?4 tenant, ?5 JSON object of metadata every match carries, ?6 a LIKE pattern
@@ -54,13 +59,6 @@ pub(super) const LIST_RUNS: &str = concat!(
     " AND (?7 IS NULL OR status IN (SELECT value FROM json_each(?7))) \
       AND (?8 IS NULL OR id < ?8) \
      ORDER BY id DESC LIMIT ?9"
-);
-
-/// `run_filter!` (?1 to ?6): how many runs match, by status.
-pub(super) const COUNT_RUNS: &str = concat!(
-    "SELECT status, COUNT(*) FROM runs WHERE ",
-    run_filter!(),
-    " GROUP BY status"
 );
 
 /// ?1 now, ?2 tenant or NULL: per agent, the runs in each unfinished state (`queued` only
@@ -123,14 +121,6 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        COALESCE(value->>'tenant', 'default'), value->>'trace_parent'
 FROM json_each(?1)";
 
-/// ?1 key: the run holding an Idempotency-Key.
-pub(super) const FIND_KEY: &str = "
-SELECT id, request_hash, idempotency_expires_at FROM runs WHERE idempotency_key = ?1";
-
-/// ?1 run id: frees an expired Idempotency-Key for a new run.
-pub(super) const FREE_KEY: &str = "
-UPDATE runs SET idempotency_key = NULL WHERE id = ?1";
-
 pub(super) const INSERT_EVENTS: &str = "
 INSERT INTO run_events (run_id, seq, at, type, attempt, data)
 SELECT value->>'r', value->>'s', ?2, value->>'k', value->>'a', value->'d'
@@ -163,15 +153,6 @@ WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
 RETURNING runs.id, runs.claims";
 
-/// ?1 percent, ?2 message, ?3 now, ?4..?6 the fence, ?7 whether progress is being set.
-pub(super) const TOUCH_RUNNING: &str = "
-UPDATE runs
-SET progress_percent = CASE WHEN ?7 THEN ?1 ELSE progress_percent END,
-    progress_message = CASE WHEN ?7 THEN ?2 ELSE progress_message END,
-    updated_at = ?3, event_seq = event_seq + 1
-WHERE id = ?4 AND claims = ?5 AND worker_id = ?6 AND status = 'running'
-RETURNING event_seq";
-
 /// ?1 the checkpoint (JSON text), ?2 now, ?3..?5 the fence.
 pub(super) const CHECKPOINT: &str = "
 UPDATE runs SET checkpoint = ?1, updated_at = ?2, event_seq = event_seq + 1
@@ -197,25 +178,6 @@ WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
 RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback";
 
-/// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
-/// back, so the next claim runs the same attempt number again. `run_at` is kept: the run
-/// keeps its place in line instead of queueing behind the backlog.
-pub(super) const RELEASE: &str = "
-UPDATE runs
-SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    requeued_at = ?1, updated_at = ?1, event_seq = event_seq + 1
-WHERE worker_id = ?2 AND status = 'running'
-RETURNING id, attempt + 1 AS released_attempt, event_seq";
-
-/// ?1 now, ?2..?4 the fence: hands back one claimed run, giving back its attempt; it keeps its
-/// place in line (`run_at`).
-pub(super) const HAND_BACK: &str = "
-UPDATE runs
-SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
-    requeued_at = ?1, updated_at = ?1, event_seq = event_seq + 1
-WHERE id = ?2 AND claims = ?3 AND worker_id = ?4 AND status = 'running'
-RETURNING event_seq";
-
 /// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now,
 /// at their old place in line (`run_at` kept): a crashed worker's runs are claimed next,
 /// not behind the runs queued while they ran.
@@ -229,15 +191,6 @@ SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END
     event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
 WHERE status = 'running' AND lease_until < ?1
 RETURNING id, attempt, status, event_seq, error_message";
-
-/// ?1 now, ?2 run id. Any non-terminal run; a running attempt is fenced out by the change.
-pub(super) const CANCEL: &str = "
-UPDATE runs
-SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
-    finished_at = ?1, worker_id = NULL, lease_until = NULL, updated_at = ?1,
-    event_seq = event_seq + 1, dispatched_at = NULL
-WHERE id = ?2 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
-RETURNING event_seq, attempt";
 
 /// ?1 now, ?2 JSON array of failed run ids to put back in the queue, attempts reset.
 pub(super) const REQUEUE: &str = "
@@ -302,12 +255,6 @@ FROM runs
 WHERE id IN (SELECT value FROM json_each(?1)) AND on_failure IS NOT NULL
   AND compensation_run_id IS NULL";
 
-/// ?1 compensation run id, ?2 now, ?3 the failed run's id.
-pub(super) const LINK_COMPENSATION: &str = "
-UPDATE runs SET compensation_run_id = ?1, updated_at = ?2, event_seq = event_seq + 1
-WHERE id = ?3
-RETURNING event_seq";
-
 /// ?1 JSON array of run ids.
 pub(super) const STATUSES_OF: &str = "
 SELECT id, status, tenant FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
@@ -338,13 +285,6 @@ UPDATE runs SET status = 'queued', run_at = MAX(run_at, ?1), updated_at = ?1,
 WHERE id = ?2 AND status = 'blocked' AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
     WHERE d.run_id = runs.id AND dep.status != 'succeeded')
-RETURNING event_seq";
-
-/// ?1 status, ?2 error kind, ?3 message, ?4 now, ?5 run id: ends a blocked run.
-pub(super) const SETTLE_BLOCKED: &str = "
-UPDATE runs SET status = ?1, error_kind = ?2, error_message = ?3, finished_at = ?4,
-    updated_at = ?4, event_seq = event_seq + 1
-WHERE id = ?5 AND status = 'blocked'
 RETURNING event_seq";
 
 /// ?1 JSON array of claimed run ids: the results of the runs they depend on.
@@ -383,11 +323,6 @@ pub(super) const INSERT_SIGNAL: &str = "
 INSERT INTO run_signals (run_id, name, payload, received_at, timed_out)
 VALUES (?1, ?2, ?3, ?4, ?5)";
 
-/// ?1 now, ?2 run id: bumps the event counter for an event about the run.
-pub(super) const NEXT_EVENT: &str = "
-UPDATE runs SET updated_at = ?1, event_seq = event_seq + 1 WHERE id = ?2
-RETURNING event_seq, attempt";
-
 /// ?1 now, ?2 run id, ?3 signal name: resumes a run waiting for that signal.
 pub(super) const RESUME: &str = "
 UPDATE runs SET status = 'queued', run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
@@ -399,14 +334,6 @@ RETURNING event_seq, attempt";
 pub(super) const WAITS_ENDED: &str = "
 SELECT id, waiting_for, wait_resume FROM runs INDEXED BY runs_waiting
 WHERE status = 'waiting' AND wait_until <= ?1";
-
-/// ?1 now, ?2 run id: fails a waiting run whose signal never came.
-pub(super) const FAIL_WAIT: &str = "
-UPDATE runs SET status = 'failed', error_kind = 'wait_timeout',
-    error_message = 'no signal it waited for arrived in time', finished_at = ?1,
-    updated_at = ?1, event_seq = event_seq + 1
-WHERE id = ?2 AND status = 'waiting'
-RETURNING event_seq, attempt";
 
 /// ?1 now, ?2 JSON array of run ids that just reached a terminal state: schedules a
 /// delivery for each that has a callback_url.
@@ -425,39 +352,11 @@ WHERE id IN (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_due
              ORDER BY due_at LIMIT ?3)
 RETURNING id, run_id, attempts, created_at";
 
-/// ?1 run id.
-pub(super) const CALLBACK_URL: &str = "SELECT callback_url FROM runs WHERE id = ?1";
-
-/// ?1 now, ?2 delivery id.
-pub(super) const WEBHOOK_DELIVERED: &str = "
-UPDATE webhook_deliveries SET delivered_at = ?1, last_error = NULL WHERE id = ?2";
-
 /// ?1 next due time (NULL: give up), ?2 error, ?3 delivery id.
 pub(super) const WEBHOOK_FAILED: &str = "
 UPDATE webhook_deliveries
 SET due_at = COALESCE(?1, due_at), given_up = (?1 IS NULL), last_error = ?2
 WHERE id = ?3";
-
-/// ?1 id, ?2 host, ?3 pid, ?4 version, ?5 agents (JSON array), ?6 concurrency,
-/// ?7 started at, ?8 now, ?9 running, ?10 processed, ?11 restarts, ?12 last error,
-/// ?13 stopped at.
-pub(super) const UPSERT_WORKER: &str = "
-INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
-                     running, processed, restarts, last_error, stopped_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-ON CONFLICT (id) DO UPDATE
-SET heartbeat_at = excluded.heartbeat_at, running = excluded.running,
-    processed = excluded.processed, restarts = excluded.restarts,
-    last_error = excluded.last_error, stopped_at = excluded.stopped_at";
-
-/// ?1 heard from before this: forgotten.
-pub(super) const FORGET_WORKERS: &str = "DELETE FROM workers WHERE heartbeat_at < ?1";
-
-/// ?1 heard from since this. Newest first.
-pub(super) const LIST_WORKERS: &str = "
-SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
-       processed, restarts, last_error, stopped_at
-FROM workers WHERE heartbeat_at >= ?1 ORDER BY started_at DESC, id";
 
 /// Redis delivery: taken before an agent's window is topped up, so two feeders never
 /// count the same window at once. SQLite needs none: its one writer serialises them.
@@ -518,9 +417,6 @@ LIMIT ?2";
 /// started at once on a new file would each create the tables.
 pub(super) const SCHEMA_BEGIN: Option<&str> = Some("BEGIN IMMEDIATE");
 
-/// The versions of the migrations applied.
-pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
-
 /// No lock besides the write lock `SCHEMA_BEGIN` takes.
 pub(super) const SCHEMA_LOCK: Option<&str> = None;
 
@@ -534,14 +430,6 @@ pub(super) const REDIS_INDEXES: [&str; 2] = [
      WHERE dispatched_at IS NOT NULL",
 ];
 
-/// ?1 id, ?2 tenant, ?3 scopes, ?4 name, ?5 secret hash, ?6 now.
-pub(super) const INSERT_KEY: &str = "
-INSERT INTO api_keys (id, tenant, scopes, name, secret_hash, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-
-pub(super) const LIST_KEYS: &str = "
-SELECT id, tenant, scopes, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
-
 /// ?1 id, ?2 now.
 pub(super) const REVOKE_KEY: &str =
     "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL";
@@ -550,21 +438,9 @@ pub(super) const REVOKE_KEY: &str =
 pub(super) const FIND_API_KEY: &str =
     "SELECT tenant, scopes, secret_hash, revoked_at FROM api_keys WHERE id = ?1";
 
-/// Revoked keys count too: once keys are in use, revoking the last one must not open
-/// the server.
-pub(super) const COUNT_KEYS: &str = "SELECT COUNT(*) FROM api_keys";
-
 /// ?1 name, ?2 value: kept only if the name has none yet.
 pub(super) const INSERT_SECRET: &str =
     "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING";
-
-/// ?1 name.
-pub(super) const GET_SECRET: &str = "SELECT value FROM server_secrets WHERE name = ?1";
-
-/// ?1 tenant: its runs not finished (the `--tenant-max-active-runs` cap).
-pub(super) const COUNT_ACTIVE_RUNS: &str = "
-SELECT COUNT(*) FROM runs
-WHERE tenant = ?1 AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')";
 
 /// ?1 status, ?2 how many of the newest to skip: the finish time and id of the oldest run
 /// that count-based retention keeps (none when there are no more than ?2 + 1).
@@ -617,10 +493,6 @@ UNION ALL
 SELECT agent, CASE WHEN run_at <= ?1 THEN 'ready' ELSE 'scheduled' END, COUNT(*), MIN(run_at)
 FROM runs INDEXED BY runs_ready WHERE status IN ('queued', 'retrying') GROUP BY 1, 2";
 
-/// ?1 heard from since this: worker processes alive (not stopped).
-pub(super) const WORKERS_ALIVE: &str = "
-SELECT COUNT(*) FROM workers WHERE heartbeat_at >= ?1 AND stopped_at IS NULL";
-
 /// Agent limits take no lock on SQLite: every batch holds the database's write lock.
 pub(super) const AGENT_LIMIT_LOCK: Option<&str> = None;
 
@@ -630,11 +502,8 @@ SELECT agent, COUNT(*) AS n FROM runs INDEXED BY runs_lease
 WHERE status = 'running' AND agent IN (SELECT value FROM json_each(?1))
 GROUP BY agent";
 
-/// ?1 agent: its runs running plus its runs sent to Redis, in one snapshot (the feeder's
-/// room under `--agent-limit`).
-pub(super) const RUNNING_OR_SENT: &str = "
-SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' AND agent = ?1)
-     + (SELECT COUNT(*) FROM runs WHERE agent = ?1 AND dispatched_at IS NOT NULL)";
+// the statements both dialects share (see `shared_sql.rs`)
+include!("../shared_sql.rs");
 
 /// Every statement above by its name (none for a step this dialect does not take), for
 /// the test that prepares them all on a freshly migrated schema (`engine::statements`).

@@ -1,0 +1,145 @@
+// The statements that are the same in both dialects, written once: each dialect's
+// `sql.rs` includes this file after defining `p!(N)`, its placeholder (`?N` on SQLite,
+// `$N` on PostgreSQL), and the column lists (`run_columns!`, `run_filter!`) they use.
+
+/// ?1 run id.
+pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ", p!(1));
+
+/// `run_filter!` (?1 to ?6): how many runs match, by status.
+pub(super) const COUNT_RUNS: &str = concat!(
+    "SELECT status, COUNT(*) FROM runs WHERE ",
+    run_filter!(),
+    " GROUP BY status"
+);
+
+/// ?1 key: the run holding an Idempotency-Key.
+pub(super) const FIND_KEY: &str = concat!("
+SELECT id, request_hash, idempotency_expires_at FROM runs WHERE idempotency_key = ", p!(1));
+
+/// ?1 run id: frees an expired Idempotency-Key for a new run.
+pub(super) const FREE_KEY: &str = concat!("
+UPDATE runs SET idempotency_key = NULL WHERE id = ", p!(1));
+
+/// ?1 percent, ?2 message, ?3 now, ?4..?6 the fence, ?7 whether progress is being set.
+pub(super) const TOUCH_RUNNING: &str = concat!("
+UPDATE runs
+SET progress_percent = CASE WHEN ", p!(7), " THEN ", p!(1), " ELSE progress_percent END,
+    progress_message = CASE WHEN ", p!(7), " THEN ", p!(2), " ELSE progress_message END,
+    updated_at = ", p!(3), ", event_seq = event_seq + 1
+WHERE id = ", p!(4), " AND claims = ", p!(5), " AND worker_id = ", p!(6), " AND status = 'running'
+RETURNING event_seq");
+
+/// ?1 now, ?2 worker id. Hands back every run the worker holds; the attempt is given
+/// back, so the next claim runs the same attempt number again. `run_at` is kept: the run
+/// keeps its place in line instead of queueing behind the backlog.
+pub(super) const RELEASE: &str = concat!("
+UPDATE runs
+SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
+    requeued_at = ", p!(1), ", updated_at = ", p!(1), ", event_seq = event_seq + 1
+WHERE worker_id = ", p!(2), " AND status = 'running'
+RETURNING id, attempt + 1 AS released_attempt, event_seq");
+
+/// ?1 now, ?2..?4 the fence: hands back one claimed run, giving back its attempt; it keeps its
+/// place in line (`run_at`).
+pub(super) const HAND_BACK: &str = concat!("
+UPDATE runs
+SET status = 'queued', attempt = attempt - 1, worker_id = NULL, lease_until = NULL,
+    requeued_at = ", p!(1), ", updated_at = ", p!(1), ", event_seq = event_seq + 1
+WHERE id = ", p!(2), " AND claims = ", p!(3), " AND worker_id = ", p!(4), " AND status = 'running'
+RETURNING event_seq");
+
+/// ?1 now, ?2 run id. Any non-terminal run; a running attempt is fenced out by the change.
+pub(super) const CANCEL: &str = concat!("
+UPDATE runs
+SET status = 'cancelled', error_kind = 'cancelled', error_message = 'cancelled by request',
+    finished_at = ", p!(1), ", worker_id = NULL, lease_until = NULL, updated_at = ", p!(1), ",
+    event_seq = event_seq + 1, dispatched_at = NULL
+WHERE id = ", p!(2), " AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+RETURNING event_seq, attempt");
+
+/// ?1 compensation run id, ?2 now, ?3 the failed run's id.
+pub(super) const LINK_COMPENSATION: &str = concat!("
+UPDATE runs SET compensation_run_id = ", p!(1), ", updated_at = ", p!(2), ", event_seq = event_seq + 1
+WHERE id = ", p!(3), "
+RETURNING event_seq");
+
+/// ?1 status, ?2 error kind, ?3 message, ?4 now, ?5 run id: ends a blocked run.
+pub(super) const SETTLE_BLOCKED: &str = concat!("
+UPDATE runs SET status = ", p!(1), ", error_kind = ", p!(2), ", error_message = ", p!(3), ", finished_at = ", p!(4), ",
+    updated_at = ", p!(4), ", event_seq = event_seq + 1
+WHERE id = ", p!(5), " AND status = 'blocked'
+RETURNING event_seq");
+
+/// ?1 now, ?2 run id: bumps the event counter for an event about the run.
+pub(super) const NEXT_EVENT: &str = concat!("
+UPDATE runs SET updated_at = ", p!(1), ", event_seq = event_seq + 1 WHERE id = ", p!(2), "
+RETURNING event_seq, attempt");
+
+/// ?1 now, ?2 run id: fails a waiting run whose signal never came.
+pub(super) const FAIL_WAIT: &str = concat!("
+UPDATE runs SET status = 'failed', error_kind = 'wait_timeout',
+    error_message = 'no signal it waited for arrived in time', finished_at = ", p!(1), ",
+    updated_at = ", p!(1), ", event_seq = event_seq + 1
+WHERE id = ", p!(2), " AND status = 'waiting'
+RETURNING event_seq, attempt");
+
+/// ?1 run id.
+pub(super) const CALLBACK_URL: &str = concat!("SELECT callback_url FROM runs WHERE id = ", p!(1));
+
+/// ?1 now, ?2 delivery id.
+pub(super) const WEBHOOK_DELIVERED: &str = concat!("
+UPDATE webhook_deliveries SET delivered_at = ", p!(1), ", last_error = NULL WHERE id = ", p!(2));
+
+/// ?1 id, ?2 host, ?3 pid, ?4 version, ?5 agents (JSON array), ?6 concurrency,
+/// ?7 started at, ?8 now, ?9 running, ?10 processed, ?11 restarts, ?12 last error,
+/// ?13 stopped at.
+pub(super) const UPSERT_WORKER: &str = concat!("
+INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
+                     running, processed, restarts, last_error, stopped_at)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", ", p!(8), ", ", p!(9), ", ", p!(10), ", ", p!(11), ", ", p!(12), ", ", p!(13), ")
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, running = excluded.running,
+    processed = excluded.processed, restarts = excluded.restarts,
+    last_error = excluded.last_error, stopped_at = excluded.stopped_at");
+
+/// ?1 heard from before this: forgotten.
+pub(super) const FORGET_WORKERS: &str = concat!("DELETE FROM workers WHERE heartbeat_at < ", p!(1));
+
+/// ?1 heard from since this. Newest first.
+pub(super) const LIST_WORKERS: &str = concat!("
+SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
+       processed, restarts, last_error, stopped_at
+FROM workers WHERE heartbeat_at >= ", p!(1), " ORDER BY started_at DESC, id");
+
+/// The versions of the migrations applied.
+pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// ?1 id, ?2 tenant, ?3 scopes, ?4 name, ?5 secret hash, ?6 now.
+pub(super) const INSERT_KEY: &str = concat!("
+INSERT INTO api_keys (id, tenant, scopes, name, secret_hash, created_at)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ")");
+
+pub(super) const LIST_KEYS: &str = "
+SELECT id, tenant, scopes, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
+
+/// Revoked keys count too: once keys are in use, revoking the last one must not open
+/// the server.
+pub(super) const COUNT_KEYS: &str = "SELECT COUNT(*) FROM api_keys";
+
+/// ?1 name.
+pub(super) const GET_SECRET: &str = concat!("SELECT value FROM server_secrets WHERE name = ", p!(1));
+
+/// ?1 tenant: its runs not finished (the `--tenant-max-active-runs` cap).
+pub(super) const COUNT_ACTIVE_RUNS: &str = concat!("
+SELECT COUNT(*) FROM runs
+WHERE tenant = ", p!(1), " AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')");
+
+/// ?1 heard from since this: worker processes alive (not stopped).
+pub(super) const WORKERS_ALIVE: &str = concat!("
+SELECT COUNT(*) FROM workers WHERE heartbeat_at >= ", p!(1), " AND stopped_at IS NULL");
+
+/// ?1 agent: its runs running plus its runs sent to Redis, in one snapshot (the feeder's
+/// room under `--agent-limit`).
+pub(super) const RUNNING_OR_SENT: &str = concat!("
+SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' AND agent = ", p!(1), ")
+     + (SELECT COUNT(*) FROM runs WHERE agent = ", p!(1), " AND dispatched_at IS NOT NULL)");
