@@ -1,7 +1,7 @@
 //! API keys, tenants and run tokens: who sees and does what.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentq::api::KEY_CACHE_TTL;
 use agentq::app::Application;
@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, config, create_key, test_agents};
+use crate::support::eventually::eventually;
 
 /// A request with `Authorization: Bearer <credential>` (none when empty).
 fn call(
@@ -56,8 +57,8 @@ async fn signal_as(app: &TestApp, key: &str, id: &str, name: &str) -> StatusCode
 
 /// Polls the run (with `key`) until it has `status`, for up to 5 s.
 async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let what = format!("run {id} becomes {status}");
+    eventually(Duration::from_secs(5), &what, || async {
         let run: Value = call(app, reqwest::Method::GET, &format!("/v1/runs/{id}"), key)
             .send()
             .await
@@ -66,11 +67,12 @@ async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) {
             .await
             .unwrap();
         if run["status"] == status {
-            return;
+            Ok(())
+        } else {
+            Err(run)
         }
-        assert!(Instant::now() < deadline, "never {status}: {run:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -366,16 +368,20 @@ async fn a_revoked_key_stops_working_within_the_cache_time() {
         .unwrap();
     assert!(store.revoke_key(&keys[0][3..15]).await.unwrap());
     store.close().await;
-    let deadline = Instant::now() + KEY_CACHE_TTL + Duration::from_secs(2);
-    loop {
+    let within = KEY_CACHE_TTL + Duration::from_secs(2);
+    eventually(within, "the revoked key stops working", || async {
         let status = status_of(&app, get.clone(), "/v1/runs", &keys[0]).await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::UNAUTHORIZED,
+            "{status}"
+        );
         if status == StatusCode::UNAUTHORIZED {
-            break;
+            Ok(())
+        } else {
+            Err(status)
         }
-        assert_eq!(status, StatusCode::OK);
-        assert!(Instant::now() < deadline, "the revoked key still works");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -538,15 +544,22 @@ async fn a_run_token_signals_without_the_signing_secret_and_lists_agents_a_write
         signal_as(&app, &keys[0], id, "go").await,
         StatusCode::UNAUTHORIZED
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = signal_as(&app, token, id, "go").await;
-        if status == StatusCode::ACCEPTED {
-            break;
-        }
-        // 403 until the run waits for the signal
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(Instant::now() < deadline, "the run never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the run waits for the signal",
+        || async {
+            let status = signal_as(&app, token, id, "go").await;
+            // 403 until the run waits for the signal
+            assert!(
+                status == StatusCode::ACCEPTED || status == StatusCode::FORBIDDEN,
+                "{status}"
+            );
+            if status == StatusCode::ACCEPTED {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::helpers::{TestApp, TestDb};
 use crate::process::{Agentq, free_port};
+use crate::support::eventually::eventually;
 
 /// Every sample of an exposition, by series (`name{labels}`), after checking that each
 /// line is a comment or a `series value` sample and that it ends with `# EOF`.
@@ -57,18 +58,15 @@ async fn scrape_until(
     within: Duration,
     done: impl Fn(&HashMap<String, f64>) -> bool,
 ) -> HashMap<String, f64> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    eventually(within, "the metrics get there", || async {
         let (samples, text) = scrape(app).await;
         if done(&samples) {
-            return samples;
+            Ok(samples)
+        } else {
+            Err(text)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the metrics never got there:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
@@ -206,15 +204,20 @@ async fn a_worker_process_serves_its_own_counters_on_metrics_listen() {
 
     // the worker ran the attempts and wrote the finishes; no key is asked for (its
     // counters move just after the finish is written, which the API may show first)
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let samples = loop {
-        let (samples, text) = scrape_url(&client, &format!("http://{addr}/metrics")).await;
-        if samples.get(attempts) == Some(&3.0) {
-            break samples;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let url = format!("http://{addr}/metrics");
+    let samples = eventually(
+        Duration::from_secs(10),
+        "3 attempts are counted",
+        || async {
+            let (samples, text) = scrape_url(&client, &url).await;
+            if samples.get(attempts) == Some(&3.0) {
+                Ok(samples)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     assert_eq!(value(&samples, attempts), 3.0);
     assert_eq!(
         value(&samples, &series("agentq_attempt_duration_seconds_count")),

@@ -6,6 +6,7 @@ use agentq::domain::RunStatus;
 use serde_json::json;
 
 use crate::helpers::{TestApp, event_types, open_store};
+use crate::support::eventually::eventually;
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_runs_finish_within_the_timeout() {
@@ -85,12 +86,17 @@ async fn a_running_agent_whose_run_was_taken_away_is_told_to_stop() {
         .release_worker(app.get_run(&id).await["worker_id"].as_str().unwrap().into())
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while app.probe.cancelled.load(Ordering::SeqCst) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent was never told to stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the agent is told to stop",
+        || async {
+            let cancelled = app.probe.cancelled.load(Ordering::SeqCst);
+            if cancelled > 0 {
+                Ok(())
+            } else {
+                Err(cancelled)
+            }
+        },
+    )
+    .await;
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
+use crate::support::eventually::eventually;
 
 async fn workers(app: &TestApp) -> Vec<Value> {
     app.get_json("/v1/workers").await["workers"]
@@ -24,15 +25,16 @@ async fn a_worker_process_registers_and_its_heartbeat_counts_what_it_did() {
             .await;
     }
     // the next heartbeat (every 2 s) carries the count
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    let worker = loop {
-        let listed = workers(&app).await;
-        if let Some(w) = listed.iter().find(|w| w["processed"] == 3) {
-            break w.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{listed:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let worker = eventually(
+        Duration::from_secs(8),
+        "the worker has processed 3",
+        || async {
+            let listed = workers(&app).await;
+            let found = listed.iter().find(|w| w["processed"] == 3).cloned();
+            found.ok_or(listed)
+        },
+    )
+    .await;
     assert_eq!(worker["state"], "alive");
     assert_eq!(worker["agents"], json!(["echo"]));
     assert_eq!(worker["concurrency"], 8);
@@ -49,11 +51,15 @@ async fn a_worker_process_registers_and_its_heartbeat_counts_what_it_did() {
 async fn a_worker_that_shut_down_is_listed_as_stopped() {
     let app = TestApp::spawn().await;
     // registered at its first heartbeat
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while workers(&app).await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(5), "the worker registers", || async {
+        let listed = workers(&app).await;
+        if listed.is_empty() {
+            Err(listed)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let db = app.shutdown().await.unwrap();
     let api = TestApp::spawn_on(&db.url, |c| c.role = agentq::app::Role::Api).await;
     let listed = workers(&api).await;
