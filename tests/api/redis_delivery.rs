@@ -11,6 +11,7 @@ use apalis_redis::RedisStorage;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, event_types};
+use crate::support::eventually::eventually;
 use crate::throwaway::ThrowawayRedis;
 
 fn shared_redis() -> String {
@@ -308,23 +309,26 @@ async fn a_message_that_is_not_a_dispatch_is_dropped_and_the_worker_keeps_delive
         .await;
     // the poison message was handled: aborted (`Killed`), or already deleted by the
     // janitor, which only deletes finished messages
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status: Option<String> = redis::cmd("HGET")
-            .arg(&meta)
-            .arg("status")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        match status.as_deref() {
-            Some("Killed") | None => break,
-            other => assert!(
-                Instant::now() < deadline,
-                "the poison message was never handled: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the poison message is handled",
+        || {
+            let (meta, mut conn) = (meta.clone(), conn.clone());
+            async move {
+                let status: Option<String> = redis::cmd("HGET")
+                    .arg(&meta)
+                    .arg("status")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                match status.as_deref() {
+                    Some("Killed") | None => Ok(()),
+                    _ => Err(status),
+                }
+            }
+        },
+    )
+    .await;
     // a poison message would have killed the apalis worker (a restart shows here)
     assert_eq!(worker_entry(&app).await["restarts"], 0);
     forget(app, &url, &namespace).await;
@@ -341,20 +345,17 @@ async fn redis_losing_its_data_under_load_still_ends_every_run() {
     let app = spawn_with_redis(options).await;
     let ids = create_many(&app, 400, json!({"agent": "patient", "input": {"ms": 20}})).await;
     // kill it while runs are in Redis, in flight and still in the table
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = app.get_json("/v1/runs?status=succeeded&limit=100").await["runs"]
-            .as_array()
-            .map_or(0, Vec::len);
-        if done >= 20 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no run succeeded before the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "20 runs succeed before the kill",
+        || async {
+            let done = app.get_json("/v1/runs?status=succeeded&limit=100").await["runs"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if done >= 20 { Ok(()) } else { Err(done) }
+        },
+    )
+    .await;
     let blocking = |f: fn(&ThrowawayRedis)| {
         let redis = redis.clone();
         tokio::task::spawn_blocking(move || f(&redis))
@@ -385,18 +386,18 @@ async fn an_unreachable_redis_makes_the_worker_unready_and_says_why_without_its_
     let url = format!("redis://:hunter2@127.0.0.1:{port}");
     let app = spawn_with_redis(redis_options(&url, 10)).await;
     // the reason reaches the registry with the next heartbeat
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let error = eventually(Duration::from_secs(30), "the reason is given", || async {
         let worker = worker_entry(&app).await;
         let error = worker["last_error"].as_str().unwrap_or_default().to_owned();
         assert!(!error.contains("hunter2"), "the password leaked: {error}");
         if error.contains("cannot connect to Redis") {
-            assert!(error.contains("redis://***@127.0.0.1"), "{error}");
-            break;
+            Ok(error)
+        } else {
+            Err(worker)
         }
-        assert!(Instant::now() < deadline, "no reason given: {worker:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(error.contains("redis://***@127.0.0.1"), "{error}");
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     // runs are still accepted: they wait in the table for Redis

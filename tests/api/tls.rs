@@ -4,7 +4,7 @@
 //! without TLS, so a run that succeeds went through TLS.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentq::jobs::{RedisOptions, RedisTls};
 use rcgen::{
@@ -17,6 +17,7 @@ use tempfile::TempDir;
 
 use crate::helpers::TestApp;
 use crate::process::{Agentq, free_port};
+use crate::support::eventually::eventually;
 use crate::throwaway::{ThrowawayPostgres, ThrowawayRedis};
 
 /// PEM files: `ca.pem`, `server.pem` + `server.key` (for `localhost`, no IP address),
@@ -248,20 +249,14 @@ fn redis_options(url: String, tls: RedisTls) -> RedisOptions {
 
 /// The worker's readiness problem once it has one (it cannot reach Redis).
 async fn worker_problem(app: &TestApp) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "the worker is unready", || async {
         let ready: Value = app.get_json("/readyz").await;
-        if let Some(problem) = ready["checks"]["worker"].as_str()
-            && problem != "ok"
-        {
-            return problem.to_owned();
+        match ready["checks"]["worker"].as_str() {
+            Some(problem) if problem != "ok" => Ok(problem.to_owned()),
+            _ => Err(ready),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the worker stayed ready: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -374,18 +369,15 @@ async fn kill_9_of_a_worker_on_tls_postgres_and_tls_redis_loses_no_run() {
         .create(json!({"agent": "echo", "input": {"value": 2}}))
         .await;
     api.wait_for_status(&quick, "succeeded").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run = loop {
+    let run = eventually(Duration::from_secs(30), "the lost run finishes", || async {
         let run = api.get_json(&format!("/v1/runs/{lost}")).await;
         if run["status"] == "succeeded" {
-            break run;
+            Ok(run)
+        } else {
+            Err(run)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the lost run did not finish: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(run["attempt"], 2, "{run}");
     let events = api.get_json(&format!("/v1/runs/{lost}/events")).await;
     let types: Vec<&str> = events["events"]
