@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
+use crate::support::eventually::eventually;
 
 /// A janitor that looks every 50 ms, with the given retention.
 fn retain(retention: RetentionOptions) -> impl FnOnce(&mut AppConfig) {
@@ -30,14 +31,12 @@ async fn status_of(app: &TestApp, id: &str) -> u16 {
 
 /// Polls until the run is gone (404), failing after `within`.
 async fn wait_deleted(app: &TestApp, id: &str, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while status_of(app, id).await != 404 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} was never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let what = format!("run {id} is deleted");
+    eventually(within, &what, || async {
+        let status = status_of(app, id).await;
+        if status == 404 { Ok(()) } else { Err(status) }
+    })
+    .await;
 }
 
 /// Creates a run and waits until it reaches `status`.

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestDb;
 use crate::process::Agentq;
+use crate::support::eventually::eventually;
 
 /// Checks one run's event log: attempts never overlap (each `started` comes after the
 /// previous attempt ended) and the run ends succeeded. Returns when each attempt started.
@@ -65,7 +66,7 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
     let victim = workers.remove(1);
     let victim_pid = victim.child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let victim_id = loop {
+    let victim_id = eventually(Duration::from_secs(60), "the victim registers", || async {
         let listed = api.get_json("/v1/workers").await;
         let found = listed["workers"]
             .as_array()
@@ -73,15 +74,9 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
             .iter()
             .find(|w| w["pid"] == victim_pid)
             .map(|w| w["id"].as_str().unwrap().to_owned());
-        if let Some(id) = found {
-            break id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the victim never registered: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        found.ok_or(listed)
+    })
+    .await;
     // frozen (SIGSTOP) while the table is read, so it cannot finish what it is seen
     // holding before the kill: on a loaded machine the read took longer than its runs
     let signal = |name: &str| {
@@ -159,8 +154,8 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
     );
 
     // the registry shows the killed process as gone once it has been silent for 10 s
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let within = Duration::from_secs(20);
+    eventually(within, "the killed worker is shown gone", || async {
         let listed = api.get_json("/v1/workers").await;
         let states: HashMap<u64, String> = listed["workers"]
             .as_array()
@@ -176,12 +171,9 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
         if states.get(&u64::from(victim_pid)).map(String::as_str) == Some("gone") {
             let alive = states.values().filter(|s| *s == "alive").count();
             assert_eq!(alive, 2, "{listed}");
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "the killed worker is not shown gone: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        Err(listed)
+    })
+    .await;
 }
