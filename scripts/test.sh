@@ -64,7 +64,7 @@ done
 
 status=0
 step "cargo test (SQLite, the default)"
-cargo test --lib --bins --tests --benches --locked "${cargo_args[@]}" -- "${test_args[@]}" 2>&1 | tee "$log" || status=$?
+cargo test --lib --bins --tests --benches --locked --no-fail-fast "${cargo_args[@]}" -- "${test_args[@]}" 2>&1 | tee "$log" || status=$?
 
 # The integration suite and the store's suite (tests/store/) again in the other three combinations of database (SQLite,
 # PostgreSQL) and delivery (workers claim from the table, or Redis delivers). Tests that
@@ -72,11 +72,11 @@ cargo test --lib --bins --tests --benches --locked "${cargo_args[@]}" -- "${test
 # the Redis delivery tests set up Redis themselves and run in the db-delivery passes.
 once=(--skip outage:: --skip throwaway:: --skip tls::)
 step "cargo test --test api --test store (PostgreSQL)"
-AGENTQ_TEST_DB=postgres cargo test --test api --test store --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" 2>&1 | tee -a "$log" || status=$?
+AGENTQ_TEST_DB=postgres cargo test --test api --test store --locked --no-fail-fast "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" 2>&1 | tee -a "$log" || status=$?
 step "cargo test --test api --test store (SQLite, Redis delivery)"
-AGENTQ_TEST_DELIVERY=redis cargo test --test api --test store --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
+AGENTQ_TEST_DELIVERY=redis cargo test --test api --test store --locked --no-fail-fast "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
 step "cargo test --test api --test store (PostgreSQL, Redis delivery)"
-AGENTQ_TEST_DB=postgres AGENTQ_TEST_DELIVERY=redis cargo test --test api --test store --locked "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
+AGENTQ_TEST_DB=postgres AGENTQ_TEST_DELIVERY=redis cargo test --test api --test store --locked --no-fail-fast "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" --skip redis_delivery:: 2>&1 | tee -a "$log" || status=$?
 
 # Bad input on purpose (scripts/fuzz.sh): schemathesis against the debug binary the
 # passes above built. It counts as one more test in the closing line.

@@ -1,8 +1,10 @@
 //! The store's clock: the system's, or a test's that stands still until it is moved.
 //!
-//! It times what the store records: leases and their expiry, due times, backoff, event
-//! and finish times, retention ages. The writer's waiting (a parked claim's deadline, the
-//! wake-up for a run coming due) stays on real time, since it sleeps.
+//! It times what the store records: leases and their expiry, due times, event and finish
+//! times, retention ages. The writer's waiting (a parked claim's deadline, the wake-up for
+//! a run coming due, which the batch hands it as a span) stays on real time, since it
+//! sleeps. Callers that compute a time to store (a retry's due time after its backoff, an
+//! Idempotency-Key's expiry) compute it on the system's clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,7 +28,7 @@ impl Clock {
     }
 
     /// A clock that shows `start` until [`Clock::advance`] moves it, for tests that would
-    /// otherwise sleep for a lease to expire or a backoff to pass.
+    /// otherwise sleep for a lease to expire.
     pub fn manual(start: DateTime<Utc>) -> Self {
         Self {
             manual: Some(Arc::new(AtomicI64::new(to_ms(start)))),

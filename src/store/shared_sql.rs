@@ -1,6 +1,7 @@
 // The statements that are the same in both dialects, written once: each dialect's
 // `sql.rs` includes this file after defining `p!(N)`, its placeholder (`?N` on SQLite,
 // `$N` on PostgreSQL), and the column lists (`run_columns!`, `run_filter!`) they use.
+// The doc comments name parameters as `?N`, meaning `$N` on PostgreSQL.
 
 /// ?1 run id.
 pub(super) const GET_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ", p!(1));

@@ -90,7 +90,7 @@ impl Agentq {
 
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         let what = format!("run {id} becomes {status}");
-        let run = eventually(Duration::from_secs(10), &what, || async {
+        let run = eventually(Duration::from_secs(20), &what, || async {
             let run: Value = self.get_json(&format!("/v1/runs/{id}")).await;
             if run["status"] == status {
                 Ok(run)

@@ -275,13 +275,14 @@ impl Writer {
     /// made ready, and parked claims that were not part of the batch are woken when it made
     /// runs ready now (a success that unblocked its dependents, say).
     fn after_commit(&mut self, applied: &Applied, parked_included: bool) {
-        let ready_now = applied.ready_at.is_some_and(|t| t <= now_ms());
+        let now = now_ms();
+        let ready_now = applied.ready_in.is_some_and(|due| due <= 0);
         if ready_now {
             self.hub.runs_ready();
         }
-        self.note_due(applied.ready_at);
+        self.note_due(applied.ready_in.map(|due| now + due));
         if ready_now && !parked_included {
-            self.next_due = Some(now_ms());
+            self.next_due = Some(now);
         }
         self.hub.committed(&applied.heads);
         self.tally.add(&applied.transitions);

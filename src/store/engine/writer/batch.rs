@@ -57,8 +57,10 @@ const ORDER: &[Step] = &[
 ];
 
 pub(super) struct Applied {
-    /// The earliest due time of runs made ready or scheduled by this batch.
-    pub(super) ready_at: Option<i64>,
+    /// How long after the batch's time (ms, on the store's clock; 0 or less: now) the
+    /// earliest run it made ready or scheduled comes due. A span, not a time: the writer
+    /// paces its waiting by real time, whatever clock the store keeps records by.
+    pub(super) ready_in: Option<i64>,
     /// Each written run's newest event seq, when asked for (someone follows events).
     pub(super) heads: Vec<(String, i64)>,
     /// The runs' transitions, by agent, for the process's counts.
@@ -205,7 +207,7 @@ pub(super) async fn apply_in_tx(
                 "a kind of write missing from ORDER"
             );
             Ok(Applied {
-                ready_at: batch.ready_at,
+                ready_in: batch.ready_at.map(|at| at - batch.now),
                 heads: batch.heads.unwrap_or_default(),
                 transitions: batch.counted,
             })
