@@ -42,7 +42,7 @@ pub struct Application {
 
 /// Connects to the database, naming `--database-url` (and for PostgreSQL its TLS
 /// parameters, which most failures to reach a managed server come down to) on failure.
-async fn open_store(config: &AppConfig) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(config: &AppConfig) -> anyhow::Result<Store> {
     let url = &config.database_url;
     Store::connect(url, &config.store).await.with_context(|| {
         let tls = if url.starts_with("postgres") {

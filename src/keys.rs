@@ -9,14 +9,7 @@ use crate::domain::{NewKey, Scopes, Tenant};
 use crate::store::{ApiKeyInfo, Store};
 
 pub async fn run(command: KeysCommand, config: &AppConfig) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url, &config.store)
-        .await
-        .with_context(|| {
-            format!(
-                "opening {}",
-                crate::telemetry::redacted(&config.database_url)
-            )
-        })?;
+    let store = crate::app::open_store(config).await?;
     store.migrate().await.context("applying migrations")?;
     let done = execute(command, &store).await;
     store.close().await;

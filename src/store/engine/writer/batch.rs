@@ -33,7 +33,8 @@ pub(super) use refusal::{Refusal, refusal};
 pub(super) use signals::{end_waits, insert_signal, resume, wait};
 
 /// The order in which a batch applies the kinds of writes, and its own steps between
-/// them. A new kind of write is one line here.
+/// them. A new kind of write is one line here, or in `changes_in_arrival_order` when it
+/// must land in the order it was asked among the changes applied there.
 const ORDER: &[Step] = &[
     step::<RunInsert>,
     step::<AttemptRenew>,
