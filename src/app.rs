@@ -124,6 +124,20 @@ impl Application {
             let state = ApiState {
                 store: self.store.clone(),
                 registry: self.registry.clone(),
+                declared: crate::jobs::DeclaredAgents::new(self.store.clone()),
+                work: Arc::new(api::WorkOptions {
+                    lease: self.config.worker.lease,
+                    poll_interval: self.config.worker.poll_interval,
+                    agent_limits: (!self.config.worker.agent_limits.is_empty())
+                        .then(|| self.config.worker.agent_limits.clone()),
+                    max_result_bytes: self.config.worker.max_result_bytes,
+                    max_claim_wait: self
+                        .config
+                        .http
+                        .request_timeout
+                        .saturating_sub(std::time::Duration::from_secs(2))
+                        .min(std::time::Duration::from_millis(api::MAX_CLAIM_WAIT_MS)),
+                }),
                 defaults: Arc::new(self.config.defaults.clone()),
                 signal_secret: self.config.http.signal_secret.clone(),
                 worker: worker_status.clone(),
@@ -161,6 +175,15 @@ impl Application {
                 token.clone(),
             ))
         });
+        // without a worker here, this process still takes back the runs of external workers
+        // that stopped heartbeating (and ends runs past their time limits)
+        let sweeper = (worker.is_none() && http.is_some()).then(|| {
+            tokio::spawn(crate::jobs::sweep(
+                self.store.clone(),
+                self.config.worker.lease,
+                token.clone(),
+            ))
+        });
         shutdown.await;
         tracing::info!("shutting down");
         token.cancel();
@@ -169,6 +192,9 @@ impl Application {
         }
         if let Some(worker) = worker {
             worker.await.context("worker task")??;
+        }
+        if let Some(sweeper) = sweeper {
+            sweeper.await.context("sweeper task")?;
         }
         scrape_stop.cancel();
         if let Some(scrape) = scrape {

@@ -52,7 +52,8 @@ pub enum KeysCommand {
         /// The tenant whose runs the key acts on: 1 to 63 of a-z, 0-9, _ and -.
         #[arg(long)]
         tenant: String,
-        /// Comma-separated: runs:read, runs:write, admin (admin implies the others).
+        /// Comma-separated: runs:read, runs:write, admin (admin implies the others), worker
+        /// (an external worker: declare agents, claim and report; nothing else).
         #[arg(long, default_value = "runs:read,runs:write")]
         scopes: String,
         /// A label to recognise the key by in `keys list`.

@@ -44,6 +44,8 @@ pub enum Caller {
     /// scope.
     Open,
     Key {
+        /// The key's public id (`aq_<id>_…`).
+        id: String,
         tenant: Tenant,
         scopes: Scopes,
     },
@@ -78,10 +80,27 @@ impl Caller {
                 Scope::RunsRead => "this key lacks the runs:read scope",
                 Scope::RunsWrite => "this key lacks the runs:write scope",
                 Scope::Admin => "this key lacks the admin scope",
+                Scope::Worker => "this key lacks the worker scope",
             })),
             Caller::Token(_) => Err(ApiError::Forbidden(
                 "a run token only reads its run, follows its events, sends the signals it waits for and lists the agents",
             )),
+        }
+    }
+
+    /// Refuses a caller with none of `scopes` (naming the first).
+    pub fn require_any(&self, scopes: &[Scope]) -> Result<(), ApiError> {
+        match scopes.iter().find(|s| self.require(**s).is_ok()) {
+            Some(_) => Ok(()),
+            None => self.require(scopes[0]),
+        }
+    }
+
+    /// The id of the API key calling, if a key is.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Caller::Key { id, .. } => Some(id),
+            _ => None,
         }
     }
 
@@ -282,7 +301,11 @@ impl Auth {
             .map_err(|_| ApiError::Unauthenticated("the API key is not valid"))?;
         let scopes = Scopes::parse(&record.scopes)
             .map_err(|_| ApiError::Unauthenticated("the API key is not valid"))?;
-        Ok(Caller::Key { tenant, scopes })
+        Ok(Caller::Key {
+            id: id.to_owned(),
+            tenant,
+            scopes,
+        })
     }
 }
 

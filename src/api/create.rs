@@ -9,8 +9,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
-use crate::domain::{Backoff, Compensation, IdempotencyKey, NewRun, RunId, Tenant};
-use crate::jobs::AgentRegistry;
+use crate::domain::{AgentDefaults, Backoff, Compensation, IdempotencyKey, NewRun, RunId, Tenant};
+use crate::jobs::{AgentRegistry, DeclaredSnapshot};
 use crate::store::StoreError;
 
 use super::error::{ApiError, FieldError};
@@ -201,9 +201,41 @@ pub(super) fn at_given_positions(e: StoreError, kept: &[RunId], given: &[String]
     )
 }
 
+/// The agents a run may name: this process's own, then those external workers declared.
+pub struct KnownAgents<'a> {
+    pub registry: &'a AgentRegistry,
+    pub declared: &'a DeclaredSnapshot,
+}
+
+impl KnownAgents<'_> {
+    /// Checks `input` against the agent's schema. `None` when no such agent is known.
+    fn check_input(&self, name: &str, input: &Value) -> Option<Vec<crate::jobs::InputProblem>> {
+        self.registry
+            .check_input(name, input)
+            .or_else(|| self.declared.check_input(name, input))
+    }
+
+    /// What a declared agent gives its runs where they set nothing.
+    fn defaults(&self, name: &str) -> AgentDefaults {
+        if self.registry.contains(name) {
+            return AgentDefaults::default();
+        }
+        self.declared.defaults(name).cloned().unwrap_or_default()
+    }
+}
+
 impl CreateRunRequest {
+    /// The agents this request names: its own, and its compensation's.
+    pub fn agents_named(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.agent.as_str()).chain(self.on_failure.iter().map(|c| c.agent.as_str()))
+    }
+
     /// The compensation agent must exist and accept the input it will get.
-    fn check_compensation(&self, registry: &AgentRegistry, spec: &Compensation) -> Vec<FieldError> {
+    fn check_compensation(
+        &self,
+        registry: &KnownAgents<'_>,
+        spec: &Compensation,
+    ) -> Vec<FieldError> {
         let envelope = serde_json::json!({
             "input": spec.input,
             "failed_run": {
@@ -229,7 +261,7 @@ impl CreateRunRequest {
     /// Validates every field (all problems at once) and applies the defaults.
     pub fn into_new_run(
         self,
-        registry: &AgentRegistry,
+        registry: &KnownAgents<'_>,
         defaults: &RunDefaults,
         idempotency: Option<IdempotencyKey>,
         tenant: Tenant,
@@ -257,12 +289,16 @@ impl CreateRunRequest {
         if let Some(spec) = &self.on_failure {
             problems.extend(self.check_compensation(registry, spec));
         }
+        // the run's own settings, then its agent's declared defaults, then the server's
+        let agent_defaults = registry.defaults(&self.agent);
         let backoff = Backoff {
             base: self
                 .backoff_base_ms
+                .or(agent_defaults.backoff_base_ms)
                 .map_or(defaults.backoff.base, Duration::from_millis),
             cap: self
                 .backoff_cap_ms
+                .or(agent_defaults.backoff_cap_ms)
                 .map_or(defaults.backoff.cap, Duration::from_millis),
         };
         let now = Utc::now();
@@ -291,9 +327,13 @@ impl CreateRunRequest {
             agent: self.agent,
             input: self.input,
             priority: self.priority.unwrap_or(0),
-            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            max_attempts: self
+                .max_attempts
+                .or(agent_defaults.max_attempts)
+                .unwrap_or(defaults.max_attempts),
             timeout: self
                 .timeout_ms
+                .or(agent_defaults.timeout_ms)
                 .map_or(defaults.timeout, Duration::from_millis),
             backoff,
             run_at: self.run_at,

@@ -18,6 +18,7 @@ mod signals;
 mod stream;
 mod system;
 mod ui;
+mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,16 +40,22 @@ use crate::jobs::AgentRegistry;
 use crate::store::Store;
 
 pub use auth::{Auth, Caller, KEY_CACHE_TTL, OpenMode};
-pub use create::{CreateRunRequest, RunDefaults};
+pub use create::{CreateRunRequest, KnownAgents, RunDefaults};
 pub use error::{ApiError, FieldError, Problem};
 pub use limits::Limits;
 pub use metrics::{Scrape, metrics_router};
+pub use work::WorkOptions;
+pub use work::claim::MAX_CLAIM_WAIT_MS;
 
 /// What every handler can reach: cheap handles only.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
     pub registry: Arc<AgentRegistry>,
+    /// The agents external workers declared, as this process last read them.
+    pub declared: crate::jobs::DeclaredAgents,
+    /// The worker protocol's settings (lease, limits) for external workers.
+    pub work: Arc<WorkOptions>,
     pub defaults: Arc<RunDefaults>,
     pub signal_secret: Option<Secret>,
     /// This process's worker, when it runs one (`serve`): `/readyz` reports its state.
@@ -107,7 +114,7 @@ impl Default for HttpOptions {
     tags(
         (name = "runs", description = "Submit runs and follow them"),
         (name = "agents", description = "What can be run"),
-        (name = "workers", description = "The worker processes"),
+        (name = "workers", description = "The worker processes, and the protocol external workers (the Python and TypeScript SDKs) serve agents by"),
         (name = "system", description = "Health of the service")
     )
 )]
@@ -137,6 +144,13 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
         .routes(guard(routes!(actions::retry_runs)))
         .routes(guard(routes!(signals::send_signal)))
         .routes(guard(routes!(system::list_agents)))
+        .routes(guard(routes!(
+            work::declare::declare_agent,
+            work::declare::get_agent
+        )))
+        .routes(guard(routes!(work::heartbeat::worker_heartbeat)))
+        .routes(guard(routes!(work::claim::claim_runs)))
+        .routes(guard(routes!(work::report::report_attempts)))
         .routes(guard(routes!(system::list_workers)))
         .routes(guard(routes!(system::list_queues)))
         // health answers without a key

@@ -14,7 +14,7 @@ use crate::domain::{Inserted, Run, RunEvent, Scope, StatusCounts};
 use super::ApiState;
 use super::auth::Caller;
 use super::conditional::{etag_of, if_none_match};
-use super::create::{CreateRunRequest, at_given_positions, idempotency_key};
+use super::create::{CreateRunRequest, KnownAgents, at_given_positions, idempotency_key};
 use super::error::{ApiError, Problem};
 use super::extract::parse_run_id;
 use super::extract::{JsonBody, QueryParams, from_value};
@@ -89,8 +89,17 @@ pub async fn create_run(
     });
     let request: CreateRunRequest = from_value(body)?;
     let given_dependencies = request.depends_on.clone().unwrap_or_default();
-    let mut new_run =
-        request.into_new_run(&state.registry, &state.defaults, key, tenant.clone())?;
+    // the declared agents are looked at only for a name this process does not hold
+    let declared = if request.agents_named().all(|a| state.registry.contains(a)) {
+        Default::default()
+    } else {
+        state.declared.current().await?
+    };
+    let agents = KnownAgents {
+        registry: &state.registry,
+        declared: &declared,
+    };
+    let mut new_run = request.into_new_run(&agents, &state.defaults, key, tenant.clone())?;
     // the trace its attempts continue (see `telemetry::attempt_span`)
     new_run.trace_parent = crate::telemetry::trace_parent_for_new_run(&headers);
     let inserted = match state.limits.admit_run(&state.store, tenant.as_str()).await {

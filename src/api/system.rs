@@ -19,7 +19,8 @@ pub struct AgentList {
     pub agents: Vec<AgentInfo>,
 }
 
-/// Registered agents with their input schemas.
+/// Every agent with its input schema: those compiled into agentq (`in_process`) and those
+/// external workers declared (`external`).
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", operation_id = "list_agents",
     responses(
         (status = 200, description = "The agents", body = AgentList),
@@ -32,13 +33,14 @@ pub async fn list_agents(
     State(state): State<ApiState>,
     caller: Caller,
 ) -> Result<Json<AgentList>, ApiError> {
-    // a run token may see what its run's agent expects; a key needs runs:read
+    // a run token may see what its run's agent expects; a key needs runs:read or worker
     if !matches!(caller, Caller::Token(_)) {
-        caller.require(Scope::RunsRead)?;
+        caller.require_any(&[Scope::RunsRead, Scope::Worker])?;
     }
-    Ok(Json(AgentList {
-        agents: state.registry.list(),
-    }))
+    let mut agents = state.registry.list();
+    agents.extend(state.declared.current().await?.list());
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(AgentList { agents }))
 }
 
 #[derive(Serialize, ToSchema)]

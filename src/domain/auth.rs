@@ -62,16 +62,25 @@ pub enum Scope {
     RunsWrite,
     /// The worker registry, bulk retry and metrics; implies the other scopes.
     Admin,
+    /// An external worker: declare agents, claim runs and report on their attempts, of
+    /// every tenant; nothing else.
+    Worker,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::RunsRead, Scope::RunsWrite, Scope::Admin];
+    pub const ALL: [Scope; 4] = [
+        Scope::RunsRead,
+        Scope::RunsWrite,
+        Scope::Admin,
+        Scope::Worker,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::RunsRead => "runs:read",
             Scope::RunsWrite => "runs:write",
             Scope::Admin => "admin",
+            Scope::Worker => "worker",
         }
     }
 }
@@ -88,12 +97,14 @@ impl Scopes {
                 .into_iter()
                 .find(|s| s.as_str() == name)
                 .ok_or_else(|| {
-                    format!("unknown scope `{name}` (use runs:read, runs:write or admin)")
+                    format!("unknown scope `{name}` (use runs:read, runs:write, admin or worker)")
                 })?;
             set.insert(scope);
         }
         if set.is_empty() {
-            return Err("at least one scope is needed (runs:read, runs:write, admin)".into());
+            return Err(
+                "at least one scope is needed (runs:read, runs:write, admin, worker)".into(),
+            );
         }
         Ok(Self(set))
     }

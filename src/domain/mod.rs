@@ -3,6 +3,7 @@
 //!
 //! Pure types and rules with no I/O, shared by the store, the workers and the API.
 
+mod agent;
 mod auth;
 mod backoff;
 mod queue;
@@ -12,6 +13,7 @@ mod status;
 mod text;
 mod worker;
 
+pub use agent::{AgentDeclaration, AgentDefaults, AgentSchemaChange, Declared, DeclaredAgent};
 pub use auth::{
     DEFAULT_TENANT, NewKey, RunToken, Scope, Scopes, Tenant, is_run_token, secret_matches,
     split_key,

@@ -98,7 +98,7 @@ pub struct WaitingFor {
 }
 
 /// A signal as an agent receives it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Signal {
     pub name: String,
     pub payload: Value,

@@ -24,6 +24,8 @@ pub struct WorkerBeat {
     pub last_error: Option<String>,
     /// The process stopped cleanly.
     pub stopped: bool,
+    /// What it is written in: `rust` for agentq's own workers; an SDK's language otherwise.
+    pub language: String,
 }
 
 /// Whether a registered worker is heard from.
@@ -46,7 +48,10 @@ pub struct WorkerInfo {
     pub state: WorkerState,
     pub host: String,
     pub pid: u32,
-    /// The agentq version it runs.
+    /// What it is written in: `rust` for agentq's own worker processes, `python`,
+    /// `typescript` (or what an external worker says) for one connected over HTTP.
+    pub language: String,
+    /// The agentq version it runs; for an external worker, its SDK's version.
     pub version: String,
     pub agents: Vec<String>,
     pub concurrency: u32,

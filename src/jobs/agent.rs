@@ -107,6 +107,24 @@ struct ContextInner {
 /// The largest checkpoint an agent may save, serialised.
 pub const MAX_CHECKPOINT_BYTES: usize = 1024 * 1024;
 
+/// Why `state` cannot be saved as a checkpoint, if it cannot: larger than
+/// [`MAX_CHECKPOINT_BYTES`], or holding a NUL character no database stores.
+pub(crate) fn check_checkpoint(state: &Value) -> Result<(), String> {
+    let text = state.to_string();
+    if text.len() > MAX_CHECKPOINT_BYTES {
+        return Err("checkpoint is larger than 1 MiB".into());
+    }
+    if let Some(at) = crate::domain::may_hold_nul(text.as_bytes())
+        .then(|| crate::domain::nul_in(state))
+        .flatten()
+    {
+        return Err(format!(
+            "checkpoint holds a NUL character (U+0000) at `{at}`, which the database cannot store"
+        ));
+    }
+    Ok(())
+}
+
 impl RunContext {
     pub(crate) fn new(
         fence: Fence,
@@ -198,18 +216,7 @@ impl RunContext {
     pub async fn checkpoint(&self, state: impl Serialize) -> Result<(), AgentError> {
         let state = serde_json::to_value(state)
             .map_err(|e| AgentError::permanent(format!("checkpoint is not JSON: {e}")))?;
-        let text = state.to_string();
-        if text.len() > MAX_CHECKPOINT_BYTES {
-            return Err(AgentError::permanent("checkpoint is larger than 1 MiB"));
-        }
-        if let Some(at) = crate::domain::may_hold_nul(text.as_bytes())
-            .then(|| crate::domain::nul_in(&state))
-            .flatten()
-        {
-            return Err(AgentError::permanent(format!(
-                "checkpoint holds a NUL character (U+0000) at `{at}`, which the database cannot store"
-            )));
-        }
+        check_checkpoint(&state).map_err(AgentError::permanent)?;
         let fence = self.inner.fence.clone();
         match self.inner.store.checkpoint(fence, state.clone()).await {
             Ok(true) => {

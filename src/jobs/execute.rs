@@ -147,7 +147,10 @@ pub(crate) async fn execute(run: ClaimedRun, exec: Data<Arc<Executor>>) -> Resul
 
 /// A result over `max_bytes` (as JSON) fails the attempt for good: the run table is no
 /// place for bulk data, and the agent would produce it again on a retry.
-fn within(result: serde_json::Value, max_bytes: usize) -> Result<serde_json::Value, Failure> {
+pub(crate) fn within(
+    result: serde_json::Value,
+    max_bytes: usize,
+) -> Result<serde_json::Value, Failure> {
     let json = serde_json::to_vec(&result).expect("a JSON value serialises");
     // a NUL character is refused too, and looked for only where the text shows its escape
     if let Some(at) = crate::domain::may_hold_nul(&json)
@@ -206,7 +209,7 @@ async fn run_attempt_in_span(exec: &Executor, run: ClaimedRun) {
     }
     exec.inflight.writing(&fence);
     let ended = ended.and_then(|result| within(result, exec.max_result_bytes));
-    let outcome = decide(&run, ended, chrono::Utc::now(), &mut rand::rng());
+    let outcome = decide(&(&run).into(), ended, chrono::Utc::now(), &mut rand::rng());
     let (status, ended_as) = match &outcome {
         Outcome::Succeeded(_) => ("succeeded", AttemptOutcome::Succeeded),
         Outcome::Retry { .. } => ("retrying", AttemptOutcome::Retry),

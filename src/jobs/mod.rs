@@ -6,9 +6,10 @@
 mod agent;
 mod backend;
 pub mod builtin;
+mod declared;
 pub mod egress;
-mod execute;
-mod outcome;
+pub(crate) mod execute;
+pub(crate) mod outcome;
 mod presence;
 mod redis;
 mod registry;
@@ -17,13 +18,18 @@ mod runtime;
 mod stop;
 mod webhooks;
 
+pub(crate) use agent::check_checkpoint;
 pub use agent::{Agent, AgentError, MAX_CHECKPOINT_BYTES, OnTimeout, RunContext};
+pub use declared::{DeclaredAgents, DeclaredSnapshot, FRESH_FOR};
 pub use egress::{EgressClient, EgressPolicy};
 pub use presence::{GONE_AFTER, HEARTBEAT_EVERY, WorkerStatus};
 pub use redis::{MAX_DISPATCH_WINDOW, RedisOptions, RedisTls};
-pub use registry::{AgentInfo, AgentRegistry, InputProblem, RegistryError};
+pub(crate) use registry::valid_agent_name;
+pub use registry::{
+    AgentInfo, AgentKind, AgentRegistry, DeclarationInfo, InputProblem, RegistryError,
+};
 pub use retention::RetentionOptions;
-pub use runtime::{WorkerOptions, run_worker, served_agents};
+pub use runtime::{WorkerOptions, run_worker, served_agents, sweep};
 pub use webhooks::WebhookOptions;
 
 /// Errors of the worker side.

@@ -51,10 +51,31 @@ impl Failure {
     }
 }
 
+/// What decides an attempt's outcome besides how it ended: which attempt it was, of how
+/// many, the backoff and the run's deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Terms {
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: crate::domain::Backoff,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+}
+
+impl From<&ClaimedRun> for Terms {
+    fn from(run: &ClaimedRun) -> Self {
+        Self {
+            attempt: run.attempt,
+            max_attempts: run.max_attempts,
+            backoff: run.backoff(),
+            deadline: run.deadline,
+        }
+    }
+}
+
 /// A retryable failure is retried while attempts remain, after a jittered backoff;
 /// anything else ends the run.
 pub(crate) fn decide(
-    run: &ClaimedRun,
+    run: &Terms,
     ended: Result<Value, Failure>,
     now: DateTime<Utc>,
     rng: &mut impl Rng,
@@ -78,7 +99,7 @@ pub(crate) fn decide(
     if !retry {
         return Outcome::Failed(error);
     }
-    let retry_at = now + run.backoff().delay(run.attempt, rng);
+    let retry_at = now + run.backoff.delay(run.attempt, rng);
     if run.deadline.is_some_and(|deadline| retry_at >= deadline) {
         // no retry may start after the deadline
         return Outcome::Failed(deadline_exceeded(&format!(
@@ -121,7 +142,13 @@ mod tests {
             worker_id: "w".into(),
             queue_wait_ms: 0,
             trace_parent: None,
+            tenant: "default".into(),
+            metadata: Default::default(),
         }
+    }
+
+    fn terms(attempt: u32, max_attempts: u32) -> Terms {
+        Terms::from(&claimed(attempt, max_attempts))
     }
 
     fn now() -> DateTime<Utc> {
@@ -130,7 +157,7 @@ mod tests {
 
     #[test]
     fn success_is_recorded_with_its_result() {
-        let out = decide(&claimed(1, 3), Ok(json!(1)), now(), &mut rand::rng());
+        let out = decide(&terms(1, 3), Ok(json!(1)), now(), &mut rand::rng());
         assert_eq!(out, Outcome::Succeeded(json!(1)));
     }
 
@@ -140,7 +167,7 @@ mod tests {
         for attempt in 1..=2 {
             let run = claimed(attempt, 3);
             let failure = Failure::Agent(AgentError::retryable("flaky"));
-            match decide(&run, Err(failure), now(), &mut rng) {
+            match decide(&Terms::from(&run), Err(failure), now(), &mut rng) {
                 Outcome::Retry { error, retry_at } => {
                     assert_eq!(error.kind, RunErrorKind::AgentError);
                     assert!(retry_at >= now() + run.backoff().ceiling(attempt) / 2);
@@ -154,14 +181,14 @@ mod tests {
     #[test]
     fn last_attempt_fails_for_good() {
         let failure = Failure::Agent(AgentError::retryable("flaky"));
-        let out = decide(&claimed(3, 3), Err(failure), now(), &mut rand::rng());
+        let out = decide(&terms(3, 3), Err(failure), now(), &mut rand::rng());
         assert!(matches!(out, Outcome::Failed(e) if e.message == "flaky"));
     }
 
     #[test]
     fn permanent_failure_is_not_retried() {
         let failure = Failure::Agent(AgentError::permanent("bad input"));
-        let out = decide(&claimed(1, 5), Err(failure), now(), &mut rand::rng());
+        let out = decide(&terms(1, 5), Err(failure), now(), &mut rand::rng());
         assert!(matches!(out, Outcome::Failed(e) if e.kind == RunErrorKind::AgentError));
     }
 
@@ -178,7 +205,7 @@ mod tests {
         let outcome = (0..20)
             .map(|_| {
                 let failure = Failure::Agent(AgentError::retryable("flaky"));
-                decide(&run, Err(failure), now(), &mut rng)
+                decide(&Terms::from(&run), Err(failure), now(), &mut rng)
             })
             .find(|o| !matches!(o, Outcome::Retry { .. }))
             .expect("a 60 s backoff lands past a 1 ms deadline");
@@ -191,7 +218,7 @@ mod tests {
             Failure::Timeout(Duration::from_millis(5)),
             Failure::Panicked("boom".into()),
         ] {
-            let out = decide(&claimed(1, 2), Err(failure), now(), &mut rand::rng());
+            let out = decide(&terms(1, 2), Err(failure), now(), &mut rand::rng());
             assert!(matches!(out, Outcome::Retry { .. }));
         }
     }

@@ -115,6 +115,7 @@ impl WorkerStatus {
             restarts: self.restarts.load(Ordering::Relaxed),
             last_error: self.problem(),
             stopped,
+            language: "rust".into(),
         }
     }
 }

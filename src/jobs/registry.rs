@@ -46,9 +46,33 @@ pub struct AgentInfo {
     pub description: String,
     /// JSON Schema of the agent's input.
     pub input_schema: Value,
+    /// `in_process`: compiled into agentq; `external`: declared by a worker over HTTP.
+    pub kind: AgentKind,
+    /// An external agent's declaration: its defaults, schema version, and who declared it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<DeclarationInfo>,
 }
 
-fn valid_agent_name(name: &str) -> bool {
+/// Where an agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    InProcess,
+    External,
+}
+
+/// An external agent's declaration, as `GET /v1/agents` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeclarationInfo {
+    pub defaults: crate::domain::AgentDefaults,
+    /// Counts up from 1 each time the input schema changes.
+    pub version: u32,
+    /// The worker that declared it last.
+    pub declared_by: String,
+    pub declared_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub(crate) fn valid_agent_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -108,6 +132,8 @@ impl AgentRegistry {
                 name: name.clone(),
                 description: r.agent.description().to_owned(),
                 input_schema: r.schema.clone(),
+                kind: AgentKind::InProcess,
+                declared: None,
             })
             .collect()
     }
@@ -115,35 +141,43 @@ impl AgentRegistry {
     /// Checks `input` against the agent's schema. `None` when the agent is unknown.
     pub fn check_input(&self, name: &str, input: &Value) -> Option<Vec<InputProblem>> {
         let registered = self.agents.get(name)?;
-        Some(
-            registered
-                .validator
-                .iter_errors(input)
-                .take(20)
-                .map(|e| {
-                    // name the offending property itself, not the object holding it
-                    let child = match &e.kind {
-                        jsonschema::error::ValidationErrorKind::Required { property } => {
-                            property.as_str().map(str::to_owned)
-                        }
-                        jsonschema::error::ValidationErrorKind::AdditionalProperties {
-                            unexpected,
-                        } if unexpected.len() == 1 => Some(unexpected[0].clone()),
-                        _ => None,
-                    };
-                    let mut pointer = e.instance_path.to_string();
-                    if let Some(child) = child {
-                        pointer.push('/');
-                        pointer.push_str(&child.replace('~', "~0").replace('/', "~1"));
-                    }
-                    InputProblem {
-                        pointer,
-                        message: e.to_string(),
-                    }
-                })
-                .collect(),
-        )
+        Some(input_problems(&registered.validator, input))
     }
+}
+
+/// What is wrong with `input` under `validator` (at most 20 problems), each located by
+/// JSON pointer.
+pub(crate) fn input_problems(
+    validator: &jsonschema::Validator,
+    input: &Value,
+) -> Vec<InputProblem> {
+    validator
+        .iter_errors(input)
+        .take(20)
+        .map(|e| {
+            // name the offending property itself, not the object holding it
+            let child = match &e.kind {
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    property.as_str().map(str::to_owned)
+                }
+                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected }
+                    if unexpected.len() == 1 =>
+                {
+                    Some(unexpected[0].clone())
+                }
+                _ => None,
+            };
+            let mut pointer = e.instance_path.to_string();
+            if let Some(child) = child {
+                pointer.push('/');
+                pointer.push_str(&child.replace('~', "~0").replace('/', "~1"));
+            }
+            InputProblem {
+                pointer,
+                message: e.to_string(),
+            }
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for AgentRegistry {

@@ -282,7 +282,10 @@ async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: C
 
 /// Takes back runs whose worker stopped heartbeating, and fails due runs past their
 /// deadline or expiry.
-async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
+/// Takes back runs whose lease ran out and ends runs past a time limit, until `stop`. Every
+/// worker process runs it, and so does an API process without a worker (the external
+/// workers it serves hold leases too).
+pub async fn sweep(store: Store, lease: Duration, stop: CancellationToken) {
     let every = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -97,6 +97,7 @@ macro_rules! command {
 }
 
 // `impl Store` by entity; after the macros, which they use
+mod agents;
 mod attempts;
 mod dispatch;
 mod keys;

@@ -50,6 +50,12 @@ pub struct ClaimedRun {
     /// continues its trace.
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// Whose run it is.
+    #[serde(default)]
+    pub tenant: String,
+    /// The run's labels.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl ClaimedRun {

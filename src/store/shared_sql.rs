@@ -93,13 +93,13 @@ UPDATE webhook_deliveries SET delivered_at = ", p!(1), ", last_error = NULL WHER
 
 /// ?1 id, ?2 host, ?3 pid, ?4 version, ?5 agents (JSON array), ?6 concurrency,
 /// ?7 started at, ?8 now, ?9 running, ?10 processed, ?11 restarts, ?12 last error,
-/// ?13 stopped at.
+/// ?13 stopped at, ?14 language. An external worker may change its agents and concurrency.
 pub(super) const UPSERT_WORKER: &str = concat!("
 INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
-                     running, processed, restarts, last_error, stopped_at)
-VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", ", p!(8), ", ", p!(9), ", ", p!(10), ", ", p!(11), ", ", p!(12), ", ", p!(13), ")
+                     running, processed, restarts, last_error, stopped_at, language)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", ", p!(8), ", ", p!(9), ", ", p!(10), ", ", p!(11), ", ", p!(12), ", ", p!(13), ", ", p!(14), ")
 ON CONFLICT (id) DO UPDATE
-SET heartbeat_at = excluded.heartbeat_at, running = excluded.running,
+SET agents = excluded.agents, concurrency = excluded.concurrency, heartbeat_at = excluded.heartbeat_at, running = excluded.running,
     processed = excluded.processed, restarts = excluded.restarts,
     last_error = excluded.last_error, stopped_at = excluded.stopped_at");
 
@@ -109,8 +109,44 @@ pub(super) const FORGET_WORKERS: &str = concat!("DELETE FROM workers WHERE heart
 /// ?1 heard from since this. Newest first.
 pub(super) const LIST_WORKERS: &str = concat!("
 SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
-       processed, restarts, last_error, stopped_at
+       processed, restarts, last_error, stopped_at, language
 FROM workers WHERE heartbeat_at >= ", p!(1), " ORDER BY started_at DESC, id");
+
+/// ?1 name, ?2 description, ?3 input schema (JSON text), ?4 timeout, ?5 max attempts,
+/// ?6 backoff base, ?7 backoff cap, ?8 declared by, ?9 now. A new input schema counts the
+/// version up.
+pub(super) const DECLARE_AGENT: &str = concat!("
+INSERT INTO declared_agents (name, description, input_schema, timeout_ms, max_attempts,
+                             backoff_base_ms, backoff_cap_ms, version, declared_by,
+                             declared_at, created_at)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", 1, ", p!(8), ", ", p!(9), ", ", p!(9), ")
+ON CONFLICT (name) DO UPDATE
+SET description = excluded.description, input_schema = excluded.input_schema,
+    timeout_ms = excluded.timeout_ms, max_attempts = excluded.max_attempts,
+    backoff_base_ms = excluded.backoff_base_ms, backoff_cap_ms = excluded.backoff_cap_ms,
+    version = declared_agents.version
+        + CASE WHEN declared_agents.input_schema = excluded.input_schema THEN 0 ELSE 1 END,
+    declared_by = excluded.declared_by, declared_at = excluded.declared_at
+RETURNING version, created_at");
+
+/// ?1 name, ?2 version, ?3 input schema, ?4 declared by, ?5 key id, ?6 now. Returns a row
+/// only when the version is new.
+pub(super) const RECORD_AGENT_SCHEMA: &str = concat!("
+INSERT INTO declared_agent_changes (name, version, input_schema, declared_by, key_id, declared_at)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ")
+ON CONFLICT (name, version) DO NOTHING
+RETURNING version");
+
+/// Every declared agent, by name.
+pub(super) const DECLARED_AGENTS: &str = "
+SELECT name, description, input_schema, timeout_ms, max_attempts, backoff_base_ms,
+       backoff_cap_ms, version, declared_by, declared_at, created_at
+FROM declared_agents ORDER BY name";
+
+/// ?1 name: the input schemas it had, oldest first.
+pub(super) const AGENT_SCHEMA_CHANGES: &str = concat!("
+SELECT version, declared_by, key_id, declared_at, input_schema
+FROM declared_agent_changes WHERE name = ", p!(1), " ORDER BY version");
 
 /// The versions of the migrations applied.
 pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
@@ -202,6 +238,10 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("UPSERT_WORKER", vec![UPSERT_WORKER]),
         ("FORGET_WORKERS", vec![FORGET_WORKERS]),
         ("LIST_WORKERS", vec![LIST_WORKERS]),
+        ("DECLARE_AGENT", vec![DECLARE_AGENT]),
+        ("RECORD_AGENT_SCHEMA", vec![RECORD_AGENT_SCHEMA]),
+        ("DECLARED_AGENTS", vec![DECLARED_AGENTS]),
+        ("AGENT_SCHEMA_CHANGES", vec![AGENT_SCHEMA_CHANGES]),
         ("DISPATCH_LOCK", DISPATCH_LOCK.into_iter().collect()),
         ("COUNT_DISPATCHED", vec![COUNT_DISPATCHED]),
         ("DISPATCH", vec![DISPATCH]),

@@ -12,6 +12,7 @@ mod create_run;
 mod dashboard;
 mod dependencies;
 mod deploy;
+mod external_workers;
 mod helpers;
 mod http_agent;
 mod idempotency;

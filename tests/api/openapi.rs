@@ -30,8 +30,11 @@ fn every_operation_id_is_the_handler_name() {
         ids,
         [
             "cancel_run",
+            "claim_runs",
             "count_runs",
             "create_run",
+            "declare_agent",
+            "get_agent",
             "get_metrics",
             "get_run",
             "healthz",
@@ -41,9 +44,11 @@ fn every_operation_id_is_the_handler_name() {
             "list_runs",
             "list_workers",
             "readyz",
+            "report_attempts",
             "retry_run",
             "retry_runs",
             "send_signal",
+            "worker_heartbeat",
         ]
     );
 }

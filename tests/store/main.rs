@@ -1,4 +1,5 @@
-//! The store's conformance suite: fencing, claims and Redis delivery's dispatch, driven
+//! The store's conformance suite: fencing, claims, Redis delivery's dispatch and declared
+//! agents, driven
 //! through `Store` directly on the backend `scripts/test.sh` selects (SQLite, or
 //! PostgreSQL with `AGENTQ_TEST_DB=postgres`), every run's transitions checked against
 //! `RunStatus::can_become`.
@@ -6,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agents;
 mod claims;
 mod dispatch;
 mod fencing;

@@ -6,7 +6,7 @@ use crate::domain::{
 };
 use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
-use super::rows::{EventRow, KeyRow, RunRow, WorkerRow};
+use super::rows::{DeclaredAgentRow, EventRow, KeyRow, RunRow, SchemaChangeRow, WorkerRow};
 use super::{Engine, sql};
 
 /// Binds a `RunFilter` to the dialect's `run_filter!` parameters (the first six).
@@ -23,6 +23,28 @@ macro_rules! bind_filter {
 }
 
 impl Engine {
+    /// Every agent declared by an external worker, by name.
+    pub(in crate::store) async fn declared_agents(
+        &self,
+    ) -> Result<Vec<crate::domain::DeclaredAgent>, StoreError> {
+        let rows: Vec<DeclaredAgentRow> = sqlx::query_as(sql::DECLARED_AGENTS)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// The input schemas a declared agent had, oldest first.
+    pub(in crate::store) async fn agent_schema_changes(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::domain::AgentSchemaChange>, StoreError> {
+        let rows: Vec<SchemaChangeRow> = sqlx::query_as(sql::AGENT_SCHEMA_CHANGES)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
     pub(in crate::store) async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
         let row: RunRow = sqlx::query_as(sql::GET_RUN)
             .bind(id.to_string())

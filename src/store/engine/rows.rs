@@ -193,6 +193,7 @@ pub(super) struct WorkerRow {
     restarts: i64,
     last_error: Option<String>,
     stopped_at: Option<i64>,
+    language: String,
 }
 
 impl WorkerRow {
@@ -219,6 +220,69 @@ impl WorkerRow {
             processed: self.processed as u64,
             restarts: self.restarts as u32,
             last_error: self.last_error,
+            language: self.language,
+        })
+    }
+}
+
+/// A declared agent (`DECLARED_AGENTS`).
+#[derive(FromRow)]
+pub(super) struct DeclaredAgentRow {
+    name: String,
+    description: String,
+    input_schema: String,
+    timeout_ms: Option<i64>,
+    max_attempts: Option<i64>,
+    backoff_base_ms: Option<i64>,
+    backoff_cap_ms: Option<i64>,
+    version: i64,
+    declared_by: String,
+    declared_at: i64,
+    created_at: i64,
+}
+
+impl TryFrom<DeclaredAgentRow> for crate::domain::DeclaredAgent {
+    type Error = StoreError;
+
+    fn try_from(r: DeclaredAgentRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: r.name,
+            description: r.description,
+            input_schema: serde_json::from_str(&r.input_schema)?,
+            defaults: crate::domain::AgentDefaults {
+                timeout_ms: r.timeout_ms.map(|v| v as u64),
+                max_attempts: r.max_attempts.map(|v| v as u32),
+                backoff_base_ms: r.backoff_base_ms.map(|v| v as u64),
+                backoff_cap_ms: r.backoff_cap_ms.map(|v| v as u64),
+            },
+            version: r.version as u32,
+            declared_by: r.declared_by,
+            declared_at: from_ms(r.declared_at),
+            created_at: from_ms(r.created_at),
+        })
+    }
+}
+
+/// One schema an agent had (`AGENT_SCHEMA_CHANGES`).
+#[derive(FromRow)]
+pub(super) struct SchemaChangeRow {
+    version: i64,
+    declared_by: String,
+    key_id: Option<String>,
+    declared_at: i64,
+    input_schema: String,
+}
+
+impl TryFrom<SchemaChangeRow> for crate::domain::AgentSchemaChange {
+    type Error = StoreError;
+
+    fn try_from(r: SchemaChangeRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            version: r.version as u32,
+            declared_by: r.declared_by,
+            key_id: r.key_id,
+            declared_at: from_ms(r.declared_at),
+            input_schema: serde_json::from_str(&r.input_schema)?,
         })
     }
 }

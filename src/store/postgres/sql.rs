@@ -157,7 +157,8 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED))
 RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
           depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at";
+          backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at,
+          tenant, metadata::text AS metadata";
 
 pub(super) const RENEW_LEASES: &str = "
 UPDATE runs SET lease_until = $1
@@ -399,7 +400,8 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::json
 RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,
           runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
           runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
-          runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at";
+          runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at,
+          runs.tenant, runs.metadata::text AS metadata";
 
 pub(super) const UNDISPATCH: &str = "
 UPDATE runs SET dispatched_at = NULL

@@ -142,7 +142,8 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT ?5)
 RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
-          backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at";
+          backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at,
+          tenant, metadata";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
@@ -395,7 +396,8 @@ WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT
   AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
           runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
-          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at";
+          runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at,
+          runs.tenant, runs.metadata";
 
 /// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
 pub(super) const UNDISPATCH: &str = "

@@ -42,6 +42,7 @@ const ORDER: &[Step] = &[
     step::<AttemptTakeSignal>,
     step::<AttemptFinish>,
     changes_in_arrival_order,
+    step::<AgentDeclare>,
     // what the writes above settled: dependents unblocked or failed, compensations
     resolve_dependencies,
     compensate,

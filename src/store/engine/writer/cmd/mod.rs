@@ -1,8 +1,9 @@
 //! The writes, one file each: the command (what the caller asks), its typed reply, and
 //! the step that applies a batch's commands of its kind. Files are named by the entity
-//! they change first (`run_`, `attempt_`, `worker_`, `webhook_`, `writer_`); `batch.rs`
+//! they change first (`agent_`, `run_`, `attempt_`, `worker_`, `webhook_`, `writer_`); `batch.rs`
 //! declares the order in which a batch applies the kinds.
 
+mod agent_declare;
 mod attempt_checkpoint;
 mod attempt_finish;
 mod attempt_hand_back;
@@ -30,6 +31,7 @@ mod writer_wake;
 use super::batch::Batch;
 use super::command::{Apply, Command};
 
+pub(in crate::store) use agent_declare::AgentDeclare;
 pub(in crate::store) use attempt_checkpoint::AttemptCheckpoint;
 pub(in crate::store) use attempt_finish::AttemptFinish;
 pub(in crate::store) use attempt_hand_back::AttemptHandBack;

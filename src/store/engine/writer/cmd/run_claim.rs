@@ -124,6 +124,8 @@ pub(in crate::store) async fn claimed_rows(
             worker_id: worker_id.clone(),
             queue_wait_ms: (b.now - ready_since(&row)?).max(0) as u64,
             trace_parent: row.try_get("trace_parent")?,
+            tenant: row.try_get("tenant")?,
+            metadata: serde_json::from_str(&row.try_get::<String, _>("metadata")?)?,
         };
         let seq: i64 = row.try_get("event_seq")?;
         b.event(

@@ -33,6 +33,7 @@ impl Apply for WorkerHeartbeat {
                 .bind(i64::from(beat.restarts))
                 .bind(beat.last_error.as_deref())
                 .bind(beat.stopped.then_some(b.now))
+                .bind(&beat.language)
                 .execute(&mut *b.conn)
                 .await?;
             sqlx::query(sql::FORGET_WORKERS)

@@ -1,0 +1,34 @@
+-- Agents declared at run time by external workers (Python, TypeScript, any HTTP client).
+-- Every API process validates new runs against these rows. Times are ms since the epoch.
+CREATE TABLE declared_agents (
+    name            TEXT    PRIMARY KEY,
+    description     TEXT    NOT NULL,
+    -- JSON Schema of the input, as JSON text
+    input_schema    TEXT    NOT NULL,
+    -- defaults for runs that do not set their own; NULL: the server's
+    timeout_ms      INTEGER,
+    max_attempts    INTEGER,
+    backoff_base_ms INTEGER,
+    backoff_cap_ms  INTEGER,
+    -- counts up each time the input schema changes
+    version         INTEGER NOT NULL,
+    -- the worker that declared it last, and when
+    declared_by     TEXT    NOT NULL,
+    declared_at     INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL
+) STRICT;
+
+-- Every input schema an agent had: who declared it, when.
+CREATE TABLE declared_agent_changes (
+    name         TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    input_schema TEXT    NOT NULL,
+    declared_by  TEXT    NOT NULL,
+    -- the API key's id, when the server uses keys
+    key_id       TEXT,
+    declared_at  INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+) STRICT;
+
+-- Workers outside the process say what they are written in ('rust' for agentq's own).
+ALTER TABLE workers ADD COLUMN language TEXT NOT NULL DEFAULT 'rust';

@@ -1,0 +1,108 @@
+//! The worker protocol: how a worker outside the process (the Python and TypeScript SDKs,
+//! any HTTP client) serves agents. It declares them (`declare.rs`), heartbeats
+//! (`heartbeat.rs`), long-polls for runs (`claim.rs`) and reports on each attempt
+//! (`report.rs`). The API claims on the worker's behalf with the same claim, lease and
+//! fence as an in-process worker: the attempt token it hands out is that fence, and every
+//! report is a fenced write. Every route needs the `worker` scope (or `admin`).
+
+pub(super) mod claim;
+pub(super) mod declare;
+pub(super) mod heartbeat;
+pub(super) mod report;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::RunId;
+use crate::store::{AgentLimits, Fence};
+
+use super::error::{ApiError, FieldError};
+
+/// What the worker protocol needs of the server's worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkOptions {
+    /// `--lease`: an attempt not renewed for this long is taken back.
+    pub lease: Duration,
+    /// `--poll-interval`: how often a waiting claim looks for runs other processes made
+    /// ready.
+    pub poll_interval: Duration,
+    /// `--agent-limit`, applied to external workers' claims too.
+    pub agent_limits: Option<AgentLimits>,
+    /// `--max-result-bytes`.
+    pub max_result_bytes: usize,
+    /// The longest a claim waits: [`claim::MAX_CLAIM_WAIT_MS`], and short of
+    /// `--request-timeout`, which would otherwise cut the long poll.
+    pub max_claim_wait: Duration,
+}
+
+/// A worker id: 1–128 of `A-Z a-z 0-9 _ . : -`.
+pub(super) fn check_worker_id(id: &str) -> Result<Arc<str>, ApiError> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if ok {
+        Ok(Arc::from(id))
+    } else {
+        Err(ApiError::Validation(vec![FieldError::new(
+            "worker_id",
+            "pattern",
+            "a worker id is 1 to 128 of A-Z, a-z, 0-9, _, ., : and -",
+        )]))
+    }
+}
+
+/// The attempt token a claim hands out: `<run id>.<claim>.<attempt>`. With the worker's
+/// id it is the attempt's fence.
+pub(super) fn attempt_token(fence: &Fence) -> String {
+    format!("{}.{}.{}", fence.run_id, fence.claim, fence.attempt)
+}
+
+/// The fence an attempt token names for `worker`; `None` when it is not a token.
+pub(super) fn parse_token(token: &str, worker: &Arc<str>) -> Option<Fence> {
+    let mut parts = token.rsplitn(3, '.');
+    let attempt = parts.next()?.parse().ok()?;
+    let claim = parts.next()?.parse().ok()?;
+    let run_id: RunId = parts.next()?.parse().ok()?;
+    Some(Fence {
+        run_id,
+        claim,
+        attempt,
+        worker_id: worker.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_token_names_its_fence_and_nothing_else_parses() {
+        let worker: Arc<str> = Arc::from("w-1");
+        let fence = Fence {
+            run_id: RunId::new(),
+            claim: 7,
+            attempt: 3,
+            worker_id: worker.clone(),
+        };
+        let token = attempt_token(&fence);
+        assert_eq!(parse_token(&token, &worker), Some(fence));
+        for bad in [
+            "",
+            "x.1.1",
+            "1.1",
+            &format!("{}.1", RunId::new()),
+            &format!("{}.a.1", RunId::new()),
+        ] {
+            assert_eq!(parse_token(bad, &worker), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn worker_ids_are_short_and_plain() {
+        assert!(check_worker_id("host-1:4242.ab_C").is_ok());
+        for bad in ["", "a b", "a/b", &"x".repeat(129)] {
+            assert!(check_worker_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! `POST /v1/workers/{worker_id}/reports`: a worker reports on its attempts, many reports
+//! in one request. Each report is a write fenced by its attempt token; one from an attempt
+//! that no longer holds its run is refused (`409 attempt_lost`), never applied.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::domain::{Backoff, Progress, Scope, Signal};
+use crate::jobs::AgentError;
+use crate::jobs::outcome::{Failure, Terms, decide};
+use crate::store::{Fence, Outcome, StoreError};
+use crate::telemetry::AttemptOutcome;
+
+use super::super::ApiState;
+use super::super::auth::Caller;
+use super::super::error::{ApiError, FieldError, Problem};
+use super::super::extract::{JsonBody, from_value};
+use super::{check_worker_id, parse_token};
+
+/// The most reports one request may carry.
+pub const MAX_REPORTS: usize = 1000;
+
+/// Reports, applied in order (a progress before the finish that follows it).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    /// 1 to 1000 reports.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub reports: Vec<ReportItem>,
+}
+
+/// One report on one attempt.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReportItem {
+    /// The attempt token its claim handed out.
+    pub attempt_token: String,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// What happened in the attempt.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Report {
+    /// Progress, shown in GET and the events (percent 0–100).
+    Progress {
+        percent: u32,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// A `log` event (`level`: debug, info, warn, error).
+    Log { level: String, message: String },
+    /// State the next attempts start from (at most 1 MiB of JSON).
+    Checkpoint {
+        #[schema(value_type = Object)]
+        state: Value,
+    },
+    /// Takes the oldest pending signal among `signals` (the reply's `signal`); when there
+    /// is none the run becomes `waiting`, frees the worker's slot, and this attempt ends:
+    /// a later attempt runs when a signal arrives (or, with `on_timeout: resume`, when
+    /// `timeout_ms` passes; with `fail`, the default, the run then fails).
+    Wait {
+        signals: Vec<String>,
+        timeout_ms: u64,
+        #[serde(default)]
+        on_timeout: OnWaitTimeout,
+    },
+    /// The attempt succeeded with `result` (at most `--max-result-bytes` of JSON).
+    Succeed {
+        #[schema(value_type = Object)]
+        result: Value,
+        /// How long the agent ran, ms, for the metrics.
+        #[serde(default)]
+        elapsed_ms: Option<u64>,
+    },
+    /// The attempt failed: retried while attempts remain when `retryable` (the default),
+    /// failed for good otherwise.
+    Fail {
+        message: String,
+        #[serde(default = "retryable_by_default")]
+        retryable: bool,
+        /// `error` (default), `timeout` (the worker stopped the agent at its attempt
+        /// deadline), or `deadline_exceeded` (stopped at the run's deadline).
+        #[serde(default)]
+        reason: FailReason,
+        #[serde(default)]
+        elapsed_ms: Option<u64>,
+    },
+    /// The worker is shutting down: the run goes back to the queue and the attempt is not
+    /// counted.
+    HandBack,
+}
+
+fn retryable_by_default() -> bool {
+    true
+}
+
+/// What a wait does when no signal arrives in time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnWaitTimeout {
+    #[default]
+    Fail,
+    Resume,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    #[default]
+    Error,
+    Timeout,
+    DeadlineExceeded,
+}
+
+/// The results, one per report, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportResults {
+    pub results: Vec<ReportResult>,
+}
+
+/// How one report went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportResult {
+    /// 200 applied; 409 `attempt_lost`: the attempt no longer holds its run (stop its
+    /// agent, report nothing more for it); 422 `invalid`: the report itself is wrong;
+    /// 503 `unavailable`: not applied, send it again.
+    pub status: u16,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// A `wait` that found a signal: the agent goes on with it. A `wait` answered 200
+    /// without one suspended the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Signal>,
+}
+
+impl ReportResult {
+    fn ok() -> Self {
+        Self {
+            status: 200,
+            code: "ok",
+            detail: None,
+            signal: None,
+        }
+    }
+
+    fn lost() -> Self {
+        Self {
+            status: 409,
+            code: "attempt_lost",
+            detail: Some("the attempt no longer holds its run (cancelled, finished, or its lease ran out): stop it".into()),
+            signal: None,
+        }
+    }
+
+    fn invalid(detail: impl Into<String>) -> Self {
+        Self {
+            status: 422,
+            code: "invalid",
+            detail: Some(detail.into()),
+            signal: None,
+        }
+    }
+
+    fn written(written: Result<bool, StoreError>) -> Self {
+        match written {
+            Ok(true) => Self::ok(),
+            Ok(false) => Self::lost(),
+            Err(e) => Self::failed(e),
+        }
+    }
+
+    fn failed(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Closed => Self {
+                status: 503,
+                code: "unavailable",
+                detail: Some("the database is unavailable: send the report again".into()),
+                signal: None,
+            },
+            other => {
+                tracing::error!(error = %other, "a worker's report failed");
+                Self {
+                    status: 500,
+                    code: "internal",
+                    detail: Some("internal error".into()),
+                    signal: None,
+                }
+            }
+        }
+    }
+}
+
+/// Report on attempts: progress, logs, checkpoints, waits, and how they ended.
+///
+/// Reports are applied in the order given; independent ones land in one transaction. The
+/// reply holds one result per report: a report of an attempt that lost its run is
+/// answered `409 attempt_lost` and changes nothing.
+#[utoipa::path(post, path = "/v1/workers/{worker_id}/reports", tag = "workers", operation_id = "report_attempts",
+    params(("worker_id" = String, Path, description = "The worker that claimed the attempts")),
+    request_body = ReportBatch,
+    responses(
+        (status = 200, description = "One result per report", body = ReportResults),
+        (status = 400, description = "Not a report batch", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reports, or more than 1000", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the worker scope", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn report_attempts(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(worker_id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<ReportResults>, ApiError> {
+    caller.require(Scope::Worker)?;
+    let worker_id = check_worker_id(&worker_id)?;
+    let batch: ReportBatch = from_value(body)?;
+    if !(1..=MAX_REPORTS).contains(&batch.reports.len()) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "reports",
+            "length",
+            "a batch holds 1 to 1000 reports",
+        )]));
+    }
+    // every report is sent to the writer as soon as it is polled, in order: one batch
+    // of the writer takes many, and one attempt's reports keep their order
+    let results = futures::future::join_all(batch.reports.into_iter().map(|item| {
+        let state = &state;
+        let fence = parse_token(&item.attempt_token, &worker_id);
+        async move {
+            match fence {
+                Some(fence) => apply(state, fence, item.report).await,
+                None => ReportResult::invalid("`attempt_token` is not an attempt token"),
+            }
+        }
+    }))
+    .await;
+    Ok(Json(ReportResults { results }))
+}
+
+async fn apply(state: &ApiState, fence: Fence, report: Report) -> ReportResult {
+    let store = &state.store;
+    match report {
+        Report::Progress { percent, message } => {
+            if percent > 100 {
+                return ReportResult::invalid("`percent` is 0 to 100");
+            }
+            let progress = Progress {
+                percent: percent as u8,
+                message: message.map(crate::domain::storable),
+            };
+            ReportResult::written(store.progress(fence, progress).await)
+        }
+        Report::Log { level, message } => {
+            if !["debug", "info", "warn", "error"].contains(&level.as_str()) {
+                return ReportResult::invalid("`level` is debug, info, warn or error");
+            }
+            let message = crate::domain::storable(message);
+            ReportResult::written(store.log(fence, &level, message).await)
+        }
+        Report::Checkpoint { state: saved } => {
+            if let Err(problem) = crate::jobs::check_checkpoint(&saved) {
+                return ReportResult::invalid(problem);
+            }
+            ReportResult::written(store.checkpoint(fence, saved).await)
+        }
+        Report::Wait {
+            signals,
+            timeout_ms,
+            on_timeout,
+        } => wait(state, fence, signals, timeout_ms, on_timeout).await,
+        Report::Succeed { result, elapsed_ms } => {
+            finish(state, fence, Ok(result), elapsed_ms).await
+        }
+        Report::Fail {
+            message,
+            retryable,
+            reason,
+            elapsed_ms,
+        } => {
+            let failure = match reason {
+                FailReason::Error if retryable => Failure::Agent(AgentError::retryable(message)),
+                FailReason::Error => Failure::Agent(AgentError::permanent(message)),
+                // the limit is the run's, filled in by `finish`
+                FailReason::Timeout => Failure::Timeout(Duration::ZERO),
+                FailReason::DeadlineExceeded => Failure::DeadlineExceeded,
+            };
+            finish(state, fence, Err(failure), elapsed_ms).await
+        }
+        Report::HandBack => match store.hand_back(vec![fence]).await {
+            Ok(1) => ReportResult::ok(),
+            Ok(_) => ReportResult::lost(),
+            Err(e) => ReportResult::failed(e),
+        },
+    }
+}
+
+/// The longest a run may wait for a signal: a year.
+const MAX_WAIT_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+
+async fn wait(
+    state: &ApiState,
+    fence: Fence,
+    signals: Vec<String>,
+    timeout_ms: u64,
+    on_timeout: OnWaitTimeout,
+) -> ReportResult {
+    if signals.is_empty() || signals.len() > 16 {
+        return ReportResult::invalid("`signals` names 1 to 16 signals");
+    }
+    if signals.iter().any(|s| s.is_empty() || s.len() > 64) {
+        return ReportResult::invalid("a signal name is 1 to 64 characters");
+    }
+    if timeout_ms == 0 || timeout_ms > MAX_WAIT_MS {
+        return ReportResult::invalid("`timeout_ms` is 1 ms to a year");
+    }
+    match state
+        .store
+        .take_signal(fence.clone(), signals.clone())
+        .await
+    {
+        Ok(Some(signal)) => {
+            return ReportResult {
+                signal: Some(signal),
+                ..ReportResult::ok()
+            };
+        }
+        Ok(None) => {}
+        Err(e) => return ReportResult::failed(e),
+    }
+    let outcome = Outcome::Wait {
+        signals,
+        until: Utc::now() + chrono::Duration::milliseconds(timeout_ms as i64),
+        resume_on_timeout: on_timeout == OnWaitTimeout::Resume,
+    };
+    let run_id = fence.run_id;
+    let written = state.store.finish(fence, outcome).await;
+    if let Ok(true) = written
+        && let Ok(run) = state.store.get_run(run_id).await
+    {
+        let waiting = AttemptOutcome::Waiting;
+        state
+            .metrics
+            .attempt_finished(&run.agent, waiting, Duration::ZERO);
+    }
+    ReportResult::written(written)
+}
+
+/// Ends the attempt: its outcome decided from how it ended and the run's terms, exactly
+/// as for an agent of agentq's own.
+async fn finish(
+    state: &ApiState,
+    fence: Fence,
+    ended: Result<Value, Failure>,
+    elapsed_ms: Option<u64>,
+) -> ReportResult {
+    let run = match state.store.get_run(fence.run_id).await {
+        Ok(run) => run,
+        Err(StoreError::NotFound) => return ReportResult::lost(),
+        Err(e) => return ReportResult::failed(e),
+    };
+    if run.attempt != fence.attempt {
+        return ReportResult::lost();
+    }
+    let terms = Terms {
+        attempt: fence.attempt,
+        max_attempts: run.max_attempts,
+        backoff: Backoff {
+            base: Duration::from_millis(run.backoff_base_ms),
+            cap: Duration::from_millis(run.backoff_cap_ms),
+        },
+        deadline: run.deadline,
+    };
+    let ended = match ended {
+        Err(Failure::Timeout(_)) => Err(Failure::Timeout(Duration::from_millis(run.timeout_ms))),
+        Ok(result) => crate::jobs::execute::within(result, state.work.max_result_bytes),
+        failed => failed,
+    };
+    let outcome = decide(&terms, ended, Utc::now(), &mut rand::rng());
+    let ended_as = match &outcome {
+        Outcome::Succeeded(_) => AttemptOutcome::Succeeded,
+        Outcome::Retry { .. } => AttemptOutcome::Retry,
+        Outcome::Failed(_) => AttemptOutcome::Failed,
+        Outcome::Wait { .. } => AttemptOutcome::Waiting,
+    };
+    let written = state.store.finish(fence, outcome).await;
+    let took = Duration::from_millis(elapsed_ms.unwrap_or(0));
+    match &written {
+        Ok(true) => state.metrics.attempt_finished(&run.agent, ended_as, took),
+        Ok(false) => state
+            .metrics
+            .attempt_finished(&run.agent, AttemptOutcome::Lost, took),
+        Err(_) => {}
+    }
+    ReportResult::written(written)
+}
