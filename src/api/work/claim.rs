@@ -133,6 +133,9 @@ pub(super) fn heartbeat_every(lease: Duration) -> Duration {
     params(("worker_id" = String, Path, description = "The worker's id, as in its heartbeat")),
     request_body = ClaimRequest,
     responses(
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The runs claimed (possibly none)", body = Claimed),
         (status = 422, description = "An agent not declared, or bad limits", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

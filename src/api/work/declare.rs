@@ -90,6 +90,9 @@ pub struct AgentDetail {
     params(("name" = String, Path, description = "1–64 of a-z, 0-9, `_`, `-`, `.`")),
     request_body = DeclareAgentRequest,
     responses(
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Declared for the first time", body = Declaration),
         (status = 200, description = "Declared again (schema_changed says whether it changed)", body = Declaration),
         (status = 409, description = "An agent compiled into agentq holds the name (`agent_name_taken`)", body = Problem, content_type = "application/problem+json"),

@@ -35,6 +35,8 @@ pub struct HeartbeatRequest {
     #[validate(length(max = 255))]
     pub host: String,
     #[serde(default)]
+    #[validate(range(max = 2_147_483_647))]
+    #[schema(maximum = 2_147_483_647)]
     pub pid: u32,
     /// The agents it serves.
     #[validate(length(max = 100))]
@@ -46,6 +48,8 @@ pub struct HeartbeatRequest {
     pub started_at: Option<DateTime<Utc>>,
     /// Attempts it finished since it started.
     #[serde(default)]
+    #[validate(range(max = 9_007_199_254_740_991u64))]
+    #[schema(maximum = 9_007_199_254_740_991u64)]
     pub processed: u64,
     /// Why it cannot work right now, if it cannot.
     #[validate(length(max = 2000))]
@@ -91,6 +95,9 @@ pub struct StopAttempt {
     params(("worker_id" = String, Path, description = "Chosen by the worker: 1–128 of A-Z a-z 0-9 _ . : -, unique per process")),
     request_body = HeartbeatRequest,
     responses(
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Recorded", body = HeartbeatReply),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

@@ -208,8 +208,10 @@ impl ReportResult {
     params(("worker_id" = String, Path, description = "The worker that claimed the attempts")),
     request_body = ReportBatch,
     responses(
+        (status = 400, description = "Malformed JSON, or not a report batch", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "One result per report", body = ReportResults),
-        (status = 400, description = "Not a report batch", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reports, or more than 1000", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks the worker scope", body = Problem, content_type = "application/problem+json"),
