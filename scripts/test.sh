@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every test, the examples' build, the fuzzing
-# step and the dashboard's browser tests.
+# step, the SDKs' tests and the dashboard's browser tests.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +87,11 @@ else
     status=1
     echo "test result: FAILED. 0 passed; 1 failed (scripts/fuzz.sh)" >>"$log"
 fi
+
+# The SDKs (scripts/sdk-test.sh) against the debug binary: each of their tests counts in
+# the closing line.
+step "scripts/sdk-test.sh (Python and TypeScript SDKs)"
+scripts/sdk-test.sh 2>&1 | tee -a "$log" || status=1
 
 # The dashboard in headless Chromium (scripts/ui-test.sh), against the approval_flow
 # example built above; each of its browser tests counts in the closing line.

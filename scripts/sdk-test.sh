@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The SDKs against the real server: sdk/python's tests (unittest, in a virtualenv at
+# target/sdk-venv with the SDK installed from sdk/python, its one dependency pinned) and
+# sdk/typescript's (node --test, after npm ci from its committed lock file), each starting
+# the debug binary target/debug/agentq (built by `cargo build`; nothing is built here) on
+# fresh SQLite databases.
+#
+# Installs what is missing: python3-venv and Node.js/npm (apt-get); the packages need PyPI
+# and the npm registry on the first run. AGENTQ_SDK_PYTHON picks the interpreter (python3).
+# Usage: scripts/sdk-test.sh   (exit status 0 when every test passed; one `test result:`
+# line per SDK)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/servers.sh
+source scripts/servers.sh
+
+python=${AGENTQ_SDK_PYTHON:-python3}
+venv=target/sdk-venv
+export AGENTQ_BIN=$PWD/target/debug/agentq
+say() { printf 'sdk-test: %s\n' "$*"; }
+status=0
+
+[[ -x $AGENTQ_BIN ]] || {
+    say "error: $AGENTQ_BIN is missing: run cargo build first"
+    echo "test result: FAILED. 0 passed; 1 failed (scripts/sdk-test.sh)"
+    exit 1
+}
+
+# --- Python
+python_tests() {
+    if [[ ! -x $venv/bin/python ]]; then
+        if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+            _servers_apt_install python3-venv || return 1
+        fi
+        "$python" -m venv "$venv" || return 1
+    fi
+    # reinstalled every run, from a copy, so the source tree gets no build files
+    local src
+    src=$(mktemp -d)
+    cp -r sdk/python/. "$src"
+    "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$src" &&
+        "$venv/bin/pip" install -q --disable-pip-version-check "$src" || {
+        rm -rf "$src"
+        return 1
+    }
+    rm -rf "$src"
+    (cd sdk/python/tests && "$PWD/../../../$venv/bin/python" -m unittest -v 2>&1)
+}
+say "sdk/python"
+out=$(mktemp)
+python_tests | tee "$out" || status=1
+ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out" | tail -1)
+failed=$(grep -cE '^(FAIL|ERROR):' "$out" || true)
+if [[ -z $ran ]]; then
+    echo "test result: FAILED. 0 passed; 1 failed (sdk/python did not run)"
+    status=1
+elif [[ $failed -gt 0 || $status -ne 0 ]]; then
+    echo "test result: FAILED. $((ran - failed)) passed; $((failed > 0 ? failed : 1)) failed (sdk/python)"
+    status=1
+else
+    echo "test result: ok. $ran passed; 0 failed (sdk/python)"
+fi
+rm -f "$out"
+exit "$status"
