@@ -60,5 +60,33 @@ elif [[ $failed -gt 0 || $status -ne 0 ]]; then
 else
     echo "test result: ok. $ran passed; 0 failed (sdk/python)"
 fi
+
+# --- TypeScript
+typescript_tests() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        say "installing Node.js and npm (apt-get)"
+        _servers_apt_install nodejs npm || return 1
+    fi
+    # the dev tools (TypeScript, openapi-typescript) at the versions the lock file pins
+    local stamp=sdk/typescript/node_modules/.agentq-lock
+    if ! cmp -s sdk/typescript/package-lock.json "$stamp" 2>/dev/null; then
+        (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error) || return 1
+        cp sdk/typescript/package-lock.json "$stamp"
+    fi
+    (cd sdk/typescript && npm run --silent typecheck && timeout 600 npm test 2>&1)
+}
+say "sdk/typescript"
+typescript_tests | tee "$out" || status=1
+passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -1)
+failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -1)
+if [[ -z $passed ]]; then
+    echo "test result: FAILED. 0 passed; 1 failed (sdk/typescript did not run)"
+    status=1
+elif [[ ${failed:-1} -gt 0 || $status -ne 0 ]]; then
+    echo "test result: FAILED. $passed passed; $(( ${failed:-0} > 0 ? failed : 1 )) failed (sdk/typescript)"
+    status=1
+else
+    echo "test result: ok. $passed passed; 0 failed (sdk/typescript)"
+fi
 rm -f "$out"
 exit "$status"

@@ -179,18 +179,21 @@ pub async fn claim_runs(
         // a wait in the writer ends at a commit of this process that makes runs ready;
         // other processes' runs are found by looking again every poll interval
         let wait = (!left.is_zero()).then(|| left.min(work.poll_interval));
-        let runs = state
-            .store
-            .claim(
-                worker_id.clone(),
-                Some(agents.clone()),
-                limit,
-                work.lease,
-                wait,
-                work.agent_limits.clone(),
-            )
-            .await?;
-        if !runs.is_empty() || left.is_zero() {
+        let claim = state.store.claim(
+            worker_id.clone(),
+            Some(agents.clone()),
+            limit,
+            work.lease,
+            wait,
+            work.agent_limits.clone(),
+        );
+        // at shutdown a waiting claim ends empty: the writer gives back what it would
+        // have handed to a caller that stopped waiting
+        let runs = tokio::select! {
+            runs = claim => runs?,
+            _ = work.stopping.cancelled(), if wait.is_some() => Vec::new(),
+        };
+        if !runs.is_empty() || left.is_zero() || work.stopping.is_cancelled() {
             break runs;
         }
     };

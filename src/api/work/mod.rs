@@ -33,6 +33,9 @@ pub struct WorkOptions {
     /// The longest a claim waits: [`claim::MAX_CLAIM_WAIT_MS`], and short of
     /// `--request-timeout`, which would otherwise cut the long poll.
     pub max_claim_wait: Duration,
+    /// Fires when the process shuts down: a waiting claim answers at once (empty), so
+    /// the graceful shutdown does not wait out long polls.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A worker id: 1–128 of `A-Z a-z 0-9 _ . : -`.

@@ -1,0 +1,84 @@
+// A real agentq server for the SDK's tests: the binary at $AGENTQ_BIN (default: the
+// repository's target/debug/agentq), on a free port, with a fresh SQLite database.
+
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, openSync, readFileSync, rmSync, accessSync, constants } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+export function binary() {
+  const bin = process.env.AGENTQ_BIN || path.join(repo, "target/debug/agentq");
+  try {
+    accessSync(bin, constants.X_OK);
+  } catch {
+    throw new Error(`no agentq binary at ${bin}: run cargo build (or set AGENTQ_BIN)`);
+  }
+  return bin;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** `agentq serve` with a short lease (2 s) so lost attempts come back quickly. */
+export async function startServer({ keys = [] } = {}) {
+  const dir = mkdtempSync(path.join(tmpdir(), "agentq-sdk-ts-"));
+  const db = `sqlite://${dir}/agentq.db`;
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const created = keys.map(([tenant, scopes]) => {
+    const out = execFileSync(binary(), ["keys", "--database-url", db, "create", "--tenant", tenant, "--scopes", scopes], { encoding: "utf8" });
+    return out.split(/\s+/).find((w) => w.startsWith("aq_"));
+  });
+  const log = openSync(path.join(dir, "server.log"), "w");
+  const child = spawn(binary(), ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", db, "--lease", "2s", "--poll-interval", "50ms"], {
+    stdio: ["ignore", log, log],
+    env: { ...process.env, RUST_LOG: process.env.AGENTQ_SDK_LOG || "warn" },
+  });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {
+      // not up yet
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`agentq did not start: ${readFileSync(path.join(dir, "server.log"), "utf8").slice(-4000)}`);
+    }
+    await sleep(50);
+  }
+  return {
+    url,
+    keys: created,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once("exit", r)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Calls `probe` every 20 ms until it returns something truthy. */
+export async function eventually(probe, { within = 10_000, what = "the condition" } = {}) {
+  const deadline = Date.now() + within;
+  for (;;) {
+    const found = await probe();
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`not within ${within} ms: ${what}; last seen ${JSON.stringify(found)}`);
+    await sleep(20);
+  }
+}
