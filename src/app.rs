@@ -138,6 +138,7 @@ impl Application {
                         .saturating_sub(std::time::Duration::from_secs(2))
                         .min(std::time::Duration::from_millis(api::MAX_CLAIM_WAIT_MS)),
                     stopping: token.clone(),
+                    claimed: Default::default(),
                 }),
                 defaults: Arc::new(self.config.defaults.clone()),
                 signal_secret: self.config.http.signal_secret.clone(),

@@ -119,10 +119,12 @@ pub async fn list_queues(
     let tenant = caller.tenant_filter();
     let now = chrono::Utc::now();
     let mut queues = state.store.queue_stats(tenant.as_deref(), now).await?;
-    // registered agents show up idle rather than missing
-    for agent in state.registry.names() {
+    // registered and declared agents show up idle rather than missing
+    let declared = state.declared.current().await?.list();
+    let names = state.registry.names().map(str::to_owned);
+    for agent in names.chain(declared.into_iter().map(|a| a.name)) {
         if !queues.iter().any(|q| q.agent == agent) {
-            queues.push(QueueStats::new(agent.to_owned()));
+            queues.push(QueueStats::new(agent));
         }
     }
     queues.sort_by(|a, b| a.agent.cmp(&b.agent));

@@ -40,8 +40,13 @@ export function render(root, ctx) {
 
   async function load() {
     try {
-      const body = await api('/v1/queues');
+      const [body, agents] = await Promise.all([
+        api('/v1/queues'),
+        api('/v1/agents').catch(() => ({ agents: [] })),
+      ]);
       if (stopped) return;
+      // where each agent runs: compiled into agentq, or an external (Python, TypeScript) worker
+      const kind = new Map(agents.agents.map((a) => [a.name, a.kind === 'external' ? 'external worker' : 'agentq']));
       const finished = sum(body.queues.map((q) => sum(q.succeeded_per_minute) + sum(q.failed_per_minute) + sum(q.cancelled_per_minute)));
       const { svg, max } = bars(body.queues, 600, 140, `${finished} runs finished in the last hour`);
       svg.setAttribute('class', 'chart');
@@ -49,6 +54,7 @@ export function render(root, ctx) {
       // an agent link focused before the table is drawn again keeps the focus
       redraw(list, 'href', () => list.replaceChildren(body.queues.length ? table([
         { label: 'Agent', cell: (q) => h('a', { href: `#/runs?agent=${encodeURIComponent(q.agent)}` }, q.agent) },
+        { label: 'Runs in', cell: (q) => kind.get(q.agent) || h('span', { class: 'muted' }, 'unknown') },
         { label: 'Queued', num: true, cell: (q) => String(q.queued) },
         { label: 'Oldest queued', num: true, cell: (q) => (q.oldest_queued_age_ms === null ? '—' : duration(q.oldest_queued_age_ms)) },
         { label: 'Scheduled', num: true, cell: (q) => String(q.scheduled) },

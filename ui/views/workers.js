@@ -7,7 +7,7 @@ export function render(root, ctx) {
   const list = h('div');
   const stamp = h('p', { class: 'muted small' });
   root.append(h('h1', {}, 'Workers'),
-    h('p', { class: 'muted' }, 'Processes heard from in the last hour. They heartbeat every 2 s; one silent for 10 s is gone.'),
+    h('p', { class: 'muted' }, 'Processes heard from in the last hour: agentq\'s own (rust) and external ones (Python, TypeScript). An agentq worker heartbeats every 2 s, an external one every 0.5–2 s; one silent for 10 s is gone.'),
     list, stamp);
   let stopped = false;
 
@@ -27,8 +27,9 @@ export function render(root, ctx) {
         { label: 'Started', cell: (w) => ago(w.started_at) },
         { label: 'Restarts', num: true, cell: (w) => String(w.restarts) },
         { label: 'Last error', cell: (w) => w.last_error || h('span', { class: 'muted' }, 'none') },
+        { label: 'Language', cell: (w) => w.language },
         { label: 'Version', cell: (w) => w.version },
-      ], body.workers) : h('p', { class: 'empty panel' }, 'No worker process has heartbeated in the last hour. Start one with `agentq worker`.'));
+      ], body.workers) : h('p', { class: 'empty panel' }, 'No worker process has heartbeated in the last hour. Start one with `agentq worker`, or a Python or TypeScript worker (sdk/).'));
       stamp.textContent = `Updated ${new Date().toLocaleTimeString()}; every 5 s.`;
     } catch (error) {
       if (stopped) return;

@@ -1,12 +1,14 @@
-"""HTTP to agentq, retried with backoff while agentq is unavailable."""
+"""HTTP to agentq (aiohttp), retried with backoff while agentq is unavailable."""
 
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import random
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from .errors import AgentqError, Unavailable
 
@@ -16,8 +18,21 @@ __version__ = "0.1.0"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
+@dataclass
+class Answer:
+    """A response, read whole."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body) if self.body else None
+
+
 class Transport:
-    """One connection pool to one agentq server."""
+    """One connection pool to one agentq server (opened on first use, in the running
+    event loop)."""
 
     def __init__(
         self,
@@ -27,20 +42,26 @@ class Transport:
         timeout: float = 30.0,
         retry_for: float = 30.0,
     ) -> None:
-        headers = {"user-agent": f"agentq-python/{__version__}"}
-        if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
         self.url = url.rstrip("/")
         self.retry_for = retry_for
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        self.timeout = timeout
+        self.headers = {"user-agent": f"agentq-python/{__version__}"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                connector=aiohttp.TCPConnector(limit=64),
+                timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=5.0),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def send(
         self,
@@ -52,7 +73,7 @@ class Transport:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
         retry_for: float | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """Sends a request; while agentq cannot be reached or answers 429/502/503/504,
         tries again with jittered backoff (honouring ``Retry-After``) for up to
         ``retry_for`` seconds (the transport's default when ``None``)."""
@@ -61,44 +82,46 @@ class Transport:
         delay = 0.05
         extra: dict[str, Any] = {}
         if timeout is not None:
-            extra["timeout"] = timeout
+            extra["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=5.0)
+        if params:
+            params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items() if v is not None}
         while True:
             wait = delay * (0.5 + random.random() / 2)
             try:
-                response = await self._client.request(
-                    method, path, json=json, params=params, headers=headers, **extra
-                )
-            except httpx.TransportError as e:
+                async with self.session().request(
+                    method, self.url + path, json=json, params=params, headers=headers, **extra
+                ) as response:
+                    answer = Answer(response.status, dict(response.headers), await response.read())
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 if loop.time() + wait > give_up:
                     raise Unavailable(f"agentq at {self.url} is unreachable: {e!r}") from e
             else:
-                if response.status_code not in RETRY_STATUSES:
-                    return response
-                after = response.headers.get("retry-after", "")
+                if answer.status not in RETRY_STATUSES:
+                    return answer
+                after = answer.headers.get("Retry-After", "")
                 if after.isdigit():
                     wait = max(wait, float(after))
                 if loop.time() + wait > give_up:
-                    return response
+                    return answer
             await asyncio.sleep(wait)
             delay = min(delay * 2, 2.0)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`send`, returning the JSON body of a 2xx answer; raises
         :class:`AgentqError` for any other."""
-        response = await self.send(method, path, **kwargs)
-        return decode(response)
+        return decode(await self.send(method, path, **kwargs))
 
 
-def decode(response: httpx.Response) -> Any:
-    if 200 <= response.status_code < 300:
-        return response.json() if response.content else None
+def decode(answer: Answer) -> Any:
+    if 200 <= answer.status < 300:
+        return answer.json()
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
-        body = response.text
+        body = answer.body.decode(errors="replace")
     if isinstance(body, dict):
         code = str(body.get("code") or "error")
         detail = str(body.get("detail") or body.get("title") or "")
     else:
         code, detail = "error", str(body)[:500]
-    raise AgentqError(response.status_code, code, detail, body)
+    raise AgentqError(answer.status, code, detail, body)

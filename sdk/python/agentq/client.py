@@ -8,7 +8,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ._transport import Transport, decode
+import aiohttp
+
+from ._transport import Answer, Transport, decode
 from .errors import AgentqError
 
 #: A run in one of these has ended.
@@ -72,9 +74,9 @@ class Client:
             while True:
                 headers = {"if-none-match": etag} if etag else None
                 response = await self._http.send("GET", f"/v1/runs/{run_id}", headers=headers)
-                if response.status_code != 304:
+                if response.status != 304:
                     run = decode(response)
-                    etag = response.headers.get("etag")
+                    etag = response.headers.get("ETag")
                     if run["status"] in TERMINAL:
                         return run
                 await asyncio.sleep(poll)
@@ -110,15 +112,16 @@ class Client:
 
     async def _follow(self, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
         headers = {"accept": "text/event-stream", "last-event-id": str(after)}
-        client = self._http._client
-        async with client.stream(
-            "GET", f"/v1/runs/{run_id}/events", headers=headers, timeout=None
+        async with self._http.session().get(
+            f"{self._http.url}/v1/runs/{run_id}/events",
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
         ) as response:
-            if response.status_code != 200:
-                await response.aread()
-                decode(response)
+            if response.status != 200:
+                decode(Answer(response.status, dict(response.headers), await response.read()))
             data: list[str] = []
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
                 if line.startswith("data:"):
                     data.append(line[5:].lstrip(" "))
                 elif line == "" and data:

@@ -346,12 +346,10 @@ export class Worker {
 
   /** @param {AbortSignal} halt */
   async #heartbeats(halt) {
+    const halted = new Promise((resolve) => halt.addEventListener("abort", resolve, { once: true }));
     while (!halt.aborted) {
       const every = this.running.size ? this.heartbeatMs : Math.min(2000, this.leaseMs / 3);
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, every);
-        halt.addEventListener("abort", () => { clearTimeout(timer); resolve(undefined); }, { once: true });
-      });
+      await within(halted, every);
       if (halt.aborted) return;
       try {
         await this.#beat(false);
@@ -367,33 +365,50 @@ export class Worker {
   async #claims(stop) {
     let delay = 500;
     const agents = [...this.agents.keys()];
-    while (!stop.aborted) {
-      const free = this.concurrency - this.running.size;
-      if (free <= 0) {
-        await new Promise((resolve) => {
-          this.slotFreed = () => resolve(undefined);
-          stop.addEventListener("abort", () => resolve(undefined), { once: true });
-        });
-        this.slotFreed = null;
-        continue;
+    // one listener on `stop` for the whole loop: it ends the claim or the wait under way
+    /** @type {AbortController | null} */
+    let claim = null;
+    /** @type {(() => void) | null} */
+    let wake = null;
+    const onStop = () => {
+      claim?.abort(stop.reason);
+      wake?.();
+    };
+    stop.addEventListener("abort", onStop, { once: true });
+    /** @param {number} ms */
+    const pause = (ms) => within(new Promise((resolve) => (wake = () => resolve(undefined))), ms);
+    try {
+      while (!stop.aborted) {
+        const free = this.concurrency - this.running.size;
+        if (free <= 0) {
+          await new Promise((resolve) => {
+            wake = () => resolve(undefined);
+            this.slotFreed = wake;
+          });
+          this.slotFreed = null;
+          continue;
+        }
+        let answer;
+        try {
+          // a stop ends the long poll at once; whatever it claimed is handed back by the goodbye
+          claim = new AbortController();
+          answer = await this.http.json("POST", `/v1/workers/${this.workerId}/claim`, {
+            json: { agents, limit: Math.min(free, 256), wait_ms: this.claimWaitMs },
+            signal: claim.signal,
+          });
+        } catch (e) {
+          if (stop.aborted) return;
+          this.lastError = `claiming runs failed: ${e}`;
+          console.warn(`agentq worker ${this.workerId}: claiming runs failed: ${e}`);
+          await pause(delay);
+          delay = Math.min(delay * 2, 30_000);
+          continue;
+        }
+        delay = 500;
+        for (const run of answer.runs) this.#start(run);
       }
-      let answer;
-      try {
-        // a stop ends the long poll at once; whatever it claimed is handed back by the goodbye
-        answer = await this.http.json("POST", `/v1/workers/${this.workerId}/claim`, {
-          json: { agents, limit: Math.min(free, 256), wait_ms: this.claimWaitMs },
-          signal: stop,
-        });
-      } catch (e) {
-        if (stop.aborted) return;
-        this.lastError = `claiming runs failed: ${e}`;
-        console.warn(`agentq worker ${this.workerId}: claiming runs failed: ${e}`);
-        await within(new Promise((r) => stop.addEventListener("abort", r, { once: true })), delay);
-        delay = Math.min(delay * 2, 30_000);
-        continue;
-      }
-      delay = 500;
-      for (const run of answer.runs) this.#start(run);
+    } finally {
+      stop.removeEventListener("abort", onStop);
     }
   }
 

@@ -204,6 +204,7 @@ pub async fn claim_runs(
             state
                 .metrics
                 .attempt_started(&run.agent, Duration::from_millis(run.queue_wait_ms));
+            work.claimed.remember(&run, work.lease * 4);
             ClaimedAttempt::new(run, now)
         })
         .collect();

@@ -134,6 +134,7 @@ pub async fn worker_heartbeat(
             .into_iter()
             .collect();
         for (token, fence) in fences.iter().filter(|(_, f)| !held.contains(f)) {
+            state.work.claimed.forget(fence);
             stop.push(StopAttempt {
                 attempt_token: (*token).clone(),
                 reason: why_lost(&state, fence).await?.into(),

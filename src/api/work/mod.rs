@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::RunId;
+use crate::jobs::outcome::Terms;
 use crate::store::{AgentLimits, Fence};
 
 use super::error::{ApiError, FieldError};
@@ -36,6 +37,78 @@ pub struct WorkOptions {
     /// Fires when the process shuts down: a waiting claim answers at once (empty), so
     /// the graceful shutdown does not wait out long polls.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// What this process's claims handed out, so a report needs no read of its run.
+    pub claimed: Claimed,
+}
+
+/// What decides an attempt's outcome besides how it ended, kept from its claim.
+#[derive(Debug, Clone)]
+pub(super) struct ClaimTerms {
+    pub(super) agent: String,
+    pub(super) terms: Terms,
+    pub(super) timeout_ms: u64,
+    /// Kept until then at most: an attempt reported later (or through another process)
+    /// reads its run instead.
+    expires: std::time::Instant,
+}
+
+impl ClaimTerms {
+    /// Terms read from the run itself.
+    pub(super) fn read(agent: String, terms: Terms, timeout_ms: u64) -> Self {
+        Self {
+            agent,
+            terms,
+            timeout_ms,
+            expires: std::time::Instant::now(),
+        }
+    }
+}
+
+/// The terms of the attempts this process's claims handed out, by fence. Bounded: entries
+/// go when their attempt reports its end, and expired ones are swept as it grows.
+#[derive(Debug, Default, Clone)]
+pub struct Claimed(Arc<std::sync::Mutex<ClaimedInner>>);
+
+#[derive(Debug, Default)]
+struct ClaimedInner {
+    terms: std::collections::HashMap<(RunId, u32), ClaimTerms>,
+    /// The size after the last sweep: the next sweep comes when it has doubled.
+    swept_at: usize,
+}
+
+impl Claimed {
+    pub(super) fn remember(&self, run: &crate::store::ClaimedRun, keep: Duration) {
+        let mut inner = self.lock();
+        let now = std::time::Instant::now();
+        if inner.terms.len() >= (2 * inner.swept_at).max(1024) {
+            inner.terms.retain(|_, t| t.expires > now);
+            inner.swept_at = inner.terms.len();
+        }
+        let terms = ClaimTerms {
+            agent: run.agent.clone(),
+            terms: Terms::from(run),
+            timeout_ms: run.timeout_ms,
+            expires: now + Duration::from_millis(run.timeout_ms) + keep,
+        };
+        inner.terms.insert((run.id, run.claim), terms);
+    }
+
+    /// The attempt's terms, if this process claimed it.
+    pub(super) fn get(&self, fence: &Fence) -> Option<ClaimTerms> {
+        let inner = self.lock();
+        let terms = inner.terms.get(&(fence.run_id, fence.claim))?;
+        (terms.terms.attempt == fence.attempt).then(|| terms.clone())
+    }
+
+    /// The attempt ended: its terms go.
+    pub(super) fn forget(&self, fence: &Fence) {
+        self.lock().terms.remove(&(fence.run_id, fence.claim));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClaimedInner> {
+        // a panic while holding this lock cannot leave the map inconsistent
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A worker id: 1–128 of `A-Z a-z 0-9 _ . : -`.

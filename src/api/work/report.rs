@@ -21,7 +21,7 @@ use super::super::ApiState;
 use super::super::auth::Caller;
 use super::super::error::{ApiError, FieldError, Problem};
 use super::super::extract::{JsonBody, from_value};
-use super::{check_worker_id, parse_token};
+use super::{ClaimTerms, check_worker_id, parse_token};
 
 /// The most reports one request may carry.
 pub const MAX_REPORTS: usize = 1000;
@@ -297,8 +297,11 @@ async fn apply(state: &ApiState, fence: Fence, report: Report) -> ReportResult {
             };
             finish(state, fence, Err(failure), elapsed_ms).await
         }
-        Report::HandBack => match store.hand_back(vec![fence]).await {
-            Ok(1) => ReportResult::ok(),
+        Report::HandBack => match store.hand_back(vec![fence.clone()]).await {
+            Ok(1) => {
+                state.work.claimed.forget(&fence);
+                ReportResult::ok()
+            }
             Ok(_) => ReportResult::lost(),
             Err(e) => ReportResult::failed(e),
         },
@@ -364,25 +367,19 @@ async fn finish(
     ended: Result<Value, Failure>,
     elapsed_ms: Option<u64>,
 ) -> ReportResult {
-    let run = match state.store.get_run(fence.run_id).await {
-        Ok(run) => run,
-        Err(StoreError::NotFound) => return ReportResult::lost(),
+    let known = match terms_of(state, &fence).await {
+        Ok(Some(known)) => known,
+        Ok(None) => return ReportResult::lost(),
         Err(e) => return ReportResult::failed(e),
     };
-    if run.attempt != fence.attempt {
-        return ReportResult::lost();
-    }
-    let terms = Terms {
-        attempt: fence.attempt,
-        max_attempts: run.max_attempts,
-        backoff: Backoff {
-            base: Duration::from_millis(run.backoff_base_ms),
-            cap: Duration::from_millis(run.backoff_cap_ms),
-        },
-        deadline: run.deadline,
-    };
+    let ClaimTerms {
+        agent,
+        terms,
+        timeout_ms,
+        ..
+    } = known;
     let ended = match ended {
-        Err(Failure::Timeout(_)) => Err(Failure::Timeout(Duration::from_millis(run.timeout_ms))),
+        Err(Failure::Timeout(_)) => Err(Failure::Timeout(Duration::from_millis(timeout_ms))),
         Ok(result) => crate::jobs::execute::within(result, state.work.max_result_bytes),
         failed => failed,
     };
@@ -393,14 +390,47 @@ async fn finish(
         Outcome::Failed(_) => AttemptOutcome::Failed,
         Outcome::Wait { .. } => AttemptOutcome::Waiting,
     };
-    let written = state.store.finish(fence, outcome).await;
+    let written = state.store.finish(fence.clone(), outcome).await;
     let took = Duration::from_millis(elapsed_ms.unwrap_or(0));
     match &written {
-        Ok(true) => state.metrics.attempt_finished(&run.agent, ended_as, took),
+        Ok(true) => state.metrics.attempt_finished(&agent, ended_as, took),
         Ok(false) => state
             .metrics
-            .attempt_finished(&run.agent, AttemptOutcome::Lost, took),
+            .attempt_finished(&agent, AttemptOutcome::Lost, took),
         Err(_) => {}
     }
+    if written.is_ok() {
+        state.work.claimed.forget(&fence);
+    }
     ReportResult::written(written)
+}
+
+/// An attempt's terms: kept from its claim by this process, or read from its run (claimed
+/// through another process, or long ago). `None` when the run is gone or runs another
+/// attempt.
+async fn terms_of(state: &ApiState, fence: &Fence) -> Result<Option<ClaimTerms>, StoreError> {
+    if let Some(known) = state.work.claimed.get(fence) {
+        return Ok(Some(known));
+    }
+    let run = match state.store.get_run(fence.run_id).await {
+        Ok(run) => run,
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if run.attempt != fence.attempt {
+        return Ok(None);
+    }
+    Ok(Some(ClaimTerms::read(
+        run.agent,
+        Terms {
+            attempt: fence.attempt,
+            max_attempts: run.max_attempts,
+            backoff: Backoff {
+                base: Duration::from_millis(run.backoff_base_ms),
+                cap: Duration::from_millis(run.backoff_cap_ms),
+            },
+            deadline: run.deadline,
+        },
+        run.timeout_ms,
+    )))
 }
