@@ -1,9 +1,12 @@
-"""Benchmark of one Python worker process against a running agentq (used by
-scripts/bench-sdk.sh): the drain of a backlog of no-op runs, and idle POST → succeeded.
+"""Benchmark of one SDK worker process against a running agentq (scripts/bench-sdk.sh):
+the drain of a backlog of no-op runs, and idle POST → succeeded.
 
-    python bench.py URL [--runs 20000] [--concurrency 64] [--idle 50]
+    python bench.py URL --sdk python|typescript [--runs 20000] [--concurrency 64] [--idle 50]
 
-Prints one JSON line: drain runs/s, and idle latency p50/p99 in ms.
+The worker runs in a child process of its own, as it would beside a web app: this file with
+`--serve` for Python, `sdk/typescript/bench-worker.mjs` for TypeScript. This process, the same
+client for both, posts the runs and watches them. Prints one JSON line: drain runs/s, and idle
+POST → succeeded (as seen by polling GET) p50/p99 in ms.
 """
 
 from __future__ import annotations
@@ -12,48 +15,57 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from agentq import Client, Worker
 
 
-async def post_backlog(client: Client, runs: int) -> None:
-    queue = iter(range(runs))
-
-    async def poster() -> None:
-        for i in queue:
-            await client.create("py_noop", {"i": i})
-
-    await asyncio.gather(*(poster() for _ in range(64)))
-
-
-async def counts(client: Client) -> dict:
-    return (await client._http.json("GET", "/v1/runs/counts", params={"agent": "py_noop"}))["by_status"]
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("url")
-    parser.add_argument("--runs", type=int, default=20000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--idle", type=int, default=50)
-    args = parser.parse_args()
-    client = Client(args.url, retry_for=120)
-    worker = Worker(args.url, concurrency=args.concurrency, claim_wait=10)
+def serve(url: str, concurrency: int) -> None:
+    worker = Worker(url, concurrency=concurrency, claim_wait=10)
 
     @worker.agent("py_noop")
     async def py_noop(ctx, input):
         return None
 
+    worker.run()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--sdk", choices=["python", "typescript"], default="python")
+    parser.add_argument("--runs", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--idle", type=int, default=50)
+    args = parser.parse_args()
+    client = Client(args.url, retry_for=120)
+    agent = "py_noop" if args.sdk == "python" else "ts_noop"
     # declare first, then fill the queue while no worker claims
-    await client._http.json("PUT", "/v1/agents/py_noop", json={"worker_id": worker.worker_id})
+    await client._http.json("PUT", f"/v1/agents/{agent}", json={"worker_id": "bench"})
+    numbers = iter(range(args.runs))
+
+    async def poster() -> None:
+        for i in numbers:
+            await client.create(agent, {"i": i})
+
     t0 = time.perf_counter()
-    await post_backlog(client, args.runs)
+    await asyncio.gather(*(poster() for _ in range(64)))
     posted = time.perf_counter() - t0
-    stop = asyncio.Event()
+
+    async def succeeded() -> int:
+        counts = await client._http.json("GET", "/v1/runs/counts", params={"agent": agent})
+        return counts["by_status"]["succeeded"]
+
     started = time.perf_counter()
-    serving = asyncio.create_task(worker.serve(stop))
-    while (await counts(client))["succeeded"] < args.runs:
+    if args.sdk == "python":
+        command = [sys.executable, __file__, "--serve", args.url, str(args.concurrency)]
+    else:
+        script = Path(__file__).resolve().parents[1] / "typescript" / "bench-worker.mjs"
+        command = ["node", str(script), args.url, str(args.concurrency)]
+    worker = await asyncio.create_subprocess_exec(*command)
+    while await succeeded() < args.runs:
         await asyncio.sleep(0.01)
     drained = time.perf_counter() - started
 
@@ -61,16 +73,16 @@ async def main() -> None:
     for _ in range(args.idle):
         await asyncio.sleep(0.02)
         t0 = time.perf_counter()
-        run = await client.create("py_noop")
+        run = await client.create(agent)
         while (await client.get(run["id"]))["status"] != "succeeded":
             pass
         latencies.append((time.perf_counter() - t0) * 1000)
-    stop.set()
-    await serving
+    worker.terminate()
+    await worker.wait()
     await client.aclose()
     latencies.sort()
     print(json.dumps({
-        "sdk": "python",
+        "sdk": args.sdk,
         "runs": args.runs,
         "concurrency": args.concurrency,
         "drain_runs_per_s": round(args.runs / drained),
@@ -80,4 +92,8 @@ async def main() -> None:
     }))
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2], int(sys.argv[3]))
+    else:
+        asyncio.run(main())

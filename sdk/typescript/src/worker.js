@@ -172,8 +172,9 @@ class Reporter {
 
   async #flushAll() {
     this.flushing = true;
-    // let the reports queued in this turn of the event loop join the first request
-    await new Promise((resolve) => setImmediate(resolve));
+    // the reports queued by the code running now join the first request; later ones wait
+    // for it to come back and go together in the next
+    await Promise.resolve();
     try {
       while (this.queue.length) {
         const batch = this.queue.splice(0, 1000);
