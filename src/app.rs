@@ -299,14 +299,15 @@ async fn auth_for(config: &AppConfig, store: &Store) -> anyhow::Result<Auth> {
     .context("reading the run token secret")
 }
 
-/// `--agent-limit` may name only registered agents.
+/// `--agent-limit` names agents: compiled in, or (any valid name) declared by external
+/// workers, whose claims through the API obey it too.
 fn limited_agents_exist<'a>(
-    registry: &AgentRegistry,
+    _registry: &AgentRegistry,
     mut limited: impl Iterator<Item = &'a String>,
 ) -> Result<(), String> {
-    match limited.find(|a| !registry.contains(a)) {
-        Some(unknown) => Err(format!(
-            "--agent-limit names `{unknown}`, which is not a registered agent"
+    match limited.find(|a| !crate::jobs::valid_agent_name(a)) {
+        Some(bad) => Err(format!(
+            "--agent-limit names `{bad}`, which is not an agent name (1–64 of a-z, 0-9, `_`, `-`, `.`)"
         )),
         None => Ok(()),
     }

@@ -78,12 +78,18 @@ fn compile(agent: DeclaredAgent) -> Option<Arc<Entry>> {
     }
 }
 
+/// A declaration this process took, and when.
+type Remembered = (Instant, Arc<Entry>);
+
 /// The shared, refreshed view of the declared agents. Cheap to clone.
 #[derive(Clone)]
 pub struct DeclaredAgents {
     store: Store,
     current: Arc<RwLock<(Option<Instant>, Arc<DeclaredSnapshot>)>>,
     refresh: Arc<tokio::sync::Mutex<()>>,
+    /// Declarations this process took lately, with when: a read that began before one
+    /// committed must not undo it.
+    recent: Arc<std::sync::Mutex<Vec<Remembered>>>,
 }
 
 impl DeclaredAgents {
@@ -92,6 +98,7 @@ impl DeclaredAgents {
             store,
             current: Arc::new(RwLock::new((None, Arc::new(DeclaredSnapshot::default())))),
             refresh: Arc::new(tokio::sync::Mutex::new(())),
+            recent: Default::default(),
         }
     }
 
@@ -107,12 +114,21 @@ impl DeclaredAgents {
         }
         let read_at = Instant::now();
         let agents = self.store.declared_agents().await?;
-        let snapshot = Arc::new(DeclaredSnapshot {
-            agents: agents
-                .into_iter()
-                .filter_map(|a| Some((a.name.clone(), compile(a)?)))
-                .collect(),
-        });
+        let mut agents: BTreeMap<String, Arc<Entry>> = agents
+            .into_iter()
+            .filter_map(|a| Some((a.name.clone(), compile(a)?)))
+            .collect();
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            // what this process declared while the read was on its way wins over it
+            recent.retain(|(at, _)| at.elapsed() < 2 * FRESH_FOR);
+            for (at, entry) in recent.iter() {
+                if *at >= read_at {
+                    agents.insert(entry.agent.name.clone(), entry.clone());
+                }
+            }
+        }
+        let snapshot = Arc::new(DeclaredSnapshot { agents });
         *self.lock_mut() = (Some(read_at), snapshot.clone());
         Ok(snapshot)
     }
@@ -135,6 +151,10 @@ impl DeclaredAgents {
     /// accepted here at once.
     pub fn remember(&self, agent: DeclaredAgent) {
         let Some(entry) = compile(agent) else { return };
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Instant::now(), entry.clone()));
         let mut current = self.lock_mut();
         let mut agents = current.1.agents.clone();
         agents.insert(entry.agent.name.clone(), entry);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentq::app::Application;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, config, test_agents};
 
@@ -77,16 +77,45 @@ async fn an_agent_limit_holds_over_two_worker_processes_while_other_agents_go_on
 }
 
 #[tokio::test]
-async fn a_limit_for_an_agent_that_does_not_exist_is_refused_at_start() {
+async fn a_limit_naming_no_possible_agent_is_refused_at_start() {
     let db = crate::helpers::TestDb::new().await;
     let mut config = config(&db.url);
-    config.worker.agent_limits = Arc::new(BTreeMap::from([("nope".to_owned(), 3)]));
+    config.worker.agent_limits = Arc::new(BTreeMap::from([("No Pe".to_owned(), 3)]));
     let refused = Application::build(config, test_agents(Default::default()))
         .await
         .err()
-        .expect("an unknown agent");
+        .expect("not an agent name");
     assert!(
-        refused.to_string().contains("--agent-limit names `nope`"),
+        refused.to_string().contains("--agent-limit names `No Pe`"),
         "{refused:#}"
     );
+}
+
+#[tokio::test]
+async fn a_limit_holds_for_an_agent_external_workers_declare() {
+    let app = TestApp::spawn_with(|c| {
+        c.worker.agent_limits = Arc::new(BTreeMap::from([("py_limited".to_owned(), 1)]))
+    })
+    .await;
+    let declared = app
+        .client
+        .put(app.url("/v1/agents/py_limited"))
+        .json(&json!({"worker_id": "py-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 201);
+    for _ in 0..3 {
+        app.create(json!({"agent": "py_limited"})).await;
+    }
+    let claim = |worker: &'static str| {
+        app.client
+            .post(app.url(&format!("/v1/workers/{worker}/claim")))
+            .json(&json!({"agents": ["py_limited"], "limit": 4}))
+            .send()
+    };
+    let first: Value = claim("py-1").await.unwrap().json().await.unwrap();
+    assert_eq!(first["runs"].as_array().unwrap().len(), 1, "{first}");
+    let second: Value = claim("py-2").await.unwrap().json().await.unwrap();
+    assert_eq!(second["runs"].as_array().unwrap().len(), 0, "{second}");
 }

@@ -23,7 +23,7 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--concurrency", "0"], "--concurrency");
     assert_usage_error(&["--agent-limit", "http"], "--agent-limit");
     assert_usage_error(&["--agent-limit", "http=0"], "at least 1");
-    assert_usage_error(&["worker", "--agent-limit", "nope=2"], "`nope`");
+    assert_usage_error(&["worker", "--agent-limit", "No.pe=2"], "`No.pe`");
     assert_usage_error(&["--listen", "nowhere"], "--listen");
     assert_usage_error(
         &["worker", "--metrics-listen", "nowhere"],

@@ -610,3 +610,111 @@ async fn a_worker_key_serves_agents_and_can_do_nothing_else() {
     let (status, _) = client.try_claim(&["py_upper"], 1, 0).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn a_bad_report_is_refused_alone_and_the_batch_is_applied() {
+    let app = TestApp::spawn().await;
+    let worker = Remote::new(&app, "py-1");
+    declare_upper(&worker).await;
+    let id = app
+        .create(json!({"agent": "py_upper", "input": {"text": "x"}}))
+        .await;
+    let run = worker.claim_one("py_upper").await;
+    let token = &run["attempt_token"];
+    let results = worker
+        .report(json!([
+            {"attempt_token": token, "type": "progress", "percent": null},
+            {"attempt_token": token, "type": "no_such_report"},
+            {"attempt_token": token, "type": "progress", "percent": 101},
+            {"attempt_token": token, "type": "succeed", "result": {"ok": true}},
+        ]))
+        .await;
+    let statuses: Vec<&Value> = results.iter().map(|r| &r["status"]).collect();
+    assert_eq!(statuses, [422, 422, 422, 200], "{results:#?}");
+    let done = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(done["result"], json!({"ok": true}));
+    // a token naming another attempt number than its claim ran is refused
+    let forged = run["attempt_token"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_owned()
+        + ".9";
+    let id = app
+        .create(json!({"agent": "py_upper", "input": {"text": "y"}}))
+        .await;
+    let next = worker.claim_one("py_upper").await;
+    assert_eq!(next["run_id"], id.as_str());
+    let forged_next = next["attempt_token"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_owned()
+        + ".9";
+    let refused = worker
+        .report(json!([
+            {"attempt_token": forged_next, "type": "log", "level": "info", "message": "as attempt 9"},
+            {"attempt_token": forged, "type": "log", "level": "info", "message": "old run"},
+        ]))
+        .await;
+    assert_eq!(refused[0]["code"], "attempt_lost", "{refused:#?}");
+    assert_eq!(refused[1]["code"], "attempt_lost", "{refused:#?}");
+}
+
+#[tokio::test]
+async fn an_attempt_its_worker_keeps_alive_past_its_time_limit_is_ended_by_the_server() {
+    // the test lease is 2 s: the server ends an attempt a lease past its limit
+    let app = TestApp::spawn().await;
+    let worker = Remote::new(&app, "py-stuck");
+    declare_upper(&worker).await;
+    let id = app
+        .create(json!({"agent": "py_upper", "input": {"text": "x"}, "timeout_ms": 100, "max_attempts": 1}))
+        .await;
+    let run = worker.claim_one("py_upper").await;
+    let token = run["attempt_token"].as_str().unwrap().to_owned();
+    let stopped = eventually(
+        Duration::from_secs(10),
+        "the server stops the attempt",
+        || async {
+            let beat = worker.heartbeat(&[&token], false).await;
+            let stop = beat["stop"].as_array().unwrap().first().cloned();
+            stop.ok_or(beat)
+        },
+    )
+    .await;
+    assert_eq!(stopped["reason"], "timeout");
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["error"]["kind"], "timeout");
+}
+
+#[tokio::test]
+async fn a_declared_backoff_that_would_refuse_every_run_is_refused_at_once() {
+    // the test server's backoff is 10 ms to 50 ms
+    let app = TestApp::spawn().await;
+    let worker = Remote::new(&app, "py-1");
+    let (status, refused) = worker
+        .declare(
+            "py_slow_backoff",
+            json!({"defaults": {"backoff_base_ms": 100}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "defaults/backoff_base_ms");
+    let (status, _) = worker
+        .declare(
+            "py_slow_backoff",
+            json!({"defaults": {"backoff_base_ms": 100, "backoff_cap_ms": 1000}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = app.create(json!({"agent": "py_slow_backoff"})).await;
+    assert_eq!(app.get_run(&id).await["backoff_base_ms"], 100);
+}

@@ -69,6 +69,7 @@ class Transport:
         path: str,
         *,
         json: Any = None,
+        data: str | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
@@ -85,6 +86,10 @@ class Transport:
             extra["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=5.0)
         if params:
             params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items() if v is not None}
+        if data is not None:
+            # a body already serialised as JSON
+            extra["data"] = data.encode()
+            headers = {**(headers or {}), "content-type": "application/json"}
         while True:
             wait = delay * (0.5 + random.random() / 2)
             try:

@@ -44,7 +44,7 @@ class _Agent:
 class Context:
     """What an attempt sees of its run, and how it reports back."""
 
-    def __init__(self, worker: Worker, run: dict[str, Any]) -> None:
+    def __init__(self, worker: Worker, run: dict[str, Any], server_now: str) -> None:
         self._worker = worker
         self._token: str = run["attempt_token"]
         self.run_id: str = run["run_id"]
@@ -57,8 +57,11 @@ class Context:
         self.traceparent: str | None = run.get("traceparent")
         #: The results of the runs this one depends on, by run id.
         self.dependencies: dict[str, Any] = dict(run.get("dependencies") or {})
-        #: When this attempt must have ended (its time limit, or the run's deadline).
+        #: When this attempt must have ended (its time limit, or the run's deadline), on the
+        #: server's clock.
         self.deadline: datetime = _parse_time(run["attempt_deadline"])
+        # how long it may run, timed from the server's clock, not this machine's
+        self._time_left = (self.deadline - _parse_time(server_now)).total_seconds()
         self._saved = run.get("checkpoint")
         #: Set when the attempt should stop: cancelled through the API, its time limit or
         #: the run's deadline reached, the worker shutting down, or the run lost.
@@ -112,7 +115,9 @@ class Context:
         if self.cancel_reason in ("cancelled", "lost", "finished"):
             raise AttemptLost(f"the attempt was {self.cancel_reason}")
         report["attempt_token"] = self._token
-        answer = await self._worker._reporter.send(report)
+        # refused here, to its caller alone, if it is not JSON (NaN and infinities are not)
+        body = json.dumps(report, allow_nan=False)
+        answer = await self._worker._reporter.send(body)
         status = answer["status"]
         if status == 200:
             return answer
@@ -130,21 +135,34 @@ class Context:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An RFC 3339 time as the server writes it (up to nanoseconds, `Z`), on any Python
+    ≥ 3.10 (whose `fromisoformat` takes at most microseconds)."""
+    text = text.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        rest = rest[:digits][:6].ljust(6, "0") + rest[digits:]
+        text = f"{head}.{rest}"
+    return datetime.fromisoformat(text)
 
 
 class _Reporter:
     """Batches reports: every report queued while a request is on its way goes in the next
-    one. One request at a time, so one attempt's reports keep their order."""
+    one (up to 1,000 reports or 256 KiB). One request at a time, so one attempt's reports
+    keep their order. A batch the server refuses as a whole is sent again one report at a
+    time, so one report's fault is its own."""
+
+    MAX_BATCH_BYTES = 256 * 1024
 
     def __init__(self, http: Transport, worker_id: str, retry_for: float) -> None:
         self._http = http
         self._path = f"/v1/workers/{worker_id}/reports"
         self._retry_for = retry_for
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._queue: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
         self._wake = asyncio.Event()
 
-    async def send(self, report: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, report: str) -> dict[str, Any]:
+        """Queues one report (its JSON) and returns the server's result for it."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((report, future))
         self._wake.set()
@@ -155,24 +173,46 @@ class _Reporter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch, self._queue = self._queue[:1000], self._queue[1000:]
-                await self._flush(batch)
+                size, count = 0, 0
+                for report, _ in self._queue[:1000]:
+                    if count and size + len(report) > self.MAX_BATCH_BYTES:
+                        break
+                    size += len(report)
+                    count += 1
+                batch, self._queue = self._queue[:count], self._queue[count:]
+                try:
+                    await self._flush(batch)
+                except Exception as e:  # never leave a report unanswered
+                    log.exception("reporting failed")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(Unavailable(f"could not report: {e!r}"))
 
-    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]) -> None:
+    async def _flush(self, batch: list[tuple[str, asyncio.Future[dict[str, Any]]]]) -> None:
         give_up = time.monotonic() + self._retry_for
         delay = 0.05
         while batch:
+            body = '{"reports":[' + ",".join(report for report, _ in batch) + "]}"
             try:
                 answer = await self._http.json(
                     "POST",
                     self._path,
-                    json={"reports": [report for report, _ in batch]},
+                    data=body,
                     retry_for=max(0.0, give_up - time.monotonic()),
                 )
-            except (Unavailable, AgentqError) as e:
+            except AgentqError as e:
+                if len(batch) > 1 and e.status in (400, 413, 422):
+                    for one in batch:
+                        await self._flush([one])
+                    return
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(Unavailable(f"could not report: {e}"))
+                        future.set_exception(e)
+                return
+            except Unavailable as e:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
                 return
             again = []
             for (report, future), result in zip(batch, answer["results"]):
@@ -351,9 +391,9 @@ class Worker:
             try:
                 await self._beat(stopping=False)
                 self._last_error = None
-            except (Unavailable, AgentqError) as e:
-                self._last_error = f"heartbeat failed: {e}"
-                log.warning("worker %s: heartbeat failed: %s", self.worker_id, e)
+            except Exception as e:  # a heartbeat that stops would lose every attempt
+                self._last_error = f"heartbeat failed: {e!r}"
+                log.warning("worker %s: heartbeat failed: %r", self.worker_id, e)
 
     async def _claims(self) -> None:
         delay = 0.5
@@ -370,18 +410,21 @@ class Worker:
                     f"/v1/workers/{self.worker_id}/claim",
                     json={"agents": names, "limit": min(free, 256), "wait_ms": int(self.claim_wait * 1000)},
                 )
-            except (Unavailable, AgentqError) as e:
-                self._last_error = f"claiming runs failed: {e}"
-                log.warning("worker %s: claiming runs failed: %s", self.worker_id, e)
+            except Exception as e:  # a claim loop that stops would starve the worker
+                self._last_error = f"claiming runs failed: {e!r}"
+                log.warning("worker %s: claiming runs failed: %r", self.worker_id, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             delay = 0.5
             for run in answer["runs"]:
-                self._start(run)
+                try:
+                    self._start(run, answer["now"])
+                except Exception:  # its lease runs out and it is retried elsewhere
+                    log.exception("worker %s: cannot start run %s", self.worker_id, run.get("run_id"))
 
-    def _start(self, run: dict[str, Any]) -> None:
-        ctx = Context(self, run)
+    def _start(self, run: dict[str, Any], server_now: str) -> None:
+        ctx = Context(self, run, server_now)
         running = _Running(ctx)
         self._running[ctx._token] = running
         running.task = asyncio.create_task(self._execute(running, run))
@@ -402,7 +445,7 @@ class Worker:
     async def _execute(self, running: _Running, run: dict[str, Any]) -> None:
         ctx = running.ctx
         agent = self._agents[run["agent"]]
-        left = (ctx.deadline - datetime.now(timezone.utc)).total_seconds()
+        left = ctx._time_left - (time.monotonic() - running.started)
         work = asyncio.ensure_future(agent.handler(ctx, run["input"]))
         stopped = asyncio.ensure_future(ctx.cancelled.wait())
         try:
@@ -447,7 +490,7 @@ class Worker:
         if error is None:
             result = work.result()
             try:
-                json.dumps(result)
+                json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as e:
                 await self._final(ctx, {"type": "fail", "message": f"the result is not JSON: {e}", "retryable": False, "elapsed_ms": elapsed_ms})
                 return
@@ -469,6 +512,13 @@ class Worker:
             await ctx._report(report)
         except AttemptLost:
             log.info("attempt %s of run %s ended after losing its run; its outcome is dropped", ctx.attempt, ctx.run_id)
+        except (AgentqError, ValueError) as e:
+            # the server refused this outcome itself (a result over the body limit, say):
+            # the run fails for good, saying why, rather than waiting out its lease
+            if report.get("type") == "fail" and not report.get("retryable", True):
+                raise
+            log.warning("run %s: its outcome was refused (%s); failing it", ctx.run_id, e)
+            await self._final(ctx, {"type": "fail", "message": f"the outcome was refused: {e}", "retryable": False})
 
     async def _drain(self) -> None:
         """Lets running attempts finish within ``drain_timeout``; the rest are stopped and

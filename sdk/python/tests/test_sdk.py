@@ -252,6 +252,42 @@ class WorkerTest(ServerTest):
         self.assertEqual(taken.exception.code, "agent_name_taken")
 
 
+    async def test_an_outcome_the_server_refuses_fails_the_run_saying_why(self) -> None:
+        worker = Worker(self.server.url)
+
+        @worker.agent("py_huge", max_attempts=3)
+        async def py_huge(ctx, input):
+            await ctx.progress(10, "making a lot")
+            return {"blob": "x" * (2 * 1024 * 1024)}  # over the server's 1 MiB body limit
+
+        @worker.agent("py_nan")
+        async def py_nan(ctx, input):
+            with self.assertRaises(ValueError):
+                await ctx.checkpoint({"score": float("nan")})
+            return {"ok": True}
+
+        self.serve(worker)
+        await self.declared("py_nan")
+        huge = await self.client.create("py_huge")
+        nan = await self.client.create("py_nan")
+        failed = await self.client.wait(huge["id"], timeout=15)
+        self.assertEqual(failed["status"], "failed")
+        self.assertEqual(failed["attempt"], 1, "failed for good, not retried")
+        self.assertIn("refused", failed["error"]["message"])
+        done = await self.client.wait(nan["id"], timeout=15)
+        self.assertEqual(done["result"], {"ok": True})
+
+
+class TimeTest(unittest.TestCase):
+    def test_server_times_parse_on_every_python(self) -> None:
+        from agentq.worker import _parse_time
+
+        t = _parse_time("2026-12-05T10:38:47.299123456Z")
+        self.assertEqual((t.microsecond, t.utcoffset().total_seconds()), (299123, 0))
+        self.assertEqual(_parse_time("2026-12-05T10:38:47Z").second, 47)
+        self.assertEqual(_parse_time("2026-12-05T10:38:47.5+01:00").microsecond, 500000)
+
+
 class KeyTest(ServerTest):
     keys = [("acme", "worker"), ("acme", "runs:read,runs:write")]
 

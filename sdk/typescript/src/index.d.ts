@@ -70,8 +70,10 @@ export declare class Context {
   readonly metadata: Record<string, string>;
   readonly traceparent: string | null;
   readonly dependencies: Record<string, unknown>;
-  /** When this attempt must have ended. */
+  /** When this attempt must have ended, on the server's clock. */
   readonly deadline: Date;
+  /** How long the attempt may run from its claim, ms (timed on the server's clock). */
+  readonly timeLeftMs: number;
   /** Fires on cancel, timeout, deadline, shutdown or a lost run. */
   readonly signal: AbortSignal;
   /** Why `signal` fired. */

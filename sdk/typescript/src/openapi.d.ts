@@ -453,6 +453,12 @@ export interface components {
              *     `heartbeat_ms`), or the attempt is taken back and retried.
              */
             lease_ms: number;
+            /**
+             * Format: date-time
+             * @description The server's time: a worker times `attempt_deadline` from it, not from its own
+             *     clock.
+             */
+            now: string;
             runs: components["schemas"]["ClaimedAttempt"][];
         };
         /** @description One claimed attempt: everything the worker needs to execute it. */
@@ -867,7 +873,10 @@ export interface components {
         };
         /** @description Reports, applied in order (a progress before the finish that follows it). */
         ReportBatch: {
-            /** @description 1 to 1000 reports. */
+            /**
+             * @description 1 to 1000 reports. One that is not a report is answered `422 invalid` on its own;
+             *     the others are applied.
+             */
             reports: components["schemas"]["ReportItem"][];
         };
         /** @description One report on one attempt. */
@@ -1080,8 +1089,10 @@ export interface components {
         StopAttempt: {
             attempt_token: string;
             /**
-             * @description `cancelled` (by the API), `finished` (the run ended another way), or `lost` (its
-             *     lease ran out and the run went back to the queue, or another attempt holds it).
+             * @description `cancelled` (by the API), `finished` (the run ended another way), `lost` (its
+             *     lease ran out and the run went back to the queue, or another attempt holds it), or
+             *     `timeout` / `deadline_exceeded` (it ran past its time limit by more than a lease
+             *     without its worker ending it: the server ended it).
              */
             reason: string;
         };

@@ -18,6 +18,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * @property {number} [timeoutMs] per try
  * @property {number} [retryForMs] how long to keep trying while agentq is unavailable
  * @property {AbortSignal} [signal] gives up (rejecting with its reason) when it aborts
+ * @property {string} [body] a body already serialised as JSON
  */
 
 export class Transport {
@@ -54,22 +55,19 @@ export class Transport {
     }
     /** @type {Record<string, string>} */
     const headers = { ...this.headers, ...options.headers };
-    let body;
-    if (options.json !== undefined) {
-      headers["content-type"] = "application/json";
-      body = JSON.stringify(options.json);
-    }
+    let body = options.body;
+    if (options.json !== undefined) body = JSON.stringify(options.json);
+    if (body !== undefined) headers["content-type"] = "application/json";
     for (;;) {
       let wait = delay * (0.5 + Math.random() / 2);
+      // the caller's signal or the time limit, whichever comes first (by hand: Node 20.0
+      // has no AbortSignal.any)
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(new Error("timed out")), options.timeoutMs ?? this.timeoutMs);
+      const onAbort = () => abort.abort(options.signal?.reason);
+      options.signal?.addEventListener("abort", onAbort, { once: true });
       try {
-        const response = await fetch(target, {
-          method,
-          headers,
-          body,
-          signal: options.signal
-            ? AbortSignal.any([options.signal, AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs)])
-            : AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs),
-        });
+        const response = await fetch(target, { method, headers, body, signal: abort.signal });
         if (!RETRY_STATUSES.has(response.status)) return response;
         const after = Number(response.headers.get("retry-after"));
         if (Number.isFinite(after) && after > 0) wait = Math.max(wait, after * 1000);
@@ -80,6 +78,9 @@ export class Transport {
         if (Date.now() + wait > giveUp) {
           throw new Unavailable(`agentq at ${this.url} is unreachable: ${e}`, e);
         }
+      } finally {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
       }
       await sleep(wait);
       delay = Math.min(delay * 2, 2000);

@@ -39,8 +39,8 @@ const GONE = new Set(["cancelled", "lost", "finished"]);
 
 /** What an attempt sees of its run, and how it reports back. */
 export class Context {
-  /** @param {Worker} worker @param {any} run */
-  constructor(worker, run) {
+  /** @param {Worker} worker @param {any} run @param {string} serverNow */
+  constructor(worker, run, serverNow) {
     this.#worker = worker;
     this.token = /** @type {string} */ (run.attempt_token);
     /** @type {string} */ this.runId = run.run_id;
@@ -55,6 +55,8 @@ export class Context {
     this.dependencies = run.dependencies ?? {};
     /** When this attempt must have ended (its time limit, or the run's deadline). */
     this.deadline = new Date(run.attempt_deadline);
+    /** How long it may run, from its claim, timed on the server's clock. */
+    this.timeLeftMs = this.deadline.getTime() - new Date(serverNow).getTime();
     this.#saved = run.checkpoint ?? null;
     this.#abort = new AbortController();
     /**
@@ -119,7 +121,7 @@ export class Context {
     if (this.cancelReason && GONE.has(this.cancelReason)) {
       throw new AttemptLost(`the attempt was ${this.cancelReason}`);
     }
-    const answer = await this.#worker._reporter.send({ ...report, attempt_token: this.token });
+    const answer = await this.#worker._reporter.send(JSON.stringify({ ...report, attempt_token: this.token }));
     if (answer.status === 200) return answer;
     if (answer.status === 409) {
       this._fire("lost");
@@ -129,12 +131,17 @@ export class Context {
     throw new Unavailable(answer.detail ?? `report failed with ${answer.status}`);
   }
 
-  /** Reports how the attempt ended, once. @param {Record<string, unknown>} report */
+  /** Reports how the attempt ended, once. @param {Record<string, unknown>} report @returns {Promise<void>} */
   async _final(report) {
     try {
       await this.#report(report);
     } catch (e) {
-      if (!(e instanceof AttemptLost)) throw e;
+      if (e instanceof AttemptLost) return;
+      // the server refused this outcome itself (a result over the body limit, say): the
+      // run fails for good, saying why, rather than waiting out its lease
+      const refused = e instanceof AgentqError || e instanceof TypeError;
+      if (!refused || (report.type === "fail" && report.retryable === false)) throw e;
+      return this._final({ type: "fail", message: `the outcome was refused: ${e}`, retryable: false });
     }
   }
 
@@ -148,21 +155,25 @@ export class Context {
 }
 
 /**
- * Batches reports: every report queued while a request is on its way goes in the next one.
- * One request at a time, so one attempt's reports keep their order.
+ * Batches reports: every report queued while a request is on its way goes in the next one
+ * (up to 1,000 reports or 256 KiB). One request at a time, so one attempt's reports keep
+ * their order. A batch the server refuses as a whole is sent again one report at a time, so
+ * one report's fault is its own.
  */
 class Reporter {
+  static MAX_BATCH_BYTES = 256 * 1024;
+
   /** @param {Transport} http @param {string} workerId @param {number} retryForMs */
   constructor(http, workerId, retryForMs) {
     this.http = http;
     this.path = `/v1/workers/${workerId}/reports`;
     this.retryForMs = retryForMs;
-    /** @type {{report: unknown, resolve: (v: any) => void, reject: (e: unknown) => void}[]} */
+    /** @type {Pending[]} */
     this.queue = [];
     this.flushing = false;
   }
 
-  /** @param {unknown} report @returns {Promise<any>} */
+  /** Queues one report (its JSON). @param {string} report @returns {Promise<any>} */
   send(report) {
     return new Promise((resolve, reject) => {
       this.queue.push({ report, resolve, reject });
@@ -177,15 +188,27 @@ class Reporter {
     await Promise.resolve();
     try {
       while (this.queue.length) {
-        const batch = this.queue.splice(0, 1000);
-        await this.#flush(batch);
+        let size = 0;
+        let count = 0;
+        for (const { report } of this.queue.slice(0, 1000)) {
+          if (count && size + report.length > Reporter.MAX_BATCH_BYTES) break;
+          size += report.length;
+          count += 1;
+        }
+        const batch = this.queue.splice(0, count);
+        try {
+          await this.#flush(batch);
+        } catch (e) {
+          // never leave a report unanswered
+          for (const b of batch) b.reject(new Unavailable(`could not report: ${e}`, e));
+        }
       }
     } finally {
       this.flushing = false;
     }
   }
 
-  /** @param {{report: unknown, resolve: (v: any) => void, reject: (e: unknown) => void}[]} batch */
+  /** @param {Pending[]} batch @returns {Promise<void>} */
   async #flush(batch) {
     const giveUp = Date.now() + this.retryForMs;
     let delay = 50;
@@ -193,14 +216,18 @@ class Reporter {
       let answer;
       try {
         answer = await this.http.json("POST", this.path, {
-          json: { reports: batch.map((b) => b.report) },
+          body: `{"reports":[${batch.map((b) => b.report).join(",")}]}`,
           retryForMs: Math.max(0, giveUp - Date.now()),
         });
       } catch (e) {
-        for (const b of batch) b.reject(new Unavailable(`could not report: ${e}`, e));
+        if (e instanceof AgentqError && batch.length > 1 && [400, 413, 422].includes(e.status)) {
+          for (const one of batch) await this.#flush([one]);
+          return;
+        }
+        for (const b of batch) b.reject(e instanceof AgentqError ? e : new Unavailable(`could not report: ${e}`, e));
         return;
       }
-      /** @type {typeof batch} */
+      /** @type {Pending[]} */
       const again = [];
       answer.results.forEach((/** @type {any} */ result, /** @type {number} */ i) => {
         if (result.status === 503 && Date.now() < giveUp) again.push(batch[i]);
@@ -214,6 +241,8 @@ class Reporter {
     }
   }
 }
+
+/** @typedef {{report: string, resolve: (v: any) => void, reject: (e: unknown) => void}} Pending */
 
 /**
  * @typedef {(ctx: Context, input: any) => Promise<unknown>} Handler
@@ -406,16 +435,16 @@ export class Worker {
           continue;
         }
         delay = 500;
-        for (const run of answer.runs) this.#start(run);
+        for (const run of answer.runs) this.#start(run, answer.now);
       }
     } finally {
       stop.removeEventListener("abort", onStop);
     }
   }
 
-  /** @param {any} run */
-  #start(run) {
-    const ctx = new Context(this, run);
+  /** @param {any} run @param {string} serverNow */
+  #start(run, serverNow) {
+    const ctx = new Context(this, run, serverNow);
     const entry = { ctx, done: Promise.resolve() };
     this.running.set(ctx.token, entry);
     entry.done = this.#execute(ctx, run).finally(() => this._attemptEnded(ctx.token));
@@ -439,7 +468,7 @@ export class Worker {
       (value) => { outcome = { ok: true, value }; },
       (error) => { outcome = { ok: false, error }; },
     );
-    const left = Math.max(0, ctx.deadline.getTime() - Date.now());
+    const left = Math.max(0, ctx.timeLeftMs - (Date.now() - started));
     /** @type {NodeJS.Timeout | undefined} */
     let timer;
     const fired = new Promise((resolve) => {

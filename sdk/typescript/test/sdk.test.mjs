@@ -205,6 +205,22 @@ test("the worker is listed with its language, and a name agentq holds is refused
   await assert.rejects(taken.serve(new AbortController().signal), (e) => e instanceof AgentqError && e.status === 409 && e.code === "agent_name_taken");
 });
 
+test("an outcome the server refuses fails the run, saying why", async (t) => {
+  const { server, client, serve, declared } = await setup(t);
+  const worker = new Worker({ url: server.url });
+  worker.agent("ts_huge", { maxAttempts: 3 }, async (ctx) => {
+    await ctx.progress(10, "making a lot");
+    return { blob: "x".repeat(2 * 1024 * 1024) }; // over the server's 1 MiB body limit
+  });
+  serve(worker);
+  await declared("ts_huge");
+  const run = await client.create("ts_huge");
+  const failed = await client.wait(run.id, { timeoutMs: 15_000 });
+  assert.equal(failed.status, "failed");
+  assert.equal(failed.attempt, 1, "failed for good, not retried");
+  assert.match(failed.error.message, /refused/);
+});
+
 test("a worker key serves and can do nothing else", async (t) => {
   const { server, serve } = await setup(t, { keys: [["acme", "worker"], ["acme", "runs:read,runs:write"]] });
   const [workerKey, clientKey] = server.keys;

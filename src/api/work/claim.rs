@@ -47,6 +47,9 @@ pub struct ClaimRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Claimed {
     pub runs: Vec<ClaimedAttempt>,
+    /// The server's time: a worker times `attempt_deadline` from it, not from its own
+    /// clock.
+    pub now: DateTime<Utc>,
     /// The lease each attempt holds, ms: heartbeat well within it (the SDKs heartbeat every
     /// `heartbeat_ms`), or the attempt is taken back and retried.
     pub lease_ms: u64,
@@ -190,6 +193,8 @@ pub async fn claim_runs(
         // at shutdown a waiting claim ends empty: the writer gives back what it would
         // have handed to a caller that stopped waiting
         let runs = tokio::select! {
+            // an answer the writer already gave is taken, never dropped
+            biased;
             runs = claim => runs?,
             _ = work.stopping.cancelled(), if wait.is_some() => Vec::new(),
         };
@@ -210,6 +215,7 @@ pub async fn claim_runs(
         .collect();
     Ok(Json(Claimed {
         runs,
+        now,
         lease_ms: work.lease.as_millis() as u64,
         heartbeat_ms: heartbeat_every(work.lease).as_millis() as u64,
     }))

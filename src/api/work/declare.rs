@@ -125,13 +125,25 @@ pub async fn declare_agent(
         ));
     }
     let defaults = &request.defaults;
-    if let (Some(base), Some(cap)) = (defaults.backoff_base_ms, defaults.backoff_cap_ms)
-        && cap < base
-    {
+    // with the server's defaults for what it leaves unset, as its runs will have them
+    let server = &state.defaults.backoff;
+    let base = defaults
+        .backoff_base_ms
+        .unwrap_or(server.base.as_millis() as u64);
+    let cap = defaults
+        .backoff_cap_ms
+        .unwrap_or(server.cap.as_millis() as u64);
+    if cap < base {
+        let field = match defaults.backoff_cap_ms {
+            Some(_) => "defaults/backoff_cap_ms",
+            None => "defaults/backoff_base_ms",
+        };
         problems.push(FieldError::new(
-            "defaults/backoff_cap_ms",
+            field,
             "range",
-            "backoff_cap_ms must not be below backoff_base_ms",
+            format!(
+                "the backoff cap ({cap} ms) would be below its base ({base} ms) for runs that set neither: declare backoff_cap_ms at least backoff_base_ms"
+            ),
         ));
     }
     let worker_id = match check_worker_id(&request.worker_id) {

@@ -12,6 +12,9 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::domain::{RunStatus, Scope, WorkerBeat};
+use std::time::Duration;
+
+use crate::jobs::outcome::Failure;
 use crate::store::{Fence, StoreError};
 
 use super::super::ApiState;
@@ -81,8 +84,10 @@ pub struct HeartbeatReply {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StopAttempt {
     pub attempt_token: String,
-    /// `cancelled` (by the API), `finished` (the run ended another way), or `lost` (its
-    /// lease ran out and the run went back to the queue, or another attempt holds it).
+    /// `cancelled` (by the API), `finished` (the run ended another way), `lost` (its
+    /// lease ran out and the run went back to the queue, or another attempt holds it), or
+    /// `timeout` / `deadline_exceeded` (it ran past its time limit by more than a lease
+    /// without its worker ending it: the server ended it).
     pub reason: String,
 }
 
@@ -139,6 +144,25 @@ pub async fn worker_heartbeat(
                 attempt_token: (*token).clone(),
                 reason: why_lost(&state, fence).await?.into(),
             });
+        }
+        // an attempt still running a lease past its time limit (its worker neither ended
+        // nor stopped it) is ended here, as agentq's own worker would end it
+        let held: Vec<Fence> = held.into_iter().collect();
+        for (fence, terms) in state.work.claimed.overdue(&held, lease) {
+            let (failure, reason) = if terms.cut_by_deadline {
+                (Failure::DeadlineExceeded, "deadline_exceeded")
+            } else {
+                (Failure::Timeout(Duration::ZERO), "timeout")
+            };
+            let ended = super::report::finish(&state, fence.clone(), Err(failure), None).await;
+            if ended.status == 200 {
+                tracing::warn!(run.id = %fence.run_id, run.attempt = fence.attempt, worker.id = %worker_id, "an external worker's attempt ran past its time limit; ended it");
+                let token = super::attempt_token(&fence);
+                stop.push(StopAttempt {
+                    attempt_token: token,
+                    reason: reason.into(),
+                });
+            }
         }
     }
     let handed_back = if request.stopping {

@@ -47,6 +47,11 @@ pub(super) struct ClaimTerms {
     pub(super) agent: String,
     pub(super) terms: Terms,
     pub(super) timeout_ms: u64,
+    /// When the claim handed it out, and how long it may run from then: its time limit, or
+    /// less when the run's deadline comes first (then `cut_by_deadline`).
+    claimed_at: std::time::Instant,
+    pub(super) limit: Duration,
+    pub(super) cut_by_deadline: bool,
     /// Kept until then at most: an attempt reported later (or through another process)
     /// reads its run instead.
     expires: std::time::Instant,
@@ -55,11 +60,15 @@ pub(super) struct ClaimTerms {
 impl ClaimTerms {
     /// Terms read from the run itself.
     pub(super) fn read(agent: String, terms: Terms, timeout_ms: u64) -> Self {
+        let now = std::time::Instant::now();
         Self {
             agent,
             terms,
             timeout_ms,
-            expires: std::time::Instant::now(),
+            claimed_at: now,
+            limit: Duration::from_millis(timeout_ms),
+            cut_by_deadline: false,
+            expires: now,
         }
     }
 }
@@ -84,11 +93,18 @@ impl Claimed {
             inner.terms.retain(|_, t| t.expires > now);
             inner.swept_at = inner.terms.len();
         }
+        let timeout = Duration::from_millis(run.timeout_ms);
+        let to_deadline = run
+            .deadline
+            .map(|d| (d - chrono::Utc::now()).to_std().unwrap_or_default());
         let terms = ClaimTerms {
             agent: run.agent.clone(),
             terms: Terms::from(run),
             timeout_ms: run.timeout_ms,
-            expires: now + Duration::from_millis(run.timeout_ms) + keep,
+            claimed_at: now,
+            limit: to_deadline.map_or(timeout, |d| d.min(timeout)),
+            cut_by_deadline: to_deadline.is_some_and(|d| d < timeout),
+            expires: now + timeout + keep,
         };
         inner.terms.insert((run.id, run.claim), terms);
     }
@@ -98,6 +114,30 @@ impl Claimed {
         let inner = self.lock();
         let terms = inner.terms.get(&(fence.run_id, fence.claim))?;
         (terms.terms.attempt == fence.attempt).then(|| terms.clone())
+    }
+
+    /// Whether this process claimed the fence's run and claim for another attempt number.
+    pub(super) fn contradicts(&self, fence: &Fence) -> bool {
+        let inner = self.lock();
+        inner
+            .terms
+            .get(&(fence.run_id, fence.claim))
+            .is_some_and(|t| t.terms.attempt != fence.attempt)
+    }
+
+    /// The attempts, among `fences`, this process claimed that are past their time limit
+    /// by more than `grace`: their worker neither finished nor stopped them.
+    pub(super) fn overdue(&self, fences: &[Fence], grace: Duration) -> Vec<(Fence, ClaimTerms)> {
+        let inner = self.lock();
+        let now = std::time::Instant::now();
+        fences
+            .iter()
+            .filter_map(|f| {
+                let t = inner.terms.get(&(f.run_id, f.claim))?;
+                (t.terms.attempt == f.attempt && now > t.claimed_at + t.limit + grace)
+                    .then(|| (f.clone(), t.clone()))
+            })
+            .collect()
     }
 
     /// The attempt ended: its terms go.

@@ -30,9 +30,10 @@ pub const MAX_REPORTS: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
-    /// 1 to 1000 reports.
-    #[schema(min_items = 1, max_items = 1000)]
-    pub reports: Vec<ReportItem>,
+    /// 1 to 1000 reports. One that is not a report is answered `422 invalid` on its own;
+    /// the others are applied.
+    #[schema(min_items = 1, max_items = 1000, value_type = Vec<ReportItem>)]
+    pub reports: Vec<Value>,
 }
 
 /// One report on one attempt.
@@ -170,7 +171,7 @@ impl ReportResult {
         }
     }
 
-    fn written(written: Result<bool, StoreError>) -> Self {
+    pub(super) fn written(written: Result<bool, StoreError>) -> Self {
         match written {
             Ok(true) => Self::ok(),
             Ok(false) => Self::lost(),
@@ -234,14 +235,22 @@ pub async fn report_attempts(
     }
     // every report is sent to the writer as soon as it is polled, in order: one batch
     // of the writer takes many, and one attempt's reports keep their order
-    let results = futures::future::join_all(batch.reports.into_iter().map(|item| {
-        let state = &state;
-        let fence = parse_token(&item.attempt_token, &worker_id);
+    let results = futures::future::join_all(batch.reports.into_iter().map(|raw| {
+        let (state, worker_id) = (&state, &worker_id);
+        let item = serde_json::from_value::<ReportItem>(raw);
         async move {
-            match fence {
-                Some(fence) => apply(state, fence, item.report).await,
-                None => ReportResult::invalid("`attempt_token` is not an attempt token"),
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => return ReportResult::invalid(format!("not a report: {e}")),
+            };
+            let Some(fence) = parse_token(&item.attempt_token, worker_id) else {
+                return ReportResult::invalid("`attempt_token` is not an attempt token");
+            };
+            // a token naming another attempt number than its claim ran is no token of it
+            if state.work.claimed.contradicts(&fence) {
+                return ReportResult::lost();
             }
+            apply(state, fence, item.report).await
         }
     }))
     .await;
@@ -361,7 +370,7 @@ async fn wait(
 
 /// Ends the attempt: its outcome decided from how it ended and the run's terms, exactly
 /// as for an agent of agentq's own.
-async fn finish(
+pub(super) async fn finish(
     state: &ApiState,
     fence: Fence,
     ended: Result<Value, Failure>,

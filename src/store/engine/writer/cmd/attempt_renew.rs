@@ -45,12 +45,14 @@ async fn renew(
         .bind(fences_json(fences))
         .fetch_all(&mut *b.conn)
         .await?;
+    let by_claim: std::collections::HashMap<_, &Fence> =
+        fences.iter().map(|f| ((f.run_id, f.claim), f)).collect();
     let mut held = Vec::with_capacity(rows.len());
     for row in rows {
         let id = parse_id(&row.try_get::<String, _>("id")?)?;
         let claim = row.try_get::<i64, _>("claims")? as u32;
-        if let Some(fence) = fences.iter().find(|f| f.run_id == id && f.claim == claim) {
-            held.push(fence.clone());
+        if let Some(fence) = by_claim.get(&(id, claim)) {
+            held.push((*fence).clone());
         }
     }
     Ok(held)
