@@ -111,14 +111,20 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut restarted_after = Vec::new();
     for id in &ids {
-        loop {
-            let run = api.get_json(&format!("/v1/runs/{id}")).await;
-            if run["status"] == "succeeded" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "run {id} never finished: {run}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("run {id} finishes");
+        eventually(
+            deadline.saturating_duration_since(Instant::now()),
+            &what,
+            || async {
+                let run = api.get_json(&format!("/v1/runs/{id}")).await;
+                if run["status"] == "succeeded" {
+                    Ok(())
+                } else {
+                    Err(run)
+                }
+            },
+        )
+        .await;
         let body = api.get_json(&format!("/v1/runs/{id}/events")).await;
         let events = body["events"].as_array().unwrap();
         let starts = attempts_in_order(id, events);
