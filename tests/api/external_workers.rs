@@ -612,7 +612,7 @@ async fn a_worker_key_serves_agents_and_can_do_nothing_else() {
 }
 
 #[tokio::test]
-async fn a_bad_report_is_refused_alone_and_the_batch_is_applied() {
+async fn a_report_that_cannot_apply_is_refused_alone() {
     let app = TestApp::spawn().await;
     let worker = Remote::new(&app, "py-1");
     declare_upper(&worker).await;
@@ -621,16 +621,34 @@ async fn a_bad_report_is_refused_alone_and_the_batch_is_applied() {
         .await;
     let run = worker.claim_one("py_upper").await;
     let token = &run["attempt_token"];
+    // something that is not a report: the batch is refused whole, naming it
+    let path = format!("/v1/workers/{}/reports", worker.id);
+    let (status, refused) = worker
+        .send(
+            reqwest::Method::POST,
+            &path,
+            json!({"reports": [
+                {"attempt_token": token, "type": "progress", "percent": 5},
+                {"attempt_token": token, "type": "no_such_report"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "reports/1");
+    assert!(
+        app.get_run(&id).await["progress"].is_null(),
+        "nothing applied"
+    );
+    // reports that cannot apply are refused alone
     let results = worker
         .report(json!([
-            {"attempt_token": token, "type": "progress", "percent": null},
-            {"attempt_token": token, "type": "no_such_report"},
             {"attempt_token": token, "type": "progress", "percent": 101},
+            {"attempt_token": "not-a-token", "type": "progress", "percent": 1},
             {"attempt_token": token, "type": "succeed", "result": {"ok": true}},
         ]))
         .await;
     let statuses: Vec<&Value> = results.iter().map(|r| &r["status"]).collect();
-    assert_eq!(statuses, [422, 422, 422, 200], "{results:#?}");
+    assert_eq!(statuses, [422, 422, 200], "{results:#?}");
     let done = app
         .wait_for_status(&id, "succeeded", Duration::from_secs(5))
         .await;

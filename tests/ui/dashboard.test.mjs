@@ -273,6 +273,26 @@ test('workers show the live process with its agents', async () => {
   await page.screenshot({ path: `${SHOTS}/workers.png`, fullPage: true });
 });
 
+test('an external worker and its declared agent show their language and where they run', async () => {
+  // a Python worker, as the SDK speaks to the API: it declares its agent and heartbeats
+  await call('PUT', '/v1/agents/py_ui', { worker_id: 'py-ui-1', description: 'a Python agent' });
+  await call('POST', '/v1/workers/py-ui-1/heartbeat', {
+    language: 'python', version: '0.1.0', host: 'laptop', pid: 4242, agents: ['py_ui'], concurrency: 8,
+  });
+  await page.goto(`${BASE}/ui/#/workers`);
+  const worker = page.locator('tbody tr', { hasText: 'py-ui-1' });
+  await worker.waitFor();
+  const text = await worker.innerText();
+  assert.match(text, /python/);
+  assert.match(text, /py_ui/);
+  assert.match(text, /0 \/ 8/);
+  await page.goto(`${BASE}/ui/#/queues`);
+  const queue = page.locator('tbody tr', { hasText: 'py_ui' });
+  await queue.waitFor();
+  assert.match(await queue.innerText(), /external worker/);
+  assert.match(await page.locator('tbody tr', { hasText: 'approval_flow' }).innerText(), /agentq/);
+});
+
 test('every page fits a 360 px wide screen', async () => {
   const narrow = await newContext({ viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
   const p = watch(await narrow.newPage());

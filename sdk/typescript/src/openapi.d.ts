@@ -874,8 +874,8 @@ export interface components {
         /** @description Reports, applied in order (a progress before the finish that follows it). */
         ReportBatch: {
             /**
-             * @description 1 to 1000 reports. One that is not a report is answered `422 invalid` on its own;
-             *     the others are applied.
+             * @description 1 to 1000 reports. A batch holding something that is not a report is refused whole
+             *     (`422`, naming `reports/<i>`); a report that cannot apply is answered alone.
              */
             reports: components["schemas"]["ReportItem"][];
         };
@@ -2430,7 +2430,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No reports, or more than 1000 */
+            /** @description No reports, more than 1000, or one that is not a report (`reports/<i>`) */
             422: {
                 headers: {
                     [name: string]: unknown;

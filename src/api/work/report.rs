@@ -30,8 +30,8 @@ pub const MAX_REPORTS: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
-    /// 1 to 1000 reports. One that is not a report is answered `422 invalid` on its own;
-    /// the others are applied.
+    /// 1 to 1000 reports. A batch holding something that is not a report is refused whole
+    /// (`422`, naming `reports/<i>`); a report that cannot apply is answered alone.
     #[schema(min_items = 1, max_items = 1000, value_type = Vec<ReportItem>)]
     pub reports: Vec<Value>,
 }
@@ -51,7 +51,7 @@ pub struct ReportItem {
 pub enum Report {
     /// Progress, shown in GET and the events (percent 0–100).
     Progress {
-        percent: u32,
+        percent: u8,
         #[serde(default)]
         message: Option<String>,
     },
@@ -213,7 +213,7 @@ impl ReportResult {
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "One result per report", body = ReportResults),
-        (status = 422, description = "No reports, or more than 1000", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reports, more than 1000, or one that is not a report (`reports/<i>`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks the worker scope", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -235,14 +235,27 @@ pub async fn report_attempts(
     }
     // every report is sent to the writer as soon as it is polled, in order: one batch
     // of the writer takes many, and one attempt's reports keep their order
-    let results = futures::future::join_all(batch.reports.into_iter().map(|raw| {
+    // a batch holding something that is not a report is refused whole, naming it (the
+    // SDKs then send its reports one by one); a report that is one but cannot apply (a
+    // token of no attempt, a percent over 100) is refused alone
+    let mut items = Vec::with_capacity(batch.reports.len());
+    let mut malformed = Vec::new();
+    for (i, raw) in batch.reports.into_iter().enumerate() {
+        match serde_json::from_value::<ReportItem>(raw) {
+            Ok(item) => items.push(item),
+            Err(e) => malformed.push(FieldError::new(
+                format!("reports/{i}"),
+                "invalid",
+                format!("not a report: {e}"),
+            )),
+        }
+    }
+    if !malformed.is_empty() {
+        return Err(ApiError::Validation(malformed));
+    }
+    let results = futures::future::join_all(items.into_iter().map(|item| {
         let (state, worker_id) = (&state, &worker_id);
-        let item = serde_json::from_value::<ReportItem>(raw);
         async move {
-            let item = match item {
-                Ok(item) => item,
-                Err(e) => return ReportResult::invalid(format!("not a report: {e}")),
-            };
             let Some(fence) = parse_token(&item.attempt_token, worker_id) else {
                 return ReportResult::invalid("`attempt_token` is not an attempt token");
             };
@@ -265,7 +278,7 @@ async fn apply(state: &ApiState, fence: Fence, report: Report) -> ReportResult {
                 return ReportResult::invalid("`percent` is 0 to 100");
             }
             let progress = Progress {
-                percent: percent as u8,
+                percent,
                 message: message.map(crate::domain::storable),
             };
             ReportResult::written(store.progress(fence, progress).await)
