@@ -2,8 +2,9 @@
 # The SDKs against the real server: sdk/python's tests (unittest, in a virtualenv at
 # target/sdk-venv with the SDK installed from sdk/python, its one dependency pinned) and
 # sdk/typescript's (node --test, after npm ci from its committed lock file), each starting
-# the debug binary target/debug/agentq (built by `cargo build`; nothing is built here) on
-# fresh SQLite databases.
+# the debug binary target/debug/agentq (built by `cargo build`; nothing is built here): each
+# suite twice, on fresh SQLite databases and on fresh PostgreSQL databases with Redis
+# delivery (the servers at DATABASE_URL and REDIS_URL, or scripts/servers.sh's own).
 #
 # Installs what is missing: python3-venv and Node.js/npm (apt-get); the packages need PyPI
 # and the npm registry on the first run. AGENTQ_SDK_PYTHON picks the interpreter (python3).
@@ -19,6 +20,9 @@ venv=target/sdk-venv
 export AGENTQ_BIN=$PWD/target/debug/agentq
 say() { printf 'sdk-test: %s\n' "$*"; }
 status=0
+ensure_postgres
+ensure_redis
+trap servers_cleanup EXIT
 
 [[ -x $AGENTQ_BIN ]] || {
     say "error: $AGENTQ_BIN is missing: run cargo build first"
@@ -46,20 +50,32 @@ python_tests() {
     rm -rf "$src"
     (cd sdk/python/tests && "$PWD/../../../$venv/bin/python" -m unittest -v 2>&1)
 }
-say "sdk/python"
 out=$(mktemp)
-python_tests | tee "$out" || status=1
-ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out" | tail -1)
-failed=$(grep -cE '^(FAIL|ERROR):' "$out" || true)
-if [[ -z $ran ]]; then
-    echo "test result: FAILED. 0 passed; 1 failed (sdk/python did not run)"
-    status=1
-elif [[ $failed -gt 0 || $status -ne 0 ]]; then
-    echo "test result: FAILED. $((ran - failed)) passed; $((failed > 0 ? failed : 1)) failed (sdk/python)"
-    status=1
-else
-    echo "test result: ok. $ran passed; 0 failed (sdk/python)"
-fi
+# one `test result:` line per suite and backend
+summarise() {
+    local what=$1 ran=$2 failed=$3
+    if [[ -z $ran ]]; then
+        echo "test result: FAILED. 0 passed; 1 failed ($what did not run)"
+        status=1
+    elif [[ $failed -gt 0 ]]; then
+        echo "test result: FAILED. $((ran - failed)) passed; $failed failed ($what)"
+        status=1
+    else
+        echo "test result: ok. $ran passed; 0 failed ($what)"
+    fi
+}
+backends=("sqlite:db" "postgres:redis")
+for backend in "${backends[@]}"; do
+    export AGENTQ_SDK_DB=${backend%%:*} AGENTQ_SDK_DELIVERY=${backend##*:}
+    say "sdk/python on $AGENTQ_SDK_DB, $AGENTQ_SDK_DELIVERY delivery"
+    pass_status=0
+    python_tests >"$out" 2>&1 || pass_status=1
+    cat "$out"
+    ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out" | tail -1)
+    failed=$(grep -cE '^(FAIL|ERROR):' "$out" || true)
+    [[ $pass_status -ne 0 && $failed -eq 0 ]] && failed=1
+    summarise "sdk/python, $AGENTQ_SDK_DB" "$ran" "$failed"
+done
 
 # --- TypeScript
 typescript_tests() {
@@ -75,18 +91,17 @@ typescript_tests() {
     fi
     (cd sdk/typescript && npm run --silent typecheck && timeout 600 npm test 2>&1)
 }
-say "sdk/typescript"
-typescript_tests | tee "$out" || status=1
-passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -1)
-failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -1)
-if [[ -z $passed ]]; then
-    echo "test result: FAILED. 0 passed; 1 failed (sdk/typescript did not run)"
-    status=1
-elif [[ ${failed:-1} -gt 0 || $status -ne 0 ]]; then
-    echo "test result: FAILED. $passed passed; $(( ${failed:-0} > 0 ? failed : 1 )) failed (sdk/typescript)"
-    status=1
-else
-    echo "test result: ok. $passed passed; 0 failed (sdk/typescript)"
-fi
+for backend in "${backends[@]}"; do
+    export AGENTQ_SDK_DB=${backend%%:*} AGENTQ_SDK_DELIVERY=${backend##*:}
+    say "sdk/typescript on $AGENTQ_SDK_DB, $AGENTQ_SDK_DELIVERY delivery"
+    pass_status=0
+    typescript_tests >"$out" 2>&1 || pass_status=1
+    cat "$out"
+    passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -1)
+    failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -1)
+    failed=${failed:-0}
+    [[ $pass_status -ne 0 && $failed -eq 0 ]] && failed=1
+    summarise "sdk/typescript, $AGENTQ_SDK_DB" "${passed:+$((passed + failed))}" "$failed"
+done
 rm -f "$out"
 exit "$status"

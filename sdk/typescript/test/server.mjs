@@ -1,8 +1,12 @@
 // A real agentq server for the SDK's tests: the binary at $AGENTQ_BIN (default: the
-// repository's target/debug/agentq), on a free port, with a fresh SQLite database.
+// repository's target/debug/agentq), on a free port, with a fresh database: a SQLite file,
+// or with AGENTQ_SDK_DB=postgres a database of its own in the PostgreSQL at DATABASE_URL
+// (made and dropped with $AGENTQ_PG_BIN/psql); with AGENTQ_SDK_DELIVERY=redis it delivers
+// through the Redis at REDIS_URL, under a key namespace of its own.
 
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, openSync, readFileSync, rmSync, accessSync, constants } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -36,7 +40,22 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** `agentq serve` with a short lease (2 s) so lost attempts come back quickly. */
 export async function startServer({ keys = [] } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "agentq-sdk-ts-"));
-  const db = `sqlite://${dir}/agentq.db`;
+  let db = `sqlite://${dir}/agentq.db`;
+  const psql = (sql) => {
+    const bin = process.env.AGENTQ_PG_BIN ? path.join(process.env.AGENTQ_PG_BIN, "psql") : "psql";
+    execFileSync(bin, [process.env.DATABASE_URL, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], { stdio: "ignore" });
+  };
+  let pgDatabase = null;
+  if (process.env.AGENTQ_SDK_DB === "postgres") {
+    pgDatabase = `agentq_sdk_${randomBytes(8).toString("hex")}`;
+    psql(`CREATE DATABASE ${pgDatabase}`);
+    const url = new URL(process.env.DATABASE_URL);
+    url.pathname = `/${pgDatabase}`;
+    db = url.toString();
+  }
+  const delivery = process.env.AGENTQ_SDK_DELIVERY === "redis"
+    ? ["--queue-url", process.env.REDIS_URL, "--queue-namespace", `agentq-test-sdk-${randomBytes(6).toString("hex")}`]
+    : [];
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const created = keys.map(([tenant, scopes]) => {
@@ -44,7 +63,7 @@ export async function startServer({ keys = [] } = {}) {
     return out.split(/\s+/).find((w) => w.startsWith("aq_"));
   });
   const log = openSync(path.join(dir, "server.log"), "w");
-  const child = spawn(binary(), ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", db, "--lease", "2s", "--poll-interval", "50ms"], {
+  const child = spawn(binary(), ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", db, "--lease", "2s", "--poll-interval", "50ms", ...delivery], {
     stdio: ["ignore", log, log],
     env: { ...process.env, RUST_LOG: process.env.AGENTQ_SDK_LOG || "warn" },
   });
@@ -68,6 +87,7 @@ export async function startServer({ keys = [] } = {}) {
       child.kill("SIGTERM");
       await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once("exit", r)));
       rmSync(dir, { recursive: true, force: true });
+      if (pgDatabase) psql(`DROP DATABASE IF EXISTS ${pgDatabase} WITH (FORCE)`);
     },
   };
 }
