@@ -32,3 +32,7 @@ CREATE TABLE declared_agent_changes (
 
 -- Workers outside the process say what they are written in ('rust' for agentq's own).
 ALTER TABLE workers ADD COLUMN language TEXT NOT NULL DEFAULT 'rust';
+
+-- The wait report (its id, chosen by the external worker) that took a signal, so that the
+-- same report sent again after its answer was lost gets the same signal back.
+ALTER TABLE run_signals ADD COLUMN taken_by TEXT;

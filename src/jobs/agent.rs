@@ -192,7 +192,12 @@ impl RunContext {
         }
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let fence = self.inner.fence.clone();
-        match self.inner.store.take_signal(fence, names.clone()).await {
+        match self
+            .inner
+            .store
+            .take_signal(fence, names.clone(), None)
+            .await
+        {
             Ok(Some(signal)) => Ok(signal),
             Ok(None) => Err(AgentError {
                 message: format!("waiting for {}", names.join(" or ")),

@@ -72,12 +72,22 @@ impl Store {
         command!(self, AttemptCheckpoint { fence, state })
     }
     /// Consumes the oldest pending signal among `names` for a running attempt.
+    /// With `taken_by` (an external worker's wait report id), the same report sent again
+    /// gets the signal it took the first time.
     pub async fn take_signal(
         &self,
         fence: Fence,
         names: Vec<String>,
+        taken_by: Option<String>,
     ) -> Result<Option<crate::domain::Signal>, StoreError> {
-        command!(self, AttemptTakeSignal { fence, names })
+        command!(
+            self,
+            AttemptTakeSignal {
+                fence,
+                names,
+                taken_by
+            }
+        )
     }
     /// Extends the leases of the attempts a worker is executing. Returns those it still
     /// holds; an attempt missing from the answer has lost its run (swept or handed back).

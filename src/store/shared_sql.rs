@@ -224,6 +224,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("SETTLE_BLOCKED", vec![SETTLE_BLOCKED]),
         ("DEPENDENCY_RESULTS", vec![DEPENDENCY_RESULTS]),
         ("TAKE_SIGNAL", vec![TAKE_SIGNAL]),
+        ("SIGNAL_TAKEN_BY", vec![SIGNAL_TAKEN_BY]),
         ("WAIT", vec![WAIT]),
         ("INSERT_SIGNAL", vec![INSERT_SIGNAL]),
         ("NEXT_EVENT", vec![NEXT_EVENT]),

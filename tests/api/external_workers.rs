@@ -736,3 +736,39 @@ async fn a_declared_backoff_that_would_refuse_every_run_is_refused_at_once() {
     let id = app.create(json!({"agent": "py_slow_backoff"})).await;
     assert_eq!(app.get_run(&id).await["backoff_base_ms"], 100);
 }
+
+#[tokio::test]
+async fn a_wait_sent_again_gets_the_signal_it_took_the_first_time() {
+    let app = TestApp::spawn().await;
+    let worker = Remote::new(&app, "py-1");
+    declare_upper(&worker).await;
+    let id = app
+        .create(json!({"agent": "py_upper", "input": {"text": "x"}}))
+        .await;
+    for n in 1..=2 {
+        let sent = app
+            .client
+            .post(app.url(&format!("/v1/runs/{id}/signals")))
+            .json(&json!({"name": "go", "payload": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 202);
+    }
+    let run = worker.claim_one("py_upper").await;
+    let token = &run["attempt_token"];
+    let wait = json!({"type": "wait", "signals": ["go"], "timeout_ms": 60000, "report_id": "w-1"});
+    let first = worker.report_one(token, wait.clone()).await;
+    // its answer was lost: the worker sends the same report again
+    let again = worker.report_one(token, wait).await;
+    assert_eq!(first["signal"]["payload"], 1, "{first}");
+    assert_eq!(again["signal"]["payload"], 1, "{again}");
+    // a new wait takes the next signal
+    let next = worker
+        .report_one(
+            token,
+            json!({"type": "wait", "signals": ["go"], "timeout_ms": 60000, "report_id": "w-2"}),
+        )
+        .await;
+    assert_eq!(next["signal"]["payload"], 2, "{next}");
+}

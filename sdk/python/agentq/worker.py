@@ -18,6 +18,7 @@ import random
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -104,6 +105,8 @@ class Context:
                 "signals": list(signals),
                 "timeout_ms": max(1, int(timeout * 1000)),
                 "on_timeout": on_timeout,
+                # sent again after a lost answer, it gets back the signal it took
+                "report_id": uuid.uuid4().hex,
             }
         )
         if "signal" in answer:

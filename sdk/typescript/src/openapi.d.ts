@@ -841,6 +841,12 @@ export interface components {
             type: "checkpoint";
         } | {
             on_timeout?: components["schemas"]["OnWaitTimeout"];
+            /**
+             * @description Chosen by the worker, unique per wait (1–64 characters): this report sent again
+             *     (its answer was lost) gets back the signal it took the first time instead of
+             *     taking another. The SDKs send one.
+             */
+            report_id?: string | null;
             signals: string[];
             /** Format: int64 */
             timeout_ms: number;

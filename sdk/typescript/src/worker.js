@@ -110,6 +110,8 @@ export class Context {
       signals,
       timeout_ms: Math.max(1, Math.round(options.timeoutMs)),
       on_timeout: options.onTimeout ?? "fail",
+      // sent again after a lost answer, it gets back the signal it took
+      report_id: randomBytes(16).toString("hex"),
     });
     if (answer.signal) return answer.signal;
     this.#worker._attemptEnded(this.token);

@@ -71,6 +71,11 @@ pub enum Report {
         timeout_ms: u64,
         #[serde(default)]
         on_timeout: OnWaitTimeout,
+        /// Chosen by the worker, unique per wait (1–64 characters): this report sent again
+        /// (its answer was lost) gets back the signal it took the first time instead of
+        /// taking another. The SDKs send one.
+        #[serde(default)]
+        report_id: Option<String>,
     },
     /// The attempt succeeded with `result` (at most `--max-result-bytes` of JSON).
     Succeed {
@@ -300,7 +305,8 @@ async fn apply(state: &ApiState, fence: Fence, report: Report) -> ReportResult {
             signals,
             timeout_ms,
             on_timeout,
-        } => wait(state, fence, signals, timeout_ms, on_timeout).await,
+            report_id,
+        } => wait(state, fence, signals, timeout_ms, on_timeout, report_id).await,
         Report::Succeed { result, elapsed_ms } => {
             finish(state, fence, Ok(result), elapsed_ms).await
         }
@@ -339,7 +345,14 @@ async fn wait(
     signals: Vec<String>,
     timeout_ms: u64,
     on_timeout: OnWaitTimeout,
+    report_id: Option<String>,
 ) -> ReportResult {
+    if report_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty() || id.len() > 64)
+    {
+        return ReportResult::invalid("`report_id` is 1 to 64 characters");
+    }
     if signals.is_empty() || signals.len() > 16 {
         return ReportResult::invalid("`signals` names 1 to 16 signals");
     }
@@ -351,7 +364,7 @@ async fn wait(
     }
     match state
         .store
-        .take_signal(fence.clone(), signals.clone())
+        .take_signal(fence.clone(), signals.clone(), report_id)
         .await
     {
         Ok(Some(signal)) => {

@@ -301,7 +301,7 @@ FROM run_dependencies d JOIN runs r ON r.id = d.depends_on_id
 WHERE d.run_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
 
 pub(super) const TAKE_SIGNAL: &str = "
-UPDATE run_signals SET consumed_at = $1
+UPDATE run_signals SET consumed_at = $1, taken_by = $6
 WHERE id = (SELECT s.id FROM run_signals s JOIN runs r ON r.id = s.run_id
             WHERE s.run_id = $2 AND s.consumed_at IS NULL
               AND s.name = ANY(ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))
@@ -310,6 +310,10 @@ WHERE id = (SELECT s.id FROM run_signals s JOIN runs r ON r.id = s.run_id
             FOR UPDATE OF s)
   AND consumed_at IS NULL
 RETURNING name, payload::text AS payload, timed_out";
+
+pub(super) const SIGNAL_TAKEN_BY: &str = "
+SELECT name, payload::text AS payload, timed_out FROM run_signals
+WHERE run_id = $1 AND taken_by = $2";
 
 pub(super) const WAIT: &str = "
 UPDATE runs

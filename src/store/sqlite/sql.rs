@@ -294,16 +294,21 @@ SELECT d.run_id, d.depends_on_id, r.result
 FROM run_dependencies d JOIN runs r ON r.id = d.depends_on_id
 WHERE d.run_id IN (SELECT value FROM json_each(?1))";
 
-/// ?1 now, ?2 run id, ?3 JSON array of signal names, ?4 claim, ?5 worker: consumes the
-/// oldest pending signal among the names, if the attempt still owns its run.
+/// ?1 now, ?2 run id, ?3 JSON array of signal names, ?4 claim, ?5 worker, ?6 the id of the
+/// wait report taking it (an external worker's) or NULL: consumes the oldest pending signal
+/// among the names, if the attempt still owns its run.
 pub(super) const TAKE_SIGNAL: &str = "
-UPDATE run_signals SET consumed_at = ?1
+UPDATE run_signals SET consumed_at = ?1, taken_by = ?6
 WHERE id = (SELECT s.id FROM run_signals s JOIN runs r ON r.id = s.run_id
             WHERE s.run_id = ?2 AND s.consumed_at IS NULL
               AND s.name IN (SELECT value FROM json_each(?3))
               AND r.claims = ?4 AND r.worker_id = ?5 AND r.status = 'running'
             ORDER BY s.id LIMIT 1)
 RETURNING name, payload, timed_out";
+
+/// ?1 run id, ?2 the wait report's id: the signal that report took, if it took one.
+pub(super) const SIGNAL_TAKEN_BY: &str = "
+SELECT name, payload, timed_out FROM run_signals WHERE run_id = ?1 AND taken_by = ?2";
 
 /// ?1 JSON array of names, ?2 until, ?3 resume on timeout, ?4 now, ?5..?7 the fence.
 /// Suspends the attempt without counting it; a matching signal already pending queues

@@ -12,6 +12,9 @@ use crate::store::{Fence, StoreError};
 pub(in crate::store) struct AttemptTakeSignal {
     pub(in crate::store) fence: Fence,
     pub(in crate::store) names: Vec<String>,
+    /// An external worker's wait report id: the same report sent again gets the signal it
+    /// took the first time.
+    pub(in crate::store) taken_by: Option<String>,
 }
 
 impl Command for AttemptTakeSignal {
@@ -25,7 +28,7 @@ impl Apply for AttemptTakeSignal {
     ) -> Result<Vec<Option<Signal>>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
         for c in commands {
-            replies.push(take(b, &c.fence, &c.names).await?);
+            replies.push(take(b, &c.fence, &c.names, c.taken_by.as_deref()).await?);
         }
         Ok(replies)
     }
@@ -36,19 +39,34 @@ async fn take(
     b: &mut Batch<'_>,
     fence: &Fence,
     names: &[String],
+    taken_by: Option<&str>,
 ) -> Result<Option<Signal>, StoreError> {
+    if let Some(report) = taken_by {
+        let taken = sqlx::query(sql::SIGNAL_TAKEN_BY)
+            .bind(fence.run_id.to_string())
+            .bind(report)
+            .fetch_optional(&mut *b.conn)
+            .await?;
+        if let Some(row) = taken {
+            return signal(&row).map(Some);
+        }
+    }
     let row = sqlx::query(sql::TAKE_SIGNAL)
         .bind(b.now)
         .bind(fence.run_id.to_string())
         .bind(serde_json::to_string(names).expect("names serialise"))
         .bind(i64::from(fence.claim))
         .bind(&*fence.worker_id)
+        .bind(taken_by)
         .fetch_optional(&mut *b.conn)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(Signal {
+    row.as_ref().map(signal).transpose()
+}
+
+fn signal(row: &<super::super::super::Db as sqlx::Database>::Row) -> Result<Signal, StoreError> {
+    Ok(Signal {
         name: row.try_get("name")?,
         payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
         timed_out: row.try_get::<i64, _>("timed_out")? != 0,
-    }))
+    })
 }
