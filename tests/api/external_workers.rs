@@ -542,15 +542,21 @@ async fn an_external_worker_is_listed_and_its_goodbye_hands_back_what_it_held() 
         .cloned()
         .unwrap();
     assert_eq!(me["state"], "stopped");
-    // in-process workers say what they are
-    assert!(
-        listed["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["language"] == "rust")
-            || listed["workers"].as_array().unwrap().len() == 1
-    );
+    // the in-process worker says what it is, at its first heartbeat
+    eventually(
+        Duration::from_secs(10),
+        "the in-process worker is listed as rust",
+        || async {
+            let listed = app.get_json("/v1/workers").await;
+            let rust = listed["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["id"] != "py-listed" && w["language"] == "rust");
+            if rust { Ok(()) } else { Err(listed) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
