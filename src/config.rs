@@ -290,6 +290,10 @@ pub struct Settings {
     /// run. (Inputs are capped by --body-limit.)
     #[arg(long, env = "AGENTQ_MAX_RESULT_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_result_bytes: usize,
+    /// The most bytes of output stream one run may hold over all its attempts (the text
+    /// of text and reasoning parts, the JSON of others); an append past it is refused.
+    #[arg(long, env = "AGENTQ_MAX_STREAM_BYTES", default_value_t = crate::domain::DEFAULT_MAX_STREAM_BYTES, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_stream_bytes: u64,
     /// Hosts outbound HTTP (the `http` agent, completion webhooks) may reach,
     /// comma-separated: `api.example.com`, `*.example.com`, `10.0.0.0/8`, `127.0.0.1`, or
     /// `*` for any host, each optionally with `:port` (`[::1]:8080` for IPv6). When set,
@@ -488,6 +492,7 @@ impl Settings {
                 clock: Default::default(),
                 sqlite_synchronous_full: self.sqlite_sync == SqliteSync::Full,
                 read_connections: self.read_connections,
+                max_stream_bytes: self.max_stream_bytes,
             },
             worker: WorkerOptions {
                 concurrency: self.concurrency as usize,

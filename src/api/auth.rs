@@ -318,8 +318,10 @@ fn credential(req: &Request) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
     }
-    // only where a browser cannot send headers: `EventSource` on the events endpoint
-    if !req.uri().path().ends_with("/events") {
+    // only where a browser cannot send headers: `EventSource` on the events and stream
+    // endpoints
+    let path = req.uri().path();
+    if !(path.ends_with("/events") || path.ends_with("/stream")) {
         return None;
     }
     req.uri()

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod limits;
 mod list;
+mod message_stream;
 mod metrics;
 mod middleware;
 mod request_id;
@@ -139,6 +140,7 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
         .routes(guard(routes!(runs::count_runs)))
         .routes(guard(routes!(runs::get_run)))
         .routes(guard(routes!(runs::list_run_events)))
+        .routes(guard(routes!(message_stream::stream_run)))
         .routes(guard(routes!(actions::cancel_run)))
         .routes(guard(routes!(actions::retry_run)))
         .routes(guard(routes!(actions::retry_runs)))

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use crate::domain::{RunEvent, RunId, RunStatus};
@@ -65,6 +65,20 @@ pub(super) async fn stream_events(
     after: i64,
     finished: bool,
 ) -> Result<Response, ApiError> {
+    let events = follow(store, id, after, finished).await?;
+    Ok(Sse::new(events.map(|event| Ok::<_, Infallible>(to_sse(&event))))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The run's events after `after`, then each new one as it is committed, until the
+/// run's terminal event (and those written with it). `finished` as for `stream_events`.
+pub(super) async fn follow(
+    store: Store,
+    id: RunId,
+    after: i64,
+    finished: bool,
+) -> Result<impl Stream<Item = RunEvent> + Send + 'static, ApiError> {
     // follow before reading, so nothing committed in between is missed
     let heads = store.follow_events(id);
     let pending: VecDeque<RunEvent> = store.list_events(id, after).await?.into();
@@ -77,12 +91,10 @@ pub(super) async fn stream_events(
         heads,
         heads_open: true,
     };
-    Ok(Sse::new(events(follow))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(events(follow))
 }
 
-fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(event) = f.pending.pop_front() {
@@ -94,7 +106,7 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                     .kind
                     .parse::<RunStatus>()
                     .is_ok_and(RunStatus::is_terminal);
-                return Some((Ok(to_sse(&event)), f));
+                return Some((event, f));
             }
             if f.ended {
                 return None;

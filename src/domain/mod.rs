@@ -10,6 +10,7 @@ mod queue;
 mod run;
 mod signing;
 mod status;
+mod stream;
 mod text;
 mod worker;
 
@@ -26,5 +27,6 @@ pub use run::{
 };
 pub use signing::{hmac_hex, hmac_matches, same_digest, sha256_hex};
 pub use status::RunStatus;
+pub use stream::{DEFAULT_MAX_STREAM_BYTES, StreamPart, coalesce};
 pub use text::{may_hold_nul, nul_in, storable};
 pub use worker::{WorkerBeat, WorkerInfo, WorkerState};

@@ -282,6 +282,8 @@ pub enum EventKind {
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
     Requeued,
+    /// A part of the run's output stream (its data is the part).
+    Stream,
 }
 
 impl EventKind {
@@ -306,6 +308,7 @@ impl EventKind {
             Self::WebhookFailed => "webhook_failed",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
+            Self::Stream => "stream",
         }
     }
 }

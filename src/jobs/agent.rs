@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use crate::domain::{Progress, RunId, Signal};
-use crate::store::{Fence, Store};
+use crate::domain::{Progress, RunId, Signal, StreamPart};
+use crate::store::{Fence, Store, Streamed};
 
 use super::EgressClient;
 
@@ -288,6 +288,35 @@ impl RunContext {
             )
             .await;
         self.after_write(written);
+    }
+
+    /// Appends `text` to the run's output stream (see [`RunContext::stream_part`]).
+    pub async fn stream(&self, text: impl Into<String>) -> Result<(), AgentError> {
+        self.stream_part(StreamPart::Text { text: text.into() })
+            .await
+    }
+
+    /// Appends a part to the run's output stream, returning once it is stored: clients
+    /// following `GET /v1/runs/{id}/stream` or its events see it at once, and after a
+    /// crash it is still there. Fails, retryably, when the attempt no longer owns its run
+    /// (the cancellation token fires too) or the part could not be stored; permanently
+    /// when the part is invalid or the run's stream is full (`--max-stream-bytes`).
+    pub async fn stream_part(&self, part: StreamPart) -> Result<(), AgentError> {
+        let part = part.checked().map_err(AgentError::permanent)?;
+        let fence = self.inner.fence.clone();
+        match self.inner.store.stream(fence, vec![part]).await {
+            Ok(Streamed::Written) => Ok(()),
+            Ok(Streamed::Lost) => {
+                self.inner.cancel.cancel();
+                Err(AgentError::retryable("the attempt no longer owns its run"))
+            }
+            Ok(Streamed::Full { limit }) => Err(AgentError::permanent(format!(
+                "the run's output stream is full: it may hold {limit} bytes (--max-stream-bytes)"
+            ))),
+            Err(e) => Err(AgentError::retryable(format!(
+                "could not append to the stream: {e}"
+            ))),
+        }
     }
 
     fn after_write(&self, written: Result<bool, crate::store::StoreError>) {

@@ -62,6 +62,23 @@ impl Store {
             }
         )
     }
+    /// Appends parts to the run's output stream (checked with `StreamPart::checked`). The
+    /// adjacent appends of one attempt in one batch are written together.
+    pub async fn stream(
+        &self,
+        fence: Fence,
+        parts: Vec<crate::domain::StreamPart>,
+    ) -> Result<Streamed, StoreError> {
+        let limit = self.max_stream_bytes;
+        command!(
+            self,
+            AttemptStream {
+                fence,
+                parts,
+                limit
+            }
+        )
+    }
     /// Saves an attempt's checkpoint: the next attempt starts from it. Fenced like every
     /// write of an attempt; `false` when the attempt no longer owns its run.
     pub async fn checkpoint(

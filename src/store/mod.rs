@@ -27,7 +27,7 @@ pub use clock::Clock;
 pub use error::StoreError;
 pub use model::{
     AgentLimits, AgentLoad, ApiKeyInfo, ClaimedRun, Fence, FinishedKey, KeyRecord, Outcome, Purged,
-    QueueLoad, RequeueFilter, RequeueTarget, RunFilter, RunPage, Sweep, Transition,
+    QueueLoad, RequeueFilter, RequeueTarget, RunFilter, RunPage, Streamed, Sweep, Transition,
     TransitionCount, WebhookDelivery, WebhookResult,
 };
 pub use postgres::check_url as check_postgres_url;
@@ -41,6 +41,8 @@ pub struct StoreOptions {
     pub sqlite_synchronous_full: bool,
     /// What times the store's records; the system's but in tests.
     pub clock: Clock,
+    /// The most bytes of output stream one run may hold (`--max-stream-bytes`).
+    pub max_stream_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -49,6 +51,7 @@ impl Default for StoreOptions {
             read_connections: 4,
             sqlite_synchronous_full: false,
             clock: Clock::system(),
+            max_stream_bytes: crate::domain::DEFAULT_MAX_STREAM_BYTES,
         }
     }
 }
@@ -58,6 +61,7 @@ impl Default for StoreOptions {
 pub struct Store {
     inner: Arc<Engine>,
     clock: Clock,
+    max_stream_bytes: u64,
 }
 
 /// The engine compiled for each dialect (see `engine/mod.rs`).
@@ -129,6 +133,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(engine),
             clock: options.clock.clone(),
+            max_stream_bytes: options.max_stream_bytes,
         })
     }
     /// What times the store's records (leases, due times, events).

@@ -22,6 +22,16 @@ pub struct Fence {
     pub worker_id: Arc<str>,
 }
 
+/// What became of stream parts an attempt appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streamed {
+    Written,
+    /// The attempt no longer owns its run: nothing was written.
+    Lost,
+    /// The run's stream would pass its limit (bytes): nothing was written.
+    Full { limit: u64 },
+}
+
 /// A run claimed by a worker: what it needs to execute one attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClaimedRun {

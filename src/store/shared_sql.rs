@@ -17,6 +17,20 @@ pub(super) const COUNT_RUNS: &str = concat!(
 pub(super) const FIND_KEY: &str = concat!("
 SELECT id, request_hash, idempotency_expires_at FROM runs WHERE idempotency_key = ", p!(1));
 
+/// ?1 events written, ?2 bytes streamed, ?3 now, ?4..?6 the fence, ?7 the run's stream
+/// limit: appends stream parts to a running attempt's run, returning the newest event
+/// seq; no row when the fence no longer holds or the stream would pass its limit.
+pub(super) const STREAM_APPEND: &str = concat!("
+UPDATE runs
+SET event_seq = event_seq + ", p!(1), ", stream_bytes = stream_bytes + ", p!(2), ", updated_at = ", p!(3), "
+WHERE id = ", p!(4), " AND claims = ", p!(5), " AND worker_id = ", p!(6), " AND status = 'running'
+  AND stream_bytes + ", p!(2), " <= ", p!(7), "
+RETURNING event_seq");
+
+/// ?1..?3 the fence: whether it still holds (tells a full stream from a lost attempt).
+pub(super) const FENCE_HOLDS: &str = concat!("
+SELECT 1 FROM runs WHERE id = ", p!(1), " AND claims = ", p!(2), " AND worker_id = ", p!(3), " AND status = 'running'");
+
 /// ?1 run id: frees an expired Idempotency-Key for a new run.
 pub(super) const FREE_KEY: &str = concat!("
 UPDATE runs SET idempotency_key = NULL WHERE id = ", p!(1));
@@ -240,6 +254,8 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("FORGET_WORKERS", vec![FORGET_WORKERS]),
         ("LIST_WORKERS", vec![LIST_WORKERS]),
         ("DECLARE_AGENT", vec![DECLARE_AGENT]),
+        ("STREAM_APPEND", vec![STREAM_APPEND]),
+        ("FENCE_HOLDS", vec![FENCE_HOLDS]),
         ("RECORD_AGENT_SCHEMA", vec![RECORD_AGENT_SCHEMA]),
         ("DECLARED_AGENTS", vec![DECLARED_AGENTS]),
         ("AGENT_SCHEMA_CHANGES", vec![AGENT_SCHEMA_CHANGES]),

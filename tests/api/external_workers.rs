@@ -778,3 +778,66 @@ async fn a_wait_sent_again_gets_the_signal_it_took_the_first_time() {
         .await;
     assert_eq!(next["signal"]["payload"], 2, "{next}");
 }
+
+#[tokio::test]
+async fn an_external_attempt_streams_parts_fenced_and_bounded() {
+    let app = TestApp::spawn_with(|config| config.store.max_stream_bytes = 256).await;
+    let worker = Remote::new(&app, "py-1");
+    declare_upper(&worker).await;
+    let id = app
+        .create(json!({"agent": "py_upper", "input": {"text": "abc"}}))
+        .await;
+    let run = worker.claim_one("py_upper").await;
+    let token = &run["attempt_token"];
+    let streamed = worker
+        .report(json!([
+            {"attempt_token": token, "type": "stream", "parts": [
+                {"type": "reasoning", "text": "upper-case it"},
+                {"type": "tool_call", "tool_call_id": "c1", "tool_name": "upper", "input": {"text": "abc"}}]},
+            {"attempt_token": token, "type": "stream", "parts": [
+                {"type": "tool_result", "tool_call_id": "c1", "output": "ABC"},
+                {"type": "text", "text": "AB"}]},
+            {"attempt_token": token, "type": "stream", "parts": [{"type": "text", "text": "C"}]},
+            {"attempt_token": token, "type": "stream", "parts": [{"type": "data", "name": "Bad name", "data": 1}]},
+            {"attempt_token": token, "type": "stream", "parts": []},
+        ]))
+        .await;
+    let statuses: Vec<&Value> = streamed.iter().map(|r| &r["status"]).collect();
+    assert_eq!(statuses, [200, 200, 200, 422, 422], "{streamed:#?}");
+    assert!(streamed[3]["detail"].as_str().unwrap().starts_with("parts/0: `name`"));
+    // past the run's limit (256 bytes here): refused whole, with its own code
+    let full = worker
+        .report_one(token, json!({"type": "stream", "parts": [{"type": "text", "text": "x".repeat(200)}]}))
+        .await;
+    assert_eq!(full["status"], 413, "{full}");
+    assert_eq!(full["code"], "stream_full");
+    let done = worker
+        .report_one(token, json!({"type": "succeed", "result": {"upper": "ABC"}}))
+        .await;
+    assert_eq!(done["status"], 200);
+    // the attempt is over: its stream is closed to it
+    let late = worker
+        .report_one(token, json!({"type": "stream", "parts": [{"type": "text", "text": "late"}]}))
+        .await;
+    assert_eq!(late["code"], "attempt_lost");
+
+    let chunks = crate::output_stream::read_chunks(
+        app.client.get(app.url(&format!("/v1/runs/{id}/stream"))),
+    )
+    .await;
+    // the two texts are one delta or two, as the writer's batches fell
+    let mut kinds = crate::output_stream::types(&chunks);
+    kinds.dedup_by(|a, b| *a == "text-delta" && *b == "text-delta");
+    assert_eq!(
+        kinds,
+        [
+            "start", "reasoning-start", "reasoning-delta", "reasoning-end",
+            "tool-input-available", "tool-output-available", "text-start", "text-delta",
+            "text-end", "finish", "[DONE]"
+        ]
+    );
+    assert_eq!(crate::output_stream::text_of(&chunks), "ABC");
+    assert_eq!(chunks[4].data["toolName"], "upper");
+    assert_eq!(chunks[4].data["input"], json!({"text": "abc"}));
+    assert_eq!(chunks[5].data["output"], "ABC");
+}

@@ -20,6 +20,7 @@ mod limits;
 mod list_runs;
 mod live_events;
 mod metrics;
+mod output_stream;
 mod openapi;
 mod outage;
 mod process;

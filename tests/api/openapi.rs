@@ -48,6 +48,7 @@ fn every_operation_id_is_the_handler_name() {
             "retry_run",
             "retry_runs",
             "send_signal",
+            "stream_run",
             "worker_heartbeat",
         ]
     );

@@ -8,13 +8,15 @@ use agentq::domain::RunStatus::{self, *};
 use serde_json::Value;
 
 /// The statuses an event's type moves a run to; `None` for events that move nothing
-/// (progress, logs, checkpoints, signals received, webhooks, compensation created).
+/// (progress, logs, checkpoints, stream parts, signals received, webhooks, compensation
+/// created).
 fn moves_to(kind: &str) -> Option<&'static [RunStatus]> {
     const STILL: &[&str] = &[
         "created",
         "progress",
         "log",
         "checkpoint",
+        "stream",
         "signal_received",
         "webhook_delivered",
         "webhook_failed",

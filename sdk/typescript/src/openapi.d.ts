@@ -283,6 +283,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/runs/{id}/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A run's output stream in the Vercel AI SDK UI message stream protocol.
+         * @description Server-Sent Events, each a UI message chunk as JSON with the seq of the run event it
+         *     came from as its id: replayed from the start (or after `Last-Event-ID`), then live until
+         *     the run ends, closed by `data: [DONE]`. Each attempt of the run is one message
+         *     (`start` with a `messageId` of its own, its parts, `finish`); the run's end is `finish`
+         *     (succeeded), `error` (failed) or `abort` (cancelled). A run that ended without streaming
+         *     anything answers `204`.
+         */
+        get: operations["stream_run"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/workers": {
         parameters: {
             query?: never;
@@ -836,6 +861,10 @@ export interface components {
             /** @enum {string} */
             type: "log";
         } | {
+            parts: components["schemas"]["StreamPart"][];
+            /** @enum {string} */
+            type: "stream";
+        } | {
             state: Record<string, never>;
             /** @enum {string} */
             type: "checkpoint";
@@ -898,8 +927,9 @@ export interface components {
             /**
              * Format: int32
              * @description 200 applied; 409 `attempt_lost`: the attempt no longer holds its run (stop its
-             *     agent, report nothing more for it); 422 `invalid`: the report itself is wrong;
-             *     503 `unavailable`: not applied, send it again.
+             *     agent, report nothing more for it); 413 `stream_full`: the run's output stream
+             *     holds as much as it may (nothing of the report was written); 422 `invalid`: the
+             *     report itself is wrong; 503 `unavailable`: not applied, send it again.
              */
             status: number;
         };
@@ -1101,6 +1131,35 @@ export interface components {
              *     without its worker ending it: the server ended it).
              */
             reason: string;
+        };
+        /** @description One part of a run's output stream. */
+        StreamPart: {
+            text: string;
+            /** @enum {string} */
+            type: "text";
+        } | {
+            text: string;
+            /** @enum {string} */
+            type: "reasoning";
+        } | {
+            input: Record<string, never>;
+            /** @description 1 to 128 characters, naming the call its result answers. */
+            tool_call_id: string;
+            /** @description 1 to 128 characters. */
+            tool_name: string;
+            /** @enum {string} */
+            type: "tool_call";
+        } | {
+            output: Record<string, never>;
+            tool_call_id: string;
+            /** @enum {string} */
+            type: "tool_result";
+        } | {
+            data: Record<string, never>;
+            /** @description `[a-z0-9_-]`, 1 to 64 characters. */
+            name: string;
+            /** @enum {string} */
+            type: "data";
         };
         String: string;
         /** @description What a waiting run waits for. */
@@ -2130,6 +2189,69 @@ export interface operations {
             };
             /** @description Invalid signal */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    stream_run: {
+        parameters: {
+            query?: {
+                /** @description The run's token, for clients that cannot send an Authorization header */
+                access_token?: string;
+            };
+            header?: {
+                /** @description Resume after the chunks of this event seq */
+                "Last-Event-ID"?: string | null;
+            };
+            path: {
+                /** @description Run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description UI message chunks as server-sent events (header `x-vercel-ai-ui-message-stream: v1`) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description The run ended without streaming anything */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid Last-Event-ID */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid API key or run token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such run (or another tenant's) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::{Backoff, Progress, Scope, Signal};
+use crate::domain::{Backoff, Progress, Scope, Signal, StreamPart};
 use crate::jobs::AgentError;
 use crate::jobs::outcome::{Failure, Terms, decide};
-use crate::store::{Fence, Outcome, StoreError};
+use crate::store::{Fence, Outcome, StoreError, Streamed};
 use crate::telemetry::AttemptOutcome;
 
 use super::super::ApiState;
@@ -57,6 +57,10 @@ pub enum Report {
     },
     /// A `log` event (`level`: debug, info, warn, error).
     Log { level: String, message: String },
+    /// Parts appended to the run's output stream (`GET /v1/runs/{id}/stream`), in order:
+    /// 1 to 1000 parts. Refused whole (`413 stream_full`) when the run's stream would pass
+    /// `--max-stream-bytes`.
+    Stream { parts: Vec<StreamPart> },
     /// State the next attempts start from (at most 1 MiB of JSON).
     Checkpoint {
         #[schema(value_type = Object)]
@@ -136,8 +140,9 @@ pub struct ReportResults {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReportResult {
     /// 200 applied; 409 `attempt_lost`: the attempt no longer holds its run (stop its
-    /// agent, report nothing more for it); 422 `invalid`: the report itself is wrong;
-    /// 503 `unavailable`: not applied, send it again.
+    /// agent, report nothing more for it); 413 `stream_full`: the run's output stream
+    /// holds as much as it may (nothing of the report was written); 422 `invalid`: the
+    /// report itself is wrong; 503 `unavailable`: not applied, send it again.
     pub status: u16,
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,6 +300,7 @@ async fn apply(state: &ApiState, fence: Fence, report: Report) -> ReportResult {
             let message = crate::domain::storable(message);
             ReportResult::written(store.log(fence, &level, message).await)
         }
+        Report::Stream { parts } => stream(store, fence, parts).await,
         Report::Checkpoint { state: saved } => {
             if let Err(problem) = crate::jobs::check_checkpoint(&saved) {
                 return ReportResult::invalid(problem);
@@ -333,6 +339,32 @@ async fn apply(state: &ApiState, fence: Fence, report: Report) -> ReportResult {
             Ok(_) => ReportResult::lost(),
             Err(e) => ReportResult::failed(e),
         },
+    }
+}
+
+async fn stream(store: &crate::store::Store, fence: Fence, parts: Vec<StreamPart>) -> ReportResult {
+    if !(1..=1000).contains(&parts.len()) {
+        return ReportResult::invalid("`parts` holds 1 to 1000 parts");
+    }
+    let mut checked = Vec::with_capacity(parts.len());
+    for (i, part) in parts.into_iter().enumerate() {
+        match part.checked() {
+            Ok(part) => checked.push(part),
+            Err(problem) => return ReportResult::invalid(format!("parts/{i}: {problem}")),
+        }
+    }
+    match store.stream(fence, checked).await {
+        Ok(Streamed::Written) => ReportResult::ok(),
+        Ok(Streamed::Lost) => ReportResult::lost(),
+        Ok(Streamed::Full { limit }) => ReportResult {
+            status: 413,
+            code: "stream_full",
+            detail: Some(format!(
+                "the run's output stream is full: it may hold {limit} bytes (--max-stream-bytes)"
+            )),
+            signal: None,
+        },
+        Err(e) => ReportResult::failed(e),
     }
 }
 

@@ -1,5 +1,5 @@
 //! `echo`: a diagnostic agent that returns its input's `value`, optionally slowly, in
-//! steps with progress, or failing on purpose.
+//! steps with progress, streaming a `text` word by word, or failing on purpose.
 
 use std::time::Duration;
 
@@ -13,7 +13,10 @@ pub struct Echo;
 
 #[derive(Deserialize)]
 struct EchoInput {
+    #[serde(default)]
     value: Value,
+    #[serde(default)]
+    text: Option<String>,
     #[serde(default)]
     delay_ms: u64,
     #[serde(default)]
@@ -31,16 +34,17 @@ impl Agent for Echo {
     }
 
     fn description(&self) -> &str {
-        "Returns {\"value\": input.value}; can wait, report progress in steps, or fail on purpose."
+        "Returns {\"value\": input.value}; can wait, report progress in steps, stream a text word by word, or fail on purpose."
     }
 
     fn input_schema(&self) -> Value {
         json!({
             "type": "object",
-            "required": ["value"],
             "additionalProperties": false,
             "properties": {
-                "value": { "description": "Returned as the result's `value`." },
+                "value": { "description": "Returned as the result's `value` (null when not given)." },
+                "text": { "type": "string", "maxLength": 1_000_000,
+                          "description": "Streamed word by word over `delay_ms`, and returned as the result's `text`; the planned failures come after it." },
                 "delay_ms": { "type": "integer", "minimum": 0, "maximum": 3_600_000,
                               "description": "Total time to take, spread over the steps." },
                 "steps": { "type": "integer", "minimum": 0, "maximum": 1000,
@@ -48,7 +52,7 @@ impl Agent for Echo {
                 "fail_attempts": { "type": "integer", "minimum": 0, "maximum": 100,
                                    "description": "Fail this many first attempts (retryable)." },
                 "fail_permanently": { "type": "boolean",
-                                      "description": "Fail with a permanent error." }
+                                      "description": "Fail with a permanent error (after the `fail_attempts`)." }
             }
         })
     }
@@ -56,16 +60,13 @@ impl Agent for Echo {
     async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
         let input: EchoInput = serde_json::from_value(input)
             .map_err(|e| AgentError::permanent(format!("invalid input: {e}")))?;
-        if input.fail_permanently {
-            return Err(AgentError::permanent("failed permanently, as asked"));
+        // with a text, the planned failures come after it was streamed
+        if let Some(text) = &input.text {
+            stream_words(&ctx, text, input.delay_ms, input.steps).await?;
+            planned_failure(&ctx, &input)?;
+            return Ok(json!({ "value": input.value, "text": text }));
         }
-        if ctx.attempt() <= input.fail_attempts {
-            return Err(AgentError::retryable(format!(
-                "planned failure on attempt {} of {}",
-                ctx.attempt(),
-                input.fail_attempts
-            )));
-        }
+        planned_failure(&ctx, &input)?;
         let steps = input.steps.max(1);
         let pause = Duration::from_millis(input.delay_ms) / steps;
         for step in 1..=steps {
@@ -82,5 +83,81 @@ impl Agent for Echo {
             }
         }
         Ok(json!({ "value": input.value }))
+    }
+}
+
+fn planned_failure(ctx: &RunContext, input: &EchoInput) -> Result<(), AgentError> {
+    if ctx.attempt() <= input.fail_attempts {
+        return Err(AgentError::retryable(format!(
+            "planned failure on attempt {} of {}",
+            ctx.attempt(),
+            input.fail_attempts
+        )));
+    }
+    if input.fail_permanently {
+        return Err(AgentError::permanent("failed permanently, as asked"));
+    }
+    Ok(())
+}
+
+/// Streams `text` in pieces of a word and the space after it, evenly over `delay_ms` (paced
+/// by the clock, so slow writes do not stretch it), with `steps` progress reports among them.
+async fn stream_words(
+    ctx: &RunContext,
+    text: &str,
+    delay_ms: u64,
+    steps: u32,
+) -> Result<(), AgentError> {
+    let pieces = words(text);
+    let count = pieces.len().max(1) as u32;
+    let pause = Duration::from_millis(delay_ms) / count;
+    let start = tokio::time::Instant::now();
+    let mut reported = 0;
+    for (i, piece) in (1..).zip(pieces) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(start + pause * i) => {}
+            _ = ctx.cancelled().cancelled() => return Err(AgentError::retryable("cancelled")),
+        }
+        ctx.stream(piece).await?;
+        let step = (u64::from(i) * u64::from(steps) / u64::from(count)) as u32;
+        if step > reported {
+            reported = step;
+            let percent = (u64::from(i) * 100 / u64::from(count)) as u8;
+            ctx.progress(percent, format!("{i} of {count} words")).await;
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut after each run of whitespace: the pieces join back into `text`.
+fn words(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut in_space = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            in_space = true;
+        } else if in_space {
+            pieces.push(&text[start..i]);
+            start = i;
+            in_space = false;
+        }
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn words_join_back_into_the_text() {
+        for text in ["", "one", "Hello brave  new\nworld ", "  lead"] {
+            let pieces = super::words(text);
+            assert_eq!(pieces.concat(), text);
+            assert!(pieces.iter().all(|p| !p.is_empty()));
+        }
+        assert_eq!(super::words("a b  c"), vec!["a ", "b  ", "c"]);
     }
 }

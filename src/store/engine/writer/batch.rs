@@ -24,7 +24,7 @@ use super::cmd::*;
 use super::command::{Apply, Queued, Step, step};
 use super::{Conn, sql};
 use crate::domain::EventKind;
-use crate::store::{Clock, StoreError, Transition};
+use crate::store::{Clock, Fence, StoreError, Transition};
 
 pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
 pub(super) use dependencies::{link as link_dependencies, results as dependency_results};
@@ -222,22 +222,42 @@ pub(super) async fn apply_in_tx(
     }
 }
 
-/// Progress reports, logs and checkpoints of attempts, in the order they came: within
-/// one attempt, the order its worker sent them in. An attempt's progress reports in one
-/// batch are coalesced to its last, whose answer they all get.
+/// Progress reports, logs, checkpoints and stream parts of attempts, in the order they
+/// came: within one attempt, the order its worker sent them in. An attempt's progress
+/// reports in one batch are coalesced to its last, whose answer they all get; its adjacent
+/// stream appends (no other report of it between them) are written together, with one
+/// answer.
 fn attempt_reports<'a, 'c>(
     b: &'a mut Batch<'c>,
     requests: &'a mut [Box<dyn Queued>],
 ) -> BoxFuture<'a, Result<(), StoreError>> {
     Box::pin(async move {
         let mut last_progress = HashMap::new();
+        // the groups of adjacent stream appends: at its first request's index, its requests
+        let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut open_group: HashMap<Fence, usize> = HashMap::new();
         for (i, request) in requests.iter().enumerate() {
-            if let Some(progress) = request.command::<AttemptProgress>() {
-                last_progress.insert(progress.fence.clone(), i);
+            if let Some(append) = request.command::<AttemptStream>() {
+                let first = *open_group.entry(append.fence.clone()).or_insert(i);
+                groups.entry(first).or_default().push(i);
+                continue;
             }
+            let fence = if let Some(progress) = request.command::<AttemptProgress>() {
+                last_progress.insert(progress.fence.clone(), i);
+                &progress.fence
+            } else if let Some(log) = request.command::<AttemptLog>() {
+                &log.fence
+            } else if let Some(checkpoint) = request.command::<AttemptCheckpoint>() {
+                &checkpoint.fence
+            } else {
+                continue;
+            };
+            open_group.remove(fence);
         }
         let mut progress_landed = HashMap::new();
-        for (i, request) in requests.iter_mut().enumerate() {
+        let mut streamed = HashMap::new();
+        for i in 0..requests.len() {
+            let request = &mut requests[i];
             if let Some(progress) = request.command::<AttemptProgress>() {
                 if last_progress.get(&progress.fence) == Some(&i) {
                     let landed = progress.apply(b).await?;
@@ -249,9 +269,22 @@ fn attempt_reports<'a, 'c>(
             } else if let Some(checkpoint) = request.command::<AttemptCheckpoint>() {
                 let landed = checkpoint.apply(b).await?;
                 request.answer::<AttemptCheckpoint>(landed);
+            } else if let Some(members) = groups.get(&i) {
+                let appends: Vec<&AttemptStream> = members
+                    .iter()
+                    .filter_map(|&m| requests[m].command::<AttemptStream>())
+                    .collect();
+                let outcome = AttemptStream::apply_together(b, &appends).await?;
+                for &m in members {
+                    streamed.insert(m, outcome);
+                }
             }
         }
-        for request in requests.iter_mut() {
+        for (i, request) in requests.iter_mut().enumerate() {
+            if let Some(outcome) = streamed.get(&i) {
+                request.answer::<AttemptStream>(*outcome);
+                continue;
+            }
             let landed = match request.command::<AttemptProgress>() {
                 Some(progress) => progress_landed[&progress.fence],
                 None => continue,

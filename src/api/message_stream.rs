@@ -1,0 +1,328 @@
+//! `GET /v1/runs/{id}/stream`: a run's output stream as Server-Sent Events in the Vercel AI
+//! SDK's UI message stream protocol (`x-vercel-ai-ui-message-stream: v1`), so `useChat`
+//! (`DefaultChatTransport` with `api` set to `<base>/v1/runs`) resumes a run's answer with
+//! `reconnectToStream({chatId: runId})`.
+//!
+//! The chunks are made from the run's events, replayed from the start and then followed
+//! live: each attempt is one message (`start` … `finish`), its `stream` events become text,
+//! reasoning, tool and data parts, its progress a `data-progress` part; the run's end is
+//! `finish` (succeeded), `error` (failed) or `abort` (cancelled), then `[DONE]`. Every chunk
+//! carries the seq of the event it came from as its SSE id, so a client resuming with
+//! `Last-Event-ID` gets the chunks of later events only.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::domain::{EventKind, RunEvent, RunId};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, Problem};
+use super::extract::parse_run_id;
+use super::stream::{follow, resume_after};
+
+/// A run's output stream in the Vercel AI SDK UI message stream protocol.
+///
+/// Server-Sent Events, each a UI message chunk as JSON with the seq of the run event it
+/// came from as its id: replayed from the start (or after `Last-Event-ID`), then live until
+/// the run ends, closed by `data: [DONE]`. Each attempt of the run is one message
+/// (`start` with a `messageId` of its own, its parts, `finish`); the run's end is `finish`
+/// (succeeded), `error` (failed) or `abort` (cancelled). A run that ended without streaming
+/// anything answers `204`.
+#[utoipa::path(get, path = "/v1/runs/{id}/stream", tag = "runs", operation_id = "stream_run",
+    params(("id" = String, Path, description = "Run id"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after the chunks of this event seq"),
+           ("access_token" = Option<String>, Query, description = "The run's token, for clients that cannot send an Authorization header")),
+    responses(
+        (status = 200, description = "UI message chunks as server-sent events (header `x-vercel-ai-ui-message-stream: v1`)",
+         content((String = "text/event-stream"))),
+        (status = 204, description = "The run ended without streaming anything"),
+        (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stream_run(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&id)?;
+    let after = resume_after(&headers, None)?;
+    let run = state.store.get_run(id).await?;
+    caller.may_read(&run)?;
+    let finished = run.status.is_terminal();
+    let mut events = Box::pin(follow(state.store.clone(), id, 0, finished).await?.fuse());
+    let mut chunks = Chunks::new(id);
+    // what was already written is read now: a run that ended without streaming is a 204
+    let mut replayed = Vec::new();
+    if finished {
+        while let Some(event) = events.next().await {
+            replayed.push(event);
+        }
+        if !replayed.iter().any(|e| e.kind == EventKind::Stream.as_str()) {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+    let sse = futures::stream::iter(replayed)
+        .chain(events)
+        .flat_map(move |event| {
+            let seq = event.seq;
+            let made = chunks.feed(&event);
+            let done = chunks.ended;
+            let sent = (seq > after).then_some(made).unwrap_or_default();
+            let mut out: Vec<Event> = sent
+                .iter()
+                .map(|chunk| {
+                    Event::default()
+                        .id(seq.to_string())
+                        .json_data(chunk)
+                        .expect("a chunk serialises")
+                })
+                .collect();
+            if done && seq > after {
+                out.push(Event::default().data("[DONE]"));
+            }
+            futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+        });
+    let mut response = Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-vercel-ai-ui-message-stream",
+        HeaderValue::from_static("v1"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Turns a run's events, in order from the first, into UI message chunks.
+struct Chunks {
+    run_id: RunId,
+    /// An attempt's message is open (`start` sent, no `finish` yet).
+    open: bool,
+    /// The id of the text part, and of the reasoning part, being appended to.
+    text: Option<String>,
+    reasoning: Option<String>,
+    /// The run's end was sent: nothing follows but `[DONE]`.
+    ended: bool,
+}
+
+impl Chunks {
+    fn new(run_id: RunId) -> Self {
+        Self {
+            run_id,
+            open: false,
+            text: None,
+            reasoning: None,
+            ended: false,
+        }
+    }
+
+    /// The chunks `event` makes.
+    fn feed(&mut self, event: &RunEvent) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        match event.kind.as_str() {
+            "started" => {
+                self.end_message(&mut out, "other");
+                self.start(&mut out, event.seq);
+            }
+            "stream" => {
+                if !self.open {
+                    self.start(&mut out, event.seq);
+                }
+                self.part(&mut out, event);
+            }
+            "progress" if self.open => out.push(json!({
+                "type": "data-progress",
+                "id": "progress",
+                "data": event.data,
+            })),
+            "retry_scheduled" | "attempt_lost" => {
+                self.end_message(&mut out, "error")
+            }
+            "released" | "waiting" => self.end_message(&mut out, "other"),
+            "succeeded" => {
+                self.end_message(&mut out, "stop");
+                self.ended = true;
+            }
+            "failed" => {
+                self.close_parts(&mut out);
+                self.open = false;
+                let message = event.data["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the run failed");
+                out.push(json!({ "type": "error", "errorText": message }));
+                self.ended = true;
+            }
+            "cancelled" => {
+                self.close_parts(&mut out);
+                self.open = false;
+                out.push(json!({ "type": "abort", "reason": "cancelled" }));
+                self.ended = true;
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn start(&mut self, out: &mut Vec<Value>, seq: i64) {
+        self.open = true;
+        out.push(json!({ "type": "start", "messageId": format!("{}-{seq}", self.run_id) }));
+    }
+
+    fn end_message(&mut self, out: &mut Vec<Value>, reason: &str) {
+        if self.open {
+            self.close_parts(out);
+            out.push(json!({ "type": "finish", "finishReason": reason }));
+            self.open = false;
+        }
+    }
+
+    fn close_parts(&mut self, out: &mut Vec<Value>) {
+        if let Some(id) = self.text.take() {
+            out.push(json!({ "type": "text-end", "id": id }));
+        }
+        if let Some(id) = self.reasoning.take() {
+            out.push(json!({ "type": "reasoning-end", "id": id }));
+        }
+    }
+
+    fn part(&mut self, out: &mut Vec<Value>, event: &RunEvent) {
+        let part = &event.data;
+        let text = || part["text"].as_str().unwrap_or_default();
+        match part["type"].as_str().unwrap_or_default() {
+            "text" => {
+                if let Some(id) = self.reasoning.take() {
+                    out.push(json!({ "type": "reasoning-end", "id": id }));
+                }
+                let id = self.text.get_or_insert_with(|| {
+                    let id = format!("text-{}", event.seq);
+                    out.push(json!({ "type": "text-start", "id": id }));
+                    id
+                });
+                out.push(json!({ "type": "text-delta", "id": id, "delta": text() }));
+            }
+            "reasoning" => {
+                if let Some(id) = self.text.take() {
+                    out.push(json!({ "type": "text-end", "id": id }));
+                }
+                let id = self.reasoning.get_or_insert_with(|| {
+                    let id = format!("reasoning-{}", event.seq);
+                    out.push(json!({ "type": "reasoning-start", "id": id }));
+                    id
+                });
+                out.push(json!({ "type": "reasoning-delta", "id": id, "delta": text() }));
+            }
+            "tool_call" => {
+                self.close_parts(out);
+                out.push(json!({
+                    "type": "tool-input-available",
+                    "toolCallId": part["tool_call_id"],
+                    "toolName": part["tool_name"],
+                    "input": part["input"],
+                }));
+            }
+            "tool_result" => {
+                self.close_parts(out);
+                out.push(json!({
+                    "type": "tool-output-available",
+                    "toolCallId": part["tool_call_id"],
+                    "output": part["output"],
+                }));
+            }
+            "data" => {
+                let name = part["name"].as_str().unwrap_or_default();
+                out.push(json!({
+                    "type": format!("data-{name}"),
+                    "id": name,
+                    "data": part["data"],
+                }));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn event(seq: i64, kind: &str, attempt: u32, data: Value) -> RunEvent {
+        RunEvent {
+            seq,
+            at: Utc::now(),
+            kind: kind.into(),
+            attempt,
+            data,
+        }
+    }
+
+    fn types(chunks: &[Value]) -> Vec<&str> {
+        chunks.iter().map(|c| c["type"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn attempts_are_messages_and_the_run_ends_the_stream() {
+        let id = RunId::new();
+        let mut chunks = Chunks::new(id);
+        let mut all = Vec::new();
+        let events = [
+            event(1, "created", 0, json!({})),
+            event(2, "started", 1, json!({})),
+            event(3, "stream", 1, json!({"type": "text", "text": "Hel"})),
+            event(4, "stream", 1, json!({"type": "text", "text": "lo"})),
+            event(5, "retry_scheduled", 1, json!({})),
+            event(6, "started", 2, json!({})),
+            event(7, "stream", 2, json!({"type": "reasoning", "text": "hmm"})),
+            event(8, "stream", 2, json!({"type": "text", "text": "Hi"})),
+            event(9, "progress", 2, json!({"percent": 50, "message": null})),
+            event(10, "stream", 2, json!({"type": "tool_call", "tool_call_id": "c", "tool_name": "t", "input": {}})),
+            event(11, "succeeded", 2, json!({})),
+            event(12, "webhook_delivered", 2, json!({})),
+        ];
+        for e in &events {
+            all.extend(chunks.feed(e));
+        }
+        assert!(chunks.ended);
+        assert_eq!(
+            types(&all),
+            vec![
+                "start", "text-start", "text-delta", "text-delta", "text-end", "finish",
+                "start", "reasoning-start", "reasoning-delta", "reasoning-end", "text-start",
+                "text-delta", "data-progress", "text-end", "tool-input-available", "finish",
+            ]
+        );
+        assert_eq!(all[0]["messageId"], format!("{id}-2"));
+        assert_eq!(all[6]["messageId"], format!("{id}-6"));
+        assert_eq!(all[2]["id"], all[3]["id"]);
+        assert_eq!(all[5]["finishReason"], "error");
+        assert_eq!(all[15]["finishReason"], "stop");
+    }
+
+    #[test]
+    fn a_failed_run_ends_with_an_error_and_a_cancelled_one_with_an_abort() {
+        let mut chunks = Chunks::new(RunId::new());
+        chunks.feed(&event(1, "started", 1, json!({})));
+        let tail = chunks.feed(&event(2, "stream", 1, json!({"type": "text", "text": "x"})));
+        assert_eq!(types(&tail), vec!["text-start", "text-delta"]);
+        let error = json!({"error": {"kind": "agent", "message": "boom"}});
+        let end = chunks.feed(&event(3, "failed", 1, error));
+        assert_eq!(types(&end), vec!["text-end", "error"]);
+        assert_eq!(end[1]["errorText"], "boom");
+        let mut chunks = Chunks::new(RunId::new());
+        assert_eq!(types(&chunks.feed(&event(1, "cancelled", 0, json!({})))), vec!["abort"]);
+        assert!(chunks.ended);
+    }
+}
