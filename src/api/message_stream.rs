@@ -66,7 +66,10 @@ pub async fn stream_run(
         while let Some(event) = events.next().await {
             replayed.push(event);
         }
-        if !replayed.iter().any(|e| e.kind == EventKind::Stream.as_str()) {
+        if !replayed
+            .iter()
+            .any(|e| e.kind == EventKind::Stream.as_str())
+        {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
@@ -74,9 +77,11 @@ pub async fn stream_run(
         .chain(events)
         .flat_map(move |event| {
             let seq = event.seq;
+            // the chunks of events the client has are made (they set the state later
+            // chunks follow from) but not sent
             let made = chunks.feed(&event);
             let done = chunks.ended;
-            let sent = (seq > after).then_some(made).unwrap_or_default();
+            let sent = if seq > after { made } else { Vec::new() };
             let mut out: Vec<Event> = sent
                 .iter()
                 .map(|chunk| {
@@ -148,9 +153,7 @@ impl Chunks {
                 "id": "progress",
                 "data": event.data,
             })),
-            "retry_scheduled" | "attempt_lost" => {
-                self.end_message(&mut out, "error")
-            }
+            "retry_scheduled" | "attempt_lost" => self.end_message(&mut out, "error"),
             "released" | "waiting" => self.end_message(&mut out, "other"),
             "succeeded" => {
                 self.end_message(&mut out, "stop");
@@ -288,7 +291,12 @@ mod tests {
             event(7, "stream", 2, json!({"type": "reasoning", "text": "hmm"})),
             event(8, "stream", 2, json!({"type": "text", "text": "Hi"})),
             event(9, "progress", 2, json!({"percent": 50, "message": null})),
-            event(10, "stream", 2, json!({"type": "tool_call", "tool_call_id": "c", "tool_name": "t", "input": {}})),
+            event(
+                10,
+                "stream",
+                2,
+                json!({"type": "tool_call", "tool_call_id": "c", "tool_name": "t", "input": {}}),
+            ),
             event(11, "succeeded", 2, json!({})),
             event(12, "webhook_delivered", 2, json!({})),
         ];
@@ -299,9 +307,22 @@ mod tests {
         assert_eq!(
             types(&all),
             vec![
-                "start", "text-start", "text-delta", "text-delta", "text-end", "finish",
-                "start", "reasoning-start", "reasoning-delta", "reasoning-end", "text-start",
-                "text-delta", "data-progress", "text-end", "tool-input-available", "finish",
+                "start",
+                "text-start",
+                "text-delta",
+                "text-delta",
+                "text-end",
+                "finish",
+                "start",
+                "reasoning-start",
+                "reasoning-delta",
+                "reasoning-end",
+                "text-start",
+                "text-delta",
+                "data-progress",
+                "text-end",
+                "tool-input-available",
+                "finish",
             ]
         );
         assert_eq!(all[0]["messageId"], format!("{id}-2"));
@@ -322,7 +343,10 @@ mod tests {
         assert_eq!(types(&end), vec!["text-end", "error"]);
         assert_eq!(end[1]["errorText"], "boom");
         let mut chunks = Chunks::new(RunId::new());
-        assert_eq!(types(&chunks.feed(&event(1, "cancelled", 0, json!({})))), vec!["abort"]);
+        assert_eq!(
+            types(&chunks.feed(&event(1, "cancelled", 0, json!({})))),
+            vec!["abort"]
+        );
         assert!(chunks.ended);
     }
 }

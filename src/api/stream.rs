@@ -66,9 +66,11 @@ pub(super) async fn stream_events(
     finished: bool,
 ) -> Result<Response, ApiError> {
     let events = follow(store, id, after, finished).await?;
-    Ok(Sse::new(events.map(|event| Ok::<_, Infallible>(to_sse(&event))))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(
+        Sse::new(events.map(|event| Ok::<_, Infallible>(to_sse(&event))))
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+    )
 }
 
 /// The run's events after `after`, then each new one as it is committed, until the

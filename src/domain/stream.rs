@@ -93,9 +93,9 @@ impl StreamPart {
             }
             Self::Data { name, data } => {
                 let valid = (1..=64).contains(&name.len())
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                    && name.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
                 if !valid {
                     return Err("`name` is 1 to 64 of `a-z`, `0-9`, `_` and `-`".into());
                 }
@@ -187,8 +187,11 @@ mod tests {
         };
         assert!(nul.checked().unwrap_err().contains("at `a`"));
         assert_eq!(text("a\u{0}").checked().unwrap(), text("a\u{FFFD}"));
-        let part: StreamPart = serde_json::from_value(json!({"type": "text", "text": "hi"})).unwrap();
+        let part: StreamPart =
+            serde_json::from_value(json!({"type": "text", "text": "hi"})).unwrap();
         assert_eq!(part.size(), 2);
-        assert!(serde_json::from_value::<StreamPart>(json!({"type": "text", "txt": "hi"})).is_err());
+        assert!(
+            serde_json::from_value::<StreamPart>(json!({"type": "text", "txt": "hi"})).is_err()
+        );
     }
 }

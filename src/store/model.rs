@@ -29,7 +29,9 @@ pub enum Streamed {
     /// The attempt no longer owns its run: nothing was written.
     Lost,
     /// The run's stream would pass its limit (bytes): nothing was written.
-    Full { limit: u64 },
+    Full {
+        limit: u64,
+    },
 }
 
 /// A run claimed by a worker: what it needs to execute one attempt.

@@ -274,7 +274,8 @@ async fn a_body_cut_off_mid_chunk_is_a_bad_request_not_a_large_one() {
 async fn rejected_requests_leave_no_run_behind() {
     let app = TestApp::spawn().await;
     app.post_run(json!({"agent": "nope"})).await;
-    app.post_run(json!({"agent": "echo", "input": {"valu": 1}})).await;
+    app.post_run(json!({"agent": "echo", "input": {"valu": 1}}))
+        .await;
     app.post_run(json!({"agent": "echo", "input": {"value": 1}, "max_attempts": 0}))
         .await;
     let list: Value = app.get_json("/v1/runs").await;

@@ -804,20 +804,34 @@ async fn an_external_attempt_streams_parts_fenced_and_bounded() {
         .await;
     let statuses: Vec<&Value> = streamed.iter().map(|r| &r["status"]).collect();
     assert_eq!(statuses, [200, 200, 200, 422, 422], "{streamed:#?}");
-    assert!(streamed[3]["detail"].as_str().unwrap().starts_with("parts/0: `name`"));
+    assert!(
+        streamed[3]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("parts/0: `name`")
+    );
     // past the run's limit (256 bytes here): refused whole, with its own code
     let full = worker
-        .report_one(token, json!({"type": "stream", "parts": [{"type": "text", "text": "x".repeat(200)}]}))
+        .report_one(
+            token,
+            json!({"type": "stream", "parts": [{"type": "text", "text": "x".repeat(200)}]}),
+        )
         .await;
     assert_eq!(full["status"], 413, "{full}");
     assert_eq!(full["code"], "stream_full");
     let done = worker
-        .report_one(token, json!({"type": "succeed", "result": {"upper": "ABC"}}))
+        .report_one(
+            token,
+            json!({"type": "succeed", "result": {"upper": "ABC"}}),
+        )
         .await;
     assert_eq!(done["status"], 200);
     // the attempt is over: its stream is closed to it
     let late = worker
-        .report_one(token, json!({"type": "stream", "parts": [{"type": "text", "text": "late"}]}))
+        .report_one(
+            token,
+            json!({"type": "stream", "parts": [{"type": "text", "text": "late"}]}),
+        )
         .await;
     assert_eq!(late["code"], "attempt_lost");
 
@@ -831,9 +845,17 @@ async fn an_external_attempt_streams_parts_fenced_and_bounded() {
     assert_eq!(
         kinds,
         [
-            "start", "reasoning-start", "reasoning-delta", "reasoning-end",
-            "tool-input-available", "tool-output-available", "text-start", "text-delta",
-            "text-end", "finish", "[DONE]"
+            "start",
+            "reasoning-start",
+            "reasoning-delta",
+            "reasoning-end",
+            "tool-input-available",
+            "tool-output-available",
+            "text-start",
+            "text-delta",
+            "text-end",
+            "finish",
+            "[DONE]"
         ]
     );
     assert_eq!(crate::output_stream::text_of(&chunks), "ABC");

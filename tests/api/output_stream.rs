@@ -114,13 +114,19 @@ async fn an_echo_run_streams_its_text_live_and_again_after_it_ended() {
     let first = first_delta.data["delta"].as_str().unwrap();
     assert_eq!(format!("{first}{}", text_of(&resumed)), TEXT);
     assert!(!types(&resumed).contains(&"start"));
-    assert!(resumed.iter().all(|c| c.id.is_none_or(|id| id > first_delta.id.unwrap())));
+    assert!(
+        resumed
+            .iter()
+            .all(|c| c.id.is_none_or(|id| id > first_delta.id.unwrap()))
+    );
 }
 
 #[tokio::test]
 async fn a_run_that_streamed_nothing_answers_no_content_and_a_bad_resume_point_is_refused() {
     let app = TestApp::spawn().await;
-    let id = app.create(json!({"agent": "echo", "input": {"value": 1}})).await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
     app.wait_for_status(&id, "succeeded", Duration::from_secs(10))
         .await;
     let response = app
@@ -138,7 +144,10 @@ async fn a_run_that_streamed_nothing_answers_no_content_and_a_bad_resume_point_i
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }
 
 #[tokio::test]
@@ -146,16 +155,29 @@ async fn each_attempt_is_a_message_and_a_failed_run_ends_with_its_error() {
     let app = TestApp::spawn().await;
     // streams its text, then fails: retried once, then for good
     let id = app
-        .create(json!({"agent": "echo", "input": {"text": "again and", "fail_attempts": 1,
-                       "fail_permanently": true}, "max_attempts": 2, "backoff_base_ms": 10}))
+        .create(
+            json!({"agent": "echo", "input": {"text": "again and", "fail_attempts": 1,
+                       "fail_permanently": true}, "max_attempts": 2, "backoff_base_ms": 10}),
+        )
         .await;
     let chunks = read_chunks(app.client.get(app.url(&format!("/v1/runs/{id}/stream")))).await;
     let kinds = types(&chunks);
     assert_eq!(
         kinds,
         [
-            "start", "text-start", "text-delta", "text-delta", "text-end", "finish",
-            "start", "text-start", "text-delta", "text-delta", "text-end", "error", "[DONE]"
+            "start",
+            "text-start",
+            "text-delta",
+            "text-delta",
+            "text-end",
+            "finish",
+            "start",
+            "text-start",
+            "text-delta",
+            "text-delta",
+            "text-end",
+            "error",
+            "[DONE]"
         ]
     );
     assert_ne!(chunks[0].data["messageId"], chunks[6].data["messageId"]);
