@@ -14,7 +14,7 @@
 
 from ._transport import __version__
 from .client import TERMINAL, Client
-from .errors import AgentqError, AttemptLost, Permanent, Suspended, Unavailable
+from .errors import AgentqError, AttemptLost, Permanent, StreamFull, Suspended, Unavailable
 from .worker import Context, Worker
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Client",
     "Context",
     "Permanent",
+    "StreamFull",
     "Suspended",
     "Unavailable",
     "Worker",

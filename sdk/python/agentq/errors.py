@@ -31,6 +31,11 @@ class Permanent(Exception):
     """Raise from an agent for a failure no retry can fix: the run fails at once."""
 
 
+class StreamFull(Permanent):
+    """The run's output stream holds as much as the server allows (``--max-stream-bytes``):
+    nothing of the refused part was stored. Unhandled, it fails the run for good."""
+
+
 class AttemptLost(BaseException):
     """The attempt no longer holds its run (cancelled, finished, or its lease ran out).
 

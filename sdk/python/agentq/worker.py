@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._transport import Transport, __version__
-from .errors import AgentqError, AttemptLost, Permanent, Suspended, Unavailable
+from .errors import AgentqError, AttemptLost, Permanent, StreamFull, Suspended, Unavailable
 
 log = logging.getLogger("agentq.worker")
 
@@ -85,6 +85,20 @@ class Context:
         """Appends a ``log`` event to the run (``level``: debug, info, warn, error)."""
         await self._report({"type": "log", "level": level, "message": str(message)})
 
+    async def stream(self, text: str) -> None:
+        """Appends ``text`` to the run's output stream (``GET /v1/runs/{id}/stream``, the
+        Vercel AI SDK's UI message stream), returning once it is stored. Deltas sent while
+        a report is on its way go together. Raises :class:`StreamFull` past the server's
+        ``--max-stream-bytes``."""
+        await self.stream_part({"type": "text", "text": str(text)})
+
+    async def stream_part(self, part: dict[str, Any]) -> None:
+        """Appends a part to the run's output stream: ``{"type": "text" | "reasoning",
+        "text"}``, ``{"type": "tool_call", "tool_call_id", "tool_name", "input"}``,
+        ``{"type": "tool_result", "tool_call_id", "output"}`` or ``{"type": "data",
+        "name", "data"}``."""
+        await self._report({"type": "stream", "parts": [part]})
+
     async def checkpoint(self, state: Any) -> None:
         """Saves ``state`` (JSON, at most 1 MiB) for the attempts that follow."""
         await self._report({"type": "checkpoint", "state": state})
@@ -127,6 +141,8 @@ class Context:
         if status == 409:
             self._fire("lost")
             raise AttemptLost(answer.get("detail") or "the attempt lost its run")
+        if status == 413:
+            raise StreamFull(answer.get("detail") or "the run's output stream is full")
         if status == 422:
             raise ValueError(answer.get("detail") or "invalid report")
         raise Unavailable(answer.get("detail") or f"report failed with {status}")

@@ -14,7 +14,7 @@ import unittest
 import urllib.request
 from pathlib import Path
 
-from agentq import AgentqError, AttemptLost, Client, Permanent, Suspended, Worker
+from agentq import AgentqError, AttemptLost, Client, Permanent, StreamFull, Suspended, Worker
 
 from server import Server
 
@@ -36,9 +36,11 @@ async def eventually(probe, within: float = 10.0, what: str = "the condition"):
 
 class ServerTest(unittest.IsolatedAsyncioTestCase):
     keys: list[tuple[str, str]] = []
+    #: more arguments of `agentq serve`
+    args: tuple[str, ...] = ()
 
     def setUp(self) -> None:
-        self.server = Server(keys=self.keys)
+        self.server = Server(*self.args, keys=self.keys)
         self.addCleanup(self.server.stop)
 
     async def asyncSetUp(self) -> None:
@@ -276,6 +278,42 @@ class WorkerTest(ServerTest):
         self.assertIn("refused", failed["error"]["message"])
         done = await self.client.wait(nan["id"], timeout=15)
         self.assertEqual(done["result"], {"ok": True})
+
+
+class StreamTest(ServerTest):
+    args = ("--max-stream-bytes", "100")
+
+    async def test_streamed_parts_land_in_order_and_a_full_stream_is_refused(self) -> None:
+        worker = Worker(self.server.url)
+        refused: list[str] = []
+
+        @worker.agent("py_stream")
+        async def py_stream(ctx, input):
+            for word in ["Hello", " ", "brave", " ", "world"]:
+                await ctx.stream(word)
+            # sent together: one request, joined by the server where adjacent
+            await asyncio.gather(ctx.stream("!"), ctx.stream("!"))
+            await ctx.stream_part(
+                {"type": "tool_call", "tool_call_id": "c1", "tool_name": "look", "input": {"q": 1}}
+            )
+            try:
+                await ctx.stream("x" * 100)
+            except StreamFull as e:
+                refused.append(str(e))
+            return {"ok": True}
+
+        self.serve(worker)
+        await self.declared("py_stream")
+        run = await self.client.create("py_stream")
+        done = await self.client.wait(run["id"], timeout=10)
+        self.assertEqual(done["status"], "succeeded", done)
+        parts = [e["data"] async for e in self.client.events(run["id"]) if e["type"] == "stream"]
+        text = "".join(p["text"] for p in parts if p["type"] == "text")
+        self.assertEqual(text, "Hello brave world!!")
+        self.assertEqual(parts[-1]["type"], "tool_call")
+        self.assertEqual(parts[-1]["input"], {"q": 1})
+        self.assertEqual(len(refused), 1)
+        self.assertIn("100 bytes", refused[0])
 
 
 class TimeTest(unittest.TestCase):

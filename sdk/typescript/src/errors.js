@@ -43,6 +43,18 @@ export class Permanent extends Error {
 }
 
 /**
+ * The run's output stream holds as much as the server allows (`--max-stream-bytes`):
+ * nothing of the refused part was stored. Unhandled, it fails the run for good.
+ */
+export class StreamFull extends Permanent {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = "StreamFull";
+  }
+}
+
+/**
  * Thrown from a context call of an agent whose attempt lost its run (cancelled, finished,
  * or its lease ran out): stop the agent.
  */

@@ -33,6 +33,14 @@ export declare class Unavailable extends Error {}
 export declare class Permanent extends Error {
   constructor(message: string);
 }
+/** The run's output stream holds as much as the server allows: nothing of the part was stored. */
+export declare class StreamFull extends Permanent {}
+/** A part of a run's output stream. */
+export type StreamPart =
+  | { type: "text" | "reasoning"; text: string }
+  | { type: "tool_call"; tool_call_id: string; tool_name: string; input: unknown }
+  | { type: "tool_result"; tool_call_id: string; output: unknown }
+  | { type: "data"; name: string; data: unknown };
 /** Thrown from a context call of an attempt that lost its run: stop the agent. */
 export declare class AttemptLost extends Error {}
 /** Thrown by `ctx.waitFor` when the run now waits: let it propagate. */
@@ -83,6 +91,9 @@ export declare class Context {
   progress(percent: number, message?: string): Promise<void>;
   log(message: string, level?: "debug" | "info" | "warn" | "error"): Promise<void>;
   checkpoint(state: unknown): Promise<void>;
+  /** Appends text to the run's output stream; resolves once it is stored. */
+  stream(text: string): Promise<void>;
+  streamPart(part: StreamPart): Promise<void>;
   waitFor(
     signals: string[],
     options: { timeoutMs: number; onTimeout?: "fail" | "resume" },

@@ -2,6 +2,6 @@
 // and follow runs. No runtime dependencies beyond `fetch` (Node ≥ 20).
 
 export { Client, TERMINAL } from "./client.js";
-export { AgentqError, AttemptLost, Permanent, Suspended, Unavailable } from "./errors.js";
+export { AgentqError, AttemptLost, Permanent, StreamFull, Suspended, Unavailable } from "./errors.js";
 export { VERSION } from "./transport.js";
 export { Context, Worker } from "./worker.js";

@@ -9,7 +9,7 @@
 import os from "node:os";
 import { randomBytes } from "node:crypto";
 
-import { AgentqError, AttemptLost, Permanent, Suspended, Unavailable } from "./errors.js";
+import { AgentqError, AttemptLost, Permanent, StreamFull, Suspended, Unavailable } from "./errors.js";
 import { Transport, VERSION } from "./transport.js";
 
 /** How long an agent whose signal fired gets to stop before its outcome is reported. */
@@ -89,6 +89,26 @@ export class Context {
     await this.#report({ type: "log", level, message: String(message) });
   }
 
+  /**
+   * Appends `text` to the run's output stream (`GET /v1/runs/{id}/stream`, the Vercel AI
+   * SDK's UI message stream), resolving once it is stored. Deltas sent while a report is
+   * on its way go together. Rejects with `StreamFull` past the server's `--max-stream-bytes`.
+   * @param {string} text
+   */
+  async stream(text) {
+    await this.streamPart({ type: "text", text: String(text) });
+  }
+
+  /**
+   * Appends a part to the run's output stream: `{type: "text" | "reasoning", text}`,
+   * `{type: "tool_call", tool_call_id, tool_name, input}`, `{type: "tool_result",
+   * tool_call_id, output}` or `{type: "data", name, data}`.
+   * @param {Record<string, unknown>} part
+   */
+  async streamPart(part) {
+    await this.#report({ type: "stream", parts: [part] });
+  }
+
   /** Saves `state` (JSON, at most 1 MiB) for the attempts that follow. @param {unknown} state */
   async checkpoint(state) {
     await this.#report({ type: "checkpoint", state });
@@ -129,6 +149,7 @@ export class Context {
       this._fire("lost");
       throw new AttemptLost(answer.detail ?? "the attempt lost its run");
     }
+    if (answer.status === 413) throw new StreamFull(answer.detail ?? "the run's output stream is full");
     if (answer.status === 422) throw new TypeError(answer.detail ?? "invalid report");
     throw new Unavailable(answer.detail ?? `report failed with ${answer.status}`);
   }

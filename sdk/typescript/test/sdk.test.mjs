@@ -8,7 +8,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { AgentqError, Client, Permanent, Worker } from "agentq";
+import { AgentqError, Client, Permanent, StreamFull, Worker } from "agentq";
 
 import { eventually, startServer } from "./server.mjs";
 
@@ -107,6 +107,35 @@ test("an error is retried, and a Permanent fails for good", async (t) => {
   assert.equal(failed.attempt, 1);
   assert.equal(failed.max_attempts, 5);
   assert.deepEqual(failed.error, { kind: "agent_error", message: "the input cannot work" });
+});
+
+test("streamed parts land in order, and a full stream is refused", async (t) => {
+  const { server, client, serve, declared } = await setup(t, { args: ["--max-stream-bytes", "100"] });
+  const worker = new Worker({ url: server.url });
+  const refused = [];
+  worker.agent("ts_stream", {}, async (ctx) => {
+    for (const word of ["Hello", " ", "brave", " ", "world"]) await ctx.stream(word);
+    // sent together: one request, joined by the server where adjacent
+    await Promise.all([ctx.stream("!"), ctx.stream("!")]);
+    await ctx.streamPart({ type: "tool_call", tool_call_id: "c1", tool_name: "look", input: { q: 1 } });
+    await ctx.stream("x".repeat(100)).catch((e) => {
+      if (!(e instanceof StreamFull)) throw e;
+      refused.push(e.message);
+    });
+    return { ok: true };
+  });
+  serve(worker);
+  await declared("ts_stream");
+  const run = await client.create("ts_stream");
+  const done = await client.wait(run.id, { timeoutMs: 10_000 });
+  assert.equal(done.status, "succeeded");
+  const parts = [];
+  for await (const e of client.events(run.id)) if (e.type === "stream") parts.push(e.data);
+  assert.equal(parts.filter((p) => p.type === "text").map((p) => p.text).join(""), "Hello brave world!!");
+  assert.equal(parts.at(-1).type, "tool_call");
+  assert.deepEqual(parts.at(-1).input, { q: 1 });
+  assert.equal(refused.length, 1);
+  assert.match(refused[0], /100 bytes/);
 });
 
 test("a timeout and a cancel reach the handler within a second", async (t) => {

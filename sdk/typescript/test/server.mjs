@@ -38,7 +38,7 @@ function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** `agentq serve` with a short lease (2 s) so lost attempts come back quickly. */
-export async function startServer({ keys = [] } = {}) {
+export async function startServer({ keys = [], args = [] } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "agentq-sdk-ts-"));
   let db = `sqlite://${dir}/agentq.db`;
   const psql = (sql) => {
@@ -63,7 +63,7 @@ export async function startServer({ keys = [] } = {}) {
     return out.split(/\s+/).find((w) => w.startsWith("aq_"));
   });
   const log = openSync(path.join(dir, "server.log"), "w");
-  const child = spawn(binary(), ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", db, "--lease", "2s", "--poll-interval", "50ms", ...delivery], {
+  const child = spawn(binary(), ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", db, "--lease", "2s", "--poll-interval", "50ms", ...delivery, ...args], {
     stdio: ["ignore", log, log],
     env: { ...process.env, RUST_LOG: process.env.AGENTQ_SDK_LOG || "warn" },
   });
