@@ -95,6 +95,9 @@ scripts/sdk-test.sh 2>&1 | tee -a "$log" || status=1
 
 # The dashboard in headless Chromium (scripts/ui-test.sh), against the approval_flow
 # example built above; each of its browser tests counts in the closing line.
+step "scripts/stream-test.sh (run streams read by the Vercel AI SDK)"
+scripts/stream-test.sh 2>&1 | tee -a "$log" || status=1
+
 step "scripts/ui-test.sh (dashboard in Chromium)"
 scripts/ui-test.sh 2>&1 | tee -a "$log" || status=1
 
