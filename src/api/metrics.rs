@@ -74,8 +74,12 @@ pub fn metrics_router(scrape: Scrape) -> Router {
 }
 
 /// The store's counts and gauges as telemetry takes them.
-fn snapshot(transitions: Vec<TransitionCount>, load: Option<QueueLoad>) -> Snapshot {
-    let mut snapshot = Snapshot::default();
+fn snapshot(store: &Store, load: Option<QueueLoad>) -> Snapshot {
+    let mut snapshot = Snapshot {
+        writer_transactions: store.writer_transactions(),
+        ..Snapshot::default()
+    };
+    let transitions: Vec<TransitionCount> = store.transitions();
     for t in transitions {
         let status = match t.transition {
             Transition::Succeeded => "succeeded",
@@ -114,6 +118,6 @@ async fn metrics_page(store: &Store, registry: &AgentRegistry, metrics: &Metrics
         }
     };
     let agents: Vec<&str> = registry.names().collect();
-    let body = metrics.render(&snapshot(store.transitions(), load), &agents);
+    let body = metrics.render(&snapshot(store, load), &agents);
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }

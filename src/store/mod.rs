@@ -167,6 +167,10 @@ impl Store {
     pub fn transitions(&self) -> Vec<TransitionCount> {
         on_engine!(self, e => e.tally.snapshot())
     }
+    /// The transactions this process's writer committed.
+    pub fn writer_transactions(&self) -> u64 {
+        on_engine!(self, e => e.tally.transactions())
+    }
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_engine!(self, e => e.ping().await)

@@ -1,19 +1,23 @@
-//! Counts of the transitions this process's writer committed, for metrics: kept in the
-//! store because only the writer sees every one (attempts, cancels, sweeps, settled
-//! dependents), and only after its commit.
+//! Counts of the transitions this process's writer committed, and of its transactions, for
+//! metrics: kept in the store because only the writer sees every one (attempts, cancels,
+//! sweeps, settled dependents), and only after its commit.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Transition, TransitionCount};
 
 #[derive(Default)]
 pub(crate) struct Tally {
     counts: Mutex<BTreeMap<(String, Transition), u64>>,
+    transactions: AtomicU64,
 }
 
 impl Tally {
+    /// One transaction committed, with these transitions.
     pub(crate) fn add(&self, committed: &[(String, Transition)]) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
         if committed.is_empty() {
             return;
         }
@@ -32,6 +36,11 @@ impl Tally {
                 runs,
             })
             .collect()
+    }
+
+    /// The transactions committed so far.
+    pub(crate) fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Transition), u64>> {
@@ -57,5 +66,7 @@ mod tests {
         assert_eq!(counts[0].agent, "echo");
         assert_eq!(counts[0].runs, 2);
         assert_eq!(counts[1].transition, Transition::Failed);
+        tally.add(&[]);
+        assert_eq!(tally.transactions(), 2);
     }
 }

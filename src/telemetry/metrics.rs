@@ -230,6 +230,8 @@ pub struct Snapshot {
     pub finished: Vec<(String, &'static str, u64)>,
     /// Retries this process's writer scheduled, as (agent, runs).
     pub retried: Vec<(String, u64)>,
+    /// Transactions this process's writer committed.
+    pub writer_transactions: u64,
     /// The queue as the database has it; `None` when it could not be read.
     pub load: Option<LoadSnapshot>,
 }
@@ -290,6 +292,13 @@ fn register_transitions(scrape: &mut Registry, snapshot: &Snapshot) {
         "agentq_run_retries",
         "Retries this process's writer scheduled (a failed attempt, or a lost worker)",
         retries,
+    );
+    let transactions: Counter = Counter::default();
+    transactions.inc_by(snapshot.writer_transactions);
+    scrape.register(
+        "agentq_writer_transactions",
+        "Transactions this process's writer committed (each holds every write that came while the one before was committing)",
+        transactions,
     );
 }
 
