@@ -20,12 +20,14 @@
 //!
 //! Prints one JSON line per pass and the medians.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sqlx::Connection;
+
+use common::{Database, Process, free_port, median, pct};
 
 struct Args {
     binary: String,
@@ -78,123 +80,6 @@ fn args() -> Args {
     }
 }
 
-/// A fresh database for one pass: a SQLite file, or a PostgreSQL schema.
-struct Database {
-    url: String,
-    schema: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Database {
-    async fn new(kind: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        match kind {
-            "sqlite" => Self {
-                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-                schema: None,
-                _dir: dir,
-            },
-            "postgres" => {
-                let base = postgres_base();
-                let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-                let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let join = if base.contains('?') { '&' } else { '?' };
-                Self {
-                    url: format!("{base}{join}options=-csearch_path%3D{schema}"),
-                    schema: Some(schema),
-                    _dir: dir,
-                }
-            }
-            other => panic!("DB must be sqlite or postgres, not {other}"),
-        }
-    }
-
-    /// (succeeded runs, the latest finished_at in ms).
-    async fn stats(&self) -> (i64, i64) {
-        self.pair(
-            "SELECT COUNT(*), COALESCE(MAX(finished_at), 0) FROM runs WHERE status = 'succeeded'",
-        )
-        .await
-    }
-
-    /// Two integers from one row, whatever the dialect.
-    async fn pair(&self, sql: &'static str) -> (i64, i64) {
-        if self.url.starts_with("sqlite") {
-            let url = format!("{}?mode=ro", self.url);
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
-        } else {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
-        }
-    }
-
-    async fn drop_schema(&self) {
-        if let Some(schema) = &self.schema {
-            let mut conn = sqlx::PgConnection::connect(&postgres_base()).await.unwrap();
-            let sql = format!("DROP SCHEMA {schema} CASCADE");
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-fn postgres_base() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// One agentq process.
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    fn spawn(args: &Args, role: &str, db: &Database, port: u16) -> Self {
-        let child = Command::new(&args.binary)
-            .args([role, "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", &db.url])
-            .args(["--concurrency", &args.concurrency])
-            .args(["--lease", &args.lease])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("agentq starts");
-        Self { child }
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The processes of one pass: `serve`, or `api` plus `workers` worker processes.
 struct Server {
     front: Process,
@@ -215,7 +100,7 @@ impl Server {
     async fn start_on(args: &Args, db: Database, serve: bool) -> Self {
         let port = free_port();
         let role = if serve { "serve" } else { "api" };
-        let front = Process::spawn(args, role, &db, port);
+        let front = Process::spawn(&args.binary, role, &db, port, &["--concurrency", &args.concurrency, "--lease", &args.lease]);
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         for _ in 0..500 {
@@ -234,7 +119,7 @@ impl Server {
 
     fn add_workers(&mut self, args: &Args, n: usize) {
         for _ in 0..n {
-            let worker = Process::spawn(args, "worker", &self.db, free_port());
+            let worker = Process::spawn(&args.binary, "worker", &self.db, free_port(), &["--concurrency", &args.concurrency, "--lease", &args.lease]);
             self.workers.push(worker);
         }
     }
@@ -500,24 +385,6 @@ async fn recovery(args: &Args) -> f64 {
     server.stop().await;
     assert!(lost > 0, "the killed worker held runs");
     (restarted_ms - killed_ms) as f64 / 1000.0
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[idx.clamp(1, sorted.len()) - 1]
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
 }
 
 #[tokio::main]
