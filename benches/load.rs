@@ -100,7 +100,13 @@ impl Server {
     async fn start_on(args: &Args, db: Database, serve: bool) -> Self {
         let port = free_port();
         let role = if serve { "serve" } else { "api" };
-        let front = Process::spawn(&args.binary, role, &db, port, &["--concurrency", &args.concurrency, "--lease", &args.lease]);
+        let front = Process::spawn(
+            &args.binary,
+            role,
+            &db,
+            port,
+            &["--concurrency", &args.concurrency, "--lease", &args.lease],
+        );
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         for _ in 0..500 {
@@ -119,7 +125,13 @@ impl Server {
 
     fn add_workers(&mut self, args: &Args, n: usize) {
         for _ in 0..n {
-            let worker = Process::spawn(&args.binary, "worker", &self.db, free_port(), &["--concurrency", &args.concurrency, "--lease", &args.lease]);
+            let worker = Process::spawn(
+                &args.binary,
+                "worker",
+                &self.db,
+                free_port(),
+                &["--concurrency", &args.concurrency, "--lease", &args.lease],
+            );
             self.workers.push(worker);
         }
     }

@@ -216,6 +216,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("INSERT_EVENTS", vec![INSERT_EVENTS]),
         ("CLAIM", vec![CLAIM]),
         ("RENEW_LEASES", vec![RENEW_LEASES]),
+        ("STREAM_APPEND_MANY", vec![STREAM_APPEND_MANY]),
         ("TOUCH_RUNNING", vec![TOUCH_RUNNING]),
         ("CHECKPOINT", vec![CHECKPOINT]),
         ("FINISH", vec![FINISH]),

@@ -11,3 +11,4 @@ mod agents;
 mod claims;
 mod dispatch;
 mod fencing;
+mod streams;

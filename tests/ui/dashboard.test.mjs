@@ -191,6 +191,24 @@ test('a run opened from the table shows its progress reaching 100 % live', async
   await page.screenshot({ path: `${SHOTS}/run.png`, fullPage: true });
 });
 
+test('a streaming run shows its text growing live, as one output', async () => {
+  const text = 'Every word of this answer arrives while the run is still going, one after another.';
+  const run = await submit({ agent: 'echo', input: { text, delay_ms: 3000 } });
+  await page.goto(`${BASE}/ui/#/runs/${run.id}`);
+  const output = page.locator('section.output .outbody');
+  // part of it, then all of it, without a reload
+  await page.waitForFunction((full) => {
+    const shown = document.querySelector('section.output .outbody')?.textContent || '';
+    return shown.length > 0 && shown.length < full.length && full.startsWith(shown);
+  }, text, { timeout: 20000 });
+  await page.screenshot({ path: `${SHOTS}/run-streaming.png`, fullPage: true });
+  await runPageShows(page, 'succeeded');
+  await page.waitForFunction((full) => document.querySelector('section.output .outbody')?.textContent === full, text);
+  assert.equal(await output.count(), 1);
+  // the parts are not listed one by one among the events
+  assert.equal(await page.locator('.timeline .badge', { hasText: /^stream$/ }).count(), 0);
+});
+
 test('a waiting run is rejected with a comment, then approved, from its form', async () => {
   runs.plan = await submit({ agent: 'approval_flow', input: { task: 'migrate the billing tables' } });
   await page.goto(`${BASE}/ui/#/runs/${runs.plan.id}`);

@@ -45,6 +45,37 @@ function attemptsOf(events) {
   return attempts;
 }
 
+/** The run's output stream: one message per attempt that streamed, its parts in order. */
+function messagesOf(events) {
+  const messages = [];
+  let current = null;
+  for (const e of events) {
+    if (e.type === 'started') current = null;
+    if (e.type !== 'stream') continue;
+    if (!current) {
+      current = { attempt: e.attempt, parts: [] };
+      messages.push(current);
+    }
+    const last = current.parts[current.parts.length - 1];
+    const d = e.data || {};
+    // adjacent text (or reasoning) reads as one
+    if (last && (d.type === 'text' || d.type === 'reasoning') && last.type === d.type) last.text += d.text;
+    else current.parts.push({ ...d });
+  }
+  return messages;
+}
+
+/** A part of an output stream as the page shows it. */
+function partView(p) {
+  const short = (v) => { const t = JSON.stringify(v); return t.length > 240 ? `${t.slice(0, 240)}…` : t; };
+  if (p.type === 'text') return h('span', { class: 'outtext' }, p.text);
+  if (p.type === 'reasoning') return h('span', { class: 'outtext reasoning' }, p.text);
+  if (p.type === 'tool_call') return h('div', { class: 'tool mono' }, `→ ${p.tool_name}(${short(p.input)})`);
+  if (p.type === 'tool_result') return h('div', { class: 'tool mono' }, `← ${short(p.output)}`);
+  if (p.type === 'data') return h('div', { class: 'tool mono' }, `${p.name}: ${short(p.data)}`);
+  return null;
+}
+
 /** One line saying what an event carried. */
 function summary(e) {
   const d = e.data || {};
@@ -72,10 +103,11 @@ export function render(root, id, ctx) {
   const body = h('div');
   const waitBox = h('div');
   const attemptsBox = h('div');
+  const outputBox = h('div');
   const dataBox = h('div', { class: 'grid2' });
   const liveMark = h('span', { class: 'live', hidden: true }, 'live');
   const timeline = h('ol', { class: 'timeline', 'aria-label': 'Events' });
-  root.append(head, actions, body, waitBox, attemptsBox, dataBox,
+  root.append(head, actions, body, waitBox, outputBox, attemptsBox, dataBox,
     h('h2', {}, 'Events ', liveMark), timeline);
 
   async function act(url, done, button) {
@@ -217,16 +249,34 @@ export function render(root, id, ctx) {
     );
   }
 
+  function renderOutput() {
+    const messages = messagesOf(events);
+    if (!messages.length) {
+      put(outputBox);
+      return;
+    }
+    put(outputBox, h('h2', {}, 'Output'), messages.map((m) => h('section', { class: 'panel output', 'aria-label': `Output of attempt ${m.attempt}` },
+      messages.length > 1 ? h('p', { class: 'muted small' }, `Attempt ${m.attempt}`) : null,
+      h('div', { class: 'outbody' }, m.parts.map(partView)))));
+  }
+
   function appendEvents(list) {
+    let streamed = false;
     for (const e of list) {
       if (events.length && e.seq <= events[events.length - 1].seq) continue;
       events.push(e);
+      // stream parts show in the output, not one by one in the timeline
+      if (e.type === 'stream') {
+        streamed = true;
+        continue;
+      }
       timeline.append(h('li', {},
         h('span', { class: 'muted mono' }, `#${e.seq}`),
         h('span', { class: 'when' }, h('time', { datetime: e.at, title: when(e.at) }, when(e.at).slice(11))),
         h('span', {}, badge(e.type), e.attempt ? h('span', { class: 'muted small' }, ` a${e.attempt}`) : null),
         h('span', { class: 'data' }, summary(e))));
     }
+    if (streamed) renderOutput();
   }
 
   function show(next) {

@@ -101,7 +101,8 @@ fn planned_failure(ctx: &RunContext, input: &EchoInput) -> Result<(), AgentError
 }
 
 /// Streams `text` in pieces of a word and the space after it, evenly over `delay_ms` (paced
-/// by the clock, so slow writes do not stretch it), with `steps` progress reports among them.
+/// by the clock: when a write took longer than the pause, the words due meanwhile go
+/// together in the next), with `steps` progress reports among them.
 async fn stream_words(
     ctx: &RunContext,
     text: &str,
@@ -113,17 +114,26 @@ async fn stream_words(
     let pause = Duration::from_millis(delay_ms) / count;
     let start = tokio::time::Instant::now();
     let mut reported = 0;
-    for (i, piece) in (1..).zip(pieces) {
+    let mut sent = 0u32;
+    while sent < pieces.len() as u32 {
         tokio::select! {
-            _ = tokio::time::sleep_until(start + pause * i) => {}
+            _ = tokio::time::sleep_until(start + pause * (sent + 1)) => {}
             _ = ctx.cancelled().cancelled() => return Err(AgentError::retryable("cancelled")),
         }
-        ctx.stream(piece).await?;
-        let step = (u64::from(i) * u64::from(steps) / u64::from(count)) as u32;
+        let due = match pause.as_nanos() {
+            // no delay: one word a write, back to back
+            0 => sent + 1,
+            each => ((start.elapsed().as_nanos() / each) as u32).clamp(sent + 1, count),
+        };
+        ctx.stream(pieces[sent as usize..due as usize].concat())
+            .await?;
+        sent = due;
+        let step = (u64::from(sent) * u64::from(steps) / u64::from(count)) as u32;
         if step > reported {
             reported = step;
-            let percent = (u64::from(i) * 100 / u64::from(count)) as u8;
-            ctx.progress(percent, format!("{i} of {count} words")).await;
+            let percent = (u64::from(sent) * 100 / u64::from(count)) as u8;
+            ctx.progress(percent, format!("{sent} of {count} words"))
+                .await;
         }
     }
     Ok(())

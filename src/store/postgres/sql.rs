@@ -170,6 +170,21 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($2::json
   AND runs.status = 'running'
 RETURNING runs.id, runs.claims";
 
+/// $1 JSON array of {id, claim, worker, n (events), b (bytes), l (the run's limit)}, $2
+/// now: appends stream parts to many running attempts' runs at once. A row whose fence no
+/// longer holds, or whose stream would pass its limit, is not updated nor returned.
+pub(super) const STREAM_APPEND_MANY: &str = "
+UPDATE runs SET event_seq = runs.event_seq + f.n, stream_bytes = runs.stream_bytes + f.b,
+    updated_at = $2
+FROM (SELECT value->>'id' AS id, (value->>'claim')::bigint AS claim,
+             value->>'worker' AS worker, (value->>'n')::bigint AS n,
+             (value->>'b')::bigint AS b, (value->>'l')::bigint AS l
+      FROM jsonb_array_elements($1::jsonb)) AS f
+WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::jsonb)))
+  AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
+  AND runs.status = 'running' AND runs.stream_bytes + f.b <= f.l
+RETURNING runs.id, runs.claims, runs.event_seq";
+
 pub(super) const CHECKPOINT: &str = "
 UPDATE runs SET checkpoint = $1::jsonb, updated_at = $2, event_seq = event_seq + 1
 WHERE id = $3 AND claims = $4 AND worker_id = $5 AND status = 'running'

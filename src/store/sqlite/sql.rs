@@ -154,6 +154,19 @@ WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
 RETURNING runs.id, runs.claims";
 
+/// ?1 JSON array of {id, claim, worker, n (events), b (bytes), l (the run's limit)}, ?2
+/// now: appends stream parts to many running attempts' runs at once. A row whose fence no
+/// longer holds, or whose stream would pass its limit, is not updated nor returned.
+pub(super) const STREAM_APPEND_MANY: &str = "
+UPDATE runs SET event_seq = runs.event_seq + f.n, stream_bytes = runs.stream_bytes + f.b,
+    updated_at = ?2
+FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS worker,
+             value->>'n' AS n, value->>'b' AS b, value->>'l' AS l
+      FROM json_each(?1)) AS f
+WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
+  AND +runs.status = 'running' AND runs.stream_bytes + f.b <= f.l
+RETURNING runs.id, runs.claims, runs.event_seq";
+
 /// ?1 the checkpoint (JSON text), ?2 now, ?3..?5 the fence.
 pub(super) const CHECKPOINT: &str = "
 UPDATE runs SET checkpoint = ?1, updated_at = ?2, event_seq = event_seq + 1

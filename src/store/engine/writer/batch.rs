@@ -14,7 +14,7 @@ mod refusal;
 mod signals;
 mod webhooks;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -254,8 +254,47 @@ fn attempt_reports<'a, 'c>(
             };
             open_group.remove(fence);
         }
-        let mut progress_landed = HashMap::new();
+        // the attempts that only stream in this batch (one group each) are written in one
+        // statement; the others in their order among their progress, logs and checkpoints
+        let mixed: HashSet<&Fence> = requests
+            .iter()
+            .filter_map(|r| {
+                (r.command::<AttemptProgress>().map(|c| &c.fence))
+                    .or_else(|| r.command::<AttemptLog>().map(|c| &c.fence))
+                    .or_else(|| r.command::<AttemptCheckpoint>().map(|c| &c.fence))
+            })
+            .collect();
+        let alone: Vec<usize> = groups
+            .keys()
+            .copied()
+            .filter(|&first| {
+                let append = requests[first].command::<AttemptStream>();
+                append.is_some_and(|a| !mixed.contains(&a.fence))
+            })
+            .collect();
         let mut streamed = HashMap::new();
+        if !alone.is_empty() {
+            let appends: Vec<Vec<&AttemptStream>> = alone
+                .iter()
+                .map(|first| {
+                    groups[first]
+                        .iter()
+                        .filter_map(|&m| requests[m].command::<AttemptStream>())
+                        .collect()
+                })
+                .collect();
+            let outcomes = AttemptStream::apply_many(b, &appends).await?;
+            for (first, outcome) in alone.iter().zip(outcomes) {
+                for &m in &groups[first] {
+                    streamed.insert(m, outcome);
+                }
+            }
+        }
+        drop(mixed);
+        for first in &alone {
+            groups.remove(first);
+        }
+        let mut progress_landed = HashMap::new();
         for i in 0..requests.len() {
             let request = &mut requests[i];
             if let Some(progress) = request.command::<AttemptProgress>() {
