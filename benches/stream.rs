@@ -32,6 +32,7 @@ struct Args {
     secs: u64,
     rate: u64,
     db: String,
+    big_input: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -53,14 +54,28 @@ fn args() -> Args {
         secs: env_or("SECS", scale(20, 2) as u64),
         rate: env_or("RATE", 50),
         db: env_or("DB", "sqlite".to_owned()),
+        big_input: env_or("BIG_INPUT", 0) == 1,
     }
 }
 
-/// The text each run streams: `secs × rate` words, so one delta a word.
+/// The words each run's input holds: its text is them `repeat`ed, `secs × rate` words in
+/// all, so one delta a word. With `BIG_INPUT=1` the input holds every word instead (a
+/// bigger row to rewrite with each append).
+fn input_text(args: &Args, run: usize) -> (String, u64) {
+    let words = args.secs * args.rate;
+    let (distinct, repeat) = if args.big_input {
+        (words, 1)
+    } else {
+        (10, words / 10)
+    };
+    let text = (0..distinct).map(|w| format!("r{run}w{w} ")).collect();
+    (text, repeat)
+}
+
+/// The text each run streams.
 fn text(args: &Args, run: usize) -> String {
-    (0..args.secs * args.rate)
-        .map(|w| format!("r{run}w{w} "))
-        .collect()
+    let (text, repeat) = input_text(args, run);
+    text.repeat(repeat as usize)
 }
 
 /// What one follower saw.
@@ -238,7 +253,7 @@ async fn pass(args: &Args) -> Value {
     latencies.sort_by(f64::total_cmp);
     let words = (args.secs * args.rate) as usize * args.runs;
     json!({
-        "db": args.db, "runs": args.runs, "secs": args.secs, "rate": args.rate,
+        "db": args.db, "big_input": args.big_input, "runs": args.runs, "secs": args.secs, "rate": args.rate,
         "words": words, "deltas_delivered": deltas, "runs_not_whole": broken.len(), "post_s": (posted * 10.0).round() / 10.0,
         "elapsed_s": (elapsed * 10.0).round() / 10.0,
         "commit_to_client_p50_ms": pct(&latencies, 50.0), "commit_to_client_p99_ms": pct(&latencies, 99.0),

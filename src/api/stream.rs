@@ -14,10 +14,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use tokio::sync::watch;
 
 use crate::domain::{RunEvent, RunId, RunStatus};
-use crate::store::Store;
+use crate::store::{EventFollower, Store};
 
 use super::error::ApiError;
 
@@ -49,7 +48,7 @@ struct Follow {
     id: RunId,
     after: i64,
     pending: VecDeque<RunEvent>,
-    heads: watch::Receiver<i64>,
+    heads: EventFollower,
     heads_open: bool,
     /// The run has ended (seen at the start, or a terminal event was sent): the stream ends
     /// once the events already read are sent.
@@ -113,9 +112,18 @@ fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
             if f.ended {
                 return None;
             }
+            let mut woken = false;
             tokio::select! {
-                changed = f.heads.changed(), if f.heads_open => f.heads_open = changed.is_ok(),
+                changed = f.heads.changed(), if f.heads_open => {
+                    f.heads_open = changed;
+                    woken = changed;
+                }
                 _ = tokio::time::sleep(POLL) => {}
+            }
+            // what this process committed is in memory; what others did, in the database
+            if woken && let Some(events) = f.heads.recent_after(f.after) {
+                f.pending.extend(events);
+                continue;
             }
             match f.store.list_events(f.id, f.after).await {
                 Ok(events) => f.pending.extend(events),

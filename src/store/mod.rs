@@ -8,6 +8,7 @@
 mod clock;
 mod error;
 mod hub;
+pub use hub::EventFollower;
 mod model;
 mod postgres;
 mod sqlite;

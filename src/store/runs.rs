@@ -74,9 +74,10 @@ impl Store {
     pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
         on_engine!(self, e => e.list_events(id, after).await)
     }
-    /// Watches the newest committed event seq of a run, for live streams. Changes made by
-    /// this process are seen at once; other processes' only by reading again.
-    pub fn follow_events(&self, id: RunId) -> tokio::sync::watch::Receiver<i64> {
+    /// Follows a run's committed events, for live streams. Events committed by this
+    /// process are told at once (and kept a while in memory); other processes' are seen
+    /// only by reading again.
+    pub fn follow_events(&self, id: RunId) -> EventFollower {
         on_engine!(self, e => e.hub.follow(id.to_string()))
     }
     /// Every agent with runs unfinished, or finished in the hour before `now`: its runs by

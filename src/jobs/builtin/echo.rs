@@ -17,6 +17,8 @@ struct EchoInput {
     value: Value,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default = "once")]
+    repeat: u32,
     #[serde(default)]
     delay_ms: u64,
     #[serde(default)]
@@ -45,6 +47,8 @@ impl Agent for Echo {
                 "value": { "description": "Returned as the result's `value` (null when not given)." },
                 "text": { "type": "string", "maxLength": 1_000_000,
                           "description": "Streamed word by word over `delay_ms`, and returned as the result's `text`; the planned failures come after it." },
+                "repeat": { "type": "integer", "minimum": 1, "maximum": 10_000,
+                            "description": "Stream the text this many times over (a long answer from a short input); 1 by default." },
                 "delay_ms": { "type": "integer", "minimum": 0, "maximum": 3_600_000,
                               "description": "Total time to take, spread over the steps." },
                 "steps": { "type": "integer", "minimum": 0, "maximum": 1000,
@@ -62,7 +66,8 @@ impl Agent for Echo {
             .map_err(|e| AgentError::permanent(format!("invalid input: {e}")))?;
         // with a text, the planned failures come after it was streamed
         if let Some(text) = &input.text {
-            stream_words(&ctx, text, input.delay_ms, input.steps).await?;
+            let text = text.repeat(input.repeat as usize);
+            stream_words(&ctx, &text, input.delay_ms, input.steps).await?;
             planned_failure(&ctx, &input)?;
             return Ok(json!({ "value": input.value, "text": text }));
         }
@@ -84,6 +89,10 @@ impl Agent for Echo {
         }
         Ok(json!({ "value": input.value }))
     }
+}
+
+fn once() -> u32 {
+    1
 }
 
 fn planned_failure(ctx: &RunContext, input: &EchoInput) -> Result<(), AgentError> {

@@ -284,7 +284,7 @@ impl Writer {
         if ready_now && !parked_included {
             self.next_due = Some(now);
         }
-        self.hub.committed(&applied.heads);
+        self.hub.committed(&applied.events);
         self.tally.add(&applied.transitions);
     }
 

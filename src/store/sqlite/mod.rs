@@ -42,6 +42,11 @@ pub(super) async fn connect(
         .synchronous(synchronous)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(false)
+        // the writer's transactions touch many pages at once (a thousand runs streaming):
+        // a page cache that holds them (64 MiB at most, grown only as used), and statement
+        // journals kept in memory rather than written to a temporary file
+        .pragma("cache_size", "-65536")
+        .pragma("temp_store", "memory")
         .disable_statement_logging();
     let mut conn = connect.connect().await?;
     use_wal(&mut conn).await?;

@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::cmd::*;
 use super::command::{Apply, Queued, Step, step};
 use super::{Conn, sql};
-use crate::domain::EventKind;
+use crate::domain::{EventKind, RunEvent};
 use crate::store::{Clock, Fence, StoreError, Transition};
 
 pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
@@ -63,8 +63,8 @@ pub(super) struct Applied {
     /// earliest run it made ready or scheduled comes due. A span, not a time: the writer
     /// paces its waiting by real time, whatever clock the store keeps records by.
     pub(super) ready_in: Option<i64>,
-    /// Each written run's newest event seq, when asked for (someone follows events).
-    pub(super) heads: Vec<(String, i64)>,
+    /// The events written, by run, when asked for (someone follows events).
+    pub(super) events: Vec<(String, RunEvent)>,
     /// The runs' transitions, by agent, for the process's counts.
     pub(super) transitions: Vec<(String, Transition)>,
 }
@@ -96,7 +96,8 @@ pub(in crate::store) struct Batch<'c> {
     pub(super) clock: Clock,
     events: Vec<EventRow>,
     ready_at: Option<i64>,
-    heads: Option<Vec<(String, i64)>>,
+    /// The events inserted, kept for the hub when someone follows events.
+    followed: Option<Vec<(String, RunEvent)>>,
     /// Runs that failed for good in this batch: candidates for compensation.
     failed: Vec<String>,
     /// Runs that reached a terminal state in this batch, for their dependents.
@@ -180,7 +181,7 @@ pub(super) async fn apply_in_tx(
         clock,
         events: Vec::new(),
         ready_at: None,
-        heads: track_heads.then(Vec::new),
+        followed: track_heads.then(Vec::new),
         failed: Vec::new(),
         settled: Vec::new(),
         callbacks: Vec::new(),
@@ -210,7 +211,7 @@ pub(super) async fn apply_in_tx(
             );
             Ok(Applied {
                 ready_in: batch.ready_at.map(|at| at - batch.now),
-                heads: batch.heads.unwrap_or_default(),
+                events: batch.followed.unwrap_or_default(),
                 transitions: batch.counted,
             })
         }
@@ -459,9 +460,6 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
     if b.events.is_empty() {
         return Ok(());
     }
-    if let Some(heads) = &mut b.heads {
-        heads.extend(b.events.iter().map(|e| (e.run_id.clone(), e.seq)));
-    }
     let rows: Vec<EventInsert> = b
         .events
         .iter()
@@ -474,7 +472,20 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
         })
         .collect();
     let rows = serde_json::to_string(&rows).expect("rows serialise");
-    b.events.clear();
+    let at = crate::store::from_ms(b.now);
+    match &mut b.followed {
+        Some(followed) => followed.extend(b.events.drain(..).map(|e| {
+            let event = RunEvent {
+                seq: e.seq,
+                at,
+                kind: e.kind.as_str().to_owned(),
+                attempt: e.attempt,
+                data: e.data,
+            };
+            (e.run_id, event)
+        })),
+        None => b.events.clear(),
+    }
     sqlx::query(sql::INSERT_EVENTS)
         .bind(rows)
         .bind(b.now)
