@@ -7,8 +7,8 @@
 //! live: each attempt is one message (`start` … `finish`), its `stream` events become text,
 //! reasoning, tool and data parts, its progress a `data-progress` part; the run's end is
 //! `finish` (succeeded), `error` (failed) or `abort` (cancelled), then `[DONE]`. Every chunk
-//! carries the seq of the event it came from as its SSE id, so a client resuming with
-//! `Last-Event-ID` gets the chunks of later events only.
+//! has an SSE id of its own, `<seq>.<k>`: the k-th chunk (from 0) made of the event with
+//! that seq, so a client resuming with `Last-Event-ID` gets exactly the chunks after it.
 
 use std::convert::Infallible;
 
@@ -25,19 +25,19 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::parse_run_id;
-use super::stream::{follow, resume_after};
+use super::stream::follow;
 
 /// A run's output stream in the Vercel AI SDK UI message stream protocol.
 ///
-/// Server-Sent Events, each a UI message chunk as JSON with the seq of the run event it
-/// came from as its id: replayed from the start (or after `Last-Event-ID`), then live until
-/// the run ends, closed by `data: [DONE]`. Each attempt of the run is one message
+/// Server-Sent Events, each a UI message chunk as JSON with the id `<seq>.<k>` (the k-th
+/// chunk made of the run event with that seq): replayed from the start (or after
+/// `Last-Event-ID`), then live until the run ends, closed by `data: [DONE]`. Each attempt of the run is one message
 /// (`start` with a `messageId` of its own, its parts, `finish`); the run's end is `finish`
 /// (succeeded), `error` (failed) or `abort` (cancelled). A run that ended without streaming
 /// anything answers `204`.
 #[utoipa::path(get, path = "/v1/runs/{id}/stream", tag = "runs", operation_id = "stream_run",
     params(("id" = String, Path, description = "Run id"),
-           ("Last-Event-ID" = Option<String>, Header, description = "Resume after the chunks of this event seq"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this chunk (`<seq>.<k>`), or after every chunk of event `<seq>`"),
            ("access_token" = Option<String>, Query, description = "The run's token, for clients that cannot send an Authorization header")),
     responses(
         (status = 200, description = "UI message chunks as server-sent events (header `x-vercel-ai-ui-message-stream: v1`)",
@@ -54,7 +54,7 @@ pub async fn stream_run(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_run_id(&id)?;
-    let after = resume_after(&headers, None)?;
+    let after = resume_after_chunk(&headers)?;
     let run = state.store.get_run(id).await?;
     caller.may_read(&run)?;
     let finished = run.status.is_terminal();
@@ -79,19 +79,21 @@ pub async fn stream_run(
             let seq = event.seq;
             // the chunks of events the client has are made (they set the state later
             // chunks follow from) but not sent
+            let was_ended = chunks.ended;
             let made = chunks.feed(&event);
-            let done = chunks.ended;
-            let sent = if seq > after { made } else { Vec::new() };
-            let mut out: Vec<Event> = sent
+            let mut out: Vec<Event> = made
                 .iter()
-                .map(|chunk| {
+                .enumerate()
+                .filter(|(k, _)| after.wants(seq, *k))
+                .map(|(k, chunk)| {
                     Event::default()
-                        .id(seq.to_string())
+                        .id(format!("{seq}.{k}"))
                         .json_data(chunk)
                         .expect("a chunk serialises")
                 })
                 .collect();
-            if done && seq > after {
+            // `[DONE]` once, after the chunks of the event that ended the run
+            if chunks.ended && !was_ended && after.wants(seq, made.len()) {
                 out.push(Event::default().data("[DONE]"));
             }
             futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
@@ -108,6 +110,42 @@ pub async fn stream_run(
     Ok(response)
 }
 
+/// Where a client resumes: after chunk `k` of event `seq` (`None`: after all its chunks).
+#[derive(Clone, Copy)]
+struct After {
+    seq: i64,
+    k: Option<usize>,
+}
+
+impl After {
+    fn wants(self, seq: i64, k: usize) -> bool {
+        seq > self.seq || (seq == self.seq && self.k.is_some_and(|after| k > after))
+    }
+}
+
+/// `Last-Event-ID` as `<seq>.<k>` or `<seq>`; from the start without one.
+fn resume_after_chunk(headers: &HeaderMap) -> Result<After, ApiError> {
+    let Some(raw) = headers.get("last-event-id") else {
+        return Ok(After { seq: 0, k: None });
+    };
+    let bad = || {
+        ApiError::BadRequest(
+            "Last-Event-ID must be a chunk id (`<seq>.<k>`) or an event seq".into(),
+        )
+    };
+    let text = raw.to_str().map_err(|_| bad())?.trim();
+    let (seq, k) = match text.split_once('.') {
+        Some((seq, k)) => (seq, Some(k.parse::<usize>().map_err(|_| bad())?)),
+        None => (text, None),
+    };
+    let seq = seq
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s >= 0)
+        .ok_or_else(bad)?;
+    Ok(After { seq, k })
+}
+
 /// Turns a run's events, in order from the first, into UI message chunks.
 struct Chunks {
     run_id: RunId,
@@ -115,6 +153,8 @@ struct Chunks {
     open: bool,
     /// The id of the text part, and of the reasoning part, being appended to.
     text: Option<String>,
+    /// The tool calls of the open message, which results may answer.
+    calls: std::collections::HashSet<String>,
     reasoning: Option<String>,
     /// The run's end was sent: nothing follows but `[DONE]`.
     ended: bool,
@@ -127,6 +167,7 @@ impl Chunks {
             open: false,
             text: None,
             reasoning: None,
+            calls: Default::default(),
             ended: false,
         }
     }
@@ -134,6 +175,11 @@ impl Chunks {
     /// The chunks `event` makes.
     fn feed(&mut self, event: &RunEvent) -> Vec<Value> {
         let mut out = Vec::new();
+        if event.kind == "requeued" {
+            // a failed run put back in the queue: its next attempts follow
+            self.ended = false;
+            return out;
+        }
         if self.ended {
             return out;
         }
@@ -181,6 +227,7 @@ impl Chunks {
 
     fn start(&mut self, out: &mut Vec<Value>, seq: i64) {
         self.open = true;
+        self.calls.clear();
         out.push(json!({ "type": "start", "messageId": format!("{}-{seq}", self.run_id) }));
     }
 
@@ -227,22 +274,41 @@ impl Chunks {
                 });
                 out.push(json!({ "type": "reasoning-delta", "id": id, "delta": text() }));
             }
+            // the agent ran the tool (`providerExecuted`), whatever tools the page knows
+            // (`dynamic`): a page's own tool handlers are not called for it
             "tool_call" => {
                 self.close_parts(out);
+                let id = part["tool_call_id"].as_str().unwrap_or_default();
+                self.calls.insert(id.to_owned());
                 out.push(json!({
                     "type": "tool-input-available",
-                    "toolCallId": part["tool_call_id"],
+                    "toolCallId": id,
                     "toolName": part["tool_name"],
                     "input": part["input"],
+                    "providerExecuted": true,
+                    "dynamic": true,
                 }));
             }
             "tool_result" => {
                 self.close_parts(out);
-                out.push(json!({
-                    "type": "tool-output-available",
-                    "toolCallId": part["tool_call_id"],
-                    "output": part["output"],
-                }));
+                let id = part["tool_call_id"].as_str().unwrap_or_default();
+                if self.calls.contains(id) {
+                    out.push(json!({
+                        "type": "tool-output-available",
+                        "toolCallId": id,
+                        "output": part["output"],
+                        "providerExecuted": true,
+                        "dynamic": true,
+                    }));
+                } else {
+                    // a result of no call in this message (an earlier attempt's, say): a
+                    // client would refuse it as a tool output, so it comes as data
+                    out.push(json!({
+                        "type": "data-tool-result",
+                        "id": id,
+                        "data": { "toolCallId": id, "output": part["output"] },
+                    }));
+                }
             }
             "data" => {
                 let name = part["name"].as_str().unwrap_or_default();
@@ -348,5 +414,59 @@ mod tests {
             vec!["abort"]
         );
         assert!(chunks.ended);
+    }
+
+    #[test]
+    fn a_requeued_run_goes_on_and_tool_results_answer_calls_of_their_message() {
+        let mut chunks = Chunks::new(RunId::new());
+        chunks.feed(&event(1, "started", 1, json!({})));
+        let error = json!({"error": {"kind": "agent", "message": "boom"}});
+        chunks.feed(&event(2, "failed", 1, error));
+        assert!(chunks.ended);
+        assert!(
+            chunks
+                .feed(&event(3, "webhook_delivered", 1, json!({})))
+                .is_empty()
+        );
+        chunks.feed(&event(4, "requeued", 0, json!({})));
+        assert!(!chunks.ended);
+        assert_eq!(
+            types(&chunks.feed(&event(5, "started", 1, json!({})))),
+            vec!["start"]
+        );
+        let call =
+            json!({"type": "tool_call", "tool_call_id": "c1", "tool_name": "t", "input": {}});
+        let made = chunks.feed(&event(6, "stream", 1, call));
+        assert_eq!(made[0]["providerExecuted"], true);
+        let answer = json!({"type": "tool_result", "tool_call_id": "c1", "output": 1});
+        assert_eq!(
+            types(&chunks.feed(&event(7, "stream", 1, answer))),
+            vec!["tool-output-available"]
+        );
+        let orphan = json!({"type": "tool_result", "tool_call_id": "c0", "output": 2});
+        assert_eq!(
+            types(&chunks.feed(&event(8, "stream", 1, orphan))),
+            vec!["data-tool-result"]
+        );
+    }
+
+    #[test]
+    fn a_resume_point_names_a_chunk_or_a_whole_event() {
+        let at = |v: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("last-event-id", HeaderValue::from_str(v).unwrap());
+            resume_after_chunk(&headers)
+        };
+        let after = at("7.1").ok().unwrap();
+        assert!(!after.wants(7, 1) && after.wants(7, 2) && after.wants(8, 0) && !after.wants(6, 5));
+        let after = at("7").ok().unwrap();
+        assert!(!after.wants(7, 9) && after.wants(8, 0));
+        assert!(at("x").is_err() && at("7.x").is_err() && at("-1").is_err());
+        assert!(
+            resume_after_chunk(&HeaderMap::new())
+                .ok()
+                .unwrap()
+                .wants(1, 0)
+        );
     }
 }

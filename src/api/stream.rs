@@ -15,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 
-use crate::domain::{RunEvent, RunId, RunStatus};
+use crate::domain::{EventKind, RunEvent, RunId, RunStatus};
 use crate::store::{EventFollower, Store};
 
 use super::error::ApiError;
@@ -107,6 +107,10 @@ fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
                     .kind
                     .parse::<RunStatus>()
                     .is_ok_and(RunStatus::is_terminal);
+                // a failed run put back in the queue goes on
+                if event.kind == EventKind::Requeued.as_str() {
+                    f.ended = false;
+                }
                 return Some((event, f));
             }
             if f.ended {

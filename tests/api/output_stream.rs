@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, create_key};
 
-/// One server-sent event of the message stream: its id and data (`[DONE]` as a string).
+/// One server-sent event of the message stream: its id (`<seq>.<k>`, as read) and data
+/// (`[DONE]` as a string).
 #[derive(Debug)]
 pub struct Chunk {
-    pub id: Option<i64>,
+    pub id: Option<String>,
     pub data: Value,
 }
 
@@ -43,7 +44,7 @@ pub async fn read_chunks(request: reqwest::RequestBuilder) -> Vec<Chunk> {
             };
             let data = field("data:").unwrap();
             Chunk {
-                id: field("id:").map(|id| id.parse().unwrap()),
+                id: field("id:"),
                 data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
             }
         })
@@ -100,25 +101,35 @@ async fn an_echo_run_streams_its_text_live_and_again_after_it_ended() {
         .collect();
     assert_eq!(streamed, TEXT);
 
-    // resuming after an event sends the chunks of later events only
-    let first_delta = live
-        .iter()
-        .find(|c| c.data["type"] == "text-delta")
-        .unwrap();
-    let resumed = read_chunks(
+    // every chunk has an id of its own; resuming after one sends exactly the chunks after it
+    let ids: Vec<&str> = live.iter().filter_map(|c| c.id.as_deref()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    for cut in [1, 2, live.len() / 2] {
+        let resumed = read_chunks(
+            app.client
+                .get(app.url(&format!("/v1/runs/{id}/stream")))
+                .header("last-event-id", live[cut - 1].id.clone().unwrap()),
+        )
+        .await;
+        let rest: Vec<&Value> = live[cut..].iter().map(|c| &c.data).collect();
+        let got: Vec<&Value> = resumed.iter().map(|c| &c.data).collect();
+        assert_eq!(got, rest, "resumed after chunk {cut}");
+    }
+    // after a whole event: the chunks of later events
+    let whole = read_chunks(
         app.client
             .get(app.url(&format!("/v1/runs/{id}/stream")))
-            .header("last-event-id", first_delta.id.unwrap().to_string()),
+            .header("last-event-id", "2"),
     )
     .await;
-    let first = first_delta.data["delta"].as_str().unwrap();
-    assert_eq!(format!("{first}{}", text_of(&resumed)), TEXT);
-    assert!(!types(&resumed).contains(&"start"));
     assert!(
-        resumed
+        whole
             .iter()
-            .all(|c| c.id.is_none_or(|id| id > first_delta.id.unwrap()))
+            .all(|c| c.id.as_deref().is_none_or(|id| !id.starts_with("2.")))
     );
+    assert_eq!(types(&whole).last(), Some(&"[DONE]"));
 }
 
 #[tokio::test]

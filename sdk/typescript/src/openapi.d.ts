@@ -292,9 +292,9 @@ export interface paths {
         };
         /**
          * A run's output stream in the Vercel AI SDK UI message stream protocol.
-         * @description Server-Sent Events, each a UI message chunk as JSON with the seq of the run event it
-         *     came from as its id: replayed from the start (or after `Last-Event-ID`), then live until
-         *     the run ends, closed by `data: [DONE]`. Each attempt of the run is one message
+         * @description Server-Sent Events, each a UI message chunk as JSON with the id `<seq>.<k>` (the k-th
+         *     chunk made of the run event with that seq): replayed from the start (or after
+         *     `Last-Event-ID`), then live until the run ends, closed by `data: [DONE]`. Each attempt of the run is one message
          *     (`start` with a `messageId` of its own, its parts, `finish`); the run's end is `finish`
          *     (succeeded), `error` (failed) or `abort` (cancelled). A run that ended without streaming
          *     anything answers `204`.
@@ -2205,7 +2205,7 @@ export interface operations {
                 access_token?: string;
             };
             header?: {
-                /** @description Resume after the chunks of this event seq */
+                /** @description Resume after this chunk (`<seq>.<k>`), or after every chunk of event `<seq>` */
                 "Last-Event-ID"?: string | null;
             };
             path: {

@@ -48,7 +48,7 @@ impl Agent for Echo {
                 "text": { "type": "string", "maxLength": 1_000_000,
                           "description": "Streamed word by word over `delay_ms`, and returned as the result's `text`; the planned failures come after it." },
                 "repeat": { "type": "integer", "minimum": 1, "maximum": 10_000,
-                            "description": "Stream the text this many times over (a long answer from a short input); 1 by default." },
+                            "description": "Stream the text this many times over (a long answer from a short input; at most 4 MiB in all); 1 by default." },
                 "delay_ms": { "type": "integer", "minimum": 0, "maximum": 3_600_000,
                               "description": "Total time to take, spread over the steps." },
                 "steps": { "type": "integer", "minimum": 0, "maximum": 1000,
@@ -66,6 +66,12 @@ impl Agent for Echo {
             .map_err(|e| AgentError::permanent(format!("invalid input: {e}")))?;
         // with a text, the planned failures come after it was streamed
         if let Some(text) = &input.text {
+            if text.len().saturating_mul(input.repeat as usize) > MAX_TEXT_BYTES {
+                return Err(AgentError::permanent(format!(
+                    "`text` repeated {} times is over {MAX_TEXT_BYTES} bytes",
+                    input.repeat
+                )));
+            }
             let text = text.repeat(input.repeat as usize);
             stream_words(&ctx, &text, input.delay_ms, input.steps).await?;
             planned_failure(&ctx, &input)?;
@@ -90,6 +96,9 @@ impl Agent for Echo {
         Ok(json!({ "value": input.value }))
     }
 }
+
+/// The most text (repeats included) one echo run streams.
+const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
 
 fn once() -> u32 {
     1

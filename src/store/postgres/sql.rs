@@ -227,7 +227,7 @@ SET status = CASE WHEN depends_count > 0 AND EXISTS (
         WHERE d.run_id = runs.id AND dep.status != 'succeeded') THEN 'blocked' ELSE 'queued' END,
     attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
     progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = $1,
-    updated_at = $1, event_seq = event_seq + 1
+    updated_at = $1, event_seq = event_seq + 1, stream_bytes = 0
 WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb))) AND status = 'failed'
   AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id

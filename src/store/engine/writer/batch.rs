@@ -24,7 +24,7 @@ use super::cmd::*;
 use super::command::{Apply, Queued, Step, step};
 use super::{Conn, sql};
 use crate::domain::{EventKind, RunEvent};
-use crate::store::{Clock, Fence, StoreError, Transition};
+use crate::store::{Clock, Fence, StoreError, Streamed, Transition};
 
 pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
 pub(super) use dependencies::{link as link_dependencies, results as dependency_results};
@@ -265,12 +265,18 @@ fn attempt_reports<'a, 'c>(
                     .or_else(|| r.command::<AttemptCheckpoint>().map(|c| &c.fence))
             })
             .collect();
-        let alone: Vec<usize> = groups
-            .keys()
-            .copied()
+        // (one group per claim in the statement: two tokens of one claim that differ in
+        // their attempt number go one after the other)
+        let mut claims = HashSet::new();
+        let mut firsts: Vec<usize> = groups.keys().copied().collect();
+        firsts.sort_unstable();
+        let alone: Vec<usize> = firsts
+            .into_iter()
             .filter(|&first| {
                 let append = requests[first].command::<AttemptStream>();
-                append.is_some_and(|a| !mixed.contains(&a.fence))
+                append.is_some_and(|a| {
+                    !mixed.contains(&a.fence) && claims.insert((a.fence.run_id, a.fence.claim))
+                })
             })
             .collect();
         let mut streamed = HashMap::new();
@@ -285,8 +291,9 @@ fn attempt_reports<'a, 'c>(
                 })
                 .collect();
             let outcomes = AttemptStream::apply_many(b, &appends).await?;
-            for (first, outcome) in alone.iter().zip(outcomes) {
-                for &m in &groups[first] {
+            for ((first, outcome), appends) in alone.iter().zip(outcomes).zip(&appends) {
+                let outcomes = one_by_one_if_full(b, appends, outcome).await?;
+                for (&m, outcome) in groups[first].iter().zip(outcomes) {
                     streamed.insert(m, outcome);
                 }
             }
@@ -315,7 +322,8 @@ fn attempt_reports<'a, 'c>(
                     .filter_map(|&m| requests[m].command::<AttemptStream>())
                     .collect();
                 let outcome = AttemptStream::apply_together(b, &appends).await?;
-                for &m in members {
+                let outcomes = one_by_one_if_full(b, &appends, outcome).await?;
+                for (&m, outcome) in members.iter().zip(outcomes) {
                     streamed.insert(m, outcome);
                 }
             }
@@ -333,6 +341,24 @@ fn attempt_reports<'a, 'c>(
         }
         Ok(())
     })
+}
+
+/// The answers of a group of appends written together: all the group's answer, but when
+/// the group did not fit its run's stream, each append tried alone, in order (the first
+/// ones may fit).
+async fn one_by_one_if_full(
+    b: &mut Batch<'_>,
+    appends: &[&AttemptStream],
+    together: Streamed,
+) -> Result<Vec<Streamed>, StoreError> {
+    if !matches!(together, Streamed::Full { .. }) || appends.len() == 1 {
+        return Ok(vec![together; appends.len()]);
+    }
+    let mut outcomes = Vec::with_capacity(appends.len());
+    for append in appends {
+        outcomes.push(AttemptStream::apply_together(b, &[append]).await?);
+    }
+    Ok(outcomes)
 }
 
 /// Releases, hand-backs, sweeps, cancels, webhook claims and results, signals sent,
