@@ -131,3 +131,22 @@ async fn a_run_holds_at_most_its_limit_and_a_refused_append_writes_nothing() {
         .sum();
     assert_eq!(total, limit);
 }
+
+#[tokio::test]
+async fn an_append_sent_after_its_attempts_outcome_is_refused_even_in_the_same_batch() {
+    let (store, _clock, _db) = store_on_manual_clock(false).await;
+    store.insert_run(new_run()).await.unwrap();
+    let run = claim_one(&store, "a").await;
+    // sent in this order, at once: often one writer batch, which applies reports before
+    // outcomes; the append must not land after the run succeeded
+    let (finished, late) = tokio::join!(
+        store.finish(
+            run.fence(),
+            agentq::store::Outcome::Succeeded(serde_json::json!(1))
+        ),
+        store.stream(run.fence(), text("after the end")),
+    );
+    assert!(finished.unwrap());
+    assert_eq!(late.unwrap(), Streamed::Lost);
+    assert!(written(&store, &run).await.is_empty());
+}

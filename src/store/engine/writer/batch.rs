@@ -237,8 +237,20 @@ fn attempt_reports<'a, 'c>(
         // the groups of adjacent stream appends: at its first request's index, its requests
         let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut open_group: HashMap<Fence, usize> = HashMap::new();
+        // an append sent after its attempt's outcome (which this batch applies later) comes
+        // from an attempt that has ended: it is refused as one that lost its run
+        let mut ended: HashSet<&Fence> = HashSet::new();
+        let mut too_late = Vec::new();
         for (i, request) in requests.iter().enumerate() {
+            if let Some(finish) = request.command::<AttemptFinish>() {
+                ended.insert(&finish.fence);
+                continue;
+            }
             if let Some(append) = request.command::<AttemptStream>() {
+                if ended.contains(&append.fence) {
+                    too_late.push(i);
+                    continue;
+                }
                 let first = *open_group.entry(append.fence.clone()).or_insert(i);
                 groups.entry(first).or_default().push(i);
                 continue;
@@ -279,7 +291,9 @@ fn attempt_reports<'a, 'c>(
                 })
             })
             .collect();
-        let mut streamed = HashMap::new();
+        let mut streamed: HashMap<usize, Streamed> =
+            too_late.into_iter().map(|i| (i, Streamed::Lost)).collect();
+        drop(ended);
         if !alone.is_empty() {
             let appends: Vec<Vec<&AttemptStream>> = alone
                 .iter()
