@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use common::{Database, Process, free_port, median, pct};
+use common::{Database, Process, env_or, free_port, median, pct};
 
 struct Args {
     binary: String,
@@ -46,13 +46,6 @@ struct Args {
     backlog: usize,
     recovery: bool,
     lease: String,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn args() -> Args {

@@ -6,6 +6,14 @@ use std::process::{Child, Command, Stdio};
 
 use sqlx::Connection;
 
+/// The environment variable `name` parsed, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A fresh database for one pass: a SQLite file, or a PostgreSQL schema.
 pub struct Database {
     pub url: String,
