@@ -414,12 +414,13 @@ async fn two_processes_sharing_the_runs_table_and_redis_start_each_run_once() {
         |c| c.worker.redis = Some(options)
     })
     .await;
-    // long enough (200 × 50 ms over 8 slots: over a second) that one process cannot
-    // drain the queue before the other's next poll
+    // long enough (200 × 100 ms over 8 slots: 2.5 s) that one process cannot drain the
+    // queue before the other's next poll, even on a loaded machine (with 50 ms, one full
+    // run of scripts/test.sh saw the first process start none)
     let ids = create_many(
         &first,
         200,
-        json!({"agent": "patient", "input": {"ms": 50}}),
+        json!({"agent": "patient", "input": {"ms": 100}}),
     )
     .await;
     wait_all_succeeded(&first, &ids, Duration::from_secs(60)).await;
