@@ -497,3 +497,43 @@ pub async fn create_key(store: &Store, tenant: &str, scopes: &str) -> String {
     store.insert_key(&info, &key.secret_hash).await.unwrap();
     key.token
 }
+
+/// One block of a server-sent event stream that carries data: its fields.
+pub struct SseBlock {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Reads a whole `text/event-stream` response (it must end within `within`) into its
+/// blocks with data; keep-alive comments are left out.
+pub async fn sse_blocks(response: reqwest::Response, within: Duration) -> Vec<SseBlock> {
+    use futures::StreamExt;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(within, async {
+        let mut text = String::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        text
+    })
+    .await
+    .expect("the stream ends");
+    body.split("\n\n")
+        .filter(|block| block.contains("data:"))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            SseBlock {
+                id: field("id:"),
+                event: field("event:"),
+                data: field("data:").unwrap_or_default(),
+            }
+        })
+        .collect()
+}

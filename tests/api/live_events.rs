@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, sse_blocks};
 
 /// One server-sent event: its id, name and JSON data.
 #[derive(Debug)]
@@ -26,32 +25,13 @@ async fn read_stream(app: &TestApp, run_id: &str, last_event_id: Option<i64>) ->
     }
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let body = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut text = String::new();
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-        text
-    })
-    .await
-    .expect("the stream ends after the terminal event");
-    body.split("\n\n")
-        .filter(|block| block.contains("data:"))
-        .map(|block| {
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            Sse {
-                id: field("id:").parse().unwrap(),
-                name: field("event:"),
-                data: serde_json::from_str(&field("data:")).unwrap(),
-            }
+    sse_blocks(response, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .map(|block| Sse {
+            id: block.id.unwrap().parse().unwrap(),
+            name: block.event.unwrap_or_default(),
+            data: serde_json::from_str(&block.data).unwrap(),
         })
         .collect()
 }

@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, create_key};
+use crate::helpers::{TestApp, create_key, sse_blocks};
 
 /// One server-sent event of the message stream: its id (`<seq>.<k>`, as read) and data
 /// (`[DONE]` as a string).
@@ -21,32 +20,13 @@ pub struct Chunk {
 pub async fn read_chunks(request: reqwest::RequestBuilder) -> Vec<Chunk> {
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-vercel-ai-ui-message-stream"], "v1");
-    let body = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut text = String::new();
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-        text
-    })
-    .await
-    .expect("the stream ends after the run");
-    body.split("\n\n")
-        .filter(|block| block.contains("data:"))
-        .map(|block| {
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_owned())
-            };
-            let data = field("data:").unwrap();
-            Chunk {
-                id: field("id:"),
-                data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
-            }
+    sse_blocks(response, Duration::from_secs(20))
+        .await
+        .into_iter()
+        .map(|block| Chunk {
+            id: block.id,
+            data: serde_json::from_str(&block.data).unwrap_or(Value::String(block.data)),
         })
         .collect()
 }

@@ -237,84 +237,54 @@ fn attempt_reports<'a, 'c>(
         // the groups of adjacent stream appends: at its first request's index, its requests
         let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut open_group: HashMap<Fence, usize> = HashMap::new();
+        // attempts with progress, logs or checkpoints here: their appends keep their place
+        let mut mixed: HashSet<Fence> = HashSet::new();
         // an append sent after its attempt's outcome (which this batch applies later) comes
         // from an attempt that has ended: it is refused as one that lost its run
-        let mut ended: HashSet<&Fence> = HashSet::new();
-        let mut too_late = Vec::new();
+        let mut ended: HashSet<Fence> = HashSet::new();
+        let mut streamed: HashMap<usize, Streamed> = HashMap::new();
         for (i, request) in requests.iter().enumerate() {
             if let Some(finish) = request.command::<AttemptFinish>() {
-                ended.insert(&finish.fence);
-                continue;
-            }
-            if let Some(append) = request.command::<AttemptStream>() {
+                ended.insert(finish.fence.clone());
+            } else if let Some(append) = request.command::<AttemptStream>() {
                 if ended.contains(&append.fence) {
-                    too_late.push(i);
-                    continue;
+                    streamed.insert(i, Streamed::Lost);
+                } else {
+                    let first = *open_group.entry(append.fence.clone()).or_insert(i);
+                    groups.entry(first).or_default().push(i);
                 }
-                let first = *open_group.entry(append.fence.clone()).or_insert(i);
-                groups.entry(first).or_default().push(i);
-                continue;
+            } else if let Some(fence) = report_fence(request.as_ref(), i, &mut last_progress) {
+                open_group.remove(fence);
+                mixed.insert(fence.clone());
             }
-            let fence = if let Some(progress) = request.command::<AttemptProgress>() {
-                last_progress.insert(progress.fence.clone(), i);
-                &progress.fence
-            } else if let Some(log) = request.command::<AttemptLog>() {
-                &log.fence
-            } else if let Some(checkpoint) = request.command::<AttemptCheckpoint>() {
-                &checkpoint.fence
-            } else {
-                continue;
-            };
-            open_group.remove(fence);
         }
         // the attempts that only stream in this batch (one group each) are written in one
-        // statement; the others in their order among their progress, logs and checkpoints
-        let mixed: HashSet<&Fence> = requests
-            .iter()
-            .filter_map(|r| {
-                (r.command::<AttemptProgress>().map(|c| &c.fence))
-                    .or_else(|| r.command::<AttemptLog>().map(|c| &c.fence))
-                    .or_else(|| r.command::<AttemptCheckpoint>().map(|c| &c.fence))
-            })
-            .collect();
-        // (one group per claim in the statement: two tokens of one claim that differ in
-        // their attempt number go one after the other)
+        // statement, one group per claim (two tokens of one claim that differ in their
+        // attempt number go one after the other); the others in their order below
         let mut claims = HashSet::new();
         let mut firsts: Vec<usize> = groups.keys().copied().collect();
         firsts.sort_unstable();
-        let alone: Vec<usize> = firsts
+        let alone: Vec<Vec<usize>> = firsts
             .into_iter()
-            .filter(|&first| {
-                let append = requests[first].command::<AttemptStream>();
-                append.is_some_and(|a| {
-                    !mixed.contains(&a.fence) && claims.insert((a.fence.run_id, a.fence.claim))
-                })
+            .filter(|first| {
+                let fence = &requests[*first]
+                    .command::<AttemptStream>()
+                    .expect("a group starts with an append")
+                    .fence;
+                !mixed.contains(fence) && claims.insert((fence.run_id, fence.claim))
             })
+            .filter_map(|first| groups.remove(&first))
             .collect();
-        let mut streamed: HashMap<usize, Streamed> =
-            too_late.into_iter().map(|i| (i, Streamed::Lost)).collect();
-        drop(ended);
         if !alone.is_empty() {
             let appends: Vec<Vec<&AttemptStream>> = alone
                 .iter()
-                .map(|first| {
-                    groups[first]
-                        .iter()
-                        .filter_map(|&m| requests[m].command::<AttemptStream>())
-                        .collect()
-                })
+                .map(|members| appends_of(requests, members))
                 .collect();
             let outcomes = AttemptStream::apply_many(b, &appends).await?;
-            for ((first, outcome), appends) in alone.iter().zip(outcomes).zip(&appends) {
-                let outcomes = one_by_one_if_full(b, appends, outcome).await?;
-                for (&m, outcome) in groups[first].iter().zip(outcomes) {
-                    streamed.insert(m, outcome);
-                }
+            for ((members, appends), outcome) in alone.iter().zip(&appends).zip(outcomes) {
+                let outcomes = AttemptStream::one_by_one_if_full(b, appends, outcome).await?;
+                streamed.extend(members.iter().copied().zip(outcomes));
             }
-        }
-        drop(mixed);
-        for first in &alone {
-            groups.remove(first);
         }
         let mut progress_landed = HashMap::new();
         for i in 0..requests.len() {
@@ -331,15 +301,10 @@ fn attempt_reports<'a, 'c>(
                 let landed = checkpoint.apply(b).await?;
                 request.answer::<AttemptCheckpoint>(landed);
             } else if let Some(members) = groups.get(&i) {
-                let appends: Vec<&AttemptStream> = members
-                    .iter()
-                    .filter_map(|&m| requests[m].command::<AttemptStream>())
-                    .collect();
+                let appends = appends_of(requests, members);
                 let outcome = AttemptStream::apply_together(b, &appends).await?;
-                let outcomes = one_by_one_if_full(b, &appends, outcome).await?;
-                for (&m, outcome) in members.iter().zip(outcomes) {
-                    streamed.insert(m, outcome);
-                }
+                let outcomes = AttemptStream::one_by_one_if_full(b, &appends, outcome).await?;
+                streamed.extend(members.iter().copied().zip(outcomes));
             }
         }
         for (i, request) in requests.iter_mut().enumerate() {
@@ -357,22 +322,27 @@ fn attempt_reports<'a, 'c>(
     })
 }
 
-/// The answers of a group of appends written together: all the group's answer, but when
-/// the group did not fit its run's stream, each append tried alone, in order (the first
-/// ones may fit).
-async fn one_by_one_if_full(
-    b: &mut Batch<'_>,
-    appends: &[&AttemptStream],
-    together: Streamed,
-) -> Result<Vec<Streamed>, StoreError> {
-    if !matches!(together, Streamed::Full { .. }) || appends.len() == 1 {
-        return Ok(vec![together; appends.len()]);
+/// The fence of a progress report, log or checkpoint (noting the last progress of each
+/// attempt), or `None` for any other request.
+fn report_fence<'r>(
+    request: &'r (dyn Queued + 'static),
+    i: usize,
+    last_progress: &mut HashMap<Fence, usize>,
+) -> Option<&'r Fence> {
+    if let Some(progress) = request.command::<AttemptProgress>() {
+        last_progress.insert(progress.fence.clone(), i);
+        return Some(&progress.fence);
     }
-    let mut outcomes = Vec::with_capacity(appends.len());
-    for append in appends {
-        outcomes.push(AttemptStream::apply_together(b, &[append]).await?);
-    }
-    Ok(outcomes)
+    (request.command::<AttemptLog>().map(|c| &c.fence))
+        .or_else(|| request.command::<AttemptCheckpoint>().map(|c| &c.fence))
+}
+
+/// The appends at these indices.
+fn appends_of<'r>(requests: &'r [Box<dyn Queued>], members: &[usize]) -> Vec<&'r AttemptStream> {
+    members
+        .iter()
+        .filter_map(|&m| requests[m].command::<AttemptStream>())
+        .collect()
 }
 
 /// Releases, hand-backs, sweeps, cancels, webhook claims and results, signals sent,

@@ -164,4 +164,22 @@ impl AttemptStream {
         }
         Ok(out)
     }
+
+    /// The answers of a group of appends written together: the group's answer for each,
+    /// but when the group did not fit its run's stream, each append tried alone, in order
+    /// (the first ones may fit).
+    pub(in crate::store) async fn one_by_one_if_full(
+        b: &mut Batch<'_>,
+        appends: &[&AttemptStream],
+        together: Streamed,
+    ) -> Result<Vec<Streamed>, StoreError> {
+        if !matches!(together, Streamed::Full { .. }) || appends.len() == 1 {
+            return Ok(vec![together; appends.len()]);
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            outcomes.push(Self::apply_together(b, &[append]).await?);
+        }
+        Ok(outcomes)
+    }
 }
