@@ -245,7 +245,8 @@ pub struct Settings {
     )]
     pub cors_origins: Vec<String>,
     /// Shared secret for signals from outside systems: `POST /v1/runs/{id}/signals` then
-    /// needs `X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    /// needs `X-Agentq-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<run id>.<body>">`,
+    /// signed within --signature-tolerance of now, and each signed request is taken once.
     #[arg(
         long,
         env = "AGENTQ_SIGNAL_SECRET",
@@ -254,7 +255,7 @@ pub struct Settings {
     )]
     pub signal_secret: Option<String>,
     /// Secret for signing completion webhooks (`Agentq-Signature: t=…,v1=<hex HMAC-SHA256
-    /// of "t.body">`); unsigned when not set.
+    /// of "<t>.<run id>.<body>">`, the run id also in `Agentq-Run-Id`); unsigned when not set.
     #[arg(
         long,
         env = "AGENTQ_WEBHOOK_SECRET",
@@ -262,6 +263,10 @@ pub struct Settings {
         global = true
     )]
     pub webhook_secret: Option<String>,
+    /// How far from now a signed signal's `t` may be (either way) before it is refused
+    /// as stale.
+    #[arg(long, env = "AGENTQ_SIGNATURE_TOLERANCE", default_value = "5m", value_parser = duration, global = true)]
+    pub signature_tolerance: Duration,
     /// Serve without API keys on a non-loopback address. Without it, a server that
     /// listens beyond loopback refuses to start until a key exists.
     #[arg(long, env = "AGENTQ_INSECURE_NO_AUTH", global = true)]
@@ -411,6 +416,11 @@ impl Settings {
             return Err("--backoff-cap must not be below --backoff-base".into());
         }
         at_least("run-token-ttl", self.run_token_ttl, Duration::from_secs(10))?;
+        at_least(
+            "signature-tolerance",
+            self.signature_tolerance,
+            Duration::from_secs(1),
+        )?;
         if self.run_token_ttl > Duration::from_secs(7 * 24 * 3600) {
             return Err(
                 "--run-token-ttl must be at most 7 days: run tokens are meant to be short-lived"
@@ -521,6 +531,7 @@ impl Settings {
                 request_timeout: self.request_timeout,
                 cors_origins: self.cors_origins.clone(),
                 signal_secret: self.signal_secret.clone().map(crate::api::Secret),
+                signature_tolerance: self.signature_tolerance,
                 insecure_no_auth: self.insecure_no_auth,
                 token_secret: self.token_secret.clone().map(crate::api::Secret),
                 run_token_ttl: self.run_token_ttl,

@@ -33,7 +33,9 @@ pub async fn cancel_run(
 ) -> Result<Json<Run>, ApiError> {
     let id = parse_run_id(&id)?;
     caller.may_write(&state.store.get_run(id).await?)?;
-    Ok(Json(state.store.cancel_run(id).await?))
+    Ok(Json(
+        state.store.cancel_run(id, Some(caller.actor())).await?,
+    ))
 }
 
 /// Put a failed run back in the queue: attempts reset, history kept.
@@ -53,7 +55,9 @@ pub async fn retry_run(
 ) -> Result<Json<Run>, ApiError> {
     let id = parse_run_id(&id)?;
     caller.may_write(&state.store.get_run(id).await?)?;
-    Ok(Json(state.store.requeue_run(id).await?))
+    Ok(Json(
+        state.store.requeue_run(id, Some(caller.actor())).await?,
+    ))
 }
 
 /// Which failed runs to retry; every field narrows the set.
@@ -98,6 +102,9 @@ pub async fn retry_runs(
         created_before: request.created_before,
         limit: 500,
     };
-    let requeued = state.store.requeue_failed(filter).await?;
+    let requeued = state
+        .store
+        .requeue_failed(filter, Some(caller.actor()))
+        .await?;
     Ok(Json(RetryRunsResponse { requeued }))
 }

@@ -96,6 +96,16 @@ impl Caller {
         }
     }
 
+    /// Who is calling, as run events and runs record it: `key:<key id>`,
+    /// `run_token:<run id>` or `open`.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Open => "open".to_owned(),
+            Caller::Key { id, .. } => format!("key:{id}"),
+            Caller::Token(t) => format!("run_token:{}", t.run),
+        }
+    }
+
     /// The id of the API key calling, if a key is.
     pub fn key_id(&self) -> Option<&str> {
         match self {

@@ -347,6 +347,7 @@ impl CreateRunRequest {
             idempotency,
             tenant,
             trace_parent: None,
+            created_by: None,
         })
     }
 }

@@ -49,9 +49,9 @@ pub enum ApiError {
     /// A conflict with its own stable code (`agent_name_taken`, …).
     #[error("{detail}")]
     ConflictCode { code: &'static str, detail: String },
-    /// A signal's HMAC signature is missing or wrong.
+    /// A signal's signature is missing, malformed, stale or wrong.
     #[error("{0}")]
-    Unauthorized(&'static str),
+    BadSignature(String),
     /// No valid credential (API key or run token).
     #[error("{0}")]
     Unauthenticated(&'static str),
@@ -103,7 +103,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::ConflictCode { code, .. } => (StatusCode::CONFLICT, code),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            Self::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),

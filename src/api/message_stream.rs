@@ -335,6 +335,7 @@ mod tests {
             kind: kind.into(),
             attempt,
             data,
+            actor: None,
         }
     }
 

@@ -83,7 +83,12 @@ fn snapshot(store: &Store, load: Option<QueueLoad>) -> Snapshot {
     for t in transitions {
         let status = match t.transition {
             Transition::Succeeded => "succeeded",
-            Transition::Failed => "failed",
+            Transition::Failed(kind) => {
+                snapshot
+                    .failed
+                    .push((t.agent.clone(), kind.as_str(), t.runs));
+                "failed"
+            }
             Transition::Cancelled => "cancelled",
             Transition::Retried => {
                 snapshot.retried.push((t.agent, t.runs));

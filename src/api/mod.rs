@@ -59,6 +59,8 @@ pub struct ApiState {
     pub work: Arc<WorkOptions>,
     pub defaults: Arc<RunDefaults>,
     pub signal_secret: Option<Secret>,
+    /// How far a signed signal's time may be from now.
+    pub signature_tolerance: Duration,
     /// This process's worker, when it runs one (`serve`): `/readyz` reports its state.
     pub worker: Option<Arc<crate::jobs::WorkerStatus>>,
     pub auth: Auth,
@@ -73,8 +75,10 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
-    /// When set, signals must carry an HMAC-SHA256 signature of their body.
+    /// When set, signals must be signed (`t=…,v1=…` over the time, run id and body).
     pub signal_secret: Option<Secret>,
+    /// How far a signed signal's time may be from now (either way).
+    pub signature_tolerance: Duration,
     /// Serve without API keys even on a non-loopback address.
     pub insecure_no_auth: bool,
     /// Signs run tokens; `None` uses a secret generated once and kept in the database.
@@ -96,6 +100,7 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
             signal_secret: None,
+            signature_tolerance: Duration::from_secs(300),
             insecure_no_auth: false,
             token_secret: None,
             run_token_ttl: Duration::from_secs(3600),

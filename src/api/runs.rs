@@ -102,6 +102,7 @@ pub async fn create_run(
     let mut new_run = request.into_new_run(&agents, &state.defaults, key, tenant.clone())?;
     // the trace its attempts continue (see `telemetry::attempt_span`)
     new_run.trace_parent = crate::telemetry::trace_parent_for_new_run(&headers);
+    new_run.created_by = Some(caller.actor());
     let inserted = match state.limits.admit_run(&state.store, tenant.as_str()).await {
         Ok(()) => {
             let kept_dependencies = new_run.depends_on.clone();

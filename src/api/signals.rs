@@ -8,7 +8,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::domain::{Run, hmac_matches};
+use std::time::Duration;
+
+use crate::domain::{Run, verify_request};
+use crate::store::NewSignal;
 
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
@@ -40,19 +43,22 @@ pub struct SendSignalResponse {
 }
 
 /// Send a signal to a run. A run waiting for it is queued again at once; a signal the run
-/// does not wait for yet is kept until it does. With `--signal-secret` set, the body must
-/// be signed: `X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+/// does not wait for yet is kept until it does. With `--signal-secret` set, a request
+/// made with an API key (or none) must be signed:
+/// `X-Agentq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<run id>.<body>">`,
+/// with `t` within `--signature-tolerance` (default 5 min) of the server's time; the same
+/// signed request is taken once (a replay is a `409`). A run token needs no signature.
 #[utoipa::path(post, path = "/v1/runs/{id}/signals", tag = "runs", operation_id = "send_signal",
     params(("id" = String, Path, description = "Run id"),
-           ("X-Agentq-Signature" = Option<String>, Header, description = "sha256=<hex HMAC-SHA256 of the body>, required when the server has a signal secret")),
+           ("X-Agentq-Signature" = Option<String>, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<run id>.<body>\">, required when the server has a signal secret")),
     request_body = SendSignalRequest,
     responses(
         (status = 202, description = "Stored (and the run resumed if it waited for it)", body = SendSignalResponse),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong signature, or no valid API key or run token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, stale or wrong signature, or no valid API key or run token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks runs:write, or a run token sends a signal the run does not wait for", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The run has finished", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run has finished, or this signed request was taken before (a replay)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid signal", body = Problem, content_type = "application/problem+json"),
@@ -66,19 +72,27 @@ pub async fn send_signal(
 ) -> Result<(StatusCode, Json<SendSignalResponse>), ApiError> {
     // a run token is its own proof (a browser cannot hold the signing secret); keys and
     // outside systems sign with --signal-secret when it is set
-    if let Some(secret) = &state.signal_secret
-        && !matches!(caller, Caller::Token(_))
-    {
-        verify_signature(secret, &headers, &body)?;
-    }
+    let signature = match &state.signal_secret {
+        Some(secret) if !matches!(caller, Caller::Token(_)) => Some(verify_signature(
+            secret,
+            state.signature_tolerance,
+            &headers,
+            &id,
+            &body,
+        )?),
+        _ => None,
+    };
     let request: SendSignalRequest = parse(&body)?;
     request.validate()?;
     let id = parse_run_id(&id)?;
     caller.may_signal(&state.store.get_run(id).await?, &request.name)?;
-    let resumed = state
-        .store
-        .signal(id, request.name, request.payload)
-        .await?;
+    let signal = NewSignal {
+        name: request.name,
+        payload: request.payload,
+        actor: Some(caller.actor()),
+        signature,
+    };
+    let resumed = state.store.signal(id, signal).await?;
     let run = state.store.get_run(id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -86,19 +100,30 @@ pub async fn send_signal(
     ))
 }
 
-fn verify_signature(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let given = headers
+/// Checks the request's signature; answers its `v1`, which the store keeps so the same
+/// signed request is taken once.
+fn verify_signature(
+    secret: &Secret,
+    tolerance: Duration,
+    headers: &HeaderMap,
+    run_id: &str,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let header = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("sha256="))
-        .ok_or(ApiError::Unauthorized(
-            "signals must carry X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>",
-        ))?;
-    if hmac_matches(secret.0.as_bytes(), &[body], given) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "the signature does not match the body",
-        ))
-    }
+        .ok_or_else(|| {
+            ApiError::BadSignature(
+                "signals must carry X-Agentq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<run id>.<body>\">".into(),
+            )
+        })?;
+    verify_request(
+        secret.0.as_bytes(),
+        header,
+        run_id,
+        body,
+        chrono::Utc::now().timestamp(),
+        tolerance.as_secs() as i64,
+    )
+    .map_err(|e| ApiError::BadSignature(e.to_string()))
 }

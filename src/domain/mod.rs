@@ -25,7 +25,9 @@ pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
     RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,
 };
-pub use signing::{hmac_hex, hmac_matches, same_digest, sha256_hex};
+pub use signing::{
+    BadSignature, hmac_hex, hmac_matches, same_digest, sha256_hex, sign_request, verify_request,
+};
 pub use status::RunStatus;
 pub use stream::{DEFAULT_MAX_STREAM_BYTES, StreamPart, coalesce};
 pub use text::{may_hold_nul, nul_in, storable};

@@ -77,6 +77,9 @@ pub struct NewRun {
     /// The W3C `traceparent` of the request that created the run, which every attempt's
     /// span continues; `None` when there is no trace to continue.
     pub trace_parent: Option<String>,
+    /// Who created it, as an event's `actor` says it (`key:<id>`, `run_token:<run id>`,
+    /// `open`); `None` for runs the engine made (compensations).
+    pub created_by: Option<String>,
 }
 
 /// A secret setting: its value never appears in `Debug` output or logs.
@@ -144,7 +147,9 @@ pub struct Progress {
 }
 
 /// Why an attempt or a run failed. Kinds are stable snake_case strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RunErrorKind {
     /// The agent returned an error.
@@ -197,6 +202,11 @@ pub struct Run {
     pub id: RunId,
     /// The tenant the run belongs to (`default` without API keys).
     pub tenant: String,
+    /// Who created it: `key:<key id>`, `run_token:<run id>` or `open`; absent for a run
+    /// the engine made (a compensation run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "key:k3fz81")]
+    pub created_by: Option<String>,
     pub agent: AgentName,
     pub status: RunStatus,
     pub input: Value,
@@ -325,4 +335,10 @@ pub struct RunEvent {
     /// The attempt the event belongs to (0 before the first).
     pub attempt: u32,
     pub data: Value,
+    /// Who made the event, when an API call made it (created, cancelled, requeued, signal
+    /// received): `key:<key id>`, `run_token:<run id>` (a run's own token) or `open` (a
+    /// server without keys). Absent on events the engine or an attempt made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "key:k3fz81")]
+    pub actor: Option<String>,
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use crate::domain::{Progress, RunId, Signal, StreamPart};
-use crate::store::{Fence, Store, Streamed};
+use crate::store::{ClaimedRun, Fence, Store, Streamed};
 
 use super::EgressClient;
 
@@ -97,6 +97,9 @@ pub struct RunContext {
 struct ContextInner {
     fence: Fence,
     max_attempts: u32,
+    tenant: String,
+    metadata: BTreeMap<String, String>,
+    created_by: Option<String>,
     store: Store,
     cancel: CancellationToken,
     saved: Mutex<Option<Value>>,
@@ -127,22 +130,22 @@ pub(crate) fn check_checkpoint(state: &Value) -> Result<(), String> {
 
 impl RunContext {
     pub(crate) fn new(
-        fence: Fence,
-        max_attempts: u32,
+        run: &ClaimedRun,
         store: Store,
         cancel: CancellationToken,
-        checkpoint: Option<Value>,
-        dependencies: BTreeMap<RunId, Value>,
         http: EgressClient,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
-                fence,
-                max_attempts,
+                fence: run.fence(),
+                max_attempts: run.max_attempts,
+                tenant: run.tenant.clone(),
+                metadata: run.metadata.clone(),
+                created_by: run.created_by.clone(),
                 store,
                 cancel,
-                saved: Mutex::new(checkpoint),
-                dependencies,
+                saved: Mutex::new(run.checkpoint.clone()),
+                dependencies: run.dependencies.clone(),
                 http,
             }),
         }
@@ -254,6 +257,22 @@ impl RunContext {
 
     pub fn max_attempts(&self) -> u32 {
         self.inner.max_attempts
+    }
+
+    /// The tenant the run belongs to (`default` without API keys).
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
+    }
+
+    /// The run's metadata, as it was created with.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.inner.metadata
+    }
+
+    /// Who created the run: `key:<key id>`, `run_token:<run id>` or `open`; `None` for a
+    /// run the engine made (a compensation run).
+    pub fn created_by(&self) -> Option<&str> {
+        self.inner.created_by.as_deref()
     }
 
     /// Fires when the attempt should stop: timeout, shutdown hand-back, or lost lease.

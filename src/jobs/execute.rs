@@ -253,15 +253,7 @@ async fn attempt(
             run.agent
         ))));
     };
-    let ctx = RunContext::new(
-        run.fence(),
-        run.max_attempts,
-        exec.store.clone(),
-        cancel.clone(),
-        run.checkpoint.clone(),
-        run.dependencies.clone(),
-        exec.http.clone(),
-    );
+    let ctx = RunContext::new(run, exec.store.clone(), cancel.clone(), exec.http.clone());
     let timeout = Duration::from_millis(run.timeout_ms);
     // the run's deadline can cut the attempt shorter than its own timeout
     let to_deadline = run

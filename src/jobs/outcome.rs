@@ -144,6 +144,7 @@ mod tests {
             trace_parent: None,
             tenant: "default".into(),
             metadata: Default::default(),
+            created_by: None,
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Backoff, Secret, hmac_hex};
+use crate::domain::{Backoff, Secret, sign_request};
 use crate::jobs::egress::{EgressClient, EgressPolicy, Refused};
 use crate::store::{Store, WebhookDelivery, WebhookResult};
 
@@ -136,9 +136,13 @@ async fn send(
         .header("content-type", "application/json")
         .header("agentq-event", "run.finished")
         .header("agentq-delivery", d.id.to_string());
+    let run_id = d.run_id.to_string();
     if let Some(secret) = &options.secret {
-        request = request.header("agentq-signature", signature(secret, &body));
+        let t = chrono::Utc::now().timestamp();
+        let signature = sign_request(secret.0.as_bytes(), t, &run_id, &body);
+        request = request.header("agentq-signature", signature);
     }
+    request = request.header("agentq-run-id", run_id);
     let response = request
         .body(body)
         .send()
@@ -153,11 +157,4 @@ async fn send(
     } else {
         Err(SendError::Failed(format!("answered {status}")))
     }
-}
-
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
-fn signature(secret: &Secret, body: &[u8]) -> String {
-    let t = chrono::Utc::now().timestamp();
-    let hex = hmac_hex(secret.0.as_bytes(), &[format!("{t}.").as_bytes(), body]);
-    format!("t={t},v1={hex}")
 }

@@ -146,6 +146,7 @@ mod tests {
             kind: "stream".into(),
             attempt: 1,
             data: json!({}),
+            actor: None,
         };
         ("r1".to_owned(), event)
     }

@@ -68,6 +68,9 @@ pub struct ClaimedRun {
     /// The run's labels.
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Who created the run (see `Run::created_by`).
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 impl ClaimedRun {
@@ -210,6 +213,17 @@ pub enum RequeueTarget {
     Failed(RequeueFilter),
 }
 
+/// A signal sent to a run through the API.
+#[derive(Debug, Clone)]
+pub struct NewSignal {
+    pub name: String,
+    pub payload: serde_json::Value,
+    /// Who sent it (see `RunEvent::actor`).
+    pub actor: Option<String>,
+    /// The `v1` signature of a signed request: the same one is taken once per run.
+    pub signature: Option<String>,
+}
+
 /// An API key as `agentq keys list` shows it (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyInfo {
@@ -266,8 +280,8 @@ pub struct Purged {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transition {
     Succeeded,
-    /// Failed for good.
-    Failed,
+    /// Failed for good, for this reason.
+    Failed(crate::domain::RunErrorKind),
     Cancelled,
     /// A retry was scheduled: the attempt failed retryably, or its worker was lost.
     Retried,

@@ -33,19 +33,30 @@ impl Store {
     }
     /// Cancels a run that has not finished. A running attempt is fenced out at once and its
     /// worker stops it at its next lease renewal. `Conflict` if the run already finished.
-    pub async fn cancel_run(&self, id: RunId) -> Result<Run, StoreError> {
-        command!(self, RunCancel(id))??;
+    /// `actor` is who asked (recorded on the `cancelled` event).
+    pub async fn cancel_run(&self, id: RunId, actor: Option<String>) -> Result<Run, StoreError> {
+        command!(self, RunCancel { id, actor })??;
         self.get_run(id).await
     }
     /// Puts a failed run back in the queue, its attempts reset and its history kept.
     /// `Conflict` if the run is not failed.
-    pub async fn requeue_run(&self, id: RunId) -> Result<Run, StoreError> {
-        command!(self, RunRequeue(RequeueTarget::One(id)))??;
+    pub async fn requeue_run(&self, id: RunId, actor: Option<String>) -> Result<Run, StoreError> {
+        command!(
+            self,
+            RunRequeue {
+                target: RequeueTarget::One(id),
+                actor
+            }
+        )??;
         self.get_run(id).await
     }
     /// Puts every failed run matching `filter` back in the queue, in chunks of
     /// `filter.limit` so no single transaction holds the writer for long. Returns how many.
-    pub async fn requeue_failed(&self, filter: RequeueFilter) -> Result<u64, StoreError> {
+    pub async fn requeue_failed(
+        &self,
+        filter: RequeueFilter,
+        actor: Option<String>,
+    ) -> Result<u64, StoreError> {
         let chunk = u64::from(filter.limit.max(1));
         let mut total = 0;
         loop {
@@ -53,7 +64,13 @@ impl Store {
                 limit: chunk as u32,
                 ..filter.clone()
             });
-            let n = command!(self, RunRequeue(target))??;
+            let n = command!(
+                self,
+                RunRequeue {
+                    target,
+                    actor: actor.clone()
+                }
+            )??;
             total += n;
             if n < chunk {
                 return Ok(total);
@@ -62,13 +79,10 @@ impl Store {
     }
     /// Sends a signal to a run: kept until a wait consumes it, and resuming the run if it
     /// waits for it (returns whether it did). `Conflict` if the run has finished.
-    pub async fn signal(
-        &self,
-        id: RunId,
-        name: String,
-        payload: serde_json::Value,
-    ) -> Result<bool, StoreError> {
-        command!(self, RunSignal { id, name, payload })?
+    /// A signal with a signature another stored signal of the run has is refused
+    /// (`Conflict`): a signed request is taken once.
+    pub async fn signal(&self, id: RunId, signal: NewSignal) -> Result<bool, StoreError> {
+        command!(self, RunSignal { id, signal })?
     }
     /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
     pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {

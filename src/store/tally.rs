@@ -52,6 +52,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::RunErrorKind;
 
     #[test]
     fn transitions_are_counted_by_agent_and_kind() {
@@ -59,13 +60,16 @@ mod tests {
         tally.add(&[
             ("echo".into(), Transition::Succeeded),
             ("echo".into(), Transition::Succeeded),
-            ("http".into(), Transition::Failed),
+            ("http".into(), Transition::Failed(RunErrorKind::Timeout)),
         ]);
         let counts = tally.snapshot();
         assert_eq!(counts.len(), 2);
         assert_eq!(counts[0].agent, "echo");
         assert_eq!(counts[0].runs, 2);
-        assert_eq!(counts[1].transition, Transition::Failed);
+        assert_eq!(
+            counts[1].transition,
+            Transition::Failed(RunErrorKind::Timeout)
+        );
         tally.add(&[]);
         assert_eq!(tally.transactions(), 2);
     }

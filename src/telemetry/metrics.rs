@@ -83,6 +83,12 @@ struct FinishedLabels {
     status: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailedLabels {
+    agent: String,
+    error_kind: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// A cheap handle to this process's metrics (built once by `Application::build`).
@@ -228,6 +234,8 @@ pub struct Snapshot {
     /// Runs this process's writer moved to a final status, as (agent, status, runs), the
     /// status `succeeded`, `failed` (for good) or `cancelled`.
     pub finished: Vec<(String, &'static str, u64)>,
+    /// Of those, the runs failed for good, as (agent, error kind, runs).
+    pub failed: Vec<(String, &'static str, u64)>,
     /// Retries this process's writer scheduled, as (agent, runs).
     pub retried: Vec<(String, u64)>,
     /// Transactions this process's writer committed.
@@ -283,10 +291,23 @@ fn register_transitions(scrape: &mut Registry, snapshot: &Snapshot) {
     for (agent, runs) in &snapshot.retried {
         retries.get_or_create(&agent_label(agent)).inc_by(*runs);
     }
+    let failed: Family<FailedLabels, Counter> = Family::default();
+    for (agent, error_kind, runs) in &snapshot.failed {
+        let labels = FailedLabels {
+            agent: agent.clone(),
+            error_kind,
+        };
+        failed.get_or_create(&labels).inc_by(*runs);
+    }
     scrape.register(
         "agentq_runs_finished",
         "Runs this process's writer moved to a final status (failed: failed for good)",
         finished,
+    );
+    scrape.register(
+        "agentq_runs_failed",
+        "Runs this process's writer failed for good, by why (the run's error kind)",
+        failed,
     );
     scrape.register(
         "agentq_run_retries",

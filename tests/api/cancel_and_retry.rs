@@ -215,7 +215,7 @@ async fn bulk_retry_goes_on_past_a_chunk_of_runs_it_cannot_retry() {
     };
     // the dependency and a later run, then the dependent (its dependency queued again by
     // then) and another, then the last
-    assert_eq!(store.requeue_failed(filter).await.unwrap(), 5);
+    assert_eq!(store.requeue_failed(filter, None).await.unwrap(), 5);
     for id in later.iter().chain([&first, &dependent]) {
         let events = event_types(&app.events(id).await);
         assert!(events.contains(&"requeued".to_owned()), "{id}: {events:?}");

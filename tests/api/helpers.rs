@@ -307,8 +307,28 @@ pub fn test_agents(probe: Arc<Probe>) -> AgentRegistry {
         .register(crate::approval_flow::ApprovalFlow)
         .unwrap()
         .register(NulWriter)
+        .unwrap()
+        .register(Witness)
         .unwrap();
     registry
+}
+
+/// Answers what its context tells of the run: tenant, metadata and who created it.
+struct Witness;
+
+#[async_trait]
+impl Agent for Witness {
+    fn name(&self) -> &str {
+        "witness"
+    }
+
+    async fn run(&self, ctx: RunContext, _input: Value) -> Result<Value, AgentError> {
+        Ok(json!({
+            "tenant": ctx.tenant(),
+            "metadata": ctx.metadata(),
+            "created_by": ctx.created_by(),
+        }))
+    }
 }
 
 /// Hands agentq text holding NUL characters (U+0000), which PostgreSQL cannot store: a

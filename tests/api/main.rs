@@ -3,6 +3,7 @@ mod agents_and_health;
 #[path = "../../examples/approval_flow.rs"]
 #[allow(dead_code)]
 mod approval_flow;
+mod audit;
 mod auth;
 mod cancel_and_retry;
 mod cli;

@@ -121,6 +121,14 @@ async fn metrics_count_runs_attempts_and_requests_and_show_the_queue() {
     };
     assert_eq!(finished("succeeded"), 3.0);
     assert_eq!(finished("failed"), 1.0);
+    // and why it failed
+    assert_eq!(
+        value(
+            &m,
+            "agentq_runs_failed_total{agent=\"echo\",error_kind=\"agent_error\"}"
+        ),
+        1.0
+    );
     assert_eq!(echo("agentq_run_retries_total"), 1.0);
     // 6 inserts, claims, finishes and heartbeats: batched, but more than a few
     let transactions = value(&m, "agentq_writer_transactions_total");

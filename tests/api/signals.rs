@@ -124,17 +124,31 @@ async fn a_waiting_run_can_be_cancelled() {
     assert_eq!(app.get_run(&id).await["status"], "cancelled");
 }
 
+/// `t=<t>,v1=<hex HMAC-SHA256 of "<t>.<run id>.<body>">`, computed here apart from the
+/// server's code.
+fn signed(secret: &str, t: i64, run_id: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{run_id}.{body}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
+}
+
 #[tokio::test]
-async fn with_a_signal_secret_only_correctly_signed_signals_are_accepted() {
+async fn with_a_signal_secret_only_signals_signed_for_the_run_now_and_once_are_accepted() {
     let app = TestApp::spawn_with(|c| {
         c.http.signal_secret = Some(agentq::api::Secret("s3cret".into()));
     })
     .await;
     let id = app.create(json!({"agent": "waiter"})).await;
+    let other = app.create(json!({"agent": "waiter"})).await;
     app.wait_for_status(&id, "waiting", Duration::from_secs(5))
         .await;
-    let body = r#"{"name": "go", "payload": "signed"}"#;
-    let send = |signature: Option<String>| {
+    let send = |body: &'static str, signature: Option<String>| {
         let mut request = app
             .client
             .post(app.url(&format!("/v1/runs/{id}/signals")))
@@ -143,28 +157,62 @@ async fn with_a_signal_secret_only_correctly_signed_signals_are_accepted() {
         if let Some(signature) = signature {
             request = request.header("x-agentq-signature", signature);
         }
-        request.send()
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
     };
-    let unsigned = send(None).await.unwrap();
-    assert_eq!(unsigned.status(), 401);
-    let problem: Value = unsigned.json().await.unwrap();
-    assert_eq!(problem["code"], "bad_signature");
-    assert_eq!(
-        send(Some("sha256=00ff".into())).await.unwrap().status(),
-        401
+    let go = r#"{"name": "go", "payload": "signed"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let refused = [
+        (None, "must carry X-Agentq-Signature"),
+        // the scheme before the time and run were signed
+        (Some("sha256=00ff".into()), "must be t=<unix seconds>"),
+        (Some(signed("other", now, &id, go)), "does not match"),
+        (Some(signed("s3cret", now, &other, go)), "does not match"),
+        (
+            Some(signed("s3cret", now - 400, &id, go)),
+            "outside the tolerance",
+        ),
+        (
+            Some(signed("s3cret", now + 400, &id, go)),
+            "outside the tolerance",
+        ),
+    ];
+    for (signature, says) in refused {
+        let (status, problem) = send(go, signature.clone()).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (401, Some("bad_signature")),
+            "{signature:?}"
+        );
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{signature:?}: {detail}");
+    }
+    // a signal the run does not wait for yet is kept; the same signed request again is a
+    // replay, refused, and stores nothing
+    let early = r#"{"name": "later"}"#;
+    let header = signed("s3cret", now, &id, early);
+    assert_eq!(send(early, Some(header.clone())).await.0, 202);
+    let (status, problem) = send(early, Some(header)).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("replay"),
+        "{problem}"
     );
-    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-    mac.update(body.as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        send(Some(format!("sha256={hex}"))).await.unwrap().status(),
-        202
-    );
+    let received = app
+        .events(&id)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "signal_received")
+        .count();
+    assert_eq!(received, 1);
+    // signed anew (another second), the same body is taken
+    let (status, _) = send(early, Some(signed("s3cret", now - 1, &id, early))).await;
+    assert_eq!(status, 202);
+    let (status, body) = send(go, Some(signed("s3cret", now, &id, go))).await;
+    assert_eq!(status, 202, "{body}");
     let run = app
         .wait_for_status(&id, "succeeded", Duration::from_secs(5))
         .await;

@@ -101,11 +101,15 @@ async fn a_finished_run_is_posted_to_its_callback_url_signed() {
     );
     assert_eq!(run["result"]["value"], 7);
     assert_eq!(headers["agentq-event"], "run.finished");
+    assert_eq!(headers["agentq-run-id"], id.as_str());
     let signature = headers["agentq-signature"].to_str().unwrap();
     let (t, v1) = signature.split_once(",v1=").unwrap();
     let t = t.strip_prefix("t=").unwrap();
+    let age = chrono::Utc::now().timestamp() - t.parse::<i64>().unwrap();
+    assert!((0..60).contains(&age), "signed {age} s ago");
+    // the same scheme as signals: the time, the run id and the body
     let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec").unwrap();
-    mac.update(format!("{t}.").as_bytes());
+    mac.update(format!("{t}.{id}.").as_bytes());
     mac.update(body);
     let expected: String = mac
         .finalize()

@@ -121,7 +121,7 @@ async fn a_cancelled_run_is_not_claimed_by_its_message_and_frees_its_window_slot
     let waiting = insert(&store, new_run()).await;
     let sent = store.dispatch("echo".into(), 1, None).await.unwrap();
     assert_eq!(sent, [(run.id, 1)]);
-    store.cancel_run(run.id).await.unwrap();
+    store.cancel_run(run.id, None).await.unwrap();
     assert!(
         store
             .claim_dispatched("w".into(), sent, LEASE)

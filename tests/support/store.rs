@@ -83,6 +83,7 @@ pub fn new_run() -> NewRun {
         callback_url: None,
         tenant: agentq::domain::Tenant::default_tenant(),
         trace_parent: None,
+        created_by: None,
     }
 }
 

@@ -415,6 +415,8 @@ test('a run token opens its own run and nothing else', async () => {
   await p.getByRole('button', { name: 'Send plan_approved' }).click();
   await runPageShows(p, 'succeeded');
   await p.locator('form.waitbox').waitFor({ state: 'detached' });
+  // the timeline says who sent it: the run's own token
+  await p.locator('.timeline li', { hasText: `by run_token:${created.id}` }).waitFor();
   // any other page leads back to the run
   await p.goto(`${BASE}/ui/#/queues`);
   await p.waitForURL(`**/ui/#/runs/${created.id}`);

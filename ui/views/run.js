@@ -274,7 +274,7 @@ export function render(root, id, ctx) {
         h('span', { class: 'muted mono' }, `#${e.seq}`),
         h('span', { class: 'when' }, h('time', { datetime: e.at, title: when(e.at) }, when(e.at).slice(11))),
         h('span', {}, badge(e.type), e.attempt ? h('span', { class: 'muted small' }, ` a${e.attempt}`) : null),
-        h('span', { class: 'data' }, summary(e))));
+        h('span', { class: 'data' }, e.actor ? h('span', { class: 'muted small', title: 'who made it' }, `by ${e.actor} `) : null, summary(e))));
     }
     if (streamed) renderOutput();
   }

@@ -54,6 +54,9 @@ class Context:
         self.max_attempts: int = run["max_attempts"]
         self.tenant: str = run["tenant"]
         self.metadata: dict[str, str] = dict(run.get("metadata") or {})
+        #: Who created the run: ``key:<key id>``, ``run_token:<run id>`` or ``open``;
+        #: ``None`` for a run the engine made (a compensation run).
+        self.created_by: str | None = run.get("created_by")
         #: The W3C trace context of the request that created the run.
         self.traceparent: str | None = run.get("traceparent")
         #: The results of the runs this one depends on, by run id.

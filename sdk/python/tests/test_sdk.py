@@ -76,7 +76,10 @@ class WorkerTest(ServerTest):
             await ctx.progress(50, "half way")
             await ctx.log("working on it", level="info")
             await release.wait()
-            return {"upper": input["text"].upper()}
+            return {
+                "upper": input["text"].upper(),
+                "seen": [ctx.tenant, ctx.metadata, ctx.created_by],
+            }
 
         self.serve(worker)
         await self.declared("py_upper")
@@ -98,7 +101,10 @@ class WorkerTest(ServerTest):
         release.set()
         done = await self.client.wait(run["id"], timeout=10)
         self.assertEqual(done["status"], "succeeded")
-        self.assertEqual(done["result"], {"upper": "ABC"})
+        # the run as the context shows it: tenant, metadata, who created it (no keys: open)
+        self.assertEqual(
+            done["result"], {"upper": "ABC", "seen": ["default", {"user": "u1"}, "open"]}
+        )
         kinds = [e["type"] async for e in self.client.events(run["id"])]
         self.assertEqual(kinds[0], "created")
         self.assertIn("log", kinds)

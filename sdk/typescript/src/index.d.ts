@@ -76,6 +76,8 @@ export declare class Context {
   readonly maxAttempts: number;
   readonly tenant: string;
   readonly metadata: Record<string, string>;
+  /** Who created the run: `key:<key id>`, `run_token:<run id>` or `open`; null for a run the engine made (a compensation run). */
+  readonly createdBy: string | null;
   readonly traceparent: string | null;
   readonly dependencies: Record<string, unknown>;
   /** When this attempt must have ended, on the server's clock. */

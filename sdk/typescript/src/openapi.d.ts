@@ -273,8 +273,11 @@ export interface paths {
         put?: never;
         /**
          * Send a signal to a run. A run waiting for it is queued again at once; a signal the run
-         *     does not wait for yet is kept until it does. With `--signal-secret` set, the body must
-         *     be signed: `X-Agentq-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+         *     does not wait for yet is kept until it does. With `--signal-secret` set, a request
+         *     made with an API key (or none) must be signed:
+         *     `X-Agentq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<run id>.<body>">`,
+         *     with `t` within `--signature-tolerance` (default 5 min) of the server's time; the same
+         *     signed request is taken once (a replay is a `409`). A run token needs no signature.
          */
         post: operations["send_signal"];
         delete?: never;
@@ -504,6 +507,11 @@ export interface components {
             attempt_token: string;
             /** @description The state an earlier attempt saved: start from it. */
             checkpoint?: Record<string, never> | null;
+            /**
+             * @description Who created the run: `key:<key id>`, `run_token:<run id>` or `open`; absent for a
+             *     run the engine made (a compensation run).
+             */
+            created_by?: string | null;
             /** @description Whether `attempt_deadline` is the run's deadline (a failure there is final). */
             deadline_is_run_deadline: boolean;
             /** @description The results of the runs this one depends on, by run id. */
@@ -987,6 +995,12 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             /**
+             * @description Who created it: `key:<key id>`, `run_token:<run id>` or `open`; absent for a run
+             *     the engine made (a compensation run).
+             * @example key:k3fz81
+             */
+            created_by?: string | null;
+            /**
              * Format: date-time
              * @description The whole run must finish by then.
              */
@@ -1057,6 +1071,13 @@ export interface components {
         RunErrorKind: "agent_error" | "timeout" | "lost_worker" | "panicked" | "cancelled" | "deadline_exceeded" | "expired" | "dependency_failed" | "wait_timeout";
         /** @description One entry of a run's ordered event log. */
         RunEvent: {
+            /**
+             * @description Who made the event, when an API call made it (created, cancelled, requeued, signal
+             *     received): `key:<key id>`, `run_token:<run id>` (a run's own token) or `open` (a
+             *     server without keys). Absent on events the engine or an attempt made.
+             * @example key:k3fz81
+             */
+            actor?: string | null;
             /** Format: date-time */
             at: string;
             /**
@@ -2100,7 +2121,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description sha256=<hex HMAC-SHA256 of the body>, required when the server has a signal secret */
+                /** @description t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<run id>.<body>">, required when the server has a signal secret */
                 "X-Agentq-Signature"?: string | null;
             };
             path: {
@@ -2133,7 +2154,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong signature, or no valid API key or run token */
+            /** @description Missing, stale or wrong signature, or no valid API key or run token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2160,7 +2181,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The run has finished */
+            /** @description The run has finished, or this signed request was taken before (a replay) */
             409: {
                 headers: {
                     [name: string]: unknown;

@@ -49,6 +49,7 @@ export class Context {
     /** @type {number} */ this.maxAttempts = run.max_attempts;
     /** @type {string} */ this.tenant = run.tenant;
     /** @type {Record<string, string>} */ this.metadata = run.metadata ?? {};
+    /** @type {string | null} */ this.createdBy = run.created_by ?? null;
     /** The W3C trace context of the request that created the run. @type {string | null} */
     this.traceparent = run.traceparent ?? null;
     /** The results of the runs this one depends on, by run id. @type {Record<string, unknown>} */

@@ -57,7 +57,7 @@ test("success with progress visible while running", async (t) => {
     await ctx.progress(50, "half way");
     await ctx.log("working on it");
     await released;
-    return { upper: input.text.toUpperCase() };
+    return { upper: input.text.toUpperCase(), seen: [ctx.tenant, ctx.metadata, ctx.createdBy] };
   });
   serve(worker);
   await declared("ts_upper");
@@ -72,7 +72,8 @@ test("success with progress visible while running", async (t) => {
   release();
   const done = await client.wait(run.id, { timeoutMs: 10_000 });
   assert.equal(done.status, "succeeded");
-  assert.deepEqual(done.result, { upper: "ABC" });
+  // the run as the context shows it: tenant, metadata, who created it (no keys: "open")
+  assert.deepEqual(done.result, { upper: "ABC", seen: ["default", { user: "u1" }, "open"] });
   const kinds = [];
   for await (const e of client.events(run.id)) kinds.push(e.type);
   assert.equal(kinds[0], "created");

@@ -82,6 +82,10 @@ pub struct ClaimedAttempt {
     pub run_deadline: Option<DateTime<Utc>>,
     pub tenant: String,
     pub metadata: BTreeMap<String, String>,
+    /// Who created the run: `key:<key id>`, `run_token:<run id>` or `open`; absent for a
+    /// run the engine made (a compensation run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     /// The W3C trace context of the request that created the run: continue its trace.
     pub traceparent: Option<String>,
     /// The results of the runs this one depends on, by run id.
@@ -110,6 +114,7 @@ impl ClaimedAttempt {
             run_deadline: run.deadline,
             tenant: run.tenant,
             metadata: run.metadata,
+            created_by: run.created_by,
             traceparent: run.trace_parent,
             dependencies: run
                 .dependencies

@@ -66,6 +66,7 @@ pub(super) struct RunRow {
     finished_at: Option<i64>,
     updated_at: i64,
     tenant: String,
+    created_by: Option<String>,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -97,6 +98,7 @@ impl TryFrom<RunRow> for Run {
         Ok(Run {
             id: parse_id(&r.id)?,
             tenant: r.tenant,
+            created_by: r.created_by,
             agent: r.agent,
             status,
             input: serde_json::from_str(&r.input)?,
@@ -162,6 +164,7 @@ pub(super) struct EventRow {
     kind: String,
     attempt: i64,
     data: String,
+    actor: Option<String>,
 }
 
 impl TryFrom<EventRow> for RunEvent {
@@ -174,6 +177,7 @@ impl TryFrom<EventRow> for RunEvent {
             kind: r.kind,
             attempt: r.attempt as u32,
             data: serde_json::from_str(&r.data)?,
+            actor: r.actor,
         })
     }
 }

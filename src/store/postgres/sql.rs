@@ -54,7 +54,7 @@ macro_rules! run_columns {
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, \
          waiting_for::text AS waiting_for, wait_until, callback_url, \
          on_failure::text AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
-         lease_until, created_at, started_at, finished_at, updated_at, tenant, \
+         lease_until, created_at, started_at, finished_at, updated_at, tenant, created_by, \
          CASE WHEN depends_count > 0 THEN (SELECT json_agg(depends_on_id)::text \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
@@ -112,7 +112,7 @@ GROUP BY 1, 2, 3";
 pub(super) const RUN_EXISTS: &str = "SELECT 1::bigint FROM runs WHERE id = $1";
 
 pub(super) const LIST_EVENTS: &str = "
-SELECT seq, at, type, attempt, data::text AS data FROM run_events
+SELECT seq, at, type, attempt, data::text AS data, actor FROM run_events
 WHERE run_id = $1 AND seq > $2 ORDER BY seq";
 
 pub(super) const HAS_DUE_WEBHOOKS: &str = "
@@ -123,7 +123,8 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent)
+                  on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent,
+                  created_by)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        (value->>'priority')::bigint, value->'metadata', (value->>'max_attempts')::bigint,
        (value->>'timeout_ms')::bigint, (value->>'backoff_base_ms')::bigint,
@@ -132,13 +133,13 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        (value->>'deadline')::bigint, (value->>'expires_at')::bigint,
        value->'on_failure', value->>'compensates',
        COALESCE((value->>'depends_count')::bigint, 0), value->>'callback_url',
-       COALESCE(value->>'tenant', 'default'), value->>'trace_parent'
+       COALESCE(value->>'tenant', 'default'), value->>'trace_parent', value->>'created_by'
 FROM jsonb_array_elements($1::jsonb)";
 
 pub(super) const INSERT_EVENTS: &str = "
-INSERT INTO run_events (run_id, seq, at, type, attempt, data)
+INSERT INTO run_events (run_id, seq, at, type, attempt, data, actor)
 SELECT value->>'r', (value->>'s')::bigint, $2, value->>'k', (value->>'a')::bigint,
-       COALESCE(value->'d', '{}'::jsonb)
+       COALESCE(value->'d', '{}'::jsonb), value->>'w'
 FROM jsonb_array_elements($1::jsonb)";
 
 pub(super) const CLAIM: &str = "
@@ -158,7 +159,7 @@ WHERE id = ANY(ARRAY(
 RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadline,
           depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
           backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at,
-          tenant, metadata::text AS metadata";
+          tenant, metadata::text AS metadata, created_by";
 
 pub(super) const RENEW_LEASES: &str = "
 UPDATE runs SET lease_until = $1
@@ -343,8 +344,9 @@ WHERE id = $5 AND claims = $6 AND worker_id = $7 AND status = 'running'
 RETURNING status, event_seq";
 
 pub(super) const INSERT_SIGNAL: &str = "
-INSERT INTO run_signals (run_id, name, payload, received_at, timed_out)
-VALUES ($1, $2, $3::jsonb, $4, CASE WHEN $5 THEN 1 ELSE 0 END)";
+INSERT INTO run_signals (run_id, name, payload, received_at, timed_out, signature)
+VALUES ($1, $2, $3::jsonb, $4, CASE WHEN $5 THEN 1 ELSE 0 END, $6)
+ON CONFLICT (run_id, signature) WHERE signature IS NOT NULL DO NOTHING";
 
 pub(super) const RESUME: &str = "
 UPDATE runs SET status = 'queued', run_at = $1, updated_at = $1, event_seq = event_seq + 1
@@ -420,7 +422,7 @@ RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text 
           runs.deadline, runs.depends_count, runs.attempt, runs.claims, runs.max_attempts,
           runs.timeout_ms, runs.backoff_base_ms, runs.backoff_cap_ms, runs.priority,
           runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at,
-          runs.tenant, runs.metadata::text AS metadata";
+          runs.tenant, runs.metadata::text AS metadata, runs.created_by";
 
 pub(super) const UNDISPATCH: &str = "
 UPDATE runs SET dispatched_at = NULL

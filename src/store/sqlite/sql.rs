@@ -27,7 +27,7 @@ macro_rules! run_columns {
          attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, \
          callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, \
-         lease_until, created_at, started_at, finished_at, updated_at, tenant, \
+         lease_until, created_at, started_at, finished_at, updated_at, tenant, created_by, \
          CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
@@ -99,7 +99,7 @@ pub(super) const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = ?1";
 
 /// ?1 run id, ?2 after this seq.
 pub(super) const LIST_EVENTS: &str = "
-SELECT seq, at, type, attempt, data FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq";
+SELECT seq, at, type, attempt, data, actor FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq";
 
 /// ?1 now.
 pub(super) const HAS_DUE_WEBHOOKS: &str = "
@@ -110,7 +110,8 @@ pub(super) const INSERT_RUNS: &str = "
 INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, timeout_ms,
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
-                  on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent)
+                  on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent,
+                  created_by)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
@@ -118,12 +119,12 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
        value->>'deadline', value->>'expires_at', value->'on_failure',
        value->>'compensates', COALESCE(value->>'depends_count', 0), value->>'callback_url',
-       COALESCE(value->>'tenant', 'default'), value->>'trace_parent'
+       COALESCE(value->>'tenant', 'default'), value->>'trace_parent', value->>'created_by'
 FROM json_each(?1)";
 
 pub(super) const INSERT_EVENTS: &str = "
-INSERT INTO run_events (run_id, seq, at, type, attempt, data)
-SELECT value->>'r', value->>'s', ?2, value->>'k', value->>'a', value->'d'
+INSERT INTO run_events (run_id, seq, at, type, attempt, data, actor)
+SELECT value->>'r', value->>'s', ?2, value->>'k', value->>'a', value->'d', value->>'w'
 FROM json_each(?1)";
 
 /// ?1 worker id, ?2 lease end, ?3 now, ?4 JSON array of agents or NULL for all, ?5 limit.
@@ -143,7 +144,7 @@ WHERE id IN (
     LIMIT ?5)
 RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims, max_attempts, timeout_ms, backoff_base_ms,
           backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at,
-          tenant, metadata";
+          tenant, metadata, created_by";
 
 /// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
 pub(super) const RENEW_LEASES: &str = "
@@ -339,8 +340,9 @@ RETURNING status, event_seq";
 
 /// ?1 run id, ?2 name, ?3 payload (JSON text), ?4 now, ?5 timed out.
 pub(super) const INSERT_SIGNAL: &str = "
-INSERT INTO run_signals (run_id, name, payload, received_at, timed_out)
-VALUES (?1, ?2, ?3, ?4, ?5)";
+INSERT INTO run_signals (run_id, name, payload, received_at, timed_out, signature)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (run_id, signature) WHERE signature IS NOT NULL DO NOTHING";
 
 /// ?1 now, ?2 run id, ?3 signal name: resumes a run waiting for that signal.
 pub(super) const RESUME: &str = "
@@ -415,7 +417,7 @@ WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,
           runs.attempt, runs.claims, runs.max_attempts, runs.timeout_ms, runs.backoff_base_ms,
           runs.backoff_cap_ms, runs.priority, runs.event_seq, runs.run_at, runs.trace_parent, runs.requeued_at,
-          runs.tenant, runs.metadata";
+          runs.tenant, runs.metadata, runs.created_by";
 
 /// ?1 JSON array of {id, seq}: these messages are lost; the feeder sends the runs again.
 pub(super) const UNDISPATCH: &str = "

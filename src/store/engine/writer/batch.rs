@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::cmd::*;
 use super::command::{Apply, Queued, Step, step};
 use super::{Conn, sql};
-use crate::domain::{EventKind, RunEvent};
+use crate::domain::{EventKind, RunErrorKind, RunEvent};
 use crate::store::{Clock, Fence, StoreError, Streamed, Transition};
 
 pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
@@ -76,6 +76,7 @@ struct EventRow {
     kind: EventKind,
     attempt: u32,
     data: Value,
+    actor: Option<String>,
 }
 
 /// A row of `INSERT_EVENTS`'s JSON array, with one-letter keys: a batch may hold
@@ -87,6 +88,8 @@ struct EventInsert<'a> {
     k: &'static str,
     a: u32,
     d: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w: Option<&'a str>,
 }
 
 pub(in crate::store) struct Batch<'c> {
@@ -121,6 +124,19 @@ impl Batch<'_> {
         attempt: u32,
         data: Value,
     ) {
+        self.event_by(run_id, seq, kind, attempt, data, None)
+    }
+
+    /// [`Batch::event`] made by an API caller, recorded as its `actor`.
+    pub(super) fn event_by(
+        &mut self,
+        run_id: String,
+        seq: i64,
+        kind: EventKind,
+        attempt: u32,
+        data: Value,
+        actor: Option<String>,
+    ) {
         if kind == EventKind::Failed {
             self.failed.push(run_id.clone());
         }
@@ -132,7 +148,12 @@ impl Batch<'_> {
         }
         let transition = match kind {
             EventKind::Succeeded => Some(Transition::Succeeded),
-            EventKind::Failed => Some(Transition::Failed),
+            // every failure event says why (`error.kind`); one that did not would be
+            // counted as the agent's
+            EventKind::Failed => Some(Transition::Failed(
+                serde_json::from_value(data["error"]["kind"].clone())
+                    .unwrap_or(RunErrorKind::AgentError),
+            )),
             EventKind::Cancelled => Some(Transition::Cancelled),
             EventKind::RetryScheduled => Some(Transition::Retried),
             _ => None,
@@ -146,6 +167,7 @@ impl Batch<'_> {
             kind,
             attempt,
             data,
+            actor,
         });
     }
 
@@ -479,6 +501,7 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
             k: e.kind.as_str(),
             a: e.attempt,
             d: &e.data,
+            w: e.actor.as_deref(),
         })
         .collect();
     let rows = serde_json::to_string(&rows).expect("rows serialise");
@@ -491,6 +514,7 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
                 kind: e.kind.as_str().to_owned(),
                 attempt: e.attempt,
                 data: e.data,
+                actor: e.actor,
             };
             (e.run_id, event)
         })),

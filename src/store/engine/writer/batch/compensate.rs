@@ -69,6 +69,7 @@ pub(in crate::store) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreE
             tenant: Tenant::parse(row.try_get::<&str, _>("tenant")?)
                 .map_err(|e| StoreError::Corrupt(format!("tenant: {e}")))?,
             trace_parent: None,
+            created_by: None,
         };
         let compensation_id = run.id.to_string();
         insert_runs(b, &[&run]).await?;

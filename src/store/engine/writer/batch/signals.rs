@@ -47,22 +47,26 @@ pub(in crate::store) async fn wait(
     Ok(true)
 }
 
+/// Stores a signal for the run; `false` when a signal with the same `signature` was
+/// stored before (a replayed signed request), which stores nothing.
 pub(in crate::store) async fn insert_signal(
     b: &mut Batch<'_>,
     run_id: &str,
     name: &str,
     payload: &Value,
     timed_out: bool,
-) -> Result<(), StoreError> {
-    sqlx::query(sql::INSERT_SIGNAL)
+    signature: Option<&str>,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(sql::INSERT_SIGNAL)
         .bind(run_id)
         .bind(name)
         .bind(payload.to_string())
         .bind(b.now)
         .bind(timed_out)
+        .bind(signature)
         .execute(&mut *b.conn)
         .await?;
-    Ok(())
+    Ok(inserted.rows_affected() > 0)
 }
 
 pub(in crate::store) async fn resume(
@@ -103,7 +107,7 @@ pub(in crate::store) async fn end_waits(b: &mut Batch<'_>) -> Result<u64, StoreE
         let names: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("waiting_for")?)?;
         if row.try_get::<i64, _>("wait_resume")? != 0 {
             let name = names.first().cloned().unwrap_or_default();
-            insert_signal(b, &id, &name, &Value::Null, true).await?;
+            insert_signal(b, &id, &name, &Value::Null, true, None).await?;
             let _ = resume(b, id, &name, true).await?;
         } else if let Some(done) = sqlx::query(sql::FAIL_WAIT)
             .bind(b.now)

@@ -11,7 +11,11 @@ use crate::domain::{EventKind, RunId};
 use crate::store::StoreError;
 
 /// Replies `NotFound`, or `Conflict` when the run already finished.
-pub(in crate::store) struct RunCancel(pub(in crate::store) RunId);
+pub(in crate::store) struct RunCancel {
+    pub(in crate::store) id: RunId,
+    /// Who asked (see `RunEvent::actor`).
+    pub(in crate::store) actor: Option<String>,
+}
 
 impl Command for RunCancel {
     type Reply = Result<(), StoreError>;
@@ -27,15 +31,19 @@ impl Apply for RunCancel {
         commands: &[&Self],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
-        for RunCancel(id) in commands {
-            let refused = cancel(b, *id).await?;
+        for RunCancel { id, actor } in commands {
+            let refused = cancel(b, *id, actor.clone()).await?;
             replies.push(refused.map_or(Ok(()), |r| Err(r.into_error("cancel"))));
         }
         Ok(replies)
     }
 }
 
-async fn cancel(b: &mut Batch<'_>, id: RunId) -> Result<Option<Refusal>, StoreError> {
+async fn cancel(
+    b: &mut Batch<'_>,
+    id: RunId,
+    actor: Option<String>,
+) -> Result<Option<Refusal>, StoreError> {
     let row = sqlx::query(sql::CANCEL)
         .bind(b.now)
         .bind(id.to_string())
@@ -46,12 +54,13 @@ async fn cancel(b: &mut Batch<'_>, id: RunId) -> Result<Option<Refusal>, StoreEr
     };
     let seq: i64 = row.try_get("event_seq")?;
     let attempt = row.try_get::<i64, _>("attempt")? as u32;
-    b.event(
+    b.event_by(
         id.to_string(),
         seq,
         EventKind::Cancelled,
         attempt,
         json!({}),
+        actor,
     );
     Ok(None)
 }

@@ -126,6 +126,7 @@ pub(in crate::store) async fn claimed_rows(
             trace_parent: row.try_get("trace_parent")?,
             tenant: row.try_get("tenant")?,
             metadata: serde_json::from_str(&row.try_get::<String, _>("metadata")?)?,
+            created_by: row.try_get("created_by")?,
         };
         let seq: i64 = row.try_get("event_seq")?;
         b.event(

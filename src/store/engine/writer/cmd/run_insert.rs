@@ -141,7 +141,14 @@ pub(in crate::store) async fn insert_runs(
         if status == RunStatus::Queued {
             b.made_ready(run_at);
         }
-        b.event(r.id.to_string(), 1, EventKind::Created, 0, json!({}));
+        b.event_by(
+            r.id.to_string(),
+            1,
+            EventKind::Created,
+            0,
+            json!({}),
+            r.created_by.clone(),
+        );
         let mut record = new_run_record(r, now, run_at);
         record.status = status;
         out.push((i, InsertAnswer::New(Box::new(record))));
@@ -189,6 +196,8 @@ struct InsertRow<'a> {
     tenant: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_parent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_by: Option<&'a str>,
 }
 
 impl<'a> InsertRow<'a> {
@@ -217,6 +226,7 @@ impl<'a> InsertRow<'a> {
             compensates: r.compensates.map(|id| id.to_string()),
             tenant: (r.tenant.as_str() != DEFAULT_TENANT).then(|| r.tenant.as_str()),
             trace_parent: r.trace_parent.as_deref(),
+            created_by: r.created_by.as_deref(),
         }
     }
 }
@@ -248,6 +258,7 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
     Run {
         id: r.id,
         tenant: r.tenant.to_string(),
+        created_by: r.created_by.clone(),
         agent: r.agent.clone(),
         status: RunStatus::Queued,
         input: r.input.clone(),

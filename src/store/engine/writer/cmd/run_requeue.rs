@@ -13,7 +13,11 @@ use crate::store::{RequeueTarget, StoreError, to_ms};
 
 /// Replies how many runs went back; for one run, `NotFound` or `Conflict` when it could
 /// not.
-pub(in crate::store) struct RunRequeue(pub(in crate::store) RequeueTarget);
+pub(in crate::store) struct RunRequeue {
+    pub(in crate::store) target: RequeueTarget,
+    /// Who asked (see `RunEvent::actor`).
+    pub(in crate::store) actor: Option<String>,
+}
 
 impl Command for RunRequeue {
     type Reply = Result<u64, StoreError>;
@@ -29,8 +33,8 @@ impl Apply for RunRequeue {
         commands: &[&Self],
     ) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
-        for RunRequeue(target) in commands {
-            let requeued = requeue(b, target).await?;
+        for RunRequeue { target, actor } in commands {
+            let requeued = requeue(b, target, actor).await?;
             replies.push(requeued.map_err(|r| r.into_error("retry")));
         }
         Ok(replies)
@@ -40,6 +44,7 @@ impl Apply for RunRequeue {
 async fn requeue(
     b: &mut Batch<'_>,
     target: &RequeueTarget,
+    actor: &Option<String>,
 ) -> Result<Result<u64, Refusal>, StoreError> {
     let ids: Vec<String> = match target {
         RequeueTarget::One(id) => vec![id.to_string()],
@@ -72,7 +77,7 @@ async fn requeue(
         let id: String = row.try_get("id")?;
         parse_id(&id)?;
         let seq: i64 = row.try_get("event_seq")?;
-        b.event(id, seq, EventKind::Requeued, 0, json!({}));
+        b.event_by(id, seq, EventKind::Requeued, 0, json!({}), actor.clone());
     }
     if !rows.is_empty() {
         b.made_ready(b.now);

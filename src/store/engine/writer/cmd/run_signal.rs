@@ -1,20 +1,20 @@
 //! `RunSignal`: a signal sent to a run through the API, kept until a wait consumes it,
 //! and resuming the run if it waits for it.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Row;
 
 use super::super::batch::{Refusal, insert_signal, resume};
 use super::super::sql;
 use super::{Apply, Batch, Command};
 use crate::domain::{EventKind, RunId, RunStatus};
-use crate::store::StoreError;
+use crate::store::{NewSignal, StoreError};
 
-/// Replies whether it resumed the run; `NotFound`, or `Conflict` when the run finished.
+/// Replies whether it resumed the run; `NotFound`, or `Conflict` when the run finished
+/// or the same signed request was taken before.
 pub(in crate::store) struct RunSignal {
     pub(in crate::store) id: RunId,
-    pub(in crate::store) name: String,
-    pub(in crate::store) payload: Value,
+    pub(in crate::store) signal: NewSignal,
 }
 
 impl Command for RunSignal {
@@ -32,7 +32,7 @@ impl Apply for RunSignal {
     ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
         for c in commands {
-            let delivered = deliver(b, c.id, &c.name, &c.payload).await?;
+            let delivered = deliver(b, c.id, &c.signal).await?;
             replies.push(
                 delivered
                     .map(|resumed| resumed > 0)
@@ -48,9 +48,9 @@ impl Apply for RunSignal {
 async fn deliver(
     b: &mut Batch<'_>,
     run_id: RunId,
-    name: &str,
-    payload: &Value,
+    signal: &NewSignal,
 ) -> Result<Result<u64, Refusal>, StoreError> {
+    let name = signal.name.as_str();
     let id = run_id.to_string();
     let status: Option<String> = sqlx::query_scalar(sql::STATUS_OF)
         .bind(&id)
@@ -61,7 +61,12 @@ async fn deliver(
         Some(Ok(s)) if s.is_terminal() => return Ok(Err(Refusal::WrongStatus(s.to_string()))),
         _ => {}
     }
-    insert_signal(b, &id, name, payload, false).await?;
+    let signature = signal.signature.as_deref();
+    if !insert_signal(b, &id, name, &signal.payload, false, signature).await? {
+        return Ok(Err(Refusal::Blocked(
+            "this signed request was taken before (a replay): sign each sending anew".into(),
+        )));
+    }
     let row = sqlx::query(sql::NEXT_EVENT)
         .bind(b.now)
         .bind(&id)
@@ -69,12 +74,13 @@ async fn deliver(
         .await?;
     let attempt = row.try_get::<i64, _>("attempt")? as u32;
     let data = json!({ "name": name });
-    b.event(
+    b.event_by(
         id.clone(),
         row.try_get("event_seq")?,
         EventKind::SignalReceived,
         attempt,
         data,
+        signal.actor.clone(),
     );
     resume(b, id, name, false).await
 }
