@@ -143,6 +143,7 @@ impl Application {
                 defaults: Arc::new(self.config.defaults.clone()),
                 signal_secret: self.config.http.signal_secret.clone(),
                 signature_tolerance: self.config.http.signature_tolerance,
+                secrets: self.config.worker.secrets.clone(),
                 worker: worker_status.clone(),
                 auth,
                 limits: Arc::new(api::Limits::new(

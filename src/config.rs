@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::{HttpOptions, RunDefaults};
-use crate::domain::Backoff;
+use crate::domain::{Backoff, NamedSecrets};
 use crate::jobs::egress::HostPattern;
 use crate::jobs::{
     EgressPolicy, MAX_DISPATCH_WINDOW, RedisOptions, RedisTls, RetentionOptions, WorkerOptions,
@@ -361,6 +361,21 @@ pub struct Settings {
     #[arg(long, env = "AGENTQ_READ_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
     pub read_connections: u32,
+    /// A named secret, `NAME=VALUE` (repeat for more): an `http` run's header may say
+    /// `{"secret": "NAME"}` instead of the value, and Rust agents read it with
+    /// `ctx.secret("NAME")`. Kept in memory only, never stored, returned or logged. Prefer
+    /// `AGENTQ_SECRET_<NAME>` or --secrets-file: a flag shows in the process list.
+    #[arg(
+        long = "secret",
+        value_name = "NAME=VALUE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret: Vec<String>,
+    /// A file of `NAME=VALUE` lines (blank lines and `#` comments skipped): more named
+    /// secrets. A name set by --secret or AGENTQ_SECRET_<NAME> wins.
+    #[arg(long, env = "AGENTQ_SECRETS_FILE", value_name = "PATH", global = true)]
+    pub secrets_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -456,6 +471,7 @@ impl Settings {
         if self.database_url.starts_with("postgres") {
             crate::store::check_postgres_url(&self.database_url)?;
         }
+        self.secrets()?;
         match self.redis() {
             // reads and checks the TLS files: a wrong one is named at start
             Some(redis) => redis.client().map(drop),
@@ -467,6 +483,23 @@ impl Settings {
             ),
             None => Ok(()),
         }
+    }
+
+    /// The named secrets from --secret, `AGENTQ_SECRET_<NAME>` and --secrets-file.
+    pub fn secrets(&self) -> Result<NamedSecrets, String> {
+        let file = match &self.secrets_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--secrets-file {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        NamedSecrets::gather(
+            &self.secret,
+            std::env::vars(),
+            file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+        )
     }
 
     /// Redis delivery, when `--queue-url` is set.
@@ -516,6 +549,7 @@ impl Settings {
                 },
                 max_result_bytes: self.max_result_bytes,
                 agent_limits: std::sync::Arc::new(self.agent_limit.iter().cloned().collect()),
+                secrets: self.secrets().expect("checked by `validate`"),
                 redis: self.redis(),
                 egress: EgressPolicy::new(self.http_allow.clone()),
                 retention: RetentionOptions {

@@ -205,6 +205,8 @@ pub(super) fn at_given_positions(e: StoreError, kept: &[RunId], given: &[String]
 pub struct KnownAgents<'a> {
     pub registry: &'a AgentRegistry,
     pub declared: &'a DeclaredSnapshot,
+    /// The named secrets this process was given: an `http` run may refer only to those.
+    pub secrets: &'a crate::domain::NamedSecrets,
 }
 
 impl KnownAgents<'_> {
@@ -284,6 +286,18 @@ impl CreateRunRequest {
                     .into_iter()
                     .map(|p| FieldError::new(format!("input{}", p.pointer), "schema", p.message)),
             ),
+        }
+        // the built-in `http` agent's headers may name secrets: only ones that are set
+        if self.agent.as_str() == "http" {
+            for (header, name) in crate::jobs::builtin::secret_references(&self.input) {
+                if !registry.secrets.contains(&name) {
+                    problems.push(FieldError::new(
+                        format!("input/headers/{header}"),
+                        "unknown_secret",
+                        format!("no secret named `{name}` is set (--secret {name}=…, AGENTQ_SECRET_{name} or --secrets-file, on API and worker processes alike)"),
+                    ));
+                }
+            }
         }
         let depends_on = parse_dependencies(self.depends_on.as_deref(), &mut problems);
         if let Some(spec) = &self.on_failure {

@@ -61,6 +61,8 @@ pub struct ApiState {
     pub signal_secret: Option<Secret>,
     /// How far a signed signal's time may be from now.
     pub signature_tolerance: Duration,
+    /// The named secrets (their names are checked when an `http` run refers to one).
+    pub secrets: crate::domain::NamedSecrets,
     /// This process's worker, when it runs one (`serve`): `/readyz` reports its state.
     pub worker: Option<Arc<crate::jobs::WorkerStatus>>,
     pub auth: Auth,

@@ -98,6 +98,7 @@ pub async fn create_run(
     let agents = KnownAgents {
         registry: &state.registry,
         declared: &declared,
+        secrets: &state.secrets,
     };
     let mut new_run = request.into_new_run(&agents, &state.defaults, key, tenant.clone())?;
     // the trace its attempts continue (see `telemetry::attempt_span`)

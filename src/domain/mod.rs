@@ -8,6 +8,7 @@ mod auth;
 mod backoff;
 mod queue;
 mod run;
+mod secrets;
 mod signing;
 mod status;
 mod stream;
@@ -25,6 +26,7 @@ pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
     RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,
 };
+pub use secrets::{NamedSecrets, SECRET_ENV_PREFIX, valid_secret_name};
 pub use signing::{
     BadSignature, hmac_hex, hmac_matches, same_digest, sha256_hex, sign_request, verify_request,
 };

@@ -105,6 +105,7 @@ struct ContextInner {
     saved: Mutex<Option<Value>>,
     dependencies: BTreeMap<RunId, Value>,
     http: EgressClient,
+    secrets: crate::domain::NamedSecrets,
 }
 
 /// The largest checkpoint an agent may save, serialised.
@@ -134,6 +135,7 @@ impl RunContext {
         store: Store,
         cancel: CancellationToken,
         http: EgressClient,
+        secrets: crate::domain::NamedSecrets,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -147,6 +149,7 @@ impl RunContext {
                 saved: Mutex::new(run.checkpoint.clone()),
                 dependencies: run.dependencies.clone(),
                 http,
+                secrets,
             }),
         }
     }
@@ -257,6 +260,18 @@ impl RunContext {
 
     pub fn max_attempts(&self) -> u32 {
         self.inner.max_attempts
+    }
+
+    /// The value of a named secret this worker process was given (`--secret NAME=VALUE`,
+    /// `AGENTQ_SECRET_<NAME>`, `--secrets-file`), if it was. Never write it where the run
+    /// keeps things (result, progress, logs, checkpoint, stream): those are shown.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.inner.secrets.get(name)
+    }
+
+    /// The worker's named secrets (to scrub their values from what is kept).
+    pub(crate) fn secrets(&self) -> &crate::domain::NamedSecrets {
+        &self.inner.secrets
     }
 
     /// The tenant the run belongs to (`default` without API keys).

@@ -136,6 +136,8 @@ pub(crate) struct Executor {
     /// Handed to every attempt as `ctx.http()`: one connection pool per worker process.
     pub(crate) http: super::EgressClient,
     pub(crate) metrics: Metrics,
+    /// Handed to every attempt (`ctx.secret(name)`).
+    pub(crate) secrets: crate::domain::NamedSecrets,
 }
 
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
@@ -253,7 +255,13 @@ async fn attempt(
             run.agent
         ))));
     };
-    let ctx = RunContext::new(run, exec.store.clone(), cancel.clone(), exec.http.clone());
+    let ctx = RunContext::new(
+        run,
+        exec.store.clone(),
+        cancel.clone(),
+        exec.http.clone(),
+        exec.secrets.clone(),
+    );
     let timeout = Duration::from_millis(run.timeout_ms);
     // the run's deadline can cut the attempt shorter than its own timeout
     let to_deadline = run

@@ -55,6 +55,9 @@ pub struct WorkerOptions {
     /// The most runs of an agent running at once over all workers (`--agent-limit`);
     /// every worker process must be given the same limits.
     pub agent_limits: AgentLimits,
+    /// Named secrets (`--secret`): attempts read them with `ctx.secret(name)`, the `http`
+    /// agent puts them in headers; the API checks a run's references against them.
+    pub secrets: crate::domain::NamedSecrets,
 }
 
 impl Default for WorkerOptions {
@@ -71,6 +74,7 @@ impl Default for WorkerOptions {
             egress: EgressPolicy::default(),
             retention: RetentionOptions::default(),
             agent_limits: AgentLimits::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -119,6 +123,7 @@ pub async fn run_worker(
         )
         .expect("a client with default TLS settings builds"),
         metrics,
+        secrets: options.secrets.clone(),
     });
     let fetch = FetchConfig {
         store: store.clone(),

@@ -45,6 +45,30 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--retain-succeeded", "7"], "--retain-succeeded");
     assert_usage_error(&["--retain-max-runs", "0"], "--retain-max-runs");
     assert_usage_error(&["--otlp-endpoint", "collector:4318"], "--otlp-endpoint");
+    assert_usage_error(&["--secret", "NOVALUE"], "--secret must be NAME=VALUE");
+    assert_usage_error(&["--secret", "a-b=hunter2"], "got `a-b`");
+    assert_usage_error(
+        &["--secrets-file", "/nonexistent/agentq.env"],
+        "--secrets-file /nonexistent/agentq.env",
+    );
+}
+
+#[test]
+fn a_bad_secret_is_named_by_its_source_and_line_never_by_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets.env");
+    std::fs::write(&file, "# tokens\nGOOD=1\nhunter2\n").unwrap();
+    let out = agentq(&["--secrets-file", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("line 3: not NAME=VALUE"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .env("AGENTQ_SECRET_EMPTY", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AGENTQ_SECRET_EMPTY"));
 }
 
 #[test]

@@ -91,6 +91,7 @@ pub fn config(db_url: &str) -> AppConfig {
                 namespace,
             }),
             egress: Default::default(),
+            secrets: Default::default(),
         },
         http: HttpOptions::default(),
         defaults: RunDefaults {

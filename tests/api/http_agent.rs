@@ -248,3 +248,80 @@ async fn an_address_allowed_with_a_port_is_reached_on_no_other_port_by_any_way()
         assert_refused(&call(&app, &url).await, says);
     }
 }
+
+#[tokio::test]
+async fn a_header_from_a_named_secret_reaches_the_service_and_is_kept_nowhere() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    // a service that echoes the Authorization header back, in its body and a header
+    let echo = Router::new().route(
+        "/whoami",
+        get(move |headers: axum::http::HeaderMap| {
+            let auth = headers["authorization"].to_str().unwrap().to_owned();
+            record.lock().unwrap().push(auth.clone());
+            async move {
+                (
+                    [("x-echo", auth.clone())],
+                    axum::Json(json!({"auth": auth})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, echo).await });
+    let app = TestApp::spawn_with(|c| {
+        allow(&["127.0.0.1"])(c);
+        c.worker.secrets =
+            agentq::domain::NamedSecrets::from_pairs([("UPSTREAM_TOKEN", "tok-5ecret-42")]);
+    })
+    .await;
+    let reference = json!({"secret": "UPSTREAM_TOKEN", "prefix": "Bearer "});
+    let id = app
+        .create(json!({"agent": "http", "input": {
+            "url": format!("{base}/whoami"),
+            "headers": {"Authorization": reference, "X-Plain": "visible"}
+        }}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(*seen.lock().unwrap(), ["Bearer tok-5ecret-42"]);
+    // the echo comes back scrubbed, and the run keeps the reference only
+    assert_eq!(
+        run["result"]["body"]["auth"],
+        "Bearer [secret UPSTREAM_TOKEN]"
+    );
+    assert_eq!(
+        run["result"]["headers"]["x-echo"],
+        "Bearer [secret UPSTREAM_TOKEN]"
+    );
+    assert_eq!(run["input"]["headers"]["Authorization"], reference);
+    let everything = format!("{run} {:?}", app.events(&id).await);
+    assert!(!everything.contains("tok-5ecret-42"), "{everything}");
+
+    // a secret that is not set, or a reference that is not one, is refused at once
+    for (header, code) in [
+        (json!({"secret": "NOT_SET"}), "unknown_secret"),
+        (json!({"secret": "bad-name"}), "schema"),
+        (json!({"secret": "UPSTREAM_TOKEN", "suffix": "x"}), "schema"),
+    ] {
+        let response = app
+            .post_run(json!({"agent": "http", "input": {
+                "url": format!("{base}/whoami"), "headers": {"Authorization": header}
+            }}))
+            .await;
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.unwrap();
+        let fields: Vec<(&str, &str)> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
+            .collect();
+        assert!(
+            fields.contains(&("input/headers/Authorization", code)),
+            "{header}: {problem}"
+        );
+    }
+}

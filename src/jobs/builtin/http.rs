@@ -4,6 +4,10 @@
 //!
 //! Requests go through the worker's egress client (`ctx.http()`), so a destination the
 //! egress policy refuses (`--http-allow`) fails the attempt permanently, saying why.
+//!
+//! A header's value may be a named secret, `{"secret": "NAME", "prefix": "Bearer "}`: the
+//! run keeps only the reference; the worker puts the value in (marked sensitive) and
+//! scrubs it from whatever the called service echoes back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,9 +54,40 @@ struct HttpInput {
     method: String,
     url: String,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, HeaderInput>,
     body: Option<Value>,
     timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeaderInput {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+/// A header value taken from a named secret: `prefix` then the secret's value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRef {
+    secret: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+/// The named secrets an `http` run's input refers to, as (header, secret name): the API
+/// checks them against the secrets it was given when the run is created.
+pub fn secret_references(input: &Value) -> Vec<(String, String)> {
+    let Some(headers) = input.get("headers").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .filter_map(|(header, value)| {
+            let name = value.get("secret")?.as_str()?;
+            Some((header.clone(), name.to_owned()))
+        })
+        .collect()
 }
 
 fn default_method() -> String {
@@ -78,7 +113,15 @@ impl Agent for Http {
                 "method": { "type": "string",
                             "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] },
                 "url": { "type": "string", "pattern": "^https?://", "maxLength": 8192 },
-                "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                "headers": { "type": "object", "additionalProperties": { "oneOf": [
+                    { "type": "string" },
+                    { "type": "object", "required": ["secret"], "additionalProperties": false,
+                      "description": "A named secret of the workers (--secret NAME=VALUE): the run keeps only its name.",
+                      "properties": {
+                          "secret": { "type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$" },
+                          "prefix": { "type": "string", "maxLength": 256,
+                                      "description": "Put before the value, like `Bearer `." } } }
+                ] } },
                 "body": { "description": "A string is sent as is; any other JSON value as JSON." },
                 "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 3_600_000 }
             }
@@ -98,8 +141,27 @@ impl Agent for Http {
             .request(method, &input.url)
             .map_err(|refused| refusal(&refused))?
             .timeout(timeout);
+        let mut used = Vec::new();
         for (name, value) in &input.headers {
-            request = request.header(name, value);
+            request = match value {
+                HeaderInput::Plain(value) => request.header(name, value),
+                HeaderInput::Secret(SecretRef { secret, prefix }) => {
+                    let value = ctx.secret(secret).ok_or_else(|| {
+                        AgentError::permanent(format!(
+                            "the header `{name}` names the secret `{secret}`, which this worker was not given (--secret {secret}=…, AGENTQ_SECRET_{secret} or --secrets-file)"
+                        ))
+                    })?;
+                    let mut value = reqwest::header::HeaderValue::try_from(format!("{prefix}{value}"))
+                        .map_err(|_| {
+                            AgentError::permanent(format!(
+                                "the header `{name}`: the secret `{secret}` (with its prefix) is not a valid header value"
+                            ))
+                        })?;
+                    value.set_sensitive(true);
+                    used.push(secret.as_str());
+                    request.header(name, value)
+                }
+            };
         }
         request = match input.body {
             Some(Value::String(text)) => request.body(text),
@@ -119,12 +181,16 @@ impl Agent for Http {
         let (bytes, truncated) = read_capped(response, self.options.max_body_bytes).await?;
         let body = serde_json::from_slice::<Value>(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        let result = json!({
+        let mut result = json!({
             "status": status.as_u16(),
             "headers": headers,
             "body": body,
             "truncated": truncated,
         });
+        // a service that echoes the request back does not get the secret kept with the run
+        if !used.is_empty() {
+            scrub(&mut result, ctx.secrets(), &used);
+        }
         let summary = format!("{} answered {}", input.url, status);
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             Err(AgentError::retryable(summary))
@@ -133,6 +199,16 @@ impl Agent for Http {
         } else {
             Ok(result)
         }
+    }
+}
+
+/// Replaces the named secrets' values in every string of `value`.
+fn scrub(value: &mut Value, secrets: &crate::domain::NamedSecrets, names: &[&str]) {
+    match value {
+        Value::String(text) => *text = secrets.scrub(text, names),
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, secrets, names)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| scrub(v, secrets, names)),
+        _ => {}
     }
 }
 

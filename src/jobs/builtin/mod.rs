@@ -4,4 +4,4 @@ mod echo;
 mod http;
 
 pub use echo::Echo;
-pub use http::{Http, HttpOptions};
+pub use http::{Http, HttpOptions, secret_references};
