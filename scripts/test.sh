@@ -70,7 +70,7 @@ cargo test --lib --bins --tests --benches --locked --no-fail-fast "${cargo_args[
 # PostgreSQL) and delivery (workers claim from the table, or Redis delivers). Tests that
 # bring their own throwaway servers (outage, throwaway, tls) ran in the first pass already;
 # the Redis delivery tests set up Redis themselves and run in the db-delivery passes.
-once=(--skip outage:: --skip throwaway:: --skip tls::)
+once=(--skip outage:: --skip throwaway:: --skip tls:: --skip redis_ha::)
 step "cargo test --test api --test store (PostgreSQL)"
 AGENTQ_TEST_DB=postgres cargo test --test api --test store --locked --no-fail-fast "${cargo_args[@]}" -- "${test_args[@]}" "${once[@]}" 2>&1 | tee -a "$log" || status=$?
 step "cargo test --test api --test store (SQLite, Redis delivery)"

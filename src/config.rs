@@ -459,12 +459,13 @@ impl Settings {
             ));
         }
         if let Some(url) = &self.queue_url
-            && !url.starts_with("redis://")
-            && !url.starts_with("rediss://")
+            && !["redis://", "rediss://", "redis+sentinel://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
         {
             // the scheme only: a URL may carry a password
             return Err(format!(
-                "--queue-url must be redis://… or rediss://…, got a `{}:` URL",
+                "--queue-url must be redis://…, rediss://… or redis+sentinel://…, got a `{}:` URL",
                 url.split(':').next().unwrap_or_default()
             ));
         }
@@ -474,7 +475,7 @@ impl Settings {
         self.secrets()?;
         match self.redis() {
             // reads and checks the TLS files: a wrong one is named at start
-            Some(redis) => redis.client().map(drop),
+            Some(redis) => redis.check(),
             None if self.queue_ca_file.is_some() => {
                 Err("--queue-ca-file needs a rediss:// --queue-url".into())
             }

@@ -245,3 +245,47 @@ async fn migrate_creates_the_schema_and_exits() {
     );
     assert_eq!(applied().await, (tables, migrations));
 }
+
+/// Every URL scheme README names for a setting is one agentq accepts at start (the real
+/// servers behind them are reached in the tls and redis_ha tests); a scheme README names
+/// that agentq refuses fails here.
+#[test]
+fn every_url_scheme_the_readme_names_is_accepted() {
+    use agentq::config::Cli;
+    use clap::Parser;
+    let readme = include_str!("../../README.md");
+    let mut schemes = std::collections::BTreeSet::new();
+    for (i, _) in readme.match_indices("://") {
+        let scheme: String = readme[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || "+.-".contains(*c))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        schemes.insert(scheme);
+    }
+    // web addresses: URLs of requests and callbacks, not of a database or queue
+    for web in ["http", "https"] {
+        schemes.remove(web);
+    }
+    assert!(schemes.contains("redis+sentinel"), "{schemes:?}");
+    for scheme in &schemes {
+        let (flag, url) = match scheme.as_str() {
+            "sqlite" => ("--database-url", "sqlite://agentq.db".to_owned()),
+            "postgres" | "postgresql" => (
+                "--database-url",
+                format!("{scheme}://u@db.example.com/agentq"),
+            ),
+            "redis" | "rediss" => ("--queue-url", format!("{scheme}://cache.example.com:6379")),
+            "redis+sentinel" => (
+                "--queue-url",
+                "redis+sentinel://s1:26379,s2:26379/mymaster".to_owned(),
+            ),
+            other => panic!("README names `{other}://`: add it here with the setting it is for"),
+        };
+        let cli = Cli::try_parse_from(["agentq", flag, &url]).unwrap();
+        assert_eq!(cli.settings.validate(), Ok(()), "{url}");
+    }
+}

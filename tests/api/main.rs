@@ -27,6 +27,7 @@ mod output_stream;
 mod process;
 mod read_run;
 mod redis_delivery;
+mod redis_ha;
 mod retention;
 mod retries;
 mod scale_out;

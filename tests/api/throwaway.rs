@@ -301,6 +301,8 @@ pub struct ThrowawayRedis {
     server: PathBuf,
     /// More arguments for `redis-server`.
     args: Vec<String>,
+    /// A Sentinel's configuration (Sentinel rewrites it): run in Sentinel mode.
+    sentinel_config: Option<String>,
     port: u16,
     /// Holds `redis.log` (and is the server's working directory).
     dir: TempDir,
@@ -316,9 +318,30 @@ impl ThrowawayRedis {
     /// As [`ThrowawayRedis::start`], with more arguments for `redis-server` (a TLS port,
     /// say: the plain port stays, for the readiness check).
     pub fn start_with(args: &[String]) -> ThrowawayRedis {
+        Self::start_inner(args, None)
+    }
+
+    /// A Sentinel monitoring the master on `master_port` as `service` (quorum 1, a master
+    /// down after 1 s); `auth` is the user and password it reaches the servers with.
+    pub fn start_sentinel(master_port: u16, service: &str, auth: Option<(&str, &str)>) -> Self {
+        let mut config = format!(
+            "sentinel monitor {service} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {service} 1000\n\
+             sentinel failover-timeout {service} 5000\n"
+        );
+        if let Some((user, password)) = auth {
+            config += &format!(
+                "sentinel auth-user {service} {user}\nsentinel auth-pass {service} {password}\n"
+            );
+        }
+        Self::start_inner(&[], Some(config))
+    }
+
+    fn start_inner(args: &[String], sentinel_config: Option<String>) -> ThrowawayRedis {
         let mut redis = ThrowawayRedis {
             server: redis_server(),
             args: args.to_vec(),
+            sentinel_config,
             port: 0,
             dir: temp_dir("agentq-redis."),
             child: Mutex::new(None),
@@ -390,7 +413,15 @@ impl ThrowawayRedis {
         let log_err = log
             .try_clone()
             .map_err(|error| format!("cannot clone the log handle: {error}"))?;
-        let mut process = Command::new(&self.server)
+        let mut command = Command::new(&self.server);
+        if let Some(config) = &self.sentinel_config {
+            // the file comes first; Sentinel keeps what it learns in it
+            let file = self.dir.path().join("sentinel.conf");
+            fs::write(&file, config)
+                .map_err(|error| format!("cannot write {}: {error}", file.display()))?;
+            command.arg(&file).arg("--sentinel");
+        }
+        let mut process = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{Task, TaskBuilder, TaskId, TaskSink};
-use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_redis::RedisStorage;
+
+use super::QueueConn;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +24,7 @@ use crate::store::Store;
 
 pub(super) async fn feed(
     executor: Arc<Executor>,
-    conn: ConnectionManager,
+    conn: QueueConn,
     options: RedisOptions,
     agents: Arc<[String]>,
     poll_interval: Duration,
@@ -30,7 +32,7 @@ pub(super) async fn feed(
     stop: CancellationToken,
 ) {
     let (store, status) = (&executor.store, &executor.status);
-    let mut queues: HashMap<&str, RedisStorage<Value>> = agents
+    let mut queues: HashMap<&str, RedisStorage<Value, QueueConn>> = agents
         .iter()
         .map(|agent| {
             let storage =
@@ -62,7 +64,7 @@ pub(super) async fn feed(
 /// Marks the agent's next ready runs (up to the window) and pushes one message each.
 async fn top_up(
     store: &Store,
-    queue: &mut RedisStorage<Value>,
+    queue: &mut RedisStorage<Value, QueueConn>,
     agent: &str,
     window: usize,
     cap: Option<u32>,

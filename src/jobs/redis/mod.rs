@@ -15,6 +15,7 @@
 //! Why a window: apalis-redis moves every due message in one Lua `unpack`, which fails
 //! beyond ~8,000, and Redis would otherwise hold a second copy of the backlog.
 
+mod conn;
 mod feeder;
 mod reconcile;
 mod worker;
@@ -23,8 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_redis::{Client, Config, ConnectionManager};
-use redis::aio::ConnectionManagerConfig;
+use apalis_redis::{Client, Config};
 use redis::{ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,8 @@ use super::WorkerStatus;
 use super::execute::Executor;
 use crate::telemetry::redacted;
 
+pub(crate) use conn::QueueConn;
+use conn::Target;
 pub(crate) use worker::supervise_queues;
 
 /// The largest `--dispatch-window`: apalis-redis fails to fetch beyond ~8,000 due
@@ -78,7 +80,8 @@ pub(crate) struct Pacing {
 /// How to reach Redis and how much to keep there.
 #[derive(Clone)]
 pub struct RedisOptions {
-    /// `redis://…` or `rediss://…`; may hold a password, so `Debug` hides it.
+    /// `redis://…`, `rediss://…` or `redis+sentinel://…`; may hold a password, so `Debug`
+    /// hides it.
     pub url: String,
     /// With `rediss://`: whom to trust and who we are, beyond the system's roots.
     pub tls: RedisTls,
@@ -106,9 +109,30 @@ pub struct RedisTls {
 }
 
 impl RedisOptions {
-    /// The client for these options, with its TLS files read and checked (nothing is
-    /// connected yet). The error names the setting that is wrong.
-    pub fn client(&self) -> Result<Client, String> {
+    /// Checks the URL and reads the TLS files (nothing is connected); the error names the
+    /// setting that is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        self.target().map(drop)
+    }
+
+    /// Where to connect: a server (with its TLS files read and checked), or Sentinel.
+    fn target(&self) -> Result<Target, String> {
+        if self.url.starts_with("redis+sentinel://") {
+            let files = [
+                &self.tls.ca_file,
+                &self.tls.client_cert,
+                &self.tls.client_key,
+            ];
+            if files.iter().any(|f| f.is_some()) {
+                return Err("--queue-ca-file, --queue-client-cert and --queue-client-key need a rediss:// --queue-url (TLS through Sentinel is not supported)".into());
+            }
+            return conn::parse_sentinel_url(&self.url);
+        }
+        self.client().map(Target::Server)
+    }
+
+    /// The client for one server, with its TLS files read and checked.
+    fn client(&self) -> Result<Client, String> {
         let tls = &self.tls;
         let files = [
             ("--queue-ca-file", &tls.ca_file),
@@ -202,19 +226,9 @@ fn queue_config(options: &RedisOptions, agent: &str) -> Config {
         .persist_results(true)
 }
 
-/// One connection manager per process (clones share it). The default 500 ms response
-/// timeout would kill workers on a slow script; reconnects back off up to 2 s.
-async fn connect(options: &RedisOptions) -> Result<ConnectionManager, String> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        // a TLS handshake is a few round trips more than a TCP connect
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_max_delay(Duration::from_secs(2));
-    options
-        .client()?
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(|e| e.to_string())
+/// One connection per process (clones share it).
+async fn connect(options: &RedisOptions) -> Result<QueueConn, String> {
+    QueueConn::connect(options.target()?).await
 }
 
 /// Connects, retrying with backoff (1 s doubling to 60 s) until Redis answers or
@@ -223,7 +237,7 @@ async fn connect_until(
     options: &RedisOptions,
     status: &WorkerStatus,
     shutdown: &CancellationToken,
-) -> Option<ConnectionManager> {
+) -> Option<QueueConn> {
     let mut backoff = Duration::from_secs(1);
     loop {
         match connect(options).await {
@@ -259,7 +273,7 @@ pub(crate) async fn deliver(
     let Some(conn) = connect_until(redis, status, shutdown).await else {
         return;
     };
-    tracing::info!(redis = %redacted(&redis.url), window = redis.dispatch_window, "delivering runs through Redis");
+    tracing::info!(redis = %redacted(&redis.url), server = %conn.address(), window = redis.dispatch_window, "delivering runs through Redis");
     let background = CancellationToken::new();
     let consumed = Arc::new(Consumed::default());
     let feeder = tokio::spawn(feeder::feed(

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
+use super::QueueConn;
 use tokio_util::sync::CancellationToken;
 
 use super::{RedisOptions, queue_name};
@@ -34,7 +34,7 @@ const TRIM_ROUNDS: usize = 20;
 
 pub(super) async fn reconcile(
     store: Store,
-    mut conn: ConnectionManager,
+    mut conn: QueueConn,
     options: RedisOptions,
     agents: Arc<[String]>,
     status: Arc<WorkerStatus>,
@@ -84,7 +84,7 @@ pub(super) async fn reconcile(
 /// Frees the marks whose message is gone; returns how many.
 async fn free_lost(
     store: &Store,
-    conn: &mut ConnectionManager,
+    conn: &mut QueueConn,
     options: &RedisOptions,
     agents: &[String],
     limit: usize,
@@ -125,7 +125,7 @@ async fn free_lost(
 /// Deletes the data and meta of up to `TRIM_BATCH` acked messages from each of `done`
 /// (claimed or stale) and `dead` (not a dispatch message); returns how many.
 /// apalis-redis keeps them forever otherwise.
-async fn trim_finished(conn: &mut ConnectionManager, queue: &str) -> redis::RedisResult<usize> {
+async fn trim_finished(conn: &mut QueueConn, queue: &str) -> redis::RedisResult<usize> {
     let mut removed = 0;
     for set in ["done", "dead"] {
         let ids: Vec<String> = redis::cmd("SPOP")

@@ -8,7 +8,9 @@ use std::time::Duration;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, Monitor, WorkerBuilder};
 use apalis_core::worker::ext::parallelize::ParallelizeExt;
-use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_redis::RedisStorage;
+
+use super::QueueConn;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +39,7 @@ struct Delivery {
 
 /// Runs one supervised worker per agent until `shutdown`, and waits for them to stop.
 pub(crate) async fn supervise_queues(
-    conn: ConnectionManager,
+    conn: QueueConn,
     redis: &RedisOptions,
     executor: &Arc<Executor>,
     agents: &Arc<[String]>,
@@ -78,7 +80,7 @@ pub(crate) async fn supervise_queues(
 /// 1 s doubling to 60 s, under a new name (a name is refused while Redis still lists it).
 async fn supervise(
     agent: String,
-    conn: ConnectionManager,
+    conn: QueueConn,
     redis: RedisOptions,
     delivery: Arc<Delivery>,
     options: Pacing,
@@ -88,8 +90,8 @@ async fn supervise(
     let mut backoff = Duration::from_secs(1);
     for restart in 0u64.. {
         let name = format!("{}-{agent}-{restart}", status.id());
-        let storage =
-            RedisStorage::<Value>::new(conn.clone()).with_config(queue_config(&redis, &agent));
+        let storage = RedisStorage::<Value, QueueConn>::new(conn.clone())
+            .with_config(queue_config(&redis, &agent));
         let (poll, concurrency, delivery) =
             (redis.poll_interval, options.concurrency, delivery.clone());
         let monitor = Monitor::new()
