@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use clap::error::ErrorKind;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, Auth};
+use crate::config::file::ParseError;
 pub use crate::config::{AppConfig, Role};
-use crate::config::{Cli, Command, Settings};
+use crate::config::{Cli, Command, ConfigCommand, Settings};
 use crate::jobs::builtin::{Echo, Http, HttpOptions as HttpAgentOptions};
 use crate::jobs::{AgentRegistry, WorkerStatus, run_worker, served_agents};
 use crate::store::Store;
@@ -234,14 +234,20 @@ fn spawn_server(
 /// and exits with code 2), runs the chosen role until SIGINT or SIGTERM, shuts down
 /// gracefully, and returns the process exit code.
 pub fn main_with(agents: AgentRegistry) -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+    let parsed = match crate::config::file::parse(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => return usage_error(e.to_string().lines().next().unwrap_or("invalid arguments")),
+        Err(ParseError::Clap(e)) => {
+            return usage_error(e.to_string().lines().next().unwrap_or("invalid arguments"));
+        }
+        Err(ParseError::File(message)) => return usage_error(&message),
     };
+    let cli = &parsed.cli;
     if let Err(message) = cli.settings.validate() {
         return usage_error(&message);
     }
@@ -252,6 +258,16 @@ pub fn main_with(agents: AgentRegistry) -> ExitCode {
     if let Err(e) = limited_agents_exist(&agents, cli.settings.agent_limit.iter().map(|(a, _)| a)) {
         return usage_error(&e);
     }
+    if cli.command == Some(Command::Config(ConfigCommand::Check)) {
+        let names = cli
+            .settings
+            .secrets()
+            .map(|s| s.names().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default();
+        print!("{}", parsed.describe(&names));
+        return ExitCode::SUCCESS;
+    }
+    let cli = parsed.cli;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -341,6 +357,8 @@ async fn run(cli: Cli, agents: AgentRegistry) -> anyhow::Result<()> {
             let config = cli.settings.app_config(Role::Worker);
             return crate::keys::run(command, &config).await;
         }
+        // answered by `main_with`, which has the parsed matches, before any runtime starts
+        Command::Config(ConfigCommand::Check) => return Ok(()),
         Command::Serve => Role::Serve,
         Command::Api => Role::Api,
         Command::Worker => Role::Worker,

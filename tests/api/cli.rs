@@ -189,6 +189,23 @@ fn help_lists_every_flag_with_its_environment_variable() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     assert!(help.contains("AGENTQ_LISTEN") && help.contains("AGENTQ_DATABASE_URL"));
+    // and README's configuration table has a row for every one of them
+    let readme = include_str!("../../README.md");
+    use clap::CommandFactory;
+    for arg in agentq::config::Cli::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if ["help", "version"].contains(&long) {
+            continue;
+        }
+        let row = readme.lines().any(|l| {
+            l.starts_with("| `--")
+                && l.split(" | ")
+                    .next()
+                    .unwrap()
+                    .contains(&format!("`--{long}`"))
+        });
+        assert!(row, "README's configuration table has no row for --{long}");
+    }
 }
 
 #[test]
@@ -288,4 +305,166 @@ fn every_url_scheme_the_readme_names_is_accepted() {
         let cli = Cli::try_parse_from(["agentq", flag, &url]).unwrap();
         assert_eq!(cli.settings.validate(), Ok(()), "{url}");
     }
+}
+
+#[test]
+fn a_settings_file_sits_under_the_environment_and_the_flags_and_config_check_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agentq.toml");
+    std::fs::write(
+        &file,
+        r#"
+# every key is a flag's name
+database-url = "postgres://agentq:hunter2@db.example.com/agentq"
+lease = "20s"
+concurrency = 8
+max-attempts = 5
+http-allow = ["api.example.com", "10.0.0.0/8"]
+webhook-secret = "whsec_hunter2"
+secret = ["CRM_TOKEN=hunter2"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--concurrency",
+            "4",
+            "config",
+            "check",
+        ])
+        .env("AGENTQ_LEASE", "30s")
+        .env_remove("AGENTQ_MAX_ATTEMPTS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        r#"concurrency = "4"  # flag"#,
+        r#"lease = "30s"  # environment"#,
+        r#"max-attempts = "5"  # file"#,
+        r#"http-allow = ["api.example.com", "10.0.0.0/8"]  # file"#,
+        r#"database-url = "postgres://***@db.example.com/agentq"  # file"#,
+        r#"webhook-secret = "***"  # file"#,
+        r#"secret = ["CRM_TOKEN=***"]  # file"#,
+        r#"run-timeout = "5m"  # default"#,
+        "# named secrets: CRM_TOKEN (values hidden)",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no `{line}` in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    // README's example file is one agentq takes
+    let readme = include_str!("../../README.md");
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README shows a settings file");
+    std::fs::write(&file, example).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args(["--config", file.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // a file's mistakes are named with the file, like a flag's with the flag
+    for (text, says) in [
+        ("nope = 1\n", "no setting is named `nope`"),
+        ("lease = [\n", "(line 1)"),
+        ("lease = [\"1s\", \"2s\"]\n", "`lease` takes one value"),
+        ("lease = \"1ms\"\n", "--lease must be at least 1s"),
+        (
+            "lease = { a = 1 }\n",
+            "must be a string, a number, a boolean",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_agentq"))
+            .args(["config", "check"])
+            .env("AGENTQ_CONFIG", &file)
+            .env_remove("AGENTQ_LEASE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(says), "{text}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_starts_from_a_settings_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::process::free_port();
+    let file = dir.path().join("agentq.toml");
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("agentq.db").display()
+    );
+    std::fs::write(
+        &file,
+        format!("listen = \"127.0.0.1:{port}\"\ndatabase-url = \"{db}\"\nagents = [\"echo\"]\n"),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args(["--config", file.to_str().unwrap()])
+        .env_remove("AGENTQ_DATABASE_URL")
+        .env_remove("AGENTQ_LISTEN")
+        .env_remove("AGENTQ_QUEUE_URL")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut created = None;
+    for _ in 0..250 {
+        if let Ok(response) = client
+            .post(format!("{base}/v1/runs"))
+            .json(&serde_json::json!({"agent": "echo", "input": {"value": 3}}))
+            .send()
+            .await
+        {
+            created = Some(response.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let id = created.expect("the server from the file answers")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::support::eventually::eventually(
+        std::time::Duration::from_secs(10),
+        "the run succeeds",
+        || async {
+            let run: serde_json::Value = client
+                .get(format!("{base}/v1/runs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (run["status"] == "succeeded").then_some(()).ok_or(run)
+        },
+    )
+    .await;
+    child.kill().await.unwrap();
 }

@@ -1,4 +1,7 @@
-//! Settings: command-line flags, each with an `AGENTQ_*` environment fallback.
+//! Settings: command-line flags, each with an `AGENTQ_*` environment fallback, and a
+//! settings file under both (see [`file`]).
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +46,16 @@ pub enum Command {
     /// Manage API keys (stored in the database at --database-url).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check the settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the settings (flags, environment, --config file) and print them as resolved,
+    /// each with where it came from; secrets are hidden. Exits 2 on a bad one.
+    Check,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -361,6 +374,11 @@ pub struct Settings {
     #[arg(long, env = "AGENTQ_READ_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
     pub read_connections: u32,
+    /// A settings file (TOML) whose keys are these flags' names: `lease = "15s"`,
+    /// `http-allow = ["api.example.com"]`. A flag wins over its environment variable, which
+    /// wins over the file. `agentq config check` prints the result.
+    #[arg(long, env = "AGENTQ_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
     /// A named secret, `NAME=VALUE` (repeat for more): an `http` run's header may say
     /// `{"secret": "NAME"}` instead of the value, and Rust agents read it with
     /// `ctx.secret("NAME")`. Kept in memory only, never stored, returned or logged. Prefer
