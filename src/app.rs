@@ -30,6 +30,9 @@ pub fn builtin_agents() -> AgentRegistry {
     registry
 }
 
+/// How long the database connections get to close at the end.
+const STORE_CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Application {
     config: AppConfig,
     store: Store,
@@ -188,15 +191,33 @@ impl Application {
                 token.clone(),
             ))
         });
-        shutdown.await;
+        // the worker ends before shutdown only when it gave up (--max-restarts): then the
+        // whole process stops, and exits non-zero
+        let mut worker = worker;
+        let gave_up = match worker.as_mut() {
+            Some(running) => tokio::select! {
+                () = shutdown => None,
+                ended = running => Some(ended),
+            },
+            None => {
+                shutdown.await;
+                None
+            }
+        };
         tracing::info!("shutting down");
         token.cancel();
         if let Some(http) = http {
             http.await.context("HTTP server task")??;
         }
-        if let Some(worker) = worker {
-            worker.await.context("worker task")??;
-        }
+        // a worker that gave up is an error, reported once the rest has stopped cleanly
+        let worker_ended: anyhow::Result<()> = match (gave_up, worker) {
+            (Some(ended), _) => match ended.context("worker task")? {
+                Err(e) => Err(e.into()),
+                Ok(()) => Err(anyhow::anyhow!("the worker stopped on its own")),
+            },
+            (None, Some(worker)) => worker.await.context("worker task")?.map_err(Into::into),
+            (None, None) => Ok(()),
+        };
         if let Some(sweeper) = sweeper {
             sweeper.await.context("sweeper task")?;
         }
@@ -204,7 +225,14 @@ impl Application {
         if let Some(scrape) = scrape {
             scrape.await.context("metrics server task")??;
         }
-        self.store.close().await;
+        // a database that is away (why a worker gives up) must not hold the exit forever
+        if tokio::time::timeout(STORE_CLOSE_WITHIN, self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database connections did not close in time; exiting anyway");
+        }
+        worker_ended?;
         Ok(())
     }
 }

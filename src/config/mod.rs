@@ -374,6 +374,13 @@ pub struct Settings {
     #[arg(long, env = "AGENTQ_READ_CONNECTIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
     pub read_connections: u32,
+    /// How many times in a row a worker loop that stops on its own (claims failing for
+    /// seconds, Redis lost) is started again, 1 s doubling to 60 s apart, before the
+    /// process gives up and exits non-zero for systemd or the orchestrator to restart it. A
+    /// loop that then runs 5 s counts as healthy and the count starts over. 0: exit at the
+    /// first stop.
+    #[arg(long, env = "AGENTQ_MAX_RESTARTS", default_value_t = 10, global = true)]
+    pub max_restarts: u32,
     /// A settings file (TOML) whose keys are these flags' names: `lease = "15s"`,
     /// `http-allow = ["api.example.com"]`. A flag wins over its environment variable, which
     /// wins over the file. `agentq config check` prints the result.
@@ -569,6 +576,7 @@ impl Settings {
                 max_result_bytes: self.max_result_bytes,
                 agent_limits: std::sync::Arc::new(self.agent_limit.iter().cloned().collect()),
                 secrets: self.secrets().expect("checked by `validate`"),
+                max_restarts: self.max_restarts,
                 redis: self.redis(),
                 egress: EgressPolicy::new(self.http_allow.clone()),
                 retention: RetentionOptions {

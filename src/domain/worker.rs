@@ -20,6 +20,8 @@ pub struct WorkerBeat {
     pub processed: u64,
     /// Times the worker loop was restarted after it stopped on its own.
     pub restarts: u32,
+    /// When it last was.
+    pub last_restart_at: Option<DateTime<Utc>>,
     /// Why the worker last could not work (cannot reach the database, say), while it lasts.
     pub last_error: Option<String>,
     /// The process stopped cleanly.
@@ -59,6 +61,10 @@ pub struct WorkerInfo {
     pub last_heartbeat_at: DateTime<Utc>,
     pub running: u64,
     pub processed: u64,
+    /// Times its worker loop stopped on its own and was started again (`--max-restarts`
+    /// in a row, and the process exits).
     pub restarts: u32,
+    /// When that last happened.
+    pub last_restart_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
 }

@@ -5,8 +5,9 @@
 //! they wait) and keeps any surplus in a small buffer. When nothing is due the claim waits
 //! in the store's writer, which answers it in the same transaction that makes a run
 //! claimable, or empty after the poll interval (runs inserted by other processes). The
-//! stream never ends and never fails: a store error is logged and retried with backoff,
-//! because a fetcher error would stop the apalis worker.
+//! stream never ends; a store error is logged and retried with backoff (1 s, 2 s), and
+//! only a claim failing [`CLAIM_FAILURES_TO_STOP`] times in a row fails the stream, which
+//! stops the apalis worker for its supervisor to restart (see `supervise`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,6 +40,10 @@ pub struct FetchConfig {
     pub agent_limits: Option<AgentLimits>,
 }
 
+/// Claims failing this many times in a row (a few seconds of a database that does not
+/// answer: they wait 1 s, then 2 s, between) stop the worker loop.
+pub(crate) const CLAIM_FAILURES_TO_STOP: u32 = 3;
+
 type Fetch = BoxStream<'static, Result<Option<Task<ClaimedRun>>, QueueError>>;
 type Push = std::pin::Pin<Box<dyn Sink<Task<ClaimedRun>, Error = QueueError> + Send>>;
 
@@ -67,6 +72,8 @@ struct Fetcher {
     worker: WorkerContext,
     buffer: VecDeque<ClaimedRun>,
     error_backoff: Duration,
+    /// Claims that failed since the last that worked.
+    failures: u32,
     /// Whether a claim has succeeded since this fetcher started.
     claimed_once: bool,
 }
@@ -77,11 +84,12 @@ fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
         worker,
         buffer: VecDeque::new(),
         error_backoff: Duration::ZERO,
+        failures: 0,
         claimed_once: false,
     };
     futures::stream::unfold(fetcher, |mut f| async move {
-        let run = f.next_run().await;
-        Some((Ok(Some(into_task(run))), f))
+        let next = f.next_run().await.map(|run| Some(into_task(run)));
+        Some((next, f))
     })
     .boxed()
 }
@@ -96,10 +104,10 @@ fn into_task(run: ClaimedRun) -> Task<ClaimedRun> {
 }
 
 impl Fetcher {
-    async fn next_run(&mut self) -> ClaimedRun {
+    async fn next_run(&mut self) -> Result<ClaimedRun, QueueError> {
         loop {
             if let Some(run) = self.buffer.pop_front() {
-                return run;
+                return Ok(run);
             }
             let free = self
                 .config
@@ -129,10 +137,19 @@ impl Fetcher {
                         self.config.status.claim_failed(None);
                     }
                     self.error_backoff = Duration::ZERO;
+                    self.failures = 0;
                     self.buffer.extend(runs);
                 }
                 Err(e) => {
-                    // 1 s doubling to 60 s: a database that is down is not hammered
+                    self.failures += 1;
+                    if self.failures >= CLAIM_FAILURES_TO_STOP {
+                        self.failures = 0;
+                        return Err(QueueError::ClaimsFailing(
+                            CLAIM_FAILURES_TO_STOP,
+                            e.to_string(),
+                        ));
+                    }
+                    // 1 s doubling: a database that is down is not hammered
                     self.error_backoff = (self.error_backoff * 2)
                         .clamp(Duration::from_secs(1), Duration::from_secs(60));
                     tracing::warn!(error = %e, retry_in_ms = self.error_backoff.as_millis() as u64, "claiming runs failed");

@@ -16,6 +16,7 @@ mod registry;
 mod retention;
 mod runtime;
 mod stop;
+mod supervise;
 mod webhooks;
 
 pub(crate) use agent::check_checkpoint;
@@ -39,4 +40,11 @@ pub enum QueueError {
     UnknownAgent(String),
     #[error("runs are submitted through the store, not pushed through apalis")]
     PushUnsupported,
+    /// Claiming runs failed this many times in a row: the worker loop stops (and is
+    /// started again by its supervisor).
+    #[error("claiming runs failed {0} times in a row: {1}")]
+    ClaimsFailing(u32, String),
+    /// A worker loop was restarted `--max-restarts` times in a row.
+    #[error("{0}")]
+    GaveUp(String),
 }

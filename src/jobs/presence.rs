@@ -31,6 +31,7 @@ pub struct WorkerStatus {
     started_at: DateTime<Utc>,
     processed: AtomicU64,
     restarts: AtomicU32,
+    last_restart_at: Mutex<Option<DateTime<Utc>>>,
     /// Why claiming runs last failed, while it keeps failing.
     claim_error: Mutex<Option<String>>,
     /// Why Redis delivery (connecting, feeding, reconciling) last failed, until it works.
@@ -59,6 +60,7 @@ impl WorkerStatus {
             started_at: Utc::now(),
             processed: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
+            last_restart_at: Mutex::new(None),
             claim_error: Mutex::new(None),
             delivery_error: Mutex::new(None),
             reconcile_error: Mutex::new(None),
@@ -98,6 +100,7 @@ impl WorkerStatus {
 
     pub(crate) fn restarted(&self, reason: String) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
+        *self.last_restart_at.lock().expect("status lock") = Some(Utc::now());
         *self.claim_error.lock().expect("status lock") = Some(reason);
     }
 
@@ -113,6 +116,7 @@ impl WorkerStatus {
             running: running as u64,
             processed: self.processed.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
+            last_restart_at: *self.last_restart_at.lock().expect("status lock"),
             last_error: self.problem(),
             stopped,
             language: "rust".into(),

@@ -25,6 +25,7 @@ use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
 use super::retention::{RetentionOptions, keep_tidy};
 use super::stop::stop_signal;
+use super::supervise::{GiveUp, HEALTHY_AFTER, Supervisor};
 use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, EgressClient, EgressPolicy, QueueError};
 
@@ -55,6 +56,9 @@ pub struct WorkerOptions {
     /// The most runs of an agent running at once over all workers (`--agent-limit`);
     /// every worker process must be given the same limits.
     pub agent_limits: AgentLimits,
+    /// How many times in a row a worker loop that stops on its own is started again
+    /// before the worker gives up and the process exits non-zero (`--max-restarts`).
+    pub max_restarts: u32,
     /// Named secrets (`--secret`): attempts read them with `ctx.secret(name)`, the `http`
     /// agent puts them in headers; the API checks a run's references against them.
     pub secrets: crate::domain::NamedSecrets,
@@ -74,6 +78,7 @@ impl Default for WorkerOptions {
             egress: EgressPolicy::default(),
             retention: RetentionOptions::default(),
             agent_limits: AgentLimits::default(),
+            max_restarts: 10,
             secrets: Default::default(),
         }
     }
@@ -161,8 +166,19 @@ pub async fn run_worker(
         background.clone(),
     ));
 
+    // the worker loops stop at shutdown, or when one of them gives up
+    let stop = shutdown.child_token();
+    let give_up = GiveUp::new(stop.clone());
+    let supervisor = || {
+        Supervisor::new(
+            options.max_restarts,
+            status.clone(),
+            executor.metrics.clone(),
+            give_up.clone(),
+        )
+    };
     match &options.redis {
-        None => supervise(&fetch, &executor, &options, &status, &shutdown).await,
+        None => supervise(&fetch, &executor, &options, supervisor(), &stop).await,
         Some(redis) => {
             let pacing = super::redis::Pacing {
                 concurrency: options.concurrency,
@@ -170,7 +186,16 @@ pub async fn run_worker(
                 shutdown_timeout: options.shutdown_timeout,
                 poll_interval: options.poll_interval,
             };
-            super::redis::deliver(redis, &executor, &agents, pacing, &status, &shutdown).await
+            super::redis::deliver(
+                redis,
+                &executor,
+                &agents,
+                pacing,
+                &status,
+                &stop,
+                &supervisor,
+            )
+            .await
         }
     }
 
@@ -200,20 +225,22 @@ pub async fn run_worker(
     background.cancel();
     let _ = tokio::join!(renewer, sweeper, webhooks, presence, janitor);
     tracing::info!(worker.id = %worker_id, "worker stopped");
-    Ok(())
+    match give_up.reason() {
+        Some(reason) => Err(QueueError::GaveUp(reason)),
+        None => Ok(()),
+    }
 }
 
-/// Runs the apalis monitor until shutdown; if the worker dies on its own, starts it
-/// again after an exponential backoff (1 s doubling to 60 s) instead of spinning.
+/// Runs the apalis monitor until shutdown; if the worker loop stops on its own (claims
+/// kept failing), starts it again as its [`Supervisor`] says, or gives up.
 async fn supervise(
     fetch: &FetchConfig,
     executor: &Arc<Executor>,
     options: &WorkerOptions,
-    status: &WorkerStatus,
+    mut supervisor: Supervisor,
     shutdown: &CancellationToken,
 ) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
+    for restart in 0u64.. {
         let (fetch, executor, concurrency) = (fetch.clone(), executor.clone(), options.concurrency);
         let name = fetch.worker_id.to_string();
         let monitor = Monitor::new()
@@ -227,26 +254,31 @@ async fn supervise(
             })
             .should_restart(|_, _| false)
             .shutdown_timeout(options.shutdown_timeout);
-        let reason = match monitor.run_with_signal(stop_signal(shutdown)).await {
-            Err(e) => {
-                tracing::error!(error = %e, "worker monitor failed");
-                format!("the worker loop failed: {e}")
+        let run = monitor.run_with_signal(stop_signal(shutdown));
+        tokio::pin!(run);
+        let ended = tokio::select! {
+            ended = &mut run => ended,
+            _ = tokio::time::sleep(HEALTHY_AFTER) => {
+                if restart > 0 {
+                    supervisor.healthy();
+                }
+                run.await
             }
-            Ok(()) => "the worker loop stopped on its own".to_owned(),
         };
         if shutdown.is_cancelled() {
             return;
         }
-        status.restarted(format!("{reason}; restarting in {}s", backoff.as_secs()));
-        tracing::error!(
-            restart_in_s = backoff.as_secs(),
-            "worker stopped unexpectedly; restarting"
-        );
+        let reason = match ended {
+            Err(e) => format!("the worker loop failed: {e}"),
+            Ok(()) => "the worker loop stopped on its own".to_owned(),
+        };
+        let Some(wait) = supervisor.stopped(&reason) else {
+            return;
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
 

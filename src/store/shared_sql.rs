@@ -107,15 +107,18 @@ UPDATE webhook_deliveries SET delivered_at = ", p!(1), ", last_error = NULL WHER
 
 /// ?1 id, ?2 host, ?3 pid, ?4 version, ?5 agents (JSON array), ?6 concurrency,
 /// ?7 started at, ?8 now, ?9 running, ?10 processed, ?11 restarts, ?12 last error,
-/// ?13 stopped at, ?14 language. An external worker may change its agents and concurrency.
+/// ?13 stopped at, ?14 language, ?15 last restart at. An external worker may change its
+/// agents and concurrency.
 pub(super) const UPSERT_WORKER: &str = concat!("
 INSERT INTO workers (id, host, pid, version, agents, concurrency, started_at, heartbeat_at,
-                     running, processed, restarts, last_error, stopped_at, language)
-VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", ", p!(8), ", ", p!(9), ", ", p!(10), ", ", p!(11), ", ", p!(12), ", ", p!(13), ", ", p!(14), ")
+                     running, processed, restarts, last_error, stopped_at, language,
+                     last_restart_at)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", ", p!(8), ", ", p!(9), ", ", p!(10), ", ", p!(11), ", ", p!(12), ", ", p!(13), ", ", p!(14), ", ", p!(15), ")
 ON CONFLICT (id) DO UPDATE
 SET agents = excluded.agents, concurrency = excluded.concurrency, heartbeat_at = excluded.heartbeat_at, running = excluded.running,
     processed = excluded.processed, restarts = excluded.restarts,
-    last_error = excluded.last_error, stopped_at = excluded.stopped_at");
+    last_error = excluded.last_error, stopped_at = excluded.stopped_at,
+    last_restart_at = excluded.last_restart_at");
 
 /// ?1 heard from before this: forgotten.
 pub(super) const FORGET_WORKERS: &str = concat!("DELETE FROM workers WHERE heartbeat_at < ", p!(1));
@@ -123,7 +126,7 @@ pub(super) const FORGET_WORKERS: &str = concat!("DELETE FROM workers WHERE heart
 /// ?1 heard from since this. Newest first.
 pub(super) const LIST_WORKERS: &str = concat!("
 SELECT id, host, pid, version, agents, concurrency, started_at, heartbeat_at, running,
-       processed, restarts, last_error, stopped_at, language
+       processed, restarts, last_error, stopped_at, language, last_restart_at
 FROM workers WHERE heartbeat_at >= ", p!(1), " ORDER BY started_at DESC, id");
 
 /// ?1 name, ?2 description, ?3 input schema (JSON text), ?4 timeout, ?5 max attempts,

@@ -103,6 +103,8 @@ struct Inner {
     queue_wait: Histograms<AgentLabel>,
     http_requests: Family<ResponseLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
+    worker_restarts: Counter,
+    last_restart: Gauge,
 }
 
 impl Default for Metrics {
@@ -158,6 +160,18 @@ impl Metrics {
             "Time to answer an HTTP request (to the response head; streams run on)",
             http_duration.clone(),
         );
+        let worker_restarts = Counter::default();
+        registry.register(
+            "agentq_worker_restarts",
+            "Times this process's worker loop stopped on its own and was started again",
+            worker_restarts.clone(),
+        );
+        let last_restart = Gauge::default();
+        registry.register(
+            "agentq_worker_last_restart_timestamp_seconds",
+            "When this process's worker loop last was started again (Unix seconds; 0: never)",
+            last_restart.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             runs_created,
@@ -166,6 +180,8 @@ impl Metrics {
             queue_wait,
             http_requests,
             http_duration,
+            worker_restarts,
+            last_restart,
         }))
     }
 
@@ -187,6 +203,12 @@ impl Metrics {
         self.0.attempts.get_or_create(&labels).inc();
         let histogram = self.0.attempt_duration.get_or_create(&agent_label(agent));
         histogram.observe(took.as_secs_f64());
+    }
+
+    /// The worker loop stopped on its own and is started again.
+    pub fn worker_restarted(&self) {
+        self.0.worker_restarts.inc();
+        self.0.last_restart.set(chrono::Utc::now().timestamp());
     }
 
     /// An HTTP request answered: `route` is the matched route template, never a raw path.

@@ -92,6 +92,7 @@ pub fn config(db_url: &str) -> AppConfig {
             }),
             egress: Default::default(),
             secrets: Default::default(),
+            max_restarts: 10,
         },
         http: HttpOptions::default(),
         defaults: RunDefaults {

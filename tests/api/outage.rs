@@ -167,3 +167,124 @@ async fn postgres_restarted_under_load_answers_503_meanwhile_and_loses_no_accept
     drop(agentq);
     drop(pg);
 }
+
+/// The registry's entry of the live worker process `pid`, if it has one.
+async fn worker_of(api: &Agentq, pid: u32) -> Option<Value> {
+    let workers = api.get_json("/v1/workers").await;
+    // (a 503 problem while the database is away)
+    workers["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["pid"] == pid && w["state"] == "alive")
+        .cloned()
+}
+
+/// The value of an unlabelled series on a metrics page, if it is there.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn a_worker_whose_claims_keep_failing_restarts_its_loop_and_past_max_restarts_exits_non_zero()
+{
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start)
+        .await
+        .map(Arc::new)
+        .unwrap();
+    let db = pg.url();
+    let metrics_port = crate::process::free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let patient = Agentq::start_role(
+        "worker",
+        &db,
+        &["--max-restarts", "5", "--metrics-listen", &metrics],
+    )
+    .await;
+    let api = Agentq::start_role("api", &db, &[]).await;
+    let patient_pid = patient.pid();
+    eventually(Duration::from_secs(10), "the worker registers", || async {
+        worker_of(&api, patient_pid).await.ok_or(())
+    })
+    .await;
+    let blocking = |f: fn(&ThrowawayPostgres)| {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || f(&pg))
+    };
+
+    // the database goes away: claims fail, the worker loop stops and is started again
+    blocking(ThrowawayPostgres::stop).await.unwrap();
+    let client = reqwest::Client::new();
+    eventually(
+        Duration::from_secs(30),
+        "the worker loop restarts",
+        || async {
+            let page = client
+                .get(format!("http://{metrics}/metrics"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            match sample(&page, "agentq_worker_restarts_total") {
+                Some(n) if n >= 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    blocking(ThrowawayPostgres::start_again).await.unwrap();
+    // back: the registry shows the restart and when, and runs are taken again
+    let entry = eventually(
+        Duration::from_secs(20),
+        "the restart is registered",
+        || async {
+            match worker_of(&api, patient_pid).await {
+                Some(w)
+                    if w["restarts"].as_u64() >= Some(1) && w["last_restart_at"].is_string() =>
+                {
+                    Ok(w)
+                }
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    let restarted_at: chrono::DateTime<chrono::Utc> =
+        entry["last_restart_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        chrono::Utc::now() - restarted_at < chrono::TimeDelta::seconds(60),
+        "{entry}"
+    );
+    let id = api
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    api.wait_for_status(&id, "succeeded").await;
+
+    // a worker allowed no restart gives up at its loop's first stop and exits non-zero,
+    // while the patient one keeps restarting
+    let strict = Agentq::start_role("worker", &db, &["--max-restarts", "0"]).await;
+    let strict_pid = strict.pid();
+    eventually(
+        Duration::from_secs(10),
+        "the strict worker registers",
+        || async { worker_of(&api, strict_pid).await.ok_or(()) },
+    )
+    .await;
+    blocking(ThrowawayPostgres::stop).await.unwrap();
+    let code = strict.exit_code(Duration::from_secs(60)).await;
+    assert!(matches!(code, Some(c) if c != 0), "exit code {code:?}");
+    let mut patient = patient;
+    assert!(
+        patient.running(),
+        "the worker allowed 5 restarts gave up too soon"
+    );
+    blocking(ThrowawayPostgres::start_again).await.unwrap();
+    drop((patient, api));
+}

@@ -112,6 +112,15 @@ impl Agentq {
         assert!(status.success());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub async fn exit_code(mut self, within: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + within;
         loop {

@@ -1206,11 +1206,20 @@ export interface components {
             last_error?: string | null;
             /** Format: date-time */
             last_heartbeat_at: string;
+            /**
+             * Format: date-time
+             * @description When that last happened.
+             */
+            last_restart_at?: string | null;
             /** Format: int32 */
             pid: number;
             /** Format: int64 */
             processed: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Times its worker loop stopped on its own and was started again (`--max-restarts`
+             *     in a row, and the process exits).
+             */
             restarts: number;
             /** Format: int64 */
             running: number;

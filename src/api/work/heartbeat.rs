@@ -184,6 +184,7 @@ pub async fn worker_heartbeat(
             running: if request.stopping { 0 } else { running },
             processed: request.processed,
             restarts: 0,
+            last_restart_at: None,
             last_error: request.last_error.map(crate::domain::storable),
             stopped: request.stopping,
             language: request.language,

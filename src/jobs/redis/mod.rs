@@ -269,6 +269,7 @@ pub(crate) async fn deliver(
     options: Pacing,
     status: &Arc<WorkerStatus>,
     shutdown: &CancellationToken,
+    supervisor: &(dyn Fn() -> super::supervise::Supervisor + Sync),
 ) {
     let Some(conn) = connect_until(redis, status, shutdown).await else {
         return;
@@ -293,7 +294,9 @@ pub(crate) async fn deliver(
         status.clone(),
         background.clone(),
     ));
-    supervise_queues(conn, redis, executor, agents, options, consumed, shutdown).await;
+    let delivery =
+        worker::Delivery::new(executor, options, redis.dispatch_window, consumed, shutdown);
+    supervise_queues(conn, redis, delivery, agents, options, supervisor).await;
     background.cancel();
     let _ = tokio::join!(feeder, reconciler);
 }

@@ -18,16 +18,12 @@ use tokio_util::sync::CancellationToken;
 use super::Pacing;
 use super::feeder::parse_message;
 use super::{Consumed, RedisOptions, queue_config};
-use crate::jobs::WorkerStatus;
 use crate::jobs::execute::{Executor, run_attempt};
 use crate::jobs::stop::stop_signal;
-
-/// After a restart, a worker that has run this long without dying counts as healthy
-/// again: its restart reason leaves `/readyz`, and the next failure backs off from 1 s.
-const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+use crate::jobs::supervise::{HEALTHY_AFTER, Supervisor};
 
 /// What every message handler of this process shares.
-struct Delivery {
+pub(crate) struct Delivery {
     executor: Arc<Executor>,
     /// Attempts this process runs at once, over all agent queues (`--concurrency`).
     slots: Semaphore,
@@ -37,25 +33,35 @@ struct Delivery {
     window: usize,
 }
 
-/// Runs one supervised worker per agent until `shutdown`, and waits for them to stop.
+impl Delivery {
+    pub(crate) fn new(
+        executor: &Arc<Executor>,
+        options: Pacing,
+        window: usize,
+        consumed: Arc<Consumed>,
+        shutdown: &CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Delivery {
+            executor: executor.clone(),
+            slots: Semaphore::new(options.concurrency),
+            lease: options.lease,
+            shutdown: shutdown.clone(),
+            consumed,
+            window,
+        })
+    }
+}
+
+/// Runs one supervised worker per agent until the delivery's shutdown, and waits for them
+/// to stop.
 pub(crate) async fn supervise_queues(
     conn: QueueConn,
     redis: &RedisOptions,
-    executor: &Arc<Executor>,
+    delivery: Arc<Delivery>,
     agents: &Arc<[String]>,
     options: Pacing,
-    consumed: Arc<Consumed>,
-    shutdown: &CancellationToken,
+    supervisor: &(dyn Fn() -> Supervisor + Sync),
 ) {
-    let status = &executor.status;
-    let delivery = Arc::new(Delivery {
-        executor: executor.clone(),
-        slots: Semaphore::new(options.concurrency),
-        lease: options.lease,
-        shutdown: shutdown.clone(),
-        consumed,
-        window: redis.dispatch_window,
-    });
     let queues: Vec<_> = agents
         .iter()
         .map(|agent| {
@@ -65,8 +71,7 @@ pub(crate) async fn supervise_queues(
                 redis.clone(),
                 delivery.clone(),
                 options,
-                status.clone(),
-                shutdown.clone(),
+                supervisor(),
             ))
         })
         .collect();
@@ -76,18 +81,18 @@ pub(crate) async fn supervise_queues(
 }
 
 /// Runs the apalis worker of one agent queue until shutdown. apalis-redis ends the worker
-/// on any backend error (a reset connection, a flushed Redis); it is started again after
-/// 1 s doubling to 60 s, under a new name (a name is refused while Redis still lists it).
+/// on any backend error (a reset connection, a flushed Redis); it is started again as its
+/// [`Supervisor`] says (or the worker gives up), under a new name (a name is refused while
+/// Redis still lists it).
 async fn supervise(
     agent: String,
     conn: QueueConn,
     redis: RedisOptions,
     delivery: Arc<Delivery>,
     options: Pacing,
-    status: Arc<WorkerStatus>,
-    shutdown: CancellationToken,
+    mut supervisor: Supervisor,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let (status, shutdown) = (delivery.executor.status.clone(), delivery.shutdown.clone());
     for restart in 0u64.. {
         let name = format!("{}-{agent}-{restart}", status.id());
         let storage = RedisStorage::<Value, QueueConn>::new(conn.clone())
@@ -111,8 +116,7 @@ async fn supervise(
             ended = &mut run => ended,
             _ = tokio::time::sleep(HEALTHY_AFTER) => {
                 if restart > 0 {
-                    status.claim_failed(None);
-                    backoff = Duration::from_secs(1);
+                    supervisor.healthy();
                 }
                 run.await
             }
@@ -124,13 +128,13 @@ async fn supervise(
             Err(e) => format!("the Redis worker of `{agent}` failed: {e}"),
             Ok(()) => format!("the Redis worker of `{agent}` stopped on its own"),
         };
-        tracing::error!(agent = %agent, reason = %reason, restart_in_s = backoff.as_secs(), "restarting the Redis worker");
-        status.restarted(format!("{reason}; restarting in {}s", backoff.as_secs()));
+        let Some(wait) = supervisor.stopped(&reason) else {
+            return;
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
 

@@ -198,6 +198,7 @@ pub(super) struct WorkerRow {
     last_error: Option<String>,
     stopped_at: Option<i64>,
     language: String,
+    last_restart_at: Option<i64>,
 }
 
 impl WorkerRow {
@@ -223,6 +224,7 @@ impl WorkerRow {
             running: self.running as u64,
             processed: self.processed as u64,
             restarts: self.restarts as u32,
+            last_restart_at: self.last_restart_at.map(from_ms),
             last_error: self.last_error,
             language: self.language,
         })

@@ -34,6 +34,7 @@ impl Apply for WorkerHeartbeat {
                 .bind(beat.last_error.as_deref())
                 .bind(beat.stopped.then_some(b.now))
                 .bind(&beat.language)
+                .bind(beat.last_restart_at.map(to_ms))
                 .execute(&mut *b.conn)
                 .await?;
             sqlx::query(sql::FORGET_WORKERS)
