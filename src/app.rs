@@ -43,6 +43,29 @@ pub struct Application {
     auth: Option<Auth>,
 }
 
+/// With metrics over OTLP, what the writer counted and the queue's gauges are read at each
+/// export, on the exporter's own thread: the queue is read on the runtime and waited for
+/// (up to 5 s; without it the gauges are left out, as in a scrape).
+fn observe_over_otlp(store: &Store) {
+    let (store, runtime) = (store.clone(), tokio::runtime::Handle::current());
+    crate::telemetry::observe_over_otlp(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reading = store.clone();
+        runtime.spawn(async move {
+            let _ = tx.send(reading.queue_load(crate::jobs::GONE_AFTER).await);
+        });
+        let load = match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            Ok(Ok(load)) => Some(load),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "OTLP metrics: could not read the queue's gauges");
+                None
+            }
+            Err(_) => None,
+        };
+        api::metrics_snapshot(&store, load)
+    });
+}
+
 /// Connects to the database, naming `--database-url` (and for PostgreSQL its TLS
 /// parameters, which most failures to reach a managed server come down to) on failure.
 pub(crate) async fn open_store(config: &AppConfig) -> anyhow::Result<Store> {
@@ -90,6 +113,7 @@ impl Application {
             ),
             None => None,
         };
+        observe_over_otlp(&store);
         Ok(Self {
             config,
             store,

@@ -74,7 +74,7 @@ pub fn metrics_router(scrape: Scrape) -> Router {
 }
 
 /// The store's counts and gauges as telemetry takes them.
-fn snapshot(store: &Store, load: Option<QueueLoad>) -> Snapshot {
+pub(crate) fn snapshot(store: &Store, load: Option<QueueLoad>) -> Snapshot {
     let mut snapshot = Snapshot {
         writer_transactions: store.writer_transactions(),
         ..Snapshot::default()

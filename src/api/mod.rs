@@ -44,6 +44,7 @@ pub use auth::{Auth, Caller, KEY_CACHE_TTL, OpenMode};
 pub use create::{CreateRunRequest, KnownAgents, RunDefaults};
 pub use error::{ApiError, FieldError, Problem};
 pub use limits::Limits;
+pub(crate) use metrics::snapshot as metrics_snapshot;
 pub use metrics::{Scrape, metrics_router};
 pub use work::WorkOptions;
 pub use work::claim::MAX_CLAIM_WAIT_MS;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -105,6 +106,8 @@ struct Inner {
     http_duration: Histograms<RouteLabels>,
     worker_restarts: Counter,
     last_restart: Gauge,
+    /// The same, recorded for OTLP when metrics are exported there.
+    otel: Option<super::otel_metrics::Instruments>,
 }
 
 impl Default for Metrics {
@@ -182,17 +185,25 @@ impl Metrics {
             http_duration,
             worker_restarts,
             last_restart,
+            otel: super::otel_metrics::meter().map(|m| super::otel_metrics::Instruments::new(&m)),
         }))
     }
 
     pub fn run_created(&self, agent: &str) {
         self.0.runs_created.get_or_create(&agent_label(agent)).inc();
+        if let Some(otel) = &self.0.otel {
+            otel.runs_created.add(1, &[agent_kv(agent)]);
+        }
     }
 
     /// A claimed run starts executing, after waiting `waited` since it became ready.
     pub fn attempt_started(&self, agent: &str, waited: Duration) {
         let histogram = self.0.queue_wait.get_or_create(&agent_label(agent));
         histogram.observe(waited.as_secs_f64());
+        if let Some(otel) = &self.0.otel {
+            otel.queue_wait
+                .record(waited.as_secs_f64(), &[agent_kv(agent)]);
+        }
     }
 
     pub fn attempt_finished(&self, agent: &str, outcome: AttemptOutcome, took: Duration) {
@@ -203,12 +214,21 @@ impl Metrics {
         self.0.attempts.get_or_create(&labels).inc();
         let histogram = self.0.attempt_duration.get_or_create(&agent_label(agent));
         histogram.observe(took.as_secs_f64());
+        if let Some(otel) = &self.0.otel {
+            let outcome = KeyValue::new("outcome", outcome.as_str());
+            otel.attempts.add(1, &[agent_kv(agent), outcome]);
+            otel.attempt_duration
+                .record(took.as_secs_f64(), &[agent_kv(agent)]);
+        }
     }
 
     /// The worker loop stopped on its own and is started again.
     pub fn worker_restarted(&self) {
         self.0.worker_restarts.inc();
         self.0.last_restart.set(chrono::Utc::now().timestamp());
+        if let Some(otel) = &self.0.otel {
+            otel.worker_restarts.add(1, &[]);
+        }
     }
 
     /// An HTTP request answered: `route` is the matched route template, never a raw path.
@@ -223,6 +243,16 @@ impl Metrics {
             .http_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+        if let Some(otel) = &self.0.otel {
+            let (m, r) = (
+                KeyValue::new("method", method),
+                KeyValue::new("route", route.clone()),
+            );
+            otel.http_duration
+                .record(took.as_secs_f64(), &[m.clone(), r.clone()]);
+            let s = KeyValue::new("status", i64::from(status));
+            otel.http_requests.add(1, &[m, r, s]);
+        }
         let labels = ResponseLabels {
             method,
             route,
@@ -285,6 +315,10 @@ pub struct AgentGauges {
     pub scheduled: u64,
     /// When the longest-ready run became due.
     pub oldest_ready_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn agent_kv(agent: &str) -> KeyValue {
+    KeyValue::new("agent", agent.to_owned())
 }
 
 fn agent_label(agent: &str) -> AgentLabel {

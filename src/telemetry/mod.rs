@@ -3,6 +3,7 @@
 //! (`otlp`) with the trace carried from the API to the worker (`trace_context`).
 
 mod metrics;
+mod otel_metrics;
 mod otlp;
 mod redact;
 mod trace_context;
@@ -11,6 +12,7 @@ pub use metrics::{
     AgentGauges, AttemptOutcome, CONTENT_TYPE as METRICS_CONTENT_TYPE, LoadSnapshot, Metrics,
     Snapshot,
 };
+pub use otel_metrics::observe as observe_over_otlp;
 pub use otlp::{OtlpOptions, Tracing};
 pub use redact::redacted;
 pub use trace_context::{

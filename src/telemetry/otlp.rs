@@ -1,4 +1,4 @@
-//! Span export to an OpenTelemetry collector over OTLP/HTTP (protobuf), when
+//! Span and metric export to an OpenTelemetry collector over OTLP/HTTP (protobuf), when
 //! `--otlp-endpoint` is set. Unset, none of this is built: no layer, no exporter thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 /// Where spans go and under which service name.
@@ -21,6 +22,10 @@ pub struct OtlpOptions {
 impl OtlpOptions {
     pub fn traces_url(&self) -> String {
         format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("{}/v1/metrics", self.endpoint.trim_end_matches('/'))
     }
 }
 
@@ -55,7 +60,29 @@ pub(super) fn tracer(options: &OtlpOptions) -> anyhow::Result<(SdkTracer, Tracin
         )
         .build();
     let tracer = provider.tracer("agentq");
-    Ok((tracer, Tracing { provider }))
+    // metrics: the periodic reader exports from its own thread, like the spans
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(options.metrics_url())
+        .build()
+        .with_context(|| {
+            format!(
+                "building the OTLP metrics exporter for {}",
+                options.endpoint
+            )
+        })?;
+    let meters = SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(options.service_name.clone())
+                .build(),
+        )
+        .build();
+    opentelemetry::global::set_meter_provider(meters.clone());
+    super::otel_metrics::mark_enabled();
+    Ok((tracer, Tracing { provider, meters }))
 }
 
 /// Holds the exporter; [`Tracing::shutdown`] sends the spans still batched. Dropping it
@@ -63,12 +90,16 @@ pub(super) fn tracer(options: &OtlpOptions) -> anyhow::Result<(SdkTracer, Tracin
 #[must_use = "shut it down at exit, or spans still batched are lost"]
 pub struct Tracing {
     provider: SdkTracerProvider,
+    meters: SdkMeterProvider,
 }
 
 impl Tracing {
     /// Exports what is batched and stops the exporter. Blocks (up to the exporter's
     /// timeout): call it off the async threads (`spawn_blocking`).
     pub fn shutdown(self) {
+        if let Err(e) = self.meters.shutdown() {
+            tracing::warn!(error = %e, "could not send the last metrics to the OTLP collector");
+        }
         if let Err(e) = self.provider.shutdown() {
             tracing::warn!(error = %e, "could not flush the last spans to the OTLP collector");
         }

@@ -28,6 +28,16 @@ impl Agentq {
 
     /// Starts `agentq <role>`; waits for HTTP readiness unless the role serves none.
     pub async fn start_role(role: &str, db: &str, extra: &[&str]) -> Self {
+        Self::start_role_with_env(role, db, extra, &[]).await
+    }
+
+    /// As [`Agentq::start_role`], with more environment variables.
+    pub async fn start_role_with_env(
+        role: &str,
+        db: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_agentq"));
         command
@@ -40,6 +50,7 @@ impl Agentq {
         }
         let child = command
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -8,8 +8,11 @@ use agentq::app::Role;
 use agentq::store::Store;
 use axum::body::Bytes;
 use axum::extract::State;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::{Value, json};
@@ -24,15 +27,20 @@ fn traceparent() -> String {
     format!("00-{TRACE_ID}-{CALLER_SPAN}-01")
 }
 
-/// An OTLP/HTTP collector that keeps every span it is sent, with its service name.
+/// An OTLP/HTTP collector that keeps every span it is sent, with its service name, and
+/// every metrics export.
 #[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<(String, Span)>>>);
+struct Receiver(
+    Arc<Mutex<Vec<(String, Span)>>>,
+    Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+);
 
 impl Receiver {
     /// Listens on 127.0.0.1:0; returns the base URL for `--otlp-endpoint`.
     async fn start(&self) -> String {
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(receive))
+            .route("/v1/metrics", axum::routing::post(receive_metrics))
             .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -43,6 +51,161 @@ impl Receiver {
     fn spans(&self) -> Vec<(String, Span)> {
         self.0.lock().unwrap().clone()
     }
+
+    /// Every data point received, as (metric, attributes as `k=v` sorted, value), the
+    /// latest last.
+    fn points(&self) -> Vec<(String, Vec<String>, f64)> {
+        let mut points = Vec::new();
+        for request in self.1.lock().unwrap().iter() {
+            for resource in &request.resource_metrics {
+                for scope in &resource.scope_metrics {
+                    for metric in &scope.metrics {
+                        collect_points(metric, &mut points);
+                    }
+                }
+            }
+        }
+        points
+    }
+}
+
+fn collect_points(metric: &Metric, points: &mut Vec<(String, Vec<String>, f64)>) {
+    let attributes = |kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        let mut out: Vec<String> = kvs
+            .iter()
+            .map(|kv| {
+                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(AnyValue::StringValue(s)) => s.clone(),
+                    Some(AnyValue::IntValue(i)) => i.to_string(),
+                    other => format!("{other:?}"),
+                };
+                format!("{}={value}", kv.key)
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let number = |p: &NumberDataPoint| match p.value {
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        None => f64::NAN,
+    };
+    match &metric.data {
+        Some(Data::Sum(sum)) => {
+            for p in &sum.data_points {
+                points.push((metric.name.clone(), attributes(&p.attributes), number(p)));
+            }
+        }
+        Some(Data::Gauge(gauge)) => {
+            for p in &gauge.data_points {
+                points.push((metric.name.clone(), attributes(&p.attributes), number(p)));
+            }
+        }
+        Some(Data::Histogram(h)) => {
+            for p in &h.data_points {
+                points.push((
+                    metric.name.clone(),
+                    attributes(&p.attributes),
+                    p.count as f64,
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn receive_metrics(
+    State(receiver): State<Receiver>,
+    body: Bytes,
+) -> impl axum::response::IntoResponse {
+    let request = ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf body");
+    receiver.1.lock().unwrap().push(request);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        Vec::<u8>::new(),
+    )
+}
+
+/// The latest value of `metric` whose attributes include all of `with`.
+fn latest(points: &[(String, Vec<String>, f64)], metric: &str, with: &[&str]) -> Option<f64> {
+    points
+        .iter()
+        .rev()
+        .find(|(name, attributes, _)| {
+            name == metric && with.iter().all(|w| attributes.iter().any(|a| a == w))
+        })
+        .map(|(_, _, value)| *value)
+}
+
+#[tokio::test]
+async fn the_metrics_reach_the_collector_over_otlp_too() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let db = TestDb::new().await;
+    // an export every 300 ms while it runs (the queue's gauges are read then), one more
+    // at shutdown
+    let agentq = Agentq::start_role_with_env(
+        "serve",
+        &db.url,
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "300")],
+    )
+    .await;
+    let id = agentq
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    agentq.wait_for_status(&id, "succeeded").await;
+    let failed = agentq
+        .create(json!({"agent": "echo", "input": {"value": 2, "fail_permanently": true}}))
+        .await;
+    agentq.wait_for_status(&failed, "failed").await;
+    // a run due much later: scheduled, in the gauges
+    agentq
+        .create(json!({"agent": "echo", "input": {"value": 3}, "run_at": "2999-01-01T00:00:00Z"}))
+        .await;
+    let mut points = Vec::new();
+    for _ in 0..100 {
+        points = receiver.points();
+        if latest(&points, "agentq_runs_scheduled", &["agent=echo"]) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agentq.signal("TERM");
+    assert_eq!(agentq.exit_code(Duration::from_secs(15)).await, Some(0));
+    let last = receiver.points();
+    for (metric, with, value) in [
+        ("agentq_runs_created", &["agent=echo"][..], 3.0),
+        ("agentq_attempts", &["agent=echo", "outcome=succeeded"], 1.0),
+        ("agentq_attempt_duration_seconds", &["agent=echo"], 2.0),
+        (
+            "agentq_runs_finished",
+            &["agent=echo", "status=succeeded"],
+            1.0,
+        ),
+        (
+            "agentq_runs_failed",
+            &["agent=echo", "error_kind=agent_error"],
+            1.0,
+        ),
+        (
+            "agentq_http_requests",
+            &["method=POST", "route=/v1/runs", "status=202"],
+            3.0,
+        ),
+    ] {
+        assert_eq!(
+            latest(&last, metric, with),
+            Some(value),
+            "{metric} {with:?}: {last:#?}"
+        );
+    }
+    // read from the database while it ran
+    assert_eq!(
+        latest(&points, "agentq_runs_scheduled", &["agent=echo"]),
+        Some(1.0)
+    );
+    assert_eq!(latest(&points, "agentq_workers_alive", &[]), Some(1.0));
 }
 
 async fn receive(
