@@ -289,13 +289,23 @@ impl CreateRunRequest {
         }
         // the built-in `http` agent's headers may name secrets: only ones that are set
         if self.agent.as_str() == "http" {
+            let url = self
+                .input
+                .get("url")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             for (header, name) in crate::jobs::builtin::secret_references(&self.input) {
+                let field = format!("input/headers/{header}");
                 if !registry.secrets.contains(&name) {
                     problems.push(FieldError::new(
-                        format!("input/headers/{header}"),
+                        field,
                         "unknown_secret",
                         format!("no secret named `{name}` is set (--secret {name}=…, AGENTQ_SECRET_{name} or --secrets-file, on API and worker processes alike)"),
                     ));
+                } else if let Err(why) =
+                    crate::jobs::builtin::secret_may_go_to(registry.secrets, &name, url)
+                {
+                    problems.push(FieldError::new(field, "secret_host", why));
                 }
             }
         }

@@ -95,7 +95,15 @@ pub(crate) fn snapshot(store: &Store, load: Option<QueueLoad>) -> Snapshot {
                 continue;
             }
         };
-        snapshot.finished.push((t.agent, status, t.runs));
+        // failures come by error kind: one count per (agent, status), as the series is
+        match snapshot
+            .finished
+            .iter_mut()
+            .find(|(a, s, _)| *a == t.agent && *s == status)
+        {
+            Some((_, _, runs)) => *runs += t.runs,
+            None => snapshot.finished.push((t.agent, status, t.runs)),
+        }
     }
     snapshot.load = load.map(|load| LoadSnapshot {
         agents: load

@@ -76,7 +76,8 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Pars
                 )));
             }
             let id = arg.get_id().clone();
-            command = command.mut_arg(id, |a| a.default_values(values));
+            // the file may hold secrets: `--help` must not print them as defaults
+            command = command.mut_arg(id, |a| a.default_values(values).hide_default_value(true));
             keys.insert(key);
         }
         file = Some((path, keys));

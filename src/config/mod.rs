@@ -401,6 +401,21 @@ pub struct Settings {
     /// secrets. A name set by --secret or AGENTQ_SECRET_<NAME> wins.
     #[arg(long, env = "AGENTQ_SECRETS_FILE", value_name = "PATH", global = true)]
     pub secrets_file: Option<PathBuf>,
+    /// The hosts a named secret may be sent to by the `http` agent, `NAME=HOST[,HOST…]`
+    /// with the patterns of --http-allow (repeat for more secrets; `;` between them in the
+    /// variable). A secret bound to no host is sent nowhere; a request carrying one follows
+    /// no redirect.
+    #[arg(
+        long,
+        env = "AGENTQ_SECRET_HOSTS",
+        value_name = "NAME=HOSTS",
+        value_delimiter = ';',
+        global = true
+    )]
+    pub secret_hosts: Vec<String>,
+    /// The named secrets, gathered once.
+    #[arg(skip)]
+    gathered: std::sync::OnceLock<Result<NamedSecrets, String>>,
 }
 
 impl Settings {
@@ -511,8 +526,21 @@ impl Settings {
         }
     }
 
-    /// The named secrets from --secret, `AGENTQ_SECRET_<NAME>` and --secrets-file.
+    /// The named secrets from --secret, `AGENTQ_SECRET_<NAME>` and --secrets-file, bound
+    /// to their --secret-hosts; gathered once (validation and the settings use the same).
     pub fn secrets(&self) -> Result<NamedSecrets, String> {
+        self.gathered.get_or_init(|| self.gather_secrets()).clone()
+    }
+
+    fn gather_secrets(&self) -> Result<NamedSecrets, String> {
+        for binding in &self.secret_hosts {
+            let patterns = binding.split_once('=').map_or("", |(_, p)| p);
+            for pattern in patterns.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                pattern
+                    .parse::<HostPattern>()
+                    .map_err(|e| format!("--secret-hosts `{pattern}`: {e}"))?;
+            }
+        }
         let file = match &self.secrets_file {
             Some(path) => Some((
                 path.display().to_string(),
@@ -521,11 +549,21 @@ impl Settings {
             )),
             None => None,
         };
+        // only AGENTQ_SECRET_* is read: another variable that is not UTF-8 is no concern
+        // of ours (`std::env::vars` would panic on it)
+        // (AGENTQ_SECRET_HOSTS is the setting above, not a secret named HOSTS)
+        let env = std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            (k.starts_with(crate::domain::SECRET_ENV_PREFIX) && k != "AGENTQ_SECRET_HOSTS")
+                .then_some(())?;
+            Some((k, v.into_string().unwrap_or_default()))
+        });
         NamedSecrets::gather(
             &self.secret,
-            std::env::vars(),
+            env,
             file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
-        )
+        )?
+        .bound(&self.secret_hosts)
     }
 
     /// Redis delivery, when `--queue-url` is set.

@@ -10,9 +10,12 @@ use std::sync::Arc;
 /// The environment variables whose suffix names a secret.
 pub const SECRET_ENV_PREFIX: &str = "AGENTQ_SECRET_";
 
-/// A process's named secrets. Cheap to clone.
+/// A process's named secrets, with the hosts each may be sent to. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct NamedSecrets(Arc<BTreeMap<String, String>>);
+pub struct NamedSecrets(
+    Arc<BTreeMap<String, String>>,
+    Arc<BTreeMap<String, Vec<String>>>,
+);
 
 impl std::fmt::Debug for NamedSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,17 +82,50 @@ impl NamedSecrets {
                 put(name.trim(), value.trim(), &at)?;
             }
         }
-        Ok(Self(Arc::new(secrets)))
+        Ok(Self(Arc::new(secrets), Arc::default()))
     }
 
     /// A set holding exactly these (for tests and embedders).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(Arc::new(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        ))
+        Self(
+            Arc::new(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            Arc::default(),
+        )
+    }
+
+    /// These secrets, each bound to the hosts `bindings` give it (`NAME=pattern,pattern`,
+    /// the patterns of `--http-allow`; checked by the caller). A binding of a name that is
+    /// not set is an error.
+    pub fn bound(self, bindings: &[String]) -> Result<Self, String> {
+        let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for binding in bindings {
+            let (name, patterns) = binding.split_once('=').ok_or_else(|| {
+                format!("--secret-hosts must be NAME=HOST[,HOST…], got `{binding}`")
+            })?;
+            if !self.contains(name) {
+                return Err(format!(
+                    "--secret-hosts names `{name}`, which is no secret (--secret, AGENTQ_SECRET_{name} or --secrets-file)"
+                ));
+            }
+            hosts.entry(name.to_owned()).or_default().extend(
+                patterns
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(Self(self.0, Arc::new(hosts)))
+    }
+
+    /// The host patterns the secret may be sent to (none: no host).
+    pub fn hosts(&self, name: &str) -> &[String] {
+        self.1.get(name).map_or(&[], Vec::as_slice)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -114,10 +114,12 @@ pub fn verify_request(
     }
     let t_text = t.to_string();
     let signed: [&[u8]; 5] = [t_text.as_bytes(), b".", run_id.as_bytes(), b".", body];
+    // the form kept to refuse a replay is lowercase: hex decodes either case, and the same
+    // signature in another case must not count as another request
     candidates
         .into_iter()
         .find(|given| hmac_matches(secret, &signed, given))
-        .map(str::to_owned)
+        .map(str::to_ascii_lowercase)
         .ok_or(BadSignature::Mismatch)
 }
 
@@ -154,7 +156,7 @@ mod tests {
         );
         assert_eq!(
             verify_request(b"s", &header, "run-1", b"{}", 1299, 300),
-            Ok(v1)
+            Ok(v1.clone())
         );
         assert_eq!(
             verify_request(b"s", &header, "run-1", b"{}", 1301, 300),
@@ -174,6 +176,12 @@ mod tests {
                 Err(BadSignature::Mismatch)
             );
         }
+        // the same signature in capitals is the same request (one replay key)
+        let upper = header.replace(&v1, &v1.to_uppercase());
+        assert_eq!(
+            verify_request(b"s", &upper, "run-1", b"{}", 1000, 300),
+            Ok(v1.clone())
+        );
         // a rotating sender may send two; either may match
         let other = sign_request(b"old", 1000, "run-1", b"{}");
         let both = format!("{header},{}", other.split_once(',').unwrap().1);

@@ -128,6 +128,7 @@ impl Fetcher {
                 .await;
             match claimed {
                 Ok(runs) => {
+                    self.config.status.worked();
                     if !self.error_backoff.is_zero() {
                         tracing::info!("claiming runs works again");
                     }

@@ -31,6 +31,8 @@ pub struct WorkerStatus {
     started_at: DateTime<Utc>,
     processed: AtomicU64,
     restarts: AtomicU32,
+    /// Counts claims and fetches that worked: the proof a restarted loop works again.
+    work_seq: AtomicU64,
     last_restart_at: Mutex<Option<DateTime<Utc>>>,
     /// Why claiming runs last failed, while it keeps failing.
     claim_error: Mutex<Option<String>>,
@@ -60,6 +62,7 @@ impl WorkerStatus {
             started_at: Utc::now(),
             processed: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
+            work_seq: AtomicU64::new(0),
             last_restart_at: Mutex::new(None),
             claim_error: Mutex::new(None),
             delivery_error: Mutex::new(None),
@@ -96,6 +99,15 @@ impl WorkerStatus {
 
     pub(crate) fn processed_one(&self) {
         self.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A claim or a fetch of runs worked (even one that found none).
+    pub(crate) fn worked(&self) {
+        self.work_seq.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn work_seq(&self) -> u64 {
+        self.work_seq.load(Ordering::Relaxed)
     }
 
     pub(crate) fn restarted(&self, reason: String) {

@@ -25,7 +25,7 @@ use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
 use super::retention::{RetentionOptions, keep_tidy};
 use super::stop::stop_signal;
-use super::supervise::{GiveUp, HEALTHY_AFTER, Supervisor};
+use super::supervise::{GiveUp, Supervisor};
 use super::webhooks::{WebhookOptions, deliver_webhooks};
 use super::{AgentRegistry, EgressClient, EgressPolicy, QueueError};
 
@@ -240,7 +240,7 @@ async fn supervise(
     mut supervisor: Supervisor,
     shutdown: &CancellationToken,
 ) {
-    for restart in 0u64.. {
+    loop {
         let (fetch, executor, concurrency) = (fetch.clone(), executor.clone(), options.concurrency);
         let name = fetch.worker_id.to_string();
         let monitor = Monitor::new()
@@ -254,17 +254,9 @@ async fn supervise(
             })
             .should_restart(|_, _| false)
             .shutdown_timeout(options.shutdown_timeout);
-        let run = monitor.run_with_signal(stop_signal(shutdown));
-        tokio::pin!(run);
-        let ended = tokio::select! {
-            ended = &mut run => ended,
-            _ = tokio::time::sleep(HEALTHY_AFTER) => {
-                if restart > 0 {
-                    supervisor.healthy();
-                }
-                run.await
-            }
-        };
+        let ended = supervisor
+            .watch(monitor.run_with_signal(stop_signal(shutdown)))
+            .await;
         if shutdown.is_cancelled() {
             return;
         }

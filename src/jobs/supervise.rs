@@ -1,6 +1,8 @@
 //! Supervision of the worker loops (the table path's one, the Redis path's one per agent):
 //! a loop that stops on its own is started again after a backoff (1 s doubling to 60 s);
-//! one that then runs [`HEALTHY_AFTER`] without stopping counts as healthy again. A loop
+//! one that then runs [`HEALTHY_AFTER`] without stopping, and has worked since it started
+//! (a claim or a fetch that succeeded: living alone proves nothing against a database that
+//! hangs rather than refuses), counts as healthy again. A loop
 //! restarted more than `--max-restarts` times in a row makes the worker give up: it stops
 //! like at shutdown and the process exits non-zero, for systemd or the orchestrator to
 //! start it afresh (a new connection pool, a new DNS lookup, maybe a fixed setting).
@@ -13,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::WorkerStatus;
 use crate::telemetry::Metrics;
 
-/// A loop that has run this long without stopping counts as healthy again: its restart
-/// reason leaves `/readyz`, and the next failure backs off from 1 s and counts from 1.
+/// A loop that has run this long without stopping, and worked, counts as healthy again:
+/// its restart reason leaves `/readyz`, and the next failure backs off from 1 s and counts
+/// from 1.
 pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -76,8 +79,29 @@ impl Supervisor {
         }
     }
 
-    /// The loop ran [`HEALTHY_AFTER`] since it was last started.
-    pub(crate) fn healthy(&mut self) {
+    /// Runs one start of the loop to its end, counting it healthy once it has lived
+    /// [`HEALTHY_AFTER`] and work was done since it started.
+    pub(crate) async fn watch<F: std::future::Future>(&mut self, run: F) -> F::Output {
+        let since = self.status.work_seq();
+        tokio::pin!(run);
+        let mut checks = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEALTHY_AFTER,
+            Duration::from_secs(1),
+        );
+        loop {
+            tokio::select! {
+                ended = &mut run => return ended,
+                _ = checks.tick(), if self.in_a_row > 0 => {
+                    if self.status.work_seq() > since {
+                        self.healthy();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The loop proved healthy since it was last started.
+    fn healthy(&mut self) {
         if self.in_a_row > 0 {
             self.status.claim_failed(None);
         }

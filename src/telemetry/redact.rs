@@ -1,7 +1,8 @@
 //! Settings' URLs as logs and errors may show them: without their passwords.
 
-/// The URL with its user info and a `password` query parameter (either may hold a
-/// password) replaced by `***`, for logs and errors.
+/// The URL with its user info and every query parameter whose name ends in `password`
+/// (`password`, `sentinel_password`: any may hold one) replaced by `***`, for logs and
+/// errors.
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return format!("{}:…", url.split(':').next().unwrap_or_default());
@@ -18,7 +19,9 @@ pub fn redacted(url: &str) -> String {
     let query: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
+                format!("{key}=***")
+            }
             _ => pair.to_owned(),
         })
         .collect();
@@ -48,6 +51,10 @@ mod tests {
         assert_eq!(
             redacted("postgres://db.example/app?sslmode=require&password=hunter2&x=1"),
             "postgres://db.example/app?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            redacted("redis+sentinel://u:p@s1:26379,s2:26379/m?sentinel_password=hunter2"),
+            "redis+sentinel://***@s1:26379,s2:26379/m?sentinel_password=***"
         );
     }
 }

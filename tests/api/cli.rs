@@ -48,6 +48,19 @@ fn a_bad_setting_is_a_one_line_error_with_exit_code_2() {
     assert_usage_error(&["--secret", "NOVALUE"], "--secret must be NAME=VALUE");
     assert_usage_error(&["--secret", "a-b=hunter2"], "got `a-b`");
     assert_usage_error(
+        &["--secret-hosts", "NOPE=api.example.com"],
+        "--secret-hosts names `NOPE`",
+    );
+    assert_usage_error(
+        &[
+            "--secret",
+            "X=1",
+            "--secret-hosts",
+            "X=https://api.example.com",
+        ],
+        "--secret-hosts `https://api.example.com`",
+    );
+    assert_usage_error(
         &["--secrets-file", "/nonexistent/agentq.env"],
         "--secrets-file /nonexistent/agentq.env",
     );
@@ -362,6 +375,13 @@ secret = ["CRM_TOKEN=hunter2"]
         );
     }
     assert!(!stdout.contains("hunter2"), "{stdout}");
+    // nor does --help, which shows defaults: the file's are not shown
+    let help = Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args(["--config", file.to_str().unwrap(), "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(help.contains("--webhook-secret") && !help.contains("hunter2"), "{help}");
 
     // README's example file is one agentq takes
     let readme = include_str!("../../README.md");

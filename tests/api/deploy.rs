@@ -96,7 +96,13 @@ fn every_flag_and_variable_named_in_deploy_exists_in_agentq_help() {
                     .chars()
                     .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                     .collect();
-                if name.len() > "AGENTQ_".len() {
+                // a named secret's variable is one of a family
+                if let Some(secret) = name.strip_prefix("AGENTQ_SECRET_") {
+                    assert!(
+                        help.contains("AGENTQ_SECRET_<NAME>") && !secret.is_empty(),
+                        "deploy/{file} names {name}, a named secret `agentq --help` does not document"
+                    );
+                } else if name.len() > "AGENTQ_".len() {
                     assert!(
                         help.contains(&format!("[env: {name}")),
                         "deploy/{file} names {name}, which `agentq --help` does not list"

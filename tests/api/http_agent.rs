@@ -254,26 +254,32 @@ async fn a_header_from_a_named_secret_reaches_the_service_and_is_kept_nowhere() 
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let record = seen.clone();
     // a service that echoes the Authorization header back, in its body and a header
-    let echo = Router::new().route(
-        "/whoami",
-        get(move |headers: axum::http::HeaderMap| {
-            let auth = headers["authorization"].to_str().unwrap().to_owned();
-            record.lock().unwrap().push(auth.clone());
-            async move {
-                (
-                    [("x-echo", auth.clone())],
-                    axum::Json(json!({"auth": auth})),
-                )
-            }
-        }),
-    );
+    let echo = Router::new()
+        .route(
+            "/whoami",
+            get(move |headers: axum::http::HeaderMap| {
+                let auth = headers["authorization"].to_str().unwrap().to_owned();
+                record.lock().unwrap().push(auth.clone());
+                async move {
+                    (
+                        [("x-echo", auth.clone())],
+                        axum::Json(json!({"auth": auth})),
+                    )
+                }
+            }),
+        )
+        .route("/hop", get(|| async { Redirect::to("/whoami") }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, echo).await });
     let app = TestApp::spawn_with(|c| {
         allow(&["127.0.0.1"])(c);
-        c.worker.secrets =
-            agentq::domain::NamedSecrets::from_pairs([("UPSTREAM_TOKEN", "tok-5ecret-42")]);
+        c.worker.secrets = agentq::domain::NamedSecrets::from_pairs([
+            ("UPSTREAM_TOKEN", "tok-5ecret-42"),
+            ("LOOSE", "x"),
+        ])
+        .bound(&["UPSTREAM_TOKEN=127.0.0.1".to_owned()])
+        .unwrap();
     })
     .await;
     let reference = json!({"secret": "UPSTREAM_TOKEN", "prefix": "Bearer "});
@@ -300,15 +306,43 @@ async fn a_header_from_a_named_secret_reaches_the_service_and_is_kept_nowhere() 
     let everything = format!("{run} {:?}", app.events(&id).await);
     assert!(!everything.contains("tok-5ecret-42"), "{everything}");
 
-    // a secret that is not set, or a reference that is not one, is refused at once
-    for (header, code) in [
-        (json!({"secret": "NOT_SET"}), "unknown_secret"),
-        (json!({"secret": "bad-name"}), "schema"),
-        (json!({"secret": "UPSTREAM_TOKEN", "suffix": "x"}), "schema"),
+    // a request carrying a secret follows no redirect: the 3xx is its answer
+    let id = app
+        .create(json!({"agent": "http", "input": {
+            "url": format!("{base}/hop"), "headers": {"Authorization": reference}
+        }}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(run["result"]["status"], 303);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the redirect was not followed"
+    );
+
+    // a secret that is not set, one bound to no host or to another, or a reference that is
+    // not one, is refused at once
+    let other_host = base.replace("127.0.0.1", "localhost");
+    for (header, url, code) in [
+        (json!({"secret": "NOT_SET"}), &base, "unknown_secret"),
+        (json!({"secret": "LOOSE"}), &base, "secret_host"),
+        (
+            json!({"secret": "UPSTREAM_TOKEN"}),
+            &other_host,
+            "secret_host",
+        ),
+        (json!({"secret": "bad-name"}), &base, "schema"),
+        (
+            json!({"secret": "UPSTREAM_TOKEN", "suffix": "x"}),
+            &base,
+            "schema",
+        ),
     ] {
         let response = app
             .post_run(json!({"agent": "http", "input": {
-                "url": format!("{base}/whoami"), "headers": {"Authorization": header}
+                "url": format!("{url}/whoami"), "headers": {"Authorization": header}
             }}))
             .await;
         assert_eq!(response.status(), 422);

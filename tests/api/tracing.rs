@@ -159,6 +159,14 @@ async fn the_metrics_reach_the_collector_over_otlp_too() {
         .create(json!({"agent": "echo", "input": {"value": 2, "fail_permanently": true}}))
         .await;
     agentq.wait_for_status(&failed, "failed").await;
+    // failed for another reason: the two kinds add up in `agentq_runs_finished`
+    let timed_out = agentq
+        .create(
+            json!({"agent": "echo", "input": {"value": 4, "delay_ms": 5000},
+                       "timeout_ms": 50, "max_attempts": 1}),
+        )
+        .await;
+    agentq.wait_for_status(&timed_out, "failed").await;
     // a run due much later: scheduled, in the gauges
     agentq
         .create(json!({"agent": "echo", "input": {"value": 3}, "run_at": "2999-01-01T00:00:00Z"}))
@@ -175,13 +183,18 @@ async fn the_metrics_reach_the_collector_over_otlp_too() {
     assert_eq!(agentq.exit_code(Duration::from_secs(15)).await, Some(0));
     let last = receiver.points();
     for (metric, with, value) in [
-        ("agentq_runs_created", &["agent=echo"][..], 3.0),
+        ("agentq_runs_created", &["agent=echo"][..], 4.0),
         ("agentq_attempts", &["agent=echo", "outcome=succeeded"], 1.0),
-        ("agentq_attempt_duration_seconds", &["agent=echo"], 2.0),
+        ("agentq_attempt_duration_seconds", &["agent=echo"], 3.0),
         (
             "agentq_runs_finished",
             &["agent=echo", "status=succeeded"],
             1.0,
+        ),
+        (
+            "agentq_runs_finished",
+            &["agent=echo", "status=failed"],
+            2.0,
         ),
         (
             "agentq_runs_failed",
@@ -189,9 +202,14 @@ async fn the_metrics_reach_the_collector_over_otlp_too() {
             1.0,
         ),
         (
+            "agentq_runs_failed",
+            &["agent=echo", "error_kind=timeout"],
+            1.0,
+        ),
+        (
             "agentq_http_requests",
             &["method=POST", "route=/v1/runs", "status=202"],
-            3.0,
+            4.0,
         ),
     ] {
         assert_eq!(

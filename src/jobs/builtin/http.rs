@@ -75,6 +75,32 @@ struct SecretRef {
     prefix: String,
 }
 
+/// Whether the named secret may be sent to `url`: one of the hosts it is bound to
+/// (`--secret-hosts`) matches the URL's host and port. The message says why not.
+pub fn secret_may_go_to(
+    secrets: &crate::domain::NamedSecrets,
+    name: &str,
+    url: &str,
+) -> Result<(), String> {
+    let hosts = secrets.hosts(name);
+    if hosts.is_empty() {
+        return Err(format!(
+            "the secret `{name}` is bound to no host, so it is sent nowhere: --secret-hosts {name}=HOST lets it go to HOST"
+        ));
+    }
+    let patterns = hosts.iter().filter_map(|h| h.parse().ok()).collect();
+    let url = reqwest::Url::parse(url).map_err(|e| format!("the url does not parse: {e}"))?;
+    crate::jobs::EgressPolicy::new(patterns)
+        .check_url(&url)
+        .map_err(|_| {
+            format!(
+                "the secret `{name}` may be sent only to {} (--secret-hosts), not to {}",
+                hosts.join(", "),
+                url.host_str().unwrap_or_default()
+            )
+        })
+}
+
 /// The named secrets an `http` run's input refers to, as (header, secret name): the API
 /// checks them against the secrets it was given when the run is created.
 pub fn secret_references(input: &Value) -> Vec<(String, String)> {
@@ -136,9 +162,17 @@ impl Agent for Http {
         let timeout = input
             .timeout_ms
             .map_or(self.options.default_timeout, Duration::from_millis);
-        let mut request = ctx
-            .http()
-            .request(method, &input.url)
+        // a request carrying a secret goes only where the secret may go, and no further
+        let carries_secret = input
+            .headers
+            .values()
+            .any(|h| matches!(h, HeaderInput::Secret(_)));
+        let request = if carries_secret {
+            ctx.http().request_without_redirects(method, &input.url)
+        } else {
+            ctx.http().request(method, &input.url)
+        };
+        let mut request = request
             .map_err(|refused| refusal(&refused))?
             .timeout(timeout);
         let mut used = Vec::new();
@@ -146,6 +180,8 @@ impl Agent for Http {
             request = match value {
                 HeaderInput::Plain(value) => request.header(name, value),
                 HeaderInput::Secret(SecretRef { secret, prefix }) => {
+                    secret_may_go_to(ctx.secrets(), secret, &input.url)
+                        .map_err(AgentError::permanent)?;
                     let value = ctx.secret(secret).ok_or_else(|| {
                         AgentError::permanent(format!(
                             "the header `{name}` names the secret `{secret}`, which this worker was not given (--secret {secret}=…, AGENTQ_SECRET_{secret} or --secrets-file)"

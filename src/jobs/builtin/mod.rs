@@ -4,4 +4,4 @@ mod echo;
 mod http;
 
 pub use echo::Echo;
-pub use http::{Http, HttpOptions, secret_references};
+pub use http::{Http, HttpOptions, secret_may_go_to, secret_references};

@@ -27,6 +27,9 @@ pub const MAX_REDIRECTS: usize = 10;
 pub struct EgressClient {
     policy: EgressPolicy,
     client: reqwest::Client,
+    /// The same checks, following no redirect: for requests carrying a named secret,
+    /// which must reach only the hosts it is bound to.
+    no_redirects: reqwest::Client,
 }
 
 impl EgressClient {
@@ -40,7 +43,36 @@ impl EgressClient {
             .redirect(checked_redirects(policy.clone()))
             .no_proxy()
             .build()?;
-        Ok(Self { policy, client })
+        let no_redirects = reqwest::Client::builder()
+            .user_agent(super::USER_AGENT)
+            .dns_resolver(Arc::new(CheckedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            policy,
+            client,
+            no_redirects,
+        })
+    }
+
+    /// As [`EgressClient::request`], for a request that follows no redirect (a 3xx is its
+    /// answer).
+    pub fn request_without_redirects(
+        &self,
+        method: Method,
+        url: &str,
+    ) -> Result<RequestBuilder, Refused> {
+        let parsed = reqwest::Url::parse(url);
+        if let Ok(parsed) = &parsed {
+            self.policy.check_url(parsed)?;
+        }
+        Ok(match parsed {
+            Ok(parsed) => self.no_redirects.request(method, parsed),
+            Err(_) => self.no_redirects.request(method, url),
+        })
     }
 
     /// A request to `url`, or the refusal of its host. A URL that does not parse is left

@@ -51,6 +51,10 @@ pub(super) async fn feed(
                 failure = Some(e);
             }
         }
+        // a round that reached Redis for every queue is the proof delivery works
+        if failure.is_none() {
+            status.worked();
+        }
         status.delivery_failed(failure);
         tokio::select! {
             _ = tokio::time::sleep(poll_interval) => {}

@@ -231,31 +231,29 @@ async fn connect(options: &RedisOptions) -> Result<QueueConn, String> {
     QueueConn::connect(options.target()?).await
 }
 
-/// Connects, retrying with backoff (1 s doubling to 60 s) until Redis answers or
-/// shutdown; the reason shows in `/readyz` meanwhile.
+/// Connects, trying again as the supervisor says (1 s doubling to 60 s, each failure a
+/// restart toward `--max-restarts`) until Redis answers, shutdown, or the worker gives
+/// up; the reason shows in `/readyz` meanwhile.
 async fn connect_until(
     options: &RedisOptions,
     status: &WorkerStatus,
     shutdown: &CancellationToken,
+    mut supervisor: super::supervise::Supervisor,
 ) -> Option<QueueConn> {
-    let mut backoff = Duration::from_secs(1);
     loop {
-        match connect(options).await {
+        let reason = match connect(options).await {
             Ok(conn) => {
                 status.delivery_failed(None);
+                status.claim_failed(None);
                 return Some(conn);
             }
-            Err(e) => {
-                let reason = format!("cannot connect to Redis at {}: {e}", redacted(&options.url));
-                tracing::warn!(error = %reason, retry_in_s = backoff.as_secs(), "Redis delivery waits for Redis");
-                status.delivery_failed(Some(reason));
-            }
-        }
+            Err(e) => format!("cannot connect to Redis at {}: {e}", redacted(&options.url)),
+        };
+        let wait = supervisor.stopped(&reason)?;
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return None,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
 
@@ -271,7 +269,7 @@ pub(crate) async fn deliver(
     shutdown: &CancellationToken,
     supervisor: &(dyn Fn() -> super::supervise::Supervisor + Sync),
 ) {
-    let Some(conn) = connect_until(redis, status, shutdown).await else {
+    let Some(conn) = connect_until(redis, status, shutdown, supervisor()).await else {
         return;
     };
     tracing::info!(redis = %redacted(&redis.url), server = %conn.address(), window = redis.dispatch_window, "delivering runs through Redis");

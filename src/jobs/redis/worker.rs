@@ -20,7 +20,7 @@ use super::feeder::parse_message;
 use super::{Consumed, RedisOptions, queue_config};
 use crate::jobs::execute::{Executor, run_attempt};
 use crate::jobs::stop::stop_signal;
-use crate::jobs::supervise::{HEALTHY_AFTER, Supervisor};
+use crate::jobs::supervise::Supervisor;
 
 /// What every message handler of this process shares.
 pub(crate) struct Delivery {
@@ -110,17 +110,9 @@ async fn supervise(
             })
             .should_restart(|_, _| false)
             .shutdown_timeout(options.shutdown_timeout);
-        let run = monitor.run_with_signal(stop_signal(&shutdown));
-        tokio::pin!(run);
-        let ended = tokio::select! {
-            ended = &mut run => ended,
-            _ = tokio::time::sleep(HEALTHY_AFTER) => {
-                if restart > 0 {
-                    supervisor.healthy();
-                }
-                run.await
-            }
-        };
+        let ended = supervisor
+            .watch(monitor.run_with_signal(stop_signal(&shutdown)))
+            .await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -163,6 +155,7 @@ async fn handle(message: Value, delivery: Data<Arc<Delivery>>) -> Result<(), Box
         .await;
     match claimed {
         Ok(runs) => {
+            exec.status.worked();
             for run in runs {
                 run_attempt(exec, run).await;
             }

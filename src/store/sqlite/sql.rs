@@ -338,7 +338,8 @@ SET status = CASE WHEN EXISTS (
 WHERE id = ?5 AND claims = ?6 AND worker_id = ?7 AND status = 'running'
 RETURNING status, event_seq";
 
-/// ?1 run id, ?2 name, ?3 payload (JSON text), ?4 now, ?5 timed out.
+/// ?1 run id, ?2 name, ?3 payload (JSON text), ?4 now, ?5 timed out, ?6 the signature of
+/// a signed request (a second signal with it is not stored).
 pub(super) const INSERT_SIGNAL: &str = "
 INSERT INTO run_signals (run_id, name, payload, received_at, timed_out, signature)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
