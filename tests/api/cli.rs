@@ -381,7 +381,10 @@ secret = ["CRM_TOKEN=hunter2"]
         .output()
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    assert!(help.contains("--webhook-secret") && !help.contains("hunter2"), "{help}");
+    assert!(
+        help.contains("--webhook-secret") && !help.contains("hunter2"),
+        "{help}"
+    );
 
     // README's example file is one agentq takes
     let readme = include_str!("../../README.md");
