@@ -13,6 +13,7 @@ mod list;
 mod message_stream;
 mod metrics;
 mod middleware;
+mod pause;
 mod request_id;
 mod runs;
 mod signals;
@@ -163,6 +164,8 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
         .routes(guard(routes!(work::report::report_attempts)))
         .routes(guard(routes!(system::list_workers)))
         .routes(guard(routes!(system::list_queues)))
+        .routes(guard(routes!(pause::pause_agent)))
+        .routes(guard(routes!(pause::resume_agent)))
         // health answers without a key
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))

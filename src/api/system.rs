@@ -127,6 +127,18 @@ pub async fn list_queues(
             queues.push(QueueStats::new(agent));
         }
     }
+    // paused agents say so, even with nothing queued
+    for pause in state.store.paused_agents().await? {
+        let at = match queues.iter().position(|q| q.agent == pause.agent) {
+            Some(at) => at,
+            None => {
+                queues.push(QueueStats::new(pause.agent.clone()));
+                queues.len() - 1
+            }
+        };
+        queues[at].paused = true;
+        queues[at].paused_at = pause.paused_at;
+    }
     queues.sort_by(|a, b| a.agent.cmp(&b.agent));
     let start = throughput_start(now.timestamp_millis());
     Ok(Json(QueueList {

@@ -72,3 +72,17 @@ pub struct Declared {
     /// Its input schema is new (a first declaration counts): a change was recorded.
     pub schema_changed: bool,
 }
+
+/// Whether an agent's queue is paused: while it is, no worker claims its runs; new runs
+/// are accepted and wait, running ones finish.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AgentPauseState {
+    pub agent: String,
+    pub paused: bool,
+    /// Since when, while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Who paused it (`key:<key id>` or `open`), while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+}

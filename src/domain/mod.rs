@@ -15,7 +15,9 @@ mod stream;
 mod text;
 mod worker;
 
-pub use agent::{AgentDeclaration, AgentDefaults, AgentSchemaChange, Declared, DeclaredAgent};
+pub use agent::{
+    AgentDeclaration, AgentDefaults, AgentPauseState, AgentSchemaChange, Declared, DeclaredAgent,
+};
 pub use auth::{
     DEFAULT_TENANT, NewKey, RunToken, Scope, Scopes, Tenant, is_run_token, secret_matches,
     split_key,

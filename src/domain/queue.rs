@@ -45,6 +45,11 @@ pub fn throughput_start(now_ms: i64) -> i64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct QueueStats {
     pub agent: String,
+    /// Paused (`POST /v1/agents/{name}/pause`): none of its runs is claimed.
+    pub paused: bool,
+    /// Since when, while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
     /// Waiting for runs they depend on.
     pub blocked: u64,
     /// Queued and due: waiting for a worker.

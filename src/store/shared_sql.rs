@@ -165,6 +165,18 @@ pub(super) const AGENT_SCHEMA_CHANGES: &str = concat!("
 SELECT version, declared_by, key_id, declared_at, input_schema
 FROM declared_agent_changes WHERE name = ", p!(1), " ORDER BY version");
 
+/// ?1 agent, ?2 now, ?3 by whom: pauses the agent (a second pause changes nothing).
+pub(super) const PAUSE_AGENT: &str = concat!("
+INSERT INTO agent_pauses (agent, paused_at, paused_by) VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ")
+ON CONFLICT (agent) DO NOTHING");
+
+/// ?1 agent: resumes it.
+pub(super) const RESUME_AGENT: &str = concat!("DELETE FROM agent_pauses WHERE agent = ", p!(1));
+
+/// The paused agents, by name.
+pub(super) const PAUSED_AGENTS: &str =
+    "SELECT agent, paused_at, paused_by FROM agent_pauses ORDER BY agent";
+
 /// The versions of the migrations applied.
 pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
@@ -263,6 +275,9 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("RECORD_AGENT_SCHEMA", vec![RECORD_AGENT_SCHEMA]),
         ("DECLARED_AGENTS", vec![DECLARED_AGENTS]),
         ("AGENT_SCHEMA_CHANGES", vec![AGENT_SCHEMA_CHANGES]),
+        ("PAUSE_AGENT", vec![PAUSE_AGENT]),
+        ("RESUME_AGENT", vec![RESUME_AGENT]),
+        ("PAUSED_AGENTS", vec![PAUSED_AGENTS]),
         ("DISPATCH_LOCK", DISPATCH_LOCK.into_iter().collect()),
         ("COUNT_DISPATCHED", vec![COUNT_DISPATCHED]),
         ("DISPATCH", vec![DISPATCH]),

@@ -863,3 +863,40 @@ async fn an_external_attempt_streams_parts_fenced_and_bounded() {
     assert_eq!(chunks[4].data["input"], json!({"text": "abc"}));
     assert_eq!(chunks[5].data["output"], "ABC");
 }
+
+#[tokio::test]
+async fn a_paused_agent_is_not_claimed_by_an_external_worker_and_a_waiting_claim_wakes_on_resume() {
+    let app = TestApp::spawn().await;
+    let worker = Remote::new(&app, "py-paused");
+    declare_upper(&worker).await;
+    let paused = app
+        .client
+        .post(app.url("/v1/agents/py_upper/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    let id = app
+        .create(json!({"agent": "py_upper", "input": {"text": "x"}}))
+        .await;
+    assert!(worker.claim(&["py_upper"], 1, 300).await.is_empty());
+    // a claim waiting on the paused agent is answered as soon as it is resumed
+    let started = std::time::Instant::now();
+    let (claimed, resumed) = tokio::join!(worker.claim(&["py_upper"], 1, 10_000), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.client
+            .post(app.url("/v1/agents/py_upper/resume"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(resumed, 200);
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0]["run_id"], id.as_str());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -24,6 +24,7 @@ mod metrics;
 mod openapi;
 mod outage;
 mod output_stream;
+mod pause;
 mod process;
 mod read_run;
 mod redis_delivery;

@@ -281,6 +281,21 @@ test('queues show each agent with a throughput chart of the last hour', async ()
   await page.screenshot({ path: `${SHOTS}/queues.png`, fullPage: true });
 });
 
+test('a queue is paused and resumed from the queues page', async () => {
+  await page.goto(`${BASE}/ui/#/queues`);
+  await page.getByRole('button', { name: 'Pause echo' }).click();
+  await page.locator('.notice.ok', { hasText: 'echo paused' }).waitFor();
+  await page.locator('tbody tr', { hasText: 'echo' }).locator('.badge.paused').waitFor();
+  // while paused, a new run waits
+  const waiting = await submit({ agent: 'echo', input: { value: 9 } });
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal((await call('GET', `/v1/runs/${waiting.id}`)).status, 'queued');
+  await page.getByRole('button', { name: 'Resume echo' }).click();
+  await page.locator('.notice.ok', { hasText: 'echo resumed' }).waitFor();
+  await waitForStatus(waiting.id, 'succeeded');
+  assert.equal(await page.locator('tbody tr', { hasText: 'echo' }).locator('.badge.paused').count(), 0);
+});
+
 test('workers show the live process with its agents', async () => {
   await page.goto(`${BASE}/ui/#/workers`);
   const row = page.locator('tbody tr', { hasText: 'alive' });

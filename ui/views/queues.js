@@ -1,5 +1,6 @@
 // Queues: per agent, its runs by state, the age of its oldest queued run, and its
-// finished runs per minute over the last hour.
+// finished runs per minute over the last hour; a queue can be paused and resumed here
+// (the admin scope's).
 
 import { api } from '../api.js';
 import { duration, every, h, redraw, s, table } from '../dom.js';
@@ -38,6 +39,20 @@ export function render(root, ctx) {
     h('h2', {}, 'By agent'), list, stamp);
   let stopped = false;
 
+  /** Pauses or resumes the agent's queue, then shows the table again. */
+  async function toggle(q, button) {
+    button.disabled = true; // one request per click
+    const what = q.paused ? 'resume' : 'pause';
+    try {
+      await api(`/v1/agents/${encodeURIComponent(q.agent)}/${what}`, { method: 'POST' });
+      ctx.notify('ok', q.paused ? `${q.agent} resumed: its runs are claimed again.` : `${q.agent} paused: none of its runs is claimed until it is resumed.`);
+      await load();
+    } catch (error) {
+      ctx.report(error);
+      button.disabled = false;
+    }
+  }
+
   async function load() {
     try {
       const [body, agents] = await Promise.all([
@@ -54,6 +69,10 @@ export function render(root, ctx) {
       // an agent link focused before the table is drawn again keeps the focus
       redraw(list, 'href', () => list.replaceChildren(body.queues.length ? table([
         { label: 'Agent', cell: (q) => h('a', { href: `#/runs?agent=${encodeURIComponent(q.agent)}` }, q.agent) },
+        { label: 'Queue', cell: (q) => h('span', { class: 'queue-state' },
+          q.paused ? h('span', { class: 'badge paused', title: `paused since ${new Date(q.paused_at).toLocaleString()}` }, 'paused') : null,
+          h('button', { type: 'button', class: q.paused ? '' : 'secondary', 'aria-label': `${q.paused ? 'Resume' : 'Pause'} ${q.agent}`,
+            onclick: (e) => toggle(q, e.currentTarget) }, q.paused ? 'Resume' : 'Pause')) },
         { label: 'Runs in', cell: (q) => kind.get(q.agent) || h('span', { class: 'muted' }, 'unknown') },
         { label: 'Queued', num: true, cell: (q) => String(q.queued) },
         { label: 'Oldest queued', num: true, cell: (q) => (q.oldest_queued_age_ms === null ? '—' : duration(q.oldest_queued_age_ms)) },

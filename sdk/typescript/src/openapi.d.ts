@@ -111,6 +111,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{name}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause an agent's queue: nothing of it is claimed until it is resumed, by any worker
+         *     process; new runs are still accepted (they wait), running runs finish. Pausing a paused
+         *     agent changes nothing. Needs the `admin` scope (queues are every tenant's).
+         */
+        post: operations["pause_agent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/agents/{name}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused agent's queue: its waiting runs are claimed again at once. Resuming an
+         *     agent that is not paused changes nothing. Needs the `admin` scope.
+         */
+        post: operations["resume_agent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/queues": {
         parameters: {
             query?: never;
@@ -440,6 +481,21 @@ export interface components {
         AgentKind: "in_process" | "external";
         AgentList: {
             agents: components["schemas"]["AgentInfo"][];
+        };
+        /**
+         * @description Whether an agent's queue is paused: while it is, no worker claims its runs; new runs
+         *     are accepted and wait, running ones finish.
+         */
+        AgentPauseState: {
+            agent: string;
+            paused: boolean;
+            /**
+             * Format: date-time
+             * @description Since when, while paused.
+             */
+            paused_at?: string | null;
+            /** @description Who paused it (`key:<key id>` or `open`), while paused. */
+            paused_by?: string | null;
         };
         /** @description One input schema an agent had: who declared it and when. */
         AgentSchemaChange: {
@@ -831,6 +887,13 @@ export interface components {
              * @description When the longest-waiting queued run became due.
              */
             oldest_queued_at?: string | null;
+            /** @description Paused (`POST /v1/agents/{name}/pause`): none of its runs is claimed. */
+            paused: boolean;
+            /**
+             * Format: date-time
+             * @description Since when, while paused.
+             */
+            paused_at?: string | null;
             /**
              * Format: int64
              * @description Queued and due: waiting for a worker.
@@ -1512,6 +1575,106 @@ export interface operations {
             };
             /** @description Invalid name, schema or defaults */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pause_agent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Agent name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The agent, paused */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentPauseState"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks the admin scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such agent (registered or declared) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resume_agent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Agent name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The agent, not paused */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentPauseState"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks the admin scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such agent (registered or declared) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

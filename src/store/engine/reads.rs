@@ -33,6 +33,23 @@ impl Engine {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    pub(in crate::store) async fn paused_agents(
+        &self,
+    ) -> Result<Vec<crate::domain::AgentPauseState>, StoreError> {
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(sql::PAUSED_AGENTS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(agent, at, by)| crate::domain::AgentPauseState {
+                agent,
+                paused: true,
+                paused_at: Some(crate::store::from_ms(at)),
+                paused_by: by,
+            })
+            .collect())
+    }
+
     /// The input schemas a declared agent had, oldest first.
     pub(in crate::store) async fn agent_schema_changes(
         &self,

@@ -151,6 +151,7 @@ WHERE id = ANY(ARRAY(
     SELECT id FROM runs
     WHERE status IN ('queued', 'retrying') AND run_at <= $3
       AND ($4::jsonb IS NULL OR agent = ANY(ARRAY(SELECT jsonb_array_elements_text($4::jsonb))))
+      AND agent NOT IN (SELECT agent FROM agent_pauses)
       AND (deadline IS NULL OR deadline > $3)
       AND (expires_at IS NULL OR expires_at > $3 OR started_at IS NOT NULL)
     ORDER BY priority DESC, run_at, id
@@ -396,7 +397,7 @@ pub(super) const DISPATCH: &str = "
 WITH picked AS MATERIALIZED (
     SELECT id FROM runs
     WHERE agent = $2 AND status IN ('queued', 'retrying') AND dispatched_at IS NULL
-      AND run_at <= $1
+      AND run_at <= $1 AND NOT EXISTS (SELECT 1 FROM agent_pauses WHERE agent = $2)
       AND (deadline IS NULL OR deadline > $1)
       AND (expires_at IS NULL OR expires_at > $1 OR started_at IS NOT NULL)
     ORDER BY priority DESC, run_at, id
@@ -416,6 +417,7 @@ FROM (SELECT value->>'id' AS id, (value->>'seq')::bigint AS seq
 WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($4::jsonb)))
   AND runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT NULL
   AND runs.status IN ('queued', 'retrying') AND runs.run_at <= $3
+  AND runs.agent NOT IN (SELECT agent FROM agent_pauses)
   AND (runs.deadline IS NULL OR runs.deadline > $3)
   AND (runs.expires_at IS NULL OR runs.expires_at > $3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input::text AS input, runs.checkpoint::text AS checkpoint,

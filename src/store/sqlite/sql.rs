@@ -138,6 +138,7 @@ WHERE id IN (
     SELECT id FROM runs INDEXED BY runs_ready
     WHERE status IN ('queued', 'retrying') AND run_at <= ?3
       AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4)))
+      AND agent NOT IN (SELECT agent FROM agent_pauses)
       AND (deadline IS NULL OR deadline > ?3)
       AND (expires_at IS NULL OR expires_at > ?3 OR started_at IS NOT NULL)
     ORDER BY priority DESC, run_at, id
@@ -396,7 +397,7 @@ UPDATE runs SET dispatched_at = ?1, dispatch_seq = dispatch_seq + 1
 WHERE id IN (
     SELECT id FROM runs INDEXED BY runs_undispatched
     WHERE agent = ?2 AND status IN ('queued', 'retrying') AND dispatched_at IS NULL
-      AND run_at <= ?1
+      AND run_at <= ?1 AND NOT EXISTS (SELECT 1 FROM agent_pauses WHERE agent = ?2)
       AND (deadline IS NULL OR deadline > ?1)
       AND (expires_at IS NULL OR expires_at > ?1 OR started_at IS NOT NULL)
     ORDER BY priority DESC, run_at, id
@@ -413,6 +414,7 @@ SET status = 'running', attempt = attempt + 1, claims = claims + 1, worker_id = 
 FROM (SELECT value->>'id' AS id, value->>'seq' AS seq FROM json_each(?4)) AS d
 WHERE runs.id = d.id AND runs.dispatch_seq = d.seq AND runs.dispatched_at IS NOT NULL
   AND +runs.status IN ('queued', 'retrying') AND runs.run_at <= ?3
+  AND runs.agent NOT IN (SELECT agent FROM agent_pauses)
   AND (runs.deadline IS NULL OR runs.deadline > ?3)
   AND (runs.expires_at IS NULL OR runs.expires_at > ?3 OR runs.started_at IS NOT NULL)
 RETURNING runs.id, runs.agent, runs.input, runs.checkpoint, runs.deadline, runs.depends_count,

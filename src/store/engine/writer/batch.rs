@@ -387,6 +387,7 @@ fn changes_in_arrival_order<'a, 'c>(
                 || alone::<RunRequeue>(b, request).await?
                 || alone::<WorkerHeartbeat>(b, request).await?
                 || alone::<RunUndispatch>(b, request).await?
+                || alone::<AgentPause>(b, request).await?
                 || alone::<WriterClose>(b, request).await?;
         }
         Ok(())

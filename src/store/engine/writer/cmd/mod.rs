@@ -4,6 +4,7 @@
 //! declares the order in which a batch applies the kinds.
 
 mod agent_declare;
+mod agent_pause;
 mod attempt_checkpoint;
 mod attempt_finish;
 mod attempt_hand_back;
@@ -33,6 +34,7 @@ use super::batch::Batch;
 use super::command::{Apply, Command};
 
 pub(in crate::store) use agent_declare::AgentDeclare;
+pub(in crate::store) use agent_pause::AgentPause;
 pub(in crate::store) use attempt_checkpoint::AttemptCheckpoint;
 pub(in crate::store) use attempt_finish::AttemptFinish;
 pub(in crate::store) use attempt_hand_back::AttemptHandBack;
