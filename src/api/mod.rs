@@ -147,7 +147,7 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(guard(routes!(runs::create_run, runs::list_runs)))
         .routes(guard(routes!(runs::count_runs)))
-        .routes(guard(routes!(runs::get_run)))
+        .routes(guard(routes!(runs::get_run, actions::change_run)))
         .routes(guard(routes!(runs::list_run_events)))
         .routes(guard(routes!(message_stream::stream_run)))
         .routes(guard(routes!(actions::cancel_run)))

@@ -292,6 +292,8 @@ pub enum EventKind {
     Cancelled,
     /// A failed run was put back in the queue by request, its attempts reset.
     Requeued,
+    /// A run that had not started had its priority or run_at changed by request.
+    Changed,
     /// A part of the run's output stream (its data is the part).
     Stream,
 }
@@ -318,6 +320,7 @@ impl EventKind {
             Self::WebhookFailed => "webhook_failed",
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
+            Self::Changed => "changed",
             Self::Stream => "stream",
         }
     }

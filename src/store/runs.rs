@@ -38,6 +38,27 @@ impl Store {
         command!(self, RunCancel { id, actor })??;
         self.get_run(id).await
     }
+    /// Changes the priority or run_at of a run that has not started (`None` keeps it);
+    /// `Conflict` once it started. `actor` is who asked (recorded on the `changed` event).
+    pub async fn change_run(
+        &self,
+        id: RunId,
+        priority: Option<i32>,
+        run_at: Option<DateTime<Utc>>,
+        actor: Option<String>,
+    ) -> Result<Run, StoreError> {
+        let run_at = run_at.map(to_ms_ceil);
+        command!(
+            self,
+            RunChange {
+                id,
+                priority,
+                run_at,
+                actor
+            }
+        )??;
+        self.get_run(id).await
+    }
     /// Puts a failed run back in the queue, its attempts reset and its history kept.
     /// `Conflict` if the run is not failed.
     pub async fn requeue_run(&self, id: RunId, actor: Option<String>) -> Result<Run, StoreError> {

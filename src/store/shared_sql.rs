@@ -165,6 +165,16 @@ pub(super) const AGENT_SCHEMA_CHANGES: &str = concat!("
 SELECT version, declared_by, key_id, declared_at, input_schema
 FROM declared_agent_changes WHERE name = ", p!(1), " ORDER BY version");
 
+/// ?1 now, ?2 run id, ?3 new priority or NULL, ?4 new run_at (ms) or NULL: changes a run
+/// that has not started. Its Redis message (if any) goes stale: the feeder sends it again
+/// in its new place.
+pub(super) const CHANGE_RUN: &str = concat!("
+UPDATE runs SET priority = COALESCE(CAST(", p!(3), " AS BIGINT), priority),
+       run_at = COALESCE(CAST(", p!(4), " AS BIGINT), run_at),
+       updated_at = ", p!(1), ", event_seq = event_seq + 1, dispatched_at = NULL
+WHERE id = ", p!(2), " AND status IN ('queued', 'blocked') AND started_at IS NULL
+RETURNING event_seq, status, run_at");
+
 /// ?1 agent, ?2 now, ?3 by whom: pauses the agent (a second pause changes nothing).
 pub(super) const PAUSE_AGENT: &str = concat!("
 INSERT INTO agent_pauses (agent, paused_at, paused_by) VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ")
@@ -276,6 +286,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("DECLARED_AGENTS", vec![DECLARED_AGENTS]),
         ("AGENT_SCHEMA_CHANGES", vec![AGENT_SCHEMA_CHANGES]),
         ("PAUSE_AGENT", vec![PAUSE_AGENT]),
+        ("CHANGE_RUN", vec![CHANGE_RUN]),
         ("RESUME_AGENT", vec![RESUME_AGENT]),
         ("PAUSED_AGENTS", vec![PAUSED_AGENTS]),
         ("DISPATCH_LOCK", DISPATCH_LOCK.into_iter().collect()),

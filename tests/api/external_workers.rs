@@ -900,3 +900,29 @@ async fn a_paused_agent_is_not_claimed_by_an_external_worker_and_a_waiting_claim
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_queued_run_given_a_higher_priority_is_claimed_first() {
+    let app = TestApp::spawn().await;
+    let worker = Remote::new(&app, "py-priority");
+    declare_upper(&worker).await;
+    let first = app
+        .create(json!({"agent": "py_upper", "input": {"text": "a"}}))
+        .await;
+    let second = app
+        .create(json!({"agent": "py_upper", "input": {"text": "b"}}))
+        .await;
+    let changed = app
+        .client
+        .patch(app.url(&format!("/v1/runs/{second}")))
+        .json(&json!({"priority": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(changed.json::<Value>().await.unwrap()["priority"], 10);
+    let claimed = worker.claim(&["py_upper"], 1, 1000).await;
+    assert_eq!(claimed[0]["run_id"], second.as_str());
+    let claimed = worker.claim(&["py_upper"], 1, 1000).await;
+    assert_eq!(claimed[0]["run_id"], first.as_str());
+}

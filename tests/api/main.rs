@@ -6,6 +6,7 @@ mod approval_flow;
 mod audit;
 mod auth;
 mod cancel_and_retry;
+mod change_run;
 mod cli;
 mod compensation;
 mod crash;

@@ -30,6 +30,7 @@ fn every_operation_id_is_the_handler_name() {
         ids,
         [
             "cancel_run",
+            "change_run",
             "claim_runs",
             "count_runs",
             "create_run",

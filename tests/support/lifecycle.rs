@@ -21,6 +21,8 @@ fn moves_to(kind: &str) -> Option<&'static [RunStatus]> {
         "webhook_delivered",
         "webhook_failed",
         "compensation_created",
+        // a run that has not started changes its priority or run_at, not its status
+        "changed",
     ];
     if STILL.contains(&kind) {
         return None;

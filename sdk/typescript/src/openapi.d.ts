@@ -242,7 +242,12 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change the priority or run_at of a run that has not started (queued, or blocked on its
+         *     dependencies): it takes its new place in the queue at once, whatever delivers it. A
+         *     `changed` event records what changed and who changed it.
+         */
+        patch: operations["change_run"];
         trace?: never;
     };
     "/v1/runs/{id}/cancel": {
@@ -507,6 +512,20 @@ export interface components {
             key_id?: string | null;
             /** Format: int32 */
             version: number;
+        };
+        /** @description What to change of a run that has not started; at least one field. */
+        ChangeRunRequest: {
+            /**
+             * Format: int32
+             * @description Higher runs first among due runs.
+             */
+            priority?: number | null;
+            /**
+             * Format: date-time
+             * @description Do not start before this time (RFC 3339); a past time makes it due now. Before the
+             *     run's deadline and expires_at, if it has them.
+             */
+            run_at?: string | null;
         };
         /** @description What a worker asks for. */
         ClaimRequest: {
@@ -2094,6 +2113,87 @@ export interface operations {
             };
             /** @description No such run (or another tenant's) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    change_run: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangeRunRequest"];
+            };
+        };
+        responses: {
+            /** @description The run, changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            /** @description Malformed JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such run (or another tenant's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The run has started (or finished) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid fields, or none */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -381,6 +381,7 @@ fn changes_in_arrival_order<'a, 'c>(
                 || alone::<AttemptHandBack>(b, request).await?
                 || alone::<RunSweep>(b, request).await?
                 || alone::<RunCancel>(b, request).await?
+                || alone::<RunChange>(b, request).await?
                 || alone::<WebhookClaim>(b, request).await?
                 || alone::<WebhookDone>(b, request).await?
                 || alone::<RunSignal>(b, request).await?
