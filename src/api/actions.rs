@@ -66,6 +66,8 @@ pub struct ChangeRunRequest {
         (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run has started (or finished)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or none", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change_run(

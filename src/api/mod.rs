@@ -4,6 +4,7 @@
 
 mod actions;
 mod auth;
+mod batch;
 mod conditional;
 mod create;
 mod error;
@@ -147,6 +148,7 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(guard(routes!(runs::create_run, runs::list_runs)))
         .routes(guard(routes!(runs::count_runs)))
+        .routes(guard(routes!(batch::create_runs)))
         .routes(guard(routes!(runs::get_run, actions::change_run)))
         .routes(guard(routes!(runs::list_run_events)))
         .routes(guard(routes!(message_stream::stream_run)))

@@ -8,6 +8,10 @@ pub enum StoreError {
     /// (index, code, message).
     #[error("invalid dependencies")]
     BadDependencies(Vec<(usize, &'static str, String)>),
+    /// Runs of a batch (by index) depend on stored runs that do not exist or failed:
+    /// (run index, code, message). Nothing of the batch was stored.
+    #[error("invalid dependencies in the batch")]
+    BadBatchDependencies(Vec<(usize, &'static str, String)>),
     /// The run is in a state that does not allow the change (e.g. cancelling a finished run).
     #[error("{0}")]
     Conflict(String),

@@ -10,6 +10,11 @@ impl Store {
     pub async fn insert_run(&self, run: NewRun) -> Result<Inserted, StoreError> {
         command!(self, RunInsert(run))?
     }
+    /// Inserts the runs of a batch in one transaction, all or none (`BadBatchDependencies`
+    /// when a dependency on a stored run is bad); runs of the batch may depend on each other.
+    pub async fn insert_batch(&self, runs: Vec<NewRun>) -> Result<Vec<Run>, StoreError> {
+        command!(self, RunInsertBatch(runs))?
+    }
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {
         on_engine!(self, e => e.get_run(id).await)
     }

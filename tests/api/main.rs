@@ -5,6 +5,7 @@ mod agents_and_health;
 mod approval_flow;
 mod audit;
 mod auth;
+mod batch;
 mod cancel_and_retry;
 mod change_run;
 mod cli;

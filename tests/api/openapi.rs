@@ -34,6 +34,7 @@ fn every_operation_id_is_the_handler_name() {
             "claim_runs",
             "count_runs",
             "create_run",
+            "create_runs",
             "declare_agent",
             "get_agent",
             "get_metrics",

@@ -190,6 +190,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/runs/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit up to 1,000 runs at once: every run is validated first (a problem names the run's
+         *     index and the field, `runs/2/input/text`), then all are stored in one transaction, or
+         *     none. `depends_on` may name another run of the batch by its index (`"#0"`): the batch is
+         *     checked as a graph (indexes in range, no run depending on itself, no cycle), and such a
+         *     run starts blocked until those runs succeed.
+         */
+        post: operations["create_runs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/runs/counts": {
         parameters: {
             query?: never;
@@ -690,6 +713,14 @@ export interface components {
              */
             timeout_ms?: number | null;
         };
+        /** @description Runs to create together. */
+        CreateRunsRequest: {
+            /**
+             * @description 1 to 1,000 runs, each the body of `POST /v1/runs`; `depends_on` may also name a run
+             *     of this batch by its index: `"#0"`.
+             */
+            runs: components["schemas"]["CreateRunRequest"][];
+        };
         /** @description A run just accepted, with a token a browser may use for it. */
         CreatedRun: components["schemas"]["Run"] & {
             /**
@@ -700,6 +731,10 @@ export interface components {
             run_token: string;
             /** Format: date-time */
             run_token_expires_at: string;
+        };
+        /** @description The runs created, in the order given. */
+        CreatedRuns: {
+            runs: components["schemas"]["CreatedRun"][];
         };
         /** @description What a declaration did, and the agent as stored. */
         Declaration: {
@@ -1936,6 +1971,105 @@ export interface operations {
             };
         };
     };
+    create_runs: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description W3C trace context: every run of the batch continues the caller's trace. */
+                traceparent?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateRunsRequest"];
+            };
+        };
+        responses: {
+            /** @description All accepted and stored */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedRuns"];
+                };
+            };
+            /** @description Malformed JSON, or an Idempotency-Key (not supported on batches yet) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid runs: nothing was stored */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over the tenant's request rate or its cap on runs not finished */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     count_runs: {
         parameters: {
             query?: {
@@ -2185,6 +2319,24 @@ export interface operations {
             };
             /** @description The run has started (or finished) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not JSON */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

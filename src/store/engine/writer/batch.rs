@@ -37,6 +37,7 @@ pub(super) use signals::{end_waits, insert_signal, resume, wait};
 /// must land in the order it was asked among the changes applied there.
 const ORDER: &[Step] = &[
     step::<RunInsert>,
+    step::<RunInsertBatch>,
     step::<AttemptRenew>,
     attempt_reports,
     step::<AttemptTakeSignal>,

@@ -72,7 +72,7 @@ pub(in crate::store) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreE
             created_by: None,
         };
         let compensation_id = run.id.to_string();
-        insert_runs(b, &[&run]).await?;
+        insert_runs(b, &[&run], &Default::default()).await?;
         let seq: i64 = sqlx::query_scalar(sql::LINK_COMPENSATION)
             .bind(&compensation_id)
             .bind(b.now)

@@ -2,7 +2,7 @@
 //! event; or, when its Idempotency-Key already names a run created by the same request,
 //! that run's id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -34,7 +34,7 @@ impl Apply for RunInsert {
         commands: &[&Self],
     ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
         let runs: Vec<&NewRun> = commands.iter().map(|RunInsert(run)| run).collect();
-        let answers = insert_runs(b, &runs).await?;
+        let answers = insert_runs(b, &runs, &HashSet::new()).await?;
         Ok(answers.into_iter().map(InsertAnswer::into_reply).collect())
     }
 }
@@ -63,9 +63,13 @@ impl InsertAnswer {
 }
 
 /// Inserts runs; answers each in the order given.
+///
+/// `siblings` are runs inserted together with these (a batch): a dependency on one of them
+/// is on a run not stored yet, which leaves the dependent blocked.
 pub(in crate::store) async fn insert_runs(
     b: &mut Batch<'_>,
     runs: &[&NewRun],
+    siblings: &HashSet<RunId>,
 ) -> Result<Vec<InsertAnswer>, StoreError> {
     let inserts: Vec<(usize, &NewRun)> = runs.iter().copied().enumerate().collect();
     let inserts = &inserts[..];
@@ -96,9 +100,21 @@ pub(in crate::store) async fn insert_runs(
         // dependencies: refuse unknown or already failed ones, block until the others
         // succeed; a refused run reserves no key
         if !run.depends_on.is_empty() {
-            match check_dependencies(b, &run.depends_on, &run.tenant).await? {
+            let stored: Vec<RunId> = run
+                .depends_on
+                .iter()
+                .filter(|d| !siblings.contains(d))
+                .copied()
+                .collect();
+            let on_siblings = stored.len() < run.depends_on.len();
+            let checked = if stored.is_empty() {
+                Ok(false)
+            } else {
+                check_dependencies(b, &stored, &run.tenant).await?
+            };
+            match checked {
                 Ok(is_blocked) => {
-                    blocked.insert(run.id, is_blocked);
+                    blocked.insert(run.id, is_blocked || on_siblings);
                 }
                 Err(problems) => {
                     out.push((i, InsertAnswer::BadDependencies(problems)));

@@ -1,0 +1,142 @@
+//! `POST /v1/runs/batch`: many runs in one request, all stored or none, a graph of them
+//! by index.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+const TEN_S: Duration = Duration::from_secs(10);
+
+async fn batch(app: &TestApp, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/v1/runs/batch"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn total(app: &TestApp) -> usize {
+    app.get_json("/v1/runs?limit=500").await["runs"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+fn started_at(events: &[Value]) -> chrono::DateTime<chrono::Utc> {
+    let started = events.iter().find(|e| e["type"] == "started").unwrap();
+    started["at"].as_str().unwrap().parse().unwrap()
+}
+
+fn finished_at(events: &[Value]) -> chrono::DateTime<chrono::Utc> {
+    let done = events.iter().find(|e| e["type"] == "succeeded").unwrap();
+    done["at"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_plan_its_parallel_steps_and_a_summary_are_one_request_and_run_in_order() {
+    let app = TestApp::spawn().await;
+    let (status, body) = batch(
+        &app,
+        json!({"runs": [
+            {"agent": "echo", "input": {"value": "plan", "delay_ms": 100}},
+            {"agent": "echo", "input": {"value": "step a", "delay_ms": 100}, "depends_on": ["#0"]},
+            {"agent": "echo", "input": {"value": "step b", "delay_ms": 100}, "depends_on": ["#0"]},
+            {"agent": "echo", "input": {"value": "summary"}, "depends_on": ["#1", "#2"],
+             "metadata": {"part": "summary"}}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let runs = body["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    let ids: Vec<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(runs[0]["status"], "queued");
+    assert_eq!(runs[3]["status"], "blocked");
+    assert_eq!(runs[3]["depends_on"], json!([ids[1], ids[2]]));
+    assert!(runs[3]["run_token"].is_string());
+    for id in &ids {
+        app.wait_for_status(id, "succeeded", TEN_S).await;
+    }
+    let events: Vec<Vec<Value>> = {
+        let mut all = Vec::new();
+        for id in &ids {
+            all.push(app.events(id).await);
+        }
+        all
+    };
+    // each step after the plan, the summary after both steps
+    for step in [1, 2] {
+        assert!(started_at(&events[step]) >= finished_at(&events[0]));
+        assert!(started_at(&events[3]) >= finished_at(&events[step]));
+    }
+}
+
+#[tokio::test]
+async fn one_bad_run_stores_none_and_every_problem_names_its_run() {
+    let app = TestApp::spawn().await;
+    let before = total(&app).await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for (runs, field, code) in [
+        // input the agent refuses, at index 2
+        (
+            json!([{"agent": "echo", "input": {"value": 1}}, {"agent": "echo", "input": {"value": 2}},
+                   {"agent": "echo", "input": {"value": 3, "delay_ms": "soon"}}]),
+            "runs/2/input/delay_ms",
+            "schema",
+        ),
+        (json!([{"agent": "nope"}]), "runs/0/agent", "unknown_agent"),
+        (
+            json!([{"agent": "echo", "input": {}, "depends_on": ["#1"]},
+                   {"agent": "echo", "input": {}, "depends_on": ["#0"]}]),
+            "runs/0/depends_on",
+            "cycle",
+        ),
+        (
+            json!([{"agent": "echo", "input": {}, "depends_on": ["#0"]}]),
+            "runs/0/depends_on/0",
+            "invalid_value",
+        ),
+        (
+            json!([{"agent": "echo", "input": {}, "depends_on": ["#7"]}]),
+            "runs/0/depends_on/0",
+            "invalid_value",
+        ),
+        // a stored dependency that does not exist, after runs that were fine
+        (
+            json!([{"agent": "echo", "input": {}}, {"agent": "echo", "input": {}, "depends_on": [unknown]}]),
+            "runs/1/depends_on",
+            "unknown_run",
+        ),
+        (json!([]), "runs", "length"),
+    ] {
+        let (status, problem) = batch(&app, json!({ "runs": runs })).await;
+        assert_eq!(status, 422, "{runs}: {problem}");
+        let found = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == field && e["code"] == code);
+        assert!(found, "{field} {code}: {problem}");
+    }
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"agent": "echo", "input": {}}))
+        .collect();
+    assert_eq!(batch(&app, json!({ "runs": too_many })).await.0, 422);
+    // an Idempotency-Key is refused rather than ignored
+    let keyed = app
+        .client
+        .post(app.url("/v1/runs/batch"))
+        .header("idempotency-key", "k1")
+        .json(&json!({"runs": [{"agent": "echo", "input": {}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 400);
+    assert_eq!(total(&app).await, before, "nothing was stored");
+}
