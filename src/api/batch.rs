@@ -91,7 +91,8 @@ pub async fn create_runs(
     let trace_parent = crate::telemetry::trace_parent_for_new_run(&headers);
     let ids: Vec<RunId> = request.runs.iter().map(|_| RunId::new()).collect();
     let mut problems = Vec::new();
-    let mut runs = Vec::with_capacity(ids.len());
+    // by index; `None` where the run did not parse (its problems are listed)
+    let mut runs: Vec<Option<crate::domain::NewRun>> = Vec::with_capacity(ids.len());
     let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); ids.len()];
     for (i, mut raw) in request.runs.into_iter().enumerate() {
         let at = |field: &str| {
@@ -137,15 +138,17 @@ pub async fn create_runs(
                 run.id = ids[i];
                 run.created_by = Some(caller.actor());
                 run.trace_parent = trace_parent.clone();
-                runs.push(run);
+                runs.push(Some(run));
             }
             Err(ApiError::Validation(fields)) => {
+                runs.push(None);
                 problems.extend(fields.into_iter().map(|mut f| {
                     f.field = at(&f.field);
                     f
                 }))
             }
             Err(ApiError::MalformedBody(mut f)) => {
+                runs.push(None);
                 f.field = at(&f.field);
                 problems.push(f);
             }
@@ -159,43 +162,35 @@ pub async fn create_runs(
             "the runs of the batch depend on each other in a cycle: none could ever start",
         ));
     }
-    for (run, batch_deps) in runs.iter_mut().zip(&edges) {
+    for (i, (run, batch_deps)) in runs.iter_mut().zip(&edges).enumerate() {
+        let Some(run) = run else { continue };
         for &j in batch_deps {
             if !run.depends_on.contains(&ids[j]) {
                 run.depends_on.push(ids[j]);
             }
         }
-    }
-    if let Some((i, _)) = runs
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.depends_on.len() > 100)
-    {
-        problems.push(FieldError::new(
-            format!("runs/{i}/depends_on"),
-            "length",
-            "depends_on takes at most 100 runs",
-        ));
+        if run.depends_on.len() > 100 {
+            problems.push(FieldError::new(
+                format!("runs/{i}/depends_on"),
+                "length",
+                "depends_on takes at most 100 runs, of the batch and stored ones together",
+            ));
+        }
     }
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
-    // the tenant's cap on runs not finished holds for every run of the batch
-    for taken in 0..runs.len() {
-        if let Err(refused) = state.limits.admit_run(&state.store, tenant.as_str()).await {
-            for _ in 0..taken {
-                state.limits.unreserve(tenant.as_str()).await;
-            }
-            return Err(refused);
-        }
-    }
-    let count = runs.len();
+    let runs: Vec<crate::domain::NewRun> = runs.into_iter().flatten().collect();
+    // the tenant's cap on runs not finished holds for the whole batch, under one lock
+    let count = runs.len() as u64;
+    state
+        .limits
+        .admit_runs(&state.store, tenant.as_str(), count)
+        .await?;
     let stored = match state.store.insert_batch(runs).await {
         Ok(stored) => stored,
         Err(e) => {
-            for _ in 0..count {
-                state.limits.unreserve(tenant.as_str()).await;
-            }
+            state.limits.unreserve_n(tenant.as_str(), count).await;
             return Err(match e {
                 StoreError::BadBatchDependencies(found) => ApiError::Validation(
                     found

@@ -87,9 +87,22 @@ impl Limits {
     /// process cannot all pass on the same count. Give the room back with
     /// [`Limits::unreserve`] when no run was created after all.
     pub async fn admit_run(&self, store: &Store, tenant: &str) -> Result<(), ApiError> {
+        self.admit_runs(store, tenant, 1).await
+    }
+
+    /// [`Limits::admit_run`] for `n` runs at once (a batch), all under one lock: all fit,
+    /// or none is admitted. A batch larger than the whole cap never fits: a `422`.
+    pub async fn admit_runs(&self, store: &Store, tenant: &str, n: u64) -> Result<(), ApiError> {
         let Some(max) = self.max_active else {
             return Ok(());
         };
+        if n > max {
+            return Err(ApiError::Validation(vec![super::error::FieldError::new(
+                "runs",
+                "length",
+                format!("{n} runs are more than this tenant may have unfinished ({max})"),
+            )]));
+        }
         let entry = self
             .active
             .lock()
@@ -104,7 +117,7 @@ impl Limits {
             Some(entry) => entry,
             None => (Instant::now(), store.count_active_runs(tenant).await?),
         };
-        if count >= max {
+        if count + n > max {
             *active = Some((at, count));
             return Err(ApiError::TooManyRequests {
                 code: "too_many_active_runs",
@@ -114,13 +127,18 @@ impl Limits {
                 retry_after: 1,
             });
         }
-        *active = Some((at, count + 1));
+        *active = Some((at, count + n));
         Ok(())
     }
 
     /// Gives back a reservation of [`Limits::admit_run`] that created no run (refused,
     /// failed, or an Idempotency-Key naming an existing run).
     pub async fn unreserve(&self, tenant: &str) {
+        self.unreserve_n(tenant, 1).await
+    }
+
+    /// Gives back `n` reservations (a batch that created no run).
+    pub async fn unreserve_n(&self, tenant: &str, count: u64) {
         if self.max_active.is_none() {
             return;
         }
@@ -133,7 +151,7 @@ impl Limits {
         if let Some(entry) = entry
             && let Some((_, n)) = entry.lock().await.as_mut()
         {
-            *n = n.saturating_sub(1);
+            *n = n.saturating_sub(count);
         }
     }
 }

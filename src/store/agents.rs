@@ -14,7 +14,6 @@ impl Store {
     pub async fn declared_agents(&self) -> Result<Vec<crate::domain::DeclaredAgent>, StoreError> {
         on_engine!(self, e => e.declared_agents().await)
     }
-    /// The input schemas a declared agent had, oldest first (empty: never declared).
     /// Pauses the agent's queue (durably, for every process); `false` when it was paused.
     pub async fn pause_agent(
         &self,
@@ -47,6 +46,7 @@ impl Store {
     pub async fn paused_agents(&self) -> Result<Vec<crate::domain::AgentPauseState>, StoreError> {
         on_engine!(self, e => e.paused_agents().await)
     }
+    /// The input schemas a declared agent had, oldest first (empty: never declared).
     pub async fn agent_schema_changes(
         &self,
         name: &str,

@@ -183,6 +183,13 @@ ON CONFLICT (agent) DO NOTHING");
 /// ?1 agent: resumes it.
 pub(super) const RESUME_AGENT: &str = concat!("DELETE FROM agent_pauses WHERE agent = ", p!(1));
 
+/// ?1 agent: a resumed agent's runs still marked as sent to Redis (their messages were
+/// taken while it was paused, or wait behind others) are sent again at once; the old
+/// messages go stale.
+pub(super) const UNDISPATCH_AGENT: &str = concat!("
+UPDATE runs SET dispatched_at = NULL
+WHERE agent = ", p!(1), " AND dispatched_at IS NOT NULL AND status IN ('queued', 'retrying')");
+
 /// The paused agents, by name.
 pub(super) const PAUSED_AGENTS: &str =
     "SELECT agent, paused_at, paused_by FROM agent_pauses ORDER BY agent";
@@ -288,6 +295,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("PAUSE_AGENT", vec![PAUSE_AGENT]),
         ("CHANGE_RUN", vec![CHANGE_RUN]),
         ("RESUME_AGENT", vec![RESUME_AGENT]),
+        ("UNDISPATCH_AGENT", vec![UNDISPATCH_AGENT]),
         ("PAUSED_AGENTS", vec![PAUSED_AGENTS]),
         ("DISPATCH_LOCK", DISPATCH_LOCK.into_iter().collect()),
         ("COUNT_DISPATCHED", vec![COUNT_DISPATCHED]),

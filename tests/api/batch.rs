@@ -140,3 +140,23 @@ async fn one_bad_run_stores_none_and_every_problem_names_its_run() {
     assert_eq!(keyed.status(), 400);
     assert_eq!(total(&app).await, before, "nothing was stored");
 }
+
+#[tokio::test]
+async fn a_batch_fits_the_tenant_cap_whole_or_not_at_all() {
+    let app = TestApp::spawn_with(|c| c.http.tenant_max_active_runs = Some(3)).await;
+    let later = || json!({"agent": "echo", "input": {}, "run_at": "2999-01-01T00:00:00Z"});
+    // larger than the whole cap: it can never fit
+    let (status, problem) =
+        batch(&app, json!({"runs": [later(), later(), later(), later()]})).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "runs");
+    assert_eq!(
+        batch(&app, json!({"runs": [later(), later()]})).await.0,
+        202
+    );
+    // two more do not fit beside two: refused whole, for now
+    let (status, problem) = batch(&app, json!({"runs": [later(), later()]})).await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(total(&app).await, 2);
+    assert_eq!(batch(&app, json!({"runs": [later()]})).await.0, 202);
+}

@@ -80,3 +80,38 @@ async fn a_started_finished_unknown_or_badly_changed_run_is_refused() {
     // nothing changed them
     assert_eq!(app.get_run(&later).await["priority"], 0);
 }
+
+#[tokio::test]
+async fn a_run_queued_again_after_it_started_is_not_changed() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"fail_permanently": true}, "max_attempts": 1}))
+        .await;
+    app.wait_for_status(&id, "failed", Duration::from_secs(10))
+        .await;
+    // retried by hand while its agent is paused, so it stays queued: it started before
+    let paused = app
+        .client
+        .post(app.url("/v1/agents/echo/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    let retried = app
+        .client
+        .post(app.url(&format!("/v1/runs/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    assert_eq!(app.get_run(&id).await["status"], "queued");
+    let (status, problem) = patch(&app, &id, json!({"priority": 3})).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("started before"),
+        "{problem}"
+    );
+}

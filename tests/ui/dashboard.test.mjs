@@ -63,7 +63,18 @@ async function waitForStatus(id, status, ms = 30000) {
 
 /** The page shows a run's status badge with this text. */
 async function runPageShows(p, status, ms = 30000) {
-  await p.locator('h1 .badge', { hasText: new RegExp(`^${status}$`) }).waitFor({ timeout: ms });
+  try {
+    await p.locator('h1 .badge', { hasText: new RegExp(`^${status}$`) }).waitFor({ timeout: ms });
+  } catch (error) {
+    // say what the page and the API showed instead: a rare timeout here is otherwise blind
+    const shown = await p.locator('h1').innerText({ timeout: 1000 }).catch(() => '(no h1)');
+    const id = decodeURIComponent((p.url().split('#/runs/')[1] || '').split('?')[0]);
+    const run = id ? await call('GET', `/v1/runs/${id}`).catch((e) => ({ status: `unreadable: ${e}` })) : null;
+    const live = await p.evaluate(() => performance.getEntriesByType('resource')
+      .filter((r) => r.responseEnd === 0).map((r) => r.name)).catch(() => []);
+    throw new Error(`the page shows "${shown}" while the API says ${run ? run.status : '?'}; `
+      + `requests unanswered: ${JSON.stringify(live)}; ${error.message}`);
+  }
 }
 
 /** No horizontal scrolling: the page fits its viewport's width. */

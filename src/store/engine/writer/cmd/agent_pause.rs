@@ -43,6 +43,10 @@ impl Apply for AgentPause {
                     .await?
             };
             if !c.pause && done.rows_affected() > 0 {
+                sqlx::query(sql::UNDISPATCH_AGENT)
+                    .bind(&c.agent)
+                    .execute(&mut *b.conn)
+                    .await?;
                 b.made_ready(b.now);
             }
             replies.push(done.rows_affected() > 0);

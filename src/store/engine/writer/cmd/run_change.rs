@@ -52,7 +52,13 @@ async fn change(b: &mut Batch<'_>, c: &RunChange) -> Result<Option<Refusal>, Sto
         .fetch_optional(&mut *b.conn)
         .await?;
     let Some(row) = row else {
-        return refusal(b, c.id).await.map(Some);
+        return Ok(Some(match refusal(b, c.id).await? {
+            // queued or blocked again after it started (a lost lease, a retry)
+            Refusal::WrongStatus(s) if s == "queued" || s == "blocked" => Refusal::Blocked(
+                "it has started before: only a run that never started can be changed".into(),
+            ),
+            other => other,
+        }));
     };
     let status: String = row.try_get("status")?;
     let run_at: i64 = row.try_get("run_at")?;
