@@ -160,3 +160,30 @@ async fn a_batch_fits_the_tenant_cap_whole_or_not_at_all() {
     assert_eq!(total(&app).await, 2);
     assert_eq!(batch(&app, json!({"runs": [later()]})).await.0, 202);
 }
+
+#[tokio::test]
+async fn a_batch_run_may_depend_on_stored_runs_and_on_its_own_at_once() {
+    let app = TestApp::spawn().await;
+    let stored = app
+        .create(json!({"agent": "echo", "input": {"value": "s"}}))
+        .await;
+    let (status, body) = batch(
+        &app,
+        json!({"runs": [
+            {"agent": "echo", "input": {"value": 0}, "depends_on": [stored]},
+            {"agent": "echo", "input": {"value": 1}, "depends_on": ["#0", stored]}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    for run in body["runs"].as_array().unwrap() {
+        app.wait_for_status(run["id"].as_str().unwrap(), "succeeded", TEN_S)
+            .await;
+    }
+    let second = &body["runs"][1];
+    assert_eq!(
+        second["depends_on"].as_array().unwrap().len(),
+        2,
+        "{second}"
+    );
+}

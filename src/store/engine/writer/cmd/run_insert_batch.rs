@@ -41,6 +41,23 @@ async fn insert_batch(
     runs: &[NewRun],
 ) -> Result<Result<Vec<Run>, StoreError>, StoreError> {
     let siblings: HashSet<RunId> = runs.iter().map(|r| r.id).collect();
+    // on PostgreSQL the check locks the runs depended on, in id order within one call:
+    // all of the batch's at once first, so two batches sharing dependencies take their
+    // locks in one order and cannot deadlock (the checks per run below hold them already)
+    let mut all: Vec<RunId> = runs
+        .iter()
+        .flat_map(|r| r.depends_on.iter())
+        .filter(|d| !siblings.contains(d))
+        .copied()
+        .collect();
+    all.sort();
+    all.dedup();
+    if let Some(first) = runs.first()
+        && !all.is_empty()
+    {
+        // its answer is the per-run checks' below, which say which run a problem is of
+        let _ = check_dependencies(b, &all, &first.tenant).await?;
+    }
     // every dependency on a stored run first: a refusal writes nothing
     let mut problems = Vec::new();
     for (i, run) in runs.iter().enumerate() {
