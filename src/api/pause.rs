@@ -28,10 +28,7 @@ pub async fn pause_agent(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<AgentPauseState>, ApiError> {
-    caller.require(Scope::Admin)?;
-    known(&state, &name).await?;
-    state.store.pause_agent(&name, Some(caller.actor())).await?;
-    Ok(Json(pause_state(&state, name).await?))
+    set_paused(&state, &caller, name, true).await
 }
 
 /// Resume a paused agent's queue: its waiting runs are claimed again at once. Resuming an
@@ -50,30 +47,40 @@ pub async fn resume_agent(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<AgentPauseState>, ApiError> {
+    set_paused(&state, &caller, name, false).await
+}
+
+/// Pauses or resumes an agent this process has, or an external worker declared, and
+/// answers its state as stored.
+async fn set_paused(
+    state: &ApiState,
+    caller: &Caller,
+    agent: String,
+    pause: bool,
+) -> Result<Json<AgentPauseState>, ApiError> {
     caller.require(Scope::Admin)?;
-    known(&state, &name).await?;
-    state.store.resume_agent(&name).await?;
-    Ok(Json(pause_state(&state, name).await?))
-}
-
-/// An agent this process has, or an external worker declared.
-async fn known(state: &ApiState, name: &str) -> Result<(), ApiError> {
-    if state.registry.contains(name) || state.declared.current().await?.contains(name) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("agent"))
+    let known = state.registry.contains(&agent) || state.declared.current().await?.contains(&agent);
+    if !known {
+        return Err(ApiError::NotFound("agent"));
     }
-}
-
-async fn pause_state(state: &ApiState, agent: String) -> Result<AgentPauseState, ApiError> {
+    if pause {
+        state
+            .store
+            .pause_agent(&agent, Some(caller.actor()))
+            .await?;
+    } else {
+        state.store.resume_agent(&agent).await?;
+    }
     let paused = state.store.paused_agents().await?;
-    Ok(paused
-        .into_iter()
-        .find(|p| p.agent == agent)
-        .unwrap_or(AgentPauseState {
-            agent,
-            paused: false,
-            paused_at: None,
-            paused_by: None,
-        }))
+    Ok(Json(
+        paused
+            .into_iter()
+            .find(|p| p.agent == agent)
+            .unwrap_or(AgentPauseState {
+                agent,
+                paused: false,
+                paused_at: None,
+                paused_by: None,
+            }),
+    ))
 }

@@ -68,9 +68,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Pars
                         "--config {shown}: no setting is named `{key}` (the keys are the flags' names, like `database-url`)"
                     ))
                 })?;
-            let many = matches!(arg.get_action(), ArgAction::Append)
-                || arg.get_value_delimiter().is_some();
-            if values.len() != 1 && !many {
+            if values.len() != 1 && !takes_many(arg) {
                 return Err(ParseError::File(format!(
                     "--config {shown}: `{key}` takes one value"
                 )));
@@ -170,9 +168,7 @@ impl Parsed {
                 }
                 _ => "default",
             };
-            let many = matches!(arg.get_action(), ArgAction::Append)
-                || arg.get_value_delimiter().is_some();
-            let value = if many {
+            let value = if takes_many(arg) {
                 let quoted: Vec<String> = shown.iter().map(|v| toml_string(v)).collect();
                 format!("[{}]", quoted.join(", "))
             } else {
@@ -188,6 +184,11 @@ impl Parsed {
         }
         out
     }
+}
+
+/// Whether a setting takes a list (repeated, or delimited): an array in the file.
+fn takes_many(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::Append) || arg.get_value_delimiter().is_some()
 }
 
 fn toml_string(s: &str) -> String {

@@ -3,31 +3,22 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, call, create_as, signal_as, wait_status};
 
 const FIVE_S: Duration = Duration::from_secs(5);
 
-fn as_key(request: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuilder {
-    request.bearer_auth(key)
-}
-
 async fn events_as(app: &TestApp, key: &str, id: &str) -> Vec<Value> {
-    as_key(
-        app.client.get(app.url(&format!("/v1/runs/{id}/events"))),
-        key,
-    )
-    .send()
-    .await
-    .unwrap()
-    .json::<Value>()
-    .await
-    .unwrap()["events"]
-        .as_array()
+    let events: Value = call(app, Method::GET, &format!("/v1/runs/{id}/events"), key)
+        .send()
+        .await
         .unwrap()
-        .clone()
+        .json()
+        .await
+        .unwrap();
+    events["events"].as_array().unwrap().clone()
 }
 
 /// The actor of the run's only event of `kind`.
@@ -37,23 +28,15 @@ fn actor_of<'a>(events: &'a [Value], kind: &str) -> Option<&'a str> {
     matching[0].get("actor").and_then(Value::as_str)
 }
 
-async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
-    let what = format!("run {id} becomes {status}");
-    crate::support::eventually::eventually(FIVE_S, &what, || async {
-        let run: Value = as_key(app.client.get(app.url(&format!("/v1/runs/{id}"))), key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] == status {
-            Ok(run)
-        } else {
-            Err(run)
-        }
-    })
-    .await
+/// A `waiter` run created with `key`, once it waits: its id and run token.
+async fn waiting_run(app: &TestApp, key: &str) -> (String, String) {
+    let run = create_as(app, key, json!({"agent": "waiter"})).await;
+    let (id, token) = (
+        run["id"].as_str().unwrap(),
+        run["run_token"].as_str().unwrap(),
+    );
+    wait_status(app, key, id, "waiting").await;
+    (id.to_owned(), token.to_owned())
 }
 
 #[tokio::test]
@@ -61,22 +44,14 @@ async fn api_made_events_name_the_key_or_token_that_made_them_and_the_agent_sees
     let (app, keys) = TestApp::spawn_with_keys(&[("acme", "runs:read,runs:write")]).await;
     let key = &keys[0];
     let key_actor = format!("key:{}", agentq::domain::split_key(key).unwrap().0);
-    let post = |path: &str, body: Value| {
-        as_key(app.client.post(app.url(path)), key)
-            .json(&body)
-            .send()
-    };
 
     // created by a key: the run, its `created` event and its agent's context say so
-    let created: Value = post(
-        "/v1/runs",
+    let created = create_as(
+        &app,
+        key,
         json!({"agent": "witness", "metadata": {"thread": "9"}}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     let id = created["id"].as_str().unwrap();
     let run = wait_status(&app, key, id, "succeeded").await;
     assert_eq!(run["created_by"], key_actor.as_str());
@@ -90,44 +65,28 @@ async fn api_made_events_name_the_key_or_token_that_made_them_and_the_agent_sees
     assert_eq!(actor_of(&events, "started"), None);
     assert_eq!(actor_of(&events, "succeeded"), None);
 
-    // a signal sent with the run's own token, a cancel with the key
-    let waiter: Value = post("/v1/runs", json!({"agent": "waiter"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (waiter_id, token) = (
-        waiter["id"].as_str().unwrap(),
-        waiter["run_token"].as_str().unwrap(),
-    );
-    wait_status(&app, key, waiter_id, "waiting").await;
-    let signalled = as_key(
-        app.client
-            .post(app.url(&format!("/v1/runs/{waiter_id}/signals"))),
-        token,
-    )
-    .json(&json!({"name": "not_yet"}))
-    .send()
-    .await
-    .unwrap();
+    // a signal and a cancel sent with the key
+    let (waiter, token) = waiting_run(&app, key).await;
     // a token sends only what the run waits for: not this one
-    assert_eq!(signalled.status(), StatusCode::FORBIDDEN);
-    let signalled = as_key(
-        app.client
-            .post(app.url(&format!("/v1/runs/{waiter_id}/signals"))),
+    assert_eq!(
+        signal_as(&app, &token, &waiter, "not_yet").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        signal_as(&app, key, &waiter, "not_yet").await,
+        StatusCode::ACCEPTED
+    );
+    let cancelled = call(
+        &app,
+        Method::POST,
+        &format!("/v1/runs/{waiter}/cancel"),
         key,
     )
-    .json(&json!({"name": "not_yet"}))
     .send()
     .await
     .unwrap();
-    assert_eq!(signalled.status(), StatusCode::ACCEPTED);
-    let cancelled = post(&format!("/v1/runs/{waiter_id}/cancel"), json!({}))
-        .await
-        .unwrap();
     assert_eq!(cancelled.status(), StatusCode::OK);
-    let events = events_as(&app, key, waiter_id).await;
+    let events = events_as(&app, key, &waiter).await;
     assert_eq!(
         actor_of(&events, "signal_received"),
         Some(key_actor.as_str())
@@ -135,32 +94,16 @@ async fn api_made_events_name_the_key_or_token_that_made_them_and_the_agent_sees
     assert_eq!(actor_of(&events, "cancelled"), Some(key_actor.as_str()));
 
     // the run token's own signal names the token
-    let waiter: Value = post("/v1/runs", json!({"agent": "waiter"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (waiter_id, token) = (
-        waiter["id"].as_str().unwrap(),
-        waiter["run_token"].as_str().unwrap(),
+    let (waiter, token) = waiting_run(&app, key).await;
+    assert_eq!(
+        signal_as(&app, &token, &waiter, "go").await,
+        StatusCode::ACCEPTED
     );
-    wait_status(&app, key, waiter_id, "waiting").await;
-    let signalled = as_key(
-        app.client
-            .post(app.url(&format!("/v1/runs/{waiter_id}/signals"))),
-        token,
-    )
-    .json(&json!({"name": "go", "payload": 1}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(signalled.status(), StatusCode::ACCEPTED);
-    wait_status(&app, key, waiter_id, "succeeded").await;
-    let events = events_as(&app, key, waiter_id).await;
+    wait_status(&app, key, &waiter, "succeeded").await;
+    let events = events_as(&app, key, &waiter).await;
     assert_eq!(
         actor_of(&events, "signal_received"),
-        Some(format!("run_token:{waiter_id}").as_str())
+        Some(format!("run_token:{waiter}").as_str())
     );
 }
 

@@ -9,71 +9,11 @@ use agentq::store::Store;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, config, create_key, test_agents};
+use crate::helpers::{
+    TestApp, TestDb, call, config, create_as, create_key, signal_as, status_of, test_agents,
+    wait_status,
+};
 use crate::support::eventually::eventually;
-
-/// A request with `Authorization: Bearer <credential>` (none when empty).
-fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    credential: &str,
-) -> reqwest::RequestBuilder {
-    let request = app.client.request(method, app.url(path));
-    if credential.is_empty() {
-        request
-    } else {
-        request.bearer_auth(credential)
-    }
-}
-
-async fn status_of(app: &TestApp, method: reqwest::Method, path: &str, key: &str) -> StatusCode {
-    call(app, method, path, key).send().await.unwrap().status()
-}
-
-async fn create_as(app: &TestApp, key: &str, body: Value) -> Value {
-    let response = call(app, reqwest::Method::POST, "/v1/runs", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    response.json().await.unwrap()
-}
-
-async fn signal_as(app: &TestApp, key: &str, id: &str, name: &str) -> StatusCode {
-    call(
-        app,
-        reqwest::Method::POST,
-        &format!("/v1/runs/{id}/signals"),
-        key,
-    )
-    .json(&json!({"name": name}))
-    .send()
-    .await
-    .unwrap()
-    .status()
-}
-
-/// Polls the run (with `key`) until it has `status`, for up to 5 s.
-async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) {
-    let what = format!("run {id} becomes {status}");
-    eventually(Duration::from_secs(5), &what, || async {
-        let run: Value = call(app, reqwest::Method::GET, &format!("/v1/runs/{id}"), key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] == status {
-            Ok(())
-        } else {
-            Err(run)
-        }
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn with_a_key_every_api_request_needs_one_and_health_does_not() {

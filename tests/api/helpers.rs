@@ -278,6 +278,86 @@ impl Drop for TestApp {
     }
 }
 
+/// A request with `Authorization: Bearer <credential>` (none when empty).
+pub fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    credential: &str,
+) -> reqwest::RequestBuilder {
+    let request = app.client.request(method, app.url(path));
+    if credential.is_empty() {
+        request
+    } else {
+        request.bearer_auth(credential)
+    }
+}
+
+pub async fn status_of(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+) -> reqwest::StatusCode {
+    call(app, method, path, key).send().await.unwrap().status()
+}
+
+pub async fn create_as(app: &TestApp, key: &str, body: Value) -> Value {
+    let response = call(app, reqwest::Method::POST, "/v1/runs", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    response.json().await.unwrap()
+}
+
+pub async fn signal_as(app: &TestApp, key: &str, id: &str, name: &str) -> reqwest::StatusCode {
+    call(
+        app,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{id}/signals"),
+        key,
+    )
+    .json(&json!({"name": name}))
+    .send()
+    .await
+    .unwrap()
+    .status()
+}
+
+/// Polls the run (with `key`) until it has `status`, for up to 5 s; the run then.
+pub async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+    let what = format!("run {id} becomes {status}");
+    eventually(Duration::from_secs(5), &what, || async {
+        let run: Value = call(app, reqwest::Method::GET, &format!("/v1/runs/{id}"), key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] == status {
+            Ok(run)
+        } else {
+            Err(run)
+        }
+    })
+    .await
+}
+
+/// The worker's readiness problem once it has one (cannot reach Redis, say).
+pub async fn worker_problem(app: &TestApp) -> String {
+    eventually(Duration::from_secs(10), "the worker is unready", || async {
+        let ready: Value = app.get_json("/readyz").await;
+        match ready["checks"]["worker"].as_str() {
+            Some(problem) if problem != "ok" => Ok(problem.to_owned()),
+            _ => Err(ready),
+        }
+    })
+    .await
+}
+
 pub fn event_types(events: &[Value]) -> Vec<String> {
     events
         .iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentq::jobs::RedisOptions;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, worker_problem};
 use crate::support::eventually::eventually;
 use crate::throwaway::{ThrowawayRedis, redis_command};
 
@@ -37,18 +37,6 @@ async fn echo(app: &TestApp, value: u32) {
         .wait_for_status(&id, "succeeded", Duration::from_secs(20))
         .await;
     assert_eq!(run["result"]["value"], value);
-}
-
-/// The worker's readiness problem once it has one.
-async fn worker_problem(app: &TestApp) -> String {
-    eventually(Duration::from_secs(10), "the worker is unready", || async {
-        let ready: Value = app.get_json("/readyz").await;
-        match ready["checks"]["worker"].as_str() {
-            Some(problem) if problem != "ok" => Ok(problem.to_owned()),
-            _ => Err(ready),
-        }
-    })
-    .await
 }
 
 /// A master and its replica that let in the ACL user only (the default user is switched

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tempfile::TempDir;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, worker_problem};
 use crate::process::{Agentq, free_port};
 use crate::support::eventually::eventually;
 use crate::throwaway::{ThrowawayPostgres, ThrowawayRedis};
@@ -245,18 +245,6 @@ fn redis_options(url: String, tls: RedisTls) -> RedisOptions {
         poll_interval: Duration::from_millis(25),
         namespace: format!("agentq-test-{}", uuid::Uuid::now_v7().simple()),
     }
-}
-
-/// The worker's readiness problem once it has one (it cannot reach Redis).
-async fn worker_problem(app: &TestApp) -> String {
-    eventually(Duration::from_secs(10), "the worker is unready", || async {
-        let ready: Value = app.get_json("/readyz").await;
-        match ready["checks"]["worker"].as_str() {
-            Some(problem) if problem != "ok" => Ok(problem.to_owned()),
-            _ => Err(ready),
-        }
-    })
-    .await
 }
 
 #[tokio::test]
