@@ -57,6 +57,7 @@ pub struct CreatedRuns {
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid runs: nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A run whose policy is `reject` finds its concurrency key full (`concurrency_key_busy`, the detail names `runs/<index>`): nothing was stored", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's request rate or its cap on runs not finished", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ),

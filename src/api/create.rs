@@ -9,7 +9,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
-use crate::domain::{AgentDefaults, Backoff, Compensation, IdempotencyKey, NewRun, RunId, Tenant};
+use crate::domain::{
+    AgentDefaults, Backoff, Compensation, Concurrency, IdempotencyKey, KeyPolicy, KeySettings,
+    MAX_KEY_CHARS, MAX_KEY_LIMIT, NewRun, RunId, Tenant,
+};
 use crate::jobs::{AgentRegistry, DeclaredSnapshot};
 use crate::store::StoreError;
 
@@ -23,6 +26,9 @@ pub struct RunDefaults {
     pub backoff: Backoff,
     /// How long an Idempotency-Key keeps naming the run it created.
     pub idempotency_ttl: Duration,
+    /// Per agent, the limit and policy of runs' concurrency keys where a run sets none
+    /// (`--key-concurrency`).
+    pub key_concurrency: std::sync::Arc<BTreeMap<String, KeySettings>>,
 }
 
 impl Default for RunDefaults {
@@ -35,6 +41,7 @@ impl Default for RunDefaults {
                 cap: Duration::from_secs(300),
             },
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            key_concurrency: Default::default(),
         }
     }
 }
@@ -131,6 +138,23 @@ pub struct CreateRunRequest {
     /// Free-form string labels: at most 32 keys of 1–64 characters, values up to 512.
     #[validate(custom(function = "check_metadata"))]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// A concurrency key (1–255 characters, like `user:42` or `thread:9`): at most
+    /// `concurrency_limit` runs of the key (same tenant and agent) hold it at once. A run
+    /// holds its key from when it is let in until it finishes (retries and waits
+    /// included); one that finds its key full does what `concurrency_policy` says.
+    #[schema(min_length = 1, max_length = 255, example = "user:42")]
+    pub concurrency_key: Option<String>,
+    /// How many runs of the key may hold it at once (default: the agent's
+    /// `--key-concurrency`, else 1). Only with `concurrency_key`.
+    #[validate(range(min = 1, max = 1000))]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub concurrency_limit: Option<u32>,
+    /// What this run does when its key is full (default: the agent's `--key-concurrency`,
+    /// else `queue`): `queue` waits its turn (`blocked`, let in oldest first); `reject` is
+    /// refused with `409 concurrency_key_busy`; `cancel_running` cancels the key's oldest
+    /// unfinished runs until it fits, then starts; `drop_queued` cancels the key's runs
+    /// that have not started, then waits its turn (debounce). Only with `concurrency_key`.
+    pub concurrency_policy: Option<KeyPolicy>,
 }
 
 fn check_callback_url(url: &str) -> Result<(), ValidationError> {
@@ -336,6 +360,7 @@ impl CreateRunRequest {
                 ));
             }
         }
+        let concurrency = self.concurrency(defaults, &mut problems);
         if backoff.cap < backoff.base {
             problems.push(FieldError::new(
                 "backoff_cap_ms",
@@ -372,6 +397,54 @@ impl CreateRunRequest {
             tenant,
             trace_parent: None,
             created_by: None,
+            concurrency,
+        })
+    }
+
+    /// The run's concurrency key with its limit and policy: its own, else its agent's
+    /// `--key-concurrency`, else 1 and `queue`.
+    fn concurrency(
+        &self,
+        defaults: &RunDefaults,
+        problems: &mut Vec<FieldError>,
+    ) -> Option<Concurrency> {
+        let Some(key) = &self.concurrency_key else {
+            for (field, set) in [
+                ("concurrency_limit", self.concurrency_limit.is_some()),
+                ("concurrency_policy", self.concurrency_policy.is_some()),
+            ] {
+                if set {
+                    problems.push(FieldError::new(
+                        field,
+                        "requires_concurrency_key",
+                        format!("{field} applies only to a run with a concurrency_key"),
+                    ));
+                }
+            }
+            return None;
+        };
+        let chars = key.chars().count();
+        if chars == 0 || chars > MAX_KEY_CHARS || key.contains('\0') {
+            problems.push(FieldError::new(
+                "concurrency_key",
+                "invalid_value",
+                format!("concurrency_key must be 1 to {MAX_KEY_CHARS} characters, without NUL"),
+            ));
+            return None;
+        }
+        let agent = defaults
+            .key_concurrency
+            .get(&self.agent)
+            .copied()
+            .unwrap_or_default();
+        Some(Concurrency {
+            key: key.clone(),
+            limit: self
+                .concurrency_limit
+                .or(agent.limit)
+                .unwrap_or(1)
+                .clamp(1, MAX_KEY_LIMIT),
+            policy: self.concurrency_policy.or(agent.policy).unwrap_or_default(),
         })
     }
 }

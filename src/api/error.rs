@@ -151,6 +151,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::NotFound("run"),
             StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::KeyBusy(detail) => Self::ConflictCode {
+                code: "concurrency_key_busy",
+                detail,
+            },
             StoreError::BadDependencies(problems) => Self::Validation(
                 problems
                     .into_iter()

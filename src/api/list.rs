@@ -35,6 +35,8 @@ pub struct ListRunsParams {
     pub created_before: Option<String>,
     /// Runs whose id or one of whose metadata values contains this (ASCII case ignored).
     pub q: Option<String>,
+    /// Runs with this concurrency key (of any agent, unless `agent` is given).
+    pub concurrency_key: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500 (default 50).
@@ -55,6 +57,8 @@ pub struct CountRunsParams {
     pub created_before: Option<String>,
     /// Runs whose id or one of whose metadata values contains this (ASCII case ignored).
     pub q: Option<String>,
+    /// Runs with this concurrency key (of any agent, unless `agent` is given).
+    pub concurrency_key: Option<String>,
     #[serde(flatten)]
     #[param(ignore)]
     pub rest: HashMap<String, String>,
@@ -93,6 +97,9 @@ impl CountRunsParams {
                 filter.search = Some(q);
             }
         }
+        filter.concurrency_key = self
+            .concurrency_key
+            .filter(|k| !k.is_empty() && no_nul("concurrency_key", k, problems));
         filter.metadata = metadata_filters(self.rest, problems);
         filter
     }
@@ -106,6 +113,7 @@ impl ListRunsParams {
             created_after: self.created_after,
             created_before: self.created_before,
             q: self.q,
+            concurrency_key: self.concurrency_key,
             rest: self.rest,
         };
         let mut filter = shared.filter(&mut problems);

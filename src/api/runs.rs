@@ -67,7 +67,7 @@ pub struct EventParams {
         (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The Idempotency-Key was used with a different request, or the run's concurrency key is full and its policy is `reject` (`concurrency_key_busy`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's request rate or its cap on runs not finished (see Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),

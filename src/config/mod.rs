@@ -132,6 +132,17 @@ fn agent_limit(s: &str) -> Result<(String, u32), String> {
     Ok((agent.trim().to_owned(), n))
 }
 
+/// `agent=LIMIT[:POLICY]`: the concurrency key settings of an agent's runs.
+fn key_concurrency(s: &str) -> Result<(String, crate::domain::KeySettings), String> {
+    let (agent, settings) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not agent=LIMIT[:POLICY] (like chat=1:cancel_running)"))?;
+    let settings = settings
+        .parse()
+        .map_err(|e| format!("the key concurrency of `{}`: {e}", agent.trim()))?;
+    Ok((agent.trim().to_owned(), settings))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use a duration like 500ms, 3s, 5m)"))
 }
@@ -324,6 +335,13 @@ pub struct Settings {
     /// (comma-separated or repeated). Give every worker process the same limits.
     #[arg(long, env = "AGENTQ_AGENT_LIMIT", value_delimiter = ',', value_parser = agent_limit, global = true)]
     pub agent_limit: Vec<(String, u32)>,
+    /// An agent's concurrency key limit and policy for runs that set a
+    /// `concurrency_key` but no `concurrency_limit` or `concurrency_policy`, like
+    /// `chat=1:cancel_running`, `summarize=3` or `search=drop_queued` (comma-separated or
+    /// repeated; policies: queue, reject, cancel_running, drop_queued). Without one: 1 and
+    /// queue. Give every API process the same settings.
+    #[arg(long, env = "AGENTQ_KEY_CONCURRENCY", value_delimiter = ',', value_parser = key_concurrency, global = true)]
+    pub key_concurrency: Vec<(String, crate::domain::KeySettings)>,
     /// Log format.
     #[arg(
         long,
@@ -645,6 +663,9 @@ impl Settings {
                     cap: self.backoff_cap,
                 },
                 idempotency_ttl: self.idempotency_ttl,
+                key_concurrency: std::sync::Arc::new(
+                    self.key_concurrency.iter().cloned().collect(),
+                ),
             },
         }
     }

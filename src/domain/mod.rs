@@ -6,6 +6,7 @@
 mod agent;
 mod auth;
 mod backoff;
+mod concurrency;
 mod queue;
 mod run;
 mod secrets;
@@ -23,6 +24,7 @@ pub use auth::{
     split_key,
 };
 pub use backoff::Backoff;
+pub use concurrency::{Concurrency, KeyPolicy, KeySettings, MAX_KEY_CHARS, MAX_KEY_LIMIT};
 pub use queue::{QueueStats, StatusCounts, THROUGHPUT_MINUTES, throughput_start};
 pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,

@@ -80,6 +80,8 @@ pub struct NewRun {
     /// Who created it, as an event's `actor` says it (`key:<id>`, `run_token:<run id>`,
     /// `open`); `None` for runs the engine made (compensations).
     pub created_by: Option<String>,
+    /// Its concurrency key, limit and policy, when it has a key.
+    pub concurrency: Option<super::Concurrency>,
 }
 
 /// A secret setting: its value never appears in `Debug` output or logs.
@@ -238,6 +240,12 @@ pub struct Run {
     pub depends_on: Vec<RunId>,
     /// While `waiting`: the signals that resume the run, and when the wait ends.
     pub waiting_for: Option<WaitingFor>,
+    /// Its concurrency key (see `POST /v1/runs`): at most `concurrency_limit` runs of the
+    /// key (same tenant and agent) hold it at once.
+    pub concurrency_key: Option<String>,
+    pub concurrency_limit: Option<u32>,
+    /// `blocked` until a run holding its key finishes (its key is full).
+    pub waiting_for_key: bool,
     /// Where the run is POSTed when it finishes (a completion webhook).
     pub callback_url: Option<String>,
     /// Per-attempt time limit.

@@ -12,6 +12,9 @@ pub enum StoreError {
     /// (run index, code, message). Nothing of the batch was stored.
     #[error("invalid dependencies in the batch")]
     BadBatchDependencies(Vec<(usize, &'static str, String)>),
+    /// A new run's concurrency key is full and its policy is `reject`.
+    #[error("{0}")]
+    KeyBusy(String),
     /// The run is in a state that does not allow the change (e.g. cancelling a finished run).
     #[error("{0}")]
     Conflict(String),

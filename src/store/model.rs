@@ -126,6 +126,8 @@ pub struct RunFilter {
     pub metadata: std::collections::BTreeMap<String, String>,
     /// Only runs whose id or a metadata value contains this, ignoring ASCII case.
     pub search: Option<String>,
+    /// Only runs with this concurrency key.
+    pub concurrency_key: Option<String>,
 }
 
 impl RunFilter {

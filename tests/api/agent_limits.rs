@@ -17,7 +17,7 @@ fn limit_patient_to(n: u32) -> impl Fn(&mut agentq::app::AppConfig) + Clone {
 /// The most runs whose attempts overlapped, from their `started` and finishing events (a
 /// run that finishes at the millisecond another starts does not overlap it: the start's
 /// claim came after the finish's commit).
-async fn max_overlap(app: &TestApp, ids: &[String]) -> usize {
+pub(crate) async fn max_overlap(app: &TestApp, ids: &[String]) -> usize {
     let mut edges = Vec::new();
     for id in ids {
         for event in app.events(id).await {

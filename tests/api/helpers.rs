@@ -103,6 +103,7 @@ pub fn config(db_url: &str) -> AppConfig {
                 cap: Duration::from_millis(50),
             },
             idempotency_ttl: Duration::from_secs(3600),
+            key_concurrency: Default::default(),
         },
     }
 }

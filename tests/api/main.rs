@@ -10,6 +10,7 @@ mod cancel_and_retry;
 mod change_run;
 mod cli;
 mod compensation;
+mod concurrency_keys;
 mod crash;
 mod create_run;
 mod dashboard;

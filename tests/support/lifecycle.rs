@@ -49,7 +49,9 @@ pub fn assert_lifecycle(run: &Value, events: &[Value]) {
     let id = run["id"].as_str().unwrap_or("?");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     // a run starts queued, or blocked when some run it depends on has not succeeded yet
-    let depends = run["depends_on"].as_array().is_some_and(|d| !d.is_empty());
+    // or its concurrency key is full
+    let depends = run["depends_on"].as_array().is_some_and(|d| !d.is_empty())
+        || run["concurrency_key"].is_string();
     let mut now: Vec<RunStatus> = if depends {
         vec![Queued, Blocked]
     } else {

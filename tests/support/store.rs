@@ -84,6 +84,7 @@ pub fn new_run() -> NewRun {
         tenant: agentq::domain::Tenant::default_tenant(),
         trace_parent: None,
         created_by: None,
+        concurrency: None,
     }
 }
 

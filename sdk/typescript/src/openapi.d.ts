@@ -669,6 +669,21 @@ export interface components {
              */
             callback_url?: string | null;
             /**
+             * @description A concurrency key (1–255 characters, like `user:42` or `thread:9`): at most
+             *     `concurrency_limit` runs of the key (same tenant and agent) hold it at once. A run
+             *     holds its key from when it is let in until it finishes (retries and waits
+             *     included); one that finds its key full does what `concurrency_policy` says.
+             * @example user:42
+             */
+            concurrency_key?: string | null;
+            /**
+             * Format: int32
+             * @description How many runs of the key may hold it at once (default: the agent's
+             *     `--key-concurrency`, else 1). Only with `concurrency_key`.
+             */
+            concurrency_limit?: number | null;
+            concurrency_policy?: components["schemas"]["KeyPolicy"] | null;
+            /**
              * Format: date-time
              * @description The whole run must finish by this time, across retries: no retry is scheduled to
              *     start after it, a running attempt is stopped at it, and the run fails as
@@ -880,6 +895,11 @@ export interface components {
             /** @description Its SDK's version. */
             version: string;
         };
+        /**
+         * @description What a new run does when its key already has `limit` runs.
+         * @enum {string}
+         */
+        KeyPolicy: "queue" | "reject" | "cancel_running" | "drop_queued";
         /**
          * @description What a wait does when no signal arrives in time.
          * @enum {string}
@@ -1109,6 +1129,13 @@ export interface components {
              * @description The compensation run created when this one failed.
              */
             compensation_run_id?: string | null;
+            /**
+             * @description Its concurrency key (see `POST /v1/runs`): at most `concurrency_limit` runs of the
+             *     key (same tenant and agent) hold it at once.
+             */
+            concurrency_key?: string | null;
+            /** Format: int32 */
+            concurrency_limit?: number | null;
             /** Format: date-time */
             created_at: string;
             /**
@@ -1173,6 +1200,8 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
             waiting_for?: components["schemas"]["WaitingFor"] | null;
+            /** @description `blocked` until a run holding its key finishes (its key is full). */
+            waiting_for_key: boolean;
             /** @description The worker process holding the run while it is `running`. */
             worker_id?: string | null;
         };
@@ -1815,6 +1844,8 @@ export interface operations {
                 created_before?: string;
                 /** @description Runs whose id or one of whose metadata values contains this (ASCII case ignored). */
                 q?: string;
+                /** @description Runs with this concurrency key (of any agent, unless `agent` is given). */
+                concurrency_key?: string;
                 /** @description The `next_cursor` of the previous page. */
                 cursor?: string;
                 /** @description 1 to 500 (default 50). */
@@ -1933,7 +1964,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The Idempotency-Key was used with a different request */
+            /** @description The Idempotency-Key was used with a different request, or the run's concurrency key is full and its policy is `reject` (`concurrency_key_busy`) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2041,6 +2072,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A run whose policy is `reject` finds its concurrency key full (`concurrency_key_busy`, the detail names `runs/<index>`): nothing was stored */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Body over the limit */
             413: {
                 headers: {
@@ -2098,6 +2138,8 @@ export interface operations {
                 created_before?: string;
                 /** @description Runs whose id or one of whose metadata values contains this (ASCII case ignored). */
                 q?: string;
+                /** @description Runs with this concurrency key (of any agent, unless `agent` is given). */
+                concurrency_key?: string;
                 /** @description Only runs whose metadata has each of these entries, values compared as text: `metadata[team]=growth&metadata[env]=prod` (up to 20). */
                 metadata?: Record<string, never>;
             };

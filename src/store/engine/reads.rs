@@ -19,6 +19,7 @@ macro_rules! bind_filter {
             .bind($f.tenant.as_deref())
             .bind($f.metadata_json())
             .bind($f.search_pattern())
+            .bind($f.concurrency_key.as_deref())
     };
 }
 

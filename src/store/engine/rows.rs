@@ -67,6 +67,9 @@ pub(super) struct RunRow {
     updated_at: i64,
     tenant: String,
     created_by: Option<String>,
+    concurrency_key: Option<String>,
+    concurrency_limit: Option<i64>,
+    key_waiting: i64,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -131,6 +134,9 @@ impl TryFrom<RunRow> for Run {
             compensation_run_id: r.compensation_run_id.as_deref().map(parse_id).transpose()?,
             compensates_run_id: r.compensates_run_id.as_deref().map(parse_id).transpose()?,
             callback_url: r.callback_url,
+            concurrency_key: r.concurrency_key,
+            concurrency_limit: r.concurrency_limit.map(|n| n as u32),
+            waiting_for_key: r.key_waiting != 0,
             waiting_for: match (status, r.waiting_for.as_deref(), r.wait_until) {
                 (RunStatus::Waiting, Some(names), Some(until)) => Some(WaitingFor {
                     signals: serde_json::from_str(names)?,

@@ -55,6 +55,7 @@ macro_rules! run_columns {
          waiting_for::text AS waiting_for, wait_until, callback_url, \
          on_failure::text AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
          lease_until, created_at, started_at, finished_at, updated_at, tenant, created_by, \
+         concurrency_key, concurrency_limit, key_waiting, \
          CASE WHEN depends_count > 0 THEN (SELECT json_agg(depends_on_id)::text \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
@@ -68,7 +69,8 @@ macro_rules! run_filter {
          AND ($4::text IS NULL OR tenant = $4) \
          AND ($5::jsonb IS NULL OR metadata @> $5::jsonb) \
          AND ($6::text IS NULL OR id ILIKE $6 OR EXISTS \
-              (SELECT 1 FROM jsonb_each_text(runs.metadata) AS m WHERE m.value ILIKE $6))"
+              (SELECT 1 FROM jsonb_each_text(runs.metadata) AS m WHERE m.value ILIKE $6)) \
+         AND ($7::text IS NULL OR concurrency_key = $7)"
     };
 }
 
@@ -77,9 +79,9 @@ pub(super) const LIST_RUNS: &str = concat!(
     run_columns!(),
     " FROM runs WHERE ",
     run_filter!(),
-    " AND ($7::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($7::jsonb)))) \
-      AND ($8::text IS NULL OR id < $8) \
-     ORDER BY id DESC LIMIT $9"
+    " AND ($8::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($8::jsonb)))) \
+      AND ($9::text IS NULL OR id < $9) \
+     ORDER BY id DESC LIMIT $10"
 );
 
 pub(super) const QUEUE_STATES: &str = "
@@ -124,7 +126,7 @@ INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, ti
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
                   on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent,
-                  created_by)
+                  created_by, concurrency_key, concurrency_limit, key_waiting)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        (value->>'priority')::bigint, value->'metadata', (value->>'max_attempts')::bigint,
        (value->>'timeout_ms')::bigint, (value->>'backoff_base_ms')::bigint,
@@ -133,7 +135,9 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        (value->>'deadline')::bigint, (value->>'expires_at')::bigint,
        value->'on_failure', value->>'compensates',
        COALESCE((value->>'depends_count')::bigint, 0), value->>'callback_url',
-       COALESCE(value->>'tenant', 'default'), value->>'trace_parent', value->>'created_by'
+       COALESCE(value->>'tenant', 'default'), value->>'trace_parent', value->>'created_by',
+       value->>'concurrency_key', (value->>'concurrency_limit')::bigint,
+       COALESCE((value->>'key_waiting')::bigint, 0)
 FROM jsonb_array_elements($1::jsonb)";
 
 pub(super) const INSERT_EVENTS: &str = "
@@ -224,9 +228,11 @@ RETURNING id, attempt, status, event_seq, error_message";
 
 pub(super) const REQUEUE: &str = "
 UPDATE runs
-SET status = CASE WHEN depends_count > 0 AND EXISTS (
+SET status = CASE WHEN concurrency_key IS NOT NULL THEN 'blocked'
+        WHEN depends_count > 0 AND EXISTS (
         SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
         WHERE d.run_id = runs.id AND dep.status != 'succeeded') THEN 'blocked' ELSE 'queued' END,
+    key_waiting = CASE WHEN concurrency_key IS NOT NULL THEN 1 ELSE 0 END,
     attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
     progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = $1,
     updated_at = $1, event_seq = event_seq + 1, stream_bytes = 0
@@ -234,7 +240,7 @@ WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb))) AND status = 
   AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
     WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
-RETURNING id, event_seq";
+RETURNING id, event_seq, tenant, agent, concurrency_key";
 
 pub(super) const FAILED_MATCHING: &str = "
 SELECT id FROM runs
@@ -307,10 +313,63 @@ WHERE d.depends_on_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) 
 pub(super) const UNBLOCK: &str = "
 UPDATE runs SET status = 'queued', run_at = GREATEST(run_at, $1), updated_at = $1,
     event_seq = event_seq + 1
-WHERE id = $2 AND status = 'blocked' AND NOT EXISTS (
+WHERE id = $2 AND status = 'blocked' AND key_waiting = 0 AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
     WHERE d.run_id = runs.id AND dep.status != 'succeeded')
 RETURNING event_seq";
+
+/// Serialises every decision about concurrency keys (new runs let in or told to wait,
+/// waiting runs let in) over all processes: a batch takes it once, before its first.
+pub(super) const KEY_LOCK: Option<&str> =
+    Some("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':agentq:keys'))");
+
+/// $1 JSON array of [tenant, agent, key]: each key's unfinished runs, counted by whether
+/// they hold it (`key_waiting` 0) or wait their turn (1).
+pub(super) const KEY_USE: &str = "
+SELECT runs.tenant, runs.agent, runs.concurrency_key, runs.key_waiting, COUNT(*) AS n
+FROM jsonb_array_elements($1::jsonb) AS k
+JOIN runs ON runs.tenant = k.value->>0 AND runs.agent = k.value->>1
+         AND runs.concurrency_key = k.value->>2
+WHERE runs.concurrency_key IS NOT NULL AND runs.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+GROUP BY 1, 2, 3, 4";
+
+/// $1 tenant, $2 agent, $3 key, $4 how many, $5 true: only runs not started: the key's
+/// oldest unfinished runs.
+pub(super) const KEY_OLDEST: &str = "
+SELECT id, key_waiting FROM runs
+WHERE tenant = $1 AND agent = $2 AND concurrency_key = $3
+  AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+  AND (NOT $5 OR (status IN ('blocked', 'queued') AND started_at IS NULL))
+ORDER BY id LIMIT $4";
+
+/// $1 JSON array of run ids: the keys of those that have one.
+pub(super) const KEYS_OF: &str = "
+SELECT DISTINCT tenant, agent, concurrency_key FROM runs
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) AND concurrency_key IS NOT NULL";
+
+/// $1 now, $2 tenant, $3 agent, $4 key: lets the key's oldest waiting runs in while fewer
+/// than the limit (the first waiting run's) hold it. Each becomes `queued`, or stays
+/// `blocked` while a run it depends on has not succeeded (no event then).
+pub(super) const ADMIT_KEY: &str = "
+UPDATE runs SET key_waiting = 0, updated_at = $1,
+    status = CASE WHEN a.pending THEN 'blocked' ELSE 'queued' END,
+    event_seq = runs.event_seq + CASE WHEN a.pending THEN 0 ELSE 1 END
+FROM (SELECT w.id, EXISTS (SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+                           WHERE d.run_id = w.id AND dep.status != 'succeeded') AS pending
+      FROM runs AS w
+      WHERE w.tenant = $2 AND w.agent = $3 AND w.concurrency_key = $4 AND w.key_waiting = 1
+        AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+      ORDER BY w.id
+      LIMIT GREATEST(0,
+          COALESCE((SELECT concurrency_limit FROM runs
+                    WHERE tenant = $2 AND agent = $3 AND concurrency_key = $4 AND key_waiting = 1
+                      AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+                    ORDER BY id LIMIT 1), 0)
+          - (SELECT COUNT(*) FROM runs
+             WHERE tenant = $2 AND agent = $3 AND concurrency_key = $4 AND key_waiting = 0
+               AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')))) AS a
+WHERE runs.id = a.id
+RETURNING runs.id, runs.status, runs.event_seq, runs.run_at";
 
 pub(super) const DEPENDENCY_RESULTS: &str = "
 SELECT d.run_id, d.depends_on_id, r.result::text AS result

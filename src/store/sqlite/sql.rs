@@ -28,6 +28,7 @@ macro_rules! run_columns {
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, \
          callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, \
          lease_until, created_at, started_at, finished_at, updated_at, tenant, created_by, \
+         concurrency_key, concurrency_limit, key_waiting, \
          CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
     };
@@ -35,7 +36,8 @@ macro_rules! run_columns {
 
 /// The filter of listing and counting runs: ?1 agent, ?2 created at or after, ?3 created
 /// before, ?4 tenant, ?5 JSON object of metadata every match carries, ?6 a LIKE pattern
-/// (`\` escapes) matched against the id and every metadata value, ignoring ASCII case.
+/// (`\` escapes) matched against the id and every metadata value, ignoring ASCII case,
+/// ?7 concurrency key.
 macro_rules! run_filter {
     () => {
         "(?1 IS NULL OR agent = ?1) \
@@ -45,20 +47,21 @@ macro_rules! run_filter {
          AND (?5 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?5) AS f WHERE NOT EXISTS \
               (SELECT 1 FROM json_each(runs.metadata) AS m WHERE m.key = f.key AND m.value = f.value))) \
          AND (?6 IS NULL OR id LIKE ?6 ESCAPE '\\' OR EXISTS \
-              (SELECT 1 FROM json_each(runs.metadata) AS m WHERE m.value LIKE ?6 ESCAPE '\\'))"
+              (SELECT 1 FROM json_each(runs.metadata) AS m WHERE m.value LIKE ?6 ESCAPE '\\')) \
+         AND (?7 IS NULL OR concurrency_key = ?7)"
     };
 }
 
-/// `run_filter!` (?1 to ?6), then ?7 JSON array of statuses or NULL, ?8 cursor (ids below
-/// it), ?9 limit. Newest first, by primary key.
+/// `run_filter!` (?1 to ?7), then ?8 JSON array of statuses or NULL, ?9 cursor (ids below
+/// it), ?10 limit. Newest first, by primary key.
 pub(super) const LIST_RUNS: &str = concat!(
     "SELECT ",
     run_columns!(),
     " FROM runs WHERE ",
     run_filter!(),
-    " AND (?7 IS NULL OR status IN (SELECT value FROM json_each(?7))) \
-      AND (?8 IS NULL OR id < ?8) \
-     ORDER BY id DESC LIMIT ?9"
+    " AND (?8 IS NULL OR status IN (SELECT value FROM json_each(?8))) \
+      AND (?9 IS NULL OR id < ?9) \
+     ORDER BY id DESC LIMIT ?10"
 );
 
 /// ?1 now, ?2 tenant or NULL: per agent, the runs in each unfinished state (`queued` only
@@ -111,7 +114,7 @@ INSERT INTO runs (id, agent, status, input, priority, metadata, max_attempts, ti
                   backoff_base_ms, backoff_cap_ms, run_at, created_at, updated_at, event_seq,
                   idempotency_key, request_hash, idempotency_expires_at, deadline, expires_at,
                   on_failure, compensates_run_id, depends_count, callback_url, tenant, trace_parent,
-                  created_by)
+                  created_by, concurrency_key, concurrency_limit, key_waiting)
 SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), value->'input',
        value->>'priority',
        value->'metadata', value->>'max_attempts', value->>'timeout_ms',
@@ -119,7 +122,8 @@ SELECT value->>'id', value->>'agent', COALESCE(value->>'status', 'queued'), valu
        value->>'key', value->>'fingerprint', value->>'key_expires_at',
        value->>'deadline', value->>'expires_at', value->'on_failure',
        value->>'compensates', COALESCE(value->>'depends_count', 0), value->>'callback_url',
-       COALESCE(value->>'tenant', 'default'), value->>'trace_parent', value->>'created_by'
+       COALESCE(value->>'tenant', 'default'), value->>'trace_parent', value->>'created_by',
+       value->>'concurrency_key', value->>'concurrency_limit', COALESCE(value->>'key_waiting', 0)
 FROM json_each(?1)";
 
 pub(super) const INSERT_EVENTS: &str = "
@@ -211,9 +215,11 @@ RETURNING id, attempt, status, event_seq, error_message";
 /// ?1 now, ?2 JSON array of failed run ids to put back in the queue, attempts reset.
 pub(super) const REQUEUE: &str = "
 UPDATE runs
-SET status = CASE WHEN depends_count > 0 AND EXISTS (
+SET status = CASE WHEN concurrency_key IS NOT NULL THEN 'blocked'
+        WHEN depends_count > 0 AND EXISTS (
         SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
         WHERE d.run_id = runs.id AND dep.status != 'succeeded') THEN 'blocked' ELSE 'queued' END,
+    key_waiting = CASE WHEN concurrency_key IS NOT NULL THEN 1 ELSE 0 END,
     attempt = 0, result = NULL, error_kind = NULL, error_message = NULL,
     progress_percent = NULL, progress_message = NULL, finished_at = NULL, run_at = ?1,
     updated_at = ?1, event_seq = event_seq + 1, stream_bytes = 0
@@ -221,7 +227,7 @@ WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'failed'
   AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
     WHERE d.run_id = runs.id AND dep.status IN ('failed', 'cancelled'))
-RETURNING id, event_seq";
+RETURNING id, event_seq, tenant, agent, concurrency_key";
 
 /// Failed runs matching a filter that `REQUEUE` can put back (none of their dependencies
 /// failed or was cancelled), oldest first: ?1 agent, ?2 created at or after, ?3 created
@@ -298,10 +304,61 @@ WHERE d.depends_on_id IN (SELECT value FROM json_each(?1)) AND r.status = 'block
 pub(super) const UNBLOCK: &str = "
 UPDATE runs SET status = 'queued', run_at = MAX(run_at, ?1), updated_at = ?1,
     event_seq = event_seq + 1
-WHERE id = ?2 AND status = 'blocked' AND NOT EXISTS (
+WHERE id = ?2 AND status = 'blocked' AND key_waiting = 0 AND NOT EXISTS (
     SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
     WHERE d.run_id = runs.id AND dep.status != 'succeeded')
 RETURNING event_seq";
+
+/// Decisions about concurrency keys need no lock besides the write lock every batch holds.
+pub(super) const KEY_LOCK: Option<&str> = None;
+
+/// ?1 JSON array of [tenant, agent, key]: each key's unfinished runs, counted by whether
+/// they hold it (`key_waiting` 0) or wait their turn (1).
+pub(super) const KEY_USE: &str = "
+SELECT runs.tenant, runs.agent, runs.concurrency_key, runs.key_waiting, COUNT(*) AS n
+FROM json_each(?1) AS k
+JOIN runs INDEXED BY runs_key_unfinished
+  ON runs.tenant = k.value->>0 AND runs.agent = k.value->>1 AND runs.concurrency_key = k.value->>2
+WHERE runs.concurrency_key IS NOT NULL AND runs.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+GROUP BY 1, 2, 3, 4";
+
+/// ?1 tenant, ?2 agent, ?3 key, ?4 how many, ?5 1: only runs not started: the key's oldest
+/// unfinished runs.
+pub(super) const KEY_OLDEST: &str = "
+SELECT id, key_waiting FROM runs INDEXED BY runs_key_unfinished
+WHERE tenant = ?1 AND agent = ?2 AND concurrency_key = ?3
+  AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+  AND (NOT ?5 OR (status IN ('blocked', 'queued') AND started_at IS NULL))
+ORDER BY id LIMIT ?4";
+
+/// ?1 JSON array of run ids: the keys of those that have one.
+pub(super) const KEYS_OF: &str = "
+SELECT DISTINCT tenant, agent, concurrency_key FROM runs
+WHERE id IN (SELECT value FROM json_each(?1)) AND concurrency_key IS NOT NULL";
+
+/// ?1 now, ?2 tenant, ?3 agent, ?4 key: lets the key's oldest waiting runs in while fewer
+/// than the limit (the first waiting run's) hold it. Each becomes `queued`, or stays
+/// `blocked` while a run it depends on has not succeeded (no event then).
+pub(super) const ADMIT_KEY: &str = "
+UPDATE runs SET key_waiting = 0, updated_at = ?1,
+    status = CASE WHEN a.pending THEN 'blocked' ELSE 'queued' END,
+    event_seq = event_seq + CASE WHEN a.pending THEN 0 ELSE 1 END
+FROM (SELECT w.id, EXISTS (SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
+                           WHERE d.run_id = w.id AND dep.status != 'succeeded') AS pending
+      FROM runs AS w INDEXED BY runs_key_unfinished
+      WHERE w.tenant = ?2 AND w.agent = ?3 AND w.concurrency_key = ?4 AND w.key_waiting = 1
+        AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+      ORDER BY w.id
+      LIMIT MAX(0,
+          COALESCE((SELECT concurrency_limit FROM runs INDEXED BY runs_key_unfinished
+                    WHERE tenant = ?2 AND agent = ?3 AND concurrency_key = ?4 AND key_waiting = 1
+                      AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+                    ORDER BY id LIMIT 1), 0)
+          - (SELECT COUNT(*) FROM runs INDEXED BY runs_key_unfinished
+             WHERE tenant = ?2 AND agent = ?3 AND concurrency_key = ?4 AND key_waiting = 0
+               AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')))) AS a
+WHERE runs.id = a.id
+RETURNING runs.id, runs.status, runs.event_seq, runs.run_at";
 
 /// ?1 JSON array of claimed run ids: the results of the runs they depend on.
 pub(super) const DEPENDENCY_RESULTS: &str = "

@@ -8,6 +8,7 @@
 //! deleted. On PostgreSQL the batch ends with the `NOTIFY` of runs made ready.
 
 mod compensate;
+mod concurrency;
 mod dependencies;
 mod limits;
 mod refusal;
@@ -26,6 +27,7 @@ use super::{Conn, sql};
 use crate::domain::{EventKind, RunErrorKind, RunEvent};
 use crate::store::{Clock, Fence, StoreError, Streamed, Transition};
 
+pub(super) use concurrency::{KeyDecision, KeyGate, displaced_by, wait_again};
 pub(super) use dependencies::{DependencyProblem, check as check_dependencies};
 pub(super) use dependencies::{link as link_dependencies, results as dependency_results};
 pub(super) use limits::{claim_within, room_to_send};
@@ -44,9 +46,11 @@ const ORDER: &[Step] = &[
     step::<AttemptFinish>,
     changes_in_arrival_order,
     step::<AgentDeclare>,
-    // what the writes above settled: dependents unblocked or failed, compensations
+    // what the writes above settled: dependents unblocked or failed, compensations, and
+    // the runs waiting for a concurrency key the finished runs held
     resolve_dependencies,
     compensate,
+    admit_keys,
     // claims last, so they see every run this batch made claimable; then the claims of
     // Redis messages, and the feeder's marks, which see the claims' room
     step::<RunClaim>,
@@ -108,6 +112,12 @@ pub(in crate::store) struct Batch<'c> {
     pub(super) settled: Vec<(String, EventKind)>,
     /// Runs that reached a terminal state and may have a callback_url.
     pub(super) callbacks: Vec<String>,
+    /// Runs that reached a terminal state: the concurrency keys they held have room.
+    ended: Vec<String>,
+    /// Concurrency keys (tenant, agent, key) whose waiting runs may be let in.
+    pub(super) keys_to_admit: std::collections::BTreeSet<(String, String, String)>,
+    /// Whether this batch holds `sql::KEY_LOCK` already.
+    keys_locked: bool,
     /// Transitions of runs (by id) to count once the batch commits.
     pub(super) transitions: Vec<(String, Transition)>,
     /// Agents of runs, where a statement returned them anyway (saves looking them up).
@@ -146,6 +156,12 @@ impl Batch<'_> {
         if matches!(kind, EventKind::Failed | EventKind::Cancelled) {
             self.settled.push((run_id.clone(), kind));
             self.callbacks.push(run_id.clone());
+        }
+        if matches!(
+            kind,
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
+        ) {
+            self.ended.push(run_id.clone());
         }
         let transition = match kind {
             EventKind::Succeeded => Some(Transition::Succeeded),
@@ -208,6 +224,9 @@ pub(super) async fn apply_in_tx(
         failed: Vec::new(),
         settled: Vec::new(),
         callbacks: Vec::new(),
+        ended: Vec::new(),
+        keys_to_admit: Default::default(),
+        keys_locked: false,
         transitions: Vec::new(),
         agents: HashMap::new(),
         counted: Vec::new(),
@@ -423,6 +442,14 @@ fn compensate<'a, 'c>(
     _: &'a mut [Box<dyn Queued>],
 ) -> BoxFuture<'a, Result<(), StoreError>> {
     Box::pin(compensate::compensate(b))
+}
+
+/// Runs waiting for a concurrency key that a run this batch finished held, let in.
+fn admit_keys<'a, 'c>(
+    b: &'a mut Batch<'c>,
+    _: &'a mut [Box<dyn Queued>],
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(concurrency::admit(b))
 }
 
 /// Completion webhooks of the runs this batch settled.

@@ -70,6 +70,7 @@ pub(in crate::store) async fn compensate(b: &mut Batch<'_>) -> Result<(), StoreE
                 .map_err(|e| StoreError::Corrupt(format!("tenant: {e}")))?,
             trace_parent: None,
             created_by: None,
+            concurrency: None,
         };
         let compensation_id = run.id.to_string();
         insert_runs(b, &[&run], &Default::default()).await?;

@@ -45,7 +45,7 @@ pub(in crate::store) use attempt_progress::AttemptProgress;
 pub(in crate::store) use attempt_renew::AttemptRenew;
 pub(in crate::store) use attempt_stream::AttemptStream;
 pub(in crate::store) use attempt_take_signal::AttemptTakeSignal;
-pub(in crate::store) use run_cancel::RunCancel;
+pub(in crate::store) use run_cancel::{RunCancel, cancel_run};
 pub(in crate::store) use run_change::RunChange;
 pub(in crate::store) use run_claim::RunClaim;
 pub(super) use run_claim::claim_ready;

@@ -1,7 +1,7 @@
 //! `RunCancel`: cancels a run that has not finished. A running attempt is fenced out at
 //! once; its worker stops it at its next lease renewal.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::super::batch::{Refusal, refusal};
@@ -44,23 +44,37 @@ async fn cancel(
     id: RunId,
     actor: Option<String>,
 ) -> Result<Option<Refusal>, StoreError> {
+    if cancel_run(b, &id.to_string(), json!({}), actor).await? {
+        return Ok(None);
+    }
+    refusal(b, id).await.map(Some)
+}
+
+/// Cancels the run if it has not finished, with a `cancelled` event holding `data`;
+/// `false` when there was no such run to cancel.
+pub(in crate::store) async fn cancel_run(
+    b: &mut Batch<'_>,
+    id: &str,
+    data: Value,
+    actor: Option<String>,
+) -> Result<bool, StoreError> {
     let row = sqlx::query(sql::CANCEL)
         .bind(b.now)
-        .bind(id.to_string())
+        .bind(id)
         .fetch_optional(&mut *b.conn)
         .await?;
     let Some(row) = row else {
-        return refusal(b, id).await.map(Some);
+        return Ok(false);
     };
     let seq: i64 = row.try_get("event_seq")?;
     let attempt = row.try_get::<i64, _>("attempt")? as u32;
     b.event_by(
-        id.to_string(),
+        id.to_owned(),
         seq,
         EventKind::Cancelled,
         attempt,
-        json!({}),
+        data,
         actor,
     );
-    Ok(None)
+    Ok(true)
 }

@@ -8,8 +8,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::super::super::rows::KeyRow;
-use super::super::batch::{DependencyProblem, check_dependencies, link_dependencies};
+use super::super::batch::{
+    DependencyProblem, KeyDecision, KeyGate, check_dependencies, link_dependencies,
+};
 use super::super::sql;
+use super::cancel_run;
 use super::{Apply, Batch, Command};
 use crate::domain::{
     AgentName, Compensation, DEFAULT_TENANT, EventKind, Inserted, NewRun, Run, RunId, RunStatus,
@@ -47,6 +50,8 @@ pub(in crate::store) enum InsertAnswer {
     KeyReused,
     /// Some of `depends_on` name no run, or runs that failed or were cancelled.
     BadDependencies(Vec<DependencyProblem>),
+    /// Its concurrency key is full and its policy is `reject`.
+    KeyBusy(String),
 }
 
 impl InsertAnswer {
@@ -58,6 +63,7 @@ impl InsertAnswer {
                 "this Idempotency-Key was already used with a different request".into(),
             )),
             InsertAnswer::BadDependencies(problems) => Err(StoreError::BadDependencies(problems)),
+            InsertAnswer::KeyBusy(message) => Err(StoreError::KeyBusy(message)),
         }
     }
 }
@@ -79,6 +85,8 @@ pub(in crate::store) async fn insert_runs(
     // keys taken earlier in this batch, which the database cannot show yet
     let mut batch_keys: HashMap<&str, (&str, RunId)> = HashMap::new();
     let mut blocked: HashMap<RunId, bool> = HashMap::new();
+    let mut gate = KeyGate::load(b, runs).await?;
+    let mut waits_for_key: HashSet<RunId> = HashSet::new();
     for &(i, run) in inserts {
         if let Some(key) = &run.idempotency {
             let holder = match batch_keys.get(key.key.as_str()) {
@@ -122,6 +130,19 @@ pub(in crate::store) async fn insert_runs(
                 }
             }
         }
+        // its concurrency key: holds it, waits its turn, or is refused
+        if run.concurrency.is_some() {
+            match gate.decide(b, run).await? {
+                KeyDecision::Holds => {}
+                KeyDecision::Waits => {
+                    waits_for_key.insert(run.id);
+                }
+                KeyDecision::Busy(message) => {
+                    out.push((i, InsertAnswer::KeyBusy(message)));
+                    continue;
+                }
+            }
+        }
         if let Some(key) = &run.idempotency {
             batch_keys.insert(&key.key, (&key.fingerprint, run.id));
         }
@@ -131,7 +152,7 @@ pub(in crate::store) async fn insert_runs(
         return Ok(in_order(out));
     }
     let status = |r: &NewRun| {
-        if blocked.get(&r.id).copied().unwrap_or(false) {
+        if waits_for_key.contains(&r.id) || blocked.get(&r.id).copied().unwrap_or(false) {
             RunStatus::Blocked
         } else {
             RunStatus::Queued
@@ -139,7 +160,7 @@ pub(in crate::store) async fn insert_runs(
     };
     let rows: Vec<InsertRow> = fresh
         .iter()
-        .map(|(_, r)| InsertRow::new(r, status(r), now))
+        .map(|(_, r)| InsertRow::new(r, status(r), waits_for_key.contains(&r.id), now))
         .collect();
     sqlx::query(sql::INSERT_RUNS)
         .bind(serde_json::to_string(&rows).expect("rows serialise"))
@@ -167,7 +188,25 @@ pub(in crate::store) async fn insert_runs(
         );
         let mut record = new_run_record(r, now, run_at);
         record.status = status;
+        record.waiting_for_key = waits_for_key.contains(&r.id);
         out.push((i, InsertAnswer::New(Box::new(record))));
+    }
+    // runs of this batch that a later one's key policy cancelled
+    for (id, by, policy) in std::mem::take(&mut gate.displaced) {
+        let actor = runs
+            .iter()
+            .find(|r| r.id == by)
+            .and_then(|r| r.created_by.clone());
+        let data = super::super::batch::displaced_by(by, policy);
+        cancel_run(b, &id.to_string(), data, actor).await?;
+        for (_, answer) in &mut out {
+            if let InsertAnswer::New(record) = answer
+                && record.id == id
+            {
+                record.status = RunStatus::Cancelled;
+                record.waiting_for_key = false;
+            }
+        }
     }
     Ok(in_order(out))
 }
@@ -214,10 +253,17 @@ struct InsertRow<'a> {
     trace_parent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     created_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_limit: Option<u32>,
+    /// Only when it waits for its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_waiting: Option<u8>,
 }
 
 impl<'a> InsertRow<'a> {
-    fn new(r: &'a NewRun, status: RunStatus, now: i64) -> Self {
+    fn new(r: &'a NewRun, status: RunStatus, waits_for_key: bool, now: i64) -> Self {
         let key = r.idempotency.as_ref();
         Self {
             id: r.id.to_string(),
@@ -243,6 +289,9 @@ impl<'a> InsertRow<'a> {
             tenant: (r.tenant.as_str() != DEFAULT_TENANT).then(|| r.tenant.as_str()),
             trace_parent: r.trace_parent.as_deref(),
             created_by: r.created_by.as_deref(),
+            concurrency_key: r.concurrency.as_ref().map(|c| c.key.as_str()),
+            concurrency_limit: r.concurrency.as_ref().map(|c| c.limit),
+            key_waiting: waits_for_key.then_some(1),
         }
     }
 }
@@ -292,6 +341,9 @@ fn new_run_record(r: &NewRun, now: i64, run_at: i64) -> Run {
         depends_on: r.depends_on.clone(),
         waiting_for: None,
         callback_url: r.callback_url.clone(),
+        concurrency_key: r.concurrency.as_ref().map(|c| c.key.clone()),
+        concurrency_limit: r.concurrency.as_ref().map(|c| c.limit),
+        waiting_for_key: false,
         compensation_run_id: None,
         compensates_run_id: r.compensates,
         timeout_ms: r.timeout.as_millis() as u64,

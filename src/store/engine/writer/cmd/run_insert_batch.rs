@@ -5,10 +5,10 @@
 
 use std::collections::HashSet;
 
-use super::super::batch::check_dependencies;
+use super::super::batch::{KeyDecision, KeyGate, check_dependencies};
 use super::run_insert::{InsertAnswer, insert_runs};
 use super::{Apply, Batch, Command};
-use crate::domain::{NewRun, Run, RunId};
+use crate::domain::{KeyPolicy, NewRun, Run, RunId};
 use crate::store::StoreError;
 
 /// Replies the runs as stored, in the order given; `BadBatchDependencies` when a
@@ -82,6 +82,25 @@ async fn insert_batch(
         return Ok(Err(StoreError::BadBatchDependencies(problems)));
     }
     let refs: Vec<&NewRun> = runs.iter().collect();
+    // a run whose key refuses it refuses the batch, before anything is written or
+    // cancelled: the batch's key decisions are tried without effect first
+    let rejecting = |r: &&NewRun| {
+        r.concurrency
+            .as_ref()
+            .is_some_and(|c| c.policy == KeyPolicy::Reject)
+    };
+    if refs.iter().any(rejecting) {
+        let mut gate = KeyGate::load(b, &refs).await?;
+        gate.dry = true;
+        for (i, run) in refs.iter().enumerate() {
+            if run.concurrency.is_none() {
+                continue;
+            }
+            if let KeyDecision::Busy(message) = gate.decide(b, run).await? {
+                return Ok(Err(StoreError::KeyBusy(format!("runs/{i}: {message}"))));
+            }
+        }
+    }
     let mut stored = Vec::with_capacity(runs.len());
     for answer in insert_runs(b, &refs, &siblings).await? {
         match answer {

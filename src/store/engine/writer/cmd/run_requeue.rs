@@ -5,7 +5,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::super::super::rows::parse_id;
-use super::super::batch::{Refusal, refusal};
+use super::super::batch::{Refusal, refusal, wait_again};
 use super::super::sql;
 use super::{Apply, Batch, Command};
 use crate::domain::{EventKind, RunStatus};
@@ -77,6 +77,10 @@ async fn requeue(
         let id: String = row.try_get("id")?;
         parse_id(&id)?;
         let seq: i64 = row.try_get("event_seq")?;
+        // a run with a concurrency key waits for it again (`REQUEUE` left it blocked)
+        if let Some(key) = row.try_get::<Option<String>, _>("concurrency_key")? {
+            wait_again(b, (row.try_get("tenant")?, row.try_get("agent")?, key));
+        }
         b.event_by(id, seq, EventKind::Requeued, 0, json!({}), actor.clone());
     }
     if !rows.is_empty() {
