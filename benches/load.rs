@@ -16,7 +16,12 @@
 //! - with `BACKLOG=n`: n runs queued while no worker runs, then the time the workers take
 //!   to drain them;
 //! - with `RECOVERY=1`: one of three worker processes killed with SIGKILL under load, and
-//!   the time until the last of its runs started again elsewhere (`--lease` is `LEASE`).
+//!   the time until the last of its runs started again elsewhere (`--lease` is `LEASE`);
+//! - with `KEYS=n` (and nothing else): what concurrency keys cost. `RUNS` runs queued
+//!   through an `api` process, then drained by `max(WORKERS, 1)` worker processes, twice
+//!   per pass in alternating order: without keys, and spread over n keys
+//!   (`concurrency_key` `user:<i mod n>`, limit 1, so with RUNS = 2n every key's second
+//!   run waits for its first). Both the POST rate and the drain rate are reported.
 //!
 //! Prints one JSON line per pass and the medians.
 
@@ -46,6 +51,8 @@ struct Args {
     backlog: usize,
     recovery: bool,
     lease: String,
+    keys: usize,
+    full: bool,
 }
 
 fn args() -> Args {
@@ -70,6 +77,8 @@ fn args() -> Args {
         backlog: env_or("BACKLOG", 0),
         recovery: env_or("RECOVERY", 0) == 1,
         lease: env_or("LEASE", "5s".to_owned()),
+        keys: env_or("KEYS", scale(0, 150)),
+        full,
     }
 }
 
@@ -297,14 +306,15 @@ async fn sse_latency(server: &Server, args: &Args) -> (f64, f64) {
 }
 
 /// POSTs `n` runs with `parallel` requests in flight.
-async fn submit(base: &str, n: usize, parallel: usize, body: fn(usize) -> Value) {
+async fn submit(base: &str, n: usize, parallel: usize, body: impl Fn(usize) -> Value) {
     let client = reqwest::Client::new();
     futures::stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
             let url = format!("{base}/v1/runs");
+            let body = body(i);
             async move {
-                let response = client.post(url).json(&body(i)).send().await.expect("POST");
+                let response = client.post(url).json(&body).send().await.expect("POST");
                 assert_eq!(response.status(), 202);
             }
         })
@@ -341,6 +351,65 @@ async fn backlog(args: &Args) -> (f64, f64) {
     server.stop().await;
     let secs = (last_ms - start_ms) as f64 / 1000.0;
     (secs, args.backlog as f64 / secs)
+}
+
+/// `args.runs` runs queued through an `api` process with no worker running (over
+/// `keys` concurrency keys, or none), then drained by the workers: (POST runs/s, drain
+/// runs/s).
+async fn drain(args: &Args, keys: Option<usize>) -> (f64, f64) {
+    let db = Database::new(&args.db).await;
+    let mut server = Server::start_on(args, db, false).await;
+    let body = |i: usize| match keys {
+        Some(n) => json!({"agent": "echo", "input": {"value": i},
+                          "concurrency_key": format!("user:{}", i % n)}),
+        None => body(i),
+    };
+    let posting = Instant::now();
+    submit(&server.base, args.runs, args.parallel, body).await;
+    let post_rps = args.runs as f64 / posting.elapsed().as_secs_f64();
+    let start_ms = chrono::Utc::now().timestamp_millis();
+    server.add_workers(args, args.workers.max(1));
+    let last_ms = until_succeeded(&server.db, args.runs, Duration::from_secs(1800)).await;
+    if keys.is_some() {
+        // every run of a key started after the one before it finished
+        let overlapping = server
+            .db
+            .pair(
+                "SELECT COUNT(*), 0 FROM runs a JOIN runs b \
+                 ON b.tenant = a.tenant AND b.concurrency_key = a.concurrency_key AND b.id > a.id \
+                 WHERE a.concurrency_key IS NOT NULL AND b.concurrency_key IS NOT NULL \
+                   AND b.started_at < a.finished_at",
+            )
+            .await
+            .0;
+        assert_eq!(overlapping, 0, "runs of one key overlapped");
+    }
+    server.stop().await;
+    (
+        post_rps,
+        args.runs as f64 / ((last_ms - start_ms) as f64 / 1000.0),
+    )
+}
+
+/// One pass of `KEYS`: the drain without keys and over `args.keys` keys, which first
+/// alternating by pass.
+async fn keys_pass(args: &Args, pass: usize) -> Value {
+    let mut plain = (0.0, 0.0);
+    let mut keyed = (0.0, 0.0);
+    for with_keys in [pass % 2 == 0, pass % 2 == 1] {
+        if with_keys {
+            keyed = drain(args, Some(args.keys)).await;
+        } else {
+            plain = drain(args, None).await;
+        }
+    }
+    json!({
+        "pass": pass, "db": args.db, "workers": args.workers.max(1), "runs": args.runs,
+        "keys": args.keys, "concurrency": args.concurrency,
+        "plain_post_runs_per_s": plain.0.round(), "keyed_post_runs_per_s": keyed.0.round(),
+        "plain_drain_runs_per_s": plain.1.round(), "keyed_drain_runs_per_s": keyed.1.round(),
+        "drain_ratio": keyed.1 / plain.1, "post_ratio": keyed.0 / plain.0,
+    })
 }
 
 /// Kills one of three worker processes (SIGKILL) while they run 1 s runs; returns the
@@ -395,6 +464,32 @@ async fn recovery(args: &Args) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = args();
+    if args.keys > 0 {
+        let mut results = Vec::new();
+        for pass in 1..=args.passes {
+            let result = keys_pass(&args, pass).await;
+            println!("{result}");
+            results.push(result);
+        }
+        let metric = |k: &str| median(results.iter().map(|r| r[k].as_f64().unwrap()).collect());
+        println!(
+            "medians over {} passes ({}, api + {} workers, {} runs): drain without keys {:.0} runs/s, over {} keys {:.0} runs/s (ratio {:.2}) | POST without keys {:.0}/s, with {:.0}/s (ratio {:.2})",
+            args.passes,
+            args.db,
+            args.workers.max(1),
+            args.runs,
+            metric("plain_drain_runs_per_s"),
+            args.keys,
+            metric("keyed_drain_runs_per_s"),
+            metric("drain_ratio"),
+            metric("plain_post_runs_per_s"),
+            metric("keyed_post_runs_per_s"),
+            metric("post_ratio"),
+        );
+        if args.full {
+            return;
+        }
+    }
     let mut results: Vec<Value> = Vec::new();
     for pass in 1..=args.passes {
         let server = Server::start(&args).await;

@@ -5,8 +5,10 @@
 #   DB=postgres WORKERS=2 scripts/bench.sh                 # PostgreSQL at DATABASE_URL,
 #                                                          # an api process + 2 workers
 #   DB=postgres WORKERS=1 BACKLOG=100000 RECOVERY=1 scripts/bench.sh
+#   KEYS=10000 scripts/bench.sh           # concurrency keys' cost: 20,000 runs drained
+#                                         # without keys and over 10,000 keys
 # Knobs (env): PASSES RUNS PARALLEL RATE RATE_SECS IDLE_SAMPLES SSE_RUNS CONCURRENCY
-# DB (sqlite|postgres) WORKERS BACKLOG RECOVERY LEASE, and AGENTQ_BIN=path to measure
+# DB (sqlite|postgres) WORKERS BACKLOG RECOVERY LEASE KEYS, and AGENTQ_BIN=path to measure
 # another build of agentq (alternate runs to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -267,6 +267,30 @@ test('a running run is cancelled, after a confirmation', async () => {
   assert.equal(await page.getByRole('button', { name: 'Cancel run' }).count(), 0);
 });
 
+test('a concurrency key lists its runs, and a run waiting its turn is changed from its page', async () => {
+  const holder = await submit({ agent: 'echo', input: { value: 'hold', delay_ms: 60000 }, concurrency_key: 'ui:1' });
+  await waitForStatus(holder.id, 'running');
+  const next = await submit({ agent: 'echo', input: { value: 'next' }, concurrency_key: 'ui:1' });
+  assert.equal(next.status, 'blocked');
+  await page.goto(`${BASE}/ui/#/runs?key=ui%3A1`);
+  await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 2);
+  assert.equal(await page.locator('#f-key').inputValue(), 'ui:1');
+  await page.locator('tbody tr', { hasText: 'waits its turn' }).waitFor();
+  await page.goto(`${BASE}/ui/#/runs/${next.id}`);
+  await runPageShows(page, 'blocked');
+  assert.match(await page.locator('dl.facts').innerText(), /ui:1 \(limit 1\): waits its turn/);
+  await page.locator('#change-priority').fill('7');
+  await page.getByRole('button', { name: 'Change' }).click();
+  await page.locator('.notice.ok', { hasText: 'Changed.' }).waitFor();
+  assert.equal((await call('GET', `/v1/runs/${next.id}`)).priority, 7);
+  const changed = (await call('GET', `/v1/runs/${next.id}/events`)).events.find((e) => e.type === 'changed');
+  assert.equal(changed.data.priority, 7);
+  // once the holder is gone the waiting run is let in, and the form goes as it starts
+  await call('POST', `/v1/runs/${holder.id}/cancel`);
+  await runPageShows(page, 'succeeded');
+  assert.equal(await page.locator('#change-priority').count(), 0);
+});
+
 test('a failed run shows its error and attempts, and is retried from its page', async () => {
   await page.goto(`${BASE}/ui/#/runs/${runs.broken.id}`);
   await runPageShows(page, 'failed');

@@ -93,6 +93,7 @@ export function render(root, id, ctx) {
   let run = null;
   let events = [];
   let waitKey = '';
+  let changeKey = '';
   let actionsKey = '';
   let latest = 0;
   let refreshTimer = null;
@@ -102,12 +103,13 @@ export function render(root, id, ctx) {
   const actions = h('div', { class: 'actions' });
   const body = h('div');
   const waitBox = h('div');
+  const changeBox = h('div');
   const attemptsBox = h('div');
   const outputBox = h('div');
   const dataBox = h('div', { class: 'grid2' });
   const liveMark = h('span', { class: 'live', hidden: true }, 'live');
   const timeline = h('ol', { class: 'timeline', 'aria-label': 'Events' });
-  root.append(head, actions, body, waitBox, outputBox, attemptsBox, dataBox,
+  root.append(head, actions, changeBox, body, waitBox, outputBox, attemptsBox, dataBox,
     h('h2', {}, 'Events ', liveMark), timeline);
 
   async function act(url, done, button) {
@@ -156,6 +158,53 @@ export function render(root, id, ctx) {
     put(actions, ...buttons);
     const again = focused && buttons.find((b) => b.textContent === focused);
     if (again) again.focus();
+  }
+
+  /** For a run that has not started: a form that changes its priority or when it is due. */
+  function renderChange() {
+    const open = ctx.canWrite && !run.started_at && ['queued', 'blocked'].includes(run.status);
+    const key = open ? `${run.priority}/${run.run_at}` : '';
+    if (key === changeKey) return; // keep what the visitor is typing
+    changeKey = key;
+    if (!key) {
+      put(changeBox);
+      return;
+    }
+    const local = (iso) => {
+      const d = new Date(iso);
+      return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 19);
+    };
+    const priority = h('input', { id: 'change-priority', type: 'number', min: -1000, max: 1000, step: 1, value: String(run.priority) });
+    const due = h('input', { id: 'change-run-at', type: 'datetime-local', step: 1, value: local(run.run_at) });
+    const form = h('form', { class: 'panel changebox', 'aria-labelledby': 'change-title' },
+      h('h2', { id: 'change-title' }, 'Not started yet'),
+      h('div', { class: 'filters' },
+        h('div', {}, h('label', { for: 'change-priority' }, 'Priority'), priority),
+        h('div', {}, h('label', { for: 'change-run-at' }, 'Due (local time)'), due),
+        h('div', {}, h('button', { type: 'submit' }, 'Change'))));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const change = {};
+      if (priority.value !== String(run.priority)) change.priority = Number(priority.value);
+      if (due.value && due.value !== local(run.run_at)) change.run_at = new Date(due.value).toISOString();
+      if (!Object.keys(change).length) {
+        ctx.notify('error', 'Nothing to change: give another priority or due time.');
+        return;
+      }
+      const button = form.querySelector('button');
+      button.disabled = true;
+      try {
+        const changed = await api(path, { method: 'PATCH', body: change });
+        ctx.notify('ok', 'Changed.');
+        changeKey = null; // drawn again from the run as changed
+        ++latest; // a refresh sent before this answer must not bring back the old values
+        show(changed);
+      } catch (error) {
+        ctx.report(error);
+        button.disabled = false;
+      }
+    });
+    put(changeBox, form);
   }
 
   function renderWait() {
@@ -222,6 +271,12 @@ export function render(root, id, ctx) {
       ['Worker', run.worker_id || '—'], ['Priority', String(run.priority)], ['Timeout', duration(run.timeout_ms)],
       ['Tenant', run.tenant],
     ];
+    if (run.concurrency_key) {
+      facts.push(['Concurrency key', h('span', {},
+        h('a', { class: 'mono', href: `#/runs?key=${encodeURIComponent(run.concurrency_key)}` }, run.concurrency_key),
+        ` (limit ${run.concurrency_limit})`,
+        run.waiting_for_key ? h('span', { class: 'muted' }, ': waits its turn') : null)]);
+    }
     const links = [];
     if (run.depends_on.length) links.push(['Depends on', run.depends_on.map((d) => h('div', {}, runLink(d)))]);
     if (run.compensation_run_id) links.push(['Compensation run', runLink(run.compensation_run_id)]);
@@ -283,6 +338,7 @@ export function render(root, id, ctx) {
     run = next;
     if (actionsKey !== 'confirming' || TERMINAL.includes(run.status)) renderActions();
     renderBody();
+    renderChange();
     renderWait();
     if (!TERMINAL.includes(run.status)) follow();
   }

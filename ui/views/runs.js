@@ -1,5 +1,5 @@
-// Runs: newest first, filtered by status, agent, time range, metadata and a search over
-// ids and metadata values, with counts by status and cursor paging.
+// Runs: newest first, filtered by status, agent, time range, metadata, concurrency key and
+// a search over ids and metadata values, with counts by status and cursor paging.
 
 import { api } from '../api.js';
 import { STATUSES, ago, badge, chips, duration, every, h, progressBar, redraw, runLink, table } from '../dom.js';
@@ -10,7 +10,7 @@ const RANGES = [
 ];
 const RANGE_MS = { '15m': 15 * 60e3, '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3 };
 const PAGE = 25;
-const FIELDS = ['q', 'status', 'agent', 'range', 'from', 'to', 'meta'];
+const FIELDS = ['q', 'status', 'agent', 'range', 'from', 'to', 'meta', 'key'];
 
 /** Where the list's address, filters and all, is kept for a run page's link back. */
 export const LIST_KEY = 'agentq.runs-list';
@@ -61,11 +61,13 @@ export function render(root, params, ctx) {
   const from = h('input', { id: 'f-from', type: 'datetime-local', value: state.from, step: 1 });
   const to = h('input', { id: 'f-to', type: 'datetime-local', value: state.to, step: 1 });
   const meta = h('input', { id: 'f-meta', type: 'text', value: typedMeta, placeholder: 'team=growth note="two words"', spellcheck: 'false' });
+  const key = h('input', { id: 'f-key', type: 'text', value: state.key, placeholder: 'user:42', maxlength: 255, spellcheck: 'false' });
   const fromField = field('from', 'Created from', from);
   const toField = field('to', 'Created before', to);
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter runs' },
     field('q', 'Search', q), field('status', 'Status', status), field('agent', 'Agent', agent),
     field('range', 'Created', range), fromField, toField, field('meta', 'Metadata', meta),
+    field('key', 'Concurrency key', key),
     h('div', {}, h('button', { type: 'submit' }, 'Apply')));
   const counts = h('ul', { class: 'counts', 'aria-label': 'Runs by status' });
   const live = h('input', { type: 'checkbox', id: 'f-live', checked: true });
@@ -92,6 +94,7 @@ export function render(root, params, ctx) {
     const p = new URLSearchParams();
     if (state.q) p.set('q', state.q);
     if (state.agent) p.set('agent', state.agent);
+    if (state.key) p.set('concurrency_key', state.key);
     if (!forCounts && state.status) p.set('status', state.status);
     if (RANGE_MS[state.range]) p.set('created_after', new Date(Date.now() - RANGE_MS[state.range]).toISOString());
     if (state.range === 'custom') {
@@ -132,7 +135,7 @@ export function render(root, params, ctx) {
   }
 
   function renderRuns(page) {
-    const signature = JSON.stringify(page.runs.map((r) => [r.id, r.status, r.progress, r.attempt, r.updated_at]));
+    const signature = JSON.stringify(page.runs.map((r) => [r.id, r.status, r.progress, r.attempt, r.updated_at, r.waiting_for_key]));
     if (signature === lastShown) return;
     lastShown = signature;
     // keyboard focus stays on the same run across a refresh
@@ -147,6 +150,7 @@ export function render(root, params, ctx) {
         { label: 'Created', cell: (r) => ago(r.created_at) },
         { label: 'Took', num: true, cell: (r) => (r.started_at ? duration(new Date(r.finished_at || Date.now()) - new Date(r.started_at)) : '—') },
         { label: 'Metadata', cell: (r) => chips(r.metadata) },
+        { label: 'Key', cell: keyCell },
       ], page.runs)));
     pageInfo.textContent = `Page ${cursors.length}`;
   }
@@ -205,12 +209,22 @@ export function render(root, params, ctx) {
     state.from = from.value;
     state.to = to.value;
     state.meta = meta.value.trim();
+    state.key = key.value.trim();
     cursors = [null];
     lastShown = '';
     lastCounts = '';
     remember();
     ctx.clearNotices();
     load();
+  }
+
+  /** A run's concurrency key, a button that lists the key's runs; and whether it waits for it. */
+  function keyCell(r) {
+    if (!r.concurrency_key) return h('span', { class: 'muted' }, '—');
+    return h('span', {},
+      h('button', { type: 'button', class: 'link mono', title: 'Show this key\'s runs',
+        onclick: () => { key.value = r.concurrency_key; apply(); } }, r.concurrency_key),
+      r.waiting_for_key ? h('span', { class: 'muted small' }, ' waits its turn') : null);
   }
 
   form.addEventListener('submit', (e) => { e.preventDefault(); apply(); });
