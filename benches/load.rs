@@ -396,7 +396,7 @@ async fn drain(args: &Args, keys: Option<usize>) -> (f64, f64) {
 async fn keys_pass(args: &Args, pass: usize) -> Value {
     let mut plain = (0.0, 0.0);
     let mut keyed = (0.0, 0.0);
-    for with_keys in [pass % 2 == 0, pass % 2 == 1] {
+    for with_keys in [pass.is_multiple_of(2), !pass.is_multiple_of(2)] {
         if with_keys {
             keyed = drain(args, Some(args.keys)).await;
         } else {

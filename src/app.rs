@@ -215,6 +215,11 @@ impl Application {
                 token.clone(),
             ))
         });
+        // every process fires the schedules that are due (each tick once over all of them)
+        let ticker = tokio::spawn(crate::jobs::tick_schedules(
+            self.store.clone(),
+            token.clone(),
+        ));
         // the worker ends before shutdown only when it gave up (--max-restarts): then the
         // whole process stops, and exits non-zero
         let mut worker = worker;
@@ -245,6 +250,7 @@ impl Application {
         if let Some(sweeper) = sweeper {
             sweeper.await.context("sweeper task")?;
         }
+        ticker.await.context("schedule ticker task")?;
         scrape_stop.cancel();
         if let Some(scrape) = scrape {
             scrape.await.context("metrics server task")??;

@@ -17,6 +17,7 @@ mod middleware;
 mod pause;
 mod request_id;
 mod runs;
+mod schedules;
 mod signals;
 mod stream;
 mod system;
@@ -125,6 +126,7 @@ impl Default for HttpOptions {
     tags(
         (name = "runs", description = "Submit runs and follow them"),
         (name = "agents", description = "What can be run"),
+        (name = "schedules", description = "Runs made on a cron expression or at an interval"),
         (name = "workers", description = "The worker processes, and the protocol external workers (the Python and TypeScript SDKs) serve agents by"),
         (name = "system", description = "Health of the service")
     )
@@ -168,6 +170,16 @@ fn api_router(auth: Option<&AuthState>) -> OpenApiRouter<ApiState> {
         .routes(guard(routes!(system::list_queues)))
         .routes(guard(routes!(pause::pause_agent)))
         .routes(guard(routes!(pause::resume_agent)))
+        .routes(guard(routes!(
+            schedules::create_schedule,
+            schedules::list_schedules
+        )))
+        .routes(guard(routes!(
+            schedules::get_schedule,
+            schedules::delete_schedule
+        )))
+        .routes(guard(routes!(schedules::pause_schedule)))
+        .routes(guard(routes!(schedules::resume_schedule)))
         // health answers without a key
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
@@ -181,6 +193,7 @@ type AuthState = (Auth, Arc<Limits>);
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_router(None).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    schedules::document_request(&mut doc);
     doc
 }
 

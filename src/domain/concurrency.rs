@@ -63,7 +63,7 @@ impl std::str::FromStr for KeyPolicy {
 }
 
 /// A new run's concurrency key, with the limit and policy it was given or defaulted to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Concurrency {
     pub key: String,
     pub limit: u32,

@@ -9,6 +9,7 @@ mod backoff;
 mod concurrency;
 mod queue;
 mod run;
+mod schedule;
 mod secrets;
 mod signing;
 mod status;
@@ -29,6 +30,10 @@ pub use queue::{QueueStats, StatusCounts, THROUGHPUT_MINUTES, throughput_start};
 pub use run::{
     AgentName, Compensation, EventKind, IdempotencyKey, Inserted, NewRun, Progress, Run, RunError,
     RunErrorKind, RunEvent, RunId, Secret, Signal, WaitingFor,
+};
+pub use schedule::{
+    Cadence, CatchUp, DueSchedule, Firing, NewSchedule, RunTemplate, SCHEDULE_ID_KEY,
+    SCHEDULE_TICK_KEY, Schedule, at_ms, fire,
 };
 pub use secrets::{NamedSecrets, SECRET_ENV_PREFIX, valid_secret_name};
 pub use signing::{

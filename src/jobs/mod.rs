@@ -15,6 +15,7 @@ mod redis;
 mod registry;
 mod retention;
 mod runtime;
+mod schedules;
 mod stop;
 mod supervise;
 mod webhooks;
@@ -31,6 +32,7 @@ pub use registry::{
 };
 pub use retention::RetentionOptions;
 pub use runtime::{WorkerOptions, run_worker, served_agents, sweep};
+pub use schedules::tick_schedules;
 pub use webhooks::WebhookOptions;
 
 /// Errors of the worker side.

@@ -322,3 +322,13 @@ pub struct QueueLoad {
 
 /// The most runs of each named agent running at once over all workers (`--agent-limit`).
 pub type AgentLimits = std::sync::Arc<std::collections::BTreeMap<String, u32>>;
+
+/// What firing a schedule's tick did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    /// Another process fired this tick first (or the schedule was paused or deleted).
+    NotDue,
+    /// The schedule moved on; the tick's run, or why the run was refused (its concurrency
+    /// key is full and its policy is `reject`), when the tick made one.
+    Moved(Option<Result<crate::domain::RunId, String>>),
+}

@@ -227,6 +227,71 @@ pub(super) const RUNNING_OR_SENT: &str = concat!("
 SELECT (SELECT COUNT(*) FROM runs WHERE status = 'running' AND agent = ", p!(1), ")
      + (SELECT COUNT(*) FROM runs WHERE agent = ", p!(1), " AND dispatched_at IS NOT NULL)");
 
+macro_rules! schedule_columns {
+    () => {
+        "id, tenant, name, agent, cron, timezone, interval_ms, catch_up, template, next_tick_at, \
+         paused_at, last_tick_at, last_run_id, missed_ticks, created_at, created_by"
+    };
+}
+
+/// ?1 id, ?2 tenant, ?3 name, ?4 agent, ?5 cron, ?6 time zone, ?7 interval (ms), ?8 catch-up,
+/// ?9 template (JSON), ?10 first tick, ?11 now, ?12 creator: stores a schedule, unless the
+/// tenant has one of that name (no row returned).
+pub(super) const INSERT_SCHEDULE: &str = concat!("
+INSERT INTO schedules (id, tenant, name, agent, cron, timezone, interval_ms, catch_up, template,
+                       next_tick_at, created_at, created_by, updated_at)
+VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ", ", p!(4), ", ", p!(5), ", ", p!(6), ", ", p!(7), ", ",
+        p!(8), ", ", p!(9), ", ", p!(10), ", ", p!(11), ", ", p!(12), ", ", p!(11), ")
+ON CONFLICT DO NOTHING
+RETURNING id");
+
+/// ?1 id.
+pub(super) const GET_SCHEDULE: &str =
+    concat!("SELECT ", schedule_columns!(), " FROM schedules WHERE id = ", p!(1));
+
+/// ?1 tenant, ?2 every tenant's instead: schedules, newest first.
+pub(super) const LIST_SCHEDULES: &str = concat!(
+    "SELECT ", schedule_columns!(), " FROM schedules WHERE (", p!(2), " OR tenant = ", p!(1), ")",
+    " ORDER BY created_at DESC, id DESC"
+);
+
+/// ?1 now, ?2 limit: schedules whose tick has come, earliest first.
+pub(super) const DUE_SCHEDULES: &str = concat!(
+    "SELECT ", schedule_columns!(), " FROM schedules \
+     WHERE paused_at IS NULL AND next_tick_at IS NOT NULL AND next_tick_at <= ", p!(1),
+    " ORDER BY next_tick_at LIMIT ", p!(2)
+);
+
+/// The earliest next tick of any schedule not paused.
+pub(super) const NEXT_SCHEDULE_TICK: &str = "
+SELECT MIN(next_tick_at) FROM schedules WHERE paused_at IS NULL AND next_tick_at IS NOT NULL";
+
+/// ?1 next tick, ?2 the tick that made a run (or NULL), ?3 its run (or NULL), ?4 ticks that
+/// made none, ?5 now, ?6 id, ?7 the tick fired: moves the schedule on from its tick, once
+/// (a process that fires a tick another one fired already changes nothing).
+pub(super) const FIRE_SCHEDULE: &str = concat!("
+UPDATE schedules
+SET next_tick_at = ", p!(1), ", last_tick_at = COALESCE(", p!(2), ", last_tick_at),
+    last_run_id = COALESCE(", p!(3), ", last_run_id), missed_ticks = missed_ticks + ", p!(4), ",
+    updated_at = ", p!(5), "
+WHERE id = ", p!(6), " AND next_tick_at = ", p!(7), " AND paused_at IS NULL
+RETURNING id");
+
+/// ?1 now, ?2 id: pauses it (a paused one is left alone).
+pub(super) const PAUSE_SCHEDULE: &str = concat!("
+UPDATE schedules SET paused_at = ", p!(1), ", updated_at = ", p!(1), "
+WHERE id = ", p!(2), " AND paused_at IS NULL RETURNING id");
+
+/// ?1 its next tick, ?2 now, ?3 id: resumes it from its next tick after now (the ticks it
+/// was paused for make no run).
+pub(super) const RESUME_SCHEDULE: &str = concat!("
+UPDATE schedules SET paused_at = NULL, next_tick_at = ", p!(1), ", updated_at = ", p!(2), "
+WHERE id = ", p!(3), " AND paused_at IS NOT NULL RETURNING id");
+
+/// ?1 id.
+pub(super) const DELETE_SCHEDULE: &str =
+    concat!("DELETE FROM schedules WHERE id = ", p!(1), " RETURNING id");
+
 /// The statements of both dialects by name (each dialect's own text), for `sql::all()`.
 #[cfg(test)]
 fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -273,6 +338,15 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("KEY_OLDEST", vec![KEY_OLDEST]),
         ("KEYS_OF", vec![KEYS_OF]),
         ("ADMIT_KEY", vec![ADMIT_KEY]),
+        ("INSERT_SCHEDULE", vec![INSERT_SCHEDULE]),
+        ("GET_SCHEDULE", vec![GET_SCHEDULE]),
+        ("LIST_SCHEDULES", vec![LIST_SCHEDULES]),
+        ("DUE_SCHEDULES", vec![DUE_SCHEDULES]),
+        ("NEXT_SCHEDULE_TICK", vec![NEXT_SCHEDULE_TICK]),
+        ("FIRE_SCHEDULE", vec![FIRE_SCHEDULE]),
+        ("PAUSE_SCHEDULE", vec![PAUSE_SCHEDULE]),
+        ("RESUME_SCHEDULE", vec![RESUME_SCHEDULE]),
+        ("DELETE_SCHEDULE", vec![DELETE_SCHEDULE]),
         ("SETTLE_BLOCKED", vec![SETTLE_BLOCKED]),
         ("DEPENDENCY_RESULTS", vec![DEPENDENCY_RESULTS]),
         ("TAKE_SIGNAL", vec![TAKE_SIGNAL]),

@@ -35,6 +35,7 @@ mod redis_ha;
 mod retention;
 mod retries;
 mod scale_out;
+mod schedules;
 mod shutdown;
 mod signals;
 mod startup;

@@ -380,6 +380,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's tenant's schedules (every tenant's without keys), newest first, each with
+         *     its next tick.
+         */
+        get: operations["list_schedules"];
+        put?: never;
+        /**
+         * Create a schedule: from its first tick on, each tick makes one run of `agent` with
+         *     `input` and the run options given (validated now, as `POST /v1/runs` would). Its runs
+         *     carry `schedule_id` and `schedule_tick` in their metadata (`GET
+         *     /v1/runs?metadata[schedule_id]=…` lists them) and the schedule's creator as theirs.
+         */
+        post: operations["create_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/schedules/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One schedule. */
+        get: operations["get_schedule"];
+        put?: never;
+        post?: never;
+        /** Delete a schedule: it makes no more runs; the runs it made stay. */
+        delete: operations["delete_schedule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/schedules/{id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a schedule: its ticks make no run until it is resumed (pausing a paused one
+         *     changes nothing).
+         */
+        post: operations["pause_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/schedules/{id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused schedule from its next tick after now: the ticks it was paused for make
+         *     no run (resuming one not paused changes nothing).
+         */
+        post: operations["resume_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/workers": {
         parameters: {
             query?: never;
@@ -536,6 +620,11 @@ export interface components {
             /** Format: int32 */
             version: number;
         };
+        /**
+         * @description What a schedule does about ticks it missed while nothing ran.
+         * @enum {string}
+         */
+        CatchUp: "skip" | "one";
         /** @description What to change of a run that has not started; at least one field. */
         ChangeRunRequest: {
             /**
@@ -735,6 +824,96 @@ export interface components {
              *     of this batch by its index: `"#0"`.
              */
             runs: components["schemas"]["CreateRunRequest"][];
+        };
+        /**
+         * @description A schedule to create: when it ticks, and the run each tick makes (the fields of
+         *     `POST /v1/runs`, but `run_at`, `deadline`, `expires_at` and `depends_on`).
+         */
+        CreateScheduleRequest: {
+            /**
+             * @description A registered agent (see `GET /v1/agents`).
+             * @example echo
+             */
+            agent: string;
+            /**
+             * Format: int64
+             * @description Retry backoff base: the first retry waits up to this long (default 1000).
+             */
+            backoff_base_ms?: number | null;
+            /**
+             * Format: int64
+             * @description Retry backoff cap (default 300000).
+             */
+            backoff_cap_ms?: number | null;
+            /**
+             * @description Where to POST the run (JSON) when it finishes: `succeeded`, `failed` or `cancelled`.
+             *     Signed with `--webhook-secret` when set; retried with backoff for up to 24 h. A
+             *     destination the workers' egress policy refuses (`--http-allow`; by default loopback,
+             *     private, link-local and metadata addresses) is not sent to: a `webhook_failed`
+             *     event says why.
+             */
+            callback_url?: string | null;
+            catch_up?: components["schemas"]["CatchUp"] | null;
+            /**
+             * @description A concurrency key (1–255 characters, like `user:42` or `thread:9`): at most
+             *     `concurrency_limit` runs of the key (same tenant and agent) hold it at once. A run
+             *     holds its key from when it is let in until it finishes (retries and waits
+             *     included); one that finds its key full does what `concurrency_policy` says.
+             * @example user:42
+             */
+            concurrency_key?: string | null;
+            /**
+             * Format: int32
+             * @description How many runs of the key may hold it at once (default: the agent's
+             *     `--key-concurrency`, else 1). Only with `concurrency_key`.
+             */
+            concurrency_limit?: number | null;
+            concurrency_policy?: components["schemas"]["KeyPolicy"] | null;
+            /**
+             * @description A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+             *     seconds first. Give `cron` or `interval`.
+             * @example 0 9 * * 1-5
+             */
+            cron?: string | null;
+            /** @description The agent's input; checked against its JSON Schema. */
+            input?: unknown;
+            /**
+             * @description A fixed interval from the schedule's creation, from 1s to 366 days: `30s`, `5m`,
+             *     `1h 30m`.
+             * @example 5m
+             */
+            interval?: string | null;
+            /**
+             * Format: int32
+             * @description Attempts before the run fails for good (default 3).
+             */
+            max_attempts?: number | null;
+            /** @description Free-form string labels: at most 32 keys of 1–64 characters, values up to 512. */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /**
+             * @description Unique within the tenant (1–100 characters): a second schedule of the name is a
+             *     `409`.
+             * @example nightly-report
+             */
+            name?: string | null;
+            on_failure?: components["schemas"]["Compensation"] | null;
+            /**
+             * Format: int32
+             * @description Higher runs first among due runs (default 0).
+             */
+            priority?: number | null;
+            /**
+             * Format: int64
+             * @description Time limit of each attempt (default 300000: 5 minutes).
+             */
+            timeout_ms?: number | null;
+            /**
+             * @description The IANA time zone `cron` is read in (default UTC).
+             * @example Europe/Paris
+             */
+            timezone?: string | null;
         };
         /** @description A run just accepted, with a token a browser may use for it. */
         CreatedRun: components["schemas"]["Run"] & {
@@ -1251,6 +1430,56 @@ export interface components {
          * @enum {string}
          */
         RunStatus: "blocked" | "queued" | "running" | "retrying" | "waiting" | "succeeded" | "failed" | "cancelled";
+        /** @description A schedule as the API shows it. */
+        Schedule: {
+            agent: string;
+            catch_up: components["schemas"]["CatchUp"];
+            /** Format: date-time */
+            created_at: string;
+            /** @description Who created it (`key:<id>` or `open`); its runs name the same creator. */
+            created_by?: string | null;
+            /** @description The cron expression, when it ticks on one. */
+            cron?: string | null;
+            id: string;
+            /**
+             * Format: int64
+             * @description The interval, when it ticks on one (ms).
+             */
+            interval_ms?: number | null;
+            last_run_id?: string | null;
+            /**
+             * Format: date-time
+             * @description The last tick that made a run, and that run.
+             */
+            last_tick_at?: string | null;
+            /**
+             * Format: int64
+             * @description Ticks that made no run (missed while nothing ran, with `catch_up` `skip`).
+             */
+            missed_ticks: number;
+            /** @description Unique within the tenant, when given. */
+            name?: string | null;
+            /**
+             * Format: date-time
+             * @description When it ticks next (while not paused); `null` when it never will again.
+             */
+            next_tick_at?: string | null;
+            paused: boolean;
+            /** Format: date-time */
+            paused_at?: string | null;
+            /**
+             * @description The run each tick makes: the body of `POST /v1/runs` as it was validated, with every
+             *     default applied.
+             */
+            run: Record<string, never>;
+            tenant: string;
+            /** @description The time zone of `cron` (IANA name). */
+            timezone?: string | null;
+        };
+        /** @description Schedules, newest first. */
+        ScheduleList: {
+            schedules: components["schemas"]["Schedule"][];
+        };
         /** @description A signal to a run. */
         SendSignalRequest: {
             /** @description The signal's name, as the agent waits for it (`plan_approved`, …). */
@@ -2766,6 +2995,385 @@ export interface operations {
             };
             /** @description No such run (or another tenant's) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_schedules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleList"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:read */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description The schedule, with its first tick */
+            201: {
+                headers: {
+                    /** @description /v1/schedules/{id} */
+                    location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description Malformed JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant has a schedule of that name */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid fields, named */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Schedule id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:read */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such schedule (or another tenant's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Schedule id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such schedule (or another tenant's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pause_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Schedule id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule, paused */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such schedule (or another tenant's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resume_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Schedule id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule, ticking again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key lacks runs:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such schedule (or another tenant's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

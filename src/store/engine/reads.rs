@@ -6,7 +6,9 @@ use crate::domain::{
 };
 use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
-use super::rows::{DeclaredAgentRow, EventRow, KeyRow, RunRow, SchemaChangeRow, WorkerRow};
+use super::rows::{
+    DeclaredAgentRow, EventRow, KeyRow, RunRow, ScheduleRow, SchemaChangeRow, WorkerRow,
+};
 use super::{Engine, sql};
 
 /// Binds a `RunFilter` to the dialect's `run_filter!` parameters (the first six).
@@ -49,6 +51,56 @@ impl Engine {
                 paused_by: by,
             })
             .collect())
+    }
+
+    pub(in crate::store) async fn get_schedule(
+        &self,
+        id: &str,
+    ) -> Result<crate::domain::Schedule, StoreError> {
+        let row: ScheduleRow = sqlx::query_as(sql::GET_SCHEDULE)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_into()
+    }
+
+    pub(in crate::store) async fn list_schedules(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<crate::domain::Schedule>, StoreError> {
+        let rows: Vec<ScheduleRow> = sqlx::query_as(sql::LIST_SCHEDULES)
+            .bind(tenant)
+            .bind(tenant.is_none())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Up to `limit` schedules whose tick is at or before now, earliest first.
+    pub(in crate::store) async fn due_schedules(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::DueSchedule>, StoreError> {
+        let rows: Vec<ScheduleRow> = sqlx::query_as(sql::DUE_SCHEDULES)
+            .bind(self.clock.now_ms())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let due = rows
+            .into_iter()
+            .map(ScheduleRow::due)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(due.into_iter().flatten().collect())
+    }
+
+    /// When the next schedule ticks, if any does.
+    pub(in crate::store) async fn next_schedule_tick(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(sql::NEXT_SCHEDULE_TICK)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(next.map(crate::store::from_ms))
     }
 
     /// The input schemas a declared agent had, oldest first.

@@ -298,3 +298,78 @@ impl TryFrom<SchemaChangeRow> for crate::domain::AgentSchemaChange {
         })
     }
 }
+
+/// A schedule as stored (`schedule_columns!`).
+#[derive(FromRow)]
+pub(super) struct ScheduleRow {
+    id: String,
+    tenant: String,
+    name: Option<String>,
+    agent: String,
+    cron: Option<String>,
+    timezone: Option<String>,
+    interval_ms: Option<i64>,
+    catch_up: String,
+    template: String,
+    next_tick_at: Option<i64>,
+    paused_at: Option<i64>,
+    last_tick_at: Option<i64>,
+    last_run_id: Option<String>,
+    missed_ticks: i64,
+    created_at: i64,
+    created_by: Option<String>,
+}
+
+impl ScheduleRow {
+    fn catch_up(&self) -> Result<crate::domain::CatchUp, StoreError> {
+        self.catch_up.parse().map_err(|e| corrupt("catch_up", e))
+    }
+
+    fn template(&self) -> Result<crate::domain::RunTemplate, StoreError> {
+        serde_json::from_str(&self.template).map_err(|e| corrupt("schedule template", e))
+    }
+
+    /// The schedule as a ticking process needs it; `None` when it has no next tick.
+    pub(super) fn due(self) -> Result<Option<crate::domain::DueSchedule>, StoreError> {
+        let Some(next) = self.next_tick_at else {
+            return Ok(None);
+        };
+        Ok(Some(crate::domain::DueSchedule {
+            catch_up: self.catch_up()?,
+            template: self.template()?,
+            next_tick_at: from_ms(next),
+            interval_ms: self.interval_ms.map(|ms| ms as u64),
+            id: self.id,
+            tenant: self.tenant,
+            cron: self.cron,
+            timezone: self.timezone,
+            created_by: self.created_by,
+        }))
+    }
+}
+
+impl TryFrom<ScheduleRow> for crate::domain::Schedule {
+    type Error = StoreError;
+
+    fn try_from(r: ScheduleRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            catch_up: r.catch_up()?,
+            run: serde_json::to_value(r.template()?)?,
+            id: r.id,
+            name: r.name,
+            tenant: r.tenant,
+            agent: r.agent,
+            cron: r.cron,
+            timezone: r.timezone,
+            interval_ms: r.interval_ms.map(|ms| ms as u64),
+            next_tick_at: r.next_tick_at.map(from_ms),
+            paused: r.paused_at.is_some(),
+            paused_at: r.paused_at.map(from_ms),
+            last_tick_at: r.last_tick_at.map(from_ms),
+            last_run_id: r.last_run_id,
+            missed_ticks: r.missed_ticks.max(0) as u64,
+            created_at: from_ms(r.created_at),
+            created_by: r.created_by,
+        })
+    }
+}

@@ -46,6 +46,8 @@ const ORDER: &[Step] = &[
     step::<AttemptFinish>,
     changes_in_arrival_order,
     step::<AgentDeclare>,
+    step::<ScheduleCreate>,
+    step::<ScheduleFire>,
     // what the writes above settled: dependents unblocked or failed, compensations, and
     // the runs waiting for a concurrency key the finished runs held
     resolve_dependencies,
@@ -409,6 +411,7 @@ fn changes_in_arrival_order<'a, 'c>(
                 || alone::<WorkerHeartbeat>(b, request).await?
                 || alone::<RunUndispatch>(b, request).await?
                 || alone::<AgentPause>(b, request).await?
+                || alone::<ScheduleChange>(b, request).await?
                 || alone::<WriterClose>(b, request).await?;
         }
         Ok(())
