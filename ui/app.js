@@ -5,6 +5,7 @@ import { h } from './dom.js';
 import * as runs from './views/runs.js';
 import * as run from './views/run.js';
 import * as queues from './views/queues.js';
+import * as schedules from './views/schedules.js';
 import * as workers from './views/workers.js';
 
 const main = document.getElementById('main');
@@ -139,6 +140,7 @@ function route() {
   if (section === 'runs' && parts[1]) view = run.render(main, parts[1], ctx);
   else if (section === 'runs') view = runs.render(main, params, ctx);
   else if (section === 'queues') view = queues.render(main, ctx);
+  else if (section === 'schedules') view = schedules.render(main, ctx);
   else if (section === 'workers') view = workers.render(main, ctx);
   else {
     main.append(h('div', { class: 'panel' }, h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/runs' }, 'See the runs.'))));

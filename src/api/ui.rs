@@ -43,6 +43,7 @@ static ASSETS: &[Asset] = assets! {
     "views/runs.js" => JS,
     "views/run.js" => JS,
     "views/queues.js" => JS,
+    "views/schedules.js" => JS,
     "views/workers.js" => JS,
     "favicon.svg" => "image/svg+xml",
 };

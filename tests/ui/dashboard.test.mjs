@@ -331,6 +331,32 @@ test('a queue is paused and resumed from the queues page', async () => {
   assert.equal(await page.locator('tbody tr', { hasText: 'echo' }).locator('.badge.paused').count(), 0);
 });
 
+test('schedules show their next tick, and are paused, resumed and deleted from their page', async () => {
+  const made = await call('POST', '/v1/schedules', { name: 'ui-nightly', cron: '0 3 * * *', timezone: 'Europe/Paris', agent: 'echo', input: { value: 'nightly' } });
+  runs.schedule = made;
+  await page.goto(`${BASE}/ui/#/schedules`);
+  const row = page.locator('tbody tr', { hasText: 'ui-nightly' });
+  await row.waitFor();
+  assert.match(await row.innerText(), /0 3 \* \* \* Europe\/Paris/);
+  assert.match(await row.innerText(), /none yet/);
+  await page.getByRole('button', { name: 'Pause ui-nightly' }).click();
+  await page.locator('.notice.ok', { hasText: 'ui-nightly paused' }).waitFor();
+  await row.locator('.badge.paused').waitFor();
+  assert.equal((await call('GET', `/v1/schedules/${made.id}`)).paused, true);
+  await page.getByRole('button', { name: 'Resume ui-nightly' }).click();
+  await page.locator('.notice.ok', { hasText: 'ui-nightly resumed' }).waitFor();
+  assert.equal((await call('GET', `/v1/schedules/${made.id}`)).paused, false);
+  await page.screenshot({ path: `${SHOTS}/schedules.png`, fullPage: true });
+  // deleting asks first
+  await page.getByRole('button', { name: 'Delete ui-nightly' }).click();
+  await page.getByRole('button', { name: 'Yes, delete it' }).click();
+  await page.locator('.notice.ok', { hasText: 'ui-nightly deleted' }).waitFor();
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await call('GET', '/v1/schedules')).schedules.length, 0);
+  // one to show on the narrow screen below
+  runs.kept = await call('POST', '/v1/schedules', { name: 'ui-hourly', interval: '1h', agent: 'echo', input: { value: 'hourly' } });
+});
+
 test('workers show the live process with its agents', async () => {
   await page.goto(`${BASE}/ui/#/workers`);
   const row = page.locator('tbody tr', { hasText: 'alive' });
@@ -369,6 +395,7 @@ test('every page fits a 360 px wide screen', async () => {
     [`#/runs/${runs.slow.id}`, '.timeline li', 'mobile-run'],
     [`#/runs/${runs.plan.id}`, '.timeline li', null],
     ['#/queues', 'svg.chart', 'mobile-queues'],
+    ['#/schedules', 'tbody tr', null],
     ['#/workers', 'tbody tr', null],
   ]) {
     await p.goto(`${BASE}/ui/${path}`);

@@ -346,8 +346,13 @@ export function render(root, id, ctx) {
   async function refresh() {
     const mine = ++latest; // an answer older than one already shown is dropped
     try {
-      const [r, ev] = await Promise.all([api(path, { signal: abort.signal }),
-        api(`${path}/events?after=${events.length ? events[events.length - 1].seq : 0}`, { signal: abort.signal })]);
+      // the events first, then the run: the run read is at least as new as the last event,
+      // so the live stream (which follows after that event) brings every later change. Read
+      // at once, a run read before an event the other read returned would show a state
+      // older than the log, and nothing would come to correct it (a run waiting for a human
+      // stayed `running` on the page)
+      const ev = await api(`${path}/events?after=${events.length ? events[events.length - 1].seq : 0}`, { signal: abort.signal });
+      const r = await api(path, { signal: abort.signal });
       appendEvents(ev.events);
       if (mine === latest) show(r);
     } catch (error) {
