@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::{RunId, Scope};
-use crate::store::StoreError;
+use crate::domain::{IdempotencyKey, RunId, Scope};
+use crate::store::{BatchInserted, StoreError};
 
 use super::ApiState;
 use super::auth::Caller;
-use super::create::{CreateRunRequest, KnownAgents};
+use super::create::{CreateRunRequest, KnownAgents, idempotency_key};
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{JsonBody, from_value};
 use super::runs::CreatedRun;
@@ -46,22 +46,26 @@ pub struct CreatedRuns {
 /// index and the field, `runs/2/input/text`), then all are stored in one transaction, or
 /// none. `depends_on` may name another run of the batch by its index (`"#0"`): the batch is
 /// checked as a graph (indexes in range, no run depending on itself, no cycle), and such a
-/// run starts blocked until those runs succeed.
+/// run starts blocked until those runs succeed. An `Idempotency-Key` covers the batch: the
+/// same request again (same key, same JSON body) answers `200` with the runs it created.
 #[utoipa::path(post, path = "/v1/runs/batch", tag = "runs", operation_id = "create_runs",
     request_body = CreateRunsRequest,
     responses(
+        (status = 200, description = "The same request again (its Idempotency-Key): the runs it created, as they are now", body = CreatedRuns),
         (status = 202, description = "All accepted and stored", body = CreatedRuns),
-        (status = 400, description = "Malformed JSON, or an Idempotency-Key (not supported on batches yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid runs: nothing was stored", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A run whose policy is `reject` finds its concurrency key full (`concurrency_key_busy`, the detail names `runs/<index>`): nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A run whose policy is `reject` finds its concurrency key full (`concurrency_key_busy`, the detail names `runs/<index>`), or the Idempotency-Key was used with a different request: nothing was stored", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's request rate or its cap on runs not finished", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    params(("traceparent" = Option<String>, Header, description = "W3C trace context: every run of the batch continues the caller's trace.")))]
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key with the same body returns the runs the batch created (200); with another body, 409. Keys live 24 h (--idempotency-ttl)."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: every run of the batch continues the caller's trace.")))]
 pub async fn create_runs(
     State(state): State<ApiState>,
     caller: Caller,
@@ -69,11 +73,11 @@ pub async fn create_runs(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::RunsWrite)?;
-    if headers.contains_key("idempotency-key") {
-        return Err(ApiError::BadRequest(
-            "Idempotency-Key is not supported on POST /v1/runs/batch yet: send the batch once, or create runs one by one with keys".into(),
-        ));
-    }
+    // keys are per tenant, like a single run's; each run of the batch carries it with its
+    // index after a space (which no key a client sends holds), and the whole body's
+    // fingerprint
+    let tenant = caller.tenant();
+    let key = idempotency_key(&headers, &body, state.defaults.idempotency_ttl)?;
     let request: CreateRunsRequest = from_value(body)?;
     if request.runs.is_empty() || request.runs.len() > MAX_BATCH {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -82,7 +86,6 @@ pub async fn create_runs(
             format!("a batch holds 1 to {MAX_BATCH} runs"),
         )]));
     }
-    let tenant = caller.tenant();
     let declared = state.declared.current().await?;
     let agents = KnownAgents {
         registry: &state.registry,
@@ -137,6 +140,10 @@ pub async fn create_runs(
         match new_run {
             Ok(mut run) => {
                 run.id = ids[i];
+                run.idempotency = key.as_ref().map(|k| IdempotencyKey {
+                    key: format!("{tenant}:{} #{i}", k.key),
+                    ..k.clone()
+                });
                 run.created_by = Some(caller.actor());
                 run.trace_parent = trace_parent.clone();
                 runs.push(Some(run));
@@ -189,7 +196,22 @@ pub async fn create_runs(
         .admit_runs(&state.store, tenant.as_str(), count)
         .await?;
     let stored = match state.store.insert_batch(runs).await {
-        Ok(stored) => stored,
+        Ok(BatchInserted::New(stored)) => stored,
+        Ok(BatchInserted::Existing(ids)) => {
+            // the same request again: the runs it created, as they are now
+            state.limits.unreserve_n(tenant.as_str(), count).await;
+            let mut runs = Vec::with_capacity(ids.len());
+            for id in ids {
+                let run = state.store.get_run(id).await?;
+                let (run_token, run_token_expires_at) = state.auth.run_token(&run);
+                runs.push(CreatedRun {
+                    run,
+                    run_token,
+                    run_token_expires_at,
+                });
+            }
+            return Ok((StatusCode::OK, Json(CreatedRuns { runs })).into_response());
+        }
         Err(e) => {
             state.limits.unreserve_n(tenant.as_str(), count).await;
             return Err(match e {

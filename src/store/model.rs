@@ -332,3 +332,12 @@ pub enum Fired {
     /// key is full and its policy is `reject`), when the tick made one.
     Moved(Option<Result<crate::domain::RunId, String>>),
 }
+
+/// What storing a batch did.
+#[derive(Debug, Clone)]
+pub enum BatchInserted {
+    /// The runs, stored, in the order given.
+    New(Vec<crate::domain::Run>),
+    /// The batch's Idempotency-Key names a batch stored by the same request: its runs.
+    Existing(Vec<crate::domain::RunId>),
+}

@@ -12,7 +12,7 @@ impl Store {
     }
     /// Inserts the runs of a batch in one transaction, all or none (`BadBatchDependencies`
     /// when a dependency on a stored run is bad); runs of the batch may depend on each other.
-    pub async fn insert_batch(&self, runs: Vec<NewRun>) -> Result<Vec<Run>, StoreError> {
+    pub async fn insert_batch(&self, runs: Vec<NewRun>) -> Result<BatchInserted, StoreError> {
         command!(self, RunInsertBatch(runs))?
     }
     pub async fn get_run(&self, id: RunId) -> Result<Run, StoreError> {

@@ -337,6 +337,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("KEY_USE", vec![KEY_USE]),
         ("KEY_OLDEST", vec![KEY_OLDEST]),
         ("KEYS_OF", vec![KEYS_OF]),
+        ("KEYS_WAITED_FOR", vec![KEYS_WAITED_FOR]),
         ("ADMIT_KEY", vec![ADMIT_KEY]),
         ("INSERT_SCHEDULE", vec![INSERT_SCHEDULE]),
         ("GET_SCHEDULE", vec![GET_SCHEDULE]),

@@ -128,17 +128,64 @@ async fn one_bad_run_stores_none_and_every_problem_names_its_run() {
         .map(|_| json!({"agent": "echo", "input": {}}))
         .collect();
     assert_eq!(batch(&app, json!({ "runs": too_many })).await.0, 422);
-    // an Idempotency-Key is refused rather than ignored
-    let keyed = app
+    assert_eq!(total(&app).await, before, "nothing was stored");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_covers_the_whole_batch() {
+    let app = TestApp::spawn().await;
+    let send = |key: &'static str, body: Value| {
+        app.client
+            .post(app.url("/v1/runs/batch"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let body = json!({"runs": [
+        {"agent": "echo", "input": {"value": 1}},
+        {"agent": "echo", "input": {"value": 2}, "depends_on": ["#0"]},
+    ]});
+    let first = send("nightly-42", body.clone()).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let ids: Vec<&str> = first["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    // the same request again: the same runs, nothing new
+    let again = send("nightly-42", body.clone()).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    let same: Vec<&str> = again["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(same, ids);
+    assert!(again["runs"][0]["run_token"].is_string(), "{again}");
+    // the key with another body is refused; another key is another batch
+    let other = json!({"runs": [{"agent": "echo", "input": {"value": 3}}]});
+    let refused = send("nightly-42", other.clone()).await.unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(send("nightly-43", other).await.unwrap().status(), 202);
+    // a single run's key does not name a batch's runs, nor the other way round
+    let single = app
         .client
-        .post(app.url("/v1/runs/batch"))
-        .header("idempotency-key", "k1")
-        .json(&json!({"runs": [{"agent": "echo", "input": {}}]}))
+        .post(app.url("/v1/runs"))
+        .header("idempotency-key", "nightly-42")
+        .json(&json!({"agent": "echo", "input": {"value": 1}}))
         .send()
         .await
         .unwrap();
-    assert_eq!(keyed.status(), 400);
-    assert_eq!(total(&app).await, before, "nothing was stored");
+    assert_eq!(single.status(), 202);
+    for id in &ids {
+        app.wait_for_status(id, "succeeded", std::time::Duration::from_secs(10))
+            .await;
+    }
+    assert_eq!(total(&app).await, 4);
 }
 
 #[tokio::test]

@@ -204,7 +204,8 @@ export interface paths {
          *     index and the field, `runs/2/input/text`), then all are stored in one transaction, or
          *     none. `depends_on` may name another run of the batch by its index (`"#0"`): the batch is
          *     checked as a graph (indexes in range, no run depending on itself, no cycle), and such a
-         *     run starts blocked until those runs succeed.
+         *     run starts blocked until those runs succeed. An `Idempotency-Key` covers the batch: the
+         *     same request again (same key, same JSON body) answers `200` with the runs it created.
          */
         post: operations["create_runs"];
         delete?: never;
@@ -2253,6 +2254,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Makes retries safe: the same key with the same body returns the runs the batch created (200); with another body, 409. Keys live 24 h (--idempotency-ttl). */
+                "Idempotency-Key"?: string | null;
                 /** @description W3C trace context: every run of the batch continues the caller's trace. */
                 traceparent?: string | null;
             };
@@ -2265,6 +2268,15 @@ export interface operations {
             };
         };
         responses: {
+            /** @description The same request again (its Idempotency-Key): the runs it created, as they are now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedRuns"];
+                };
+            };
             /** @description All accepted and stored */
             202: {
                 headers: {
@@ -2274,7 +2286,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedRuns"];
                 };
             };
-            /** @description Malformed JSON, or an Idempotency-Key (not supported on batches yet) */
+            /** @description Malformed JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2301,7 +2313,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A run whose policy is `reject` finds its concurrency key full (`concurrency_key_busy`, the detail names `runs/<index>`): nothing was stored */
+            /** @description A run whose policy is `reject` finds its concurrency key full (`concurrency_key_busy`, the detail names `runs/<index>`), or the Idempotency-Key was used with a different request: nothing was stored */
             409: {
                 headers: {
                     [name: string]: unknown;

@@ -336,6 +336,15 @@ pub(super) const KEYS_OF: &str = "
 SELECT DISTINCT tenant, agent, concurrency_key FROM runs
 WHERE id IN (SELECT value FROM json_each(?1)) AND concurrency_key IS NOT NULL";
 
+/// ?1 JSON array of [tenant, agent, key]: those some run waits for.
+pub(super) const KEYS_WAITED_FOR: &str = "
+SELECT k.value->>0 AS tenant, k.value->>1 AS agent, k.value->>2 AS concurrency_key
+FROM json_each(?1) AS k
+WHERE EXISTS (SELECT 1 FROM runs AS w INDEXED BY runs_key_unfinished
+              WHERE w.tenant = k.value->>0 AND w.agent = k.value->>1
+                AND w.concurrency_key = k.value->>2 AND w.key_waiting = 1
+                AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting'))";
+
 /// ?1 now, ?2 tenant, ?3 agent, ?4 key: lets the key's oldest waiting runs in while fewer
 /// than the limit (the first waiting run's) hold it. Each becomes `queued`, or stays
 /// `blocked` while a run it depends on has not succeeded (no event then).

@@ -266,8 +266,17 @@ pub(in crate::store) async fn admit(b: &mut Batch<'_>) -> Result<(), StoreError>
     if keys.is_empty() {
         return Ok(());
     }
+    // under the lock, so a run another process just stored to wait for a key is seen
     lock(b).await?;
-    for (tenant, agent, key) in keys {
+    let param: Vec<[&str; 3]> = keys
+        .iter()
+        .map(|(t, a, k)| [t.as_str(), a.as_str(), k.as_str()])
+        .collect();
+    let waited_for: Vec<(String, String, String)> = sqlx::query_as(sql::KEYS_WAITED_FOR)
+        .bind(serde_json::to_string(&param).expect("keys serialise"))
+        .fetch_all(&mut *b.conn)
+        .await?;
+    for (tenant, agent, key) in waited_for {
         let rows = sqlx::query(sql::ADMIT_KEY)
             .bind(b.now)
             .bind(&tenant)

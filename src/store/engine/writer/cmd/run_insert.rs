@@ -302,7 +302,10 @@ fn in_order(mut answers: Vec<(usize, InsertAnswer)>) -> Vec<InsertAnswer> {
 }
 
 /// The run holding `key` and its request fingerprint; an expired key is freed instead.
-async fn key_holder(b: &mut Batch<'_>, key: &str) -> Result<Option<(String, RunId)>, StoreError> {
+pub(super) async fn key_holder(
+    b: &mut Batch<'_>,
+    key: &str,
+) -> Result<Option<(String, RunId)>, StoreError> {
     let row: Option<KeyRow> = sqlx::query_as(sql::FIND_KEY)
         .bind(key)
         .fetch_optional(&mut *b.conn)

@@ -1,22 +1,25 @@
 //! `RunInsertBatch`: the runs of one `POST /v1/runs/batch`, all stored or none. Runs of
 //! the batch may depend on each other (they start blocked); a dependency on a stored run
 //! is checked like a single run's, and one bad dependency anywhere refuses the batch
-//! before anything is written.
+//! before anything is written. With an Idempotency-Key every run carries the key with its
+//! index (`<key> #<i>`, a space no client key holds) and the whole batch's fingerprint: the
+//! same request again finds the first run's key and answers the batch's runs.
 
 use std::collections::HashSet;
 
 use super::super::batch::{KeyDecision, KeyGate, check_dependencies};
-use super::run_insert::{InsertAnswer, insert_runs};
+use super::run_insert::{InsertAnswer, insert_runs, key_holder};
 use super::{Apply, Batch, Command};
-use crate::domain::{KeyPolicy, NewRun, Run, RunId};
-use crate::store::StoreError;
+use crate::domain::{KeyPolicy, NewRun, RunId};
+use crate::store::{BatchInserted, StoreError};
 
-/// Replies the runs as stored, in the order given; `BadBatchDependencies` when a
-/// dependency on a stored run names no run of the tenant or one that failed.
+/// Replies the runs as stored, in the order given, or those its Idempotency-Key names;
+/// `BadBatchDependencies` when a dependency on a stored run names no run of the tenant or
+/// one that failed, `Conflict` when the key was used with another request.
 pub(in crate::store) struct RunInsertBatch(pub(in crate::store) Vec<NewRun>);
 
 impl Command for RunInsertBatch {
-    type Reply = Result<Vec<Run>, StoreError>;
+    type Reply = Result<BatchInserted, StoreError>;
 
     fn may_ready_runs(&self) -> bool {
         true
@@ -27,7 +30,7 @@ impl Apply for RunInsertBatch {
     async fn apply(
         b: &mut Batch<'_>,
         commands: &[&Self],
-    ) -> Result<Vec<Result<Vec<Run>, StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<BatchInserted, StoreError>>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
         for RunInsertBatch(runs) in commands {
             replies.push(insert_batch(b, runs).await?);
@@ -39,7 +42,28 @@ impl Apply for RunInsertBatch {
 async fn insert_batch(
     b: &mut Batch<'_>,
     runs: &[NewRun],
-) -> Result<Result<Vec<Run>, StoreError>, StoreError> {
+) -> Result<Result<BatchInserted, StoreError>, StoreError> {
+    // the same request again: its runs hold their keys. Every key is looked at: one run of
+    // a batch may be gone (retention) while the others still hold theirs
+    let mut held = Vec::new();
+    let mut reused = false;
+    for key in runs.iter().filter_map(|r| r.idempotency.as_ref()) {
+        if let Some((fingerprint, id)) = key_holder(b, &key.key).await? {
+            reused |= fingerprint != key.fingerprint;
+            held.push(id);
+        }
+    }
+    if reused || (!held.is_empty() && held.len() < runs.len()) {
+        let why = if reused {
+            "this Idempotency-Key was already used with a different request"
+        } else {
+            "this Idempotency-Key names a batch some of whose runs are gone (retention): use another"
+        };
+        return Ok(Err(StoreError::Conflict(why.into())));
+    }
+    if !held.is_empty() {
+        return Ok(Ok(BatchInserted::Existing(held)));
+    }
     let siblings: HashSet<RunId> = runs.iter().map(|r| r.id).collect();
     // on PostgreSQL the check locks the runs depended on, in id order within one call:
     // all of the batch's at once first, so two batches sharing dependencies take their
@@ -105,7 +129,7 @@ async fn insert_batch(
     for answer in insert_runs(b, &refs, &siblings).await? {
         match answer {
             InsertAnswer::New(run) => stored.push(*run),
-            // checked above in this transaction; batch runs carry no Idempotency-Key
+            // checked above in this transaction; the batch's keys were free
             _ => {
                 return Err(StoreError::Corrupt(
                     "a batch run was refused after its checks passed".into(),
@@ -113,5 +137,5 @@ async fn insert_batch(
             }
         }
     }
-    Ok(Ok(stored))
+    Ok(Ok(BatchInserted::New(stored)))
 }
