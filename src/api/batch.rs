@@ -191,26 +191,29 @@ pub async fn create_runs(
     let runs: Vec<crate::domain::NewRun> = runs.into_iter().flatten().collect();
     // the tenant's cap on runs not finished holds for the whole batch, under one lock
     let count = runs.len() as u64;
-    state
+    if let Err(refused) = state
         .limits
         .admit_runs(&state.store, tenant.as_str(), count)
-        .await?;
+        .await
+    {
+        // at the cap, the retry of a batch that was stored is still answered with its runs
+        let mut ids = Vec::with_capacity(runs.len());
+        for key in runs.iter().filter_map(|r| r.idempotency.as_ref()) {
+            match state.store.idempotent_run(key).await? {
+                Some(id) => ids.push(id),
+                None => return Err(refused),
+            }
+        }
+        if ids.is_empty() {
+            return Err(refused);
+        }
+        return created(&state, ids).await;
+    }
     let stored = match state.store.insert_batch(runs).await {
         Ok(BatchInserted::New(stored)) => stored,
         Ok(BatchInserted::Existing(ids)) => {
-            // the same request again: the runs it created, as they are now
             state.limits.unreserve_n(tenant.as_str(), count).await;
-            let mut runs = Vec::with_capacity(ids.len());
-            for id in ids {
-                let run = state.store.get_run(id).await?;
-                let (run_token, run_token_expires_at) = state.auth.run_token(&run);
-                runs.push(CreatedRun {
-                    run,
-                    run_token,
-                    run_token_expires_at,
-                });
-            }
-            return Ok((StatusCode::OK, Json(CreatedRuns { runs })).into_response());
+            return created(&state, ids).await;
         }
         Err(e) => {
             state.limits.unreserve_n(tenant.as_str(), count).await;
@@ -240,6 +243,21 @@ pub async fn create_runs(
         })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(CreatedRuns { runs })).into_response())
+}
+
+/// The same request again: `200` with the runs it created, as they are now.
+async fn created(state: &ApiState, ids: Vec<RunId>) -> Result<Response, ApiError> {
+    let mut runs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let run = state.store.get_run(id).await?;
+        let (run_token, run_token_expires_at) = state.auth.run_token(&run);
+        runs.push(CreatedRun {
+            run,
+            run_token,
+            run_token_expires_at,
+        });
+    }
+    Ok((StatusCode::OK, Json(CreatedRuns { runs })).into_response())
 }
 
 /// A run in a dependency cycle among the batch's runs, if there is one (Kahn's order:

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -92,7 +92,7 @@ pub struct ScheduleList {
     responses(
         (status = 201, description = "The schedule, with its first tick", body = Schedule,
             headers(("location" = String, description = "/v1/schedules/{id}"))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, or an Idempotency-Key (a schedule's `name` makes creating it safe to retry)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks runs:write", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The tenant has a schedule of that name", body = Problem, content_type = "application/problem+json"),
@@ -104,9 +104,16 @@ pub struct ScheduleList {
 pub async fn create_schedule(
     State(state): State<ApiState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::RunsWrite)?;
+    // refused rather than ignored: a retry would make a second schedule, and twice the runs
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key is not taken on POST /v1/schedules: give the schedule a `name` (unique in the tenant), and a retry gets 409 instead of a second schedule".into(),
+        ));
+    }
     let Value::Object(mut fields) = body else {
         return Err(ApiError::Validation(vec![FieldError::new(
             "body",
@@ -353,8 +360,8 @@ pub async fn pause_schedule(
     Ok(Json(find(&state, &caller, &id).await?))
 }
 
-/// Resume a paused schedule from its next tick after now: the ticks it was paused for make
-/// no run (resuming one not paused changes nothing).
+/// Resume a paused schedule from its next tick after now (an interval keeps its phase): the
+/// ticks it was paused for make no run (resuming one not paused changes nothing).
 #[utoipa::path(post, path = "/v1/schedules/{id}/resume", tag = "schedules", operation_id = "resume_schedule",
     params(("id" = String, Path, description = "Schedule id")),
     responses(
@@ -371,12 +378,10 @@ pub async fn resume_schedule(
 ) -> Result<Json<Schedule>, ApiError> {
     caller.require(Scope::RunsWrite)?;
     let schedule = find(&state, &caller, &id).await?;
-    let cadence = match (&schedule.cron, schedule.interval_ms) {
-        (Some(expression), _) => Cadence::cron(expression, schedule.timezone.as_deref())
-            .map_err(|(_, e)| ApiError::Internal(crate::store::StoreError::Corrupt(e)))?,
-        (None, ms) => Cadence::Every(std::time::Duration::from_millis(ms.unwrap_or(1000))),
-    };
-    let next = cadence.after(state.store.clock().now());
+    let cadence = schedule
+        .cadence()
+        .map_err(|e| ApiError::Internal(crate::store::StoreError::Corrupt(e)))?;
+    let next = cadence.resumed(schedule.next_tick_at, state.store.clock().now());
     state.store.resume_schedule(&id, next).await?;
     Ok(Json(find(&state, &caller, &id).await?))
 }

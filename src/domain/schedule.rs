@@ -138,6 +138,25 @@ impl Cadence {
         }
     }
 
+    /// The first tick after `now` of a schedule whose next tick was `next`: an interval
+    /// keeps its phase (ticks stay `next` plus whole intervals), a cron expression is read
+    /// from `now`.
+    pub fn resumed(
+        &self,
+        next: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match (self, next) {
+            (Self::Every(_), Some(next)) if next > now => Some(next),
+            (Self::Every(every), Some(next)) => {
+                let step = every.as_millis().max(1) as i64;
+                let steps = (now - next).num_milliseconds() / step + 1;
+                Some(next + chrono::Duration::milliseconds(steps * step))
+            }
+            _ => self.after(now),
+        }
+    }
+
     /// The ticks due by `now`, from `first` (itself due): the latest, and how many came
     /// before it.
     fn latest_due(&self, first: DateTime<Utc>, now: DateTime<Utc>) -> (DateTime<Utc>, u64) {
@@ -303,8 +322,8 @@ pub struct Schedule {
     /// The interval, when it ticks on one (ms).
     pub interval_ms: Option<u64>,
     pub catch_up: CatchUp,
-    /// The run each tick makes: the body of `POST /v1/runs` as it was validated, with every
-    /// default applied.
+    /// The run each tick makes, as stored: its fields with every default applied (a
+    /// concurrency key as `concurrency`: `{key, limit, policy}`).
     #[schema(value_type = Object)]
     pub run: Value,
     /// When it ticks next (while not paused); `null` when it never will again.
@@ -345,20 +364,42 @@ pub struct DueSchedule {
     pub timezone: Option<String>,
     pub interval_ms: Option<u64>,
     pub catch_up: CatchUp,
-    pub template: RunTemplate,
+    /// The run each tick makes; why not, when the stored one does not read.
+    pub template: Result<RunTemplate, String>,
     pub next_tick_at: DateTime<Utc>,
     pub created_by: Option<String>,
 }
 
 impl DueSchedule {
     pub fn cadence(&self) -> Result<Cadence, String> {
-        match (&self.cron, self.interval_ms) {
-            (Some(expression), _) => {
-                Cadence::cron(expression, self.timezone.as_deref()).map_err(|(_, e)| e)
-            }
-            (None, Some(ms)) => Ok(Cadence::Every(Duration::from_millis(ms))),
-            (None, None) => Err("a schedule with neither cron nor interval".into()),
-        }
+        cadence_of(
+            self.cron.as_deref(),
+            self.timezone.as_deref(),
+            self.interval_ms,
+        )
+    }
+}
+
+impl Schedule {
+    pub fn cadence(&self) -> Result<Cadence, String> {
+        cadence_of(
+            self.cron.as_deref(),
+            self.timezone.as_deref(),
+            self.interval_ms,
+        )
+    }
+}
+
+/// A stored schedule's cadence.
+fn cadence_of(
+    cron: Option<&str>,
+    timezone: Option<&str>,
+    interval_ms: Option<u64>,
+) -> Result<Cadence, String> {
+    match (cron, interval_ms) {
+        (Some(expression), _) => Cadence::cron(expression, timezone).map_err(|(_, e)| e),
+        (None, Some(ms)) => Ok(Cadence::Every(Duration::from_millis(ms))),
+        (None, None) => Err("a schedule with neither cron nor interval".into()),
     }
 }
 
@@ -397,6 +438,24 @@ mod tests {
         );
         assert_eq!(Cadence::every("0s").unwrap_err().0, "interval");
         assert_eq!(Cadence::every("soon").unwrap_err().0, "interval");
+    }
+
+    #[test]
+    fn a_resumed_interval_keeps_its_phase() {
+        let hourly = Cadence::every("1h").unwrap();
+        let next = t("2026-12-05T10:15:00Z");
+        assert_eq!(
+            hourly.resumed(Some(next), t("2026-12-05T10:00:00Z")),
+            Some(next)
+        );
+        assert_eq!(
+            hourly.resumed(Some(next), t("2026-12-05T13:20:00Z")),
+            Some(t("2026-12-05T14:15:00Z"))
+        );
+        assert_eq!(
+            hourly.resumed(Some(next), t("2026-12-05T13:15:00Z")),
+            Some(t("2026-12-05T14:15:00Z"))
+        );
     }
 
     #[test]

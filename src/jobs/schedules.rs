@@ -46,17 +46,22 @@ pub async fn tick_schedules(store: Store, stop: CancellationToken) {
 }
 
 async fn fire_one(store: &Store, schedule: DueSchedule) {
-    let cadence = match schedule.cadence() {
-        Ok(cadence) => cadence,
+    let parts = schedule.cadence().and_then(|cadence| {
+        let tenant = Tenant::parse(&schedule.tenant)?;
+        Ok((cadence, tenant, schedule.template.clone()?))
+    });
+    let (cadence, tenant, template) = match parts {
+        Ok(parts) => parts,
         Err(e) => {
-            tracing::warn!(schedule = %schedule.id, error = %e, "a stored schedule does not parse");
-            return;
-        }
-    };
-    let tenant = match Tenant::parse(&schedule.tenant) {
-        Ok(tenant) => tenant,
-        Err(e) => {
-            tracing::warn!(schedule = %schedule.id, error = %e, "a stored schedule's tenant");
+            // a schedule that no longer reads (a time zone gone from the tz database, say)
+            // is stopped, not fired again and again: it shows no next tick
+            tracing::warn!(schedule = %schedule.id, error = %e, "a stored schedule does not read: it is stopped");
+            let stopped = store
+                .fire_schedule(&schedule.id, schedule.next_tick_at, None, 1, None)
+                .await;
+            if let Err(e) = stopped {
+                tracing::warn!(schedule = %schedule.id, error = %e, "stopping a schedule failed");
+            }
             return;
         }
     };
@@ -67,10 +72,7 @@ async fn fire_one(store: &Store, schedule: DueSchedule) {
         store.clock().now(),
     );
     let run = firing.tick.map(|tick| {
-        let run =
-            schedule
-                .template
-                .run_for(&schedule.id, tenant, schedule.created_by.clone(), tick);
+        let run = template.run_for(&schedule.id, tenant, schedule.created_by.clone(), tick);
         (tick, run)
     });
     match store

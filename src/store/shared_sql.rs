@@ -266,16 +266,22 @@ pub(super) const DUE_SCHEDULES: &str = concat!(
 pub(super) const NEXT_SCHEDULE_TICK: &str = "
 SELECT MIN(next_tick_at) FROM schedules WHERE paused_at IS NULL AND next_tick_at IS NOT NULL";
 
-/// ?1 next tick, ?2 the tick that made a run (or NULL), ?3 its run (or NULL), ?4 ticks that
-/// made none, ?5 now, ?6 id, ?7 the tick fired: moves the schedule on from its tick, once
-/// (a process that fires a tick another one fired already changes nothing).
+/// ?1 next tick (NULL: it has no more), ?2 ticks that made no run, ?3 now, ?4 id, ?5 the tick
+/// fired: moves the schedule on from its tick, once (a process that fires a tick another
+/// one fired already changes nothing).
 pub(super) const FIRE_SCHEDULE: &str = concat!("
 UPDATE schedules
-SET next_tick_at = ", p!(1), ", last_tick_at = COALESCE(", p!(2), ", last_tick_at),
-    last_run_id = COALESCE(", p!(3), ", last_run_id), missed_ticks = missed_ticks + ", p!(4), ",
-    updated_at = ", p!(5), "
-WHERE id = ", p!(6), " AND next_tick_at = ", p!(7), " AND paused_at IS NULL
+SET next_tick_at = ", p!(1), ", missed_ticks = missed_ticks + ", p!(2), ", updated_at = ", p!(3), "
+WHERE id = ", p!(4), " AND next_tick_at = ", p!(5), " AND paused_at IS NULL
 RETURNING id");
+
+/// ?1 the tick, ?2 its run, ?3 id: the tick's run was stored.
+pub(super) const SCHEDULE_RAN: &str = concat!("
+UPDATE schedules SET last_tick_at = ", p!(1), ", last_run_id = ", p!(2), " WHERE id = ", p!(3));
+
+/// ?1 id: the tick's run was refused (its concurrency key was full): a tick without a run.
+pub(super) const SCHEDULE_MISSED: &str =
+    concat!("UPDATE schedules SET missed_ticks = missed_ticks + 1 WHERE id = ", p!(1));
 
 /// ?1 now, ?2 id: pauses it (a paused one is left alone).
 pub(super) const PAUSE_SCHEDULE: &str = concat!("
@@ -345,6 +351,8 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("DUE_SCHEDULES", vec![DUE_SCHEDULES]),
         ("NEXT_SCHEDULE_TICK", vec![NEXT_SCHEDULE_TICK]),
         ("FIRE_SCHEDULE", vec![FIRE_SCHEDULE]),
+        ("SCHEDULE_RAN", vec![SCHEDULE_RAN]),
+        ("SCHEDULE_MISSED", vec![SCHEDULE_MISSED]),
         ("PAUSE_SCHEDULE", vec![PAUSE_SCHEDULE]),
         ("RESUME_SCHEDULE", vec![RESUME_SCHEDULE]),
         ("DELETE_SCHEDULE", vec![DELETE_SCHEDULE]),

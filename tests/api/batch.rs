@@ -189,6 +189,29 @@ async fn an_idempotency_key_covers_the_whole_batch() {
 }
 
 #[tokio::test]
+async fn a_stored_batch_sent_again_at_the_tenants_cap_gets_its_runs() {
+    let app = TestApp::spawn_with(|c| c.http.tenant_max_active_runs = Some(2)).await;
+    let body = json!({"runs": [
+        {"agent": "echo", "input": {}, "run_at": "2999-01-01T00:00:00Z"},
+        {"agent": "echo", "input": {}, "run_at": "2999-01-01T00:00:00Z"},
+    ]});
+    let send = || {
+        app.client
+            .post(app.url("/v1/runs/batch"))
+            .header("idempotency-key", "at-the-cap")
+            .json(&body)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 202);
+    // the cap is reached, yet the same request is answered with what it stored
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(total(&app).await, 2);
+}
+
+#[tokio::test]
 async fn a_batch_fits_the_tenant_cap_whole_or_not_at_all() {
     let app = TestApp::spawn_with(|c| c.http.tenant_max_active_runs = Some(3)).await;
     let later = || json!({"agent": "echo", "input": {}, "run_at": "2999-01-01T00:00:00Z"});

@@ -351,3 +351,91 @@ async fn an_agents_key_settings_apply_where_a_run_sets_none() {
     assert_eq!(app.post_run(queued).await.status(), 202);
     assert_eq!(app.cancel(&first).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_run_let_in_for_its_key_still_waits_for_its_dependencies() {
+    let app = TestApp::spawn().await;
+    let holder = app.create(keyed("k", 300, "queue")).await;
+    let dependency = app
+        .create(json!({"agent": "patient", "input": {"ms": 800}}))
+        .await;
+    let mut body = keyed("k", 10, "queue");
+    body["depends_on"] = json!([dependency]);
+    let waiting = app.create(body).await;
+    let run = app.get_run(&waiting).await;
+    assert_eq!(
+        (&run["status"], &run["waiting_for_key"]),
+        (&json!("blocked"), &json!(true))
+    );
+    // the holder finishes first: the run holds the key now, but its dependency runs on
+    app.wait_for_status(&holder, "succeeded", Duration::from_secs(10))
+        .await;
+    let run = app
+        .wait_for(&waiting, Duration::from_secs(5), |r| {
+            r["waiting_for_key"] == false
+        })
+        .await;
+    assert_eq!(run["status"], "blocked", "{run}");
+    let done = app
+        .wait_for_status(&waiting, "succeeded", Duration::from_secs(10))
+        .await;
+    let finished: DateTime<Utc> = app.get_run(&dependency).await["finished_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started: DateTime<Utc> = done["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        started >= finished,
+        "started before its dependency finished"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_decided_without_effect_first_exactly_as_it_then_is() {
+    let app = TestApp::spawn().await;
+    let with_limit = |ms: u64, policy: &str| {
+        let mut body = keyed("two", ms, policy);
+        body["concurrency_limit"] = json!(2);
+        body
+    };
+    let running = app.create(with_limit(30_000, "queue")).await;
+    app.wait_for_status(&running, "running", Duration::from_secs(10))
+        .await;
+    // holds the key's second place, not started
+    let mut later = with_limit(10, "queue");
+    later["run_at"] = json!("2999-01-01T00:00:00Z");
+    let later = app.create(later).await;
+    // the first two drop `later` (once: the second finds it gone) and each other; the third
+    // then finds the key full: the whole batch is refused, and nothing was cancelled
+    let response = app
+        .client
+        .post(app.url("/v1/runs/batch"))
+        .json(&json!({"runs": [
+            with_limit(10, "drop_queued"), with_limit(10, "drop_queued"), with_limit(10, "reject"),
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("runs/2:"),
+        "{problem}"
+    );
+    assert_eq!(app.get_run(&later).await["status"], "queued");
+    assert_eq!(app.cancel(&running).await.status(), 200);
+    // cancelled while it waited: no longer waiting for the key
+    let mut waits = keyed("gone", 10_000, "queue");
+    waits["concurrency_key"] = json!("solo");
+    let first = app.create(waits.clone()).await;
+    let second = app.create(waits).await;
+    assert_eq!(app.get_run(&second).await["waiting_for_key"], true);
+    assert_eq!(app.cancel(&second).await.status(), 200);
+    let cancelled = app.get_run(&second).await;
+    assert_eq!(
+        (&cancelled["status"], &cancelled["waiting_for_key"]),
+        (&json!("cancelled"), &json!(false))
+    );
+    assert_eq!(app.cancel(&first).await.status(), 200);
+}

@@ -389,5 +389,55 @@ async fn a_bad_schedule_is_refused_with_the_field_named() {
             .collect();
         assert!(fields.contains(&field), "{body}: {fields:?}");
     }
+    // an Idempotency-Key is refused, not ignored: a name makes creating one safe to retry
+    let keyed = app
+        .client
+        .post(app.url("/v1/schedules"))
+        .header("idempotency-key", "once")
+        .json(&with(json!({"interval": "1h"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 400);
     assert_eq!(app.get_json("/v1/schedules").await["schedules"], json!([]));
+}
+
+#[tokio::test]
+async fn a_tick_whose_key_refuses_its_run_counts_as_missed() {
+    let app = TestApp::spawn().await;
+    let holder = app
+        .create(json!({"agent": "patient", "input": {"ms": 30_000}, "concurrency_key": "nightly"}))
+        .await;
+    let (status, schedule) = create(
+        &app,
+        json!({"interval": "1s", "agent": "patient", "input": {"ms": 10},
+               "concurrency_key": "nightly", "concurrency_policy": "reject"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{schedule}");
+    let id = schedule["id"].as_str().unwrap().to_owned();
+    let missed = eventually(Duration::from_secs(10), "a tick is refused", || async {
+        let s = app.get_json(&format!("/v1/schedules/{id}")).await;
+        if s["missed_ticks"].as_u64() >= Some(1) {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    assert_eq!(missed["last_run_id"], Value::Null, "{missed}");
+    assert!(ticks(&app, &id).await.is_empty());
+    assert_eq!(app.cancel(&holder).await.status(), 200);
+    // the key free, the next tick makes its run
+    let ran = eventually(Duration::from_secs(10), "a tick makes its run", || async {
+        let s = app.get_json(&format!("/v1/schedules/{id}")).await;
+        if s["last_run_id"].is_string() {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    let run = app.get_run(ran["last_run_id"].as_str().unwrap()).await;
+    assert_eq!(run["metadata"]["schedule_id"], id.as_str());
 }

@@ -455,8 +455,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Resume a paused schedule from its next tick after now: the ticks it was paused for make
-         *     no run (resuming one not paused changes nothing).
+         * Resume a paused schedule from its next tick after now (an interval keeps its phase): the
+         *     ticks it was paused for make no run (resuming one not paused changes nothing).
          */
         post: operations["resume_schedule"];
         delete?: never;
@@ -1469,8 +1469,8 @@ export interface components {
             /** Format: date-time */
             paused_at?: string | null;
             /**
-             * @description The run each tick makes: the body of `POST /v1/runs` as it was validated, with every
-             *     default applied.
+             * @description The run each tick makes, as stored: its fields with every default applied (a
+             *     concurrency key as `concurrency`: `{key, limit, policy}`).
              */
             run: Record<string, never>;
             tenant: string;
@@ -3087,7 +3087,7 @@ export interface operations {
                     "application/json": components["schemas"]["Schedule"];
                 };
             };
-            /** @description Malformed JSON */
+            /** @description Malformed JSON, or an Idempotency-Key (a schedule's `name` makes creating it safe to retry) */
             400: {
                 headers: {
                     [name: string]: unknown;

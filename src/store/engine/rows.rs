@@ -136,7 +136,8 @@ impl TryFrom<RunRow> for Run {
             callback_url: r.callback_url,
             concurrency_key: r.concurrency_key,
             concurrency_limit: r.concurrency_limit.map(|n| n as u32),
-            waiting_for_key: r.key_waiting != 0,
+            // a run cancelled or failed while it waited keeps the mark, not the wait
+            waiting_for_key: r.key_waiting != 0 && status == RunStatus::Blocked,
             waiting_for: match (status, r.waiting_for.as_deref(), r.wait_until) {
                 (RunStatus::Waiting, Some(names), Some(until)) => Some(WaitingFor {
                     signals: serde_json::from_str(names)?,
@@ -336,7 +337,7 @@ impl ScheduleRow {
         };
         Ok(Some(crate::domain::DueSchedule {
             catch_up: self.catch_up()?,
-            template: self.template()?,
+            template: self.template().map_err(|e| e.to_string()),
             next_tick_at: from_ms(next),
             interval_ms: self.interval_ms.map(|ms| ms as u64),
             id: self.id,

@@ -345,29 +345,27 @@ WHERE EXISTS (SELECT 1 FROM runs AS w INDEXED BY runs_key_unfinished
                 AND w.concurrency_key = k.value->>2 AND w.key_waiting = 1
                 AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting'))";
 
-/// ?1 now, ?2 tenant, ?3 agent, ?4 key: lets the key's oldest waiting runs in while fewer
-/// than the limit (the first waiting run's) hold it. Each becomes `queued`, or stays
-/// `blocked` while a run it depends on has not succeeded (no event then).
+/// ?1 now, ?2 tenant, ?3 agent, ?4 key: lets the key's oldest waiting runs in
+/// while fewer than the limit (the first waiting run's) hold it. They stay `blocked`: each is
+/// then unblocked by `UNBLOCK`, under its row lock, unless a run it depends on has not
+/// succeeded (a dependency settled by another process while this statement waited for the
+/// row is seen there, not here).
 pub(super) const ADMIT_KEY: &str = "
-UPDATE runs SET key_waiting = 0, updated_at = ?1,
-    status = CASE WHEN a.pending THEN 'blocked' ELSE 'queued' END,
-    event_seq = event_seq + CASE WHEN a.pending THEN 0 ELSE 1 END
-FROM (SELECT w.id, EXISTS (SELECT 1 FROM run_dependencies d JOIN runs dep ON dep.id = d.depends_on_id
-                           WHERE d.run_id = w.id AND dep.status != 'succeeded') AS pending
-      FROM runs AS w INDEXED BY runs_key_unfinished
-      WHERE w.tenant = ?2 AND w.agent = ?3 AND w.concurrency_key = ?4 AND w.key_waiting = 1
-        AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
-      ORDER BY w.id
-      LIMIT MAX(0,
-          COALESCE((SELECT concurrency_limit FROM runs INDEXED BY runs_key_unfinished
-                    WHERE tenant = ?2 AND agent = ?3 AND concurrency_key = ?4 AND key_waiting = 1
-                      AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
-                    ORDER BY id LIMIT 1), 0)
-          - (SELECT COUNT(*) FROM runs INDEXED BY runs_key_unfinished
-             WHERE tenant = ?2 AND agent = ?3 AND concurrency_key = ?4 AND key_waiting = 0
-               AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')))) AS a
-WHERE runs.id = a.id
-RETURNING runs.id, runs.status, runs.event_seq, runs.run_at";
+UPDATE runs SET key_waiting = 0, updated_at = ?1
+WHERE id IN (
+    SELECT w.id FROM runs AS w INDEXED BY runs_key_unfinished
+    WHERE w.tenant = ?2 AND w.agent = ?3 AND w.concurrency_key = ?4 AND w.key_waiting = 1
+      AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+    ORDER BY w.id
+    LIMIT MAX(0,
+        COALESCE((SELECT concurrency_limit FROM runs INDEXED BY runs_key_unfinished
+                  WHERE tenant = ?2 AND agent = ?3 AND concurrency_key = ?4 AND key_waiting = 1
+                    AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+                  ORDER BY id LIMIT 1), 0)
+        - (SELECT COUNT(*) FROM runs INDEXED BY runs_key_unfinished
+           WHERE tenant = ?2 AND agent = ?3 AND concurrency_key = ?4 AND key_waiting = 0
+             AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting'))))
+RETURNING id";
 
 /// ?1 JSON array of claimed run ids: the results of the runs they depend on.
 pub(super) const DEPENDENCY_RESULTS: &str = "

@@ -16,7 +16,8 @@ use sqlx::Row;
 use super::super::cmd::cancel_run;
 use super::super::sql;
 use super::Batch;
-use crate::domain::{EventKind, KeyPolicy, NewRun, RunId};
+use super::dependencies::unblock;
+use crate::domain::{KeyPolicy, NewRun, RunId};
 use crate::store::StoreError;
 
 /// A key: (tenant, agent, key).
@@ -57,6 +58,8 @@ pub(in crate::store) struct KeyGate {
     /// Decides without cancelling anything: what the runs would do (a batch's check
     /// before it writes).
     pub(in crate::store) dry: bool,
+    /// Stored runs counted as cancelled in a dry run (they are still there to be found).
+    counted_out: std::collections::HashSet<String>,
 }
 
 /// Takes `sql::KEY_LOCK` once per batch, where the dialect has one.
@@ -121,6 +124,7 @@ impl KeyGate {
         let limit = i64::from(c.limit);
         let state = self.keys.entry(key.clone()).or_default();
         let dry = self.dry;
+        let counted_out = &mut self.counted_out;
         match c.policy {
             KeyPolicy::Queue => {}
             KeyPolicy::Reject => {
@@ -135,13 +139,13 @@ impl KeyGate {
             }
             KeyPolicy::CancelRunning => {
                 let excess = state.held + state.waiting - (limit - 1);
-                cancel_oldest(b, &key, state, excess, false, (run, dry)).await?;
+                cancel_oldest(b, &key, state, excess, false, (run, dry, counted_out)).await?;
                 let excess = state.held + state.waiting - (limit - 1);
                 let displaced = self.displace(&key, excess.max(0) as usize, run.id, c.policy);
                 self.displaced.extend(displaced);
             }
             KeyPolicy::DropQueued => {
-                cancel_oldest(b, &key, state, i64::MAX, true, (run, dry)).await?;
+                cancel_oldest(b, &key, state, i64::MAX, true, (run, dry, counted_out)).await?;
                 let all = self.keys[&key].mates.len();
                 let displaced = self.displace(&key, all, run.id, c.policy);
                 self.displaced.extend(displaced);
@@ -196,23 +200,34 @@ async fn cancel_oldest(
     state: &mut KeyState,
     n: i64,
     not_started: bool,
-    (by, dry): (&NewRun, bool),
+    (by, dry, counted_out): (&NewRun, bool, &mut std::collections::HashSet<String>),
 ) -> Result<(), StoreError> {
     let stored = state.held + state.waiting - state.mates.len() as i64;
-    let n = n.min(stored);
+    let mut n = n.min(stored);
     if n <= 0 {
         return Ok(());
     }
+    // a dry run finds again the runs it counted out already: it looks past them
     let rows = sqlx::query(sql::KEY_OLDEST)
         .bind(tenant)
         .bind(agent)
         .bind(key)
-        .bind(n)
+        .bind(n.saturating_add(counted_out.len() as i64))
         .bind(not_started)
         .fetch_all(&mut *b.conn)
         .await?;
     for row in rows {
         let id: String = row.try_get("id")?;
+        if n == 0 {
+            break;
+        }
+        if counted_out.contains(&id) {
+            continue;
+        }
+        n -= 1;
+        if dry {
+            counted_out.insert(id.clone());
+        }
         let waiting = row.try_get::<i64, _>("key_waiting")? != 0;
         let policy = by
             .concurrency
@@ -277,28 +292,17 @@ pub(in crate::store) async fn admit(b: &mut Batch<'_>) -> Result<(), StoreError>
         .fetch_all(&mut *b.conn)
         .await?;
     for (tenant, agent, key) in waited_for {
-        let rows = sqlx::query(sql::ADMIT_KEY)
+        let admitted: Vec<String> = sqlx::query_scalar(sql::ADMIT_KEY)
             .bind(b.now)
             .bind(&tenant)
             .bind(&agent)
             .bind(&key)
             .fetch_all(&mut *b.conn)
             .await?;
-        for row in rows {
-            if row.try_get::<&str, _>("status")? != "queued" {
-                continue;
-            }
-            let id: String = row.try_get("id")?;
-            let seq: i64 = row.try_get("event_seq")?;
-            let run_at: i64 = row.try_get("run_at")?;
-            b.event(
-                id,
-                seq,
-                EventKind::Unblocked,
-                0,
-                json!({ "concurrency_key": key }),
-            );
-            b.made_ready(run_at);
+        for id in admitted {
+            // queued unless a run it depends on has not succeeded yet
+            let data = json!({ "concurrency_key": key });
+            unblock(b, id, data).await?;
         }
     }
     Ok(())

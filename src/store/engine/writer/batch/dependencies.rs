@@ -96,7 +96,7 @@ pub(in crate::store) async fn resolve(b: &mut Batch<'_>) -> Result<(), StoreErro
             let dependent: String = row.try_get("run_id")?;
             let dependency: String = row.try_get("depends_on_id")?;
             match kinds[&dependency] {
-                EventKind::Succeeded => unblock(b, dependent).await?,
+                EventKind::Succeeded => unblock(b, dependent, json!({})).await?,
                 EventKind::Cancelled => {
                     let why = format!("dependency {dependency} was cancelled");
                     settle(b, dependent, RunStatus::Cancelled, why).await?
@@ -110,9 +110,15 @@ pub(in crate::store) async fn resolve(b: &mut Batch<'_>) -> Result<(), StoreErro
     }
 }
 
-async fn unblock(b: &mut Batch<'_>, run_id: String) -> Result<(), StoreError> {
-    // two dependencies finishing in two processes at once: the second to take the lock
-    // sees the first's success
+/// Queues a blocked run whose dependencies all succeeded and which waits for no key,
+/// with an `unblocked` event holding `data`.
+pub(super) async fn unblock(
+    b: &mut Batch<'_>,
+    run_id: String,
+    data: Value,
+) -> Result<(), StoreError> {
+    // two dependencies finishing in two processes at once (or a dependency and the key it
+    // waits for): the second to take the lock sees the first's change
     b.lock_run(&run_id).await?;
     let seq: Option<i64> = sqlx::query_scalar(sql::UNBLOCK)
         .bind(b.now)
@@ -120,7 +126,7 @@ async fn unblock(b: &mut Batch<'_>, run_id: String) -> Result<(), StoreError> {
         .fetch_optional(&mut *b.conn)
         .await?;
     if let Some(seq) = seq {
-        b.event(run_id, seq, EventKind::Unblocked, 0, json!({}));
+        b.event(run_id, seq, EventKind::Unblocked, 0, data);
         b.made_ready(b.now);
     }
     Ok(())

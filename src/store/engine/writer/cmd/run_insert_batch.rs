@@ -125,11 +125,33 @@ async fn insert_batch(
             }
         }
     }
+    let answers = insert_runs(b, &refs, &siblings).await?;
+    // the same request, committed by another process after the look above (this batch
+    // waited for the key lock meanwhile): its runs hold every key, and none was stored here
+    if answers
+        .iter()
+        .all(|a| matches!(a, InsertAnswer::Existing(_)))
+    {
+        let ids = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                InsertAnswer::Existing(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        return Ok(Ok(BatchInserted::Existing(ids)));
+    }
+    if answers.iter().all(|a| !matches!(a, InsertAnswer::New(_))) {
+        return Ok(Err(StoreError::Conflict(
+            "this Idempotency-Key was already used with a different request".into(),
+        )));
+    }
     let mut stored = Vec::with_capacity(runs.len());
-    for answer in insert_runs(b, &refs, &siblings).await? {
+    for answer in answers {
         match answer {
             InsertAnswer::New(run) => stored.push(*run),
-            // checked above in this transaction; the batch's keys were free
+            // checked above in this transaction; some runs were stored: the batch cannot
+            // be answered whole, and the transaction must not commit them
             _ => {
                 return Err(StoreError::Corrupt(
                     "a batch run was refused after its checks passed".into(),

@@ -32,11 +32,8 @@ impl Apply for ScheduleFire {
     async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<Fired>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
         for c in commands {
-            let run_id = c.run.as_ref().map(|(_, run)| run.id.to_string());
             let moved: Option<String> = sqlx::query_scalar(sql::FIRE_SCHEDULE)
                 .bind(c.next)
-                .bind(c.run.as_ref().map(|(tick, _)| *tick))
-                .bind(run_id.as_deref())
                 .bind(c.missed as i64)
                 .bind(b.now)
                 .bind(&c.id)
@@ -47,12 +44,11 @@ impl Apply for ScheduleFire {
                 replies.push(Fired::NotDue);
                 continue;
             }
-            let Some((_, run)) = &c.run else {
+            let Some((tick, run)) = &c.run else {
                 replies.push(Fired::Moved(None));
                 continue;
             };
-            let answer = insert_runs(b, &[run], &Default::default()).await?.pop();
-            replies.push(Fired::Moved(Some(match answer {
+            let stored = match insert_runs(b, &[run], &Default::default()).await?.pop() {
                 Some(InsertAnswer::New(run)) => Ok(run.id),
                 Some(InsertAnswer::Existing(id)) => Ok(id),
                 Some(InsertAnswer::KeyBusy(why)) => Err(why),
@@ -60,7 +56,24 @@ impl Apply for ScheduleFire {
                 Some(InsertAnswer::BadDependencies(_)) | None => {
                     Err("the run was not stored".into())
                 }
-            })));
+            };
+            match &stored {
+                Ok(id) => {
+                    sqlx::query(sql::SCHEDULE_RAN)
+                        .bind(tick)
+                        .bind(id.to_string())
+                        .bind(&c.id)
+                        .execute(&mut *b.conn)
+                        .await?;
+                }
+                Err(_) => {
+                    sqlx::query(sql::SCHEDULE_MISSED)
+                        .bind(&c.id)
+                        .execute(&mut *b.conn)
+                        .await?;
+                }
+            }
+            replies.push(Fired::Moved(Some(stored)));
         }
         Ok(replies)
     }
