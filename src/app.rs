@@ -180,6 +180,19 @@ impl Application {
                 metrics: self.metrics.clone(),
             };
             let app = api::router(state, &self.config.http);
+            if let Ok(addr) = listener.local_addr() {
+                // where a newcomer goes next (0.0.0.0 is reached as localhost)
+                let host = match addr.ip() {
+                    ip if ip.is_unspecified() => format!("localhost:{}", addr.port()),
+                    _ => addr.to_string(),
+                };
+                tracing::info!(
+                    dashboard = %format!("http://{host}/ui/"),
+                    docs = %format!("http://{host}/docs"),
+                    health = %format!("http://{host}/readyz"),
+                    "agentq is up"
+                );
+            }
             spawn_server(listener, app, token.clone(), "HTTP")
         });
         let scrape_stop = CancellationToken::new();

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use serde_json::Value;
 
-use crate::domain::{Inserted, Run, RunEvent, Scope, StatusCounts};
+use crate::domain::{Inserted, Run, RunEvent, RunStatus, Scope, StatusCounts};
 
 use super::ApiState;
 use super::auth::Caller;
@@ -156,7 +156,7 @@ pub async fn create_run(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = Run,
-         headers(("ETag" = String), ("Retry-After" = String, description = "Seconds to wait before polling again; only while the run is not finished"))),
+         headers(("ETag" = String, description = "Changes when the run does, but not when only its lease is renewed"), ("Retry-After" = String, description = "Seconds to wait before polling again, only while the run is not finished: 1 while it runs, up to 60 until it is due, its next attempt or the end of its wait, 5 while blocked"))),
         (status = 304, description = "Unchanged since the given ETag"),
         (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
@@ -170,7 +170,13 @@ pub async fn get_run(
     let run = state.store.get_run(parse_run_id(&id)?).await?;
     caller.may_read(&run)?;
     let body = serde_json::to_vec(&run).expect("a run serialises");
-    let etag = etag_of(&body);
+    // the tag leaves out the lease, which its worker renews every second or so: a poll
+    // while the run runs is a cheap 304 until something a client reads changes
+    let etag = {
+        let mut tagged = run.clone();
+        tagged.lease_until = None;
+        etag_of(&serde_json::to_vec(&tagged).expect("a run serialises"))
+    };
     let mut response = if if_none_match(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -181,10 +187,25 @@ pub async fn get_run(
         header::ETAG,
         HeaderValue::from_str(&etag).expect("hex is a valid header"),
     );
-    if !run.status.is_terminal() {
-        out.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(seconds) = poll_again_in(&run, chrono::Utc::now()) {
+        out.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     Ok(response)
+}
+
+/// How long a client polling the run may wait before it looks again (`Retry-After`, in
+/// seconds): 1 while it runs; until it is due, its next attempt or its wait's end (at most a
+/// minute) while it waits for one of those; 5 while it is blocked; nothing once finished.
+fn poll_again_in(run: &Run, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+    let until = |at: chrono::DateTime<chrono::Utc>| ((at - now).num_seconds()).clamp(1, 60) as u64;
+    Some(match run.status {
+        s if s.is_terminal() => return None,
+        RunStatus::Running => 1,
+        RunStatus::Blocked => 5,
+        RunStatus::Waiting => run.waiting_for.as_ref().map_or(30, |w| until(w.until)),
+        RunStatus::Retrying => run.next_attempt_at.map_or(1, until),
+        _ => until(run.run_at),
+    })
 }
 
 /// List runs, newest first, with filters and cursor paging.
@@ -245,6 +266,7 @@ pub async fn count_runs(
     responses(
         (status = 200, description = "The events: a JSON list, or a server-sent event stream whose events carry the seq as id, the type as event name and the event as JSON data",
          content((EventList = "application/json"), (String = "text/event-stream"))),
+        (status = 204, description = "A stream asked for after the run's last event, once it finished: nothing more will come (an EventSource stops)"),
         (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid after", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),

@@ -2,7 +2,9 @@
 //!
 //! The stream replays the events after `Last-Event-ID` (or `after`), then sends each new
 //! event as it is committed, with its `seq` as the SSE id so a reconnecting client resumes
-//! without gaps or repeats. It ends after the run's terminal event. Changes made in this
+//! without gaps or repeats. It ends after the run's terminal event (a `succeeded` event
+//! carries the run's `result` there); a reconnect after it is answered `204`, which tells a
+//! browser's EventSource to stop. Changes made in this
 //! process arrive at once through the store's event hub; changes made by workers in other
 //! processes are picked up by reading again every `POLL`.
 
@@ -10,7 +12,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -64,6 +66,10 @@ pub(super) async fn stream_events(
     after: i64,
     finished: bool,
 ) -> Result<Response, ApiError> {
+    // a browser's EventSource reconnects after the stream ended: `204` tells it to stop
+    if finished && store.list_events(id, after).await?.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let events = follow(store, id, after, finished).await?;
     Ok(
         Sse::new(events.map(|event| Ok::<_, Infallible>(to_sse(&event))))
@@ -98,8 +104,19 @@ pub(super) async fn follow(
 fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
-            if let Some(event) = f.pending.pop_front() {
+            if let Some(mut event) = f.pending.pop_front() {
                 f.after = event.seq;
+                // the success carries the result, so a follower needs no GET for it (a
+                // failure carries its error already)
+                if event.kind == EventKind::Succeeded.as_str()
+                    && let Some(data) = event.data.as_object_mut()
+                    && let Ok(run) = f.store.get_run(f.id).await
+                {
+                    data.insert(
+                        "result".into(),
+                        run.result.unwrap_or(serde_json::Value::Null),
+                    );
+                }
                 // events written with or after the terminal one (compensation, webhooks)
                 // are still sent; then the stream ends
                 // (a terminal event is named after the status it leaves the run in)

@@ -37,6 +37,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// Colours in the logs only on a terminal: a file or a log collector gets plain text.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
 /// Installs logging, and with `otlp` the span exporter, whose handle must be shut down at
 /// exit to flush the last spans. Without `otlp` the subscriber is the plain formatter it
 /// always was.
@@ -44,6 +50,7 @@ pub fn init(format: LogFormat, otlp: Option<&OtlpOptions>) -> anyhow::Result<Opt
     let Some(otlp) = otlp else {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter())
+            .with_ansi(colours())
             .with_writer(std::io::stderr);
         let _ = match format {
             LogFormat::Human => builder.try_init(),
@@ -52,7 +59,9 @@ pub fn init(format: LogFormat, otlp: Option<&OtlpOptions>) -> anyhow::Result<Opt
         return Ok(None);
     };
     let (tracer, tracing) = otlp::tracer(otlp)?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(colours())
+        .with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Human => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),

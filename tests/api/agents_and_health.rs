@@ -68,6 +68,34 @@ async fn cors_allows_only_configured_origins() {
     );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    // the methods and headers the API takes from a browser: PATCH a run, DELETE a schedule,
+    // with the trace and request id the README says are honoured
+    for (method, path) in [("PATCH", "/v1/runs/x"), ("DELETE", "/v1/schedules/x")] {
+        let preflight = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", method)
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization,traceparent,x-request-id",
+            )
+            .send()
+            .await
+            .unwrap();
+        let methods = preflight.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(methods.contains(method), "{method}: {methods}");
+        let headers = preflight.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        for header in ["traceparent", "x-request-id"] {
+            assert!(headers.contains(header), "{header}: {headers}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -491,3 +491,45 @@ async fn a_server_starts_from_a_settings_file_alone() {
     .await;
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn start_up_says_where_the_dashboard_docs_and_health_are_in_plain_text() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::process::free_port();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &db,
+        ])
+        .env_remove("AGENTQ_QUEUE_URL")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let up = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line.clone());
+            if line.contains("agentq is up") {
+                return line;
+            }
+        }
+        panic!("the logs ended: {seen:?}");
+    })
+    .await
+    .expect("a line saying agentq is up");
+    for part in ["/ui/", "/docs", "/readyz"] {
+        let url = format!("http://127.0.0.1:{port}{part}");
+        assert!(up.contains(&url), "{url} missing from: {up}");
+    }
+    // not a terminal: no colour codes
+    assert!(!up.contains('\u{1b}'), "{up:?}");
+}

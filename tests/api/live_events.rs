@@ -72,8 +72,16 @@ async fn a_stream_resumes_after_last_event_id_without_gaps_or_repeats() {
     let ids: Vec<i64> = resumed.iter().map(|e| e.id).collect();
     let expected: Vec<i64> = first.iter().map(|e| e.id).filter(|seq| *seq > 2).collect();
     assert_eq!(ids, expected);
-    let done = read_stream(&app, &id, Some(first.last().unwrap().id)).await;
-    assert!(done.is_empty(), "nothing left: the stream ends at once");
+    // nothing left: 204, which tells an EventSource to stop reconnecting
+    let done = app
+        .client
+        .get(app.url(&format!("/v1/runs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", first.last().unwrap().id.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 204);
 }
 
 #[tokio::test]
@@ -157,4 +165,33 @@ async fn events_after_the_terminal_one_are_sent_and_a_resumed_stream_ends() {
     let rest = read_stream(&app, &id, Some(events[2].id)).await;
     let names: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["compensation_created"]);
+}
+
+#[tokio::test]
+async fn a_finished_runs_stream_carries_its_result_and_a_reconnect_after_it_is_told_to_stop() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": "done"}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    let events = read_stream(&app, &id, None).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.name, "succeeded");
+    let data = &last.data;
+    assert_eq!(
+        data["data"]["result"],
+        app.get_run(&id).await["result"],
+        "{data}"
+    );
+    // an EventSource reconnecting after the end gets 204: the standard's "stop"
+    let again = app
+        .client
+        .get(app.url(&format!("/v1/runs/{id}/events")))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", last.id.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 204);
 }

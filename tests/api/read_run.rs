@@ -89,3 +89,65 @@ async fn events_can_be_read_after_a_given_seq() {
         .collect();
     assert_eq!(seqs, [2, 3]);
 }
+
+#[tokio::test]
+async fn a_running_run_stays_a_304_while_its_lease_is_renewed_and_a_wait_is_polled_slowly() {
+    let app = TestApp::spawn().await;
+    // the test lease is 2 s: renewed several times while this runs
+    let id = app
+        .create(json!({"agent": "patient", "input": {"ms": 3_000}}))
+        .await;
+    let running = app
+        .wait_for_status(&id, "running", Duration::from_secs(5))
+        .await;
+    let url = app.url(&format!("/v1/runs/{id}"));
+    let etag = app.client.get(&url).send().await.unwrap().headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 304, "only the lease changed");
+    assert_eq!(later.headers()["retry-after"], "1");
+    let now = app.get_run(&id).await;
+    assert_ne!(
+        now["lease_until"], running["lease_until"],
+        "the lease was renewed"
+    );
+    // a run waiting for a human is polled at most every minute, not every second
+    let waiting = app
+        .create(json!({"agent": "waiter", "input": {"timeout_ms": 3_600_000}}))
+        .await;
+    app.wait_for_status(&waiting, "waiting", Duration::from_secs(5))
+        .await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{waiting}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "60");
+    // due in ten seconds: polled when it is due
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339();
+    let scheduled = app
+        .create(json!({"agent": "echo", "input": {"value": 1}, "run_at": later}))
+        .await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{scheduled}")))
+        .send()
+        .await
+        .unwrap();
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((8..=10).contains(&wait), "{wait}");
+}

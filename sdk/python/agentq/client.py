@@ -117,6 +117,8 @@ class Client:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
         ) as response:
+            if response.status == 204:  # the run ended before: nothing more will come
+                return
             if response.status != 200:
                 decode(Answer(response.status, dict(response.headers), await response.read()))
             data: list[str] = []

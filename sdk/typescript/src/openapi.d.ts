@@ -2521,8 +2521,9 @@ export interface operations {
             /** @description The run */
             200: {
                 headers: {
+                    /** @description Changes when the run does, but not when only its lease is renewed */
                     ETag?: string;
-                    /** @description Seconds to wait before polling again; only while the run is not finished */
+                    /** @description Seconds to wait before polling again, only while the run is not finished: 1 while it runs, up to 60 until it is due, its next attempt or the end of its wait, 5 while blocked */
                     "Retry-After"?: string;
                     [name: string]: unknown;
                 };
@@ -2753,6 +2754,13 @@ export interface operations {
                     "application/json": components["schemas"]["EventList"];
                     "text/event-stream": string;
                 };
+            };
+            /** @description A stream asked for after the run's last event, once it finished: nothing more will come (an EventSource stops) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Invalid Last-Event-ID */
             400: {
