@@ -302,3 +302,38 @@ async fn a_wait_and_another_finish_in_one_batch_are_both_answered() {
         RunStatus::Succeeded
     );
 }
+
+#[tokio::test]
+async fn the_built_in_echo_waits_for_a_human_as_the_readme_tour_shows() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": "deploy v2", "wait_for": ["approved", "rejected"]}}))
+        .await;
+    let waiting = app
+        .wait_for_status(&id, "waiting", Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        waiting["waiting_for"]["signals"],
+        json!(["approved", "rejected"])
+    );
+    let (status, answer) = signal(
+        &app,
+        &id,
+        json!({"name": "approved", "payload": {"by": "ann"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["resumed"], true);
+    let done = app
+        .wait_for_status(&id, "succeeded", Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        done["result"],
+        json!({"value": "deploy v2", "signal": {"name": "approved", "payload": {"by": "ann"}}})
+    );
+    // a wait shorter than a second is refused with the field named
+    let response = app
+        .post_run(json!({"agent": "echo", "input": {"wait_for": ["ok"], "wait_timeout_ms": 10}}))
+        .await;
+    assert_eq!(response.status(), 422);
+}

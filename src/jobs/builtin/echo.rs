@@ -27,6 +27,14 @@ struct EchoInput {
     fail_attempts: u32,
     #[serde(default)]
     fail_permanently: bool,
+    #[serde(default)]
+    wait_for: Vec<String>,
+    #[serde(default = "a_day")]
+    wait_timeout_ms: u64,
+}
+
+fn a_day() -> u64 {
+    24 * 3600 * 1000
 }
 
 #[async_trait]
@@ -56,7 +64,12 @@ impl Agent for Echo {
                 "fail_attempts": { "type": "integer", "minimum": 0, "maximum": 100,
                                    "description": "Fail this many first attempts (retryable)." },
                 "fail_permanently": { "type": "boolean",
-                                      "description": "Fail with a permanent error (after the `fail_attempts`)." }
+                                      "description": "Fail with a permanent error (after the `fail_attempts`)." },
+                "wait_for": { "type": "array", "minItems": 1, "maxItems": 10, "uniqueItems": true,
+                              "items": { "type": "string", "minLength": 1, "maxLength": 64 },
+                              "description": "First wait (`waiting`, no worker slot held) for one of these signals (`POST /v1/runs/{id}/signals`): a human's approval, say. The result's `signal` is the one that came." },
+                "wait_timeout_ms": { "type": "integer", "minimum": 1000, "maximum": 2_592_000_000_u64,
+                                     "description": "How long the wait lasts before the run fails as `wait_timeout` (default a day)." }
             }
         })
     }
@@ -64,6 +77,18 @@ impl Agent for Echo {
     async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
         let input: EchoInput = serde_json::from_value(input)
             .map_err(|e| AgentError::permanent(format!("invalid input: {e}")))?;
+        // a human in the loop: the run waits (holding no worker) until a signal comes; the
+        // agent is then called again, and the wait answers the signal at once
+        let signal = if input.wait_for.is_empty() {
+            None
+        } else {
+            let names: Vec<&str> = input.wait_for.iter().map(String::as_str).collect();
+            let timeout = Duration::from_millis(input.wait_timeout_ms);
+            let signal = ctx
+                .wait_for_any(&names, timeout, crate::jobs::OnTimeout::Fail)
+                .await?;
+            Some(json!({ "name": signal.name, "payload": signal.payload }))
+        };
         // with a text, the planned failures come after it was streamed
         if let Some(text) = &input.text {
             if text.len().saturating_mul(input.repeat as usize) > MAX_TEXT_BYTES {
@@ -75,7 +100,10 @@ impl Agent for Echo {
             let text = text.repeat(input.repeat as usize);
             stream_words(&ctx, &text, input.delay_ms, input.steps).await?;
             planned_failure(&ctx, &input)?;
-            return Ok(json!({ "value": input.value, "text": text }));
+            return Ok(with_signal(
+                json!({ "value": input.value, "text": text }),
+                signal,
+            ));
         }
         planned_failure(&ctx, &input)?;
         let steps = input.steps.max(1);
@@ -93,8 +121,16 @@ impl Agent for Echo {
                     .await;
             }
         }
-        Ok(json!({ "value": input.value }))
+        Ok(with_signal(json!({ "value": input.value }), signal))
     }
+}
+
+/// The result, with the signal the run waited for when it waited.
+fn with_signal(mut result: Value, signal: Option<Value>) -> Value {
+    if let Some(signal) = signal {
+        result["signal"] = signal;
+    }
+    result
 }
 
 /// The most text (repeats included) one echo run streams.
