@@ -44,8 +44,6 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("no such {0}")]
     NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(String),
     /// A conflict with its own stable code (`agent_name_taken`, …).
     #[error("{detail}")]
     ConflictCode { code: &'static str, detail: String },
@@ -101,7 +99,6 @@ impl ApiError {
             }
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::ConflictCode { code, .. } => (StatusCode::CONFLICT, code),
             Self::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
@@ -150,7 +147,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::NotFound("run"),
-            StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::Conflict(code, detail) => Self::ConflictCode { code, detail },
             StoreError::KeyBusy(detail) => Self::ConflictCode {
                 code: "concurrency_key_busy",
                 detail,

@@ -133,9 +133,10 @@ pub async fn create_run(
         Inserted::Existing(id) => {
             let run = state.store.get_run(id).await?;
             if !caller.sees(run.id, &run.tenant) {
-                return Err(ApiError::Conflict(
-                    "this Idempotency-Key is taken; use another".into(),
-                ));
+                return Err(ApiError::ConflictCode {
+                    code: "idempotency_key_reused",
+                    detail: "this Idempotency-Key is taken; use another".into(),
+                });
             }
             (StatusCode::OK, run)
         }

@@ -262,10 +262,9 @@ pub async fn create_schedule(
         })
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::Conflict(detail) => ApiError::ConflictCode {
-                code: "schedule_name_taken",
-                detail,
-            },
+            crate::store::StoreError::Conflict(code, detail) => {
+                ApiError::ConflictCode { code, detail }
+            }
             other => other.into(),
         })?;
     let schedule = state.store.get_schedule(&id).await?;

@@ -15,9 +15,10 @@ pub enum StoreError {
     /// A new run's concurrency key is full and its policy is `reject`.
     #[error("{0}")]
     KeyBusy(String),
-    /// The run is in a state that does not allow the change (e.g. cancelling a finished run).
-    #[error("{0}")]
-    Conflict(String),
+    /// The run is in a state that does not allow the change (e.g. cancelling a finished
+    /// run): a stable code (`run_finished`, `idempotency_key_reused`, …) and what happened.
+    #[error("{1}")]
+    Conflict(&'static str, String),
     /// The database cannot be reached or is busy; the caller may try again.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -94,7 +94,7 @@ async fn cancelling_a_finished_or_unknown_run_is_refused() {
     app.wait_for_status(&id, "succeeded", Duration::from_secs(5))
         .await;
     let (status, body) = post(&app, &format!("/v1/runs/{id}/cancel"), None).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!((status, body["code"].as_str()), (409, Some("run_finished")));
     assert_eq!(body["detail"], "cannot cancel a run that is succeeded");
     let missing = uuid::Uuid::now_v7();
     let (status, _) = post(&app, &format!("/v1/runs/{missing}/cancel"), None).await;
@@ -220,4 +220,45 @@ async fn bulk_retry_goes_on_past_a_chunk_of_runs_it_cannot_retry() {
         let events = event_types(&app.events(id).await);
         assert!(events.contains(&"requeued".to_owned()), "{id}: {events:?}");
     }
+}
+
+#[tokio::test]
+async fn each_kind_of_conflict_has_its_own_code() {
+    let app = TestApp::spawn().await;
+    let done = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&done, "succeeded", Duration::from_secs(5))
+        .await;
+    let (status, body) = post(&app, &format!("/v1/runs/{done}/retry"), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("run_not_failed")),
+        "{body}"
+    );
+    let running = app
+        .create(json!({"agent": "patient", "input": {"ms": 10_000}}))
+        .await;
+    app.wait_for_status(&running, "running", Duration::from_secs(5))
+        .await;
+    let changed = app
+        .client
+        .patch(app.url(&format!("/v1/runs/{running}")))
+        .json(&json!({"priority": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 409);
+    let body: Value = changed.json().await.unwrap();
+    assert_eq!(body["code"], "run_started", "{body}");
+    let changed = app
+        .client
+        .patch(app.url(&format!("/v1/runs/{done}")))
+        .json(&json!({"priority": 5}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = changed.json().await.unwrap();
+    assert_eq!(body["code"], "run_finished", "{body}");
+    assert_eq!(app.cancel(&running).await.status(), 200);
 }

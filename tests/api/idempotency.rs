@@ -47,7 +47,10 @@ async fn the_same_key_with_another_body_is_a_conflict() {
     post_keyed(&app, "order-43", BODY).await;
     let other = r#"{"agent": "echo", "input": {"value": 2}}"#;
     let (status, body) = post_keyed(&app, "order-43", other).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
     assert_eq!(run_count(&app).await, 1);
 }
 

@@ -29,16 +29,29 @@ impl Refusal {
         match self {
             Refusal::NotFound => StoreError::NotFound,
             Refusal::Blocked(message) => {
-                StoreError::Conflict(format!("cannot {action}: {message}"))
+                let code = match action {
+                    "retry" => "dependency_failed",
+                    "change" => "run_started",
+                    "signal" => "signal_replayed",
+                    _ => "conflict",
+                };
+                StoreError::Conflict(code, format!("cannot {action}: {message}"))
             }
-            Refusal::WrongStatus(status) => StoreError::Conflict(format!(
-                "cannot {action} a run that is {status}{}",
-                if status == RunStatus::Failed.as_str() || action != "retry" {
-                    ""
-                } else {
-                    " (only failed runs can be retried)"
-                }
-            )),
+            Refusal::WrongStatus(status) => StoreError::Conflict(
+                match status.parse::<RunStatus>() {
+                    Ok(s) if s.is_terminal() && action != "retry" => "run_finished",
+                    _ if action == "retry" => "run_not_failed",
+                    _ => "run_started",
+                },
+                format!(
+                    "cannot {action} a run that is {status}{}",
+                    if status == RunStatus::Failed.as_str() || action != "retry" {
+                        ""
+                    } else {
+                        " (only failed runs can be retried)"
+                    }
+                ),
+            ),
         }
     }
 }

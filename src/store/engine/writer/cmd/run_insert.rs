@@ -60,6 +60,7 @@ impl InsertAnswer {
             InsertAnswer::New(run) => Ok(Inserted::New(run)),
             InsertAnswer::Existing(id) => Ok(Inserted::Existing(id)),
             InsertAnswer::KeyReused => Err(StoreError::Conflict(
+                "idempotency_key_reused",
                 "this Idempotency-Key was already used with a different request".into(),
             )),
             InsertAnswer::BadDependencies(problems) => Err(StoreError::BadDependencies(problems)),

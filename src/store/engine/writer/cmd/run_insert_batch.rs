@@ -59,7 +59,10 @@ async fn insert_batch(
         } else {
             "this Idempotency-Key names a batch some of whose runs are gone (retention): use another"
         };
-        return Ok(Err(StoreError::Conflict(why.into())));
+        return Ok(Err(StoreError::Conflict(
+            "idempotency_key_reused",
+            why.into(),
+        )));
     }
     if !held.is_empty() {
         return Ok(Ok(BatchInserted::Existing(held)));
@@ -143,6 +146,7 @@ async fn insert_batch(
     }
     if answers.iter().all(|a| !matches!(a, InsertAnswer::New(_))) {
         return Ok(Err(StoreError::Conflict(
+            "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request".into(),
         )));
     }

@@ -37,10 +37,13 @@ impl Apply for ScheduleCreate {
                 .await?;
             replies.push(match stored {
                 Some(_) => Ok(()),
-                None => Err(StoreError::Conflict(format!(
-                    "the tenant has a schedule named `{}` already",
-                    s.name.as_deref().unwrap_or_default()
-                ))),
+                None => Err(StoreError::Conflict(
+                    "schedule_name_taken",
+                    format!(
+                        "the tenant has a schedule named `{}` already",
+                        s.name.as_deref().unwrap_or_default()
+                    ),
+                )),
             });
         }
         Ok(replies)
