@@ -168,7 +168,7 @@ fn no_nul(field: &str, value: &str, problems: &mut Vec<FieldError>) -> bool {
     true
 }
 
-/// The `metadata[key]=value` parameters; other unknown parameters are ignored.
+/// The `metadata[key]=value` parameters; any other unknown parameter is a problem.
 fn metadata_filters(
     rest: HashMap<String, String>,
     problems: &mut Vec<FieldError>,
@@ -176,6 +176,12 @@ fn metadata_filters(
     let mut filters = BTreeMap::new();
     for (name, value) in rest {
         let Some(inner) = name.strip_prefix("metadata") else {
+            // a parameter the server does not know would otherwise filter nothing, silently
+            problems.push(FieldError::new(
+                name.clone(),
+                "unknown_parameter",
+                format!("`{name}` is not a parameter of this list (a metadata filter is written metadata[{name}]=value)"),
+            ));
             continue;
         };
         match inner.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {

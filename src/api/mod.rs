@@ -194,7 +194,30 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_router(None).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     schedules::document_request(&mut doc);
+    bearer_scheme(&mut doc);
     doc
+}
+
+/// The API key (or run token) as a bearer token, so generated clients and the docs page
+/// take one. Every operation may be called with it; without keys in the database (open
+/// mode on loopback), without it.
+fn bearer_scheme(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "An API key (`agentq keys create`), or a run token for its own run",
+        ))
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    doc.security = Some(vec![
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+        SecurityRequirement::default(),
+    ]);
 }
 
 /// The whole HTTP application with its middleware.

@@ -108,6 +108,9 @@ async fn list_runs_rejects_bad_filters_naming_each() {
         ("?created_after=yesterday", "created_after"),
         ("?status=queued&status=running", "status"),
         ("/counts?agent=a&agent=b", "agent"),
+        // a parameter the server does not know filters nothing: refused, not ignored
+        ("?customer=globex", "customer"),
+        ("/counts?customer=globex", "customer"),
     ] {
         let response = app
             .client
