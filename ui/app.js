@@ -38,8 +38,9 @@ export function clearNotices() {
   notices.replaceChildren();
 }
 
-function showKeyPanel(reason) {
-  keyReason.textContent = reason;
+/** Opens the key panel saying why: text, or text and elements (a command as code). */
+function showKeyPanel(...reason) {
+  keyReason.replaceChildren(...reason);
   // already open: leave what is being typed, and the focus, alone
   if (!keyPanel.hidden) return;
   keyPanel.hidden = false;
@@ -68,8 +69,8 @@ window.addEventListener('agentq:unauthenticated', (event) => {
   if (event.detail.credential !== credential.get()) return;
   const reason = credential.get()
     ? 'The server refused this credential (revoked, expired, or mistyped). Enter another.'
-    : 'This server needs an API key. Create one with `agentq keys create --tenant <name>`, or use a run token.';
-  showKeyPanel(reason);
+    : ['This server needs an API key. Create one with ', h('code', {}, 'agentq keys create --tenant <name>'), ', or use a run token.'];
+  showKeyPanel(...[reason].flat());
 });
 
 keyForm.addEventListener('submit', (event) => {

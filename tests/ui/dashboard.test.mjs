@@ -296,6 +296,7 @@ test('a failed run shows its error and attempts, and is retried from its page', 
   await runPageShows(page, 'failed');
   assert.match(await page.locator('.errorbox').innerText(), /agent_error: failed permanently, as asked/);
   assert.match(await page.locator('table').innerText(), /failed/);
+  assert.match(await page.locator('section', { hasText: 'Result' }).innerText(), /None: the run failed\./);
   await page.getByRole('button', { name: 'Retry' }).click();
   await page.locator('.notice.ok', { hasText: 'Queued again' }).waitFor();
   const events = (await call('GET', `/v1/runs/${runs.broken.id}/events`)).events;
@@ -457,6 +458,9 @@ test('once a key exists the page asks for one, keeps it for the tab, and refuses
   await p.goto(`${BASE}/ui/#/runs`);
   await p.locator('#key-panel').waitFor({ state: 'visible' });
   assert.match(await p.locator('#key-reason').innerText(), /needs an API key/);
+  // the command reads as code, not with literal backticks
+  assert.equal(await p.locator('#key-reason code').innerText(), 'agentq keys create --tenant <name>');
+  assert.doesNotMatch(await p.locator('#key-reason').innerText(), /`/);
   // the page keeps polling (and hearing 401) while the key is typed: what is typed stays
   await p.type('#key-input', 'aq_half');
   await p.waitForTimeout(3500);

@@ -283,7 +283,9 @@ export function render(root, id, ctx) {
     if (run.compensates_run_id) links.push(['Compensates', runLink(run.compensates_run_id)]);
     redraw(body, 'href', () => put(body,
       h('div', { class: 'panel' },
-        h('div', { class: 'bigprogress' }, progressBar(run.progress || { percent: run.status === 'succeeded' ? 100 : 0 }, true)),
+        // a run that succeeded is done, whatever its last report said
+        h('div', { class: 'bigprogress' }, progressBar(run.status === 'succeeded'
+          ? { ...(run.progress || {}), percent: 100 } : (run.progress || { percent: 0 }), true)),
         h('dl', { class: 'facts' }, [...facts, ...links].map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))),
           Object.keys(run.metadata).length ? h('div', {}, h('dt', {}, 'Metadata'), h('dd', {}, chips(run.metadata))) : null)),
       run.error ? h('div', { class: 'panel errorbox', role: 'note' }, h('h2', {}, 'Error'),
@@ -299,7 +301,9 @@ export function render(root, id, ctx) {
     ], attempts) : h('p', { class: 'muted' }, 'None yet.'));
     put(dataBox,
       h('section', {}, h('h2', {}, 'Input'), json(run.input)),
-      h('section', {}, h('h2', {}, 'Result'), run.result === null ? h('p', { class: 'muted' }, 'None yet.') : json(run.result)),
+      h('section', {}, h('h2', {}, 'Result'), run.result === null
+        ? h('p', { class: 'muted' }, TERMINAL.includes(run.status) ? `None: the run ${run.status}.` : 'None yet.')
+        : json(run.result)),
       run.checkpoint === null ? null : h('section', {}, h('h2', {}, 'Checkpoint'), json(run.checkpoint)),
     );
   }
