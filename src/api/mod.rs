@@ -38,7 +38,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::jobs::AgentRegistry;
 use crate::store::Store;
@@ -235,7 +235,15 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
                 ([(header::CONTENT_TYPE, "application/json")], spec)
             }),
         )
-        .merge(Scalar::with_url("/docs", doc))
+        // Swagger UI's files are compiled in: the docs work without internet access
+        .merge(
+            SwaggerUi::new("/docs").config(
+                SwaggerConfig::new(["/openapi.json"])
+                    // no request to swagger.io's online validator either
+                    .validator_url("none")
+                    .try_it_out_enabled(true),
+            ),
+        )
         .merge(ui::routes())
         .fallback(middleware::not_found)
         .with_state(state)

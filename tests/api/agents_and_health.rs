@@ -104,9 +104,23 @@ async fn docs_and_openapi_are_served() {
     let spec: Value = app.get_json("/openapi.json").await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(spec["paths"]["/v1/runs"]["post"].is_object());
-    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    // the docs page and everything it loads come from agentq: it works without internet
+    let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("openapi"));
+    let page = docs.text().await.unwrap();
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    for (asset, holds) in [
+        ("/docs/swagger-ui-bundle.js", "SwaggerUIBundle"),
+        ("/docs/swagger-ui.css", "swagger-ui"),
+        ("/docs/swagger-initializer.js", "\"validatorUrl\": \"none\""),
+    ] {
+        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.text().await.unwrap().contains(holds), "{asset}");
+    }
 }
 
 #[tokio::test]

@@ -504,6 +504,22 @@ test('a run token opens its own run and nothing else', async () => {
   await fresh.close();
 });
 
+test('the API docs render with no internet: everything they load comes from agentq', async () => {
+  const offline = await newContext();
+  const outside = [];
+  await offline.route('**/*', (route) => {
+    if (route.request().url().startsWith(BASE)) return route.continue();
+    outside.push(route.request().url());
+    return route.abort();
+  });
+  const p = watch(await offline.newPage());
+  await p.goto(`${BASE}/docs/`);
+  await p.locator('.swagger-ui .info .title', { hasText: 'agentq' }).waitFor();
+  await p.locator('.opblock-tag', { hasText: 'schedules' }).first().waitFor();
+  assert.deepEqual(outside, [], 'requests beyond agentq');
+  await offline.close();
+});
+
 test('no page raised a script error', () => {
   assert.deepEqual(pageErrors, []);
 });
