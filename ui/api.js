@@ -105,6 +105,8 @@ export async function followEvents(runId, after, onEvent, signal) {
     throw unreachable(error);
   }
   if (!response.ok) throw new ApiError(response.status, await problemOf(response));
+  // 204: the run finished and nothing more will come
+  if (response.status === 204 || !response.body) return;
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

@@ -220,6 +220,26 @@ fn bearer_scheme(doc: &mut utoipa::openapi::OpenApi) {
     ]);
 }
 
+/// The docs page loads nothing from elsewhere and cannot be framed (a page that framed it
+/// could click through its Try-it-out on a server open on loopback).
+async fn docs_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+             form-action 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
 /// The whole HTTP application with its middleware.
 pub fn router(state: ApiState, options: &HttpOptions) -> Router {
     let auth = (state.auth.clone(), state.limits.clone());
@@ -237,12 +257,15 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
         )
         // Swagger UI's files are compiled in: the docs work without internet access
         .merge(
-            SwaggerUi::new("/docs").config(
-                SwaggerConfig::new(["/openapi.json"])
-                    // no request to swagger.io's online validator either
-                    .validator_url("none")
-                    .try_it_out_enabled(true),
-            ),
+            axum::Router::from(
+                SwaggerUi::new("/docs").config(
+                    SwaggerConfig::new(["/openapi.json"])
+                        // no request to swagger.io's online validator either
+                        .validator_url("none")
+                        .try_it_out_enabled(true),
+                ),
+            )
+            .layer(axum::middleware::map_response(docs_headers)),
         )
         .merge(ui::routes())
         .fallback(middleware::not_found)

@@ -178,6 +178,7 @@ pub async fn get_run(
         tagged.lease_until = None;
         etag_of(&serde_json::to_vec(&tagged).expect("a run serialises"))
     };
+    // weak: a 304 may stand for a body whose lease moved
     let mut response = if if_none_match(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -186,7 +187,7 @@ pub async fn get_run(
     let out = response.headers_mut();
     out.insert(
         header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex is a valid header"),
+        HeaderValue::from_str(&format!("W/{etag}")).expect("hex is a valid header"),
     );
     if let Some(seconds) = poll_again_in(&run, chrono::Utc::now()) {
         out.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -70,7 +70,22 @@ pub(super) async fn stream_events(
     if finished && store.list_events(id, after).await?.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let events = follow(store, id, after, finished).await?;
+    // the success carries the result, so a follower needs no GET for it (a failure carries
+    // its error already); null when the run cannot be read (retention took it)
+    let events = follow(store.clone(), id, after, finished)
+        .await?
+        .then(move |mut event| {
+            let store = store.clone();
+            async move {
+                if event.kind == EventKind::Succeeded.as_str()
+                    && let Some(data) = event.data.as_object_mut()
+                {
+                    let result = store.get_run(id).await.ok().and_then(|run| run.result);
+                    data.insert("result".into(), result.unwrap_or(serde_json::Value::Null));
+                }
+                event
+            }
+        });
     Ok(
         Sse::new(events.map(|event| Ok::<_, Infallible>(to_sse(&event))))
             .keep_alive(KeepAlive::default())
@@ -104,19 +119,8 @@ pub(super) async fn follow(
 fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
-            if let Some(mut event) = f.pending.pop_front() {
+            if let Some(event) = f.pending.pop_front() {
                 f.after = event.seq;
-                // the success carries the result, so a follower needs no GET for it (a
-                // failure carries its error already)
-                if event.kind == EventKind::Succeeded.as_str()
-                    && let Some(data) = event.data.as_object_mut()
-                    && let Ok(run) = f.store.get_run(f.id).await
-                {
-                    data.insert(
-                        "result".into(),
-                        run.result.unwrap_or(serde_json::Value::Null),
-                    );
-                }
                 // events written with or after the terminal one (compensation, webhooks)
                 // are still sent; then the stream ends
                 // (a terminal event is named after the status it leaves the run in)

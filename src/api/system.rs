@@ -54,6 +54,7 @@ pub struct Health {
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "system", operation_id = "healthz",
+    security(()),
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
@@ -150,6 +151,7 @@ pub async fn list_queues(
 /// Readiness: the database answers and, in a process that runs workers, the worker loop
 /// can claim runs.
 #[utoipa::path(get, path = "/readyz", tag = "system", operation_id = "readyz",
+    security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "A dependency failed", body = Health),

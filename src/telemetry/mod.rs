@@ -37,10 +37,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Colours in the logs only on a terminal: a file or a log collector gets plain text.
+/// Colours in the logs only on a terminal, and not when `NO_COLOR` is set: a file or a log
+/// collector gets plain text.
 fn colours() -> bool {
     use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Installs logging, and with `otlp` the span exporter, whose handle must be shut down at

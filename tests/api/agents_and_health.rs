@@ -1,4 +1,4 @@
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
@@ -103,10 +103,27 @@ async fn docs_and_openapi_are_served() {
     let app = TestApp::spawn().await;
     let spec: Value = app.get_json("/openapi.json").await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    // a key as a bearer token, for every operation but the health checks
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(spec["paths"]["/healthz"]["get"]["security"], json!([{}]));
     assert!(spec["paths"]["/v1/runs"]["post"].is_object());
     // the docs page and everything it loads come from agentq: it works without internet
-    let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
+    // (`/docs`, as README and the start-up log give it, leads there)
+    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
+    assert!(docs.url().path().ends_with("/docs/"), "{}", docs.url());
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(docs.headers()["x-frame-options"], "DENY");
     let page = docs.text().await.unwrap();
     assert!(
         !page.contains("http://") && !page.contains("https://"),

@@ -164,6 +164,7 @@ async fn a_run_failed_by_its_dependency_cannot_be_retried_before_the_dependency(
         .unwrap();
     assert_eq!(response.status(), 409);
     let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "dependency_failed");
     assert!(
         body["detail"]
             .as_str()

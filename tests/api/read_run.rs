@@ -150,4 +150,22 @@ async fn a_running_run_stays_a_304_while_its_lease_is_renewed_and_a_wait_is_poll
         .parse()
         .unwrap();
     assert!((8..=10).contains(&wait), "{wait}");
+    // blocked on a run that is still going: looked at every 5 s
+    let mut body = json!({"agent": "echo", "input": {"value": 1}});
+    body["depends_on"] = json!([id]);
+    let blocked = app.create(body).await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/runs/{blocked}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    // the tag is weak: a 304 may stand for a body whose lease moved
+    assert!(
+        response.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .starts_with("W/\"")
+    );
 }

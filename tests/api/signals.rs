@@ -103,7 +103,8 @@ async fn signals_to_finished_unknown_runs_or_without_a_name_are_refused() {
         .await;
     app.wait_for_status(&done, "succeeded", Duration::from_secs(5))
         .await;
-    assert_eq!(signal(&app, &done, json!({"name": "go"})).await.0, 409);
+    let (status, body) = signal(&app, &done, json!({"name": "go"})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("run_finished")));
     let missing = uuid::Uuid::now_v7().to_string();
     assert_eq!(signal(&app, &missing, json!({"name": "go"})).await.0, 404);
     let (status, body) = signal(&app, &done, json!({"name": ""})).await;
@@ -197,6 +198,7 @@ async fn with_a_signal_secret_only_signals_signed_for_the_run_now_and_once_are_a
     assert_eq!(send(early, Some(header.clone())).await.0, 202);
     let (status, problem) = send(early, Some(header)).await;
     assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["code"], "signal_replayed");
     assert!(
         problem["detail"].as_str().unwrap().contains("replay"),
         "{problem}"
@@ -331,6 +333,20 @@ async fn the_built_in_echo_waits_for_a_human_as_the_readme_tour_shows() {
         done["result"],
         json!({"value": "deploy v2", "signal": {"name": "approved", "payload": {"by": "ann"}}})
     );
+    // the signal is kept: an attempt after it (a planned failure here) does not wait again
+    let retried = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 2, "wait_for": ["ok"], "fail_attempts": 1}}),
+        )
+        .await;
+    app.wait_for_status(&retried, "waiting", Duration::from_secs(5))
+        .await;
+    assert_eq!(signal(&app, &retried, json!({"name": "ok"})).await.0, 202);
+    let done = app
+        .wait_for_status(&retried, "succeeded", Duration::from_secs(10))
+        .await;
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(done["result"]["signal"]["name"], "ok");
     // a wait shorter than a second is refused with the field named
     let response = app
         .post_run(json!({"agent": "echo", "input": {"wait_for": ["ok"], "wait_timeout_ms": 10}}))

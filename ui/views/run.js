@@ -78,7 +78,8 @@ function partView(p) {
 
 /** One line saying what an event carried. */
 function summary(e) {
-  const d = e.data || {};
+  const { result, ...d } = e.data || {}; // a live success carries the result: shown above
+  if (e.type !== 'succeeded' && result !== undefined) d.result = result;
   if (e.type === 'progress') return `${d.percent}%${d.message ? ` · ${d.message}` : ''}`;
   if (d.error) return `${d.error.kind}: ${d.error.message}`;
   if (e.type === 'log') return `[${d.level || 'info'}] ${d.message || ''}`;

@@ -77,26 +77,18 @@ impl Agent for Echo {
     async fn run(&self, ctx: RunContext, input: Value) -> Result<Value, AgentError> {
         let input: EchoInput = serde_json::from_value(input)
             .map_err(|e| AgentError::permanent(format!("invalid input: {e}")))?;
-        // a human in the loop: the run waits (holding no worker) until a signal comes; the
-        // agent is then called again, and the wait answers the signal at once
-        let signal = if input.wait_for.is_empty() {
-            None
-        } else {
-            let names: Vec<&str> = input.wait_for.iter().map(String::as_str).collect();
-            let timeout = Duration::from_millis(input.wait_timeout_ms);
-            let signal = ctx
-                .wait_for_any(&names, timeout, crate::jobs::OnTimeout::Fail)
-                .await?;
-            Some(json!({ "name": signal.name, "payload": signal.payload }))
-        };
+        // refused before any wait: a human does not approve a run that then cannot finish
+        if let Some(text) = &input.text
+            && text.len().saturating_mul(input.repeat as usize) > MAX_TEXT_BYTES
+        {
+            return Err(AgentError::permanent(format!(
+                "`text` repeated {} times is over {MAX_TEXT_BYTES} bytes",
+                input.repeat
+            )));
+        }
+        let signal = wait_for_signal(&ctx, &input).await?;
         // with a text, the planned failures come after it was streamed
         if let Some(text) = &input.text {
-            if text.len().saturating_mul(input.repeat as usize) > MAX_TEXT_BYTES {
-                return Err(AgentError::permanent(format!(
-                    "`text` repeated {} times is over {MAX_TEXT_BYTES} bytes",
-                    input.repeat
-                )));
-            }
             let text = text.repeat(input.repeat as usize);
             stream_words(&ctx, &text, input.delay_ms, input.steps).await?;
             planned_failure(&ctx, &input)?;
@@ -123,6 +115,32 @@ impl Agent for Echo {
         }
         Ok(with_signal(json!({ "value": input.value }), signal))
     }
+}
+
+/// A human in the loop: the run waits (holding no worker) until one of `wait_for` comes;
+/// the agent is then called again, and the wait answers the signal at once. The signal is
+/// kept in the run's checkpoint, so a later attempt (a planned failure, a lost worker) does
+/// not wait for a second one.
+async fn wait_for_signal(ctx: &RunContext, input: &EchoInput) -> Result<Option<Value>, AgentError> {
+    if input.wait_for.is_empty() {
+        return Ok(None);
+    }
+    if let Some(kept) = ctx
+        .saved_checkpoint()
+        .and_then(|c| c.get("signal").cloned())
+    {
+        return Ok(Some(kept));
+    }
+    let names: Vec<&str> = input.wait_for.iter().map(String::as_str).collect();
+    let timeout = Duration::from_millis(input.wait_timeout_ms);
+    let signal = ctx
+        .wait_for_any(&names, timeout, crate::jobs::OnTimeout::Fail)
+        .await?;
+    let signal = json!({ "name": signal.name, "payload": signal.payload });
+    ctx.checkpoint(json!({ "signal": signal }))
+        .await
+        .map_err(|e| AgentError::retryable(format!("keeping the signal: {}", e.message)))?;
+    Ok(Some(signal))
 }
 
 /// The result, with the signal the run waited for when it waited.
