@@ -224,10 +224,20 @@ async fn run_attempt_in_span(exec: &Executor, run: ClaimedRun) {
             ended_as
         }
         Ok(false) => {
-            tracing::warn!(
-                run.id = %run.id, run.attempt = run.attempt,
-                "attempt finished after losing its run (lease expired or handed back); outcome dropped"
-            );
+            // a run cancelled by request is no surprise: its attempt's end is not news
+            let cancelled = exec
+                .store
+                .get_run(run.id)
+                .await
+                .is_ok_and(|r| r.status == crate::domain::RunStatus::Cancelled);
+            if cancelled {
+                tracing::info!(run.id = %run.id, run.attempt = run.attempt, "the attempt of a cancelled run stopped");
+            } else {
+                tracing::warn!(
+                    run.id = %run.id, run.attempt = run.attempt,
+                    "attempt finished after losing its run (lease expired or handed back); outcome dropped"
+                );
+            }
             AttemptOutcome::Lost
         }
         Err(e) => {

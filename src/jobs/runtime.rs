@@ -300,7 +300,15 @@ async fn renew_leases(store: Store, inflight: InFlight, lease: Duration, stop: C
                 // not held either; only attempts whose agent still executes lost their run
                 for lost in fences.iter().filter(|f| !held.contains(f)) {
                     if inflight.cancel(lost) {
-                        tracing::warn!(run.id = %lost.run_id, run.attempt = lost.attempt, "attempt lost its run; stopping it");
+                        let cancelled = store
+                            .get_run(lost.run_id)
+                            .await
+                            .is_ok_and(|r| r.status == crate::domain::RunStatus::Cancelled);
+                        if cancelled {
+                            tracing::info!(run.id = %lost.run_id, run.attempt = lost.attempt, "run cancelled; stopping its attempt");
+                        } else {
+                            tracing::warn!(run.id = %lost.run_id, run.attempt = lost.attempt, "attempt lost its run; stopping it");
+                        }
                     }
                 }
             }

@@ -104,6 +104,28 @@ async fn http_agent_retries_5xx_and_network_errors_but_not_4xx() {
         .wait_for_status(&refused, "failed", Duration::from_secs(5))
         .await;
     assert_eq!(run["attempt"], 2);
+    // the error says why the request could not be sent, not only that it was not
+    let message = run["error"]["message"].as_str().unwrap().to_lowercase();
+    assert!(message.contains("connection refused"), "{message}");
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_said_so() {
+    let app = TestApp::spawn_with(allow(&["*"])).await;
+    let id = app
+        .create(json!({"agent": "http", "input": {"url": "http://no-such-host.invalid/"}, "max_attempts": 1}))
+        .await;
+    let run = app
+        .wait_for_status(&id, "failed", Duration::from_secs(10))
+        .await;
+    let message = run["error"]["message"].as_str().unwrap().to_lowercase();
+    assert!(
+        message.contains("no-such-host.invalid")
+            && (message.contains("dns")
+                || message.contains("resolve")
+                || message.contains("lookup")),
+        "{message}"
+    );
 }
 
 /// Runs the `http` agent on `url` (three attempts allowed) and returns the finished run.

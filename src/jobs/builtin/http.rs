@@ -257,10 +257,27 @@ fn classify_send_error(e: &reqwest::Error) -> AgentError {
     if let Some(refused) = Refused::find_in(e) {
         refusal(refused)
     } else if e.is_builder() {
-        AgentError::permanent(format!("invalid request: {e}"))
+        AgentError::permanent(format!("invalid request: {}", with_causes(e)))
     } else {
-        AgentError::retryable(format!("request failed: {e}"))
+        AgentError::retryable(format!("request failed: {}", with_causes(e)))
     }
+}
+
+/// The error and what caused it, down the chain: reqwest's "error sending request" alone
+/// hides a name that does not resolve or a refused connection.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        // hyper and reqwest often repeat their inner error in their own message
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 async fn read_capped(
