@@ -117,6 +117,8 @@ test('runs submitted through the API appear in the table, with counts, filters a
   await page.press('#f-meta', 'Enter');
   await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 1);
   assert.equal(await page.locator(`a[href="#/runs/${runs.broken.id}"]`).count(), 1);
+  // the list says why a run failed
+  assert.match(await page.locator('tbody tr').innerText(), /agent_error: failed permanently, as asked/);
   assert.match(page.url(), /meta=team%3Dinfra/);
   await page.fill('#f-meta', '');
   // search over metadata values, then ids
@@ -163,6 +165,16 @@ test('a bad filter gets a clear message naming the field, not a trace', async ()
   await page.waitForURL(/#\/runs\?meta=team%3Dinfra$/);
   await page.goto(`${BASE}/ui/#/runs/00000000-0000-7000-8000-000000000000`);
   await page.locator('h1', { hasText: 'No such run' }).waitFor();
+});
+
+test('a run due later says in the list when it starts', async () => {
+  const later = new Date(Date.now() + 3 * 3600e3).toISOString();
+  const due = await submit({ agent: 'echo', input: { value: 'later' }, run_at: later, metadata: { demo: 'due' } });
+  await page.goto(`${BASE}/ui/#/runs?meta=demo%3Ddue`);
+  const row = page.locator('tbody tr', { has: page.locator(`a[href="#/runs/${due.id}"]`) });
+  await row.waitFor();
+  assert.match(await row.innerText(), /starts in 2 h 59 min|starts in 3 h 0 min/);
+  await call('POST', `/v1/runs/${due.id}/cancel`);
 });
 
 test('pages cursor through older runs', async () => {

@@ -145,7 +145,7 @@ export function render(root, params, ctx) {
         { label: 'Run', cell: (r) => runLink(r.id) },
         { label: 'Agent', cell: (r) => r.agent },
         { label: 'Status', cell: (r) => badge(r.status) },
-        { label: 'Progress', cell: (r) => (r.progress ? progressBar(r.progress) : h('span', { class: 'muted' }, '—')) },
+        { label: 'Progress', cell: progressCell },
         { label: 'Attempt', num: true, cell: (r) => `${r.attempt} / ${r.max_attempts}` },
         { label: 'Created', cell: (r) => ago(r.created_at) },
         { label: 'Took', num: true, cell: (r) => (r.started_at ? duration(new Date(r.finished_at || Date.now()) - new Date(r.started_at)) : '—') },
@@ -216,6 +216,19 @@ export function render(root, params, ctx) {
     remember();
     ctx.clearNotices();
     load();
+  }
+
+  /** What a run is at, at a glance: its progress, why it failed, or when it starts. */
+  function progressCell(r) {
+    if (r.error && r.status !== 'succeeded') {
+      return h('span', { class: 'small', title: r.error.message }, h('b', {}, r.error.kind), ': ',
+        r.error.message.length > 80 ? `${r.error.message.slice(0, 80)}…` : r.error.message);
+    }
+    const due = r.next_attempt_at || (r.status === 'queued' ? r.run_at : null);
+    if (due && new Date(due).getTime() > Date.now()) {
+      return h('span', { class: 'small' }, r.next_attempt_at ? 'retries ' : 'starts ', ago(due));
+    }
+    return r.progress ? progressBar(r.progress) : h('span', { class: 'muted' }, '—');
   }
 
   /** A run's concurrency key, a button that lists the key's runs; and whether it waits for it. */
