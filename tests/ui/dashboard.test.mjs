@@ -504,6 +504,11 @@ test('a run token opens its own run and nothing else', async () => {
   assert.doesNotMatch(p.url(), /token=/, 'the token leaves the address bar');
   assert.equal(await p.locator('nav a[data-section="queues"]').isVisible(), false);
   assert.equal(await p.getByRole('button', { name: 'Cancel run' }).count(), 0, 'a token cannot cancel');
+  assert.equal(await p.getByRole('link', { name: '← Runs' }).count(), 0, 'no way to a list the token cannot open');
+  // one main signal, the others set apart
+  const buttons = p.locator('form.waitbox .actions button');
+  assert.equal(await buttons.first().getAttribute('class'), null);
+  assert.equal(await buttons.last().getAttribute('class'), 'secondary');
   // the token may send the signal its run waits for
   await p.getByRole('button', { name: 'Send plan_approved' }).click();
   await runPageShows(p, 'succeeded');

@@ -2,12 +2,14 @@
 // timeline, followed live while the run is not finished; cancel, retry, and the signal
 // form of a waiting run.
 
-import { api, followEvents } from '../api.js';
+import { api, credential, followEvents } from '../api.js';
 import { TERMINAL, badge, chips, duration, h, json, progressBar, put, redraw, runLink, table, when } from '../dom.js';
 import { LIST_KEY } from './runs.js';
 
-/** The way back to the runs list, with the filters it was left with. */
+/** The way back to the runs list, with the filters it was left with; none for a run
+ * token, which opens its own run and nothing else. */
 function backToList() {
+  if (credential.tokenRun()) return null;
   return h('p', { class: 'muted small' }, h('a', { href: sessionStorage.getItem(LIST_KEY) || '#/runs' }, '← Runs'));
 }
 
@@ -224,7 +226,9 @@ export function render(root, id, ctx) {
       h('p', { class: 'muted' }, `It resumes on ${w.signals.join(', ')}; the wait ends ${when(w.until)}.`),
       h('label', { for: 'signal-comment' }, 'Comment'), comment,
       h('details', {}, h('summary', {}, 'Payload'), h('label', { for: 'signal-payload' }, 'Payload (a JSON object)'), payload),
-      h('div', { class: 'actions' }, w.signals.map((name) => h('button', { type: 'submit', value: name, name: 'signal' }, `Send ${name}`))));
+      // the first signal is the form's main action (Enter sends it); the others are set apart
+      h('div', { class: 'actions' }, w.signals.map((name, i) => h('button',
+        { type: 'submit', value: name, name: 'signal', class: i === 0 ? null : 'secondary' }, `Send ${name}`))));
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const name = event.submitter ? event.submitter.value : w.signals[0];
