@@ -234,12 +234,7 @@ pub async fn create_runs(
         .into_iter()
         .map(|run| {
             state.metrics.run_created(&run.agent);
-            let (run_token, run_token_expires_at) = state.auth.run_token(&run);
-            CreatedRun {
-                run,
-                run_token,
-                run_token_expires_at,
-            }
+            CreatedRun::new(run, &state.auth)
         })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(CreatedRuns { runs })).into_response())
@@ -249,13 +244,7 @@ pub async fn create_runs(
 async fn created(state: &ApiState, ids: Vec<RunId>) -> Result<Response, ApiError> {
     let mut runs = Vec::with_capacity(ids.len());
     for id in ids {
-        let run = state.store.get_run(id).await?;
-        let (run_token, run_token_expires_at) = state.auth.run_token(&run);
-        runs.push(CreatedRun {
-            run,
-            run_token,
-            run_token_expires_at,
-        });
+        runs.push(CreatedRun::new(state.store.get_run(id).await?, &state.auth));
     }
     Ok((StatusCode::OK, Json(CreatedRuns { runs })).into_response())
 }

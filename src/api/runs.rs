@@ -33,6 +33,18 @@ pub struct CreatedRun {
     pub run_token_expires_at: chrono::DateTime<chrono::Utc>,
 }
 
+impl CreatedRun {
+    /// The run with a fresh token for it.
+    pub(super) fn new(run: Run, auth: &super::auth::Auth) -> Self {
+        let (run_token, run_token_expires_at) = auth.run_token(&run);
+        Self {
+            run,
+            run_token,
+            run_token_expires_at,
+        }
+    }
+}
+
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct RunList {
@@ -143,12 +155,7 @@ pub async fn create_run(
     };
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", run.id))
         .expect("a UUID path is a valid header value");
-    let (run_token, run_token_expires_at) = state.auth.run_token(&run);
-    let created = CreatedRun {
-        run,
-        run_token,
-        run_token_expires_at,
-    };
+    let created = CreatedRun::new(run, &state.auth);
     Ok((status, [(header::LOCATION, location)], Json(created)).into_response())
 }
 

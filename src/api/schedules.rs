@@ -190,7 +190,8 @@ pub async fn create_schedule(
             ));
         }
     }
-    // the run each tick makes, checked as `POST /v1/runs` checks one
+    // the run each tick makes, checked as `POST /v1/runs` checks one (the declared agents
+    // come from a snapshot kept a moment, not a read per request)
     let declared = state.declared.current().await?;
     let agents = KnownAgents {
         registry: &state.registry,

@@ -66,26 +66,25 @@ pub(super) async fn stream_events(
     after: i64,
     finished: bool,
 ) -> Result<Response, ApiError> {
+    let start = start(store.clone(), id, after, finished).await?;
     // a browser's EventSource reconnects after the stream ended: `204` tells it to stop
-    if finished && store.list_events(id, after).await?.is_empty() {
+    if finished && start.pending.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     // the success carries the result, so a follower needs no GET for it (a failure carries
     // its error already); null when the run cannot be read (retention took it)
-    let events = follow(store.clone(), id, after, finished)
-        .await?
-        .then(move |mut event| {
-            let store = store.clone();
-            async move {
-                if event.kind == EventKind::Succeeded.as_str()
-                    && let Some(data) = event.data.as_object_mut()
-                {
-                    let result = store.get_run(id).await.ok().and_then(|run| run.result);
-                    data.insert("result".into(), result.unwrap_or(serde_json::Value::Null));
-                }
-                event
+    let events = events(start).then(move |mut event| {
+        let store = store.clone();
+        async move {
+            if event.kind == EventKind::Succeeded.as_str()
+                && let Some(data) = event.data.as_object_mut()
+            {
+                let result = store.get_run(id).await.ok().and_then(|run| run.result);
+                data.insert("result".into(), result.unwrap_or(serde_json::Value::Null));
             }
-        });
+            event
+        }
+    });
     Ok(
         Sse::new(events.map(|event| Ok::<_, Infallible>(to_sse(&event))))
             .keep_alive(KeepAlive::default())
@@ -101,10 +100,15 @@ pub(super) async fn follow(
     after: i64,
     finished: bool,
 ) -> Result<impl Stream<Item = RunEvent> + Send + 'static, ApiError> {
+    Ok(events(start(store, id, after, finished).await?))
+}
+
+/// Follows the run, then reads its events after `after`: the stream's start.
+async fn start(store: Store, id: RunId, after: i64, finished: bool) -> Result<Follow, ApiError> {
     // follow before reading, so nothing committed in between is missed
     let heads = store.follow_events(id);
     let pending: VecDeque<RunEvent> = store.list_events(id, after).await?.into();
-    let follow = Follow {
+    Ok(Follow {
         ended: finished,
         store,
         id,
@@ -112,8 +116,7 @@ pub(super) async fn follow(
         pending,
         heads,
         heads_open: true,
-    };
-    Ok(events(follow))
+    })
 }
 
 fn events(follow: Follow) -> impl Stream<Item = RunEvent> {

@@ -27,6 +27,14 @@ macro_rules! p {
     };
 }
 
+/// The statuses of a run that has not finished, as the partial index of a key's unfinished
+/// runs (`runs_key_unfinished`) names them: a statement must say them the same to use it.
+macro_rules! unfinished {
+    () => {
+        "status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')"
+    };
+}
+
 pub(super) const BEGIN: &str = "BEGIN";
 
 /// Whether the runs table changed by more than 500 rows plus 5% since it was last
@@ -325,22 +333,30 @@ pub(super) const KEY_LOCK: Option<&str> =
 
 /// $1 JSON array of [tenant, agent, key]: each key's unfinished runs, counted by whether
 /// they hold it (`key_waiting` 0) or wait their turn (1).
-pub(super) const KEY_USE: &str = "
+pub(super) const KEY_USE: &str = concat!(
+    "
 SELECT runs.tenant, runs.agent, runs.concurrency_key, runs.key_waiting, COUNT(*) AS n
 FROM jsonb_array_elements($1::jsonb) AS k
 JOIN runs ON runs.tenant = k.value->>0 AND runs.agent = k.value->>1
          AND runs.concurrency_key = k.value->>2
-WHERE runs.concurrency_key IS NOT NULL AND runs.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
-GROUP BY 1, 2, 3, 4";
+WHERE runs.concurrency_key IS NOT NULL AND runs.",
+    unfinished!(),
+    "
+GROUP BY 1, 2, 3, 4"
+);
 
 /// $1 tenant, $2 agent, $3 key, $4 how many, $5 true: only runs not started: the key's
 /// oldest unfinished runs.
-pub(super) const KEY_OLDEST: &str = "
+pub(super) const KEY_OLDEST: &str = concat!(
+    "
 SELECT id, key_waiting FROM runs
 WHERE tenant = $1 AND agent = $2 AND concurrency_key = $3
-  AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+  AND concurrency_key IS NOT NULL AND ",
+    unfinished!(),
+    "
   AND (NOT $5 OR (status IN ('blocked', 'queued') AND started_at IS NULL))
-ORDER BY id LIMIT $4";
+ORDER BY id LIMIT $4"
+);
 
 /// $1 JSON array of run ids: the keys of those that have one.
 pub(super) const KEYS_OF: &str = "
@@ -348,35 +364,47 @@ SELECT DISTINCT tenant, agent, concurrency_key FROM runs
 WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) AND concurrency_key IS NOT NULL";
 
 /// $1 JSON array of [tenant, agent, key]: those some run waits for.
-pub(super) const KEYS_WAITED_FOR: &str = "
+pub(super) const KEYS_WAITED_FOR: &str = concat!(
+    "
 SELECT k.value->>0 AS tenant, k.value->>1 AS agent, k.value->>2 AS concurrency_key
 FROM jsonb_array_elements($1::jsonb) AS k
 WHERE EXISTS (SELECT 1 FROM runs AS w
               WHERE w.tenant = k.value->>0 AND w.agent = k.value->>1
                 AND w.concurrency_key = k.value->>2 AND w.key_waiting = 1
-                AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting'))";
+                AND w.concurrency_key IS NOT NULL AND w.",
+    unfinished!(),
+    ")"
+);
 
 /// $1 now, $2 tenant, $3 agent, $4 key: lets the key's oldest waiting runs in
 /// while fewer than the limit (the first waiting run's) hold it. They stay `blocked`: each is
 /// then unblocked by `UNBLOCK`, under its row lock, unless a run it depends on has not
 /// succeeded (a dependency settled by another process while this statement waited for the
 /// row is seen there, not here).
-pub(super) const ADMIT_KEY: &str = "
+pub(super) const ADMIT_KEY: &str = concat!(
+    "
 UPDATE runs SET key_waiting = 0, updated_at = $1
 WHERE id IN (
     SELECT w.id FROM runs AS w
     WHERE w.tenant = $2 AND w.agent = $3 AND w.concurrency_key = $4 AND w.key_waiting = 1
-      AND w.concurrency_key IS NOT NULL AND w.status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+      AND w.concurrency_key IS NOT NULL AND w.",
+    unfinished!(),
+    "
     ORDER BY w.id
     LIMIT GREATEST(0,
         COALESCE((SELECT concurrency_limit FROM runs
                   WHERE tenant = $2 AND agent = $3 AND concurrency_key = $4 AND key_waiting = 1
-                    AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting')
+                    AND concurrency_key IS NOT NULL AND ",
+    unfinished!(),
+    "
                   ORDER BY id LIMIT 1), 0)
         - (SELECT COUNT(*) FROM runs
            WHERE tenant = $2 AND agent = $3 AND concurrency_key = $4 AND key_waiting = 0
-             AND concurrency_key IS NOT NULL AND status IN ('blocked', 'queued', 'running', 'retrying', 'waiting'))))
-RETURNING id";
+             AND concurrency_key IS NOT NULL AND ",
+    unfinished!(),
+    ")))
+RETURNING id"
+);
 
 pub(super) const DEPENDENCY_RESULTS: &str = "
 SELECT d.run_id, d.depends_on_id, r.result::text AS result
