@@ -48,7 +48,9 @@ pub struct DeclaredAgent {
     pub version: u32,
     /// The worker that declared it last.
     pub declared_by: String,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub declared_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -59,6 +61,7 @@ pub struct AgentSchemaChange {
     pub declared_by: String,
     /// The id of the API key the worker used, when the server uses keys.
     pub key_id: Option<String>,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub declared_at: DateTime<Utc>,
     pub input_schema: Value,
 }
@@ -81,6 +84,7 @@ pub struct AgentPauseState {
     pub paused: bool,
     /// Since when, while paused.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub paused_at: Option<DateTime<Utc>>,
     /// Who paused it (`key:<key id>` or `open`), while paused.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ mod signing;
 mod status;
 mod stream;
 mod text;
+pub mod time;
 mod worker;
 
 pub use agent::{

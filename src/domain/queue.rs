@@ -49,6 +49,7 @@ pub struct QueueStats {
     pub paused: bool,
     /// Since when, while paused.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub paused_at: Option<DateTime<Utc>>,
     /// Waiting for runs they depend on.
     pub blocked: u64,
@@ -62,6 +63,7 @@ pub struct QueueStats {
     /// Suspended until a signal.
     pub waiting: u64,
     /// When the longest-waiting queued run became due.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub oldest_queued_at: Option<DateTime<Utc>>,
     /// How long it has waited, in milliseconds.
     pub oldest_queued_age_ms: Option<u64>,

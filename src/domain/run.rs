@@ -99,6 +99,7 @@ impl std::fmt::Debug for Secret {
 pub struct WaitingFor {
     /// Any one of these signal names resumes the run.
     pub signals: Vec<String>,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub until: DateTime<Utc>,
 }
 
@@ -224,8 +225,10 @@ pub struct Run {
     /// The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it.
     pub checkpoint: Option<Value>,
     /// The whole run must finish by then.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub deadline: Option<DateTime<Utc>>,
     /// The run must start by then.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The run to create if this one fails for good.
     pub on_failure: Option<Compensation>,
@@ -253,15 +256,22 @@ pub struct Run {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     /// When the run is (or was) due to start: its `run_at`, or the next attempt's due time.
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub run_at: DateTime<Utc>,
     /// While `retrying`: when the next attempt is due.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The worker process holding the run while it is `running`.
     pub worker_id: Option<String>,
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub lease_until: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub finished_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -339,6 +349,7 @@ impl EventKind {
 pub struct RunEvent {
     /// Position in the run's log, from 1, without gaps.
     pub seq: i64,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub at: DateTime<Utc>,
     #[serde(rename = "type")]
     #[schema(value_type = String, example = "started")]

@@ -327,14 +327,18 @@ pub struct Schedule {
     #[schema(value_type = Object)]
     pub run: Value,
     /// When it ticks next (while not paused); `null` when it never will again.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub next_tick_at: Option<DateTime<Utc>>,
     pub paused: bool,
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub paused_at: Option<DateTime<Utc>>,
     /// The last tick that made a run, and that run.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub last_tick_at: Option<DateTime<Utc>>,
     pub last_run_id: Option<String>,
     /// Ticks that made no run (missed while nothing ran, with `catch_up` `skip`).
     pub missed_ticks: u64,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub created_at: DateTime<Utc>,
     /// Who created it (`key:<id>` or `open`); its runs name the same creator.
     pub created_by: Option<String>,

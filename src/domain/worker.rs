@@ -57,7 +57,9 @@ pub struct WorkerInfo {
     pub version: String,
     pub agents: Vec<String>,
     pub concurrency: u32,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub last_heartbeat_at: DateTime<Utc>,
     pub running: u64,
     pub processed: u64,
@@ -65,6 +67,7 @@ pub struct WorkerInfo {
     /// in a row, and the process exits).
     pub restarts: u32,
     /// When that last happened.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub last_restart_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
 }

@@ -43,6 +43,7 @@ pub struct ClaimedRun {
     /// The state the previous attempt saved, if any.
     pub checkpoint: Option<Value>,
     /// The whole run must finish by then.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub deadline: Option<DateTime<Utc>>,
     /// The results of the runs this one depends on.
     pub dependencies: std::collections::BTreeMap<RunId, Value>,

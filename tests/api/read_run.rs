@@ -169,3 +169,100 @@ async fn a_running_run_stays_a_304_while_its_lease_is_renewed_and_a_wait_is_poll
             .starts_with("W/\"")
     );
 }
+
+/// Every timestamp agentq writes, in a run, its events, and the lists beside it, has one
+/// shape: RFC 3339 in UTC with exactly three fractional digits (a whole second included).
+#[tokio::test]
+async fn every_timestamp_has_millisecond_precision() {
+    fn check(path: &str, v: &Value, seen: &mut usize) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let stamp = k.ends_with("_at")
+                        || [
+                            "at",
+                            "until",
+                            "deadline",
+                            "now",
+                            "attempt_deadline",
+                            "run_deadline",
+                        ]
+                        .contains(&k.as_str());
+                    if let (true, Value::String(s)) = (stamp, v) {
+                        *seen += 1;
+                        let b = s.as_bytes();
+                        assert!(
+                            s.len() == 24
+                                && b[10] == b'T'
+                                && b[19] == b'.'
+                                && s.ends_with('Z')
+                                && chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+                            "{path}.{k} = {s}"
+                        );
+                    }
+                    check(&format!("{path}.{k}"), v, seen);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| check(path, v, seen)),
+            _ => {}
+        }
+    }
+    let app = TestApp::spawn().await;
+    // a whole second, which chrono's own form writes without a fraction
+    let soon = chrono::Utc::now().timestamp() + 2;
+    let at = |secs: i64| {
+        chrono::DateTime::from_timestamp(secs, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let later = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1}, "run_at": at(soon),
+                       "deadline": at(soon + 3600), "expires_at": at(soon + 600)}),
+        )
+        .await;
+    let retried = app
+        .create(
+            json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 1},
+                       "backoff_base_ms": 10}),
+        )
+        .await;
+    let waiting = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "wait_for": ["approved"]}}))
+        .await;
+    app.wait_for_status(&retried, "succeeded", Duration::from_secs(10))
+        .await;
+    app.wait_for_status(&waiting, "waiting", Duration::from_secs(10))
+        .await;
+    let schedule = app
+        .client
+        .post(app.url("/v1/schedules"))
+        .json(&json!({"agent": "echo", "input": {"value": 1}, "interval": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(schedule.status(), 201);
+    let change = app
+        .client
+        .patch(app.url(&format!("/v1/runs/{later}")))
+        .json(&json!({"run_at": at(soon + 1)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(change.status(), 200);
+    let mut seen = 0;
+    for id in [&later, &retried, &waiting] {
+        check(id, &app.get_run(id).await, &mut seen);
+        check(id, &Value::Array(app.events(id).await), &mut seen);
+    }
+    for path in [
+        "/v1/runs",
+        "/v1/workers",
+        "/v1/agents",
+        "/v1/queues",
+        "/v1/schedules",
+    ] {
+        check(path, &app.get_json(path).await, &mut seen);
+    }
+    assert!(seen > 30, "only {seen} timestamps read");
+}

@@ -28,6 +28,10 @@ async fn a_waiting_run_frees_its_worker_and_resumes_with_the_signal() {
         .await;
     assert_eq!(waiting["waiting_for"]["signals"], json!(["go"]));
     assert!(waiting["worker_id"].is_null());
+    assert_eq!(
+        waiting["attempt"], 1,
+        "a waiting run is in its first attempt"
+    );
     // the only worker slot is free while the run waits
     let other = app
         .create(json!({"agent": "echo", "input": {"value": 1}}))
@@ -45,7 +49,14 @@ async fn a_waiting_run_frees_its_worker_and_resumes_with_the_signal() {
         json!({"got": {"answer": 42}, "timed_out": false})
     );
     assert_eq!(run["attempt"], 1, "waiting does not use up an attempt");
-    let types = event_types(&app.events(&id).await);
+    let events = app.events(&id).await;
+    // every event after the first start is the first attempt's, the resume included
+    let attempts: Vec<u64> = events
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [0, 1, 1, 1, 1, 1, 1]);
+    let types = event_types(&events);
     assert_eq!(
         types,
         [

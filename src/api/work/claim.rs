@@ -49,6 +49,7 @@ pub struct Claimed {
     pub runs: Vec<ClaimedAttempt>,
     /// The server's time: a worker times `attempt_deadline` from it, not from its own
     /// clock.
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub now: DateTime<Utc>,
     /// The lease each attempt holds, ms: heartbeat well within it (the SDKs heartbeat every
     /// `heartbeat_ms`), or the attempt is taken back and retried.
@@ -75,10 +76,12 @@ pub struct ClaimedAttempt {
     pub timeout_ms: u64,
     /// When the attempt must have ended: its time limit, or the run's deadline if sooner.
     /// Past it the worker stops the agent and reports a `timeout` failure.
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub attempt_deadline: DateTime<Utc>,
     /// Whether `attempt_deadline` is the run's deadline (a failure there is final).
     pub deadline_is_run_deadline: bool,
     /// The whole run's deadline, if it has one.
+    #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub run_deadline: Option<DateTime<Utc>>,
     pub tenant: String,
     pub metadata: BTreeMap<String, String>,

@@ -433,7 +433,10 @@ SET status = CASE WHEN EXISTS (
           AND s.name = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))) THEN 'queued'
         ELSE 'waiting' END,
     waiting_for = $1::jsonb, wait_until = $2, wait_resume = CASE WHEN $3 THEN 1 ELSE 0 END,
-    attempt = attempt - 1, worker_id = NULL, lease_until = NULL, run_at = $4, updated_at = $4,
+    attempt = attempt - CASE WHEN EXISTS (
+            SELECT 1 FROM run_signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL
+              AND s.name = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))) THEN 1 ELSE 0 END,
+    worker_id = NULL, lease_until = NULL, run_at = $4, updated_at = $4,
     event_seq = event_seq + 1
 WHERE id = $5 AND claims = $6 AND worker_id = $7 AND status = 'running'
 RETURNING status, event_seq";
@@ -444,9 +447,9 @@ VALUES ($1, $2, $3::jsonb, $4, CASE WHEN $5 THEN 1 ELSE 0 END, $6)
 ON CONFLICT (run_id, signature) WHERE signature IS NOT NULL DO NOTHING";
 
 pub(super) const RESUME: &str = "
-UPDATE runs SET status = 'queued', run_at = $1, updated_at = $1, event_seq = event_seq + 1
+UPDATE runs SET status = 'queued', attempt = attempt - 1, run_at = $1, updated_at = $1, event_seq = event_seq + 1
 WHERE id = $2 AND status = 'waiting' AND waiting_for ? $3
-RETURNING event_seq, attempt";
+RETURNING event_seq, attempt + 1 AS attempt";
 
 pub(super) const WAITS_ENDED: &str = "
 SELECT id, waiting_for::text AS waiting_for, wait_resume FROM runs

@@ -418,14 +418,18 @@ pub(super) const SIGNAL_TAKEN_BY: &str = "
 SELECT name, payload, timed_out FROM run_signals WHERE run_id = ?1 AND taken_by = ?2";
 
 /// ?1 JSON array of names, ?2 until, ?3 resume on timeout, ?4 now, ?5..?7 the fence.
-/// Suspends the attempt without counting it; a matching signal already pending queues
-/// the run again at once, so a signal sent before the wait is never missed.
+/// Suspends the attempt; a matching signal already pending queues the run again at once,
+/// so a signal sent before the wait is never missed. A waiting run keeps its attempt's
+/// number (it is in that attempt); the wait uses none of the budget, as the run goes back to
+/// the queue one lower (here or in `RESUME`) and its next claim continues the number.
 pub(super) const WAIT: &str = "
 UPDATE runs
 SET status = CASE WHEN EXISTS (
         SELECT 1 FROM run_signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL
           AND s.name IN (SELECT value FROM json_each(?1))) THEN 'queued' ELSE 'waiting' END,
-    waiting_for = ?1, wait_until = ?2, wait_resume = ?3, attempt = attempt - 1,
+    waiting_for = ?1, wait_until = ?2, wait_resume = ?3, attempt = attempt - CASE WHEN EXISTS (
+            SELECT 1 FROM run_signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL
+              AND s.name IN (SELECT value FROM json_each(?1))) THEN 1 ELSE 0 END,
     worker_id = NULL, lease_until = NULL, run_at = ?4, updated_at = ?4,
     event_seq = event_seq + 1
 WHERE id = ?5 AND claims = ?6 AND worker_id = ?7 AND status = 'running'
@@ -440,10 +444,10 @@ ON CONFLICT (run_id, signature) WHERE signature IS NOT NULL DO NOTHING";
 
 /// ?1 now, ?2 run id, ?3 signal name: resumes a run waiting for that signal.
 pub(super) const RESUME: &str = "
-UPDATE runs SET status = 'queued', run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
+UPDATE runs SET status = 'queued', attempt = attempt - 1, run_at = ?1, updated_at = ?1, event_seq = event_seq + 1
 WHERE id = ?2 AND status = 'waiting'
   AND EXISTS (SELECT 1 FROM json_each(waiting_for) WHERE value = ?3)
-RETURNING event_seq, attempt";
+RETURNING event_seq, attempt + 1 AS attempt";
 
 /// ?1 now: waiting runs whose wait ended.
 pub(super) const WAITS_ENDED: &str = "

@@ -41,7 +41,7 @@ pub(in crate::store) async fn wait(
         b.event(id, seq, EventKind::Resumed, fence.attempt, data);
         b.made_ready(b.now);
     } else {
-        let data = json!({ "signals": names, "until": crate::store::from_ms(until) });
+        let data = json!({ "signals": names, "until": crate::domain::time::rfc3339(&crate::store::from_ms(until)) });
         b.event(id, seq, EventKind::Waiting, fence.attempt, data);
     }
     Ok(true)

@@ -182,7 +182,7 @@ async fn finish(
             }
             Settles::Retry { error, retry_at } => {
                 b.made_ready(to_ms(*retry_at));
-                let data = json!({ "error": error, "next_attempt_at": retry_at });
+                let data = json!({ "error": error, "next_attempt_at": crate::domain::time::rfc3339(retry_at) });
                 (EventKind::RetryScheduled, data)
             }
             Settles::Failed(error) => (EventKind::Failed, json!({ "error": error })),

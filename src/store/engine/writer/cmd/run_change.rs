@@ -70,7 +70,10 @@ async fn change(b: &mut Batch<'_>, c: &RunChange) -> Result<Option<Refusal>, Sto
         data.insert("priority".into(), priority.into());
     }
     if c.run_at.is_some() {
-        data.insert("run_at".into(), serde_json::to_value(from_ms(run_at))?);
+        data.insert(
+            "run_at".into(),
+            crate::domain::time::rfc3339(&from_ms(run_at)).into(),
+        );
     }
     b.event_by(
         c.id.to_string(),

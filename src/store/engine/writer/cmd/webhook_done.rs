@@ -55,7 +55,7 @@ async fn done(
                 "delivery": delivery.id,
                 "attempt": delivery.attempt,
                 "error": error,
-                "next_attempt_at": retry_at,
+                "next_attempt_at": retry_at.as_ref().map(crate::domain::time::rfc3339),
                 "given_up": retry_at.is_none(),
             });
             (EventKind::WebhookFailed, data)
