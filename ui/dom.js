@@ -10,6 +10,9 @@ function fill(el, attrs, children) {
       el.addEventListener(name.slice(2), value);
     } else if (name === 'text') {
       el.textContent = value;
+    } else if (name === 'style') {
+      // set through the CSSOM: the page's CSP refuses style attributes
+      for (const [prop, v] of Object.entries(value)) el.style.setProperty(prop, v);
     } else if (name === 'dataset') {
       Object.assign(el.dataset, value);
     } else {
@@ -74,6 +77,11 @@ export function when(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** The time of day now, as `when` writes it (HH:MM:SS): the one time format of the pages. */
+export function clock() {
+  return when(new Date().toISOString()).slice(11);
 }
 
 /** A span of milliseconds, in its largest two units. */

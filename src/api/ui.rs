@@ -42,6 +42,7 @@ static ASSETS: &[Asset] = assets! {
     "dom.js" => JS,
     "views/runs.js" => JS,
     "views/run.js" => JS,
+    "views/timeline.js" => JS,
     "views/queues.js" => JS,
     "views/schedules.js" => JS,
     "views/workers.js" => JS,

@@ -61,6 +61,8 @@ pub struct WorkerInfo {
     pub started_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::domain::time::ms")]
     pub last_heartbeat_at: DateTime<Utc>,
+    /// Attempts it is running now; 0 once it is gone or stopped (its runs are taken back
+    /// when their leases end), whatever it reported last.
     pub running: u64,
     pub processed: u64,
     /// Times its worker loop stopped on its own and was started again (`--max-restarts`

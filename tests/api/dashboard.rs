@@ -338,6 +338,36 @@ async fn the_dashboard_is_served_from_the_binary_without_a_key() {
         .unwrap();
     assert_eq!(again.status(), 304);
 
+    // every file of the dashboard's folder is served, as it is in the repository (a module
+    // left out of the binary breaks the page's imports)
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let mut files = Vec::new();
+    for dir in [ui.clone(), ui.join("views")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(
+                    path.strip_prefix(&ui)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    assert!(files.len() > 8, "{files:?}");
+    for file in &files {
+        let served = client
+            .get(app.url(&format!("/ui/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "/ui/{file}");
+        let body = served.bytes().await.unwrap();
+        let path = ui.join(file);
+        assert_eq!(body.as_ref(), std::fs::read(&path).unwrap(), "/ui/{file}");
+    }
+
     let missing = client.get(app.url("/ui/nope.js")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(

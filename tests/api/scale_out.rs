@@ -175,6 +175,13 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
             })
             .collect();
         if states.get(&u64::from(victim_pid)).map(String::as_str) == Some("gone") {
+            let victim = listed["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["pid"] == u64::from(victim_pid))
+                .unwrap();
+            assert_eq!(victim["running"], 0, "a gone worker runs nothing: {victim}");
             let alive = states.values().filter(|s| *s == "alive").count();
             assert_eq!(alive, 2, "{listed}");
             return Ok(());

@@ -56,6 +56,11 @@ async fn a_waiting_run_frees_its_worker_and_resumes_with_the_signal() {
         .map(|e| e["attempt"].as_u64().unwrap())
         .collect();
     assert_eq!(attempts, [0, 1, 1, 1, 1, 1, 1]);
+    // the log shows what was sent, not only its name
+    assert_eq!(
+        events[3]["data"],
+        json!({"name": "go", "payload": {"answer": 42}})
+    );
     let types = event_types(&events);
     assert_eq!(
         types,

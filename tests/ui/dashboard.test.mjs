@@ -238,6 +238,10 @@ test('a waiting run is rejected with a comment, then approved, from its form', a
   await runPageShows(page, 'waiting');
   const form = page.locator('form.waitbox');
   await form.waitFor();
+  // a wait is not time spent running: the page says since when it waits
+  assert.match(await page.locator('dl.facts').innerText(), /Waiting since/);
+  assert.doesNotMatch(await page.locator('dl.facts').innerText(), /Took/);
+  assert.match(await page.locator('dl.facts').innerText(), /Attempt\s+1 of/, 'a waiting run is in its first attempt');
   await page.fill('#signal-comment', 'do it in two steps');
   assert.equal(await page.getByLabel('Payload (a JSON object)').count(), 1, 'the payload field is labelled');
   await page.screenshot({ path: `${SHOTS}/run-waiting.png`, fullPage: true });
@@ -255,6 +259,25 @@ test('a waiting run is rejected with a comment, then approved, from its form', a
   assert.match(JSON.stringify(run.result ?? run.checkpoint), /do it in two steps/, 'the comment reached the agent');
   const signals = (await call('GET', `/v1/runs/${runs.plan.id}/events`)).events.filter((e) => e.type === 'signal_received');
   assert.deepEqual(signals.map((e) => e.data.name), ['plan_rejected', 'plan_approved']);
+  // the timeline: one attempt, resumed after each wait (not numbered anew), with the waits
+  // between as bars on one time axis
+  const rows = await page.locator('.gantt-rows .glabel b').allInnerTexts();
+  assert.deepEqual(rows.filter((r) => r.startsWith('Attempt')), ['Attempt 1', 'Attempt 1, resumed', 'Attempt 1, resumed']);
+  assert.equal(rows.filter((r) => r.startsWith('Waiting for')).length, 2);
+  assert.match(await page.locator('.gantt-rows .k-wait').first().innerText(), /got plan_rejected/);
+  const widths = await page.locator('.gantt-rows .bar').evaluateAll((bars) => bars.map((b) => b.getBoundingClientRect().width));
+  assert.ok(widths.every((w) => w >= 3), `every part has a visible bar: ${widths}`);
+  assert.equal(await page.locator('.gantt .axis .tick').count(), 5);
+  // the signals with their payloads and who sent them
+  const sent = page.locator('ul.signals li');
+  assert.equal(await sent.count(), 2);
+  assert.match(await sent.first().innerText(), /plan_rejected[\s\S]*Payload: comment: do it in two steps/);
+  assert.match(await sent.first().innerText(), /by (open|key:)/);
+  // events read as words, not JSON
+  const data = await page.locator('.timeline .data').allInnerTexts();
+  assert.ok(data.every((t) => !t.trim().startsWith('{')), `an event shows raw JSON: ${data.join(' | ')}`);
+  assert.ok(data.some((t) => /^for plan_approved or plan_rejected or answers_received until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/.test(t)), data.join(' | '));
+  assert.ok(data.some((t) => /plan_rejected · payload comment: do it in two steps$/.test(t)), data.join(' | '));
 });
 
 test('a running run is cancelled, after a confirmation', async () => {
@@ -307,7 +330,8 @@ test('a failed run shows its error and attempts, and is retried from its page', 
   await page.goto(`${BASE}/ui/#/runs/${runs.broken.id}`);
   await runPageShows(page, 'failed');
   assert.match(await page.locator('.errorbox').innerText(), /agent_error: failed permanently, as asked/);
-  assert.match(await page.locator('table').innerText(), /failed/);
+  // its one attempt's row in the timeline says how it ended and why
+  assert.match(await page.locator('.gantt-rows .k-attempt').innerText(), /Attempt 1[\s\S]*failed[\s\S]*agent_error: failed permanently/);
   assert.match(await page.locator('section', { hasText: 'Result' }).innerText(), /None: the run failed\./);
   await page.getByRole('button', { name: 'Retry' }).click();
   await page.locator('.notice.ok', { hasText: 'Queued again' }).waitFor();
@@ -326,6 +350,13 @@ test('queues show each agent with a throughput chart of the last hour', async ()
   assert.ok(ok >= 4, `${ok} echo runs succeeded`);
   await page.waitForFunction((text) => [...document.querySelectorAll('tbody tr')].some((r) => r.innerText.includes(text)), ` ${ok} ok`);
   assert.ok(await page.locator('tbody tr', { hasText: 'approval_flow' }).count());
+  // axes: runs a minute up the side (0 at the bottom), clock times along it, now last
+  assert.equal(await page.locator('.chartbox .yaxis span').last().innerText(), '0');
+  assert.equal(await page.locator('.chartbox .xaxis .tick').last().innerText(), 'now');
+  assert.match(await page.locator('.chartbox .xaxis .tick').first().innerText(), /^\d\d:\d\d$/);
+  assert.match(await page.locator('p', { hasText: 'Runs finished a minute' }).innerText(), /last 10 min: [\d.]+ a minute; the 50 before: [\d.]+ a minute/);
+  // one time format on every page: the refresh stamp too
+  assert.match(await page.locator('p', { hasText: 'Updated' }).innerText(), /^Updated \d\d:\d\d:\d\d; every 5 s\.$/);
   await page.screenshot({ path: `${SHOTS}/queues.png`, fullPage: true });
 });
 
@@ -414,6 +445,11 @@ test('every page fits a 360 px wide screen', async () => {
     await p.goto(`${BASE}/ui/${path}`);
     await p.locator(ready).first().waitFor();
     await fitsWidth(p);
+    if (path === '#/runs') {
+      // a run's progress bar is drawn on a phone too, not squeezed to nothing
+      const widths = await p.locator('td .progress progress').evaluateAll((bars) => bars.map((b) => b.getBoundingClientRect().width));
+      assert.ok(widths.length && widths.every((w) => w > 60), `progress bars at 360 px: ${widths}`);
+    }
     if (shot) await p.screenshot({ path: `${SHOTS}/${shot}.png` });
   }
   await narrow.close();

@@ -3,29 +3,74 @@
 // (the admin scope's).
 
 import { api } from '../api.js';
-import { duration, every, h, redraw, s, table } from '../dom.js';
+import { clock, duration, every, h, redraw, s, table, when } from '../dom.js';
 
 const SERIES = [['succeeded', 'succeeded_per_minute'], ['failed', 'failed_per_minute'], ['cancelled', 'cancelled_per_minute']];
 
-/** Stacked bars, one per minute: `sum` per series, drawn in `width` x `height` units. */
-function bars(queues, width, height, label) {
+/** The smallest of 1, 2, 5 × 10^k at or above `n`: a round top for the chart's scale. */
+function niceTop(n) {
+  const step = 10 ** Math.floor(Math.log10(Math.max(1, n)));
+  return [1, 2, 5, 10].map((m) => m * step).find((v) => v >= n);
+}
+
+/** Stacked bars, one per minute: `sum` per series, drawn in `width` x `height` units up to `top`. */
+function bars(queues, width, height, label, top) {
   const minutes = queues.length ? queues[0].succeeded_per_minute.length : 60;
   const totals = Array.from({ length: minutes }, (_, i) =>
     SERIES.map(([, key]) => queues.reduce((n, q) => n + q[key][i], 0)));
   const max = Math.max(1, ...totals.map((t) => t.reduce((a, b) => a + b, 0)));
+  const scale = top || max;
   const w = width / minutes;
   const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': label });
+  if (top) {
+    // grid lines at half and all of the scale
+    for (const q of [0.5, 1]) {
+      const y = height - q * (height - 2);
+      svg.append(s('line', { x1: 0, x2: width, y1: y, y2: y, class: 'grid', 'vector-effect': 'non-scaling-stroke' }));
+    }
+  }
   totals.forEach((parts, i) => {
     let y = height;
     parts.forEach((n, k) => {
       if (!n) return;
-      const bar = (n / max) * (height - 2);
+      const bar = (n / scale) * (height - 2);
       y -= bar;
       svg.append(s('rect', { x: i * w + w * 0.1, y, width: w * 0.8, height: bar, class: `c-${SERIES[k][0]}` },
         s('title', {}, `${SERIES[k][0]}: ${n} (${minutes - 1 - i} min ago)`)));
     });
   });
-  return { svg, max };
+  return { svg, max, totals: totals.map((t) => t.reduce((a, b) => a + b, 0)) };
+}
+
+/** The last hour's chart with its axes (runs per minute up the side, clock times along
+ * the bottom) and a sentence on the trend: the last 10 minutes against the 50 before. */
+function hourChart(queues) {
+  const { max } = bars(queues, 600, 140, '');
+  const top = niceTop(max);
+  const finished = sum(queues.map((q) => sum(q.succeeded_per_minute) + sum(q.failed_per_minute) + sum(q.cancelled_per_minute)));
+  const { svg, totals } = bars(queues, 600, 140, `${finished} runs finished in the last hour; the scale goes to ${top} a minute`, top);
+  svg.setAttribute('class', 'chart');
+  const minutes = totals.length;
+  const now = Date.now();
+  const xs = [minutes, 45, 30, 15, 0].map((ago) => h('span', { class: 'tick', style: { left: `${((minutes - ago) / minutes) * 100}%` } },
+    ago === 0 ? 'now' : when(new Date(now - ago * 60e3).toISOString()).slice(11, 16)));
+  const ys = [top, top / 2, 0].map((v, i) => h('span', { style: { top: `${i * 50}%` } }, String(v)));
+  const rate = (list) => (list.length ? sum(list) / list.length : 0);
+  const recent = rate(totals.slice(-10));
+  const before = rate(totals.slice(0, -10));
+  const fmt = (r) => (r >= 10 ? r.toFixed(0) : r.toFixed(1));
+  let trend = `last 10 min: ${fmt(recent)} a minute; the 50 before: ${fmt(before)} a minute`;
+  if (before > 0 && recent > 0) {
+    const change = Math.round(((recent - before) / before) * 100);
+    trend += change === 0 ? ' (steady)' : ` (${change > 0 ? 'up' : 'down'} ${Math.abs(change)} %)`;
+  } else if (before === 0 && recent > 0) trend += ' (new work)';
+  else if (recent === 0 && before > 0) trend += ' (none lately)';
+  return h('div', {},
+    h('div', { class: 'chartbox' },
+      h('div', { class: 'yaxis', 'aria-hidden': 'true' }, ys),
+      svg,
+      h('div', { class: 'xaxis track', 'aria-hidden': 'true' }, xs)),
+    h('p', { class: 'muted small' }, `Runs finished a minute. ${finished} in the last hour; ${trend}.`));
 }
 
 const sum = (list) => list.reduce((a, b) => a + b, 0);
@@ -62,15 +107,12 @@ export function render(root, ctx) {
       if (stopped) return;
       // where each agent runs: compiled into agentq, or an external (Python, TypeScript) worker
       const kind = new Map(agents.agents.map((a) => [a.name, a.kind === 'external' ? 'external worker' : 'agentq']));
-      const finished = sum(body.queues.map((q) => sum(q.succeeded_per_minute) + sum(q.failed_per_minute) + sum(q.cancelled_per_minute)));
-      const { svg, max } = bars(body.queues, 600, 140, `${finished} runs finished in the last hour`);
-      svg.setAttribute('class', 'chart');
-      chart.replaceChildren(svg, h('p', { class: 'muted small' }, `${finished} finished in the last hour; the tallest minute is ${max}.`));
+      chart.replaceChildren(hourChart(body.queues));
       // an agent link focused before the table is drawn again keeps the focus
       redraw(list, 'href', () => list.replaceChildren(body.queues.length ? table([
         { label: 'Agent', cell: (q) => h('a', { href: `#/runs?agent=${encodeURIComponent(q.agent)}` }, q.agent) },
         { label: 'Queue', cell: (q) => h('span', { class: 'queue-state' },
-          q.paused ? h('span', { class: 'badge paused', title: `paused since ${new Date(q.paused_at).toLocaleString()}` }, 'paused') : null,
+          q.paused ? h('span', { class: 'badge paused', title: `paused since ${when(q.paused_at)}` }, 'paused') : null,
           h('button', { type: 'button', class: q.paused ? '' : 'secondary', 'aria-label': `${q.paused ? 'Resume' : 'Pause'} ${q.agent}`,
             onclick: (e) => toggle(q, e.currentTarget) }, q.paused ? 'Resume' : 'Pause')) },
         { label: 'Runs in', cell: (q) => kind.get(q.agent) || h('span', { class: 'muted' }, 'unknown') },
@@ -89,7 +131,7 @@ export function render(root, ctx) {
           return h('span', {}, spark, ` ${done} ok`, failed ? `, ${failed} failed` : '');
         } },
       ], body.queues) : h('p', { class: 'empty panel' }, 'No agents.')));
-      stamp.textContent = `Updated ${new Date().toLocaleTimeString()}; every 5 s.`;
+      stamp.textContent = `Updated ${clock()}; every 5 s.`;
     } catch (error) {
       if (!stopped) ctx.report(error);
     }

@@ -1,10 +1,11 @@
-// One run: status, progress, attempts, input, result, checkpoint, links, and the event
-// timeline, followed live while the run is not finished; cancel, retry, and the signal
-// form of a waiting run.
+// One run: status, progress, its timeline (attempts, waits, backoffs, signals), input,
+// result, checkpoint, links, and the events, followed live while the run is not finished;
+// cancel, retry, and the signal form of a waiting run.
 
 import { api, credential, followEvents } from '../api.js';
-import { TERMINAL, badge, chips, duration, h, json, progressBar, put, redraw, runLink, table, when } from '../dom.js';
+import { TERMINAL, ago, badge, chips, duration, h, json, progressBar, put, redraw, runLink, when } from '../dom.js';
 import { LIST_KEY } from './runs.js';
+import { describe, phasesOf, signalsView, timelineView } from './timeline.js';
 
 /** The way back to the runs list, with the filters it was left with; none for a run
  * token, which opens its own run and nothing else. */
@@ -19,32 +20,6 @@ function keepFocus(box) {
     const first = box.querySelector('button');
     if (first) first.focus();
   }
-}
-
-/** Attempts as the events tell them: each `started` opens one, its outcome closes it. */
-function attemptsOf(events) {
-  const attempts = [];
-  let current = null;
-  const close = (e, outcome) => {
-    if (!current) return;
-    current.ended = e.at;
-    current.outcome = outcome;
-    if (e.data && e.data.error) current.error = `${e.data.error.kind}: ${e.data.error.message}`;
-    current = null;
-  };
-  for (const e of events) {
-    if (e.type === 'started') {
-      current = { attempt: e.attempt, started: e.at, outcome: 'running' };
-      attempts.push(current);
-    } else if (e.type === 'succeeded') close(e, 'succeeded');
-    else if (e.type === 'failed') close(e, 'failed');
-    else if (e.type === 'retry_scheduled') close(e, 'failed, retry scheduled');
-    else if (e.type === 'attempt_lost') close(e, 'worker lost');
-    else if (e.type === 'released') close(e, 'handed back');
-    else if (e.type === 'waiting') close(e, 'suspended, waiting');
-    else if (e.type === 'cancelled') close(e, 'cancelled');
-  }
-  return attempts;
 }
 
 /** The run's output stream: one message per attempt that streamed, its parts in order. */
@@ -76,18 +51,6 @@ function partView(p) {
   if (p.type === 'tool_result') return h('div', { class: 'tool mono' }, `← ${short(p.output)}`);
   if (p.type === 'data') return h('div', { class: 'tool mono' }, `${p.name}: ${short(p.data)}`);
   return null;
-}
-
-/** One line saying what an event carried. */
-function summary(e) {
-  const { result, ...d } = e.data || {}; // a live success carries the result: shown above
-  if (e.type !== 'succeeded' && result !== undefined) d.result = result;
-  if (e.type === 'progress') return `${d.percent}%${d.message ? ` · ${d.message}` : ''}`;
-  if (d.error) return `${d.error.kind}: ${d.error.message}`;
-  if (e.type === 'log') return `[${d.level || 'info'}] ${d.message || ''}`;
-  if (typeof d === 'object' && Object.keys(d).length === 0) return null;
-  const text = JSON.stringify(d);
-  return text.length > 240 ? `${text.slice(0, 240)}…` : text;
 }
 
 export function render(root, id, ctx) {
@@ -265,13 +228,23 @@ export function render(root, id, ctx) {
   }
 
   function renderBody() {
+    const phases = phasesOf(run, events);
+    /** How long it took, once finished; before, how long the part going on has lasted
+     * (a wait is not time spent running). */
+    const took = () => {
+      if (TERMINAL.includes(run.status)) return ['Took', run.started_at ? duration(new Date(run.finished_at) - new Date(run.started_at)) : '—'];
+      const now = phases.filter((p) => p.kind !== 'stream').pop();
+      if (run.status === 'running' && now && now.kind === 'attempt') return ['Running for', duration(Date.now() - new Date(now.start))];
+      if (run.status === 'waiting' && now && now.kind === 'wait') return ['Waiting since', ago(now.start)];
+      return ['Took', '—'];
+    };
     // a link focused in what is drawn again (back, dependencies) keeps the focus
     redraw(head, 'href', () => put(head, backToList(),
       h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status))));
     const facts = [
       ['Agent', run.agent], ['Attempt', `${run.attempt} of ${run.max_attempts}`],
       ['Created', when(run.created_at)], ['Started', when(run.started_at)], ['Finished', when(run.finished_at)],
-      ['Took', run.started_at ? duration(new Date(run.finished_at || Date.now()) - new Date(run.started_at)) : '—'],
+      took(),
       ['Due', when(run.run_at)], ['Next attempt', when(run.next_attempt_at)], ['Deadline', when(run.deadline)],
       ['Worker', run.worker_id || '—'], ['Priority', String(run.priority)], ['Timeout', duration(run.timeout_ms)],
       ['Tenant', run.tenant],
@@ -296,14 +269,7 @@ export function render(root, id, ctx) {
       run.error ? h('div', { class: 'panel errorbox', role: 'note' }, h('h2', {}, 'Error'),
         h('p', {}, h('b', {}, run.error.kind), ': ', run.error.message)) : null,
     ));
-    const attempts = attemptsOf(events);
-    put(attemptsBox, h('h2', {}, 'Attempts'), attempts.length ? table([
-      { label: '#', num: true, cell: (a) => String(a.attempt) },
-      { label: 'Started', cell: (a) => when(a.started) },
-      { label: 'Took', num: true, cell: (a) => duration(new Date(a.ended || Date.now()) - new Date(a.started)) },
-      { label: 'Outcome', cell: (a) => a.outcome },
-      { label: 'Error', cell: (a) => a.error || '' },
-    ], attempts) : h('p', { class: 'muted' }, 'None yet.'));
+    put(attemptsBox, h('h2', {}, 'Timeline'), timelineView(run, phases), signalsView(events));
     put(dataBox,
       h('section', {}, h('h2', {}, 'Input'), json(run.input)),
       h('section', {}, h('h2', {}, 'Result'), run.result === null
@@ -338,7 +304,7 @@ export function render(root, id, ctx) {
         h('span', { class: 'muted mono' }, `#${e.seq}`),
         h('span', { class: 'when' }, h('time', { datetime: e.at, title: when(e.at) }, when(e.at).slice(11))),
         h('span', {}, badge(e.type), e.attempt ? h('span', { class: 'muted small' }, ` a${e.attempt}`) : null),
-        h('span', { class: 'data' }, e.actor ? h('span', { class: 'muted small', title: 'who made it' }, `by ${e.actor} `) : null, summary(e))));
+        h('span', { class: 'data' }, e.actor ? h('span', { class: 'muted small', title: 'who made it' }, `by ${e.actor} `) : null, describe(e))));
     }
     if (streamed) renderOutput();
   }

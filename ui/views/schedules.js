@@ -2,7 +2,7 @@
 // last run, the ticks it missed; Pause / Resume and Delete (with a confirmation step).
 
 import { api } from '../api.js';
-import { ago, duration, every, h, put, redraw, runLink, table, when } from '../dom.js';
+import { ago, clock, duration, every, h, put, redraw, runLink, table, when } from '../dom.js';
 
 export function render(root, ctx) {
   const list = h('div');
@@ -59,7 +59,7 @@ export function render(root, ctx) {
         { label: 'Runs', cell: (x) => h('a', { href: `#/runs?meta=${encodeURIComponent(`schedule_id=${x.id}`)}` }, 'its runs') },
         { label: '', cell: controls },
       ], body.schedules) : h('p', { class: 'empty panel' }, 'No schedules. Create one with POST /v1/schedules.')));
-      stamp.textContent = `Updated ${new Date().toLocaleTimeString()}; every 5 s.`;
+      stamp.textContent = `Updated ${clock()}; every 5 s.`;
     } catch (error) {
       if (!stopped) ctx.report(error);
     }

@@ -1,7 +1,7 @@
 // Workers: the processes running agents, as their heartbeats report them.
 
 import { api } from '../api.js';
-import { ago, badge, every, h, table } from '../dom.js';
+import { ago, badge, clock, every, h, table } from '../dom.js';
 
 export function render(root, ctx) {
   const list = h('div');
@@ -30,7 +30,7 @@ export function render(root, ctx) {
         { label: 'Language', cell: (w) => w.language },
         { label: 'Version', cell: (w) => w.version },
       ], body.workers) : h('p', { class: 'empty panel' }, 'No worker process has heartbeated in the last hour. Start one with `agentq worker`, or a Python or TypeScript worker (sdk/).'));
-      stamp.textContent = `Updated ${new Date().toLocaleTimeString()}; every 5 s.`;
+      stamp.textContent = `Updated ${clock()}; every 5 s.`;
     } catch (error) {
       if (stopped) return;
       if (error.status === 403) {

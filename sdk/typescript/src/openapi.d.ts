@@ -1597,7 +1597,11 @@ export interface components {
              *     in a row, and the process exits).
              */
             restarts: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Attempts it is running now; 0 once it is gone or stopped (its runs are taken back
+             *     when their leases end), whatever it reported last.
+             */
             running: number;
             /** Format: date-time */
             started_at: string;

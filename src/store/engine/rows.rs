@@ -228,7 +228,12 @@ impl WorkerRow {
             concurrency: self.concurrency as u32,
             started_at: from_ms(self.started_at),
             last_heartbeat_at: from_ms(self.heartbeat_at),
-            running: self.running as u64,
+            // what a worker no longer heard from last reported running is not running now
+            running: if state == WorkerState::Alive {
+                self.running as u64
+            } else {
+                0
+            },
             processed: self.processed as u64,
             restarts: self.restarts as u32,
             last_restart_at: self.last_restart_at.map(from_ms),

@@ -73,7 +73,8 @@ async fn deliver(
         .fetch_one(&mut *b.conn)
         .await?;
     let attempt = row.try_get::<i64, _>("attempt")? as u32;
-    let data = json!({ "name": name });
+    // the payload too, so the run's log shows what was sent and by whom
+    let data = json!({ "name": name, "payload": signal.payload });
     b.event_by(
         id.clone(),
         row.try_get("event_seq")?,
