@@ -6,6 +6,10 @@
 # suite twice, on fresh SQLite databases and on fresh PostgreSQL databases with Redis
 # delivery (the servers at DATABASE_URL and REDIS_URL, or scripts/servers.sh's own).
 #
+# Then a client generated from openapi/openapi.json by openapi-python-client (pinned in
+# tests/clients/requirements.txt) on SQLite; the TypeScript suite holds the same check for
+# openapi-typescript and openapi-fetch.
+#
 # Installs what is missing: python3-venv and Node.js/npm (apt-get); the packages need PyPI
 # and the npm registry on the first run. AGENTQ_SDK_PYTHON picks the interpreter (python3).
 # Usage: scripts/sdk-test.sh   (exit status 0 when every test passed; one `test result:`
@@ -103,5 +107,33 @@ for backend in "${backends[@]}"; do
     [[ $pass_status -ne 0 && $failed -eq 0 ]] && failed=1
     summarise "sdk/typescript, $AGENTQ_SDK_DB" "${passed:+$((passed + failed))}" "$failed"
 done
+# --- A Python client generated from openapi/openapi.json (openapi-python-client, pinned
+# in tests/clients/requirements.txt, in its own virtualenv at target/gen-venv), on SQLite
+generated_python_tests() {
+    local gen=target/gen-venv
+    if [[ ! -x $gen/bin/python ]]; then
+        "$python" -m venv "$gen" || return 1
+    fi
+    local stamp=$gen/.agentq-requirements
+    if ! cmp -s tests/clients/requirements.txt "$stamp" 2>/dev/null; then
+        "$gen/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt || return 1
+        cp tests/clients/requirements.txt "$stamp"
+    fi
+    rm -rf target/gen-python && mkdir -p target/gen-python
+    (cd target/gen-python && PATH=$PWD/../gen-venv/bin:$PATH ../gen-venv/bin/openapi-python-client \
+        generate --path ../../openapi/openapi.json --meta none --output-path agentq_api >/dev/null) || return 1
+    [[ -d target/gen-python/agentq_api ]] || return 1
+    PYTHONPATH=target/gen-python:sdk/python/tests "$gen/bin/python" tests/clients/generated_python.py 2>&1
+}
+export AGENTQ_SDK_DB=sqlite AGENTQ_SDK_DELIVERY=db
+say "a Python client generated from openapi/openapi.json"
+pass_status=0
+generated_python_tests >"$out" 2>&1 || pass_status=1
+cat "$out"
+ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out" | tail -1)
+failed=$(grep -cE '^(FAIL|ERROR):' "$out" || true)
+[[ $pass_status -ne 0 && $failed -eq 0 ]] && failed=1
+summarise "generated Python client, sqlite" "$ran" "$failed"
+
 rm -f "$out"
 exit "$status"

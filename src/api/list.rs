@@ -14,14 +14,19 @@ use super::error::{ApiError, FieldError};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
-/// The most `metadata[key]=value` filters one request may carry.
+/// The most metadata filters one request may carry.
 pub const MAX_METADATA_FILTERS: usize = 20;
 /// The longest search string.
 pub const MAX_SEARCH_CHARS: usize = 200;
 
-/// The description of the `metadata` query parameter (deepObject: `metadata[team]=growth`).
+/// The description of the `metadata` query parameter. It is documented as an array of
+/// `key=value` strings (`metadata=team%3Dgrowth`), the form generated clients send for a
+/// list; the deepObject form (`metadata[team]=growth`), which generators send wrongly or
+/// not at all, is taken as well.
 pub const METADATA_PARAM: &str = "Only runs whose metadata has each of these entries, \
-     values compared as text: `metadata[team]=growth&metadata[env]=prod` (up to 20).";
+     values compared as text, each written `key=value` (the parameter repeated: \
+     `metadata=team%3Dgrowth&metadata=env%3Dprod`, up to 20). The form \
+     `metadata[team]=growth` is taken too.";
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -40,8 +45,10 @@ pub struct ListRunsParams {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// `metadata[key]` entries (documented as the `metadata` deepObject parameter).
+    /// `metadata` and `metadata[key]` entries (documented as the `metadata` parameter, read
+    /// from the raw query: a repeated parameter would keep only its last value here).
     #[serde(flatten)]
     #[param(ignore)]
     pub rest: HashMap<String, String>,
@@ -65,14 +72,15 @@ pub struct CountRunsParams {
 }
 
 impl CountRunsParams {
-    pub fn into_filter(self) -> Result<RunFilter, ApiError> {
+    /// `query` is the request's raw query string, for the repeated `metadata` parameter.
+    pub fn into_filter(self, query: &str) -> Result<RunFilter, ApiError> {
         let mut problems = Vec::new();
-        let filter = self.filter(&mut problems);
+        let filter = self.filter(query, &mut problems);
         validated(filter, problems)
     }
 
     /// The filters listing and counting share; what is wrong goes to `problems`.
-    fn filter(self, problems: &mut Vec<FieldError>) -> RunFilter {
+    fn filter(self, query: &str, problems: &mut Vec<FieldError>) -> RunFilter {
         let mut filter = RunFilter {
             agent: self
                 .agent
@@ -100,13 +108,14 @@ impl CountRunsParams {
         filter.concurrency_key = self
             .concurrency_key
             .filter(|k| !k.is_empty() && no_nul("concurrency_key", k, problems));
-        filter.metadata = metadata_filters(self.rest, problems);
+        filter.metadata = metadata_filters(query, self.rest, problems);
         filter
     }
 }
 
 impl ListRunsParams {
-    pub fn into_filter(self) -> Result<RunFilter, ApiError> {
+    /// `query` is the request's raw query string, for the repeated `metadata` parameter.
+    pub fn into_filter(self, query: &str) -> Result<RunFilter, ApiError> {
         let mut problems = Vec::new();
         let shared = CountRunsParams {
             agent: self.agent,
@@ -116,7 +125,7 @@ impl ListRunsParams {
             concurrency_key: self.concurrency_key,
             rest: self.rest,
         };
-        let mut filter = shared.filter(&mut problems);
+        let mut filter = shared.filter(query, &mut problems);
         for status in self.status.iter().flat_map(|s| s.split(',')).map(str::trim) {
             match status.parse::<RunStatus>() {
                 Ok(s) => filter.statuses.push(s),
@@ -168,34 +177,64 @@ fn no_nul(field: &str, value: &str, problems: &mut Vec<FieldError>) -> bool {
     true
 }
 
-/// The `metadata[key]=value` parameters; any other unknown parameter is a problem.
+/// The metadata filters: each `metadata=key=value` of the raw `query` and each
+/// `metadata[key]=value` of `rest`; any other unknown parameter is a problem.
 fn metadata_filters(
+    query: &str,
     rest: HashMap<String, String>,
     problems: &mut Vec<FieldError>,
 ) -> BTreeMap<String, String> {
-    let mut filters = BTreeMap::new();
+    let mut entries = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name != "metadata" {
+            continue;
+        }
+        match value.split_once('=') {
+            Some((key, value)) if !key.is_empty() => entries.push((key.to_owned(), value.to_owned())),
+            _ => problems.push(FieldError::new(
+                "metadata",
+                "invalid_value",
+                format!("`metadata={value}`: a metadata filter is written metadata=key=value (the `=` inside URL-encoded as %3D, or not)"),
+            )),
+        }
+    }
     for (name, value) in rest {
+        if name == "metadata" {
+            continue; // read above, every one of them
+        }
         let Some(inner) = name.strip_prefix("metadata") else {
             // a parameter the server does not know would otherwise filter nothing, silently
             problems.push(FieldError::new(
                 name.clone(),
                 "unknown_parameter",
-                format!("`{name}` is not a parameter of this list (a metadata filter is written metadata[{name}]=value)"),
+                format!("`{name}` is not a parameter of this list (a metadata filter is written metadata={name}%3Dvalue)"),
             ));
             continue;
         };
         match inner.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
-            Some(key) if !key.is_empty() => {
-                if no_nul("metadata", key, problems) && no_nul("metadata", &value, problems) {
-                    filters.insert(key.to_owned(), value);
-                }
-            }
+            Some(key) if !key.is_empty() => entries.push((key.to_owned(), value)),
             _ => problems.push(FieldError::new(
                 "metadata",
                 "invalid_value",
-                format!("`{name}`: a metadata filter is written metadata[key]=value"),
+                format!("`{name}`: a metadata filter is written metadata=key%3Dvalue or metadata[key]=value"),
             )),
         }
+    }
+    let mut filters = BTreeMap::new();
+    for (key, value) in entries {
+        if !(no_nul("metadata", &key, problems) && no_nul("metadata", &value, problems)) {
+            continue;
+        }
+        if let Some(before) = filters.get(&key).filter(|v| **v != value) {
+            // a run has one value per key: both could never match
+            problems.push(FieldError::new(
+                "metadata",
+                "invalid_value",
+                format!("metadata key `{key}` is given twice, as `{before}` and as `{value}`"),
+            ));
+            continue;
+        }
+        filters.insert(key, value);
     }
     if filters.len() > MAX_METADATA_FILTERS {
         problems.push(FieldError::new(

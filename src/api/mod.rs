@@ -8,6 +8,7 @@ mod batch;
 mod conditional;
 mod create;
 mod error;
+pub mod event_data;
 mod extract;
 mod limits;
 mod list;
@@ -194,6 +195,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_router(None).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     schedules::document_request(&mut doc);
+    event_data::document(&mut doc);
     bearer_scheme(&mut doc);
     doc
 }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -161,7 +161,8 @@ pub async fn create_run(
 
 /// Read a run. Supports `If-None-Match` for cheap polling.
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", operation_id = "get_run",
-    params(("id" = String, Path, description = "Run id")),
+    params(("id" = String, Path, description = "Run id"),
+           ("If-None-Match" = Option<String>, Header, description = "The ETag of the run as last read: a 304 with no body while it is unchanged")),
     responses(
         (status = 200, description = "The run", body = Run,
          headers(("ETag" = String, description = "Changes when the run does, but not when only its lease is renewed"), ("Retry-After" = String, description = "Seconds to wait before polling again, only while the run is not finished: 1 while it runs, up to 60 until it is due, its next attempt or the end of its wait, 5 while blocked"))),
@@ -220,7 +221,7 @@ fn poll_again_in(run: &Run, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
 /// List runs, newest first, with filters and cursor paging.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "list_runs",
     params(ListRunsParams,
-           ("metadata" = Option<Object>, Query, style = DeepObject, explode, description = METADATA_PARAM)),
+           ("metadata" = Option<Vec<String>>, Query, style = Form, explode, description = METADATA_PARAM)),
     responses(
         (status = 200, description = "A page of the caller's tenant's runs", body = RunList),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -230,10 +231,11 @@ fn poll_again_in(run: &Run, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
 pub async fn list_runs(
     State(state): State<ApiState>,
     caller: Caller,
+    uri: Uri,
     QueryParams(params): QueryParams<ListRunsParams>,
 ) -> Result<Json<RunList>, ApiError> {
     caller.require(Scope::RunsRead)?;
-    let mut filter = params.into_filter()?;
+    let mut filter = params.into_filter(uri.query().unwrap_or_default())?;
     filter.tenant = caller.tenant_filter();
     let page = state.store.list_runs(&filter).await?;
     Ok(Json(RunList {
@@ -247,7 +249,7 @@ pub async fn list_runs(
 /// large table, narrow it with `created_after` or keep the table bounded with retention.
 #[utoipa::path(get, path = "/v1/runs/counts", tag = "runs", operation_id = "count_runs",
     params(CountRunsParams,
-           ("metadata" = Option<Object>, Query, style = DeepObject, explode, description = METADATA_PARAM)),
+           ("metadata" = Option<Vec<String>>, Query, style = Form, explode, description = METADATA_PARAM)),
     responses(
         (status = 200, description = "The counts; every status is present", body = StatusCounts),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -257,10 +259,11 @@ pub async fn list_runs(
 pub async fn count_runs(
     State(state): State<ApiState>,
     caller: Caller,
+    uri: Uri,
     QueryParams(params): QueryParams<CountRunsParams>,
 ) -> Result<Json<StatusCounts>, ApiError> {
     caller.require(Scope::RunsRead)?;
-    let mut filter = params.into_filter()?;
+    let mut filter = params.into_filter(uri.query().unwrap_or_default())?;
     filter.tenant = caller.tenant_filter();
     Ok(Json(state.store.count_runs(&filter).await?))
 }

@@ -352,7 +352,7 @@ pub struct RunEvent {
     #[serde(serialize_with = "crate::domain::time::ms")]
     pub at: DateTime<Utc>,
     #[serde(rename = "type")]
-    #[schema(value_type = String, example = "started")]
+    #[schema(value_type = EventKind, example = "started")]
     pub kind: String,
     /// The attempt the event belongs to (0 before the first).
     pub attempt: u32,

@@ -72,6 +72,29 @@ async fn runs_are_filtered_by_metadata_and_searched_by_id_and_metadata_value() {
     // percent-encoded brackets, as browsers send them
     let (_, page) = get(&app, "/v1/runs?metadata%5Bteam%5D=infra", None).await;
     assert_eq!(ids(&page), vec![c.as_str()]);
+    // the documented form, an array of key=value (what generated clients send): repeated,
+    // with the inner `=` encoded or not, alone or next to the bracket form
+    let (_, page) = get(&app, "/v1/runs?metadata=team%3Dgrowth", None).await;
+    assert_eq!(ids(&page), sorted(vec![&a, &b]));
+    let (_, page) = get(
+        &app,
+        "/v1/runs?metadata=team=growth&metadata=ticket%3DGRO-101",
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), vec![b.as_str()]);
+    let (_, page) = get(
+        &app,
+        "/v1/runs?metadata=team%3Dgrowth&metadata[ticket]=GRO-100",
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), vec![a.as_str()]);
+    // a value may hold `=`: the key ends at the first one
+    let (_, page) = get(&app, "/v1/runs?metadata=ticket%3DINF%3D7", None).await;
+    assert_eq!(ids(&page), Vec::<&str>::new());
+    let (_, counts) = get(&app, "/v1/runs/counts?metadata=team%3Dinfra", None).await;
+    assert_eq!(counts["total"], 1);
 
     // search: metadata values, ignoring ASCII case, and ids
     let (_, page) = get(&app, "/v1/runs?q=gro-10", None).await;
@@ -110,6 +133,9 @@ async fn bad_metadata_filters_and_searches_name_their_field() {
     for path in [
         "/v1/runs?metadata[]=x".to_owned(),
         "/v1/runs?metadata=x".to_owned(),
+        "/v1/runs?metadata=%3Dx".to_owned(),
+        "/v1/runs/counts?metadata=team%3Da&metadata[team]=b".to_owned(),
+        "/v1/runs?customer=globex".to_owned(),
         "/v1/runs/counts?metadata[team=x".to_owned(),
         format!("/v1/runs?q={long}"),
         format!("/v1/runs/counts?q=a{too_many}"),
@@ -128,7 +154,7 @@ async fn bad_metadata_filters_and_searches_name_their_field() {
         let problem: Value = response.json().await.unwrap();
         let field = problem["errors"][0]["field"].as_str().unwrap();
         assert!(
-            ["metadata", "q", "created_after", "agent"].contains(&field),
+            ["metadata", "q", "created_after", "agent", "customer"].contains(&field),
             "{path}: {problem}"
         );
     }

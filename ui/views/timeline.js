@@ -71,10 +71,14 @@ export function phasesOf(run, events) {
       case 'waiting':
         if (attempt) attempt.outcome = ATTEMPT_ENDS.waiting;
         attempt = null;
-        begin('wait', d.already_received ? 'Signal already there' : `Waiting for ${(d.signals || []).join(' or ')}`, e.at);
-        if (d.already_received) begin('pending', 'Queued', e.at);
+        begin('wait', `Waiting for ${(d.signals || []).join(' or ')}`, e.at);
         break;
       case 'resumed':
+        if (d.already_received && attempt) {
+          // it began to wait for a signal that was already there: no wait at all
+          attempt.outcome = `waits for ${(d.signals || []).join(' or ')}: one was already there`;
+          attempt = null;
+        }
         if (open && open.kind === 'wait') open.note = d.timed_out ? `timed out (${d.signal})` : `got ${d.signal}`;
         begin('pending', 'Queued', e.at);
         break;
@@ -184,12 +188,12 @@ export function describe(e) {
     case 'checkpoint':
       return d.bytes !== undefined ? `saved ${d.bytes} bytes of state` : 'saved its state';
     case 'waiting':
-      return d.already_received ? `for ${(d.signals || []).join(' or ')}: one was already there, queued again`
-        : `for ${(d.signals || []).join(' or ')} until ${when(d.until)}`;
+      return `for ${(d.signals || []).join(' or ')} until ${when(d.until)}`;
     case 'signal_received':
       return `${d.name}${d.payload !== undefined && d.payload !== null ? ` · payload ${pairs(d.payload)}` : ''}`;
     case 'resumed':
-      return d.timed_out ? `the wait timed out (as ${d.signal})` : `by ${d.signal || (d.signals || []).join(', ')}`;
+      if (d.already_received) return `one of ${(d.signals || []).join(', ')} was already there`;
+      return d.timed_out ? `the wait timed out (as ${d.signal})` : `by ${d.signal}`;
     case 'unblocked':
       return d.concurrency_key ? `its turn on key ${d.concurrency_key}` : 'every run it depends on succeeded';
     case 'compensation_created':

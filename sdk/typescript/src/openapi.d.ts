@@ -622,6 +622,20 @@ export interface components {
             version: number;
         };
         /**
+         * @description `cancelled`: empty when cancelled by request (the event's `actor` says by whom); with
+         *     `reason: concurrency_key` when a newer run's key policy cancelled it; with `error` when
+         *     a run it depended on was cancelled.
+         */
+        CancelledEventData: {
+            /** @description The run whose key policy cancelled it. */
+            by_run_id?: string | null;
+            error?: components["schemas"]["RunError"] | null;
+            /** @description The key policy that cancelled it: `cancel_running` or `drop_queued`. */
+            policy?: string | null;
+            /** @description `concurrency_key`. */
+            reason?: string | null;
+        };
+        /**
          * @description What a schedule does about ticks it missed while nothing ran.
          * @enum {string}
          */
@@ -639,6 +653,18 @@ export interface components {
              *     run's deadline and expires_at, if it has them.
              */
             run_at?: string | null;
+        };
+        /** @description `changed`: what a change by request set (only what it changed). */
+        ChangedEventData: {
+            /** Format: int32 */
+            priority?: number | null;
+            /** Format: date-time */
+            run_at?: string | null;
+        };
+        /** @description `checkpoint`: the size of the state saved (the state is on the run). */
+        CheckpointEventData: {
+            /** Format: int64 */
+            bytes: number;
         };
         /** @description What a worker asks for. */
         ClaimRequest: {
@@ -732,6 +758,10 @@ export interface components {
         Compensation: {
             agent: components["schemas"]["String"];
             input?: unknown;
+        };
+        /** @description `compensation_created`: the compensation run made for the run that failed. */
+        CompensationEventData: {
+            run_id: string;
         };
         /** @description A run to create. */
         CreateRunRequest: {
@@ -996,6 +1026,17 @@ export interface components {
             /** Format: int64 */
             timeout_ms?: number | null;
         };
+        /** @description `created`, `requeued`: nothing more. */
+        EmptyEventData: Record<string, never>;
+        /** @description `failed`, `attempt_lost`, and `cancelled` when a run it depended on was cancelled. */
+        ErrorEventData: {
+            error: components["schemas"]["RunError"];
+        };
+        /**
+         * @description What an event records. Stored as its snake_case name.
+         * @enum {string}
+         */
+        EventKind: "created" | "started" | "progress" | "log" | "retry_scheduled" | "succeeded" | "failed" | "released" | "attempt_lost" | "checkpoint" | "compensation_created" | "unblocked" | "waiting" | "signal_received" | "resumed" | "webhook_delivered" | "webhook_failed" | "cancelled" | "requeued" | "changed" | "stream";
         /** @description A run's events, oldest first. */
         EventList: {
             events: components["schemas"]["RunEvent"][];
@@ -1080,6 +1121,12 @@ export interface components {
          * @enum {string}
          */
         KeyPolicy: "queue" | "reject" | "cancel_running" | "drop_queued";
+        /** @description `log`: a line the agent wrote. */
+        LogEventData: {
+            /** @description `debug`, `info`, `warn` or `error`. */
+            level: string;
+            message: string;
+        };
         /**
          * @description What a wait does when no signal arrives in time.
          * @enum {string}
@@ -1104,6 +1151,12 @@ export interface components {
              * Format: int32
              * @description 0 to 100.
              */
+            percent: number;
+        };
+        /** @description `progress`: as the agent reported it. */
+        ProgressEventData: {
+            message?: string | null;
+            /** Format: int32 */
             percent: number;
         };
         QueueList: {
@@ -1262,6 +1315,23 @@ export interface components {
         ReportResults: {
             results: components["schemas"]["ReportResult"][];
         };
+        /**
+         * @description `resumed`: the signal that resumed the run (`timed_out` when its wait ran out and the
+         *     agent asked to be resumed then); or, when one of the signals it began to wait for was
+         *     already there, those signals and `already_received`.
+         */
+        ResumedEventData: {
+            already_received?: boolean | null;
+            signal?: string | null;
+            signals?: string[] | null;
+            timed_out?: boolean | null;
+        };
+        /** @description `retry_scheduled`: why the attempt failed, and when the next one is due. */
+        RetryEventData: {
+            error: components["schemas"]["RunError"];
+            /** Format: date-time */
+            next_attempt_at: string;
+        };
         /** @description Which failed runs to retry; every field narrows the set. */
         RetryRunsRequest: {
             agent?: string | null;
@@ -1411,14 +1481,14 @@ export interface components {
              * @description The attempt the event belongs to (0 before the first).
              */
             attempt: number;
+            /** @description What the event records; its shape depends on `type` (the schema of each, also in `x-agentq-data-schemas`): `created`: `EmptyEventData`, `started`: `WorkerEventData`, `progress`: `ProgressEventData`, `log`: `LogEventData`, `retry_scheduled`: `RetryEventData`, `succeeded`: `SucceededEventData`, `failed`: `ErrorEventData`, `released`: `WorkerEventData`, `attempt_lost`: `ErrorEventData`, `checkpoint`: `CheckpointEventData`, `compensation_created`: `CompensationEventData`, `unblocked`: `UnblockedEventData`, `waiting`: `WaitingEventData`, `signal_received`: `SignalEventData`, `resumed`: `ResumedEventData`, `webhook_delivered`: `WebhookDeliveredEventData`, `webhook_failed`: `WebhookFailedEventData`, `cancelled`: `CancelledEventData`, `requeued`: `EmptyEventData`, `changed`: `ChangedEventData`, `stream`: `StreamPart`. */
             data: unknown;
             /**
              * Format: int64
              * @description Position in the run's log, from 1, without gaps.
              */
             seq: number;
-            /** @example started */
-            type: string;
+            type: components["schemas"]["EventKind"];
         };
         /** @description A page of runs, newest first. */
         RunList: {
@@ -1503,6 +1573,11 @@ export interface components {
             /** @description The wait ended without a signal (the run asked to be resumed on timeout). */
             timed_out: boolean;
         };
+        /** @description `signal_received`: the signal's name and payload (the event's `actor` says who sent it). */
+        SignalEventData: {
+            name: string;
+            payload: Record<string, never>;
+        };
         /** @description How many runs are in each status; every status is present, zero or not. */
         StatusCounts: {
             /**
@@ -1559,12 +1634,59 @@ export interface components {
             type: "data";
         };
         String: string;
+        /**
+         * @description `succeeded`: empty in the log; on a live stream (`Accept: text/event-stream`) it
+         *     carries the run's `result`, so a client needs no read after it.
+         */
+        SucceededEventData: {
+            result?: Record<string, never>;
+        };
+        /**
+         * @description `unblocked`: the key whose turn came, or nothing when every run it depended on
+         *     succeeded.
+         */
+        UnblockedEventData: {
+            concurrency_key?: string | null;
+        };
+        /** @description `waiting`: the signals that resume the run and when the wait ends. */
+        WaitingEventData: {
+            signals: string[];
+            /** Format: date-time */
+            until: string;
+        };
         /** @description What a waiting run waits for. */
         WaitingFor: {
             /** @description Any one of these signal names resumes the run. */
             signals: string[];
             /** Format: date-time */
             until: string;
+        };
+        /**
+         * @description `webhook_delivered`: the completion webhook's delivery, its try, and the status the
+         *     receiver answered.
+         */
+        WebhookDeliveredEventData: {
+            /** Format: int32 */
+            attempt: number;
+            /** Format: int64 */
+            delivery: number;
+            /** Format: int32 */
+            status: number;
+        };
+        /** @description `webhook_failed`: a try that failed, and when the next is due (`null` once given up). */
+        WebhookFailedEventData: {
+            /** Format: int32 */
+            attempt: number;
+            /** Format: int64 */
+            delivery: number;
+            error: string;
+            given_up: boolean;
+            /** Format: date-time */
+            next_attempt_at?: string | null;
+        };
+        /** @description `started`, `released`: the worker process the attempt ran (or runs) on. */
+        WorkerEventData: {
+            worker_id: string;
         };
         /** @description A worker process in the registry. */
         WorkerInfo: {
@@ -2083,9 +2205,9 @@ export interface operations {
                 /** @description The `next_cursor` of the previous page. */
                 cursor?: string;
                 /** @description 1 to 500 (default 50). */
-                limit?: string;
-                /** @description Only runs whose metadata has each of these entries, values compared as text: `metadata[team]=growth&metadata[env]=prod` (up to 20). */
-                metadata?: Record<string, never>;
+                limit?: number;
+                /** @description Only runs whose metadata has each of these entries, values compared as text, each written `key=value` (the parameter repeated: `metadata=team%3Dgrowth&metadata=env%3Dprod`, up to 20). The form `metadata[team]=growth` is taken too. */
+                metadata?: string[];
             };
             header?: never;
             path?: never;
@@ -2385,8 +2507,8 @@ export interface operations {
                 q?: string;
                 /** @description Runs with this concurrency key (of any agent, unless `agent` is given). */
                 concurrency_key?: string;
-                /** @description Only runs whose metadata has each of these entries, values compared as text: `metadata[team]=growth&metadata[env]=prod` (up to 20). */
-                metadata?: Record<string, never>;
+                /** @description Only runs whose metadata has each of these entries, values compared as text, each written `key=value` (the parameter repeated: `metadata=team%3Dgrowth&metadata=env%3Dprod`, up to 20). The form `metadata[team]=growth` is taken too. */
+                metadata?: string[];
             };
             header?: never;
             path?: never;
@@ -2513,7 +2635,10 @@ export interface operations {
     get_run: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag of the run as last read: a 304 with no body while it is unchanged */
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description Run id */
                 id: string;
