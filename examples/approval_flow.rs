@@ -4,7 +4,7 @@
 //! agent picks up where it was when the signal resumes it.
 //!
 //! ```sh
-//! cargo run --example approval_flow
+//! cargo run --release --example approval_flow
 //! curl -s localhost:8080/v1/runs -H 'content-type: application/json' \
 //!      -d '{"agent": "approval_flow", "input": {"task": "migrate the billing tables"}}'
 //! # the run becomes `waiting` (waiting_for: plan_approved, plan_rejected, answers_received)

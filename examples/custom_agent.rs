@@ -1,7 +1,7 @@
 //! An application's own agent, served by agentq next to the built-in ones.
 //!
 //! ```sh
-//! cargo run --example custom_agent            # same flags and AGENTQ_* variables as agentq
+//! cargo run --release --example custom_agent  # same flags and AGENTQ_* variables as agentq
 //! curl -s localhost:8080/v1/runs -H 'content-type: application/json' \
 //!      -d '{"agent": "word_count", "input": {"text": "to be or not to be"}}'
 //! ```

@@ -66,7 +66,6 @@ pub struct RetryEventData {
 #[serde(deny_unknown_fields)]
 pub struct SucceededEventData {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub result: Option<Value>,
 }
 
@@ -126,7 +125,7 @@ pub struct WaitingEventData {
 #[serde(deny_unknown_fields)]
 pub struct SignalEventData {
     pub name: String,
-    #[schema(value_type = Object)]
+    /// Any JSON (`null` when the signal had none).
     pub payload: Value,
 }
 

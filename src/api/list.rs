@@ -184,21 +184,27 @@ fn metadata_filters(
     rest: HashMap<String, String>,
     problems: &mut Vec<FieldError>,
 ) -> BTreeMap<String, String> {
+    // both forms from the raw query: the parsed map keeps one value of a repeated name
     let mut entries = Vec::new();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if name != "metadata" {
-            continue;
-        }
-        match value.split_once('=') {
-            Some((key, value)) if !key.is_empty() => entries.push((key.to_owned(), value.to_owned())),
-            _ => problems.push(FieldError::new(
-                "metadata",
-                "invalid_value",
-                format!("`metadata={value}`: a metadata filter is written metadata=key=value (the `=` inside URL-encoded as %3D, or not)"),
-            )),
+        if name == "metadata" {
+            match value.split_once('=') {
+                Some((key, value)) if !key.is_empty() => entries.push((key.to_owned(), value.to_owned())),
+                _ => problems.push(FieldError::new(
+                    "metadata",
+                    "invalid_value",
+                    format!("`metadata={value}`: a metadata filter is written metadata=key=value (the `=` inside URL-encoded as %3D, or not)"),
+                )),
+            }
+        } else if let Some(key) = name
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+            .filter(|k| !k.is_empty())
+        {
+            entries.push((key.to_owned(), value.into_owned()));
         }
     }
-    for (name, value) in rest {
+    for (name, _) in rest {
         if name == "metadata" {
             continue; // read above, every one of them
         }
@@ -212,7 +218,7 @@ fn metadata_filters(
             continue;
         };
         match inner.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
-            Some(key) if !key.is_empty() => entries.push((key.to_owned(), value)),
+            Some(key) if !key.is_empty() => {} // read above, every one of them
             _ => problems.push(FieldError::new(
                 "metadata",
                 "invalid_value",

@@ -30,6 +30,7 @@ pub struct CreatedRun {
     /// `EventSource`) and send the signals it waits for; nothing else. Short-lived
     /// (`--run-token-ttl`), so a frontend never needs the tenant's API key.
     pub run_token: String,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub run_token_expires_at: chrono::DateTime<chrono::Utc>,
 }
 

@@ -97,6 +97,7 @@ pub struct QueueList {
     pub queues: Vec<QueueStats>,
     /// The minute the throughput series start at (each has one entry per minute, the
     /// current minute last).
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub window_start: chrono::DateTime<chrono::Utc>,
 }
 

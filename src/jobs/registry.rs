@@ -69,6 +69,7 @@ pub struct DeclarationInfo {
     pub version: u32,
     /// The worker that declared it last.
     pub declared_by: String,
+    #[serde(serialize_with = "crate::domain::time::ms")]
     pub declared_at: chrono::DateTime<chrono::Utc>,
 }
 

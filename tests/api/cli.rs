@@ -533,3 +533,113 @@ async fn start_up_says_where_the_dashboard_docs_and_health_are_in_plain_text() {
     // not a terminal: no colour codes
     assert!(!up.contains('\u{1b}'), "{up:?}");
 }
+
+/// A run cancelled by request while it runs: its attempt stops with an info line saying so,
+/// and no warning (the warnings are for an attempt that lost its run to an expired lease).
+#[tokio::test]
+async fn a_cancel_is_logged_as_such_without_warnings() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::process::free_port();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentq"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &db,
+        ])
+        .env_remove("AGENTQ_QUEUE_URL")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    /// The lines up to the first holding `needle`.
+    async fn until(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+        needle: &str,
+    ) -> Vec<String> {
+        let mut got = Vec::new();
+        let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while let Some(line) = rx.recv().await {
+                let hit = line.contains(needle);
+                got.push(line);
+                if hit {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "no log line with {needle:?}: {got:?}"
+        );
+        got
+    }
+    let mut seen = Vec::new();
+    seen.extend(until(&mut rx, "agentq is up").await);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{base}/v1/runs"))
+        .json(&serde_json::json!({"agent": "echo", "input": {"value": 1, "delay_ms": 60000}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    crate::support::eventually::eventually(
+        std::time::Duration::from_secs(10),
+        "the run runs",
+        || {
+            let client = client.clone();
+            let url = format!("{base}/v1/runs/{id}");
+            async move {
+                let run: serde_json::Value =
+                    client.get(url).send().await.unwrap().json().await.unwrap();
+                (run["status"] == "running").then_some(()).ok_or(run)
+            }
+        },
+    )
+    .await;
+    let cancel = client
+        .post(format!("{base}/v1/runs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    seen.extend(until(&mut rx, "the attempt of a cancelled run stopped").await);
+    // a little longer, for a warning that would come after
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    while let Ok(line) = rx.try_recv() {
+        seen.push(line);
+    }
+    let warnings: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("WARN") && !l.contains("no API keys"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a cancel logged warnings: {warnings:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("INFO") && l.contains(&id)),
+        "{seen:?}"
+    );
+    child.kill().await.unwrap();
+}

@@ -135,6 +135,7 @@ async fn bad_metadata_filters_and_searches_name_their_field() {
         "/v1/runs?metadata=x".to_owned(),
         "/v1/runs?metadata=%3Dx".to_owned(),
         "/v1/runs/counts?metadata=team%3Da&metadata[team]=b".to_owned(),
+        "/v1/runs?metadata[team]=a&metadata%5Bteam%5D=b".to_owned(),
         "/v1/runs?customer=globex".to_owned(),
         "/v1/runs/counts?metadata[team=x".to_owned(),
         format!("/v1/runs?q={long}"),

@@ -169,6 +169,15 @@ async fn every_events_data_fits_the_schema_the_document_names_for_its_type() {
         .await
         .unwrap();
     assert_eq!(changed.status(), 200);
+    // a signal without a payload (kept: the run does not wait yet)
+    let bare = app
+        .client
+        .post(app.url(&format!("/v1/runs/{later}/signals")))
+        .json(&json!({"name": "later"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 202);
     assert_eq!(app.cancel(&later).await.status(), 200);
     for id in &ids {
         app.wait_for(id, Duration::from_secs(15), |r| {

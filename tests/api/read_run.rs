@@ -186,6 +186,7 @@ async fn every_timestamp_has_millisecond_precision() {
                             "now",
                             "attempt_deadline",
                             "run_deadline",
+                            "window_start",
                         ]
                         .contains(&k.as_str());
                     if let (true, Value::String(s)) = (stamp, v) {
@@ -209,18 +210,26 @@ async fn every_timestamp_has_millisecond_precision() {
     }
     let app = TestApp::spawn().await;
     // a whole second, which chrono's own form writes without a fraction
-    let soon = chrono::Utc::now().timestamp() + 2;
+    let soon = chrono::Utc::now().timestamp() + 3600;
     let at = |secs: i64| {
         chrono::DateTime::from_timestamp(secs, 0)
             .unwrap()
             .to_rfc3339()
     };
-    let later = app
-        .create(
+    let created: Value = app
+        .post_run(
             json!({"agent": "echo", "input": {"value": 1}, "run_at": at(soon),
-                       "deadline": at(soon + 3600), "expires_at": at(soon + 600)}),
+                         "deadline": at(soon + 3600), "expires_at": at(soon + 600)}),
         )
-        .await;
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut seen = 0;
+    // the create answer too, with its run token's expiry
+    assert!(created["run_token_expires_at"].is_string(), "{created}");
+    check("created", &created, &mut seen);
+    let later = created["id"].as_str().unwrap().to_owned();
     let retried = app
         .create(
             json!({"agent": "echo", "input": {"value": 1, "fail_attempts": 1},
@@ -250,7 +259,6 @@ async fn every_timestamp_has_millisecond_precision() {
         .await
         .unwrap();
     assert_eq!(change.status(), 200);
-    let mut seen = 0;
     for id in [&later, &retried, &waiting] {
         check(id, &app.get_run(id).await, &mut seen);
         check(id, &Value::Array(app.events(id).await), &mut seen);

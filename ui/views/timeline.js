@@ -29,6 +29,7 @@ export function phasesOf(run, events) {
   let attempt = null; // the attempt part going on
   let stream = null;
   let lastAttempt = 0;
+  let resuming = false; // a `resumed` came since the last attempt part: the next continues it
   const close = (at, note) => {
     if (open) {
       open.end = at;
@@ -54,7 +55,8 @@ export function phasesOf(run, events) {
         begin('pending', 'Queued', e.at);
         break;
       case 'started': {
-        const resumed = e.attempt === lastAttempt;
+        const resumed = resuming && e.attempt === lastAttempt;
+        resuming = false;
         lastAttempt = e.attempt;
         attempt = begin('attempt', `Attempt ${e.attempt}${resumed ? ', resumed' : ''}`, e.at, { attempt: e.attempt });
         stream = null;
@@ -80,6 +82,7 @@ export function phasesOf(run, events) {
           attempt = null;
         }
         if (open && open.kind === 'wait') open.note = d.timed_out ? `timed out (${d.signal})` : `got ${d.signal}`;
+        resuming = true;
         begin('pending', 'Queued', e.at);
         break;
       case 'retry_scheduled':

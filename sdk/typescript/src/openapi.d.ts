@@ -1576,7 +1576,8 @@ export interface components {
         /** @description `signal_received`: the signal's name and payload (the event's `actor` says who sent it). */
         SignalEventData: {
             name: string;
-            payload: Record<string, never>;
+            /** @description Any JSON (`null` when the signal had none). */
+            payload: unknown;
         };
         /** @description How many runs are in each status; every status is present, zero or not. */
         StatusCounts: {
@@ -1639,7 +1640,7 @@ export interface components {
          *     carries the run's `result`, so a client needs no read after it.
          */
         SucceededEventData: {
-            result?: Record<string, never>;
+            result?: unknown;
         };
         /**
          * @description `unblocked`: the key whose turn came, or nothing when every run it depended on
