@@ -205,10 +205,11 @@ pub struct Settings {
     #[arg(long, env = "AGENTQ_DISPATCH_WINDOW", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=MAX_DISPATCH_WINDOW as i64), global = true)]
     pub dispatch_window: u32,
-    /// With --queue-url: how often an idle worker asks Redis for messages (apalis-redis is
-    /// not woken by a push, so this is the idle pickup latency; each ask is one script
-    /// call per agent queue and process).
-    #[arg(long, env = "AGENTQ_QUEUE_POLL_INTERVAL", default_value = "25ms", value_parser = duration, global = true)]
+    /// With --queue-url: how often an idle worker asks Redis for messages it was not woken
+    /// for (a push wakes it at once, through a Redis subscription; this covers a wake-up
+    /// lost while that subscription was down). Each ask is one script call per agent queue
+    /// and process.
+    #[arg(long, env = "AGENTQ_QUEUE_POLL_INTERVAL", default_value = "500ms", value_parser = duration, global = true)]
     pub queue_poll_interval: Duration,
     /// With --queue-url: the prefix of agentq's Redis keys (`<namespace>:<agent>:…`), so
     /// several agentq deployments can share one Redis. Processes sharing a database must

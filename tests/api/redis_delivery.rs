@@ -242,6 +242,41 @@ async fn a_run_submitted_with_a_queue_url_is_delivered_through_redis_and_succeed
     forget(app, &url, &options.namespace).await;
 }
 
+/// An idle worker takes a run when its message is pushed (the feeder publishes a wake-up
+/// the worker's subscription hears), not at its next poll: here the poll is a minute away
+/// and apalis-redis's heartbeat (which also fetches) 2 s, so pickups in the tens of
+/// milliseconds can only come from the wake-up. Checked on the median of five idle runs.
+#[tokio::test]
+async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
+    let url = shared_redis();
+    let mut options = redis_options(&url, 1000);
+    options.poll_interval = Duration::from_secs(60);
+    let app = spawn_with_redis(options.clone()).await;
+    let mut pickups = Vec::new();
+    for i in 0..5 {
+        // idle: nothing in flight, the last fetch came back empty
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = app
+            .create(json!({"agent": "echo", "input": {"value": i}}))
+            .await;
+        app.wait_for_status(&id, "succeeded", Duration::from_secs(90))
+            .await;
+        let events = app.events(&id).await;
+        let at = |kind: &str| {
+            let e = events.iter().find(|e| e["type"] == kind).unwrap();
+            chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap()
+        };
+        pickups.push((at("started") - at("created")).num_milliseconds());
+    }
+    pickups.sort();
+    assert!(
+        pickups[2] < 500,
+        "the median pickup of an idle run took {} ms (all: {pickups:?}): not woken by the push",
+        pickups[2]
+    );
+    forget(app, &url, &options.namespace).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_runs_through_redis_each_start_once_and_succeed() {
     // a window smaller than the backlog: the feeder must top it up as runs finish

@@ -133,6 +133,9 @@ struct Shared {
 
 struct Current {
     manager: ConnectionManager,
+    /// The client of that server, for connections of their own (the wake-up
+    /// subscription).
+    client: Client,
     /// The server it talks to, as `host:port`.
     address: String,
 }
@@ -153,7 +156,11 @@ impl QueueConn {
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(Self(Arc::new(Shared {
-                    current: RwLock::new(Current { manager, address }),
+                    current: RwLock::new(Current {
+                        manager,
+                        address,
+                        client,
+                    }),
                     sentinel: None,
                 })))
             }
@@ -184,6 +191,16 @@ impl QueueConn {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .manager
+            .clone()
+    }
+
+    /// The client of the server commands go to now.
+    pub(crate) fn client(&self) -> Client {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .client
             .clone()
     }
 
@@ -246,7 +263,11 @@ async fn master(client: &mut SentinelClient) -> Result<Current, String> {
         .get_connection_manager_with_config(manager_config())
         .await
         .map_err(|e| format!("the master Sentinel names, {address}: {e}"))?;
-    Ok(Current { manager, address })
+    Ok(Current {
+        manager,
+        address,
+        client: master,
+    })
 }
 
 impl ConnectionLike for QueueConn {

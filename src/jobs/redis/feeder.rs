@@ -32,6 +32,8 @@ pub(super) async fn feed(
     stop: CancellationToken,
 ) {
     let (store, status) = (&executor.store, &executor.status);
+    let wake_channel = super::wake::channel(&options);
+    let mut publisher = conn.clone();
     let mut queues: HashMap<&str, RedisStorage<Value, QueueConn>> = agents
         .iter()
         .map(|agent| {
@@ -46,9 +48,21 @@ pub(super) async fn feed(
         for agent in agents.iter() {
             let queue = queues.get_mut(agent.as_str()).expect("a queue per agent");
             let cap = executor.agent_limits.get(agent.as_str()).copied();
-            if let Err(e) = top_up(store, queue, agent, options.dispatch_window, cap).await {
-                tracing::warn!(agent = %agent, error = %e, "topping up the Redis queue failed");
-                failure = Some(e);
+            match top_up(store, queue, agent, options.dispatch_window, cap).await {
+                Ok(0) => {}
+                // the processes serving the agent fetch now, not at their next poll
+                Ok(_) => {
+                    let queue = super::queue_name(&options, agent);
+                    if let Err(e) =
+                        super::wake::publish(&mut publisher, &wake_channel, &queue).await
+                    {
+                        tracing::debug!(agent = %agent, error = %e, "publishing a wake-up failed (workers find the runs at their next poll)");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %agent, error = %e, "topping up the Redis queue failed");
+                    failure = Some(e);
+                }
             }
         }
         // a round that reached Redis for every queue is the proof delivery works
@@ -65,20 +79,21 @@ pub(super) async fn feed(
     }
 }
 
-/// Marks the agent's next ready runs (up to the window) and pushes one message each.
+/// Marks the agent's next ready runs (up to the window) and pushes one message each;
+/// returns how many.
 async fn top_up(
     store: &Store,
     queue: &mut RedisStorage<Value, QueueConn>,
     agent: &str,
     window: usize,
     cap: Option<u32>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let marked = store
         .dispatch(agent.to_owned(), window, cap)
         .await
         .map_err(|e| format!("marking runs to send to Redis failed: {e}"))?;
     if marked.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let count = marked.len();
     let tasks: Vec<Task<Value>> = marked.into_iter().map(message).collect();
@@ -90,7 +105,7 @@ async fn top_up(
             format!("pushing {count} runs to Redis failed (they are sent again later): {e}")
         })?;
     tracing::debug!(agent, runs = count, "sent runs to Redis");
-    Ok(())
+    Ok(count)
 }
 
 /// One message: the run and the dispatch seq its claim must match. The task id is unique

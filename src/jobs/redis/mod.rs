@@ -18,6 +18,7 @@
 mod conn;
 mod feeder;
 mod reconcile;
+mod wake;
 mod worker;
 
 use std::path::PathBuf;
@@ -87,8 +88,8 @@ pub struct RedisOptions {
     pub tls: RedisTls,
     /// Messages kept in Redis per agent queue (1..=[`MAX_DISPATCH_WINDOW`]).
     pub dispatch_window: usize,
-    /// How often an idle worker asks Redis for messages: apalis-redis is not woken by a
-    /// push, so this is the idle pickup latency.
+    /// How often an idle worker asks Redis for messages it was not woken for (a lost
+    /// wake-up: see `wake`).
     pub poll_interval: Duration,
     /// Key prefix: the queue of agent `a` is `<namespace>:<a>`. Processes that share
     /// runs must share it; tests use their own.
@@ -292,9 +293,19 @@ pub(crate) async fn deliver(
         status.clone(),
         background.clone(),
     ));
+    let wakes: std::collections::HashMap<String, wake::Wake> = agents
+        .iter()
+        .map(|agent| (queue_name(redis, agent), wake::Wake::default()))
+        .collect();
+    let listener = tokio::spawn(wake::listen(
+        conn.clone(),
+        wake::channel(redis),
+        wakes.clone(),
+        background.clone(),
+    ));
     let delivery =
         worker::Delivery::new(executor, options, redis.dispatch_window, consumed, shutdown);
-    supervise_queues(conn, redis, delivery, agents, options, supervisor).await;
+    supervise_queues(conn, redis, delivery, agents, &wakes, options, supervisor).await;
     background.cancel();
-    let _ = tokio::join!(feeder, reconciler);
+    let _ = tokio::join!(feeder, reconciler, listener);
 }

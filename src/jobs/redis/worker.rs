@@ -2,11 +2,13 @@
 //! supervised (restarted under a fresh name after a backoff when it dies), and the
 //! handler that turns a message into a claimed attempt.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, Monitor, WorkerBuilder};
+use apalis::prelude::{AbortError, BoxDynError, Data, Monitor, WorkerBuilder};
+use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
 use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use apalis_redis::RedisStorage;
 
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Pacing;
 use super::feeder::parse_message;
+use super::wake::Wake;
 use super::{Consumed, RedisOptions, queue_config};
 use crate::jobs::execute::{Executor, run_attempt};
 use crate::jobs::stop::stop_signal;
@@ -59,17 +62,23 @@ pub(crate) async fn supervise_queues(
     redis: &RedisOptions,
     delivery: Arc<Delivery>,
     agents: &Arc<[String]>,
+    wakes: &HashMap<String, Wake>,
     options: Pacing,
     supervisor: &(dyn Fn() -> Supervisor + Sync),
 ) {
     let queues: Vec<_> = agents
         .iter()
         .map(|agent| {
+            let wake = wakes
+                .get(&super::queue_name(redis, agent))
+                .cloned()
+                .unwrap_or_default();
             tokio::spawn(supervise(
                 agent.clone(),
                 conn.clone(),
                 redis.clone(),
                 delivery.clone(),
+                wake,
                 options,
                 supervisor(),
             ))
@@ -80,7 +89,8 @@ pub(crate) async fn supervise_queues(
     }
 }
 
-/// Runs the apalis worker of one agent queue until shutdown. apalis-redis ends the worker
+/// Runs the apalis worker of one agent queue until shutdown: it fetches when `wake` says
+/// its queue got messages, and every poll interval in case a wake-up was lost. apalis-redis ends the worker
 /// on any backend error (a reset connection, a flushed Redis); it is started again as its
 /// [`Supervisor`] says (or the worker gives up), under a new name (a name is refused while
 /// Redis still lists it).
@@ -89,6 +99,7 @@ async fn supervise(
     conn: QueueConn,
     redis: RedisOptions,
     delivery: Arc<Delivery>,
+    wake: Wake,
     options: Pacing,
     mut supervisor: Supervisor,
 ) {
@@ -97,12 +108,17 @@ async fn supervise(
         let name = format!("{}-{agent}-{restart}", status.id());
         let storage = RedisStorage::<Value, QueueConn>::new(conn.clone())
             .with_config(queue_config(&redis, &agent));
-        let (poll, concurrency, delivery) =
-            (redis.poll_interval, options.concurrency, delivery.clone());
+        let (poll, concurrency, delivery, wake) = (
+            redis.poll_interval,
+            options.concurrency,
+            delivery.clone(),
+            wake.clone(),
+        );
         let monitor = Monitor::new()
             .register(move |_restarts| {
+                let strategy = Strategy::new().stream(wake.clone()).interval(poll);
                 WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone().poll_with_interval(poll))
+                    .backend(PollWith::new(storage.clone(), strategy))
                     .concurrency(concurrency)
                     .parallelize(tokio::spawn)
                     .data(delivery.clone())
