@@ -239,7 +239,7 @@ test('a waiting run is rejected with a comment, then approved, from its form', a
   const form = page.locator('form.waitbox');
   await form.waitFor();
   // a wait is not time spent running: the page says since when it waits
-  assert.match(await page.locator('dl.facts').innerText(), /Waiting since/);
+  await page.locator('dl.facts dt', { hasText: 'Waiting since' }).waitFor();
   assert.doesNotMatch(await page.locator('dl.facts').innerText(), /Took/);
   assert.match(await page.locator('dl.facts').innerText(), /Attempt\s+1 of/, 'a waiting run is in its first attempt');
   await page.fill('#signal-comment', 'do it in two steps');
@@ -372,7 +372,8 @@ test('a queue is paused and resumed from the queues page', async () => {
   await page.getByRole('button', { name: 'Resume echo' }).click();
   await page.locator('.notice.ok', { hasText: 'echo resumed' }).waitFor();
   await waitForStatus(waiting.id, 'succeeded');
-  assert.equal(await page.locator('tbody tr', { hasText: 'echo' }).locator('.badge.paused').count(), 0);
+  // the table is drawn again after the notice: the badge goes then
+  await page.locator('tbody tr', { hasText: 'echo' }).locator('.badge.paused').waitFor({ state: 'detached' });
 });
 
 test('schedules show their next tick, and are paused, resumed and deleted from their page', async () => {

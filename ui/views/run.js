@@ -233,9 +233,11 @@ export function render(root, id, ctx) {
      * (a wait is not time spent running). */
     const took = () => {
       if (TERMINAL.includes(run.status)) return ['Took', run.started_at ? duration(new Date(run.finished_at) - new Date(run.started_at)) : '—'];
+      // the run read may be newer than the events read before it: then the part going on
+      // is not in them yet, and its start is not known until they come
       const now = phases.filter((p) => p.kind !== 'stream').pop();
-      if (run.status === 'running' && now && now.kind === 'attempt') return ['Running for', duration(Date.now() - new Date(now.start))];
-      if (run.status === 'waiting' && now && now.kind === 'wait') return ['Waiting since', ago(now.start)];
+      if (run.status === 'running') return ['Running for', now && now.kind === 'attempt' ? duration(Date.now() - new Date(now.start)) : '—'];
+      if (run.status === 'waiting') return ['Waiting since', now && now.kind === 'wait' ? ago(now.start) : '—'];
       return ['Took', '—'];
     };
     // a link focused in what is drawn again (back, dependencies) keeps the focus
