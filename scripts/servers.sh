@@ -11,6 +11,7 @@
 # when the shell exits. AGENTQ_PG_BIN (the directory holding initdb, pg_ctl and postgres)
 # and AGENTQ_REDIS_SERVER (the redis-server executable) are always exported, installing
 # the package if need be, for tests that start throwaway servers of their own.
+# AGENTQ_PG_OPTIONS adds server options to a private PostgreSQL (`-c name=value …`).
 #
 # Nothing is skipped silently: when a server can be neither found nor started, the
 # function says why on stderr and returns 1.
@@ -344,7 +345,7 @@ _servers_start_postgres() {
     for attempt in 1 2 3; do
         port=$(_servers_free_port) || return 1
         if _servers_pg_as_owner "$AGENTQ_PG_BIN/pg_ctl" start -D "$data" -l "$log" -w -t 60 \
-            -o "-p $port $sock -c listen_addresses=127.0.0.1 -c fsync=off" >/dev/null 2>&1 &&
+            -o "-p $port $sock -c listen_addresses=127.0.0.1 -c fsync=off ${AGENTQ_PG_OPTIONS:-}" >/dev/null 2>&1 &&
             _servers_wait_pg "postgres://postgres@127.0.0.1:$port/postgres"; then
             _SERVERS_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
             export DATABASE_URL=$_SERVERS_PG_URL
