@@ -220,7 +220,8 @@ WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::json
   AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND runs.status = 'running'
 RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
-          runs.callback_url IS NOT NULL AS has_callback";
+          runs.callback_url IS NOT NULL AS has_callback,
+          runs.concurrency_key IS NOT NULL AS keyed";
 
 pub(super) const SWEEP_EXPIRED: &str = "
 UPDATE runs

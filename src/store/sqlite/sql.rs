@@ -204,7 +204,8 @@ FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS w
 WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
 RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
-          runs.callback_url IS NOT NULL AS has_callback";
+          runs.callback_url IS NOT NULL AS has_callback,
+          runs.concurrency_key IS NOT NULL AS keyed";
 
 /// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now,
 /// at their old place in line (`run_at` kept): a crashed worker's runs are claimed next,

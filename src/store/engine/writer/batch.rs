@@ -114,8 +114,10 @@ pub(in crate::store) struct Batch<'c> {
     pub(super) settled: Vec<(String, EventKind)>,
     /// Runs that reached a terminal state and may have a callback_url.
     pub(super) callbacks: Vec<String>,
-    /// Runs that reached a terminal state: the concurrency keys they held have room.
-    ended: Vec<String>,
+    /// Runs that reached a terminal state: the concurrency keys they held have room. A
+    /// success is here only when its run has a key (its finish says), so a batch of runs
+    /// without keys looks up none.
+    pub(super) ended: Vec<String>,
     /// Concurrency keys (tenant, agent, key) whose waiting runs may be let in.
     pub(super) keys_to_admit: std::collections::BTreeSet<(String, String, String)>,
     /// Whether this batch holds `sql::KEY_LOCK` already.
@@ -159,10 +161,7 @@ impl Batch<'_> {
             self.settled.push((run_id.clone(), kind));
             self.callbacks.push(run_id.clone());
         }
-        if matches!(
-            kind,
-            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
-        ) {
+        if matches!(kind, EventKind::Failed | EventKind::Cancelled) {
             self.ended.push(run_id.clone());
         }
         let transition = match kind {

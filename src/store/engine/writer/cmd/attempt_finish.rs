@@ -157,9 +157,13 @@ async fn finish(
         .bind(b.now)
         .fetch_all(&mut *b.conn)
         .await?;
-    let mut seqs: HashMap<String, (i64, i64)> = HashMap::with_capacity(returned.len());
+    let mut seqs: HashMap<String, (i64, i64, bool)> = HashMap::with_capacity(returned.len());
     for row in returned {
-        let applied = (row.try_get("event_seq")?, row.try_get("dependents")?);
+        let applied = (
+            row.try_get("event_seq")?,
+            row.try_get("dependents")?,
+            row.try_get("keyed")?,
+        );
         let id: String = row.try_get("id")?;
         b.agents.insert(id.clone(), row.try_get("agent")?);
         if row.try_get::<bool, _>("has_callback")? {
@@ -169,7 +173,7 @@ async fn finish(
     }
     for (i, fence, settles) in batched {
         let id = fence.run_id.to_string();
-        let Some((seq, dependents)) = seqs.remove(&id) else {
+        let Some((seq, dependents, keyed)) = seqs.remove(&id) else {
             out.push((i, false));
             continue;
         };
@@ -177,6 +181,10 @@ async fn finish(
             Settles::Succeeded(_) => {
                 if dependents > 0 {
                     b.settled.push((id.clone(), EventKind::Succeeded));
+                }
+                // its key has room now (a failure's is looked up: see `Batch::event_by`)
+                if keyed {
+                    b.ended.push(id.clone());
                 }
                 (EventKind::Succeeded, json!({}))
             }
