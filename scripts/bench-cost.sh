@@ -28,7 +28,9 @@ if [[ ! -x $bin ]]; then
     [[ -z ${AGENTQ_BIN:-} ]] || { echo "bench-cost.sh: AGENTQ_BIN=$bin is not an executable" >&2; exit 1; }
     cargo build --release --locked
 fi
-work=$(mktemp -d)
+# on disk (target/), not in /tmp: a tmpfs has no write-back to count
+mkdir -p target
+work=$(mktemp -d "$PWD/target/bench-cost.XXXXXX")
 server_pid=""
 stop_server() {
     if [[ -n $server_pid ]]; then
@@ -44,6 +46,7 @@ drive() {
     python3 - "$2" "$1" "$parallel" <<'PY'
 import concurrent.futures, json, sys, time, urllib.request
 base, n, parallel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+before = json.load(urllib.request.urlopen(base + "/v1/runs/counts"))["total"]  # earlier runs, all done
 def post(i):
     body = json.dumps({"agent": "echo", "input": {"value": i}}).encode()
     req = urllib.request.Request(base + "/v1/runs", data=body, headers={"content-type": "application/json"})
@@ -55,9 +58,9 @@ deadline = time.time() + 600
 while True:
     counts = json.load(urllib.request.urlopen(base + "/v1/runs/counts"))
     done = counts["by_status"]["succeeded"]
-    if done >= n:
+    if done >= before + n:
         break
-    assert time.time() < deadline, f"only {done} of {n} runs succeeded in 10 min: {counts}"
+    assert time.time() < deadline, f"only {done - before} of {n} runs succeeded in 10 min: {counts}"
     time.sleep(0.1)
 PY
 }
@@ -110,7 +113,7 @@ postgres_cost() {
     DATABASE_URL_COST=$DATABASE_URL
     start_server "$db"
     drive 20 "$base"
-    sleep 2
+    sleep 11
     local snapshot="SELECT (SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'agentq_cost'),
                            wal_records, wal_bytes, tup_inserted, tup_updated, tup_deleted
                     FROM pg_stat_wal, pg_stat_database WHERE datname = 'agentq_cost'"
@@ -119,11 +122,12 @@ postgres_cost() {
     s0=$(pg_query "$snapshot")
     t0=$(date +%s.%N)
     drive "$runs" "$base"
-    sleep 2 # backends flush their row counts at most once a second
+    sleep 11 # an idle backend holds its counts up to 10 s before it reports them
     s1=$(pg_query "$snapshot")
     t1=$(date +%s.%N)
     "$AGENTQ_PG_BIN/psql" -X -At -q "$DATABASE_URL" -c "\\copy (SELECT calls, regexp_replace(left(query, 110), '\\s+', ' ', 'g') FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'agentq_cost' ORDER BY calls DESC LIMIT 12) TO '$work/top.tsv'"
-    sleep "$(python3 -c "print($t1 - $t0)")"
+    sleep "$(python3 -c "print($t1 - $t0 - 11)")"
+    sleep 11
     s2=$(pg_query "$snapshot")
     stop_server
     python3 - "$runs" "$s0" "$s1" "$s2" "$work/top.tsv" <<'PY'

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
@@ -75,7 +75,9 @@ impl Stream for Wake {
 }
 
 /// Holds the subscription until `stop`, waking the queue each message names; subscribes
-/// again after an error (backing off up to 5 s), waking every queue once it is back.
+/// again after an error (backing off up to 5 s), waking every queue once it is back. A
+/// failure that repeats (a user without the channel in its ACL, a proxy without pub/sub) is
+/// a warning once, then debug lines, until a subscription holds again.
 pub(super) async fn listen(
     conn: QueueConn,
     channel: String,
@@ -83,21 +85,24 @@ pub(super) async fn listen(
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut warned = false;
     loop {
-        let began = Instant::now();
+        let mut held = false;
         let ended = tokio::select! {
-            ended = subscribe(&conn, &channel, &wakes) => ended,
+            ended = subscribe(&conn, &channel, &wakes, &mut held) => ended,
             _ = stop.cancelled() => return,
         };
-        // a subscription that held a while was fine: its end is news, not a loop
-        if began.elapsed() > Duration::from_secs(10) {
+        if held {
             backoff = Duration::from_millis(100);
+            warned = false;
         }
         match ended {
             Ok(()) => tracing::debug!("the Redis wake-up subscription ended; subscribing again"),
-            Err(e) => {
-                tracing::warn!(error = %e, "the Redis wake-up subscription failed (idle workers poll meanwhile); subscribing again")
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, channel = %channel, "the Redis wake-up subscription failed: idle workers find new runs at their --queue-poll-interval meanwhile (the Redis user needs PUBLISH and SUBSCRIBE on this channel); subscribing again");
             }
+            Err(e) => tracing::debug!(error = %e, "the Redis wake-up subscription failed again"),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -107,14 +112,26 @@ pub(super) async fn listen(
     }
 }
 
-/// One subscription, until its connection ends.
+/// How often the subscription's connection is pinged: a connection dropped without a reset
+/// (a NAT or load balancer forgetting it, a host gone) would otherwise end nothing.
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// After a wake-up, the queue is woken once more this much later: a fetch already under
+/// way when the wake-up came (it started before the push) can take the wake-up and come
+/// back empty, and the worker would then wait for its poll.
+const WAKE_AGAIN_AFTER: Duration = Duration::from_millis(25);
+
+/// One subscription, until its connection ends, stops answering, or Sentinel names
+/// another master; `held` says it was established.
 async fn subscribe(
     conn: &QueueConn,
     channel: &str,
     wakes: &HashMap<String, Wake>,
+    held: &mut bool,
 ) -> Result<(), String> {
     let client = conn.client();
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(5), async {
+    let address = conn.address();
+    let pubsub = tokio::time::timeout(Duration::from_secs(5), async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, RedisError>(pubsub)
@@ -122,17 +139,51 @@ async fn subscribe(
     .await
     .map_err(|_| "subscribing timed out after 5 s".to_owned())?
     .map_err(|e| e.to_string())?;
+    *held = true;
     // what was pushed while no subscription listened is fetched now
     wakes.values().for_each(Wake::signal);
-    let mut messages = pubsub.on_message();
-    while let Some(message) = messages.next().await {
-        if let Ok(agent) = message.get_payload::<String>()
-            && let Some(wake) = wakes.get(&agent)
-        {
-            wake.signal();
+    let (mut sink, mut messages) = pubsub.split();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut again: Vec<&Wake> = Vec::new();
+    let mut again_at = None;
+    loop {
+        let at = again_at;
+        let wake_again = async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { return Ok(()) };
+                if let Ok(queue) = message.get_payload::<String>()
+                    && let Some(wake) = wakes.get(&queue)
+                {
+                    wake.signal();
+                    if !again.iter().any(|w| Arc::ptr_eq(&w.0, &wake.0)) {
+                        again.push(wake);
+                    }
+                    again_at.get_or_insert_with(|| tokio::time::Instant::now() + WAKE_AGAIN_AFTER);
+                }
+            }
+            _ = wake_again => {
+                again.drain(..).for_each(Wake::signal);
+                again_at = None;
+            }
+            _ = ping.tick() => {
+                match tokio::time::timeout(Duration::from_secs(5), sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("ping: {e}")),
+                    Err(_) => return Err("the subscription did not answer a ping in 5 s".into()),
+                }
+                // Sentinel moved the master: subscribe where the pushes go now
+                if conn.address() != address {
+                    return Ok(());
+                }
+            }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
