@@ -68,17 +68,21 @@ summarise() {
         echo "test result: ok. $ran passed; 0 failed ($what)"
     fi
 }
-backends=("sqlite:db" "postgres:redis")
-for backend in "${backends[@]}"; do
-    export AGENTQ_SDK_DB=${backend%%:*} AGENTQ_SDK_DELIVERY=${backend##*:}
-    say "sdk/python on $AGENTQ_SDK_DB, $AGENTQ_SDK_DELIVERY delivery"
-    pass_status=0
-    python_tests >"$out" 2>&1 || pass_status=1
+# runs the unittest suite function $2 and says its `test result:` line as $1
+unittest_pass() {
+    local pass_status=0 ran failed
+    "$2" >"$out" 2>&1 || pass_status=1
     cat "$out"
     ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out" | tail -1)
     failed=$(grep -cE '^(FAIL|ERROR):' "$out" || true)
     [[ $pass_status -ne 0 && $failed -eq 0 ]] && failed=1
-    summarise "sdk/python, $AGENTQ_SDK_DB" "$ran" "$failed"
+    summarise "$1" "$ran" "$failed"
+}
+backends=("sqlite:db" "postgres:redis")
+for backend in "${backends[@]}"; do
+    export AGENTQ_SDK_DB=${backend%%:*} AGENTQ_SDK_DELIVERY=${backend##*:}
+    say "sdk/python on $AGENTQ_SDK_DB, $AGENTQ_SDK_DELIVERY delivery"
+    unittest_pass "sdk/python, $AGENTQ_SDK_DB" python_tests
 done
 
 # --- TypeScript
@@ -127,13 +131,7 @@ generated_python_tests() {
 }
 export AGENTQ_SDK_DB=sqlite AGENTQ_SDK_DELIVERY=db
 say "a Python client generated from openapi/openapi.json"
-pass_status=0
-generated_python_tests >"$out" 2>&1 || pass_status=1
-cat "$out"
-ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out" | tail -1)
-failed=$(grep -cE '^(FAIL|ERROR):' "$out" || true)
-[[ $pass_status -ne 0 && $failed -eq 0 ]] && failed=1
-summarise "generated Python client, sqlite" "$ran" "$failed"
+unittest_pass "generated Python client, sqlite" generated_python_tests
 
 rm -f "$out"
 exit "$status"

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 
 use crate::domain::{EventKind, RunError, StreamPart};
 
@@ -233,31 +233,32 @@ pub(super) fn document(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::extensions::ExtensionsBuilder;
     use utoipa::openapi::schema::Schema;
     let components = doc.components.get_or_insert_with(Default::default);
+    // each under its own name (`ToSchema::name`), the one `schema_of` gives
+    fn entry<T: ToSchema>() -> (String, utoipa::openapi::RefOr<Schema>) {
+        (T::name().into_owned(), T::schema())
+    }
     for (name, schema) in [
-        ("EmptyEventData", EmptyEventData::schema()),
-        ("WorkerEventData", WorkerEventData::schema()),
-        ("ProgressEventData", ProgressEventData::schema()),
-        ("LogEventData", LogEventData::schema()),
-        ("RetryEventData", RetryEventData::schema()),
-        ("SucceededEventData", SucceededEventData::schema()),
-        ("ErrorEventData", ErrorEventData::schema()),
-        ("CancelledEventData", CancelledEventData::schema()),
-        ("CheckpointEventData", CheckpointEventData::schema()),
-        ("CompensationEventData", CompensationEventData::schema()),
-        ("UnblockedEventData", UnblockedEventData::schema()),
-        ("WaitingEventData", WaitingEventData::schema()),
-        ("SignalEventData", SignalEventData::schema()),
-        ("ResumedEventData", ResumedEventData::schema()),
-        ("ChangedEventData", ChangedEventData::schema()),
-        (
-            "WebhookDeliveredEventData",
-            WebhookDeliveredEventData::schema(),
-        ),
-        ("WebhookFailedEventData", WebhookFailedEventData::schema()),
-        ("RunError", RunError::schema()),
-        ("StreamPart", StreamPart::schema()),
+        entry::<EmptyEventData>(),
+        entry::<WorkerEventData>(),
+        entry::<ProgressEventData>(),
+        entry::<LogEventData>(),
+        entry::<RetryEventData>(),
+        entry::<SucceededEventData>(),
+        entry::<ErrorEventData>(),
+        entry::<CancelledEventData>(),
+        entry::<CheckpointEventData>(),
+        entry::<CompensationEventData>(),
+        entry::<UnblockedEventData>(),
+        entry::<WaitingEventData>(),
+        entry::<SignalEventData>(),
+        entry::<ResumedEventData>(),
+        entry::<ChangedEventData>(),
+        entry::<WebhookDeliveredEventData>(),
+        entry::<WebhookFailedEventData>(),
+        entry::<RunError>(),
+        entry::<StreamPart>(),
     ] {
-        components.schemas.entry(name.to_owned()).or_insert(schema);
+        components.schemas.entry(name).or_insert(schema);
     }
     let Some(RefOr::T(Schema::Object(event))) = components.schemas.get_mut("RunEvent") else {
         return;

@@ -492,8 +492,16 @@ async fn a_server_starts_from_a_settings_file_alone() {
     child.kill().await.unwrap();
 }
 
-#[tokio::test]
-async fn start_up_says_where_the_dashboard_docs_and_health_are_in_plain_text() {
+/// `agentq serve` on a fresh SQLite file, logging at info: its stderr lines arrive on
+/// `lines` as they are written.
+struct Logging {
+    child: tokio::process::Child,
+    port: u16,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn serve_logging() -> Logging {
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let port = crate::process::free_port();
@@ -513,19 +521,55 @@ async fn start_up_says_where_the_dashboard_docs_and_health_are_in_plain_text() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let up = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            seen.push(line.clone());
-            if line.contains("agentq is up") {
-                return line;
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if tx.send(line).is_err() {
+                break;
             }
         }
-        panic!("the logs ended: {seen:?}");
+    });
+    Logging {
+        child,
+        port,
+        lines,
+        _dir: dir,
+    }
+}
+
+/// The log lines up to the first holding `needle`, which must come within 20 s.
+async fn until(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.recv().await {
+            let hit = line.contains(needle);
+            got.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
     })
-    .await
-    .expect("a line saying agentq is up");
+    .await;
+    assert!(
+        matches!(found, Ok(true)),
+        "no log line with {needle:?}: {got:?}"
+    );
+    got
+}
+
+#[tokio::test]
+async fn start_up_says_where_the_dashboard_docs_and_health_are_in_plain_text() {
+    let mut server = serve_logging();
+    let port = server.port;
+    let up = until(&mut server.lines, "agentq is up")
+        .await
+        .pop()
+        .unwrap();
     for part in ["/ui/", "/docs", "/readyz"] {
         let url = format!("http://127.0.0.1:{port}{part}");
         assert!(up.contains(&url), "{url} missing from: {up}");
@@ -538,59 +582,9 @@ async fn start_up_says_where_the_dashboard_docs_and_health_are_in_plain_text() {
 /// and no warning (the warnings are for an attempt that lost its run to an expired lease).
 #[tokio::test]
 async fn a_cancel_is_logged_as_such_without_warnings() {
-    use tokio::io::AsyncBufReadExt;
-    let dir = tempfile::tempdir().unwrap();
-    let port = crate::process::free_port();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentq"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &db,
-        ])
-        .env_remove("AGENTQ_QUEUE_URL")
-        .env("RUST_LOG", "info")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    /// The lines up to the first holding `needle`.
-    async fn until(
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-        needle: &str,
-    ) -> Vec<String> {
-        let mut got = Vec::new();
-        let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while let Some(line) = rx.recv().await {
-                let hit = line.contains(needle);
-                got.push(line);
-                if hit {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(
-            matches!(found, Ok(true)),
-            "no log line with {needle:?}: {got:?}"
-        );
-        got
-    }
-    let mut seen = Vec::new();
-    seen.extend(until(&mut rx, "agentq is up").await);
+    let mut server = serve_logging();
+    let (port, rx) = (server.port, &mut server.lines);
+    let mut seen = until(rx, "agentq is up").await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let created: serde_json::Value = client
@@ -623,7 +617,7 @@ async fn a_cancel_is_logged_as_such_without_warnings() {
         .await
         .unwrap();
     assert_eq!(cancel.status(), 200);
-    seen.extend(until(&mut rx, "the attempt of a cancelled run stopped").await);
+    seen.extend(until(rx, "the attempt of a cancelled run stopped").await);
     // a little longer, for a warning that would come after
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     while let Ok(line) = rx.try_recv() {
@@ -641,5 +635,5 @@ async fn a_cancel_is_logged_as_such_without_warnings() {
         seen.iter().any(|l| l.contains("INFO") && l.contains(&id)),
         "{seen:?}"
     );
-    child.kill().await.unwrap();
+    server.child.kill().await.unwrap();
 }

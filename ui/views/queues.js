@@ -13,16 +13,17 @@ function niceTop(n) {
   return [1, 2, 5, 10].map((m) => m * step).find((v) => v >= n);
 }
 
-/** Stacked bars, one per minute: `sum` per series, drawn in `width` x `height` units up to `top`. */
-function bars(queues, width, height, label, top) {
+/** Stacked bars, one per minute: `sum` per series, drawn in `width` x `height` units up to
+ * `scaleOf(the tallest minute)` (with grid lines when given). */
+function bars(queues, width, height, label, scaleOf) {
   const minutes = queues.length ? queues[0].succeeded_per_minute.length : 60;
   const totals = Array.from({ length: minutes }, (_, i) =>
     SERIES.map(([, key]) => queues.reduce((n, q) => n + q[key][i], 0)));
   const max = Math.max(1, ...totals.map((t) => t.reduce((a, b) => a + b, 0)));
-  const scale = top || max;
+  const scale = scaleOf ? scaleOf(max) : max;
   const w = width / minutes;
   const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': label });
-  if (top) {
+  if (scaleOf) {
     // grid lines at half and all of the scale
     for (const q of [0.5, 1]) {
       const y = height - q * (height - 2);
@@ -39,16 +40,15 @@ function bars(queues, width, height, label, top) {
         s('title', {}, `${SERIES[k][0]}: ${n} (${minutes - 1 - i} min ago)`)));
     });
   });
-  return { svg, max, totals: totals.map((t) => t.reduce((a, b) => a + b, 0)) };
+  return { svg, max, scale, totals: totals.map((t) => t.reduce((a, b) => a + b, 0)) };
 }
 
 /** The last hour's chart with its axes (runs per minute up the side, clock times along
  * the bottom) and a sentence on the trend: the last 10 minutes against the 50 before. */
 function hourChart(queues) {
-  const { max } = bars(queues, 600, 140, '');
-  const top = niceTop(max);
   const finished = sum(queues.map((q) => sum(q.succeeded_per_minute) + sum(q.failed_per_minute) + sum(q.cancelled_per_minute)));
-  const { svg, totals } = bars(queues, 600, 140, `${finished} runs finished in the last hour; the scale goes to ${top} a minute`, top);
+  const { svg, totals, scale: top } = bars(queues, 600, 140, '', niceTop);
+  svg.setAttribute('aria-label', `${finished} runs finished in the last hour; the scale goes to ${top} a minute`);
   svg.setAttribute('class', 'chart');
   const minutes = totals.length;
   const now = Date.now();

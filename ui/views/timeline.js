@@ -205,9 +205,7 @@ export function describe(e) {
       return `delivery ${d.delivery}, attempt ${d.attempt}: HTTP ${d.status}`;
     case 'webhook_failed':
       return `delivery ${d.delivery}, attempt ${d.attempt}: ${d.error}; ${d.given_up ? 'given up' : `next at ${when(d.next_attempt_at).slice(11)}`}`;
-    case 'succeeded':
-      return Object.keys(d).length ? pairs(d) : null;
-    default:
+    default: // succeeded (its result is shown above), and any other
       return Object.keys(d).length ? pairs(d) : null;
   }
 }
