@@ -10,6 +10,11 @@
 # tests/clients/requirements.txt) on SQLite; the TypeScript suite holds the same check for
 # openapi-typescript and openapi-fetch.
 #
+# The Python suite runs once more, on SQLite, under the oldest Python the SDK supports (3.10):
+# AGENTQ_SDK_PYTHON_MIN names that interpreter; otherwise python3.10 on PATH or pyenv's. Where
+# none is found that pass fails, saying so (AGENTQ_SDK_PYTHON_MIN=none leaves it out on
+# purpose).
+#
 # Installs what is missing: python3-venv and Node.js/npm (apt-get); the packages need PyPI
 # and the npm registry on the first run. AGENTQ_SDK_PYTHON picks the interpreter (python3).
 # Usage: scripts/sdk-test.sh   (exit status 0 when every test passed; one `test result:`
@@ -35,6 +40,7 @@ trap servers_cleanup EXIT
 }
 
 # --- Python
+# runs sdk/python's suite under the interpreter $python in the virtualenv $venv
 python_tests() {
     if [[ ! -x $venv/bin/python ]]; then
         if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
@@ -84,6 +90,34 @@ for backend in "${backends[@]}"; do
     say "sdk/python on $AGENTQ_SDK_DB, $AGENTQ_SDK_DELIVERY delivery"
     unittest_pass "sdk/python, $AGENTQ_SDK_DB" python_tests
 done
+# the oldest Python the SDK supports (pyproject.toml: requires-python >= 3.10)
+oldest_python() {
+    if [[ -n ${AGENTQ_SDK_PYTHON_MIN:-} ]]; then
+        echo "$AGENTQ_SDK_PYTHON_MIN"
+        return
+    fi
+    local root=${PYENV_ROOT:-$HOME/.pyenv} candidate
+    command -v pyenv >/dev/null && root=$(pyenv root)
+    # a pyenv shim on PATH may not run: take the first that answers as 3.10
+    for candidate in $(command -v python3.10) $(ls -d "$root"/versions/3.10*/bin/python3.10 2>/dev/null | sort -rV); do
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+}
+python_min=$(oldest_python || true)
+if [[ $python_min == none ]]; then
+    say "left out on purpose (AGENTQ_SDK_PYTHON_MIN=none): sdk/python under Python 3.10"
+elif [[ -z $python_min ]]; then
+    say "error: no Python 3.10 found (python3.10 on PATH or pyenv's); set AGENTQ_SDK_PYTHON_MIN to one, or to none to leave this pass out"
+    echo "test result: FAILED. 0 passed; 1 failed (sdk/python under Python 3.10: no interpreter)"
+    status=1
+else
+    export AGENTQ_SDK_DB=sqlite AGENTQ_SDK_DELIVERY=db
+    say "sdk/python on sqlite under $("$python_min" --version 2>&1) ($python_min)"
+    python=$python_min venv=target/sdk-venv-min unittest_pass "sdk/python, sqlite, $("$python_min" --version 2>&1)" python_tests
+fi
 
 # --- TypeScript
 typescript_tests() {
