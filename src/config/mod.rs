@@ -223,7 +223,7 @@ pub struct Settings {
     pub queue_namespace: String,
     /// Attempts a worker process runs at once.
     #[arg(long, env = "AGENTQ_CONCURRENCY", default_value_t = 16,
-          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub concurrency: u32,
     /// How long a worker owns a run without renewing its lease; a killed worker's runs
     /// are retried this long after it stopped.

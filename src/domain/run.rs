@@ -263,6 +263,8 @@ pub struct Run {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The worker process holding the run while it is `running`.
     pub worker_id: Option<String>,
+    /// While `running`: when its worker loses it unless the worker renews its lease (one
+    /// lease per worker covers all its runs, from its first renewal after the claim).
     #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub lease_until: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::domain::time::ms")]

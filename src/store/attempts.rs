@@ -2,6 +2,8 @@
 //! (progress, logs, checkpoints, signals taken, its outcome, its lease), and taking back
 //! the runs of attempts that ended without one.
 
+use std::collections::{HashMap, HashSet};
+
 use super::*;
 
 impl Store {
@@ -106,14 +108,38 @@ impl Store {
             }
         )
     }
-    /// Extends the leases of the attempts a worker is executing. Returns those it still
-    /// holds; an attempt missing from the answer has lost its run (swept or handed back).
+    /// Extends the leases of the attempts a worker is executing: one write for each worker
+    /// (its lease covers its runs), and one for each attempt not yet covered. Returns those
+    /// it still holds; an attempt missing from the answer has lost its run (cancelled,
+    /// swept or handed back).
     pub async fn renew_leases(
         &self,
         fences: Vec<Fence>,
         lease: Duration,
     ) -> Result<Vec<Fence>, StoreError> {
-        command!(self, AttemptRenew { fences, lease })
+        let mut by_worker: HashMap<Arc<str>, Vec<Fence>> = HashMap::new();
+        for fence in fences {
+            by_worker
+                .entry(fence.worker_id.clone())
+                .or_default()
+                .push(fence);
+        }
+        let mut held = Vec::new();
+        for (worker, fences) in by_worker {
+            let fresh = self.covered.fresh(&worker, &fences);
+            let kept = command!(
+                self,
+                AttemptRenew {
+                    worker: worker.clone(),
+                    fences,
+                    fresh,
+                    lease
+                }
+            )?;
+            self.covered.set(&worker, &kept, lease);
+            held.extend(kept);
+        }
+        Ok(held)
     }
     /// Hands these attempts' runs back to the queue without using up the attempt.
     pub async fn hand_back(&self, fences: Vec<Fence>) -> Result<u64, StoreError> {
@@ -122,5 +148,42 @@ impl Store {
     /// Takes back runs whose lease expired: retried, or failed when out of attempts.
     pub async fn sweep_expired(&self) -> Result<Sweep, StoreError> {
         command!(self, RunSweep)
+    }
+}
+
+/// The attempts, by worker, whose runs this process saw covered by their worker's lease at
+/// its last renewal there: the next renewal checks only the others one by one. A worker's
+/// entry is replaced at each of its renewals (attempts that ended drop out) and forgotten
+/// when it has not renewed here for a while. Another process renewing for the same worker
+/// (an external worker's heartbeats reaching several API processes) checks once what it has
+/// not seen itself.
+#[derive(Default)]
+pub(super) struct Covered(std::sync::Mutex<CoveredByWorker>);
+
+/// Per worker: when it last renewed here, and its attempts seen covered then.
+type CoveredByWorker = HashMap<Arc<str>, (std::time::Instant, HashSet<(RunId, u32)>)>;
+
+impl Covered {
+    fn fresh(&self, worker: &Arc<str>, fences: &[Fence]) -> Vec<Fence> {
+        let map = self.lock();
+        let seen = map.get(worker).map(|(_, seen)| seen);
+        fences
+            .iter()
+            .filter(|f| !seen.is_some_and(|s| s.contains(&(f.run_id, f.claim))))
+            .cloned()
+            .collect()
+    }
+
+    fn set(&self, worker: &Arc<str>, held: &[Fence], lease: Duration) {
+        let mut map = self.lock();
+        let now = std::time::Instant::now();
+        map.retain(|_, (at, _)| now.duration_since(*at) < lease * 4);
+        let seen = held.iter().map(|f| (f.run_id, f.claim)).collect();
+        map.insert(worker.clone(), (now, seen));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CoveredByWorker> {
+        // a panic while holding this lock cannot leave the map inconsistent
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

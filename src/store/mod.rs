@@ -63,6 +63,8 @@ pub struct Store {
     inner: Arc<Engine>,
     clock: Clock,
     max_stream_bytes: u64,
+    /// The attempts this process saw covered by their worker's lease (`renew_leases`).
+    covered: Arc<attempts::Covered>,
 }
 
 /// The engine compiled for each dialect (see `engine/mod.rs`).
@@ -136,6 +138,7 @@ impl Store {
             inner: Arc::new(engine),
             clock: options.clock.clone(),
             max_stream_bytes: options.max_stream_bytes,
+            covered: Arc::default(),
         })
     }
     /// What times the store's records (leases, due times, events).

@@ -298,6 +298,46 @@ WHERE id = ", p!(3), " AND paused_at IS NOT NULL RETURNING id");
 pub(super) const DELETE_SCHEDULE: &str =
     concat!("DELETE FROM schedules WHERE id = ", p!(1), " RETURNING id");
 
+/// ?1 the new end, ?2 worker id, ?3 now: extends the worker's lease if it is live (a lapsed
+/// or revoked one may have lost runs: the worker checks each attempt instead).
+pub(super) const EXTEND_WORKER_LEASE: &str = concat!("
+UPDATE worker_leases SET lease_until = ", p!(1), "
+WHERE worker_id = ", p!(2), " AND lease_until >= ", p!(3));
+
+/// ?1 worker id, ?2 the new end: the worker's lease, after it checked each of its attempts.
+pub(super) const HOLD_WORKER_LEASE: &str = concat!("
+INSERT INTO worker_leases (worker_id, lease_until) VALUES (", p!(1), ", ", p!(2), ")
+ON CONFLICT (worker_id) DO UPDATE SET lease_until = excluded.lease_until");
+
+/// ?1 worker id: the covered runs it lost since its last renewal (cancelled).
+pub(super) const TAKE_NOTICES: &str = concat!("
+DELETE FROM worker_notices WHERE worker_id = ", p!(1), " RETURNING run_id, claims");
+
+/// ?1 now: revokes the leases that ran out; their workers' covered runs are taken back.
+pub(super) const REVOKE_WORKER_LEASES: &str = concat!("
+UPDATE worker_leases SET lease_until = -1
+WHERE lease_until >= 0 AND lease_until < ", p!(1));
+
+pub(super) const REVOKED_WORKERS: &str =
+    "SELECT worker_id FROM worker_leases WHERE lease_until < 0";
+
+/// Revoked leases that cover no running run any more go, and so do notices to workers
+/// without a live lease (their next renewal checks every attempt).
+pub(super) const FORGET_REVOKED: [&str; 2] = [
+    concat!("DELETE FROM worker_leases WHERE lease_until < 0 AND NOT EXISTS (
+    SELECT 1 FROM runs WHERE runs.worker_id = worker_leases.worker_id
+      AND runs.status = 'running' AND runs.lease_until = ", covered!(), ")"),
+    "DELETE FROM worker_notices WHERE NOT EXISTS (
+    SELECT 1 FROM worker_leases w WHERE w.worker_id = worker_notices.worker_id
+      AND w.lease_until >= 0)",
+];
+
+/// ?1 worker id: a stopping worker's lease and notices go (its runs were handed back).
+pub(super) const DROP_WORKER_LEASE: [&str; 2] = [
+    concat!("DELETE FROM worker_leases WHERE worker_id = ", p!(1)),
+    concat!("DELETE FROM worker_notices WHERE worker_id = ", p!(1)),
+];
+
 /// The statements of both dialects by name (each dialect's own text), for `sql::all()`.
 #[cfg(test)]
 fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -318,7 +358,16 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("FREE_KEY", vec![FREE_KEY]),
         ("INSERT_EVENTS", vec![INSERT_EVENTS]),
         ("CLAIM", vec![CLAIM]),
-        ("RENEW_LEASES", vec![RENEW_LEASES]),
+        ("COVER_LEASES", vec![COVER_LEASES]),
+        ("EXTEND_WORKER_LEASE", vec![EXTEND_WORKER_LEASE]),
+        ("HOLD_WORKER_LEASE", vec![HOLD_WORKER_LEASE]),
+        ("TAKE_NOTICES", vec![TAKE_NOTICES]),
+        ("NOTICE_LOST", vec![NOTICE_LOST]),
+        ("REVOKE_WORKER_LEASES", vec![REVOKE_WORKER_LEASES]),
+        ("REVOKED_WORKERS", vec![REVOKED_WORKERS]),
+        ("SWEEP_REVOKED", vec![SWEEP_REVOKED]),
+        ("FORGET_REVOKED", FORGET_REVOKED.to_vec()),
+        ("DROP_WORKER_LEASE", DROP_WORKER_LEASE.to_vec()),
         ("STREAM_APPEND_MANY", vec![STREAM_APPEND_MANY]),
         ("TOUCH_RUNNING", vec![TOUCH_RUNNING]),
         ("CHECKPOINT", vec![CHECKPOINT]),

@@ -11,4 +11,5 @@ mod agents;
 mod claims;
 mod dispatch;
 mod fencing;
+mod leases;
 mod streams;

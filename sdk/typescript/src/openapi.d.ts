@@ -1412,7 +1412,11 @@ export interface components {
             /** Format: uuid */
             id: string;
             input: unknown;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @description While `running`: when its worker loses it unless the worker renews its lease (one
+             *     lease per worker covers all its runs, from its first renewal after the claim).
+             */
             lease_until?: string | null;
             /** Format: int32 */
             max_attempts: number;

@@ -27,6 +27,14 @@ macro_rules! p {
     };
 }
 
+/// `lease_until` of a running run covered by its worker's lease (`worker_leases`): a run's
+/// own lease, set by its claim, lasts until its worker's next renewal covers it.
+macro_rules! covered {
+    () => {
+        "9223372036854775807"
+    };
+}
+
 /// The statuses of a run that has not finished, as the partial index of a key's unfinished
 /// runs (`runs_key_unfinished`) names them: a statement must say them the same to use it.
 macro_rules! unfinished {
@@ -62,7 +70,10 @@ macro_rules! run_columns {
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, \
          waiting_for::text AS waiting_for, wait_until, callback_url, \
          on_failure::text AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
-         lease_until, created_at, started_at, finished_at, updated_at, tenant, created_by, \
+         CASE WHEN lease_until = 9223372036854775807 THEN (SELECT w.lease_until \
+         FROM worker_leases w WHERE w.worker_id = runs.worker_id AND w.lease_until >= 0) \
+         ELSE lease_until END AS lease_until, \
+         created_at, started_at, finished_at, updated_at, tenant, created_by, \
          concurrency_key, concurrency_limit, key_waiting, \
          CASE WHEN depends_count > 0 THEN (SELECT json_agg(depends_on_id)::text \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
@@ -174,15 +185,21 @@ RETURNING id, agent, input::text AS input, checkpoint::text AS checkpoint, deadl
           backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at,
           tenant, metadata::text AS metadata, created_by";
 
-pub(super) const RENEW_LEASES: &str = "
-UPDATE runs SET lease_until = $1
+/// $1 JSON array of {id, claim, worker}: covers these attempts' runs by their worker's
+/// lease; returns those whose fence holds.
+pub(super) const COVER_LEASES: &str = concat!(
+    "
+UPDATE runs SET lease_until = ",
+    covered!(),
+    "
 FROM (SELECT value->>'id' AS id, (value->>'claim')::bigint AS claim,
              value->>'worker' AS worker
-      FROM jsonb_array_elements($2::jsonb)) AS f
-WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($2::jsonb)))
+      FROM jsonb_array_elements($1::jsonb)) AS f
+WHERE runs.id = ANY(ARRAY(SELECT value->>'id' FROM jsonb_array_elements($1::jsonb)))
   AND runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND runs.status = 'running'
-RETURNING runs.id, runs.claims";
+RETURNING runs.id, runs.claims"
+);
 
 /// $1 JSON array of {id, claim, worker, n (events), b (bytes), l (the run's limit)}, $2
 /// now: appends stream parts to many running attempts' runs at once. A row whose fence no
@@ -223,17 +240,52 @@ RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
           runs.callback_url IS NOT NULL AS has_callback,
           runs.concurrency_key IS NOT NULL AS keyed";
 
-pub(super) const SWEEP_EXPIRED: &str = "
-UPDATE runs
+macro_rules! take_back {
+    () => {
+        "UPDATE runs
 SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
     error_kind = 'lost_worker',
     error_message = 'worker ' || worker_id || ' stopped renewing its lease',
-    finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END,
+    finished_at = CASE WHEN attempt >= max_attempts THEN $1::bigint ELSE NULL END,
     worker_id = NULL, lease_until = NULL, requeued_at = $1, updated_at = $1,
-    event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
+    event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END"
+    };
+}
+
+/// $1 now: takes back the runs whose own lease ran out (claimed, not yet covered by their
+/// worker's lease).
+pub(super) const SWEEP_EXPIRED: &str = concat!(
+    take_back!(),
+    "
 WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'running' AND lease_until < $1
                     FOR UPDATE SKIP LOCKED))
-RETURNING id, attempt, status, event_seq, error_message";
+RETURNING id, attempt, status, event_seq, error_message"
+);
+
+/// $1 now, $2 JSON array of worker ids whose lease was revoked: takes back the runs their
+/// lease covered.
+pub(super) const SWEEP_REVOKED: &str = concat!(
+    take_back!(),
+    "
+WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'running' AND lease_until = ",
+    covered!(),
+    "
+                      AND worker_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))
+                    FOR UPDATE SKIP LOCKED))
+RETURNING id, attempt, status, event_seq, error_message"
+);
+
+/// $1 run id: a covered running run's worker is told at its next renewal that it lost it.
+/// The run is locked by id first and judged as it is then: a renewal covering it a moment
+/// before is seen, and one after waits for the change that follows this.
+pub(super) const NOTICE_LOST: &str = concat!(
+    "
+INSERT INTO worker_notices (worker_id, run_id, claims)
+SELECT worker_id, id, claims
+FROM (SELECT worker_id, id, claims, status, lease_until FROM runs WHERE id = $1 FOR UPDATE) r
+WHERE r.status = 'running' AND r.lease_until = ",
+    covered!()
+);
 
 pub(super) const REQUEUE: &str = "
 UPDATE runs

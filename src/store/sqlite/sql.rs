@@ -10,6 +10,14 @@ macro_rules! p {
     };
 }
 
+/// `lease_until` of a running run covered by its worker's lease (`worker_leases`): a run's
+/// own lease, set by its claim, lasts until its worker's next renewal covers it.
+macro_rules! covered {
+    () => {
+        "9223372036854775807"
+    };
+}
+
 /// The statuses of a run that has not finished, as the partial index of a key's unfinished
 /// runs (`runs_key_unfinished`) names them: a statement must say them the same to use it.
 macro_rules! unfinished {
@@ -35,7 +43,10 @@ macro_rules! run_columns {
          attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, \
          callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, \
-         lease_until, created_at, started_at, finished_at, updated_at, tenant, created_by, \
+         CASE WHEN lease_until = 9223372036854775807 THEN (SELECT w.lease_until \
+         FROM worker_leases w WHERE w.worker_id = runs.worker_id AND w.lease_until >= 0) \
+         ELSE lease_until END AS lease_until, \
+         created_at, started_at, finished_at, updated_at, tenant, created_by, \
          concurrency_key, concurrency_limit, key_waiting, \
          CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
@@ -159,14 +170,19 @@ RETURNING id, agent, input, checkpoint, deadline, depends_count, attempt, claims
           backoff_cap_ms, priority, event_seq, run_at, trace_parent, requeued_at,
           tenant, metadata, created_by";
 
-/// ?1 lease end, ?2 JSON array of {id, claim, worker}: the attempts still executing.
-pub(super) const RENEW_LEASES: &str = "
-UPDATE runs SET lease_until = ?1
+/// ?1 JSON array of {id, claim, worker}: covers these attempts' runs by their worker's
+/// lease; returns those whose fence holds.
+pub(super) const COVER_LEASES: &str = concat!(
+    "
+UPDATE runs SET lease_until = ",
+    covered!(),
+    "
 FROM (SELECT value->>'id' AS id, value->>'claim' AS claim, value->>'worker' AS worker
-      FROM json_each(?2)) AS f
+      FROM json_each(?1)) AS f
 WHERE runs.id = f.id AND runs.claims = f.claim AND runs.worker_id = f.worker
   AND +runs.status = 'running'
-RETURNING runs.id, runs.claims";
+RETURNING runs.id, runs.claims"
+);
 
 /// ?1 JSON array of {id, claim, worker, n (events), b (bytes), l (the run's limit)}, ?2
 /// now: appends stream parts to many running attempts' runs at once. A row whose fence no
@@ -210,16 +226,47 @@ RETURNING runs.id, runs.agent, runs.event_seq, runs.dependents,
 /// ?1 now. Runs out of attempts fail (two events: attempt_lost, failed); others retry now,
 /// at their old place in line (`run_at` kept): a crashed worker's runs are claimed next,
 /// not behind the runs queued while they ran.
-pub(super) const SWEEP_EXPIRED: &str = "
-UPDATE runs
+macro_rules! take_back {
+    () => {
+        "UPDATE runs
 SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
     error_kind = 'lost_worker',
     error_message = 'worker ' || worker_id || ' stopped renewing its lease',
     finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
     worker_id = NULL, lease_until = NULL, requeued_at = ?1, updated_at = ?1,
-    event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END
+    event_seq = event_seq + CASE WHEN attempt >= max_attempts THEN 2 ELSE 1 END"
+    };
+}
+
+/// ?1 now: takes back the runs whose own lease ran out (claimed, not yet covered by their
+/// worker's lease).
+pub(super) const SWEEP_EXPIRED: &str = concat!(
+    take_back!(),
+    "
 WHERE status = 'running' AND lease_until < ?1
-RETURNING id, attempt, status, event_seq, error_message";
+RETURNING id, attempt, status, event_seq, error_message"
+);
+
+/// ?1 now, ?2 JSON array of worker ids whose lease was revoked: takes back the runs their
+/// lease covered.
+pub(super) const SWEEP_REVOKED: &str = concat!(
+    take_back!(),
+    "
+WHERE status = 'running' AND lease_until = ",
+    covered!(),
+    "
+  AND worker_id IN (SELECT value FROM json_each(?2))
+RETURNING id, attempt, status, event_seq, error_message"
+);
+
+/// ?1 run id: a covered running run's worker is told at its next renewal that it lost it.
+pub(super) const NOTICE_LOST: &str = concat!(
+    "
+INSERT INTO worker_notices (worker_id, run_id, claims)
+SELECT worker_id, id, claims FROM runs
+WHERE id = ?1 AND status = 'running' AND lease_until = ",
+    covered!()
+);
 
 /// ?1 now, ?2 JSON array of failed run ids to put back in the queue, attempts reset.
 pub(super) const REQUEUE: &str = "

@@ -1,5 +1,6 @@
 //! `RunCancel`: cancels a run that has not finished. A running attempt is fenced out at
-//! once; its worker stops it at its next lease renewal.
+//! once; its worker stops it at its next lease renewal (told by a notice when the run was
+//! covered by the worker's lease).
 
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -58,6 +59,11 @@ pub(in crate::store) async fn cancel_run(
     data: Value,
     actor: Option<String>,
 ) -> Result<bool, StoreError> {
+    // a running attempt covered by its worker's lease is told at the worker's next renewal
+    sqlx::query(sql::NOTICE_LOST)
+        .bind(id)
+        .execute(&mut *b.conn)
+        .await?;
     let row = sqlx::query(sql::CANCEL)
         .bind(b.now)
         .bind(id)

@@ -35,10 +35,11 @@ impl Apply for RunSweep {
 }
 
 async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
-    let rows = sqlx::query(sql::SWEEP_EXPIRED)
+    let mut rows = sqlx::query(sql::SWEEP_EXPIRED)
         .bind(b.now)
         .fetch_all(&mut *b.conn)
         .await?;
+    rows.extend(sweep_revoked(b).await?);
     let mut sweep = Sweep::default();
     for row in rows {
         let id: String = row.try_get("id")?;
@@ -77,6 +78,32 @@ async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
         + fail_timed_out(b, sql::FAIL_EXPIRED).await?
         + end_waits(b).await?;
     Ok(sweep)
+}
+
+/// Revokes the worker leases that ran out and takes back the runs revoked leases covered
+/// (rows shaped as `SWEEP_EXPIRED`'s); revoked leases covering nothing any more go.
+async fn sweep_revoked(
+    b: &mut Batch<'_>,
+) -> Result<Vec<<super::super::super::Db as sqlx::Database>::Row>, StoreError> {
+    sqlx::query(sql::REVOKE_WORKER_LEASES)
+        .bind(b.now)
+        .execute(&mut *b.conn)
+        .await?;
+    let revoked: Vec<String> = sqlx::query_scalar(sql::REVOKED_WORKERS)
+        .fetch_all(&mut *b.conn)
+        .await?;
+    if revoked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sql::SWEEP_REVOKED)
+        .bind(b.now)
+        .bind(serde_json::to_string(&revoked).expect("worker ids serialise"))
+        .fetch_all(&mut *b.conn)
+        .await?;
+    for statement in sql::FORGET_REVOKED {
+        sqlx::query(statement).execute(&mut *b.conn).await?;
+    }
+    Ok(rows)
 }
 
 /// Fails the due runs a time limit selects, with one `failed` event each.

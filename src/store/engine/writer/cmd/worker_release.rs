@@ -52,5 +52,11 @@ async fn release(b: &mut Batch<'_>, worker_id: &str) -> Result<u64, StoreError> 
     if !rows.is_empty() {
         b.made_ready(b.now);
     }
+    for statement in sql::DROP_WORKER_LEASE {
+        sqlx::query(statement)
+            .bind(worker_id)
+            .execute(&mut *b.conn)
+            .await?;
+    }
     Ok(rows.len() as u64)
 }
