@@ -55,12 +55,24 @@ async fn cancelling_a_retrying_run_stops_its_retries() {
 
 #[tokio::test]
 async fn cancelling_a_running_run_stops_its_agent_within_a_second() {
+    cancel_stops_the_agent_within_a_second(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn cancelling_a_run_covered_by_its_workers_lease_stops_its_agent_within_a_second() {
+    // running for a while, the run is covered by its worker's lease (renewed every 500 ms at
+    // most): the cancel reaches the worker as a notice read at its next renewal
+    cancel_stops_the_agent_within_a_second(Duration::from_millis(1500)).await;
+}
+
+async fn cancel_stops_the_agent_within_a_second(running_for: Duration) {
     let app = TestApp::spawn().await;
     let id = app
         .create(json!({"agent": "patient", "input": {"ms": 30000}}))
         .await;
     app.wait_for_status(&id, "running", Duration::from_secs(5))
         .await;
+    tokio::time::sleep(running_for).await;
     // The API does not signal the worker: the worker learns it at its next lease renewal,
     // exactly as a worker in another process would.
     let asked = std::time::Instant::now();
