@@ -125,19 +125,22 @@ impl Store {
                 .push(fence);
         }
         let mut held = Vec::new();
+        let now = self.clock.now();
         for (worker, fences) in by_worker {
-            let fresh = self.covered.fresh(&worker, &fences);
-            let kept = command!(
+            let (fresh, epoch, reconcile) = self.covered.fresh(&worker, &fences, now, lease);
+            let renewed = command!(
                 self,
                 AttemptRenew {
                     worker: worker.clone(),
                     fences,
                     fresh,
+                    epoch,
+                    reconcile,
                     lease
                 }
             )?;
-            self.covered.set(&worker, &kept, lease);
-            held.extend(kept);
+            self.covered.set(&worker, &renewed, now, lease);
+            held.extend(renewed.held);
         }
         Ok(held)
     }
@@ -151,35 +154,77 @@ impl Store {
     }
 }
 
+/// What a renewal of a worker's lease found.
+pub(super) struct Renewed {
+    /// The attempts still held; the others were lost.
+    pub(super) held: Vec<Fence>,
+    /// The lease's epoch now.
+    pub(super) epoch: i64,
+    /// Whether the covered runs the worker no longer sends got leases of their own back.
+    pub(super) reconciled: bool,
+}
+
 /// The attempts, by worker, whose runs this process saw covered by their worker's lease at
-/// its last renewal there: the next renewal checks only the others one by one. A worker's
-/// entry is replaced at each of its renewals (attempts that ended drop out) and forgotten
-/// when it has not renewed here for a while. Another process renewing for the same worker
-/// (an external worker's heartbeats reaching several API processes) checks once what it has
-/// not seen itself.
+/// its last renewal there, and under which epoch of the lease: the next renewal under the
+/// same epoch checks only the others one by one. A worker's entry is replaced at each of its
+/// renewals (attempts that ended drop out) and forgotten when it has not renewed here for
+/// four leases. Another process renewing for the same worker (an external worker's
+/// heartbeats reaching several API processes) checks once what it has not seen itself, and
+/// everything when the lease was taken again meanwhile (a new epoch). Once a lease, a
+/// renewal also gives the worker's covered runs it no longer sends leases of their own.
 #[derive(Default)]
 pub(super) struct Covered(std::sync::Mutex<CoveredByWorker>);
 
-/// Per worker: when it last renewed here, and its attempts seen covered then.
-type CoveredByWorker = HashMap<Arc<str>, (std::time::Instant, HashSet<(RunId, u32)>)>;
+/// Per worker, what its last renewal here found.
+type CoveredByWorker = HashMap<Arc<str>, Seen>;
+
+struct Seen {
+    at: DateTime<Utc>,
+    epoch: i64,
+    covered: HashSet<(RunId, u32)>,
+    reconciled_at: DateTime<Utc>,
+}
 
 impl Covered {
-    fn fresh(&self, worker: &Arc<str>, fences: &[Fence]) -> Vec<Fence> {
+    /// The fences not seen covered, the epoch they were seen under, and whether it is time
+    /// to reconcile.
+    fn fresh(
+        &self,
+        worker: &Arc<str>,
+        fences: &[Fence],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> (Vec<Fence>, Option<i64>, bool) {
         let map = self.lock();
-        let seen = map.get(worker).map(|(_, seen)| seen);
-        fences
+        let Some(seen) = map.get(worker) else {
+            return (fences.to_vec(), None, true);
+        };
+        let fresh = fences
             .iter()
-            .filter(|f| !seen.is_some_and(|s| s.contains(&(f.run_id, f.claim))))
+            .filter(|f| !seen.covered.contains(&(f.run_id, f.claim)))
             .cloned()
-            .collect()
+            .collect();
+        let reconcile = (now - seen.reconciled_at).to_std().unwrap_or_default() >= lease;
+        (fresh, Some(seen.epoch), reconcile)
     }
 
-    fn set(&self, worker: &Arc<str>, held: &[Fence], lease: Duration) {
+    fn set(&self, worker: &Arc<str>, renewed: &Renewed, now: DateTime<Utc>, lease: Duration) {
         let mut map = self.lock();
-        let now = std::time::Instant::now();
-        map.retain(|_, (at, _)| now.duration_since(*at) < lease * 4);
-        let seen = held.iter().map(|f| (f.run_id, f.claim)).collect();
-        map.insert(worker.clone(), (now, seen));
+        map.retain(|_, seen| (now - seen.at).to_std().unwrap_or_default() < lease * 4);
+        let reconciled_at = match map.get(worker) {
+            Some(seen) if !renewed.reconciled => seen.reconciled_at,
+            _ => now,
+        };
+        let covered = renewed.held.iter().map(|f| (f.run_id, f.claim)).collect();
+        map.insert(
+            worker.clone(),
+            Seen {
+                at: now,
+                epoch: renewed.epoch,
+                covered,
+                reconciled_at,
+            },
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CoveredByWorker> {

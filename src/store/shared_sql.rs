@@ -298,20 +298,15 @@ WHERE id = ", p!(3), " AND paused_at IS NOT NULL RETURNING id");
 pub(super) const DELETE_SCHEDULE: &str =
     concat!("DELETE FROM schedules WHERE id = ", p!(1), " RETURNING id");
 
-/// ?1 the new end, ?2 worker id, ?3 now: extends the worker's lease if it is live (a lapsed
-/// or revoked one may have lost runs: the worker checks each attempt instead).
+/// ?1 the new end, ?2 worker id, ?3 now: extends the worker's lease if it is live, returning
+/// its epoch (a lapsed or revoked one may have lost runs: the worker checks each attempt).
 pub(super) const EXTEND_WORKER_LEASE: &str = concat!("
 UPDATE worker_leases SET lease_until = ", p!(1), "
-WHERE worker_id = ", p!(2), " AND lease_until >= ", p!(3));
+WHERE worker_id = ", p!(2), " AND lease_until >= ", p!(3), " RETURNING epoch");
 
-/// ?1 worker id, ?2 the new end: the worker's lease, after it checked each of its attempts.
-pub(super) const HOLD_WORKER_LEASE: &str = concat!("
-INSERT INTO worker_leases (worker_id, lease_until) VALUES (", p!(1), ", ", p!(2), ")
-ON CONFLICT (worker_id) DO UPDATE SET lease_until = excluded.lease_until");
-
-/// ?1 worker id: the covered runs it lost since its last renewal (cancelled).
-pub(super) const TAKE_NOTICES: &str = concat!("
-DELETE FROM worker_notices WHERE worker_id = ", p!(1), " RETURNING run_id, claims");
+/// ?1 worker id: the covered runs it lost (cancelled), told until it stops sending them.
+pub(super) const READ_NOTICES: &str = concat!("
+SELECT run_id, claims FROM worker_notices WHERE worker_id = ", p!(1));
 
 /// ?1 now: revokes the leases that ran out; their workers' covered runs are taken back.
 pub(super) const REVOKE_WORKER_LEASES: &str = concat!("
@@ -332,9 +327,10 @@ pub(super) const FORGET_REVOKED: [&str; 2] = [
       AND w.lease_until >= 0)",
 ];
 
-/// ?1 worker id: a stopping worker's lease and notices go (its runs were handed back).
+/// ?1 worker id: a stopping worker's lease is revoked (a run it covers that the release
+/// did not see is taken back by the sweep) and its notices go.
 pub(super) const DROP_WORKER_LEASE: [&str; 2] = [
-    concat!("DELETE FROM worker_leases WHERE worker_id = ", p!(1)),
+    concat!("UPDATE worker_leases SET lease_until = -1 WHERE worker_id = ", p!(1)),
     concat!("DELETE FROM worker_notices WHERE worker_id = ", p!(1)),
 ];
 
@@ -361,7 +357,9 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("COVER_LEASES", vec![COVER_LEASES]),
         ("EXTEND_WORKER_LEASE", vec![EXTEND_WORKER_LEASE]),
         ("HOLD_WORKER_LEASE", vec![HOLD_WORKER_LEASE]),
-        ("TAKE_NOTICES", vec![TAKE_NOTICES]),
+        ("READ_NOTICES", vec![READ_NOTICES]),
+        ("DROP_NOTICES", vec![DROP_NOTICES]),
+        ("UNCOVER_OTHERS", vec![UNCOVER_OTHERS]),
         ("NOTICE_LOST", vec![NOTICE_LOST]),
         ("REVOKE_WORKER_LEASES", vec![REVOKE_WORKER_LEASES]),
         ("REVOKED_WORKERS", vec![REVOKED_WORKERS]),

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use agentq::domain::RunStatus;
-use agentq::store::{ClaimedRun, Outcome, Store};
+use agentq::store::{ClaimedRun, Clock, Outcome, Store, StoreOptions};
 use serde_json::json;
 
+use crate::support::db::TestDb;
 use crate::support::store::{echo_only, new_run, store_on_manual_clock};
 
 const LEASE: Duration = Duration::from_millis(200);
@@ -131,12 +132,118 @@ async fn a_cancel_reaches_a_covered_attempt_at_its_workers_next_renewal() {
     clock.advance(LEASE / 2);
     assert_eq!(renew(&store, &all).await.len(), 2);
     store.cancel_run(runs[1].id, None).await.unwrap();
-    let held = renew(&store, &all).await;
-    assert_eq!(held.len(), 1);
-    assert_eq!(held[0].id, runs[0].id);
-    // told once: the notice is gone, the other run still held
+    // told at every renewal until the worker stops sending the attempt (an answer lost on
+    // the way does not lose the cancel)
+    for _ in 0..2 {
+        let held = renew(&store, &all).await;
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].id, runs[0].id);
+    }
     assert_eq!(renew(&store, &[&runs[0]]).await.len(), 1);
+    assert_eq!(renew(&store, &all).await.len(), 1);
     crate::support::lifecycle::assert_every_lifecycle(&store).await;
+}
+
+/// Another handle on the same database, as another process would hold.
+async fn another_process(db: &TestDb, clock: &Clock) -> Store {
+    let options = StoreOptions {
+        clock: clock.clone(),
+        ..StoreOptions::default()
+    };
+    Store::connect(&db.url, &options).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_the_worker_whichever_process_it_renews_through() {
+    // an external worker's heartbeats reach several API processes
+    let (a, clock, db) = store_on_manual_clock(false).await;
+    let b = another_process(&db, &clock).await;
+    a.insert_run(new_run()).await.unwrap();
+    let run = claim(&a, "w", 1).await.remove(0);
+    assert_eq!(renew(&a, &[&run]).await.len(), 1);
+    assert_eq!(renew(&b, &[&run]).await.len(), 1);
+    assert_eq!(renew(&a, &[&run]).await.len(), 1);
+    a.cancel_run(run.id, None).await.unwrap();
+    // `a` tells the worker, but the answer is lost: `b` tells it again
+    assert!(renew(&a, &[&run]).await.is_empty());
+    assert!(renew(&b, &[&run]).await.is_empty());
+    crate::support::lifecycle::assert_every_lifecycle(&a).await;
+}
+
+#[tokio::test]
+async fn a_process_that_saw_a_lease_before_it_was_taken_again_checks_every_attempt() {
+    let (a, clock, db) = store_on_manual_clock(false).await;
+    let b = another_process(&db, &clock).await;
+    a.insert_run(new_run()).await.unwrap();
+    let run = claim(&a, "w", 1).await.remove(0);
+    assert_eq!(renew(&a, &[&run]).await.len(), 1);
+    assert_eq!(renew(&b, &[&run]).await.len(), 1);
+    // the worker goes silent; its lease is revoked and the run taken back
+    clock.advance(LEASE * 2);
+    assert_eq!(a.sweep_expired().await.unwrap().retried, 1);
+    // back, it renews through `a`, which takes the lease again and says the run is lost,
+    // but the answer is lost: `b`, which saw the run covered, checks it again
+    assert!(renew(&a, &[&run]).await.is_empty());
+    assert!(renew(&b, &[&run]).await.is_empty());
+    crate::support::lifecycle::assert_every_lifecycle(&a).await;
+}
+
+#[tokio::test]
+async fn a_covered_run_its_worker_stops_renewing_runs_out_while_the_worker_lives() {
+    // an attempt that ended without its outcome written (or a process before this one
+    // under the same worker id): the worker renews its other runs, not this one
+    let (store, clock, _dir) = store_on_manual_clock(false).await;
+    store.insert_run(new_run()).await.unwrap();
+    store.insert_run(new_run()).await.unwrap();
+    let runs = claim(&store, "w", 2).await;
+    let all: Vec<&ClaimedRun> = runs.iter().collect();
+    assert_eq!(renew(&store, &all).await.len(), 2);
+    // within a lease the renewal gives it a lease of its own back; a lease later it is
+    // taken back, while the other run stays
+    let mut retried = 0;
+    for _ in 0..8 {
+        clock.advance(LEASE / 2);
+        assert_eq!(renew(&store, &[&runs[0]]).await.len(), 1);
+        retried += store.sweep_expired().await.unwrap().retried;
+    }
+    assert_eq!(retried, 1);
+    assert_eq!(
+        store.get_run(runs[0].id).await.unwrap().status,
+        RunStatus::Running
+    );
+    assert_eq!(
+        store.get_run(runs[1].id).await.unwrap().status,
+        RunStatus::Retrying
+    );
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
+}
+
+#[tokio::test]
+async fn a_worker_restarted_under_the_same_id_does_not_keep_its_predecessors_runs() {
+    let (before, clock, db) = store_on_manual_clock(false).await;
+    before.insert_run(new_run()).await.unwrap();
+    let old = claim(&before, "pod-1", 1).await.remove(0);
+    assert_eq!(renew(&before, &[&old]).await.len(), 1);
+    // the process dies; another starts at once under the same id and claims a new run
+    let after = another_process(&db, &clock).await;
+    after.insert_run(new_run()).await.unwrap();
+    let new = claim(&after, "pod-1", 1).await.remove(0);
+    let mut retried = 0;
+    for _ in 0..8 {
+        clock.advance(LEASE / 2);
+        assert_eq!(renew(&after, &[&new]).await.len(), 1);
+        retried += after.sweep_expired().await.unwrap().retried;
+    }
+    assert_eq!(retried, 1);
+    assert_eq!(
+        after.get_run(old.id).await.unwrap().status,
+        RunStatus::Retrying
+    );
+    assert_eq!(
+        after.get_run(new.id).await.unwrap().status,
+        RunStatus::Running
+    );
+    crate::support::lifecycle::assert_every_lifecycle(&after).await;
 }
 
 #[tokio::test]

@@ -275,6 +275,32 @@ WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'running' AND lease_unti
 RETURNING id, attempt, status, event_seq, error_message"
 );
 
+/// $1 worker id, $2 the new end, $3 a new epoch (now): the worker's lease, taken again after
+/// it checked each of its attempts; returns its epoch (raised if the row was there).
+pub(super) const HOLD_WORKER_LEASE: &str = "
+INSERT INTO worker_leases (worker_id, lease_until, epoch) VALUES ($1, $2, $3)
+ON CONFLICT (worker_id) DO UPDATE SET lease_until = excluded.lease_until,
+    epoch = GREATEST(worker_leases.epoch + 1, excluded.epoch)
+RETURNING epoch";
+
+/// $1 worker id, $2 JSON array of the run ids of its attempts: the notices of attempts it no
+/// longer sends (it stopped them) go.
+pub(super) const DROP_NOTICES: &str = "
+DELETE FROM worker_notices
+WHERE worker_id = $1 AND run_id NOT IN (SELECT jsonb_array_elements_text($2::jsonb))";
+
+/// $1 a lease end, $2 worker id, $3 JSON array of the run ids of its attempts: its covered
+/// runs it no longer sends (an attempt that ended without its outcome written, a process
+/// before it under the same worker id) get a lease of their own back, and run out.
+pub(super) const UNCOVER_OTHERS: &str = concat!(
+    "
+UPDATE runs SET lease_until = $1
+WHERE status = 'running' AND lease_until = ",
+    covered!(),
+    " AND worker_id = $2
+  AND id NOT IN (SELECT jsonb_array_elements_text($3::jsonb))"
+);
+
 /// $1 run id: a covered running run's worker is told at its next renewal that it lost it.
 /// The run is locked by id first and judged as it is then: a renewal covering it a moment
 /// before is seen, and one after waits for the change that follows this.

@@ -12,6 +12,7 @@ use super::super::super::rows::parse_id;
 use super::super::sql;
 use super::{Apply, Batch, Command};
 use crate::domain::RunId;
+use crate::store::attempts::Renewed;
 use crate::store::{Fence, StoreError};
 
 pub(in crate::store) struct AttemptRenew {
@@ -19,18 +20,22 @@ pub(in crate::store) struct AttemptRenew {
     pub(in crate::store) worker: std::sync::Arc<str>,
     /// Every attempt it executes.
     pub(in crate::store) fences: Vec<Fence>,
-    /// Those this process has not yet seen covered by the worker's lease: each is checked
-    /// (and covered) one by one; the others are held unless a notice says otherwise.
+    /// Those this process has not seen covered by the worker's lease under `epoch`: each is
+    /// checked (and covered) one by one; the others are held unless a notice says otherwise.
     pub(in crate::store) fresh: Vec<Fence>,
+    /// The lease's epoch when this process last renewed it (none: never).
+    pub(in crate::store) epoch: Option<i64>,
+    /// Also give the worker's covered runs it no longer sends a lease of their own.
+    pub(in crate::store) reconcile: bool,
     pub(in crate::store) lease: Duration,
 }
 
 impl Command for AttemptRenew {
-    type Reply = Vec<Fence>;
+    type Reply = Renewed;
 }
 
 impl Apply for AttemptRenew {
-    async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<Vec<Fence>>, StoreError> {
+    async fn apply(b: &mut Batch<'_>, commands: &[&Self]) -> Result<Vec<Renewed>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
         for c in commands {
             replies.push(renew(b, c).await?);
@@ -44,44 +49,77 @@ impl Apply for AttemptRenew {
 /// handed back, or finished).
 ///
 /// A run just claimed keeps a lease of its own until it is covered here. When the worker's
-/// lease lapsed or a sweep revoked it, some of its runs may have been taken back: then every
-/// attempt is checked, and those still held are covered by a lease held again.
-async fn renew(b: &mut Batch<'_>, c: &AttemptRenew) -> Result<Vec<Fence>, StoreError> {
+/// lease lapsed or was revoked, some of its runs may have been taken back; when it was taken
+/// again since this process last renewed it (another epoch), this process's view is stale:
+/// either way every attempt is checked, and those still held are covered by the lease.
+async fn renew(b: &mut Batch<'_>, c: &AttemptRenew) -> Result<Renewed, StoreError> {
     let until = b.now + c.lease.as_millis() as i64;
-    let live = sqlx::query(sql::EXTEND_WORKER_LEASE)
+    let extended: Option<i64> = sqlx::query_scalar(sql::EXTEND_WORKER_LEASE)
         .bind(until)
         .bind(&*c.worker)
         .bind(b.now)
-        .execute(&mut *b.conn)
-        .await?
-        .rows_affected()
-        > 0;
-    let checked = if live { &c.fresh } else { &c.fences };
+        .fetch_optional(&mut *b.conn)
+        .await?;
+    let known = extended.is_some() && extended == c.epoch;
+    let checked = if known { &c.fresh } else { &c.fences };
     let covered = cover(b, checked).await?;
-    if !live {
-        sqlx::query(sql::HOLD_WORKER_LEASE)
-            .bind(&*c.worker)
+    let epoch = match extended {
+        Some(epoch) => epoch,
+        None => {
+            sqlx::query_scalar(sql::HOLD_WORKER_LEASE)
+                .bind(&*c.worker)
+                .bind(until)
+                .bind(b.now)
+                .fetch_one(&mut *b.conn)
+                .await?
+        }
+    };
+    let sent = || {
+        let ids: Vec<String> = c.fences.iter().map(|f| f.run_id.to_string()).collect();
+        serde_json::to_string(&ids).expect("run ids serialise")
+    };
+    let reconciled = !known || c.reconcile;
+    if reconciled {
+        sqlx::query(sql::UNCOVER_OTHERS)
             .bind(until)
+            .bind(&*c.worker)
+            .bind(sent())
             .execute(&mut *b.conn)
             .await?;
     }
-    let noticed: HashSet<(String, i64)> = sqlx::query(sql::TAKE_NOTICES)
+    let mut noticed = HashSet::new();
+    for row in sqlx::query(sql::READ_NOTICES)
         .bind(&*c.worker)
         .fetch_all(&mut *b.conn)
         .await?
-        .iter()
-        .map(|row| Ok((row.try_get("run_id")?, row.try_get("claims")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    {
+        let id = parse_id(&row.try_get::<String, _>("run_id")?)?;
+        noticed.insert((id, row.try_get::<i64, _>("claims")? as u32));
+    }
+    let sending: HashSet<(RunId, u32)> = c.fences.iter().map(|f| (f.run_id, f.claim)).collect();
+    if noticed.iter().any(|n| !sending.contains(n)) {
+        // the worker stopped those attempts: their notices have done their work
+        sqlx::query(sql::DROP_NOTICES)
+            .bind(&*c.worker)
+            .bind(sent())
+            .execute(&mut *b.conn)
+            .await?;
+    }
     let checked: HashSet<(RunId, u32)> = checked.iter().map(|f| (f.run_id, f.claim)).collect();
-    Ok(c.fences
+    let held = c
+        .fences
         .iter()
         .filter(|f| {
             let key = (f.run_id, f.claim);
-            (!checked.contains(&key) || covered.contains(&key))
-                && !noticed.contains(&(f.run_id.to_string(), i64::from(f.claim)))
+            (!checked.contains(&key) || covered.contains(&key)) && !noticed.contains(&key)
         })
         .cloned()
-        .collect())
+        .collect();
+    Ok(Renewed {
+        held,
+        epoch,
+        reconciled,
+    })
 }
 
 /// Covers the runs of these attempts by their worker's lease (their own lease cleared);

@@ -35,11 +35,15 @@ impl Apply for RunSweep {
 }
 
 async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
-    let mut rows = sqlx::query(sql::SWEEP_EXPIRED)
-        .bind(b.now)
-        .fetch_all(&mut *b.conn)
-        .await?;
-    rows.extend(sweep_revoked(b).await?);
+    // worker leases first: a renewal locks its lease row before any of its runs, so taking
+    // the lease rows before the runs (which are skipped when locked) never waits in a cycle
+    let mut rows = sweep_revoked(b).await?;
+    rows.extend(
+        sqlx::query(sql::SWEEP_EXPIRED)
+            .bind(b.now)
+            .fetch_all(&mut *b.conn)
+            .await?,
+    );
     let mut sweep = Sweep::default();
     for row in rows {
         let id: String = row.try_get("id")?;
