@@ -196,7 +196,10 @@ impl Covered {
         lease: Duration,
     ) -> (Vec<Fence>, Option<i64>, bool) {
         let map = self.lock();
-        let Some(seen) = map.get(worker) else {
+        let Some(seen) = map
+            .get(worker)
+            .filter(|seen| (now - seen.at).to_std().unwrap_or_default() < lease * 4)
+        else {
             return (fences.to_vec(), None, true);
         };
         let fresh = fences
@@ -209,13 +212,13 @@ impl Covered {
     }
 
     fn set(&self, worker: &Arc<str>, renewed: &Renewed, now: DateTime<Utc>, lease: Duration) {
+        let covered = renewed.held.iter().map(|f| (f.run_id, f.claim)).collect();
         let mut map = self.lock();
         map.retain(|_, seen| (now - seen.at).to_std().unwrap_or_default() < lease * 4);
         let reconciled_at = match map.get(worker) {
             Some(seen) if !renewed.reconciled => seen.reconciled_at,
             _ => now,
         };
-        let covered = renewed.held.iter().map(|f| (f.run_id, f.claim)).collect();
         map.insert(
             worker.clone(),
             Seen {

@@ -304,14 +304,21 @@ pub(super) const EXTEND_WORKER_LEASE: &str = concat!("
 UPDATE worker_leases SET lease_until = ", p!(1), "
 WHERE worker_id = ", p!(2), " AND lease_until >= ", p!(3), " RETURNING epoch");
 
+/// ?1 worker id, ?2 the new end, ?3 a new epoch (random): the worker's lease, taken again
+/// after it checked each of its attempts; every process that saw it before checks again.
+pub(super) const HOLD_WORKER_LEASE: &str = concat!("
+INSERT INTO worker_leases (worker_id, lease_until, epoch) VALUES (", p!(1), ", ", p!(2), ", ", p!(3), ")
+ON CONFLICT (worker_id) DO UPDATE SET lease_until = excluded.lease_until, epoch = excluded.epoch
+RETURNING epoch");
+
+/// ?1 worker id, ?2 a new epoch (random): a renewal changed what the lease covers (a run it
+/// no longer sends, a notice dropped): every other process checks each attempt again.
+pub(super) const NEW_EPOCH: &str = concat!("
+UPDATE worker_leases SET epoch = ", p!(2), " WHERE worker_id = ", p!(1), " RETURNING epoch");
+
 /// ?1 worker id: the covered runs it lost (cancelled), told until it stops sending them.
 pub(super) const READ_NOTICES: &str = concat!("
 SELECT run_id, claims FROM worker_notices WHERE worker_id = ", p!(1));
-
-/// ?1 now: revokes the leases that ran out; their workers' covered runs are taken back.
-pub(super) const REVOKE_WORKER_LEASES: &str = concat!("
-UPDATE worker_leases SET lease_until = -1
-WHERE lease_until >= 0 AND lease_until < ", p!(1));
 
 pub(super) const REVOKED_WORKERS: &str =
     "SELECT worker_id FROM worker_leases WHERE lease_until < 0";
@@ -359,6 +366,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("HOLD_WORKER_LEASE", vec![HOLD_WORKER_LEASE]),
         ("READ_NOTICES", vec![READ_NOTICES]),
         ("DROP_NOTICES", vec![DROP_NOTICES]),
+        ("NEW_EPOCH", vec![NEW_EPOCH]),
         ("UNCOVER_OTHERS", vec![UNCOVER_OTHERS]),
         ("NOTICE_LOST", vec![NOTICE_LOST]),
         ("REVOKE_WORKER_LEASES", vec![REVOKE_WORKER_LEASES]),

@@ -270,3 +270,28 @@ async fn a_stopping_workers_lease_goes_with_its_runs() {
     assert_eq!(store.sweep_expired().await.unwrap().retried, 1);
     crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
+
+#[tokio::test]
+async fn a_late_renewal_listing_fewer_attempts_does_not_leave_a_run_uncovered() {
+    // a heartbeat sent before the worker claimed a run arrives after one that covered it
+    // (a request sent again, another API process)
+    let (a, clock, db) = store_on_manual_clock(false).await;
+    let b = another_process(&db, &clock).await;
+    a.insert_run(new_run()).await.unwrap();
+    a.insert_run(new_run()).await.unwrap();
+    let runs = claim(&a, "w", 2).await;
+    let all: Vec<&ClaimedRun> = runs.iter().collect();
+    assert_eq!(renew(&a, &all).await.len(), 2);
+    // the late one reaches a process that has not seen the worker: it checks everything and
+    // gives the run it does not list a lease of its own
+    assert_eq!(renew(&b, &[&runs[0]]).await.len(), 1);
+    // the worker's next renewals, through `a`, which saw that run covered, cover it again
+    let mut retried = 0;
+    for _ in 0..6 {
+        clock.advance(LEASE / 2);
+        assert_eq!(renew(&a, &all).await.len(), 2);
+        retried += a.sweep_expired().await.unwrap().retried;
+    }
+    assert_eq!(retried, 0);
+    crate::support::lifecycle::assert_every_lifecycle(&a).await;
+}

@@ -259,13 +259,9 @@ WHERE status = 'running' AND lease_until = ",
 RETURNING id, attempt, status, event_seq, error_message"
 );
 
-/// ?1 worker id, ?2 the new end, ?3 a new epoch (now): the worker's lease, taken again after
-/// it checked each of its attempts; returns its epoch (raised if the row was there).
-pub(super) const HOLD_WORKER_LEASE: &str = "
-INSERT INTO worker_leases (worker_id, lease_until, epoch) VALUES (?1, ?2, ?3)
-ON CONFLICT (worker_id) DO UPDATE SET lease_until = excluded.lease_until,
-    epoch = max(worker_leases.epoch + 1, excluded.epoch)
-RETURNING epoch";
+/// ?1 now: revokes the leases that ran out; their workers' covered runs are taken back.
+pub(super) const REVOKE_WORKER_LEASES: &str = "
+UPDATE worker_leases SET lease_until = -1 WHERE lease_until >= 0 AND lease_until < ?1";
 
 /// ?1 worker id, ?2 JSON array of the run ids of its attempts: the notices of attempts it no
 /// longer sends (it stopped them) go.

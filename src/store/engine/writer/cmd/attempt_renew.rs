@@ -63,29 +63,33 @@ async fn renew(b: &mut Batch<'_>, c: &AttemptRenew) -> Result<Renewed, StoreErro
     let known = extended.is_some() && extended == c.epoch;
     let checked = if known { &c.fresh } else { &c.fences };
     let covered = cover(b, checked).await?;
-    let epoch = match extended {
+    let mut epoch = match extended {
         Some(epoch) => epoch,
         None => {
             sqlx::query_scalar(sql::HOLD_WORKER_LEASE)
                 .bind(&*c.worker)
                 .bind(until)
-                .bind(b.now)
+                .bind(new_epoch())
                 .fetch_one(&mut *b.conn)
                 .await?
         }
     };
+    // what other processes saw covered no longer is: they must check each attempt again
+    let mut changed = false;
     let sent = || {
         let ids: Vec<String> = c.fences.iter().map(|f| f.run_id.to_string()).collect();
         serde_json::to_string(&ids).expect("run ids serialise")
     };
     let reconciled = !known || c.reconcile;
     if reconciled {
-        sqlx::query(sql::UNCOVER_OTHERS)
+        changed |= sqlx::query(sql::UNCOVER_OTHERS)
             .bind(until)
             .bind(&*c.worker)
             .bind(sent())
             .execute(&mut *b.conn)
-            .await?;
+            .await?
+            .rows_affected()
+            > 0;
     }
     let mut noticed = HashSet::new();
     for row in sqlx::query(sql::READ_NOTICES)
@@ -96,13 +100,24 @@ async fn renew(b: &mut Batch<'_>, c: &AttemptRenew) -> Result<Renewed, StoreErro
         let id = parse_id(&row.try_get::<String, _>("run_id")?)?;
         noticed.insert((id, row.try_get::<i64, _>("claims")? as u32));
     }
-    let sending: HashSet<(RunId, u32)> = c.fences.iter().map(|f| (f.run_id, f.claim)).collect();
-    if noticed.iter().any(|n| !sending.contains(n)) {
-        // the worker stopped those attempts: their notices have done their work
-        sqlx::query(sql::DROP_NOTICES)
+    if !noticed.is_empty() {
+        let sending: HashSet<RunId> = c.fences.iter().map(|f| f.run_id).collect();
+        if noticed.iter().any(|(id, _)| !sending.contains(id)) {
+            // the worker stopped those attempts: their notices have done their work
+            changed |= sqlx::query(sql::DROP_NOTICES)
+                .bind(&*c.worker)
+                .bind(sent())
+                .execute(&mut *b.conn)
+                .await?
+                .rows_affected()
+                > 0;
+        }
+    }
+    if changed {
+        epoch = sqlx::query_scalar(sql::NEW_EPOCH)
             .bind(&*c.worker)
-            .bind(sent())
-            .execute(&mut *b.conn)
+            .bind(new_epoch())
+            .fetch_one(&mut *b.conn)
             .await?;
     }
     let checked: HashSet<(RunId, u32)> = checked.iter().map(|f| (f.run_id, f.claim)).collect();
@@ -120,6 +135,11 @@ async fn renew(b: &mut Batch<'_>, c: &AttemptRenew) -> Result<Renewed, StoreErro
         epoch,
         reconciled,
     })
+}
+
+/// A lease epoch no process has seen: 63 bits of a UUIDv7 (random in its low bits).
+fn new_epoch() -> i64 {
+    (uuid::Uuid::now_v7().as_u128() as u64 & i64::MAX as u64) as i64
 }
 
 /// Covers the runs of these attempts by their worker's lease (their own lease cleared);

@@ -35,8 +35,7 @@ impl Apply for RunSweep {
 }
 
 async fn sweep(b: &mut Batch<'_>) -> Result<Sweep, StoreError> {
-    // worker leases first: a renewal locks its lease row before any of its runs, so taking
-    // the lease rows before the runs (which are skipped when locked) never waits in a cycle
+    // worker leases first, as a renewal locks its lease row before any of its runs
     let mut rows = sweep_revoked(b).await?;
     rows.extend(
         sqlx::query(sql::SWEEP_EXPIRED)
