@@ -42,8 +42,13 @@ impl Agentq {
         let mut command = Command::new(env!("CARGO_BIN_EXE_agentq"));
         command
             .args([role, "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", db])
-            .args(["--lease", "1s", "--poll-interval", "50ms"]);
+            .args(["--database-url", db]);
+        if !extra.contains(&"--lease") {
+            command.args(["--lease", "1s"]);
+        }
+        if !extra.contains(&"--poll-interval") {
+            command.args(["--poll-interval", "50ms"]);
+        }
         // the suite's Redis delivery mode reaches child processes too
         if let Some((url, namespace)) = crate::helpers::redis_delivery(db) {
             command.args(["--queue-url", &url, "--queue-namespace", &namespace]);

@@ -190,3 +190,76 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
     })
     .await;
 }
+
+/// An idle worker process takes a run another process inserted at once: on PostgreSQL it is
+/// told (`LISTEN`/`NOTIFY`; here its poll is a minute away), with Redis delivery the push
+/// wakes it; on SQLite it polls (here every 100 ms). The inserting process ignores its own
+/// notifications, which must not silence them for the others. Median of five idle runs,
+/// with the default lease: its sweep, once a second, also has parked claims look again, so
+/// a worker deaf to the others would take a median near 500 ms.
+#[tokio::test]
+async fn an_idle_worker_process_takes_a_run_inserted_by_another_at_once() {
+    let db = TestDb::new().await;
+    let poll = if db.url.starts_with("postgres") {
+        "60s"
+    } else {
+        "100ms"
+    };
+    let api = Agentq::start_role("api", &db.url, &[]).await;
+    let args = [
+        "--agents",
+        "echo",
+        "--poll-interval",
+        poll,
+        "--lease",
+        "15s",
+    ];
+    let _worker = Agentq::start_role("worker", &db.url, &args).await;
+    let client = reqwest::Client::new();
+    let mut pickups = Vec::new();
+    for i in 0..6 {
+        // idle: the worker's last claim found nothing
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let run: Value = client
+            .post(format!("{}/v1/runs", api.base))
+            .json(&json!({"agent": "echo", "input": {"value": i}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = run["id"].as_str().unwrap().to_owned();
+        let events = eventually(Duration::from_secs(90), "the run succeeded", || async {
+            let events: Value = client
+                .get(format!("{}/v1/runs/{id}/events", api.base))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let events = events["events"].as_array().cloned().unwrap_or_default();
+            if events.iter().any(|e| e["type"] == "succeeded") {
+                Ok(events)
+            } else {
+                Err(format!("not yet: {events:?}"))
+            }
+        })
+        .await;
+        let at = |kind: &str| {
+            let e = events.iter().find(|e| e["type"] == kind).unwrap();
+            chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap()
+        };
+        // the first run may meet a worker still starting
+        if i > 0 {
+            pickups.push((at("started") - at("created")).num_milliseconds());
+        }
+    }
+    pickups.sort();
+    assert!(
+        pickups[2] < 150,
+        "the median pickup of an idle run took {} ms (all: {pickups:?})",
+        pickups[2]
+    );
+}

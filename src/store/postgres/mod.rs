@@ -129,10 +129,13 @@ pub(super) async fn connect(
     // run instead, per claim and per finish (measured: a 20,000-run backlog drained at
     // 500-700 runs/s; 4,300 with these off). These settings only price those plans out;
     // a statement with no index to use still gets one. Reads use the pool, untouched.
+    // names this process in the notifications its writer sends (see `listen`)
+    let process = uuid::Uuid::now_v7().simple().to_string();
     let writer = connect.clone().options([
         ("enable_sort", "off"),
         ("enable_seqscan", "off"),
         ("enable_bitmapscan", "off"),
+        ("agentq.process", process.as_str()),
     ]);
     let conn = writer.connect().await?;
     let pool = PgPoolOptions::new()
@@ -149,7 +152,7 @@ pub(super) async fn connect(
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(connect.clone());
-    engine.spawn_background(listen(listening, engine.writer.waker()));
+    engine.spawn_background(listen(listening, engine.writer.waker(), process));
     engine.spawn_background(keep_statistics(pool));
     Ok(engine)
 }
@@ -194,9 +197,12 @@ async fn analyze_if_stale(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// Wakes the writer's parked claims whenever another process commits claimable runs.
-/// Notifications that arrive together wake it once; after a lost connection it wakes
-/// them anyway (notifications sent meanwhile are gone) and listens again.
-async fn listen(pool: PgPool, waker: engine::writer::Waker) {
+/// Notifications that arrive together wake it once, and those this process sent (`process`
+/// in the payload) not at all: its writer woke its claims at that commit already (each
+/// woke them once more, for a claim that found nothing: one statement per run). After a
+/// lost connection it wakes them anyway (notifications sent meanwhile are gone) and
+/// listens again.
+async fn listen(pool: PgPool, waker: engine::writer::Waker, process: String) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -217,7 +223,15 @@ async fn listen(pool: PgPool, waker: engine::writer::Waker) {
         backoff = Duration::from_secs(1);
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => while listener.next_buffered().is_some() {},
+                Ok(Some(first)) => {
+                    let mut foreign = first.payload() != process;
+                    while let Some(next) = listener.next_buffered() {
+                        foreign |= next.payload() != process;
+                    }
+                    if !foreign {
+                        continue;
+                    }
+                }
                 // the connection was lost; `try_recv` connects again on the next call
                 Ok(None) => {}
                 Err(e) => {

@@ -56,8 +56,11 @@ WHERE c.oid = 'runs'::regclass";
 pub(super) const TRY_ANALYZE_LOCK: &str =
     "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':agentq:analyze'))";
 
-/// Wakes other processes' idle workers at commit (they `LISTEN` on this channel).
-pub(super) const NOTIFY_READY: Option<&str> = Some("SELECT pg_notify('agentq_ready', '')");
+/// Wakes other processes' idle workers at commit (they `LISTEN` on this channel). The
+/// payload names the sending process (`agentq.process`, set on the writer's connection), so
+/// its own listener, whose claims its writer woke already, lets it pass.
+pub(super) const NOTIFY_READY: Option<&str> =
+    Some("SELECT pg_notify('agentq_ready', current_setting('agentq.process', true))");
 
 /// ?1 run id: takes the run's row lock before a decision that reads other rows.
 pub(super) const LOCK_RUN: Option<&str> = Some("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE");
