@@ -19,10 +19,12 @@ source scripts/servers.sh
 runs=${RUNS:-100000}
 window=${WINDOW:-30}
 lease=${LEASE:-15s}
-bin=${AGENTQ_BIN:-target/release/agentq}
-if [[ ! -x $bin ]]; then
-    [[ -z ${AGENTQ_BIN:-} ]] || { echo "bench-leases.sh: AGENTQ_BIN=$bin is not an executable" >&2; exit 1; }
+if [[ -n ${AGENTQ_BIN:-} ]]; then
+    bin=$AGENTQ_BIN
+    [[ -x $bin ]] || { echo "bench-leases.sh: AGENTQ_BIN=$bin is not an executable" >&2; exit 1; }
+else
     cargo build --release --locked
+    bin=target/release/agentq
 fi
 work=$(mktemp -d)
 server_pid=""
@@ -58,7 +60,7 @@ start_server() {
     exit 1
 }
 
-# CPU seconds (user + system) of these processes
+# CPU seconds (user + system) of these processes and of their children that ended
 cpu() { python3 - "$@" <<'PY'
 import os, sys
 tick = os.sysconf("SC_CLK_TCK")
@@ -66,13 +68,14 @@ total = 0
 for pid in sys.argv[1:]:
     try:
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     except FileNotFoundError:
         pass
 print(total / tick)
 PY
 }
-pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
+# the server's processes; backends that ended count in the postmaster's children's time
+pg_pids() { echo "$postmaster" "$(pgrep -d ' ' -P "$postmaster" || true)"; }
 # waits until $1 runs are running in attempt $2 (at most $3 s); prints the seconds taken
 wait_running() {
     local t0=$SECONDS
@@ -83,6 +86,7 @@ wait_running() {
         if ((SECONDS - t0 > $3)); then
             echo "bench-leases.sh: only $n of $1 runs running in attempt $2 after $3 s" >&2
             pg_query "SELECT status, attempt, count(*) FROM runs GROUP BY 1, 2" >&2
+            tail -20 "$work/server.log" >&2
             exit 1
         fi
         sleep 0.5
@@ -108,9 +112,11 @@ sleep 5
 snapshot="SELECT tup_updated, (SELECT wal_bytes FROM pg_stat_wal) FROM pg_stat_database WHERE datname = 'agentq_leases'"
 read -r u0 w0 < <(pg_query "$snapshot" | tr '|' ' ')
 a0=$(cpu "$server_pid")
+# shellcheck disable=SC2046 # one word per process id
 p0=$(cpu $(pg_pids))
 sleep "$window"
 a1=$(cpu "$server_pid")
+# shellcheck disable=SC2046
 p1=$(cpu $(pg_pids))
 sleep 11 # an idle backend holds its counts up to 10 s before it reports them
 read -r u1 w1 < <(pg_query "$snapshot" | tr '|' ' ')

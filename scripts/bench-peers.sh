@@ -14,10 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peer=${PEER_STACK_DIR:-../shared/peers/bullmq-stack}
-bin=${AGENTQ_BIN:-target/release/agentq}
-if [[ ! -x $bin ]]; then
-    [[ -z ${AGENTQ_BIN:-} ]] || { echo "bench-peers.sh: AGENTQ_BIN=$bin is not an executable" >&2; exit 1; }
+if [[ -n ${AGENTQ_BIN:-} ]]; then
+    bin=$AGENTQ_BIN
+    [[ -x $bin ]] || { echo "bench-peers.sh: AGENTQ_BIN=$bin is not an executable" >&2; exit 1; }
+else
     cargo build --release --locked
+    bin=target/release/agentq
 fi
 bin=$(realpath "$bin")
 work=$(mktemp -d)
@@ -25,7 +27,11 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$peer"/. "$work/"
 rm -rf "$work/results" "$work/node_modules"
 # `npm ci` trips over npm 11 and msgpackr-extract's optional dependencies (the peer's README)
-(cd "$work" && npm install --no-audit --no-fund >/dev/null 2>&1)
+(cd "$work" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 mkdir -p bench-results
+log="bench-results/peers-$(date -u +%Y%m%dT%H%M%SZ)"
 echo "bench-peers.sh: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $("$bin" --version)"
-(cd "$work" && PASSES=${PASSES:-3} AGENTQ_BIN=$bin ./compare.sh) 2>&1 | tee "bench-results/peers-$(date -u +%Y%m%dT%H%M%SZ).log"
+(cd "$work" && PASSES=${PASSES:-3} AGENTQ_BIN=$bin ./compare.sh) 2>&1 | tee "$log.log"
+# the passes' JSON lines, kept beside the log (the copy of the peer goes)
+cat "$work"/results/*.jsonl >"$log.jsonl"
+echo "bench-peers.sh: passes in $log.jsonl"

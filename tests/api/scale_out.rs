@@ -193,7 +193,7 @@ async fn kill_9_of_one_of_three_workers_under_load_loses_no_run_and_runs_none_tw
 
 /// An idle worker process takes a run another process inserted at once: on PostgreSQL it is
 /// told (`LISTEN`/`NOTIFY`; here its poll is a minute away), with Redis delivery the push
-/// wakes it; on SQLite it polls (here every 100 ms). The inserting process ignores its own
+/// wakes it; on SQLite it polls (here every 50 ms). The inserting process ignores its own
 /// notifications, which must not silence them for the others. Median of five idle runs,
 /// with the default lease: its sweep, once a second, also has parked claims look again, so
 /// a worker deaf to the others would take a median near 500 ms.
@@ -203,7 +203,7 @@ async fn an_idle_worker_process_takes_a_run_inserted_by_another_at_once() {
     let poll = if db.url.starts_with("postgres") {
         "60s"
     } else {
-        "100ms"
+        "50ms"
     };
     let api = Agentq::start_role("api", &db.url, &[]).await;
     let args = [
