@@ -32,6 +32,24 @@ async fn renew(store: &Store, runs: &[&ClaimedRun]) -> Vec<ClaimedRun> {
         .collect()
 }
 
+/// `rounds` times: half a lease passes, the worker renews `runs` (each time all `held`), and
+/// a sweep comes. Returns how many runs the sweeps took back.
+async fn renew_and_sweep(
+    store: &Store,
+    clock: &Clock,
+    runs: &[&ClaimedRun],
+    rounds: usize,
+    held: usize,
+) -> u64 {
+    let mut retried = 0;
+    for _ in 0..rounds {
+        clock.advance(LEASE / 2);
+        assert_eq!(renew(store, runs).await.len(), held);
+        retried += store.sweep_expired().await.unwrap().retried;
+    }
+    retried
+}
+
 #[tokio::test]
 async fn a_covered_run_lives_by_its_workers_lease_and_is_taken_back_with_it() {
     let (store, clock, _dir) = store_on_manual_clock(false).await;
@@ -200,13 +218,7 @@ async fn a_covered_run_its_worker_stops_renewing_runs_out_while_the_worker_lives
     assert_eq!(renew(&store, &all).await.len(), 2);
     // within a lease the renewal gives it a lease of its own back; a lease later it is
     // taken back, while the other run stays
-    let mut retried = 0;
-    for _ in 0..8 {
-        clock.advance(LEASE / 2);
-        assert_eq!(renew(&store, &[&runs[0]]).await.len(), 1);
-        retried += store.sweep_expired().await.unwrap().retried;
-    }
-    assert_eq!(retried, 1);
+    assert_eq!(renew_and_sweep(&store, &clock, &[&runs[0]], 8, 1).await, 1);
     assert_eq!(
         store.get_run(runs[0].id).await.unwrap().status,
         RunStatus::Running
@@ -228,13 +240,7 @@ async fn a_worker_restarted_under_the_same_id_does_not_keep_its_predecessors_run
     let after = another_process(&db, &clock).await;
     after.insert_run(new_run()).await.unwrap();
     let new = claim(&after, "pod-1", 1).await.remove(0);
-    let mut retried = 0;
-    for _ in 0..8 {
-        clock.advance(LEASE / 2);
-        assert_eq!(renew(&after, &[&new]).await.len(), 1);
-        retried += after.sweep_expired().await.unwrap().retried;
-    }
-    assert_eq!(retried, 1);
+    assert_eq!(renew_and_sweep(&after, &clock, &[&new], 8, 1).await, 1);
     assert_eq!(
         after.get_run(old.id).await.unwrap().status,
         RunStatus::Retrying
@@ -286,12 +292,6 @@ async fn a_late_renewal_listing_fewer_attempts_does_not_leave_a_run_uncovered() 
     // gives the run it does not list a lease of its own
     assert_eq!(renew(&b, &[&runs[0]]).await.len(), 1);
     // the worker's next renewals, through `a`, which saw that run covered, cover it again
-    let mut retried = 0;
-    for _ in 0..6 {
-        clock.advance(LEASE / 2);
-        assert_eq!(renew(&a, &all).await.len(), 2);
-        retried += a.sweep_expired().await.unwrap().retried;
-    }
-    assert_eq!(retried, 0);
+    assert_eq!(renew_and_sweep(&a, &clock, &all, 6, 2).await, 0);
     crate::support::lifecycle::assert_every_lifecycle(&a).await;
 }
