@@ -8,9 +8,16 @@
 //! stream never ends; a store error is logged and retried with backoff (1 s, 2 s), and
 //! only a claim failing [`CLAIM_FAILURES_TO_STOP`] times in a row fails the stream, which
 //! stops the apalis worker for its supervisor to restart (see `supervise`).
+//!
+//! A slot freed by a finishing attempt would otherwise wait for two commits: its outcome's,
+//! then the next claim's, which apalis asks for only once the slot is free. So an attempt
+//! claims its slot's next run itself ([`ClaimsAhead`]) just before it writes its outcome:
+//! both ride in one batch, and the fetcher hands the run out when apalis asks. At most one
+//! claim of this process waits in the writer at a time (the fetcher's or one sent ahead);
+//! the others answer at once, so a run inserted wakes one claim, not one per slot.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apalis_core::backend::custom::{BackendBuilder, CustomBackend};
@@ -18,10 +25,15 @@ use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
-use futures::stream::BoxStream;
-use futures::{Sink, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::{FutureExt, Sink, StreamExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::store::{AgentLimits, ClaimedRun, Store};
+use crate::store::{AgentLimits, ClaimedRun, Store, StoreError};
+
+use super::execute::InFlight;
 
 use super::QueueError;
 
@@ -38,6 +50,113 @@ pub struct FetchConfig {
     /// Where a failing claim is reported (registry, `/readyz`).
     pub status: Arc<super::WorkerStatus>,
     pub agent_limits: Option<AgentLimits>,
+    /// The claims finishing attempts sent ahead, for the fetcher to hand out.
+    pub ahead: Arc<Ahead>,
+}
+
+/// Claims sent ahead by finishing attempts, shared by them and the current fetcher.
+#[derive(Default)]
+pub struct Ahead {
+    state: Mutex<AheadState>,
+    /// A claim was queued for the fetcher.
+    sent: Notify,
+}
+
+#[derive(Default)]
+struct AheadState {
+    /// The fetcher taking the claims (each new one takes a new number); none while the
+    /// worker loop restarts.
+    fetcher: Option<u64>,
+    fetchers: u64,
+    /// Claims sent and not yet taken by the fetcher.
+    queued: Vec<Claiming>,
+    /// Runs claimed and not handed to apalis yet.
+    buffered: usize,
+    /// A claim that may wait in the writer is out.
+    waiting: bool,
+}
+
+/// A claim on its way: whether it may wait in the writer, and who sent it (a failing
+/// claim of the fetcher's own counts towards stopping the worker loop).
+struct Claiming {
+    reply: BoxFuture<'static, Result<Vec<ClaimedRun>, StoreError>>,
+    may_wait: bool,
+    ahead: bool,
+}
+
+/// A claim's answer, with what was said of it when it was sent.
+struct Answered {
+    may_wait: bool,
+    ahead: bool,
+    claimed: Result<Vec<ClaimedRun>, StoreError>,
+}
+
+impl Claiming {
+    async fn answer(self) -> Answered {
+        Answered {
+            may_wait: self.may_wait,
+            ahead: self.ahead,
+            claimed: self.reply.await,
+        }
+    }
+}
+
+impl Ahead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
+        // every change under this lock leaves the state whole
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an attempt needs to claim its slot's next run as it finishes.
+pub(crate) struct ClaimsAhead {
+    pub(crate) config: FetchConfig,
+    pub(crate) inflight: InFlight,
+    /// Fires at shutdown: no claims then.
+    pub(crate) stop: CancellationToken,
+}
+
+impl ClaimsAhead {
+    /// Called by an attempt whose agent returned, right before its outcome is written:
+    /// claims one run for the slot it frees (more if none waits: every free slot), queued
+    /// for the fetcher, so that the claim and the outcome commit in one batch.
+    pub(crate) fn claim_for_freed_slot(&self) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let config = &self.config;
+        let mut state = config.ahead.lock();
+        if state.fetcher.is_none() {
+            return;
+        }
+        // the one claim that may wait also claims for the free slots (with none out, no
+        // claim is on their way for them); the others claim for their own slot alone
+        let may_wait = !state.waiting;
+        let limit = if may_wait {
+            let taken = self.inflight.len() + state.buffered;
+            1 + config.concurrency.saturating_sub(taken)
+        } else {
+            1
+        };
+        let Some(reply) = config.store.claim_soon(
+            config.worker_id.clone(),
+            Some(config.agents.clone()),
+            limit,
+            config.lease,
+            may_wait.then_some(config.poll_interval),
+            config.agent_limits.clone(),
+        ) else {
+            return;
+        };
+        state.waiting |= may_wait;
+        state.queued.push(Claiming {
+            reply: reply.boxed(),
+            may_wait,
+            ahead: true,
+        });
+        drop(state);
+        config.ahead.sent.notify_one();
+    }
 }
 
 /// Claims failing this many times in a row (a few seconds of a database that does not
@@ -70,7 +189,11 @@ pub fn runs_backend(config: FetchConfig) -> RunsBackend {
 struct Fetcher {
     config: FetchConfig,
     worker: WorkerContext,
+    /// Its number among this process's fetchers (see `AheadState::fetcher`).
+    number: u64,
     buffer: VecDeque<ClaimedRun>,
+    /// Claims sent and not answered yet: its own, and those sent ahead.
+    claims: FuturesUnordered<BoxFuture<'static, Answered>>,
     error_backoff: Duration,
     /// Claims that failed since the last that worked.
     failures: u32,
@@ -79,10 +202,23 @@ struct Fetcher {
 }
 
 fn fetch_stream(config: FetchConfig, worker: WorkerContext) -> Fetch {
+    let number = {
+        let mut ahead = config.ahead.lock();
+        ahead.fetchers += 1;
+        // claims sent for an earlier fetcher are dropped with it
+        *ahead = AheadState {
+            fetcher: Some(ahead.fetchers),
+            fetchers: ahead.fetchers,
+            ..AheadState::default()
+        };
+        ahead.fetchers
+    };
     let fetcher = Fetcher {
         config,
         worker,
+        number,
         buffer: VecDeque::new(),
+        claims: FuturesUnordered::new(),
         error_backoff: Duration::ZERO,
         failures: 0,
         claimed_once: false,
@@ -103,29 +239,87 @@ fn into_task(run: ClaimedRun) -> Task<ClaimedRun> {
     TaskBuilder::new(run).task_id(id).attempt(attempt).build()
 }
 
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        let mut ahead = self.config.ahead.lock();
+        if ahead.fetcher == Some(self.number) {
+            // the claims queued for it are dropped: the writer gives back what they take
+            let fetchers = ahead.fetchers;
+            *ahead = AheadState {
+                fetchers,
+                ..AheadState::default()
+            };
+        }
+    }
+}
+
 impl Fetcher {
+    /// Takes the claims sent ahead; with none out at all, sends one of its own that waits
+    /// for runs, for every free slot.
+    fn send_claims(&mut self) {
+        let mut ahead = self.config.ahead.lock();
+        for claim in ahead.queued.drain(..) {
+            self.claims.push(claim.answer().boxed());
+        }
+        if !self.claims.is_empty() {
+            return;
+        }
+        let free = self
+            .config
+            .concurrency
+            .saturating_sub(self.worker.task_count())
+            .max(1);
+        let config = self.config.clone();
+        let reply = async move {
+            config
+                .store
+                .claim(
+                    config.worker_id.clone(),
+                    Some(config.agents.clone()),
+                    free,
+                    config.lease,
+                    Some(config.poll_interval),
+                    config.agent_limits.clone(),
+                )
+                .await
+        };
+        ahead.waiting = true;
+        let claim = Claiming {
+            reply: reply.boxed(),
+            may_wait: true,
+            ahead: false,
+        };
+        self.claims.push(claim.answer().boxed());
+    }
+
     async fn next_run(&mut self) -> Result<ClaimedRun, QueueError> {
         loop {
             if let Some(run) = self.buffer.pop_front() {
+                self.config.ahead.lock().buffered = self.buffer.len();
                 return Ok(run);
             }
-            let free = self
-                .config
-                .concurrency
-                .saturating_sub(self.worker.task_count())
-                .max(1);
-            let claimed = self
-                .config
-                .store
-                .claim(
-                    self.config.worker_id.clone(),
-                    Some(self.config.agents.clone()),
-                    free,
-                    self.config.lease,
-                    Some(self.config.poll_interval),
-                    self.config.agent_limits.clone(),
-                )
-                .await;
+            self.send_claims();
+            let Answered {
+                may_wait,
+                ahead,
+                claimed,
+            } = tokio::select! {
+                Some(answer) = self.claims.next() => answer,
+                // a claim sent ahead joins those awaited
+                _ = self.config.ahead.sent.notified() => continue,
+            };
+            if may_wait {
+                self.config.ahead.lock().waiting = false;
+            }
+            let claimed = match claimed {
+                // a claim sent ahead that failed is as good as empty: the fetcher's own
+                // claim, sent next if no other is out, meets the same error and backs off
+                Err(e) if ahead => {
+                    tracing::debug!(error = %e, "a claim sent ahead failed");
+                    continue;
+                }
+                claimed => claimed,
+            };
             match claimed {
                 Ok(runs) => {
                     self.config.status.worked();
@@ -140,6 +334,7 @@ impl Fetcher {
                     self.error_backoff = Duration::ZERO;
                     self.failures = 0;
                     self.buffer.extend(runs);
+                    self.config.ahead.lock().buffered = self.buffer.len();
                 }
                 Err(e) => {
                     self.failures += 1;

@@ -138,6 +138,8 @@ pub(crate) struct Executor {
     pub(crate) metrics: Metrics,
     /// Handed to every attempt (`ctx.secret(name)`).
     pub(crate) secrets: crate::domain::NamedSecrets,
+    /// Claims a finishing attempt's next run with its outcome (the runs-table backend).
+    pub(crate) claims_ahead: Option<super::backend::ClaimsAhead>,
 }
 
 /// The apalis handler. Retries are decided here and written to the run, so apalis is
@@ -218,6 +220,10 @@ async fn run_attempt_in_span(exec: &Executor, run: ClaimedRun) {
         Outcome::Failed(_) => ("failed", AttemptOutcome::Failed),
         Outcome::Wait { .. } => ("waiting", AttemptOutcome::Waiting),
     };
+    if let Some(ahead) = &exec.claims_ahead {
+        // sent right before the outcome, so both land in the writer's next batch
+        ahead.claim_for_freed_slot();
+    }
     let recorded = match write_outcome(&exec.store, fence.clone(), outcome).await {
         Ok(true) => {
             tracing::debug!(run.id = %run.id, run.attempt = run.attempt, run.status = status, "attempt finished");

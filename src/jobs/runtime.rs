@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{AgentLimits, Fence, Store};
 use crate::telemetry::Metrics;
 
-use super::backend::{FetchConfig, runs_backend};
+use super::backend::{ClaimsAhead, FetchConfig, runs_backend};
 use super::execute::{Executor, InFlight, STOP_GRACE, execute};
 use super::presence::{WorkerStatus, heartbeat};
 use super::redis::RedisOptions;
@@ -115,6 +115,24 @@ pub async fn run_worker(
     let worker_id = status.id();
     tracing::info!(worker.id = %worker_id, agents = ?agents, concurrency = options.concurrency, "worker starting");
     let inflight = InFlight::default();
+    let fetch = FetchConfig {
+        store: store.clone(),
+        worker_id: worker_id.clone(),
+        agents: agents.clone(),
+        concurrency: options.concurrency,
+        lease: options.lease,
+        poll_interval: options.poll_interval,
+        status: status.clone(),
+        agent_limits: (!options.agent_limits.is_empty()).then(|| options.agent_limits.clone()),
+        ahead: Default::default(),
+    };
+    // the worker loops stop at shutdown, or when one of them gives up
+    let stop = shutdown.child_token();
+    let claims_ahead = options.redis.is_none().then(|| ClaimsAhead {
+        config: fetch.clone(),
+        inflight: inflight.clone(),
+        stop: stop.clone(),
+    });
     let executor = Arc::new(Executor {
         store: store.clone(),
         registry,
@@ -129,17 +147,8 @@ pub async fn run_worker(
         .expect("a client with default TLS settings builds"),
         metrics,
         secrets: options.secrets.clone(),
+        claims_ahead,
     });
-    let fetch = FetchConfig {
-        store: store.clone(),
-        worker_id: worker_id.clone(),
-        agents: agents.clone(),
-        concurrency: options.concurrency,
-        lease: options.lease,
-        poll_interval: options.poll_interval,
-        status: status.clone(),
-        agent_limits: (!options.agent_limits.is_empty()).then(|| options.agent_limits.clone()),
-    };
     let background = CancellationToken::new();
     let renewer = tokio::spawn(renew_leases(
         store.clone(),
@@ -166,8 +175,6 @@ pub async fn run_worker(
         background.clone(),
     ));
 
-    // the worker loops stop at shutdown, or when one of them gives up
-    let stop = shutdown.child_token();
     let give_up = GiveUp::new(stop.clone());
     let supervisor = || {
         Supervisor::new(

@@ -34,6 +34,34 @@ impl Store {
             }
         )
     }
+    /// [`Store::claim`], sent at once without waiting for its reply or for room in the
+    /// writer's queue: a worker claims the next run of a slot while that slot's outcome is
+    /// being written, and both land in one batch. `None` when the writer's queue is full
+    /// or the writer stopped (claim the usual way then).
+    pub fn claim_soon(
+        &self,
+        worker_id: Arc<str>,
+        agents: Option<Arc<[String]>>,
+        limit: usize,
+        lease: Duration,
+        wait: Option<Duration>,
+        agent_limits: Option<AgentLimits>,
+    ) -> Option<ClaimReply> {
+        let wait_until = wait.map(|w| to_ms(Utc::now()) + w.as_millis() as i64);
+        let agent_limits = agent_limits.filter(|l| !l.is_empty());
+        command_now!(
+            self,
+            RunClaim {
+                worker_id,
+                agents,
+                limit,
+                lease,
+                wait_until,
+                agent_limits,
+            }
+        )
+        .map(ClaimReply)
+    }
     /// Waits until a commit of this process makes runs ready (other processes' inserts are
     /// not seen: poll as well).
     pub async fn runs_ready(&self) {
@@ -233,5 +261,22 @@ impl Covered {
     fn lock(&self) -> std::sync::MutexGuard<'_, CoveredByWorker> {
         // a panic while holding this lock cannot leave the map inconsistent
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The reply to [`Store::claim_soon`]: the runs claimed, once the batch holding the claim
+/// committed. Dropping it before then gives back whatever the claim takes.
+pub struct ClaimReply(tokio::sync::oneshot::Receiver<Result<Vec<ClaimedRun>, StoreError>>);
+
+impl std::future::Future for ClaimReply {
+    type Output = Result<Vec<ClaimedRun>, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|reply| reply.unwrap_or(Err(StoreError::Closed)))
     }
 }

@@ -24,6 +24,7 @@ use crate::domain::{
     WorkerBeat, WorkerInfo,
 };
 
+pub use attempts::ClaimReply;
 pub use clock::Clock;
 pub use error::StoreError;
 pub use model::{
@@ -98,6 +99,25 @@ macro_rules! command {
                 #[allow(unused_imports)]
                 use postgres::engine::writer::cmd::*;
                 e.writer.call($command).await
+            }
+        }
+    };
+}
+
+/// Like [`command!`], without waiting: queues the write (see `WriterHandle::send_now`) and
+/// gives its reply's receiver, `None` when the writer's queue is full or closed.
+macro_rules! command_now {
+    ($store:expr, $command:expr) => {
+        match &*$store.inner {
+            Engine::Sqlite(e) => {
+                #[allow(unused_imports)]
+                use sqlite::engine::writer::cmd::*;
+                e.writer.send_now($command)
+            }
+            Engine::Postgres(e) => {
+                #[allow(unused_imports)]
+                use postgres::engine::writer::cmd::*;
+                e.writer.send_now($command)
             }
         }
     };

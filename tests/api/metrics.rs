@@ -75,6 +75,50 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in {samples:#?}"))
 }
 
+/// Each finishing attempt claims its slot's next run in the batch that writes its outcome,
+/// so a backlog drained one run at a time costs about one writer transaction per run (two
+/// when the claim waits for the outcome's commit).
+#[tokio::test]
+async fn a_backlog_drained_one_at_a_time_commits_about_once_per_run() {
+    let app = TestApp::spawn_with(|c| {
+        c.worker.concurrency = 1;
+        c.worker.redis = None;
+    })
+    .await;
+    let pause = |action: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/agents/echo/{action}")));
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    pause("pause").await;
+    const RUNS: usize = 40;
+    let mut ids = Vec::new();
+    for value in 0..RUNS {
+        ids.push(
+            app.create(json!({"agent": "echo", "input": {"value": value}}))
+                .await,
+        );
+    }
+    let transactions =
+        |samples: &HashMap<String, f64>| value(samples, "agentq_writer_transactions_total");
+    let before = transactions(&scrape(&app).await.0);
+    pause("resume").await;
+    // one at a time, in the order they came: the last one ends the drain
+    app.wait_for_status(ids.last().unwrap(), "succeeded", Duration::from_secs(20))
+        .await;
+    let after = transactions(&scrape(&app).await.0);
+    for id in &ids {
+        assert_eq!(app.get_run(id).await["status"], "succeeded");
+    }
+    // the resume, one batch per run, and a few of the sweep's, renewals' and heartbeats'
+    let took = after - before;
+    assert!(
+        took <= RUNS as f64 * 1.4,
+        "{took} writer transactions to drain {RUNS} runs"
+    );
+}
+
 #[tokio::test]
 async fn metrics_count_runs_attempts_and_requests_and_show_the_queue() {
     // the worker serves echo only: a `patient` run stays ready, unclaimed

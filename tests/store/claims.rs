@@ -137,3 +137,98 @@ async fn a_run_made_ready_on_a_clock_ahead_of_real_time_wakes_a_waiting_claim_at
     assert!(took < Duration::from_secs(4), "took {took:?}");
     crate::support::lifecycle::assert_every_lifecycle(&store).await;
 }
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn ids(runs: Vec<agentq::store::ClaimedRun>) -> Vec<RunId> {
+    runs.into_iter().map(|r| r.id).collect()
+}
+
+/// A worker claims a freed slot's next run just before it writes the slot's outcome: the
+/// claim sent at once rides in the outcome's batch (one commit, not two), and sees the
+/// room the outcome made.
+#[tokio::test]
+async fn a_claim_sent_soon_commits_with_the_outcome_sent_after_it() {
+    let (store, _db) = temp_store().await;
+    let first = insert(&store, new_run()).await;
+    let second = insert(&store, new_run()).await;
+    let held = store
+        .claim("w".into(), echo_only(), 1, LEASE, None, None)
+        .await
+        .unwrap();
+    assert_eq!(ids(held.clone()), [first.id]);
+    let before = store.writer_transactions();
+    let next = store
+        .claim_soon("w".into(), echo_only(), 1, LEASE, None, None)
+        .expect("the writer's queue has room");
+    let done = Outcome::Succeeded(serde_json::json!({}));
+    assert!(store.finish(held[0].fence(), done).await.unwrap());
+    assert_eq!(ids(next.await.unwrap()), [second.id]);
+    assert_eq!(store.writer_transactions() - before, 1);
+    crate::support::lifecycle::assert_every_lifecycle(&store).await;
+}
+
+/// The claims of one worker in one batch are one statement; its runs are dealt out in the
+/// order the claims came, the first getting the most urgent, none more than it asked.
+#[tokio::test]
+async fn claims_of_one_worker_in_one_batch_share_out_the_runs_in_order() {
+    let (store, _db) = temp_store().await;
+    let mut runs = Vec::new();
+    for priority in [1, 3, 2, 0] {
+        runs.push(
+            insert(
+                &store,
+                NewRun {
+                    priority,
+                    ..new_run()
+                },
+            )
+            .await
+            .id,
+        );
+    }
+    let claim = |limit| {
+        store
+            .claim_soon("w".into(), echo_only(), limit, LEASE, None, None)
+            .expect("the writer's queue has room")
+    };
+    let (one, two, more) = (claim(1), claim(2), claim(5));
+    let other = store
+        .claim_soon("x".into(), echo_only(), 1, LEASE, None, None)
+        .unwrap();
+    let (one, two, more, other) = (one.await, two.await, more.await, other.await);
+    assert_eq!(ids(one.unwrap()), [runs[1]]);
+    assert_eq!(ids(two.unwrap()), [runs[2], runs[0]]);
+    assert_eq!(ids(more.unwrap()), [runs[3]]);
+    assert!(
+        other.unwrap().is_empty(),
+        "another worker's claim comes after"
+    );
+}
+
+/// A claim sent at once that may wait is parked like any other, and the insert that
+/// makes a run claimable answers it.
+#[tokio::test]
+async fn a_waiting_claim_sent_soon_is_answered_by_the_next_insert() {
+    let (store, _db) = temp_store().await;
+    let waiting = store
+        .claim_soon(
+            "w".into(),
+            echo_only(),
+            2,
+            LEASE,
+            Some(Duration::from_secs(10)),
+            None,
+        )
+        .unwrap();
+    let waiting = tokio::spawn(waiting);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "parked: nothing is ready");
+    let run = insert(&store, new_run()).await;
+    let claimed = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered by the insert")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(claimed), [run.id]);
+}

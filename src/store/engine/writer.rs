@@ -77,6 +77,18 @@ impl WriterHandle {
         reply.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Queues `command` without waiting for room in the queue or for the reply, so it
+    /// rides in the batch the writer takes next together with what the caller sends right
+    /// after it. `None` when the queue is full or the writer stopped.
+    pub(in crate::store) fn send_now<C: Command>(
+        &self,
+        command: C,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<C::Reply, StoreError>>> {
+        let (request, reply) = Request::new(command);
+        self.tx.try_send(Box::new(request)).ok()?;
+        Some(reply)
+    }
+
     /// A handle that makes parked claims look for runs again, for a task that hears
     /// another process made some claimable.
     #[allow(

@@ -49,20 +49,45 @@ impl Command for RunClaim {
     }
 }
 
+impl RunClaim {
+    /// Whether `other` claims for the same worker, agents and lease.
+    fn claims_like(&self, other: &Self) -> bool {
+        self.worker_id == other.worker_id
+            && self.agents == other.agents
+            && self.lease == other.lease
+    }
+}
+
 impl Apply for RunClaim {
     async fn apply(
         b: &mut Batch<'_>,
         commands: &[&Self],
     ) -> Result<Vec<Vec<ClaimedRun>>, StoreError> {
         let mut replies = Vec::with_capacity(commands.len());
-        for c in commands {
+        let mut rest = commands;
+        while let Some((c, _)) = rest.split_first() {
             let agents = c.agents.as_deref();
-            replies.push(match &c.agent_limits {
-                Some(limits) => {
-                    claim_within(b, &c.worker_id, agents, c.limit, c.lease, limits).await?
-                }
-                None => claim_ready(b, &c.worker_id, agents, c.limit, c.lease).await?,
-            });
+            if let Some(limits) = &c.agent_limits {
+                replies
+                    .push(claim_within(b, &c.worker_id, agents, c.limit, c.lease, limits).await?);
+                rest = &rest[1..];
+                continue;
+            }
+            // the claims of one worker's slots in a row (each finishing attempt claims its
+            // slot's next run) are one statement, its runs dealt out in order
+            let alike = rest
+                .iter()
+                .take_while(|o| o.agent_limits.is_none() && o.claims_like(c))
+                .count();
+            let (these, after) = rest.split_at(alike);
+            let total = these.iter().map(|o| o.limit).sum();
+            let mut runs = claim_ready(b, &c.worker_id, agents, total, c.lease)
+                .await?
+                .into_iter();
+            for o in these {
+                replies.push(runs.by_ref().take(o.limit).collect());
+            }
+            rest = after;
         }
         Ok(replies)
     }
