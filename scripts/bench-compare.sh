@@ -3,6 +3,7 @@
 # stretch of the machine hits both alike; prints medians and their ratios.
 #   scripts/bench-compare.sh                # 3 passes
 #   PASSES=5 scripts/bench-compare.sh
+#   AGENTQ_BIN=/path/to/agentq scripts/bench-compare.sh   # another build, not built here
 # Needs Node.js and npm (BullMQ is installed from the pinned lock file of
 # ../shared/peers/bullmq into a temporary copy), PostgreSQL at DATABASE_URL and Redis at
 # REDIS_URL (agentq uses database 9 of it, BullMQ database 5).
@@ -22,14 +23,16 @@ else
     exit 2
 fi
 peer="${BULLMQ_DIR:-../shared/peers/bullmq}"
-out="bench-results/compare-$(date -u +%Y%m%dT%H%M%SZ)"
+out="${COMPARE_OUT:-bench-results/compare-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$peer"/. "$work/"
 (cd "$work" && npm install --no-audit --no-fund >/dev/null 2>&1)
-cargo build --release --locked --bin agentq
-export AGENTQ_BIN=target/release/agentq
+if [[ -z ${AGENTQ_BIN:-} ]]; then
+    cargo build --release --locked --bin agentq
+    export AGENTQ_BIN=target/release/agentq
+fi
 # a failed pass stops the comparison (its errors are in stderr.log)
 bench() { cargo bench --locked --bench load 2>>"$out/stderr.log" | grep '^{'; }
 for pass in $(seq "$passes"); do

@@ -29,7 +29,7 @@ rm -rf "$work/results" "$work/node_modules"
 # `npm ci` trips over npm 11 and msgpackr-extract's optional dependencies (the peer's README)
 (cd "$work" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 mkdir -p bench-results
-log="bench-results/peers-$(date -u +%Y%m%dT%H%M%SZ)"
+log=${PEERS_LOG:-bench-results/peers-$(date -u +%Y%m%dT%H%M%SZ)}
 echo "bench-peers.sh: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $("$bin" --version)"
 (cd "$work" && PASSES=${PASSES:-3} AGENTQ_BIN=$bin ./compare.sh) 2>&1 | tee "$log.log"
 # the passes' JSON lines, kept beside the log (the copy of the peer goes)
