@@ -128,10 +128,8 @@ async fn old_finished_runs_are_deleted_with_their_events_while_recent_and_unfini
         .create(json!({"agent": "echo", "input": {"value": 1}, "run_at": "2999-01-01T00:00:00Z"}))
         .await;
     let old = echo(&app).await;
-    assert!(
-        event_rows(&app, &old).await >= 3,
-        "created, started, succeeded"
-    );
+    // `created` is read off the run's row
+    assert!(event_rows(&app, &old).await >= 2, "started, succeeded");
 
     wait_deleted(&app, &old, Duration::from_secs(10)).await;
     assert_eq!(event_rows(&app, &old).await, 0, "its events went with it");

@@ -10,6 +10,7 @@ mod support;
 mod agents;
 mod claims;
 mod dispatch;
+mod events;
 mod fencing;
 mod leases;
 mod streams;

@@ -135,9 +135,18 @@ GROUP BY 1, 2, 3";
 
 pub(super) const RUN_EXISTS: &str = "SELECT 1::bigint FROM runs WHERE id = $1";
 
+/// The run's `created` event (seq 1) is read off its row, unless a build that stored it as
+/// a row of its own wrote it (see `insert_event_rows`).
 pub(super) const LIST_EVENTS: &str = "
+SELECT 1::bigint AS seq, created_at AS at, 'created' AS type, 0::bigint AS attempt,
+       '{}' AS data, created_by AS actor
+FROM runs
+WHERE id = $1 AND $2::bigint < 1
+  AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_id = $1 AND seq = 1)
+UNION ALL
 SELECT seq, at, type, attempt, data::text AS data, actor FROM run_events
-WHERE run_id = $1 AND seq > $2 ORDER BY seq";
+WHERE run_id = $1 AND seq > $2
+ORDER BY seq";
 
 pub(super) const HAS_DUE_WEBHOOKS: &str = "
 SELECT EXISTS (SELECT 1 FROM webhook_deliveries

@@ -119,9 +119,17 @@ GROUP BY 1, 2, 3";
 /// ?1 run id.
 pub(super) const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = ?1";
 
-/// ?1 run id, ?2 after this seq.
+/// ?1 run id, ?2 after this seq. The run's `created` event (seq 1) is read off its row,
+/// unless a build that stored it as a row of its own wrote it (see `insert_event_rows`).
 pub(super) const LIST_EVENTS: &str = "
-SELECT seq, at, type, attempt, data, actor FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq";
+SELECT 1 AS seq, created_at AS at, 'created' AS type, 0 AS attempt, '{}' AS data,
+       created_by AS actor
+FROM runs
+WHERE id = ?1 AND ?2 < 1
+  AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_id = ?1 AND seq = 1)
+UNION ALL
+SELECT seq, at, type, attempt, data, actor FROM run_events WHERE run_id = ?1 AND seq > ?2
+ORDER BY seq";
 
 /// ?1 now.
 pub(super) const HAS_DUE_WEBHOOKS: &str = "

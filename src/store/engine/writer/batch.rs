@@ -524,9 +524,12 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
     if b.events.is_empty() {
         return Ok(());
     }
+    // a `created` event is not a row of its own: its every field is on the run's row
+    // (`created_at`, `created_by`), and reading the events puts it back (`LIST_EVENTS`)
     let rows: Vec<EventInsert> = b
         .events
         .iter()
+        .filter(|e| e.kind != EventKind::Created)
         .map(|e| EventInsert {
             r: &e.run_id,
             s: e.seq,
@@ -536,6 +539,7 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
             w: e.actor.as_deref(),
         })
         .collect();
+    let stored = !rows.is_empty();
     let rows = serde_json::to_string(&rows).expect("rows serialise");
     let at = crate::store::from_ms(b.now);
     match &mut b.followed {
@@ -551,6 +555,9 @@ async fn insert_event_rows(b: &mut Batch<'_>) -> Result<(), StoreError> {
             (e.run_id, event)
         })),
         None => b.events.clear(),
+    }
+    if !stored {
+        return Ok(());
     }
     sqlx::query(sql::INSERT_EVENTS)
         .bind(rows)
