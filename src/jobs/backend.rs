@@ -14,7 +14,9 @@
 //! claims its slot's next run itself ([`ClaimsAhead`]) just before it writes its outcome:
 //! both ride in one batch, and the fetcher hands the run out when apalis asks. At most one
 //! claim of this process waits in the writer at a time (the fetcher's or one sent ahead);
-//! the others answer at once, so a run inserted wakes one claim, not one per slot.
+//! the others answer at once, so a run inserted wakes one claim, not one per slot. While
+//! the fetcher's own claim waits, nothing is claimable and slots are free: an attempt
+//! finishing then claims nothing ahead (an idle worker's runs cost no extra claim).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -72,8 +74,16 @@ struct AheadState {
     queued: Vec<Claiming>,
     /// Runs claimed and not handed to apalis yet.
     buffered: usize,
-    /// A claim that may wait in the writer is out.
-    waiting: bool,
+    /// Who sent the claim out that may wait in the writer, if one is.
+    waiting: Option<Waiter>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Waiter {
+    /// The fetcher, for the slots free when it claimed.
+    Fetcher,
+    /// A finishing attempt.
+    Ahead,
 }
 
 /// A claim on its way: whether it may wait in the writer, and who sent it (a failing
@@ -118,8 +128,8 @@ pub(crate) struct ClaimsAhead {
 
 impl ClaimsAhead {
     /// Called by an attempt whose agent returned, right before its outcome is written:
-    /// claims one run for the slot it frees (more if none waits: every free slot), queued
-    /// for the fetcher, so that the claim and the outcome commit in one batch.
+    /// claims a run for the slot it frees, queued for the fetcher, so that the claim and the
+    /// outcome commit in one batch.
     pub(crate) fn claim_for_freed_slot(&self) {
         if self.stop.is_cancelled() {
             return;
@@ -129,9 +139,15 @@ impl ClaimsAhead {
         if state.fetcher.is_none() {
             return;
         }
-        // the one claim that may wait also claims for the free slots (with none out, no
-        // claim is on their way for them); the others claim for their own slot alone
-        let may_wait = !state.waiting;
+        // A claim of the fetcher's out means free slots and, once it waits, nothing to
+        // claim (whatever makes runs claimable answers it): this slot's next run comes
+        // from the fetcher. With none out, this claim may wait, and also claims for any
+        // slot free (none usually); after it, each finishing attempt claims for its own.
+        let may_wait = match state.waiting {
+            Some(Waiter::Fetcher) => return,
+            Some(Waiter::Ahead) => false,
+            None => true,
+        };
         let limit = if may_wait {
             let taken = self.inflight.len() + state.buffered;
             1 + config.concurrency.saturating_sub(taken)
@@ -148,7 +164,9 @@ impl ClaimsAhead {
         ) else {
             return;
         };
-        state.waiting |= may_wait;
+        if may_wait {
+            state.waiting = Some(Waiter::Ahead);
+        }
         state.queued.push(Claiming {
             reply: reply.boxed(),
             may_wait,
@@ -283,7 +301,7 @@ impl Fetcher {
                 )
                 .await
         };
-        ahead.waiting = true;
+        ahead.waiting = Some(Waiter::Fetcher);
         let claim = Claiming {
             reply: reply.boxed(),
             may_wait: true,
@@ -309,7 +327,7 @@ impl Fetcher {
                 _ = self.config.ahead.sent.notified() => continue,
             };
             if may_wait {
-                self.config.ahead.lock().waiting = false;
+                self.config.ahead.lock().waiting = None;
             }
             let claimed = match claimed {
                 // a claim sent ahead that failed is as good as empty: the fetcher's own
