@@ -13,9 +13,14 @@ cd "$(dirname "$0")/.."
 if [[ -z ${AGENTQ_BIN:-} ]]; then
     cargo build --release --locked --bin agentq
     AGENTQ_BIN=target/release/agentq
+    built=$(git rev-parse --short HEAD)
+    git diff --quiet HEAD -- src migrations benches Cargo.toml Cargo.lock || built="$built, uncommitted changes"
+else
+    built="AGENTQ_BIN=$AGENTQ_BIN"
 fi
 [[ -x $AGENTQ_BIN ]] || { echo "bench-table.sh: AGENTQ_BIN=$AGENTQ_BIN is not an executable" >&2; exit 1; }
-export AGENTQ_BIN=$(realpath "$AGENTQ_BIN")
+AGENTQ_BIN=$(realpath "$AGENTQ_BIN")
+export AGENTQ_BIN
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench-results
@@ -23,10 +28,10 @@ export PEERS_LOG="bench-results/table-$stamp-peers"
 export COMPARE_OUT="bench-results/table-$stamp-compare"
 scripts/bench-peers.sh
 scripts/bench-compare.sh
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 memory=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
-machine="$(nproc) cores ($cpu), $memory, PostgreSQL $(psql -At "$DATABASE_URL" -c 'SHOW server_version' | cut -d' ' -f1), Redis $(redis-cli INFO server | sed -n 's/^redis_version://p' | tr -d '\r')"
-version="$("$AGENTQ_BIN" --version | awk '{print $2}') ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.lock || echo ', uncommitted changes'))"
+machine="$(nproc) cores ($cpu), $memory, PostgreSQL $(psql -At "$DATABASE_URL" -c 'SHOW server_version' | cut -d' ' -f1), Redis $(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" INFO server | awk -F: '/^redis_version/ {print $2}' | tr -d '\r')"
+version="$("$AGENTQ_BIN" --version | awk '{print $2}') ($built)"
 table=$(node scripts/perf-table.mjs "$PEERS_LOG.jsonl" "$COMPARE_OUT" "$machine" "$version")
 echo "$table" >"bench-results/table-$stamp.md"
 # between the markers, README's table is replaced by the new one

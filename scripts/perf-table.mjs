@@ -38,7 +38,10 @@ for (const r of peers) {
   r.cpu_total_s = sum(/^cpu_.*_s$/);
 }
 const peerStat = (target, key) =>
-  stat(peers.filter((r) => r.target === target).map((r) => r[key]), `${target} ${key}`);
+  stat(
+    peers.filter((r) => r.target === target).map((r) => r[key]).filter(Number.isFinite),
+    `${target} ${key}`,
+  );
 
 // --- BullMQ's bare drain and benches/load.rs (bench-compare.sh) ---
 const files = readdirSync(compareDir);
@@ -55,7 +58,8 @@ const load = (mode, key) => {
   const values = files
     .filter((f) => f.startsWith(`${mode}-`) && f.endsWith('.jsonl'))
     .flatMap((f) => jsonLines(readFileSync(join(compareDir, f), 'utf8')))
-    .map((r) => r[key]);
+    .map((r) => r[key])
+    .filter(Number.isFinite);
   return stat(values, `${mode} ${key}`);
 };
 

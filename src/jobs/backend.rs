@@ -72,8 +72,11 @@ struct AheadState {
     fetchers: u64,
     /// Claims sent and not yet taken by the fetcher.
     queued: Vec<Claiming>,
-    /// Runs claimed and not handed to apalis yet.
-    buffered: usize,
+    /// Runs claimed whose attempt has not started yet (buffered, or handed to apalis).
+    unstarted: usize,
+    /// Runs the claims sent ahead may still bring (their limits), until the fetcher reads
+    /// their answers.
+    promised: usize,
     /// Who sent the claim out that may wait in the writer, if one is.
     waiting: Option<Waiter>,
 }
@@ -91,13 +94,14 @@ enum Waiter {
 struct Claiming {
     reply: BoxFuture<'static, Result<Vec<ClaimedRun>, StoreError>>,
     may_wait: bool,
-    ahead: bool,
+    /// Sent ahead by a finishing attempt, for this many runs (counted in `promised`).
+    ahead: Option<usize>,
 }
 
 /// A claim's answer, with what was said of it when it was sent.
 struct Answered {
     may_wait: bool,
-    ahead: bool,
+    ahead: Option<usize>,
     claimed: Result<Vec<ClaimedRun>, StoreError>,
 }
 
@@ -143,17 +147,22 @@ impl ClaimsAhead {
         // claim (whatever makes runs claimable answers it): this slot's next run comes
         // from the fetcher. With none out, this claim may wait, and also claims for any
         // slot free (none usually); after it, each finishing attempt claims for its own.
+        // (A claim sent ahead that waits means nothing was claimable when it looked, but
+        // the others still claim for their slots until its answer comes: an empty claim
+        // each, in batches that write outcomes anyway.)
         let may_wait = match state.waiting {
             Some(Waiter::Fetcher) => return,
             Some(Waiter::Ahead) => false,
             None => true,
         };
-        let limit = if may_wait {
-            let taken = self.inflight.len() + state.buffered;
-            1 + config.concurrency.saturating_sub(taken)
-        } else {
-            1
-        };
+        // slots whose agent has not returned stay busy; runs claimed and not started, or on
+        // their way, fill the others first: never more runs than slots, so none waits for
+        // one long (its lease is renewed only once it executes)
+        let busy = self.inflight.executing() + state.unstarted + state.promised;
+        let limit = config.concurrency.saturating_sub(busy);
+        if limit == 0 {
+            return;
+        }
         let Some(reply) = config.store.claim_soon(
             config.worker_id.clone(),
             Some(config.agents.clone()),
@@ -167,13 +176,20 @@ impl ClaimsAhead {
         if may_wait {
             state.waiting = Some(Waiter::Ahead);
         }
+        state.promised += limit;
         state.queued.push(Claiming {
             reply: reply.boxed(),
             may_wait,
-            ahead: true,
+            ahead: Some(limit),
         });
         drop(state);
         config.ahead.sent.notify_one();
+    }
+
+    /// Called by an attempt as it starts: its run is no longer waiting for a slot.
+    pub(crate) fn started(&self) {
+        let mut state = self.config.ahead.lock();
+        state.unstarted = state.unstarted.saturating_sub(1);
     }
 }
 
@@ -258,15 +274,52 @@ fn into_task(run: ClaimedRun) -> Task<ClaimedRun> {
 }
 
 impl Drop for Fetcher {
+    /// The worker loop stopped (shutdown, or claims failing): the runs it holds and never
+    /// handed to apalis go back to the queue. A claim not answered yet is dropped, and the
+    /// writer gives back what it takes; one answered already is read here.
     fn drop(&mut self) {
-        let mut ahead = self.config.ahead.lock();
-        if ahead.fetcher == Some(self.number) {
-            // the claims queued for it are dropped: the writer gives back what they take
-            let fetchers = ahead.fetchers;
-            *ahead = AheadState {
-                fetchers,
-                ..AheadState::default()
-            };
+        let mut held: Vec<ClaimedRun> = self.buffer.drain(..).collect();
+        let mut answered = |claimed: Option<Answered>| {
+            if let Some(Answered {
+                claimed: Ok(runs), ..
+            }) = claimed
+            {
+                held.extend(runs);
+            }
+        };
+        while let Some(Some(answer)) = self.claims.next().now_or_never() {
+            answered(Some(answer));
+        }
+        {
+            let mut ahead = self.config.ahead.lock();
+            if ahead.fetcher == Some(self.number) {
+                for claim in ahead.queued.drain(..) {
+                    answered(claim.answer().now_or_never());
+                }
+                let fetchers = ahead.fetchers;
+                *ahead = AheadState {
+                    fetchers,
+                    ..AheadState::default()
+                };
+            }
+        }
+        if held.is_empty() {
+            return;
+        }
+        let fences: Vec<_> = held.iter().map(ClaimedRun::fence).collect();
+        let store = self.config.store.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = store.hand_back(fences).await {
+                        tracing::warn!(error = %e, "could not hand back runs claimed and never started; they return when their lease expires");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                runs = held.len(),
+                "runs claimed and never started return when their lease expires"
+            ),
         }
     }
 }
@@ -305,7 +358,7 @@ impl Fetcher {
         let claim = Claiming {
             reply: reply.boxed(),
             may_wait: true,
-            ahead: false,
+            ahead: None,
         };
         self.claims.push(claim.answer().boxed());
     }
@@ -313,7 +366,6 @@ impl Fetcher {
     async fn next_run(&mut self) -> Result<ClaimedRun, QueueError> {
         loop {
             if let Some(run) = self.buffer.pop_front() {
-                self.config.ahead.lock().buffered = self.buffer.len();
                 return Ok(run);
             }
             self.send_claims();
@@ -326,13 +378,22 @@ impl Fetcher {
                 // a claim sent ahead joins those awaited
                 _ = self.config.ahead.sent.notified() => continue,
             };
-            if may_wait {
-                self.config.ahead.lock().waiting = None;
+            {
+                let mut state = self.config.ahead.lock();
+                if may_wait {
+                    state.waiting = None;
+                }
+                if let Some(limit) = ahead {
+                    state.promised = state.promised.saturating_sub(limit);
+                }
+                if let Ok(runs) = &claimed {
+                    state.unstarted += runs.len();
+                }
             }
             let claimed = match claimed {
                 // a claim sent ahead that failed is as good as empty: the fetcher's own
                 // claim, sent next if no other is out, meets the same error and backs off
-                Err(e) if ahead => {
+                Err(e) if ahead.is_some() => {
                     tracing::debug!(error = %e, "a claim sent ahead failed");
                     continue;
                 }
@@ -352,7 +413,6 @@ impl Fetcher {
                     self.error_backoff = Duration::ZERO;
                     self.failures = 0;
                     self.buffer.extend(runs);
-                    self.config.ahead.lock().buffered = self.buffer.len();
                 }
                 Err(e) => {
                     self.failures += 1;

