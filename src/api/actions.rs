@@ -35,9 +35,8 @@ pub async fn cancel_run(
 ) -> Result<Json<Run>, ApiError> {
     let id = parse_run_id(&id)?;
     caller.may_write(&state.store.get_run(id).await?)?;
-    Ok(Json(
-        state.store.cancel_run(id, Some(caller.actor())).await?,
-    ))
+    let cancelled = state.store.cancel_run(id, Some(caller.actor())).await?;
+    Ok(Json(caller.shown(cancelled)))
 }
 
 /// What to change of a run that has not started; at least one field.
@@ -103,7 +102,7 @@ pub async fn change_run(
         .store
         .change_run(id, request.priority, request.run_at, Some(caller.actor()))
         .await?;
-    Ok(Json(changed))
+    Ok(Json(caller.shown(changed)))
 }
 
 /// Put a failed run back in the queue: attempts reset, history kept.
@@ -123,9 +122,8 @@ pub async fn retry_run(
 ) -> Result<Json<Run>, ApiError> {
     let id = parse_run_id(&id)?;
     caller.may_write(&state.store.get_run(id).await?)?;
-    Ok(Json(
-        state.store.requeue_run(id, Some(caller.actor())).await?,
-    ))
+    let requeued = state.store.requeue_run(id, Some(caller.actor())).await?;
+    Ok(Json(caller.shown(requeued)))
 }
 
 /// Which failed runs to retry; every field narrows the set.

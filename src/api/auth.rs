@@ -135,6 +135,17 @@ impl Caller {
         }
     }
 
+    /// A run as this caller may see it in the answer to a change it made: whole with
+    /// `runs:read` (or its run token), else without what it holds (see
+    /// [`Run::without_content`]).
+    pub fn shown(&self, run: Run) -> Run {
+        let reads = match self {
+            Caller::Token(t) => t.run == run.id,
+            other => other.require(Scope::RunsRead).is_ok(),
+        };
+        if reads { run } else { run.without_content() }
+    }
+
     /// Changing a run (cancel, retry): `runs:write` of its tenant.
     pub fn may_write(&self, run: &Run) -> Result<(), ApiError> {
         if !self.sees(run.id, &run.tenant) {

@@ -93,7 +93,7 @@ pub async fn send_signal(
         signature,
     };
     let resumed = state.store.signal(id, signal).await?;
-    let run = state.store.get_run(id).await?;
+    let run = caller.shown(state.store.get_run(id).await?);
     Ok((
         StatusCode::ACCEPTED,
         Json(SendSignalResponse { resumed, run }),

@@ -198,7 +198,10 @@ pub struct RunError {
     pub message: String,
 }
 
-/// The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it.
+/// The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it. A caller
+/// that may change runs but not read them (a key with `runs:write` and not `runs:read`)
+/// gets it without what the run holds: `input` is null, and `result`, `checkpoint`,
+/// `progress`, `error`, `on_failure` and `callback_url` are null, `metadata` empty.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Run {
     #[schema(value_type = String, format = Uuid)]
@@ -275,6 +278,25 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::domain::time::ms")]
     pub updated_at: DateTime<Utc>,
+}
+
+impl Run {
+    /// The run without what it holds (input, result, checkpoint, progress, error,
+    /// metadata, compensation and callback URL), for a caller that may change runs but
+    /// not read them.
+    pub fn without_content(self) -> Self {
+        Self {
+            input: Value::Null,
+            metadata: BTreeMap::new(),
+            progress: None,
+            result: None,
+            error: None,
+            checkpoint: None,
+            on_failure: None,
+            callback_url: None,
+            ..self
+        }
+    }
 }
 
 /// What an event records. Stored as its snake_case name.

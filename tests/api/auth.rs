@@ -503,3 +503,93 @@ async fn a_run_token_signals_without_the_signing_secret_and_lists_agents_a_write
     )
     .await;
 }
+
+/// A key that may change runs but not read them gets, in the answers to its cancels,
+/// changes, retries and signals, the run without what it holds (input, metadata, result,
+/// error, …); a key that reads them gets the run whole.
+#[tokio::test]
+async fn a_write_only_key_sees_no_run_content_in_the_answers_to_its_changes() {
+    let (app, keys) =
+        TestApp::spawn_with_keys(&[("acme", "runs:write"), ("acme", "runs:read,runs:write")]).await;
+    let (writer, reader) = (&keys[0], &keys[1]);
+    const SECRET: &str = "the-secret-in-the-input";
+    let later = |input: Value| {
+        json!({"agent": "echo", "input": input, "run_at": "2999-01-01T00:00:00Z",
+               "metadata": {"customer": "c-17"}})
+    };
+    let answer = |method: reqwest::Method, path: String, key: &str, body: Value| {
+        let request = call(&app, method, &path, key).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(status.is_success(), "{path}: {status} {text}");
+            (text.clone(), serde_json::from_str::<Value>(&text).unwrap())
+        }
+    };
+    let hidden = |what: &str, text: &str, run: &Value| {
+        assert!(!text.contains(SECRET), "{what} shows the input: {text}");
+        assert!(!text.contains("c-17"), "{what} shows the metadata: {text}");
+        assert_eq!(run["input"], Value::Null, "{what}");
+        assert_eq!(run["metadata"], json!({}), "{what}");
+        assert!(run["status"].is_string() && run["id"].is_string(), "{what}");
+    };
+    let (post, patch) = (reqwest::Method::POST, reqwest::Method::PATCH);
+
+    let id = create_as(&app, writer, later(json!({"value": SECRET}))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (text, changed) = answer(
+        patch,
+        format!("/v1/runs/{id}"),
+        writer,
+        json!({"priority": 5}),
+    )
+    .await;
+    hidden("a change", &text, &changed);
+    assert_eq!(changed["priority"], 5);
+    let (text, signalled) = answer(
+        post.clone(),
+        format!("/v1/runs/{id}/signals"),
+        writer,
+        json!({"name": "go"}),
+    )
+    .await;
+    hidden("a signal", &text, &signalled["run"]);
+    let (text, cancelled) = answer(
+        post.clone(),
+        format!("/v1/runs/{id}/cancel"),
+        writer,
+        json!({}),
+    )
+    .await;
+    hidden("a cancel", &text, &cancelled);
+    assert_eq!(cancelled["status"], "cancelled");
+
+    let failing = json!({"agent": "echo", "metadata": {"customer": "c-17"},
+                         "input": {"value": SECRET, "fail_permanently": true}});
+    let id = create_as(&app, writer, failing).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&app, reader, &id, "failed").await;
+    let (text, retried) = answer(
+        post.clone(),
+        format!("/v1/runs/{id}/retry"),
+        writer,
+        json!({}),
+    )
+    .await;
+    hidden("a retry", &text, &retried);
+    assert_eq!(retried["error"], Value::Null);
+
+    // a key that reads sees what it changed
+    let id = create_as(&app, reader, later(json!({"value": SECRET}))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, cancelled) = answer(post, format!("/v1/runs/{id}/cancel"), reader, json!({})).await;
+    assert_eq!(cancelled["input"], json!({"value": SECRET}));
+    assert_eq!(cancelled["metadata"], json!({"customer": "c-17"}));
+}

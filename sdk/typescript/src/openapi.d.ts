@@ -1353,7 +1353,12 @@ export interface components {
              */
             requeued: number;
         };
-        /** @description The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it. */
+        /**
+         * @description The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it. A caller
+         *     that may change runs but not read them (a key with `runs:write` and not `runs:read`)
+         *     gets it without what the run holds: `input` is null, and `result`, `checkpoint`,
+         *     `progress`, `error`, `on_failure` and `callback_url` are null, `metadata` empty.
+         */
         Run: {
             agent: components["schemas"]["String"];
             /**
