@@ -146,6 +146,15 @@ impl Caller {
         if reads { run } else { run.without_content() }
     }
 
+    /// A schedule as this caller may see it in the answer to a pause or resume: without
+    /// its run template (null) unless it has `runs:read`.
+    pub fn shown_schedule(&self, mut schedule: crate::domain::Schedule) -> crate::domain::Schedule {
+        if self.require(Scope::RunsRead).is_err() {
+            schedule.run = serde_json::Value::Null;
+        }
+        schedule
+    }
+
     /// Changing a run (cancel, retry): `runs:write` of its tenant.
     pub fn may_write(&self, run: &Run) -> Result<(), ApiError> {
         if !self.sees(run.id, &run.tenant) {

@@ -357,7 +357,9 @@ pub async fn pause_schedule(
     caller.require(Scope::RunsWrite)?;
     find(&state, &caller, &id).await?;
     state.store.pause_schedule(&id).await?;
-    Ok(Json(find(&state, &caller, &id).await?))
+    Ok(Json(
+        caller.shown_schedule(find(&state, &caller, &id).await?),
+    ))
 }
 
 /// Resume a paused schedule from its next tick after now (an interval keeps its phase): the
@@ -383,7 +385,9 @@ pub async fn resume_schedule(
         .map_err(|e| ApiError::Internal(crate::store::StoreError::Corrupt(e)))?;
     let next = cadence.resumed(schedule.next_tick_at, state.store.clock().now());
     state.store.resume_schedule(&id, next).await?;
-    Ok(Json(find(&state, &caller, &id).await?))
+    Ok(Json(
+        caller.shown_schedule(find(&state, &caller, &id).await?),
+    ))
 }
 
 /// The schedule, if the caller's tenant has it.

@@ -201,7 +201,8 @@ pub struct RunError {
 /// The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it. A caller
 /// that may change runs but not read them (a key with `runs:write` and not `runs:read`)
 /// gets it without what the run holds: `input` is null, and `result`, `checkpoint`,
-/// `progress`, `error`, `on_failure` and `callback_url` are null, `metadata` empty.
+/// `progress`, `error`, `on_failure`, `callback_url` and `concurrency_key` are null,
+/// `metadata` empty.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Run {
     #[schema(value_type = String, format = Uuid)]
@@ -282,8 +283,8 @@ pub struct Run {
 
 impl Run {
     /// The run without what it holds (input, result, checkpoint, progress, error,
-    /// metadata, compensation and callback URL), for a caller that may change runs but
-    /// not read them.
+    /// metadata, compensation, callback URL and concurrency key), for a caller that may
+    /// change runs but not read them.
     pub fn without_content(self) -> Self {
         Self {
             input: Value::Null,
@@ -294,6 +295,7 @@ impl Run {
             checkpoint: None,
             on_failure: None,
             callback_url: None,
+            concurrency_key: None,
             ..self
         }
     }

@@ -323,8 +323,9 @@ pub struct Schedule {
     pub interval_ms: Option<u64>,
     pub catch_up: CatchUp,
     /// The run each tick makes, as stored: its fields with every default applied (a
-    /// concurrency key as `concurrency`: `{key, limit, policy}`).
-    #[schema(value_type = Object)]
+    /// concurrency key as `concurrency`: `{key, limit, policy}`). `null` in the answer to
+    /// a pause or resume by a key without `runs:read`.
+    #[schema(value_type = Option<Object>)]
     pub run: Value,
     /// When it ticks next (while not paused); `null` when it never will again.
     #[serde(serialize_with = "crate::domain::time::ms_opt")]

@@ -148,8 +148,8 @@ impl ClaimsAhead {
         // from the fetcher. With none out, this claim may wait, and also claims for any
         // slot free (none usually); after it, each finishing attempt claims for its own.
         // (A claim sent ahead that waits means nothing was claimable when it looked, but
-        // the others still claim for their slots until its answer comes: an empty claim
-        // each, in batches that write outcomes anyway.)
+        // an attempt finishing meanwhile still claims for the slot it frees: an empty claim,
+        // in a batch that writes outcomes anyway.)
         let may_wait = match state.waiting {
             Some(Waiter::Fetcher) => return,
             Some(Waiter::Ahead) => false,
@@ -287,14 +287,16 @@ impl Drop for Fetcher {
                 held.extend(runs);
             }
         };
-        while let Some(Some(answer)) = self.claims.next().now_or_never() {
+        // unconstrained: a task out of its budget would see an answer in as not yet in
+        while let Some(Some(answer)) = tokio::task::unconstrained(self.claims.next()).now_or_never()
+        {
             answered(Some(answer));
         }
         {
             let mut ahead = self.config.ahead.lock();
             if ahead.fetcher == Some(self.number) {
                 for claim in ahead.queued.drain(..) {
-                    answered(claim.answer().now_or_never());
+                    answered(tokio::task::unconstrained(claim.answer()).now_or_never());
                 }
                 let fetchers = ahead.fetchers;
                 *ahead = AheadState {

@@ -593,3 +593,39 @@ async fn a_write_only_key_sees_no_run_content_in_the_answers_to_its_changes() {
     assert_eq!(cancelled["input"], json!({"value": SECRET}));
     assert_eq!(cancelled["metadata"], json!({"customer": "c-17"}));
 }
+
+/// Pausing or resuming a schedule needs only `runs:write`; without `runs:read` the answer
+/// leaves out the schedule's run template.
+#[tokio::test]
+async fn a_write_only_key_sees_no_schedule_template_in_the_answers_to_pause_and_resume() {
+    let (app, keys) =
+        TestApp::spawn_with_keys(&[("acme", "runs:write"), ("acme", "runs:read,runs:write")]).await;
+    let (writer, reader) = (&keys[0], &keys[1]);
+    let body = json!({"interval": "1h", "agent": "echo", "input": {"value": "the-secret"}});
+    let created = call(&app, reqwest::Method::POST, "/v1/schedules", writer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (key, action) in [(writer, "pause"), (writer, "resume"), (reader, "pause")] {
+        let path = format!("/v1/schedules/{id}/{action}");
+        let response = call(&app, reqwest::Method::POST, &path, key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{action}");
+        let text = response.text().await.unwrap();
+        let schedule: Value = serde_json::from_str(&text).unwrap();
+        if key == writer {
+            assert!(!text.contains("the-secret"), "{action}: {text}");
+            assert_eq!(schedule["run"], Value::Null, "{action}");
+        } else {
+            assert_eq!(schedule["run"]["input"], json!({"value": "the-secret"}));
+        }
+    }
+}

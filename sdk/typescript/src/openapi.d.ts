@@ -1357,7 +1357,8 @@ export interface components {
          * @description The whole record of a run, as stored and as `GET /v1/runs/{id}` returns it. A caller
          *     that may change runs but not read them (a key with `runs:write` and not `runs:read`)
          *     gets it without what the run holds: `input` is null, and `result`, `checkpoint`,
-         *     `progress`, `error`, `on_failure` and `callback_url` are null, `metadata` empty.
+         *     `progress`, `error`, `on_failure`, `callback_url` and `concurrency_key` are null,
+         *     `metadata` empty.
          */
         Run: {
             agent: components["schemas"]["String"];
@@ -1549,9 +1550,10 @@ export interface components {
             paused_at?: string | null;
             /**
              * @description The run each tick makes, as stored: its fields with every default applied (a
-             *     concurrency key as `concurrency`: `{key, limit, policy}`).
+             *     concurrency key as `concurrency`: `{key, limit, policy}`). `null` in the answer to
+             *     a pause or resume by a key without `runs:read`.
              */
-            run: Record<string, never>;
+            run?: Record<string, never> | null;
             tenant: string;
             /** @description The time zone of `cron` (IANA name). */
             timezone?: string | null;
