@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub(crate) struct InFlight(Arc<InFlightInner>);
 #[derive(Default)]
 struct InFlightInner {
     tokens: Mutex<HashMap<Fence, Attempt>>,
+    /// How many of them are `writing` (changed under the `tokens` lock), so a finishing
+    /// attempt counts the others executing without walking every attempt.
+    writing: AtomicUsize,
     shutting_down: AtomicBool,
     emptied: Notify,
 }
@@ -57,14 +60,19 @@ impl InFlight {
 
     /// The attempt's agent returned; its outcome is written next.
     fn writing(&self, fence: &Fence) {
-        if let Some(attempt) = self.lock().get_mut(fence) {
+        if let Some(attempt) = self.lock().get_mut(fence)
+            && !attempt.writing
+        {
             attempt.writing = true;
+            self.0.writing.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     fn end(&self, fence: &Fence) {
         let mut tokens = self.lock();
-        tokens.remove(fence);
+        if tokens.remove(fence).is_some_and(|a| a.writing) {
+            self.0.writing.fetch_sub(1, Ordering::SeqCst);
+        }
         if tokens.is_empty() {
             self.0.emptied.notify_waiters();
         }
@@ -77,7 +85,8 @@ impl InFlight {
 
     /// How many attempts are executing whose agent has not returned yet.
     pub(crate) fn executing(&self) -> usize {
-        self.lock().values().filter(|a| !a.writing).count()
+        let tokens = self.lock();
+        tokens.len() - self.0.writing.load(Ordering::SeqCst)
     }
 
     /// The attempts whose leases must be renewed.
@@ -366,8 +375,10 @@ mod tests {
         assert!(!returned_token.is_cancelled());
         // both are still renewed until they end
         assert_eq!(inflight.fences().len(), 2);
+        assert_eq!(inflight.executing(), 1, "the returned one frees its slot");
         inflight.end(&returned);
         assert!(!inflight.cancel(&returned));
         assert_eq!(inflight.fences(), vec![executing]);
+        assert_eq!(inflight.executing(), 1);
     }
 }
