@@ -81,6 +81,23 @@ pub(crate) async fn open_store(config: &AppConfig) -> anyhow::Result<Store> {
 }
 
 impl Application {
+    /// `--max-connections` and `--idle-timeout`, the cap lowered to fit the open-files
+    /// limit (raised to its hard limit first).
+    fn connection_limits(&self) -> api::connections::ConnectionLimits {
+        let files = api::connections::raise_open_files_limit();
+        let http = &self.config.http;
+        let limits =
+            api::connections::ConnectionLimits::new(http.max_connections, http.idle_timeout, files);
+        if limits.max < http.max_connections {
+            tracing::warn!(
+                max_connections = limits.max,
+                open_files = files,
+                "--max-connections lowered to fit the open-files limit (raise it with `ulimit -n` or LimitNOFILE=)"
+            );
+        }
+        limits
+    }
+
     /// Opens and migrates the database and binds the listener (port 0 picks a free port).
     pub async fn build(config: AppConfig, registry: AgentRegistry) -> anyhow::Result<Self> {
         if config.role.runs_workers() {
@@ -147,6 +164,7 @@ impl Application {
             }
             false => None,
         };
+        let limits = self.connection_limits();
         let http = self.listener.zip(self.auth).map(|(listener, auth)| {
             let state = ApiState {
                 store: self.store.clone(),
@@ -180,6 +198,7 @@ impl Application {
                 metrics: self.metrics.clone(),
             };
             let app = api::router(state, &self.config.http);
+            let metrics = self.metrics.clone();
             if let Ok(addr) = listener.local_addr() {
                 // where a newcomer goes next (0.0.0.0 is reached as localhost)
                 let host = match addr.ip() {
@@ -193,7 +212,7 @@ impl Application {
                     "agentq is up"
                 );
             }
-            spawn_server(listener, app, token.clone(), "HTTP")
+            spawn_server(listener, app, limits, token.clone(), Some(metrics), "HTTP")
         });
         let scrape_stop = CancellationToken::new();
         let scrape = self.metrics_listener.map(|listener| {
@@ -207,7 +226,7 @@ impl Application {
                 tracing::warn!("--metrics-listen serves without a key: keep its address private");
             }
             // stopped after the worker, so what it counts while it drains can be scraped
-            spawn_server(listener, app, scrape_stop.clone(), "metrics")
+            spawn_server(listener, app, limits, scrape_stop.clone(), None, "metrics")
         });
         let worker = worker_status.map(|status| {
             tokio::spawn(run_worker(
@@ -280,23 +299,24 @@ impl Application {
     }
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled, then finishes the open requests.
+/// Serves `app` on `listener` within `limits` until `stop` is cancelled, then finishes the
+/// open requests.
 fn spawn_server(
     listener: TcpListener,
     app: axum::Router,
+    limits: api::connections::ConnectionLimits,
     stop: CancellationToken,
+    metrics: Option<Metrics>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, "serving {what}");
+    tracing::info!(%addr, max_connections = limits.max, "serving {what}");
     tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .with_context(|| format!("{what} server on {addr}"))
+        api::connections::serve(listener, app, limits, stop, metrics).await;
+        Ok(())
     })
 }
 

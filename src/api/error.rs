@@ -58,6 +58,12 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("the service is not available right now; try again shortly")]
     Unavailable(#[source] StoreError),
+    /// A write whose commit may or may not have happened (the connection broke during it).
+    #[error("{OUTCOME_UNKNOWN}")]
+    OutcomeUnknown(#[source] StoreError),
+    /// A write answered by the request time limit: the writer may still commit it.
+    #[error("{TIMED_OUT_WRITE}")]
+    TimedOutWrite,
     #[error("internal error")]
     Internal(#[source] StoreError),
     /// A per-tenant limit: try again after `retry_after` seconds.
@@ -67,10 +73,24 @@ pub enum ApiError {
         detail: String,
         retry_after: u64,
     },
+    /// This process is at one of its limits (connections, memory for bodies, disk): try
+    /// again after `retry_after` seconds.
+    #[error("{detail}")]
+    Overloaded {
+        code: &'static str,
+        detail: String,
+        retry_after: u64,
+    },
     /// A response produced below the handlers (routing, timeouts) turned into a problem.
     #[error("{1}")]
     Status(StatusCode, String),
 }
+
+/// What a client is told when its change may or may not have been stored.
+const OUTCOME_UNKNOWN: &str = "outcome unknown: the database connection broke while the change was being committed, so it may have been stored or not. Retry with the same Idempotency-Key: a run that was stored is returned (200), not made twice";
+
+/// A write answered `503` by the request time limit.
+const TIMED_OUT_WRITE: &str = "outcome unknown: the request took too long, and the change it asked for may still be stored. Retry with the same Idempotency-Key: a run that was stored is returned (200), not made twice";
 
 /// The problem document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -104,7 +124,11 @@ impl ApiError {
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
+            Self::Overloaded { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::OutcomeUnknown(_) | Self::TimedOutWrite => {
+                (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Status(status, _) => (*status, status_code_name(*status)),
         }
@@ -161,6 +185,7 @@ impl From<StoreError> for ApiError {
                     .collect(),
             ),
             StoreError::Unavailable(_) | StoreError::Closed => Self::Unavailable(e),
+            StoreError::Uncertain(_) => Self::OutcomeUnknown(e),
             other => Self::Internal(other),
         }
     }
@@ -168,13 +193,17 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Unavailable(cause) | Self::Internal(cause) = &self {
+        if let Self::Unavailable(cause) | Self::OutcomeUnknown(cause) | Self::Internal(cause) =
+            &self
+        {
             // the cause chain is logged once, here, inside the request's span; never sent
             tracing::error!(error = %cause, "request failed");
         }
         let retry = match &self {
-            Self::Unavailable(_) => Some(1),
-            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Self::Unavailable(_) | Self::OutcomeUnknown(_) | Self::TimedOutWrite => Some(1),
+            Self::TooManyRequests { retry_after, .. } | Self::Overloaded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         };
         let challenge = matches!(self, Self::Unauthenticated(_));

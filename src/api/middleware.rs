@@ -18,6 +18,8 @@ pub(super) async fn problems(req: Request, next: Next) -> Response {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // a write cut short by the time limit may still be committed after the answer
+    let writes = !req.method().is_safe();
     request_id::scope(id, async move {
         let response = next.run(req).await;
         let status = response.status();
@@ -33,6 +35,9 @@ pub(super) async fn problems(req: Request, next: Next) -> Response {
         if (status.is_client_error() || status.is_server_error()) && !has_body {
             // a bare error from routing, extraction, the body limit or the timeout layer
             let allow = response.headers().get(header::ALLOW).cloned();
+            if status == StatusCode::SERVICE_UNAVAILABLE && writes {
+                return ApiError::TimedOutWrite.into_response();
+            }
             let detail = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => "the body is larger than the limit".to_owned(),
                 StatusCode::SERVICE_UNAVAILABLE => "the request took too long".to_owned(),

@@ -6,6 +6,7 @@ mod actions;
 mod auth;
 mod batch;
 mod conditional;
+pub mod connections;
 mod create;
 mod error;
 pub mod event_data;
@@ -80,6 +81,10 @@ pub struct ApiState {
 pub struct HttpOptions {
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// A connection that sends no complete request head for this long is closed.
+    pub idle_timeout: Duration,
+    /// The most connections served at once.
+    pub max_connections: usize,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
     /// When set, signals must be signed (`t=…,v1=…` over the time, run id and body).
@@ -105,6 +110,8 @@ impl Default for HttpOptions {
         Self {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(20),
+            max_connections: 8192,
             cors_origins: Vec::new(),
             signal_secret: None,
             signature_tolerance: Duration::from_secs(300),

@@ -261,6 +261,20 @@ pub struct Settings {
     /// Time limit of one HTTP request.
     #[arg(long, env = "AGENTQ_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration, global = true)]
     pub request_timeout: Duration,
+    /// Closes an HTTP connection that sends no complete request head for this long: a
+    /// silent socket, half-sent headers, or a keep-alive connection left idle.
+    #[arg(long, env = "AGENTQ_IDLE_TIMEOUT", default_value = "20s", value_parser = duration, global = true)]
+    pub idle_timeout: Duration,
+    /// The most HTTP connections served at once (lowered to fit the open-file limit).
+    /// Past it, a small reserve answers only `/healthz` and `/readyz`, the rest `503
+    /// too_many_connections`.
+    #[arg(
+        long,
+        env = "AGENTQ_MAX_CONNECTIONS",
+        default_value_t = 8192,
+        global = true
+    )]
+    pub max_connections: usize,
     /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
     #[arg(
         long,
@@ -477,6 +491,14 @@ impl Settings {
             self.request_timeout,
             Duration::from_millis(100),
         )?;
+        at_least(
+            "idle-timeout",
+            self.idle_timeout,
+            Duration::from_millis(100),
+        )?;
+        if self.max_connections < 16 {
+            return Err("--max-connections must be at least 16".into());
+        }
         for (flag, retention) in [
             ("retain-succeeded", self.retain_succeeded),
             ("retain-failed", self.retain_failed),
@@ -647,6 +669,8 @@ impl Settings {
             http: HttpOptions {
                 body_limit: self.body_limit,
                 request_timeout: self.request_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
                 cors_origins: self.cors_origins.clone(),
                 signal_secret: self.signal_secret.clone().map(crate::api::Secret),
                 signature_tolerance: self.signature_tolerance,

@@ -328,7 +328,7 @@ async fn write_outcome(
     let mut delay = Duration::from_millis(50);
     for _ in 0..5 {
         match store.finish(fence.clone(), outcome.clone()).await {
-            Err(crate::store::StoreError::Unavailable(e)) => {
+            Err(e) if e.is_unavailable() => {
                 tracing::warn!(run.id = %fence.run_id, error = %e, "database unavailable; retrying the outcome write");
                 tokio::time::sleep(delay).await;
                 delay *= 2;

@@ -22,6 +22,11 @@ pub enum StoreError {
     /// The database cannot be reached or is busy; the caller may try again.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke, or the database stopped answering, while the write was being
+    /// committed: it may have been stored or not. Retried with the same Idempotency-Key, a
+    /// stored run is found rather than made twice.
+    #[error("the database connection broke while committing: the write may have been stored ({0})")]
+    Uncertain(String),
     /// The writer has stopped (the process is shutting down).
     #[error("store is closed")]
     Closed,
@@ -64,6 +69,12 @@ fn unavailable_code(code: &str) -> bool {
 }
 
 impl StoreError {
+    /// The database could not be reached or answered too late: whether or not the write was
+    /// stored ([`StoreError::Uncertain`]), the caller may try again.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Uncertain(_))
+    }
+
     /// A write that lost a race with another process and is worth applying again:
     /// PostgreSQL's deadlock and serialization failures, and a unique key (an
     /// Idempotency-Key) another process took first, which the retry then finds.

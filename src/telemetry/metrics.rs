@@ -106,6 +106,8 @@ struct Inner {
     http_duration: Histograms<RouteLabels>,
     worker_restarts: Counter,
     last_restart: Gauge,
+    http_connections: Gauge,
+    connections_refused: Counter,
     /// The same, recorded for OTLP when metrics are exported there.
     otel: Option<super::otel_metrics::Instruments>,
 }
@@ -175,6 +177,18 @@ impl Metrics {
             "When this process's worker loop last was started again (Unix seconds; 0: never)",
             last_restart.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "agentq_http_connections",
+            "HTTP connections this process serves now (not counting those of the reserve past --max-connections)",
+            http_connections.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "agentq_http_connections_refused",
+            "HTTP connections that came past --max-connections (answered health checks only)",
+            connections_refused.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             runs_created,
@@ -185,6 +199,8 @@ impl Metrics {
             http_duration,
             worker_restarts,
             last_restart,
+            http_connections,
+            connections_refused,
             otel: super::otel_metrics::meter().map(|m| super::otel_metrics::Instruments::new(&m)),
         }))
     }
@@ -229,6 +245,19 @@ impl Metrics {
         if let Some(otel) = &self.0.otel {
             otel.worker_restarts.add(1, &[]);
         }
+    }
+
+    pub fn http_connection_opened(&self) {
+        self.0.http_connections.inc();
+    }
+
+    pub fn http_connection_closed(&self) {
+        self.0.http_connections.dec();
+    }
+
+    /// A connection came past `--max-connections`.
+    pub fn http_connection_refused(&self) {
+        self.0.connections_refused.inc();
     }
 
     /// An HTTP request answered: `route` is the matched route template, never a raw path.

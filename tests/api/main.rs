@@ -11,6 +11,7 @@ mod change_run;
 mod cli;
 mod compensation;
 mod concurrency_keys;
+mod connections;
 mod crash;
 mod create_run;
 mod dashboard;

@@ -288,3 +288,166 @@ async fn a_worker_whose_claims_keep_failing_restarts_its_loop_and_past_max_resta
     blocking(ThrowawayPostgres::start_again).await.unwrap();
     drop((patient, api));
 }
+
+/// What a client sends PostgreSQL, read message by message (frontend protocol 3): whether
+/// the message just completed is a `COMMIT`, and whether a run's insert came before it.
+#[derive(Default)]
+struct Frontend {
+    buf: Vec<u8>,
+    started: bool,
+    /// The names of the prepared statements that are a `COMMIT`.
+    commits: std::collections::HashSet<Vec<u8>>,
+    inserted: bool,
+}
+
+impl Frontend {
+    /// Takes `chunk`; true when it completed a `COMMIT` after a run's insert.
+    fn commits_an_insert(&mut self, chunk: &[u8]) -> bool {
+        let cstr = |b: &[u8]| b.split(|&c| c == 0).next().unwrap_or_default().to_vec();
+        self.buf.extend_from_slice(chunk);
+        let mut found = false;
+        loop {
+            // before the startup message: untyped (SSLRequest, GSSENCRequest, startup)
+            let (head, typ) = if self.started {
+                (5, self.buf.first().copied())
+            } else {
+                (4, None)
+            };
+            if self.buf.len() < head {
+                return found;
+            }
+            let at = head - 4;
+            let len = u32::from_be_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
+            let whole = at + len;
+            if self.buf.len() < whole {
+                return found;
+            }
+            let body = self.buf[head..whole].to_vec();
+            self.buf.drain(..whole);
+            match typ {
+                None => {
+                    let code = u32::from_be_bytes(body[..4].try_into().unwrap());
+                    self.started = !matches!(code, 80877103 | 80877104);
+                }
+                Some(b'P') => {
+                    let name = cstr(&body);
+                    let query =
+                        String::from_utf8_lossy(&cstr(&body[name.len() + 1..])).into_owned();
+                    self.inserted |= query.contains("INSERT INTO runs");
+                    if query.trim() == "COMMIT" {
+                        self.commits.insert(name);
+                    }
+                }
+                Some(b'B') => {
+                    let portal = cstr(&body);
+                    let statement = cstr(&body[portal.len() + 1..]);
+                    found |= self.inserted && self.commits.contains(&statement);
+                }
+                Some(b'Q') => {
+                    found |= self.inserted && String::from_utf8_lossy(&body).contains("COMMIT")
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// A TCP proxy to PostgreSQL that, once a connection sent a run's insert, forwards that
+/// connection's next `COMMIT`, gives the server time to apply it, and then cuts the
+/// connection before its answer comes back: a commit whose outcome the client cannot know.
+/// Only the first such commit is cut.
+async fn commit_cutting_proxy(upstream: u16) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let counted = cuts.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let cuts = counted.clone();
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let (mut client_rd, mut client_wr) = client.into_split();
+                let (mut server_rd, mut server_wr) = server.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
+                });
+                let mut frontend = Frontend::default();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buf[..n];
+                    let cut = frontend.commits_an_insert(chunk)
+                        && cuts.fetch_add(1, Ordering::SeqCst) == 0;
+                    if cut {
+                        // no answer goes back any more; the COMMIT goes on, and is applied
+                        back.abort();
+                        let _ = back.await;
+                        let _ = server_wr.write_all(chunk).await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        return;
+                    }
+                    if server_wr.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    (port, cuts)
+}
+
+/// The connection breaks during the commit of a POST: the run is stored, and the client,
+/// which cannot know it, is told so (`outcome_unknown`) and finds the run by retrying with
+/// its Idempotency-Key, which does not make a second one.
+#[tokio::test]
+async fn a_commit_cut_short_answers_outcome_unknown_and_a_retry_with_the_key_finds_the_run() {
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start)
+        .await
+        .unwrap();
+    let (port, cuts) = commit_cutting_proxy(pg.port()).await;
+    let db = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    // an API process alone: no worker runs the run, so the test sees it as stored
+    let agentq = Agentq::start_role("api", &db, &[]).await;
+    let client = reqwest::Client::new();
+    let body = json!({"agent": "echo", "input": {"value": "cut"}});
+    let post = || {
+        client
+            .post(format!("{}/v1/runs", agentq.base))
+            .header("idempotency-key", "cut-commit-1")
+            .json(&body)
+            .send()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), 503);
+    assert!(first.headers().contains_key("retry-after"));
+    let problem: Value = first.json().await.unwrap();
+    assert_eq!(problem["code"], "outcome_unknown", "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("outcome unknown") && detail.contains("Idempotency-Key"),
+        "{detail}"
+    );
+    assert_eq!(cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // the commit was applied: the retry finds the run (200), and there is one
+    let retried = eventually(Duration::from_secs(15), "the retry is answered", || async {
+        let r = post().await.unwrap();
+        match r.status().as_u16() {
+            200 => Ok(r.json::<Value>().await.unwrap()),
+            s => Err(format!("{s}: {}", r.text().await.unwrap())),
+        }
+    })
+    .await;
+    assert_eq!(retried["input"]["value"], "cut");
+    let list = agentq.get_json("/v1/runs").await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1, "{list}");
+    drop(agentq);
+    drop(pg);
+}

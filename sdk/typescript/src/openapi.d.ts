@@ -1307,7 +1307,9 @@ export interface components {
              * @description 200 applied; 409 `attempt_lost`: the attempt no longer holds its run (stop its
              *     agent, report nothing more for it); 413 `stream_full`: the run's output stream
              *     holds as much as it may (nothing of the report was written); 422 `invalid`: the
-             *     report itself is wrong; 503 `unavailable`: not applied, send it again.
+             *     report itself is wrong; 503 `unavailable`: not applied, send it again; 503
+             *     `outcome_unknown`: the connection broke during the commit (it may have been
+             *     applied), send it again.
              */
             status: number;
         };

@@ -142,7 +142,9 @@ pub struct ReportResult {
     /// 200 applied; 409 `attempt_lost`: the attempt no longer holds its run (stop its
     /// agent, report nothing more for it); 413 `stream_full`: the run's output stream
     /// holds as much as it may (nothing of the report was written); 422 `invalid`: the
-    /// report itself is wrong; 503 `unavailable`: not applied, send it again.
+    /// report itself is wrong; 503 `unavailable`: not applied, send it again; 503
+    /// `outcome_unknown`: the connection broke during the commit (it may have been
+    /// applied), send it again.
     pub status: u16,
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,6 +197,15 @@ impl ReportResult {
                 status: 503,
                 code: "unavailable",
                 detail: Some("the database is unavailable: send the report again".into()),
+                signal: None,
+            },
+            StoreError::Uncertain(_) => Self {
+                status: 503,
+                code: "outcome_unknown",
+                detail: Some(
+                    "the database connection broke while the report was committed: it may have been applied; send it again"
+                        .into(),
+                ),
                 signal: None,
             },
             other => {

@@ -270,6 +270,13 @@ impl Writer {
                     request.fail(StoreError::Unavailable(reason.clone()));
                 }
             }
+            // a commit that may have been applied is never applied again one by one: each
+            // caller hears that its write may have been stored
+            Err(StoreError::Uncertain(reason)) => {
+                for request in requests.iter_mut() {
+                    request.fail(StoreError::Uncertain(reason.clone()));
+                }
+            }
             // one write may spoil the batch: each is applied on its own
             Err(batch_error) => {
                 tracing::warn!(error = %batch_error, batch = requests.len(), "batch failed; applying its writes one by one");
@@ -328,7 +335,8 @@ impl Writer {
                     "the database did not answer a batch in time; reconnecting with the next one"
                 );
                 self.conn = None;
-                Err(StoreError::Unavailable(format!(
+                // the wait may have ended during the COMMIT: the batch may be stored
+                Err(StoreError::Uncertain(format!(
                     "the database did not answer within {} s",
                     BATCH_TIMEOUT.as_secs()
                 )))

@@ -240,10 +240,15 @@ pub(super) async fn apply_in_tx(
         }
     }
     let committed = match applied {
+        // a COMMIT whose answer never came may have been applied: say so, so that no
+        // caller takes it for a write that certainly failed
         Ok(()) => sqlx::query("COMMIT")
             .execute(&mut *batch.conn)
             .await
-            .map_err(StoreError::from),
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Unavailable(reason) => StoreError::Uncertain(reason),
+                other => other,
+            }),
         Err(e) => Err(e),
     };
     match committed {
