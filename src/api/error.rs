@@ -89,6 +89,9 @@ pub enum ApiError {
 /// What a client is told when its change may or may not have been stored.
 const OUTCOME_UNKNOWN: &str = "outcome unknown: the database connection broke while the change was being committed, so it may have been stored or not. Retry with the same Idempotency-Key: a run that was stored is returned (200), not made twice";
 
+/// When a client refused for a full storage tries again, in seconds.
+const STORAGE_FULL_RETRY_AFTER: u64 = 10;
+
 /// A write answered `503` by the request time limit.
 const TIMED_OUT_WRITE: &str = "outcome unknown: the request took too long, and the change it asked for may still be stored. Retry with the same Idempotency-Key: a run that was stored is returned (200), not made twice";
 
@@ -186,6 +189,11 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Unavailable(_) | StoreError::Closed => Self::Unavailable(e),
             StoreError::Uncertain(_) => Self::OutcomeUnknown(e),
+            StoreError::StorageFull(_) => Self::Overloaded {
+                code: "storage_full",
+                detail: "the database's storage is full: nothing of this request was stored; try again once space is freed".into(),
+                retry_after: STORAGE_FULL_RETRY_AFTER,
+            },
             other => Self::Internal(other),
         }
     }

@@ -77,6 +77,7 @@ pub fn metrics_router(scrape: Scrape) -> Router {
 pub(crate) fn snapshot(store: &Store, load: Option<QueueLoad>) -> Snapshot {
     let mut snapshot = Snapshot {
         writer_transactions: store.writer_transactions(),
+        storage_full: store.storage_full().is_some(),
         ..Snapshot::default()
     };
     let transitions: Vec<TransitionCount> = store.transitions();

@@ -149,8 +149,9 @@ pub async fn list_queues(
     }))
 }
 
-/// Readiness: the database answers and, in a process that runs workers, the worker loop
-/// can claim runs.
+/// Readiness: the database answers, its storage takes writes (`checks.storage`: `ok`, or
+/// `full: …` while writes find it full) and, in a process that runs workers, the worker
+/// loop can claim runs.
 #[utoipa::path(get, path = "/readyz", tag = "system", operation_id = "readyz",
     security(()),
     responses(
@@ -166,6 +167,17 @@ pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
         }
         Err(e) => {
             checks.insert("database".into(), e.to_string().into());
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+    };
+    // a full storage answers reads (the ping) but takes no write
+    let (status, word) = match state.store.storage_full() {
+        None => {
+            checks.insert("storage".into(), "ok".into());
+            (status, word)
+        }
+        Some(why) => {
+            checks.insert("storage".into(), format!("full: {why}").into());
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
     };

@@ -388,6 +388,10 @@ pub struct Settings {
         global = true
     )]
     pub sqlite_sync: SqliteSync,
+    /// SQLite: the largest the database file may grow, in bytes. Past it writes are
+    /// refused as on a full disk (`503 storage_full`). Unset: as large as the disk allows.
+    #[arg(long, env = "AGENTQ_SQLITE_MAX_SIZE", global = true)]
+    pub sqlite_max_size: Option<u64>,
     /// Delete succeeded runs (with their events) this long after they finished. Unset:
     /// keep them for good.
     #[arg(long, env = "AGENTQ_RETAIN_SUCCEEDED", value_parser = duration, global = true)]
@@ -639,6 +643,7 @@ impl Settings {
             store: StoreOptions {
                 clock: Default::default(),
                 sqlite_synchronous_full: self.sqlite_sync == SqliteSync::Full,
+                sqlite_max_size: self.sqlite_max_size,
                 read_connections: self.read_connections,
                 max_stream_bytes: self.max_stream_bytes,
             },

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// stored run is found rather than made twice.
     #[error("the database connection broke while committing: the write may have been stored ({0})")]
     Uncertain(String),
+    /// The database's disk (or `--sqlite-max-size`) is full: nothing was written.
+    #[error("the database's storage is full: {0}")]
+    StorageFull(String),
     /// The writer has stopped (the process is shutting down).
     #[error("store is closed")]
     Closed,
@@ -52,6 +55,12 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(e.to_string()),
             sqlx::Error::Database(ref db) if db.code().is_some_and(|c| unavailable_code(&c)) => {
                 Self::Unavailable(e.to_string())
+            }
+            // SQLite: SQLITE_FULL; PostgreSQL: disk_full
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| matches!(&*c, "13" | "53100")) =>
+            {
+                Self::StorageFull(e.to_string())
             }
             other => Self::Database(other),
         }

@@ -45,6 +45,8 @@ pub struct StoreOptions {
     pub clock: Clock,
     /// The most bytes of output stream one run may hold (`--max-stream-bytes`).
     pub max_stream_bytes: u64,
+    /// SQLite: the largest the database file may grow (`--sqlite-max-size`).
+    pub sqlite_max_size: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +56,7 @@ impl Default for StoreOptions {
             sqlite_synchronous_full: false,
             clock: Clock::system(),
             max_stream_bytes: crate::domain::DEFAULT_MAX_STREAM_BYTES,
+            sqlite_max_size: None,
         }
     }
 }
@@ -197,6 +200,12 @@ impl Store {
         on_engine!(self, e => e.tally.transactions())
     }
     /// Checks that the database answers.
+    /// Why the storage is full, while writes find it so (until one succeeds, or a minute
+    /// passes without one failing).
+    pub fn storage_full(&self) -> Option<String> {
+        on_engine!(self, e => e.tally.full_reason())
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_engine!(self, e => e.ping().await)
     }

@@ -346,6 +346,7 @@ pub(super) const DROP_WORKER_LEASE: [&str; 2] = [
 fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("BEGIN", vec![BEGIN]),
+        ("RECLAIM_SPACE", vec![RECLAIM_SPACE]),
         ("NOTIFY_READY", NOTIFY_READY.into_iter().collect()),
         ("LOCK_RUN", LOCK_RUN.into_iter().collect()),
         ("GET_RUN", vec![GET_RUN]),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{Transition, TransitionCount};
 
@@ -12,7 +13,19 @@ use super::{Transition, TransitionCount};
 pub(crate) struct Tally {
     counts: Mutex<BTreeMap<(String, Transition), u64>>,
     transactions: AtomicU64,
+    /// When a write last found the storage full, and why; cleared by a commit that comes
+    /// [`FULL_HELD_FOR`] after it.
+    full: Mutex<Option<(Instant, String)>>,
 }
+
+/// How long after a write found the storage full a commit does not yet count as space come
+/// back: a small write (a heartbeat) fits where a run does not, and readiness must not
+/// flap between them.
+const FULL_HELD_FOR: Duration = Duration::from_secs(5);
+
+/// How long a full storage is reported after the last write that found it full, when no
+/// write succeeded since (a process that stopped writing does not stay unready for good).
+const FULL_REPORTED_FOR: Duration = Duration::from_secs(60);
 
 impl Tally {
     /// One transaction committed, with these transitions.
@@ -36,6 +49,34 @@ impl Tally {
                 runs,
             })
             .collect()
+    }
+
+    /// A write found the storage full.
+    pub(crate) fn storage_full(&self, why: &str) {
+        *self.full.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), why.to_owned()));
+    }
+
+    /// A write was committed: true when it shows that space came back (the storage was
+    /// full, and the last write to find it so is more than [`FULL_HELD_FOR`] ago).
+    pub(crate) fn storage_ok(&self) -> bool {
+        let mut full = self.full.lock().unwrap_or_else(|e| e.into_inner());
+        match &*full {
+            Some((at, _)) if at.elapsed() >= FULL_HELD_FOR => {
+                *full = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Why the storage is full: from a write that found it so until a commit more than
+    /// [`FULL_HELD_FOR`] later, or a minute without another such write.
+    pub(crate) fn full_reason(&self) -> Option<String> {
+        let full = self.full.lock().unwrap_or_else(|e| e.into_inner());
+        full.as_ref()
+            .filter(|(at, _)| at.elapsed() < FULL_REPORTED_FOR)
+            .map(|(_, why)| why.clone())
     }
 
     /// The transactions committed so far.

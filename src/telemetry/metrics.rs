@@ -321,6 +321,8 @@ pub struct Snapshot {
     pub retried: Vec<(String, u64)>,
     /// Transactions this process's writer committed.
     pub writer_transactions: u64,
+    /// This process's writes find the database's storage full.
+    pub storage_full: bool,
     /// The queue as the database has it; `None` when it could not be read.
     pub load: Option<LoadSnapshot>,
 }
@@ -405,6 +407,13 @@ fn register_transitions(scrape: &mut Registry, snapshot: &Snapshot) {
         "agentq_writer_transactions",
         "Transactions this process's writer committed (each holds every write that came while the one before was committing)",
         transactions,
+    );
+    let full: Gauge = Gauge::default();
+    full.set(i64::from(snapshot.storage_full));
+    scrape.register(
+        "agentq_storage_full",
+        "1 while this process's writes find the database's storage full (503 storage_full), else 0",
+        full,
     );
 }
 

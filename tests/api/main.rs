@@ -40,6 +40,7 @@ mod schedules;
 mod shutdown;
 mod signals;
 mod startup;
+mod storage_full;
 mod throwaway;
 mod time_limits;
 mod tls;

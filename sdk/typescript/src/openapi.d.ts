@@ -51,8 +51,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: the database answers and, in a process that runs workers, the worker loop
-         *     can claim runs.
+         * Readiness: the database answers, its storage takes writes (`checks.storage`: `ok`, or
+         *     `full: …` while writes find it full) and, in a process that runs workers, the worker
+         *     loop can claim runs.
          */
         get: operations["readyz"];
         put?: never;

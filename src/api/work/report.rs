@@ -199,6 +199,15 @@ impl ReportResult {
                 detail: Some("the database is unavailable: send the report again".into()),
                 signal: None,
             },
+            StoreError::StorageFull(_) => Self {
+                status: 503,
+                code: "storage_full",
+                detail: Some(
+                    "the database's storage is full: not applied; send it again once space is freed"
+                        .into(),
+                ),
+                signal: None,
+            },
             StoreError::Uncertain(_) => Self {
                 status: 503,
                 code: "outcome_unknown",

@@ -149,6 +149,8 @@ struct Writer {
     next_due: Option<i64>,
     /// What times the batches' records (real time paces the loop itself).
     clock: Clock,
+    /// A commit succeeded after the storage was full: its space is reclaimed next.
+    space_returned: bool,
 }
 
 impl Writer {
@@ -167,6 +169,7 @@ impl Writer {
             parked: Vec::new(),
             next_due: None,
             clock,
+            space_returned: false,
         }
     }
 
@@ -256,6 +259,12 @@ impl Writer {
             }
             result = self.run_batch(requests, track).await;
         }
+        if let Err(StoreError::StorageFull(reason)) = &result {
+            if self.tally.full_reason().is_none() {
+                tracing::warn!(%reason, "the database's storage is full: writes are refused (503 storage_full) until space returns");
+            }
+            self.tally.storage_full(reason);
+        }
         match result {
             Ok(applied) => self.after_commit(&applied, parked_included),
             // a lone write keeps its own error: one refused for what it is must not become
@@ -268,6 +277,12 @@ impl Writer {
             Err(StoreError::Unavailable(reason)) => {
                 for request in requests.iter_mut() {
                     request.fail(StoreError::Unavailable(reason.clone()));
+                }
+            }
+            // a full disk fails every write alike (and is reported until a commit succeeds)
+            Err(StoreError::StorageFull(reason)) => {
+                for request in requests.iter_mut() {
+                    request.fail(StoreError::StorageFull(reason.clone()));
                 }
             }
             // a commit that may have been applied is never applied again one by one: each
@@ -288,6 +303,9 @@ impl Writer {
                 }
             }
         }
+        if std::mem::take(&mut self.space_returned) {
+            self.reclaim_space().await;
+        }
     }
 
     /// What follows every commit: followers hear of new events, the Redis feeder of runs
@@ -305,6 +323,19 @@ impl Writer {
         }
         self.hub.committed(&applied.events);
         self.tally.add(&applied.transitions);
+        self.space_returned |= self.tally.storage_ok();
+    }
+
+    /// After the first commit that follows a full storage: gives the space the log took
+    /// while it was full back to the disk (SQLite checkpoints its WAL and truncates it).
+    async fn reclaim_space(&mut self) {
+        tracing::info!("the database's storage took writes again");
+        let Ok(conn) = self.connection().await else {
+            return;
+        };
+        if let Err(e) = sqlx::query(sql::RECLAIM_SPACE).execute(&mut *conn).await {
+            tracing::warn!(error = %e, "could not checkpoint the write-ahead log after the storage was full");
+        }
     }
 
     /// Applies `requests` in one transaction on the writing connection (connecting first

@@ -45,6 +45,10 @@ macro_rules! unfinished {
 
 pub(super) const BEGIN: &str = "BEGIN";
 
+/// After the storage was full: nothing to do (PostgreSQL recycles its own WAL segments
+/// once space returns); a round trip that checks the connection.
+pub(super) const RECLAIM_SPACE: &str = "SELECT 1";
+
 /// Whether the runs table changed by more than 500 rows plus 5% since it was last
 /// analysed (by anyone, autovacuum included).
 pub(super) const STATISTICS_STALE: &str = "

@@ -25,6 +25,9 @@ type ConnectOpts = SqliteConnectOptions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// SQLite's page size (its default, which agentq's files keep).
+const PAGE_SIZE: u64 = 4096;
+
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,7 +50,15 @@ pub(super) async fn connect(
         // journals kept in memory rather than written to a temporary file
         .pragma("cache_size", "-65536")
         .pragma("temp_store", "memory")
+        // a WAL that grew (a long read held checkpoints back, a full disk) is cut back to
+        // 64 MiB after each checkpoint rather than kept at its largest
+        .pragma("journal_size_limit", "67108864")
         .disable_statement_logging();
+    // --sqlite-max-size: SQLite refuses to grow the file past it (SQLITE_FULL, as a full disk)
+    let connect = match options.sqlite_max_size {
+        Some(bytes) => connect.pragma("max_page_count", (bytes / PAGE_SIZE).max(1).to_string()),
+        None => connect,
+    };
     let mut conn = connect.connect().await?;
     use_wal(&mut conn).await?;
     let pool = SqlitePoolOptions::new()

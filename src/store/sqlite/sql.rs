@@ -29,6 +29,10 @@ macro_rules! unfinished {
 /// Opens a batch: takes the write lock at once, so the batch never fails half-way on it.
 pub(super) const BEGIN: &str = "BEGIN IMMEDIATE";
 
+/// After the storage was full: the WAL, which grew while checkpoints could not write, is
+/// checkpointed and truncated, so the space it took goes back to the disk.
+pub(super) const RECLAIM_SPACE: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+
 /// Tells other processes that runs became claimable. SQLite has no such channel: other
 /// processes on the same file find new runs at their poll interval.
 pub(super) const NOTIFY_READY: Option<&str> = None;
