@@ -10,12 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 use serde_json::Value;
 
 use crate::domain::{Inserted, Run, RunEvent, RunStatus, Scope, StatusCounts};
+use crate::store::EventBounds;
 
 use super::ApiState;
 use super::auth::Caller;
 use super::conditional::{etag_of, if_none_match};
 use super::create::{CreateRunRequest, KnownAgents, at_given_positions, idempotency_key};
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, FieldError, Problem};
 use super::extract::parse_run_id;
 use super::extract::{JsonBody, QueryParams, from_value};
 use super::list::{CountRunsParams, ListRunsParams, METADATA_PARAM};
@@ -54,17 +55,29 @@ pub struct RunList {
     pub next_cursor: Option<String>,
 }
 
-/// A run's events, oldest first.
+/// A run's events, oldest first: a page of at most `limit` events and about 4 MiB.
 #[derive(Serialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<RunEvent>,
+    /// More events follow: pass this as `after` for the next page (the last event's
+    /// `seq`); absent on the last page.
+    pub next_after: Option<i64>,
 }
+
+/// The most events one page holds, and its default size.
+pub const MAX_EVENTS_PAGE: u32 = 1000;
+/// About the most bytes of event data one page (or one read of a live stream) holds; a
+/// page holds at least one event whatever its size.
+pub const EVENTS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Only events with a greater `seq`.
     pub after: Option<i64>,
+    /// 1 to 1000 (default 1000); a page also ends once it holds about 4 MiB of data.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
 }
 
 /// Submit a run. Validated, stored and queued before the answer.
@@ -300,9 +313,32 @@ pub async fn list_run_events(
         let finished = run.status.is_terminal();
         return stream::stream_events(state.store.clone(), id, after, finished).await;
     }
-    let events = state
+    let limit = match params.limit {
+        None => MAX_EVENTS_PAGE,
+        Some(n) if (1..=MAX_EVENTS_PAGE).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "limit",
+                "range",
+                format!("limit must be an integer from 1 to {MAX_EVENTS_PAGE}"),
+            )]));
+        }
+    };
+    let bounds = EventBounds {
+        limit,
+        bytes: EVENTS_PAGE_BYTES,
+    };
+    let page = state
         .store
-        .list_events(id, params.after.unwrap_or(0))
+        .list_events_within(id, params.after.unwrap_or(0), bounds)
         .await?;
-    Ok(Json(EventList { events }).into_response())
+    let next_after = page
+        .more
+        .then(|| page.events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(EventList {
+        events: page.events,
+        next_after,
+    })
+    .into_response())
 }

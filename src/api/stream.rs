@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 
 use crate::domain::{EventKind, RunEvent, RunId, RunStatus};
-use crate::store::{EventFollower, Store};
+use crate::store::{EventBounds, EventFollower, Store};
 
 use super::error::ApiError;
 
@@ -45,11 +45,20 @@ pub(super) fn resume_after(headers: &HeaderMap, after: Option<i64>) -> Result<i6
     }
 }
 
+/// What one read of a stream's events from the database may hold: the stream's replay of
+/// a long run goes page by page, never all of it in memory at once.
+const READ_BOUNDS: EventBounds = EventBounds {
+    limit: super::runs::MAX_EVENTS_PAGE,
+    bytes: super::runs::EVENTS_PAGE_BYTES,
+};
+
 struct Follow {
     store: Store,
     id: RunId,
     after: i64,
     pending: VecDeque<RunEvent>,
+    /// The last read stopped at its bounds: more events wait in the database.
+    more: bool,
     heads: EventFollower,
     heads_open: bool,
     /// The run has ended (seen at the start, or a terminal event was sent): the stream ends
@@ -107,13 +116,14 @@ pub(super) async fn follow(
 async fn start(store: Store, id: RunId, after: i64, finished: bool) -> Result<Follow, ApiError> {
     // follow before reading, so nothing committed in between is missed
     let heads = store.follow_events(id);
-    let pending: VecDeque<RunEvent> = store.list_events(id, after).await?.into();
+    let page = store.list_events_within(id, after, READ_BOUNDS).await?;
     Ok(Follow {
+        pending: page.events.into(),
+        more: page.more,
         ended: finished,
         store,
         id,
         after,
-        pending,
         heads,
         heads_open: true,
     })
@@ -140,6 +150,20 @@ fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
             if f.ended {
                 return None;
             }
+            // the rest of a replay cut by the bounds is read at once
+            if f.more {
+                match f.store.list_events_within(f.id, f.after, READ_BOUNDS).await {
+                    Ok(page) => {
+                        f.more = page.more;
+                        f.pending.extend(page.events);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run.id = %f.id, error = %e, "event stream ended: reading events failed");
+                        return None;
+                    }
+                }
+            }
             let mut woken = false;
             tokio::select! {
                 changed = f.heads.changed(), if f.heads_open => {
@@ -153,8 +177,11 @@ fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
                 f.pending.extend(events);
                 continue;
             }
-            match f.store.list_events(f.id, f.after).await {
-                Ok(events) => f.pending.extend(events),
+            match f.store.list_events_within(f.id, f.after, READ_BOUNDS).await {
+                Ok(page) => {
+                    f.more = page.more;
+                    f.pending.extend(page.events);
+                }
                 Err(e) => {
                     tracing::warn!(run.id = %f.id, error = %e, "event stream ended: reading events failed");
                     return None;

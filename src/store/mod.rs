@@ -28,9 +28,10 @@ pub use attempts::ClaimReply;
 pub use clock::Clock;
 pub use error::StoreError;
 pub use model::{
-    AgentLimits, AgentLoad, ApiKeyInfo, BatchInserted, ClaimedRun, Fence, FinishedKey, Fired,
-    KeyRecord, NewSignal, Outcome, Purged, QueueLoad, RequeueFilter, RequeueTarget, RunFilter,
-    RunPage, Streamed, Sweep, Transition, TransitionCount, WebhookDelivery, WebhookResult,
+    AgentLimits, AgentLoad, ApiKeyInfo, BatchInserted, ClaimedRun, EventBounds, EventPage, Fence,
+    FinishedKey, Fired, KeyRecord, NewSignal, Outcome, Purged, QueueLoad, RequeueFilter,
+    RequeueTarget, RunFilter, RunPage, Streamed, Sweep, Transition, TransitionCount,
+    WebhookDelivery, WebhookResult,
 };
 pub use postgres::check_url as check_postgres_url;
 

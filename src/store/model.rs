@@ -162,6 +162,29 @@ pub struct RunPage {
     pub next_cursor: Option<RunId>,
 }
 
+/// At most how many of a run's events one read returns, and about how many bytes of their
+/// `data` (at least one event is always returned).
+#[derive(Debug, Clone, Copy)]
+pub struct EventBounds {
+    pub limit: u32,
+    pub bytes: usize,
+}
+
+impl EventBounds {
+    /// Every event.
+    pub const ALL: Self = Self {
+        limit: u32::MAX,
+        bytes: usize::MAX,
+    };
+}
+
+/// A run's events in seq order, and whether more follow the last (a bound cut the read).
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    pub events: Vec<crate::domain::RunEvent>,
+    pub more: bool,
+}
+
 /// What one sweep of expired leases did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {

@@ -112,7 +112,19 @@ impl Store {
     }
     /// The run's events with `seq > after`, oldest first; `NotFound` if the run does not exist.
     pub async fn list_events(&self, id: RunId, after: i64) -> Result<Vec<RunEvent>, StoreError> {
-        on_engine!(self, e => e.list_events(id, after).await)
+        Ok(self
+            .list_events_within(id, after, EventBounds::ALL)
+            .await?
+            .events)
+    }
+    /// A run's events after `after`, as many as `bounds` allow, and whether more follow.
+    pub async fn list_events_within(
+        &self,
+        id: RunId,
+        after: i64,
+        bounds: EventBounds,
+    ) -> Result<EventPage, StoreError> {
+        on_engine!(self, e => e.list_events(id, after, bounds).await)
     }
     /// Follows a run's committed events, for live streams. Events committed by this
     /// process are told at once (and kept a while in memory); other processes' are seen

@@ -274,3 +274,79 @@ async fn every_timestamp_has_millisecond_precision() {
     }
     assert!(seen > 30, "only {seen} timestamps read");
 }
+
+#[tokio::test]
+async fn events_are_read_in_pages_of_at_most_limit() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "steps": 25, "delay_ms": 50}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(20))
+        .await;
+    let all: Value = app.get_json(&format!("/v1/runs/{id}/events")).await;
+    let all = all["events"].as_array().unwrap().clone();
+    assert!(all.len() > 25, "{}", all.len());
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = app
+            .get_json(&format!("/v1/runs/{id}/events?after={after}&limit=10"))
+            .await;
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= 10);
+        paged.extend(events.iter().cloned());
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    for bad in ["0", "1001", "x"] {
+        let response = app
+            .client
+            .get(app.url(&format!("/v1/runs/{id}/events?limit={bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "limit={bad}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], "limit", "{problem}");
+    }
+}
+
+#[tokio::test]
+async fn a_run_keeps_its_latest_progress_events_not_every_one() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1, "steps": 1000, "delay_ms": 5000}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(30))
+        .await;
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = app
+            .get_json(&format!("/v1/runs/{id}/events?after={after}"))
+            .await;
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let progress: Vec<&Value> = events.iter().filter(|e| e["type"] == "progress").collect();
+    let last_seq = events.last().unwrap()["seq"].as_i64().unwrap();
+    // far more progress was reported than is kept (else this test could not fail)
+    assert!(last_seq > 300, "only {last_seq} events were written");
+    assert!(
+        (100..=150).contains(&progress.len()),
+        "{} progress events kept of {last_seq} events",
+        progress.len()
+    );
+    // the latest are the ones kept, and every other event is there
+    assert_eq!(progress.last().unwrap()["data"]["percent"], 100);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"created"));
+    assert!(types.contains(&"started"));
+    assert_eq!(types.last(), Some(&"succeeded"));
+}

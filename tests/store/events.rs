@@ -70,3 +70,67 @@ async fn created_is_read_off_the_run_and_a_stored_one_is_not_doubled() {
     assert_eq!(execute(&db.url, &sqlite, &postgres, run.id).await, 1);
     assert_eq!(store.list_events(run.id, 0).await.unwrap(), events);
 }
+
+#[tokio::test]
+async fn a_read_of_events_stops_at_its_count_or_its_bytes_and_says_more_follow() {
+    use agentq::store::EventBounds;
+    let db = TestDb::new().await;
+    let store = open_store(&db.url).await;
+    let run = insert(&store, new_run()).await;
+    // three stored events of about 110 bytes of data each, after `created` (2 bytes)
+    let at = run.created_at.timestamp_millis();
+    let pad = "x".repeat(100);
+    for seq in 2..=4 {
+        let row = |param: &str| {
+            format!(
+                "INSERT INTO run_events (run_id, seq, at, type, attempt, data, actor) \
+                 VALUES ({param}, {seq}, {at}, 'log', 0, '{{\"pad\":\"{pad}\"}}', NULL)"
+            )
+        };
+        let (sqlite, postgres) = (row("?1"), row("$1"));
+        assert_eq!(execute(&db.url, &sqlite, &postgres, run.id).await, 1);
+    }
+    let seqs =
+        |page: &agentq::store::EventPage| page.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    // by count
+    let page = store
+        .list_events_within(
+            run.id,
+            0,
+            EventBounds {
+                limit: 3,
+                bytes: usize::MAX,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((seqs(&page), page.more), (vec![1, 2, 3], true));
+    let page = store
+        .list_events_within(
+            run.id,
+            3,
+            EventBounds {
+                limit: 3,
+                bytes: usize::MAX,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((seqs(&page), page.more), (vec![4], false));
+    // by bytes: the event that would pass the bound starts the next read
+    let bytes = EventBounds {
+        limit: 100,
+        bytes: 150,
+    };
+    let page = store.list_events_within(run.id, 0, bytes).await.unwrap();
+    assert_eq!((seqs(&page), page.more), (vec![1, 2], true));
+    let page = store.list_events_within(run.id, 2, bytes).await.unwrap();
+    assert_eq!((seqs(&page), page.more), (vec![3], true));
+    // one event bigger than the bound is still read, alone
+    let tiny = EventBounds {
+        limit: 100,
+        bytes: 10,
+    };
+    let page = store.list_events_within(run.id, 3, tiny).await.unwrap();
+    assert_eq!((seqs(&page), page.more), (vec![4], false));
+}

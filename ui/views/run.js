@@ -328,9 +328,17 @@ export function render(root, id, ctx) {
       // at once, a run read before an event the other read returned would show a state
       // older than the log, and nothing would come to correct it (a run waiting for a human
       // stayed `running` on the page)
-      const ev = await api(`${path}/events?after=${events.length ? events[events.length - 1].seq : 0}`, { signal: abort.signal });
+      // page by page (a page holds at most 1,000 events and about 4 MiB)
+      const fresh = [];
+      let after = events.length ? events[events.length - 1].seq : 0;
+      for (;;) {
+        const ev = await api(`${path}/events?after=${after}`, { signal: abort.signal });
+        fresh.push(...ev.events);
+        if (ev.next_after == null) break;
+        after = ev.next_after;
+      }
       const r = await api(path, { signal: abort.signal });
-      appendEvents(ev.events);
+      appendEvents(fresh);
       if (mine === latest) show(r);
     } catch (error) {
       if (error.status === 404) {

@@ -1038,9 +1038,15 @@ export interface components {
          * @enum {string}
          */
         EventKind: "created" | "started" | "progress" | "log" | "retry_scheduled" | "succeeded" | "failed" | "released" | "attempt_lost" | "checkpoint" | "compensation_created" | "unblocked" | "waiting" | "signal_received" | "resumed" | "webhook_delivered" | "webhook_failed" | "cancelled" | "requeued" | "changed" | "stream";
-        /** @description A run's events, oldest first. */
+        /** @description A run's events, oldest first: a page of at most `limit` events and about 4 MiB. */
         EventList: {
             events: components["schemas"]["RunEvent"][];
+            /**
+             * Format: int64
+             * @description More events follow: pass this as `after` for the next page (the last event's
+             *     `seq`); absent on the last page.
+             */
+            next_after?: number | null;
         };
         /**
          * @description Why an attempt failed.
@@ -2874,6 +2880,8 @@ export interface operations {
             query?: {
                 /** @description Only events with a greater `seq`. */
                 after?: number;
+                /** @description 1 to 1000 (default 1000); a page also ends once it holds about 4 MiB of data. */
+                limit?: number;
                 /** @description The run's token, for clients that cannot send an Authorization header (EventSource) */
                 access_token?: string;
             };

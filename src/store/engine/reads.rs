@@ -4,7 +4,7 @@ use crate::domain::{
     IdempotencyKey, QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts, THROUGHPUT_MINUTES,
     throughput_start,
 };
-use crate::store::{FinishedKey, RunFilter, RunPage, StoreError, to_ms};
+use crate::store::{EventBounds, EventPage, FinishedKey, RunFilter, RunPage, StoreError, to_ms};
 
 use super::rows::{
     DeclaredAgentRow, EventRow, KeyRow, RunRow, ScheduleRow, SchemaChangeRow, WorkerRow,
@@ -259,7 +259,8 @@ impl Engine {
         &self,
         id: RunId,
         after: i64,
-    ) -> Result<Vec<RunEvent>, StoreError> {
+        bounds: EventBounds,
+    ) -> Result<EventPage, StoreError> {
         let id = id.to_string();
         let mut tx = self.pool.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar(sql::RUN_EXISTS)
@@ -269,13 +270,26 @@ impl Engine {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
+        // one more than the limit says whether more follow
         let rows: Vec<EventRow> = sqlx::query_as(sql::LIST_EVENTS)
             .bind(&id)
             .bind(after)
+            .bind(i64::from(bounds.limit).saturating_add(1))
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        rows.into_iter().map(RunEvent::try_from).collect()
+        let mut more = rows.len() > bounds.limit as usize;
+        let mut bytes = 0usize;
+        let mut events = Vec::with_capacity(rows.len().min(bounds.limit as usize));
+        for row in rows.into_iter().take(bounds.limit as usize) {
+            bytes = bytes.saturating_add(row.data_len());
+            if bytes > bounds.bytes && !events.is_empty() {
+                more = true;
+                break;
+            }
+            events.push(RunEvent::try_from(row)?);
+        }
+        Ok(EventPage { events, more })
     }
 
     /// Whether any webhook delivery is due: a read, so idle workers need no write lock.

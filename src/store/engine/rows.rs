@@ -174,6 +174,13 @@ pub(super) struct EventRow {
     actor: Option<String>,
 }
 
+impl EventRow {
+    /// The bytes of its `data` as stored.
+    pub(super) fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
 impl TryFrom<EventRow> for RunEvent {
     type Error = StoreError;
 

@@ -133,7 +133,13 @@ WHERE id = ?1 AND ?2 < 1
   AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_id = ?1 AND seq = 1)
 UNION ALL
 SELECT seq, at, type, attempt, data, actor FROM run_events WHERE run_id = ?1 AND seq > ?2
-ORDER BY seq";
+ORDER BY seq LIMIT ?3";
+
+/// ?1 run id, ?2 how many of its latest progress events to keep: deletes the older ones.
+pub(super) const PRUNE_PROGRESS: &str = "
+DELETE FROM run_events WHERE run_id = ?1 AND type = 'progress' AND seq < (
+    SELECT MIN(seq) FROM (SELECT seq FROM run_events WHERE run_id = ?1 AND type = 'progress'
+                          ORDER BY seq DESC LIMIT ?2))";
 
 /// ?1 now.
 pub(super) const HAS_DUE_WEBHOOKS: &str = "

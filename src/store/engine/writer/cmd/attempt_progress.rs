@@ -1,6 +1,11 @@
 //! `AttemptProgress`: a running attempt's progress (percent and message), with a
 //! `progress` event. Fenced; an attempt's reports in one batch are coalesced to the last
 //! (see `batch::attempt_reports`, the step that applies them with logs and checkpoints).
+//!
+//! A run keeps its last [`KEEP_PROGRESS`] progress events: every [`PRUNE_EVERY`] events
+//! the older ones are deleted (the run's other events all stay; seqs then have gaps, which
+//! readers resuming `after` a seq do not mind), so an agent that reports progress in a
+//! tight loop cannot grow its run's events without bound.
 
 use serde_json::json;
 
@@ -8,6 +13,11 @@ use super::super::sql;
 use super::{Batch, Command};
 use crate::domain::{EventKind, Progress};
 use crate::store::{Fence, StoreError};
+
+/// How many of a run's latest progress events are kept.
+pub(in crate::store) const KEEP_PROGRESS: i64 = 100;
+/// How often (in event seqs) the older progress events are deleted.
+const PRUNE_EVERY: i64 = 50;
 
 /// Replies whether the fence held.
 pub(in crate::store) struct AttemptProgress {
@@ -25,6 +35,13 @@ impl AttemptProgress {
         let data = json!({ "percent": progress.percent, "message": progress.message });
         let seq = fenced_touch(b, fence, Some(progress)).await?;
         if let Some(seq) = seq {
+            if seq % PRUNE_EVERY == 0 {
+                sqlx::query(sql::PRUNE_PROGRESS)
+                    .bind(fence.run_id.to_string())
+                    .bind(KEEP_PROGRESS)
+                    .execute(&mut *b.conn)
+                    .await?;
+            }
             b.event(
                 fence.run_id.to_string(),
                 seq,
