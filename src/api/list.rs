@@ -8,11 +8,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::domain::RunStatus;
-use crate::store::RunFilter;
+use crate::store::{Bodies, RunFilter};
 
 use super::error::{ApiError, FieldError};
 
 pub const DEFAULT_LIMIT: u32 = 50;
+/// About the most bytes of bodies and metadata one page of runs holds.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_LIMIT: u32 = 500;
 /// The most metadata filters one request may carry.
 pub const MAX_METADATA_FILTERS: usize = 20;
@@ -44,9 +46,13 @@ pub struct ListRunsParams {
     pub concurrency_key: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// 1 to 500 (default 50).
+    /// 1 to 500 (default 50). A page also ends once its runs' bodies and metadata reach
+    /// about 8 MiB (a page holds at least one run).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
+    /// The bodies to return, comma-separated: `input`, `result`, `checkpoint`,
+    /// `on_failure`. Those not named are null: by default a list returns run summaries.
+    pub include: Option<String>,
     /// `metadata` and `metadata[key]` entries (documented as the `metadata` parameter, read
     /// from the raw query: a repeated parameter would keep only its last value here).
     #[serde(flatten)]
@@ -149,6 +155,30 @@ impl ListRunsParams {
                     "limit",
                     "range",
                     format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                )),
+            }
+        }
+        filter.page_bytes = PAGE_BYTES;
+        filter.bodies = Bodies::NONE;
+        for part in self
+            .include
+            .iter()
+            .flat_map(|i| i.split(','))
+            .map(str::trim)
+        {
+            match part {
+                "" => {}
+                "input" => filter.bodies.input = true,
+                "result" => filter.bodies.result = true,
+                "checkpoint" => filter.bodies.checkpoint = true,
+                "on_failure" => filter.bodies.on_failure = true,
+                other => problems.push(FieldError::new(
+                    "include",
+                    "invalid_value",
+                    format!(
+                        "include names input, result, checkpoint or on_failure, not {:?}",
+                        other.chars().take(40).collect::<String>()
+                    ),
                 )),
             }
         }

@@ -232,7 +232,10 @@ fn poll_again_in(run: &Run, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
     })
 }
 
-/// List runs, newest first, with filters and cursor paging.
+/// List runs, newest first, with filters and cursor paging. The runs are summaries: their
+/// `input`, `result`, `checkpoint` and `on_failure` are null unless `include` names them,
+/// and a page ends early (with a `next_cursor`) once its bodies and metadata reach about
+/// 8 MiB.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "list_runs",
     params(ListRunsParams,
            ("metadata" = Option<Vec<String>>, Query, style = Form, explode, description = METADATA_PARAM)),

@@ -216,6 +216,7 @@ pub struct Run {
     pub created_by: Option<String>,
     pub agent: AgentName,
     pub status: RunStatus,
+    /// The input it was created with (null in a list unless `include` names it).
     pub input: Value,
     /// Higher runs first among runs that are due.
     pub priority: i32,
@@ -224,9 +225,11 @@ pub struct Run {
     /// The number of the current (or last) attempt; 0 before the first starts.
     pub attempt: u32,
     pub max_attempts: u32,
+    /// What it returned, once it succeeded (null in a list unless `include` names it).
     pub result: Option<Value>,
     pub error: Option<RunError>,
-    /// The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it.
+    /// The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it
+    /// (null in a list unless `include` names it).
     pub checkpoint: Option<Value>,
     /// The whole run must finish by then.
     #[serde(serialize_with = "crate::domain::time::ms_opt")]
@@ -234,7 +237,8 @@ pub struct Run {
     /// The run must start by then.
     #[serde(serialize_with = "crate::domain::time::ms_opt")]
     pub expires_at: Option<DateTime<Utc>>,
-    /// The run to create if this one fails for good.
+    /// The run to create if this one fails for good (null in a list unless `include`
+    /// names it).
     pub on_failure: Option<Compensation>,
     /// The compensation run created when this one failed.
     #[schema(value_type = Option<String>, format = Uuid)]

@@ -28,8 +28,8 @@ pub use attempts::ClaimReply;
 pub use clock::Clock;
 pub use error::StoreError;
 pub use model::{
-    AgentLimits, AgentLoad, ApiKeyInfo, BatchInserted, ClaimedRun, EventBounds, EventPage, Fence,
-    FinishedKey, Fired, KeyRecord, NewSignal, Outcome, Purged, QueueLoad, RequeueFilter,
+    AgentLimits, AgentLoad, ApiKeyInfo, BatchInserted, Bodies, ClaimedRun, EventBounds, EventPage,
+    Fence, FinishedKey, Fired, KeyRecord, NewSignal, Outcome, Purged, QueueLoad, RequeueFilter,
     RequeueTarget, RunFilter, RunPage, Streamed, Sweep, Transition, TransitionCount,
     WebhookDelivery, WebhookResult,
 };

@@ -112,7 +112,7 @@ pub enum Outcome {
 }
 
 /// Filters and paging for listing runs, newest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunFilter {
     pub statuses: Vec<RunStatus>,
     pub agent: Option<String>,
@@ -129,6 +129,60 @@ pub struct RunFilter {
     pub search: Option<String>,
     /// Only runs with this concurrency key.
     pub concurrency_key: Option<String>,
+    /// Which of the runs' bodies a list returns (the others are null); all by default.
+    pub bodies: Bodies,
+    /// About the most bytes of bodies and metadata one page of a list holds (a page holds
+    /// at least one run, whatever its size); unbounded by default.
+    pub page_bytes: usize,
+}
+
+/// The parts of a run that can be large, each returned by a list or left null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bodies {
+    pub input: bool,
+    pub result: bool,
+    pub checkpoint: bool,
+    pub on_failure: bool,
+}
+
+impl Bodies {
+    pub const ALL: Self = Self {
+        input: true,
+        result: true,
+        checkpoint: true,
+        on_failure: true,
+    };
+    pub const NONE: Self = Self {
+        input: false,
+        result: false,
+        checkpoint: false,
+        on_failure: false,
+    };
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Default for RunFilter {
+    fn default() -> Self {
+        Self {
+            statuses: Vec::new(),
+            agent: None,
+            created_after: None,
+            created_before: None,
+            before: None,
+            limit: 0,
+            tenant: None,
+            metadata: Default::default(),
+            search: None,
+            concurrency_key: None,
+            bodies: Bodies::ALL,
+            page_bytes: usize::MAX,
+        }
+    }
 }
 
 impl RunFilter {

@@ -136,3 +136,81 @@ async fn list_runs_rejects_bad_filters_naming_each() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "after");
 }
+
+#[tokio::test]
+async fn a_list_returns_summaries_unless_include_names_the_bodies_and_a_page_stops_at_its_bytes() {
+    let app = TestApp::spawn_with(|c| c.worker.max_result_bytes = 1024 * 1024).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        // about 950 KB each: 8 fit in a page's 8 MiB of bodies
+        let value = format!("{i}{}", "v".repeat(950_000));
+        ids.push(
+            app.create(json!({"agent": "echo", "input": {"value": value}, "metadata": {"suite": "bodies"}}))
+                .await,
+        );
+    }
+    for id in &ids {
+        app.wait_for_status(id, "succeeded", Duration::from_secs(30))
+            .await;
+    }
+    // summaries: every run in one page, no bodies
+    let page: Value = app.get_json("/v1/runs?metadata=suite%3Dbodies").await;
+    let runs = page["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 10);
+    assert!(page["next_cursor"].is_null());
+    for run in runs {
+        assert!(
+            run["input"].is_null() && run["result"].is_null(),
+            "{}",
+            run["id"]
+        );
+        assert_eq!(run["status"], "succeeded");
+        assert_eq!(run["metadata"]["suite"], "bodies");
+    }
+    // inputs asked for: the page stops at its bytes, and the next page has the rest
+    let page: Value = app
+        .get_json("/v1/runs?metadata=suite%3Dbodies&include=input")
+        .await;
+    let first = page["runs"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 8, "8 of about 950 KB fit in 8 MiB");
+    assert!(
+        first
+            .iter()
+            .all(|r| r["input"]["value"].as_str().unwrap().len() > 950_000)
+    );
+    assert!(first.iter().all(|r| r["result"].is_null()));
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let page: Value = app
+        .get_json(&format!(
+            "/v1/runs?metadata=suite%3Dbodies&include=input,result&cursor={cursor}"
+        ))
+        .await;
+    let rest = page["runs"].as_array().unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(
+        rest.iter()
+            .all(|r| r["result"]["value"] == r["input"]["value"])
+    );
+    let mut listed: Vec<&str> = first
+        .iter()
+        .chain(rest)
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut made: Vec<&str> = ids.iter().map(String::as_str).collect();
+    made.sort();
+    assert_eq!(listed, made);
+    // a body that is not one is refused, named
+    let response = app
+        .client
+        .get(app.url("/v1/runs?include=input,secrets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "include", "{problem}");
+}

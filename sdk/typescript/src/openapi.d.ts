@@ -180,7 +180,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List runs, newest first, with filters and cursor paging. */
+        /**
+         * List runs, newest first, with filters and cursor paging. The runs are summaries: their
+         *     `input`, `result`, `checkpoint` and `on_failure` are null unless `include` names them,
+         *     and a page ends early (with a `next_cursor`) once its bodies and metadata reach about
+         *     8 MiB.
+         */
         get: operations["list_runs"];
         put?: never;
         /** Submit a run. Validated, stored and queued before the answer. */
@@ -1382,7 +1387,10 @@ export interface components {
             backoff_cap_ms: number;
             /** @description Where the run is POSTed when it finishes (a completion webhook). */
             callback_url?: string | null;
-            /** @description The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it. */
+            /**
+             * @description The state the agent last saved with `ctx.checkpoint`; the next attempt starts from it
+             *     (null in a list unless `include` names it).
+             */
             checkpoint?: unknown;
             /**
              * Format: uuid
@@ -1426,6 +1434,7 @@ export interface components {
             finished_at?: string | null;
             /** Format: uuid */
             id: string;
+            /** @description The input it was created with (null in a list unless `include` names it). */
             input: unknown;
             /**
              * Format: date-time
@@ -1450,6 +1459,7 @@ export interface components {
              */
             priority: number;
             progress?: components["schemas"]["Progress"] | null;
+            /** @description What it returned, once it succeeded (null in a list unless `include` names it). */
             result?: unknown;
             /**
              * Format: date-time
@@ -2225,8 +2235,16 @@ export interface operations {
                 concurrency_key?: string;
                 /** @description The `next_cursor` of the previous page. */
                 cursor?: string;
-                /** @description 1 to 500 (default 50). */
+                /**
+                 * @description 1 to 500 (default 50). A page also ends once its runs' bodies and metadata reach
+                 *     about 8 MiB (a page holds at least one run).
+                 */
                 limit?: number;
+                /**
+                 * @description The bodies to return, comma-separated: `input`, `result`, `checkpoint`,
+                 *     `on_failure`. Those not named are null: by default a list returns run summaries.
+                 */
+                include?: string;
                 /** @description Only runs whose metadata has each of these entries, values compared as text, each written `key=value` (the parameter repeated: `metadata=team%3Dgrowth&metadata=env%3Dprod`, up to 20). The form `metadata[team]=growth` is taken too. */
                 metadata?: string[];
             };

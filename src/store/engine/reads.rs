@@ -1,5 +1,7 @@
 //! Reads: point lookups, filtered listing with cursor paging, and a run's events.
 
+use futures::TryStreamExt;
+
 use crate::domain::{
     IdempotencyKey, QueueStats, Run, RunEvent, RunId, RunStatus, StatusCounts, THROUGHPUT_MINUTES,
     throughput_start,
@@ -149,18 +151,29 @@ impl Engine {
             serde_json::to_string(&f.statuses).expect("statuses serialise to a JSON array")
         });
         let limit = f.limit.max(1);
-        let rows: Vec<RunRow> = bind_filter!(sqlx::query_as(sql::LIST_RUNS), f)
+        // read row by row: a page that reaches its bytes stops reading (a page of 500 runs
+        // with megabyte inputs is never in memory whole)
+        let mut rows = bind_filter!(sqlx::query_as::<_, RunRow>(sql::LIST_RUNS), f)
             .bind(statuses)
             .bind(f.before.map(|id| id.to_string()))
             .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let more = rows.len() > limit as usize;
-        let runs = rows
-            .into_iter()
-            .take(limit as usize)
-            .map(Run::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+            .bind(f.bodies.input)
+            .bind(f.bodies.result)
+            .bind(f.bodies.checkpoint)
+            .bind(f.bodies.on_failure)
+            .fetch(&self.pool);
+        let mut more = false;
+        let mut runs = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            bytes = bytes.saturating_add(row.bodies_len());
+            if runs.len() == limit as usize || (bytes > f.page_bytes && !runs.is_empty()) {
+                more = true;
+                break;
+            }
+            runs.push(Run::try_from(row)?);
+        }
+        drop(rows);
         let next_cursor = if more {
             runs.last().map(|r| r.id)
         } else {

@@ -35,7 +35,8 @@ pub(super) struct RunRow {
     id: String,
     agent: String,
     status: String,
-    input: String,
+    /// Null where a list leaves it out.
+    input: Option<String>,
     priority: i64,
     metadata: String,
     progress_percent: Option<i64>,
@@ -104,7 +105,10 @@ impl TryFrom<RunRow> for Run {
             created_by: r.created_by,
             agent: r.agent,
             status,
-            input: serde_json::from_str(&r.input)?,
+            input: r
+                .input
+                .as_deref()
+                .map_or(Ok(serde_json::Value::Null), serde_json::from_str)?,
             priority: r.priority as i32,
             metadata,
             progress: r.progress_percent.map(|p| Progress {
@@ -172,6 +176,22 @@ pub(super) struct EventRow {
     attempt: i64,
     data: String,
     actor: Option<String>,
+}
+
+impl RunRow {
+    /// The bytes of what may be large: its bodies and metadata, as stored.
+    pub(super) fn bodies_len(&self) -> usize {
+        [
+            &self.input,
+            &self.result,
+            &self.checkpoint,
+            &self.on_failure,
+        ]
+        .iter()
+        .map(|b| b.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+            + self.metadata.len()
+    }
 }
 
 impl EventRow {

@@ -71,12 +71,30 @@ pub(super) const LOCK_RUN: Option<&str> = Some("SELECT 1 FROM runs WHERE id = $1
 
 macro_rules! run_columns {
     () => {
-        "id, agent, status, input::text AS input, priority, metadata::text AS metadata, \
-         progress_percent, progress_message, attempt, max_attempts, result::text AS result, \
-         checkpoint::text AS checkpoint, error_kind, error_message, timeout_ms, \
+        run_columns!(
+            "input::text",
+            "result::text",
+            "checkpoint::text",
+            "on_failure::text"
+        )
+    };
+    // the columns, with these expressions for the bodies a list may leave out
+    ($input:literal, $result:literal, $checkpoint:literal, $on_failure:literal) => {
+        concat!(
+            "id, agent, status, ",
+            $input,
+            " AS input, priority, metadata::text AS metadata, \
+         progress_percent, progress_message, attempt, max_attempts, ",
+            $result,
+            " AS result, \
+         ",
+            $checkpoint,
+            " AS checkpoint, error_kind, error_message, timeout_ms, \
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, \
          waiting_for::text AS waiting_for, wait_until, callback_url, \
-         on_failure::text AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
+         ",
+            $on_failure,
+            " AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
          CASE WHEN lease_until = 9223372036854775807 THEN (SELECT w.lease_until \
          FROM worker_leases w WHERE w.worker_id = runs.worker_id AND w.lease_until >= 0) \
          ELSE lease_until END AS lease_until, \
@@ -84,6 +102,7 @@ macro_rules! run_columns {
          concurrency_key, concurrency_limit, key_waiting, \
          CASE WHEN depends_count > 0 THEN (SELECT json_agg(depends_on_id)::text \
          FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
+        )
     };
 }
 
@@ -100,9 +119,15 @@ macro_rules! run_filter {
     };
 }
 
+/// $11-$14: whether the input, result, checkpoint and on_failure are returned (else null).
 pub(super) const LIST_RUNS: &str = concat!(
     "SELECT ",
-    run_columns!(),
+    run_columns!(
+        "CASE WHEN $11::boolean THEN input::text END",
+        "CASE WHEN $12::boolean THEN result::text END",
+        "CASE WHEN $13::boolean THEN checkpoint::text END",
+        "CASE WHEN $14::boolean THEN on_failure::text END"
+    ),
     " FROM runs WHERE ",
     run_filter!(),
     " AND ($8::jsonb IS NULL OR status = ANY(ARRAY(SELECT jsonb_array_elements_text($8::jsonb)))) \

@@ -43,17 +43,21 @@ pub(super) const LOCK_RUN: Option<&str> = None;
 
 macro_rules! run_columns {
     () => {
-        "id, agent, status, input, priority, metadata, progress_percent, progress_message, \
-         attempt, max_attempts, result, checkpoint, error_kind, error_message, timeout_ms, \
+        run_columns!("input", "result", "checkpoint", "on_failure")
+    };
+    // the columns, with these expressions for the bodies a list may leave out
+    ($input:literal, $result:literal, $checkpoint:literal, $on_failure:literal) => {
+        concat!("id, agent, status, ", $input, " AS input, priority, metadata, progress_percent, progress_message, \
+         attempt, max_attempts, ", $result, " AS result, ", $checkpoint, " AS checkpoint, error_kind, error_message, timeout_ms, \
          backoff_base_ms, backoff_cap_ms, run_at, deadline, expires_at, waiting_for, wait_until, \
-         callback_url, on_failure, compensation_run_id, compensates_run_id, worker_id, \
+         callback_url, ", $on_failure, " AS on_failure, compensation_run_id, compensates_run_id, worker_id, \
          CASE WHEN lease_until = 9223372036854775807 THEN (SELECT w.lease_until \
          FROM worker_leases w WHERE w.worker_id = runs.worker_id AND w.lease_until >= 0) \
          ELSE lease_until END AS lease_until, \
          created_at, started_at, finished_at, updated_at, tenant, created_by, \
          concurrency_key, concurrency_limit, key_waiting, \
          CASE WHEN depends_count > 0 THEN (SELECT json_group_array(depends_on_id) \
-         FROM run_dependencies WHERE run_id = runs.id) END AS depends_on"
+         FROM run_dependencies WHERE run_id = runs.id) END AS depends_on")
     };
 }
 
@@ -77,9 +81,15 @@ macro_rules! run_filter {
 
 /// `run_filter!` (?1 to ?7), then ?8 JSON array of statuses or NULL, ?9 cursor (ids below
 /// it), ?10 limit. Newest first, by primary key.
+/// ?11-?14: whether the input, result, checkpoint and on_failure are returned (else null).
 pub(super) const LIST_RUNS: &str = concat!(
     "SELECT ",
-    run_columns!(),
+    run_columns!(
+        "CASE WHEN ?11 THEN input END",
+        "CASE WHEN ?12 THEN result END",
+        "CASE WHEN ?13 THEN checkpoint END",
+        "CASE WHEN ?14 THEN on_failure END"
+    ),
     " FROM runs WHERE ",
     run_filter!(),
     " AND (?8 IS NULL OR status IN (SELECT value FROM json_each(?8))) \
