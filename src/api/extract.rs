@@ -8,7 +8,11 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use crate::domain::{RunId, may_hold_nul, nul_in};
+
+use super::budget::{BodyBudget, Held};
 
 use super::error::{ApiError, FieldError};
 
@@ -34,16 +38,22 @@ impl<S: Send + Sync> FromRequest<S> for RawJson {
         if !is_json(&req) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        Bytes::from_request(req, state)
+        let budget = req.extensions().get::<Arc<BodyBudget>>().cloned();
+        let held = req.extensions().get::<Held>().cloned();
+        let bytes = Bytes::from_request(req, state)
             .await
-            .map(RawJson)
             .map_err(|rejection| match rejection {
                 BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                     ApiError::PayloadTooLarge
                 }
                 // a body cut off or badly chunked is not a large one
                 other => ApiError::BadRequest(other.body_text()),
-            })
+            })?;
+        // its shape is counted, and what parsing it costs taken, before it is parsed
+        if let Some(budget) = budget {
+            budget.admit(&bytes, held.as_ref()).await?;
+        }
+        Ok(RawJson(bytes))
     }
 }
 

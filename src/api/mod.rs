@@ -5,6 +5,7 @@
 mod actions;
 mod auth;
 mod batch;
+pub mod budget;
 mod conditional;
 pub mod connections;
 mod create;
@@ -85,6 +86,10 @@ pub struct HttpOptions {
     pub idle_timeout: Duration,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// What the request bodies being read and parsed may cost at once, in bytes.
+    pub max_inflight_bytes: usize,
+    /// The most JSON values one request body may hold.
+    pub max_body_values: usize,
     /// Origins allowed by CORS; empty disables CORS, `*` allows any.
     pub cors_origins: Vec<String>,
     /// When set, signals must be signed (`t=…,v1=…` over the time, run id and body).
@@ -112,6 +117,8 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(20),
             max_connections: 8192,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_body_values: 100_000,
             cors_origins: Vec::new(),
             signal_secret: None,
             signature_tolerance: Duration::from_secs(300),
@@ -257,6 +264,11 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
     let spec = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
     let request_id = HeaderName::from_static("x-request-id");
     let metrics = state.metrics.clone();
+    let budget = Arc::new(budget::BodyBudget::new(
+        options.max_inflight_bytes,
+        options.max_body_values,
+        options.body_limit,
+    ));
     routes
         .route(
             "/openapi.json",
@@ -295,6 +307,8 @@ pub fn router(state: ApiState, options: &HttpOptions) -> Router {
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
                     options.request_timeout,
                 ))
+                // the budget before the limit (which changes the body's type)
+                .layer(axum::middleware::from_fn_with_state(budget, budget::hold))
                 .layer(RequestBodyLimitLayer::new(options.body_limit)),
         )
 }

@@ -275,6 +275,20 @@ pub struct Settings {
         global = true
     )]
     pub max_connections: usize,
+    /// What the request bodies being read and parsed may cost at once, in bytes (a body's
+    /// length, then about 3 bytes per byte and 128 per JSON value to parse it). A request
+    /// that finds no room within 250 ms is answered `503 too_busy`.
+    #[arg(long, env = "AGENTQ_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024, global = true)]
+    pub max_inflight_bytes: usize,
+    /// The most JSON values one request body may hold (objects, arrays, strings, numbers,
+    /// literals); more is a `413` before the body is parsed.
+    #[arg(
+        long,
+        env = "AGENTQ_MAX_BODY_VALUES",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub max_body_values: usize,
     /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
     #[arg(
         long,
@@ -503,6 +517,12 @@ impl Settings {
         if self.max_connections < 16 {
             return Err("--max-connections must be at least 16".into());
         }
+        if self.max_inflight_bytes < self.body_limit {
+            return Err("--max-inflight-bytes must be at least --body-limit".into());
+        }
+        if self.max_body_values < 100 {
+            return Err("--max-body-values must be at least 100".into());
+        }
         for (flag, retention) in [
             ("retain-succeeded", self.retain_succeeded),
             ("retain-failed", self.retain_failed),
@@ -676,6 +696,8 @@ impl Settings {
                 request_timeout: self.request_timeout,
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections,
+                max_inflight_bytes: self.max_inflight_bytes,
+                max_body_values: self.max_body_values,
                 cors_origins: self.cors_origins.clone(),
                 signal_secret: self.signal_secret.clone().map(crate::api::Secret),
                 signature_tolerance: self.signature_tolerance,

@@ -6,6 +6,7 @@ mod approval_flow;
 mod audit;
 mod auth;
 mod batch;
+mod body_budget;
 mod cancel_and_retry;
 mod change_run;
 mod cli;
