@@ -196,6 +196,7 @@ impl Application {
                     self.config.http.tenant_max_active_runs,
                 )),
                 metrics: self.metrics.clone(),
+                streams: Arc::new(api::StreamSlots::new(self.config.http.max_streams)),
             };
             let app = api::router(state, &self.config.http);
             let metrics = self.metrics.clone();

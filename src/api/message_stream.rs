@@ -46,6 +46,7 @@ use super::stream::follow;
         (status = 400, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This process serves as many live streams as it may (`too_many_streams`, --max-streams)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn stream_run(
     State(state): State<ApiState>,
@@ -58,7 +59,12 @@ pub async fn stream_run(
     let run = state.store.get_run(id).await?;
     caller.may_read(&run)?;
     let finished = run.status.is_terminal();
-    let mut events = Box::pin(follow(state.store.clone(), id, 0, finished).await?.fuse());
+    let slot = state.streams.take()?;
+    let mut events = Box::pin(
+        follow(state.store.clone(), slot, id, 0, finished)
+            .await?
+            .fuse(),
+    );
     let mut chunks = Chunks::new(id);
     // what was already written is read now: a run that ended without streaming is a 204
     let mut replayed = Vec::new();

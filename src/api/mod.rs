@@ -52,6 +52,7 @@ pub use error::{ApiError, FieldError, Problem};
 pub use limits::Limits;
 pub(crate) use metrics::snapshot as metrics_snapshot;
 pub use metrics::{Scrape, metrics_router};
+pub use stream::StreamSlots;
 pub use work::WorkOptions;
 pub use work::claim::MAX_CLAIM_WAIT_MS;
 
@@ -75,6 +76,8 @@ pub struct ApiState {
     pub auth: Auth,
     pub limits: Arc<Limits>,
     pub metrics: crate::telemetry::Metrics,
+    /// The live streams served, and how many may be.
+    pub streams: Arc<StreamSlots>,
 }
 
 /// HTTP-level settings.
@@ -86,6 +89,8 @@ pub struct HttpOptions {
     pub idle_timeout: Duration,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// The most live event streams served at once.
+    pub max_streams: usize,
     /// What the request bodies being read and parsed may cost at once, in bytes.
     pub max_inflight_bytes: usize,
     /// The most JSON values one request body may hold.
@@ -117,6 +122,7 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(20),
             max_connections: 8192,
+            max_streams: 5000,
             max_inflight_bytes: 256 * 1024 * 1024,
             max_body_values: 100_000,
             cors_origins: Vec::new(),

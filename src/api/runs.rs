@@ -300,6 +300,7 @@ pub async fn count_runs(
         (status = 422, description = "Invalid after", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key or run token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A stream asked for while this process serves as many as it may (`too_many_streams`, --max-streams)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_run_events(
     State(state): State<ApiState>,
@@ -314,7 +315,8 @@ pub async fn list_run_events(
     if stream::wants_stream(&headers) {
         let after = stream::resume_after(&headers, params.after)?;
         let finished = run.status.is_terminal();
-        return stream::stream_events(state.store.clone(), id, after, finished).await;
+        let slot = state.streams.take()?;
+        return stream::stream_events(state.store.clone(), slot, id, after, finished).await;
     }
     let limit = match params.limit {
         None => MAX_EVENTS_PAGE,

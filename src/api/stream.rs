@@ -6,10 +6,13 @@
 //! carries the run's `result` there); a reconnect after it is answered `204`, which tells a
 //! browser's EventSource to stop. Changes made in this
 //! process arrive at once through the store's event hub; changes made by workers in other
-//! processes are picked up by reading again every `POLL`.
+//! processes are found by one read of every followed run's newest seq each quarter second
+//! (`store::engine::heads`), which wakes the streams of the runs that moved.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -22,7 +25,10 @@ use crate::store::{EventBounds, EventFollower, Store};
 
 use super::error::ApiError;
 
-const POLL: Duration = Duration::from_millis(250);
+/// A stream reads again after this long without being told of a change: a safety net
+/// only. Its own process's commits are told at once, other processes' within a quarter
+/// second (`store::engine::heads`, one read for every stream of the process).
+const POLL: Duration = Duration::from_secs(30);
 
 /// Whether the client asked for a live stream.
 pub(super) fn wants_stream(headers: &HeaderMap) -> bool {
@@ -52,7 +58,54 @@ const READ_BOUNDS: EventBounds = EventBounds {
     bytes: super::runs::EVENTS_PAGE_BYTES,
 };
 
+/// The live streams this process serves, and the most it may (`--max-streams`).
+#[derive(Debug)]
+pub struct StreamSlots {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One stream's place, given back when the stream ends.
+pub(super) struct StreamSlot(Arc<StreamSlots>);
+
+impl StreamSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more stream, or `503 too_many_streams`.
+    pub(super) fn take(self: &Arc<Self>) -> Result<StreamSlot, ApiError> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < self.max).then_some(open + 1)
+            });
+        match taken {
+            Ok(_) => Ok(StreamSlot(self.clone())),
+            Err(_) => Err(ApiError::Overloaded {
+                code: "too_many_streams",
+                detail: format!(
+                    "this server serves as many live streams as it may ({}, --max-streams): try again shortly, or poll the run",
+                    self.max
+                ),
+                retry_after: 5,
+            }),
+        }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Follow {
+    /// Held while the stream lasts.
+    _slot: StreamSlot,
     store: Store,
     id: RunId,
     after: i64,
@@ -71,11 +124,12 @@ struct Follow {
 /// have seen it yet) and ends the stream in its turn.
 pub(super) async fn stream_events(
     store: Store,
+    slot: StreamSlot,
     id: RunId,
     after: i64,
     finished: bool,
 ) -> Result<Response, ApiError> {
-    let start = start(store.clone(), id, after, finished).await?;
+    let start = start(store.clone(), slot, id, after, finished).await?;
     // a browser's EventSource reconnects after the stream ended: `204` tells it to stop
     if finished && start.pending.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -105,19 +159,27 @@ pub(super) async fn stream_events(
 /// run's terminal event (and those written with it). `finished` as for `stream_events`.
 pub(super) async fn follow(
     store: Store,
+    slot: StreamSlot,
     id: RunId,
     after: i64,
     finished: bool,
 ) -> Result<impl Stream<Item = RunEvent> + Send + 'static, ApiError> {
-    Ok(events(start(store, id, after, finished).await?))
+    Ok(events(start(store, slot, id, after, finished).await?))
 }
 
 /// Follows the run, then reads its events after `after`: the stream's start.
-async fn start(store: Store, id: RunId, after: i64, finished: bool) -> Result<Follow, ApiError> {
+async fn start(
+    store: Store,
+    slot: StreamSlot,
+    id: RunId,
+    after: i64,
+    finished: bool,
+) -> Result<Follow, ApiError> {
     // follow before reading, so nothing committed in between is missed
     let heads = store.follow_events(id);
     let page = store.list_events_within(id, after, READ_BOUNDS).await?;
     Ok(Follow {
+        _slot: slot,
         pending: page.events.into(),
         more: page.more,
         ended: finished,

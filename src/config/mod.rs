@@ -280,6 +280,15 @@ pub struct Settings {
     /// that finds no room within 250 ms is answered `503 too_busy`.
     #[arg(long, env = "AGENTQ_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024, global = true)]
     pub max_inflight_bytes: usize,
+    /// The most live event streams (`text/event-stream` reads of a run's events or its
+    /// output) this process serves at once; past it `503 too_many_streams`.
+    #[arg(
+        long,
+        env = "AGENTQ_MAX_STREAMS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub max_streams: usize,
     /// The most JSON values one request body may hold (objects, arrays, strings, numbers,
     /// literals); more is a `413` before the body is parsed.
     #[arg(
@@ -520,6 +529,9 @@ impl Settings {
         if self.max_inflight_bytes < self.body_limit {
             return Err("--max-inflight-bytes must be at least --body-limit".into());
         }
+        if self.max_streams < 1 {
+            return Err("--max-streams must be at least 1".into());
+        }
         if self.max_body_values < 100 {
             return Err("--max-body-values must be at least 100".into());
         }
@@ -697,6 +709,7 @@ impl Settings {
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections,
                 max_inflight_bytes: self.max_inflight_bytes,
+                max_streams: self.max_streams,
                 max_body_values: self.max_body_values,
                 cors_origins: self.cors_origins.clone(),
                 signal_secret: self.signal_secret.clone().map(crate::api::Secret),

@@ -80,6 +80,38 @@ impl EventHub {
         }
     }
 
+    /// The followed runs and the newest seq each one's followers were told of.
+    pub(crate) fn followed_heads(&self) -> Vec<(String, i64)> {
+        let mut followers = self.lock();
+        followers.retain(|_, f| f.head.receiver_count() > 0);
+        self.followed.store(followers.len(), Ordering::SeqCst);
+        followers
+            .iter()
+            .map(|(id, f)| (id.clone(), *f.head.borrow()))
+            .collect()
+    }
+
+    /// The database says the run's newest event is `seq` (another process wrote it, say):
+    /// its followers are told when that is newer than what they were told. A run the
+    /// database no longer has (`None`: retention took it) wakes them to find so.
+    pub(crate) fn advanced(&self, run_id: &str, seq: Option<i64>) {
+        let followers = self.lock();
+        let Some(f) = followers.get(run_id) else {
+            return;
+        };
+        f.head.send_if_modified(|newest| match seq {
+            Some(seq) if seq > *newest => {
+                *newest = seq;
+                true
+            }
+            Some(_) => false,
+            None => {
+                *newest += 1;
+                true
+            }
+        });
+    }
+
     /// Whether any run is followed: the writer hands over its events only then.
     pub(crate) fn is_followed(&self) -> bool {
         self.followed.load(Ordering::Relaxed) > 0

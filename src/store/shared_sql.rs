@@ -357,6 +357,7 @@ fn in_both_dialects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("RUN_EXISTS", vec![RUN_EXISTS]),
         ("LIST_EVENTS", vec![LIST_EVENTS]),
         ("PRUNE_PROGRESS", vec![PRUNE_PROGRESS]),
+        ("EVENT_HEADS", vec![EVENT_HEADS]),
         ("HAS_DUE_WEBHOOKS", vec![HAS_DUE_WEBHOOKS]),
         ("INSERT_RUNS", vec![INSERT_RUNS]),
         ("FIND_KEY", vec![FIND_KEY]),

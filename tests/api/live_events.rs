@@ -195,3 +195,91 @@ async fn a_finished_runs_stream_carries_its_result_and_a_reconnect_after_it_is_t
         .unwrap();
     assert_eq!(again.status(), 204);
 }
+
+/// A worker in another process writes the events: the API process's stream is told of
+/// them by its one read for every followed run, well within the streams' own 30 s
+/// safety net, and sends every one.
+#[tokio::test]
+async fn a_stream_follows_events_another_process_writes() {
+    let db = crate::support::db::TestDb::new().await;
+    let api = crate::process::Agentq::start_role("api", &db.url, &[]).await;
+    let _worker = crate::process::Agentq::start_role("worker", &db.url, &[]).await;
+    let id = api
+        .create(json!({"agent": "echo", "input": {"value": 1, "steps": 4, "delay_ms": 2000}}))
+        .await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{id}/events", api.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let blocks = sse_blocks(response, Duration::from_secs(15)).await;
+    let names: Vec<&str> = blocks
+        .iter()
+        .map(|b| b.event.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(names.first(), Some(&"created"));
+    assert!(names.contains(&"started"), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "progress").count(),
+        4,
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"succeeded"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the stream ended after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn past_max_streams_a_stream_is_refused_until_one_ends() {
+    let app = TestApp::spawn_with(|c| c.http.max_streams = 2).await;
+    let waiting = json!({"agent": "echo", "input": {"value": 1, "wait_for": ["go"]}});
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.create(waiting.clone()).await);
+    }
+    let open = |id: String| {
+        app.client
+            .get(app.url(&format!("/v1/runs/{id}/events")))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let first = open(ids[0].clone()).await.unwrap();
+    let second = open(ids[1].clone()).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open(ids[2].clone()).await.unwrap();
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "5");
+    let problem: Value = third.json().await.unwrap();
+    assert_eq!(problem["code"], "too_many_streams", "{problem}");
+    // the output stream counts too
+    let output = app
+        .client
+        .get(app.url(&format!("/v1/runs/{}/stream", ids[2])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(output.status(), 503);
+    // a stream that ends gives its place back
+    drop(first);
+    crate::support::eventually::eventually(
+        Duration::from_secs(5),
+        "a third stream is served",
+        || async {
+            match open(ids[2].clone()).await.unwrap().status().as_u16() {
+                200 => Ok(()),
+                s => Err(s),
+            }
+        },
+    )
+    .await;
+    drop(second);
+}

@@ -2968,6 +2968,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A stream asked for while this process serves as many as it may (`too_many_streams`, --max-streams) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     retry_run: {
@@ -3185,6 +3194,15 @@ export interface operations {
             };
             /** @description No such run (or another tenant's) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This process serves as many live streams as it may (`too_many_streams`, --max-streams) */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

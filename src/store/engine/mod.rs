@@ -4,6 +4,7 @@
 //! the source per dialect keeps the hot path on concrete sqlx types (no `Any` driver, no
 //! generic bounds on every bind) while the logic exists once.
 
+mod heads;
 mod keys;
 mod reads;
 mod rows;
@@ -51,7 +52,7 @@ impl Engine {
     ) -> Self {
         let hub = Arc::new(EventHub::default());
         let tally = Arc::new(Tally::default());
-        Self {
+        let engine = Self {
             writer: writer::WriterHandle::spawn(
                 conn,
                 options,
@@ -64,7 +65,10 @@ impl Engine {
             tally,
             pool,
             background: std::sync::Mutex::new(Vec::new()),
-        }
+        };
+        // other processes' events reach this process's streams by one read for them all
+        engine.spawn_background(heads::watch(engine.pool.clone(), engine.hub.clone()));
+        engine
     }
 
     /// Runs `task` beside the engine until it closes.

@@ -177,6 +177,10 @@ SELECT seq, at, type, attempt, data::text AS data, actor FROM run_events
 WHERE run_id = $1 AND seq > $2
 ORDER BY seq LIMIT $3";
 
+/// $1 a JSON array of run ids: each one's newest event seq.
+pub(super) const EVENT_HEADS: &str = "SELECT id, event_seq FROM runs \
+     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
+
 /// $1 run id, $2 how many of its latest progress events to keep: deletes the older ones.
 pub(super) const PRUNE_PROGRESS: &str = "
 DELETE FROM run_events WHERE run_id = $1 AND type = 'progress' AND seq < (

@@ -145,6 +145,10 @@ UNION ALL
 SELECT seq, at, type, attempt, data, actor FROM run_events WHERE run_id = ?1 AND seq > ?2
 ORDER BY seq LIMIT ?3";
 
+/// ?1 a JSON array of run ids: each one's newest event seq.
+pub(super) const EVENT_HEADS: &str =
+    "SELECT id, event_seq FROM runs WHERE id IN (SELECT value FROM json_each(?1))";
+
 /// ?1 run id, ?2 how many of its latest progress events to keep: deletes the older ones.
 pub(super) const PRUNE_PROGRESS: &str = "
 DELETE FROM run_events WHERE run_id = ?1 AND type = 'progress' AND seq < (
