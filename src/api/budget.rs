@@ -2,13 +2,17 @@
 //! one body may hold (`--max-body-values`).
 //!
 //! A body costs memory twice: its bytes while they are read, then the values parsed from
-//! them (a JSON object of 80,000 small keys is 0.9 MB of text and about 10 MB parsed). So a
-//! request with a body takes its announced length from the budget before the body is read
-//! (the whole `--body-limit` when no length is announced), and once it is read and its shape
-//! counted (one pass, nothing allocated), what parsing it will cost. A request that does not
-//! find its share within a moment is answered `503 too_busy` with `Retry-After: 1`; a body
-//! with more values than allowed, or nested deeper, is `413` before it is parsed. The share
-//! is given back when the answer's head is sent.
+//! them (a JSON object of 80,000 small keys is 0.9 MB of text and about 35 MB while it is
+//! handled). The budget is two pools: a quarter for reading, the rest for handling. A
+//! request with a body takes its announced length from the reading pool before the body is
+//! read (the whole `--body-limit` when no length is announced); once it is read and its
+//! shape counted (one pass, nothing allocated), it takes what handling it will cost from the
+//! handling pool (measured: about 4 bytes per byte and 448 per value). Whoever holds a
+//! handling share waits for nothing more, so requests holding reading shares always get
+//! through in turn; a share bigger than its pool takes the whole pool. A request that does
+//! not find its share within a moment is answered `503 too_busy` with `Retry-After: 1`; a
+//! body with more values than allowed, or nested deeper, is `413` before it is parsed. The
+//! shares are given back when the answer's head is sent.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,24 +29,54 @@ use super::error::ApiError;
 const UNIT: usize = 1024;
 /// How long a request waits for its share before it is refused.
 const WAIT: Duration = Duration::from_millis(250);
-/// What parsing costs per byte of text (the text is held, parsed, and written again once
-/// to store it).
-const COST_PER_BYTE: usize = 3;
-/// What parsing costs per value (a node of `serde_json::Value`, a map entry, its key).
-const COST_PER_VALUE: usize = 128;
+/// What a body costs per byte of text while it is handled (the text is held, parsed, and
+/// written again to store it and to answer).
+const COST_PER_BYTE: usize = 4;
+/// What a body costs per JSON value while it is handled: a `serde_json::Value` node, a map
+/// entry and its key, and the copies the run's validation, storing and answer make. Measured
+/// (`scripts/bench-edges.sh`, 2026-12-06): 100 concurrent bodies of 80,000 keys (0.87 MB)
+/// peaked at about 35 MB each, 440 bytes a value.
+const COST_PER_VALUE: usize = 448;
 /// The deepest nesting a body may have.
 pub const MAX_DEPTH: usize = 64;
 
 /// The process's budget for request bodies.
 #[derive(Debug)]
 pub struct BodyBudget {
-    permits: Arc<Semaphore>,
-    /// The budget, in units.
-    units: usize,
+    /// Bodies being read.
+    reading: Pool,
+    /// Bodies read and being handled.
+    handling: Pool,
     /// The most values one body may hold.
     pub max_values: usize,
     /// The most bytes a body may have (`--body-limit`), taken when none is announced.
     body_limit: usize,
+}
+
+/// Shares of memory, counted in [`UNIT`]s.
+#[derive(Debug)]
+struct Pool {
+    permits: Arc<Semaphore>,
+    units: usize,
+}
+
+impl Pool {
+    fn new(bytes: usize) -> Self {
+        let units = bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(units)),
+            units,
+        }
+    }
+
+    /// Takes `bytes`, waiting a moment for them; `None` when they did not come. A share
+    /// bigger than the pool takes the whole pool.
+    async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(UNIT).clamp(1, self.units);
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
+        let wanted = self.permits.clone().acquire_many_owned(units);
+        tokio::time::timeout(WAIT, wanted).await.ok()?.ok()
+    }
 }
 
 /// The shares a request holds, given back when it is answered.
@@ -50,23 +84,16 @@ pub struct BodyBudget {
 pub(super) struct Held(Arc<Mutex<Vec<OwnedSemaphorePermit>>>);
 
 impl BodyBudget {
+    /// `bytes` in all: a quarter for reading (at least one body of `body_limit`), the rest
+    /// for handling.
     pub fn new(bytes: usize, max_values: usize, body_limit: usize) -> Self {
-        let units = bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        let reading = (bytes / 4).max(body_limit);
         Self {
-            permits: Arc::new(Semaphore::new(units)),
-            units,
+            reading: Pool::new(reading),
+            handling: Pool::new(bytes.saturating_sub(reading).max(UNIT)),
             max_values,
             body_limit,
         }
-    }
-
-    /// Takes `bytes` from the budget, waiting a moment for them; `None` when they did not
-    /// come. A share bigger than the whole budget takes the whole budget.
-    async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let units = bytes.div_ceil(UNIT).clamp(1, self.units);
-        let units = u32::try_from(units).unwrap_or(u32::MAX);
-        let wanted = self.permits.clone().acquire_many_owned(units);
-        tokio::time::timeout(WAIT, wanted).await.ok()?.ok()
     }
 
     /// Counts `body`'s shape and takes what parsing it will cost; the error to answer when
@@ -77,7 +104,7 @@ impl BodyBudget {
             return Ok(());
         };
         let cost = body.len().saturating_mul(COST_PER_BYTE) + values.saturating_mul(COST_PER_VALUE);
-        let permit = self.take(cost).await.ok_or_else(too_busy)?;
+        let permit = self.handling.take(cost).await.ok_or_else(too_busy)?;
         held.0.lock().expect("held shares").push(permit);
         Ok(())
     }
@@ -112,7 +139,7 @@ pub(super) async fn hold(
     let bytes = announced
         .unwrap_or(budget.body_limit)
         .min(budget.body_limit);
-    let Some(permit) = budget.take(bytes).await else {
+    let Some(permit) = budget.reading.take(bytes).await else {
         return too_busy().into_response();
     };
     let held = Held::default();
@@ -238,12 +265,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_share_waits_a_moment_then_is_refused_and_comes_back_once_given_back() {
-        let budget = BodyBudget::new(10 * UNIT, 100, 1 << 20);
-        let first = budget.take(8 * UNIT).await.expect("room");
-        assert!(budget.take(4 * UNIT).await.is_none());
+        let pool = Pool::new(10 * UNIT);
+        let first = pool.take(8 * UNIT).await.expect("room");
+        assert!(pool.take(4 * UNIT).await.is_none());
         drop(first);
-        assert!(budget.take(4 * UNIT).await.is_some());
-        // bigger than the whole budget: all of it
-        assert!(budget.take(100 * UNIT).await.is_some());
+        assert!(pool.take(4 * UNIT).await.is_some());
+        // bigger than the whole pool: all of it
+        assert!(pool.take(100 * UNIT).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn reading_shares_never_keep_a_body_from_being_handled() {
+        // every reading share taken, as by many bodies being read at once
+        let budget = BodyBudget::new(64 * UNIT, 1000, 16 * UNIT);
+        let _readers: Vec<_> = [budget.reading.take(16 * UNIT).await.unwrap()]
+            .into_iter()
+            .collect();
+        assert!(budget.reading.take(UNIT).await.is_none());
+        // a body already read is handled all the same, even one costing more than the pool
+        let held = Held::default();
+        let body = format!("[{}]", vec!["1"; 500].join(","));
+        budget.admit(body.as_bytes(), Some(&held)).await.unwrap();
+        assert_eq!(held.0.lock().unwrap().len(), 1);
     }
 }

@@ -132,18 +132,12 @@ pub async fn serve(
         next_id += 1;
         let closed = closed.clone();
         if open.load(Ordering::SeqCst) < limits.max {
-            open.fetch_add(1, Ordering::SeqCst);
-            if let Some(m) = &metrics {
-                m.http_connection_opened();
-            }
-            let open = open.clone();
-            let (app, stop, metrics) = (app.clone(), stop.clone(), metrics.clone());
+            let counted = Counted::new(open.clone(), metrics.clone());
+            let (app, stop) = (app.clone(), stop.clone());
             tokio::spawn(async move {
+                // counted out when the task ends, a panic's unwinding included
+                let _counted = counted;
                 serve_one(stream, app, limits.idle_timeout, true, stop).await;
-                open.fetch_sub(1, Ordering::SeqCst);
-                if let Some(m) = &metrics {
-                    m.http_connection_closed();
-                }
                 drop(closed);
             });
             continue;
@@ -178,8 +172,34 @@ pub async fn serve(
         });
     }
     drop(closed);
-    // the connections finish their requests in flight (each saw `stop`)
+    // no new connection is taken while the open ones finish their requests in flight
+    drop(listener);
     all_closed.closed().await;
+}
+
+/// One connection counted among the open ones (and in the metrics) while it lives.
+struct Counted {
+    open: Arc<AtomicUsize>,
+    metrics: Option<Metrics>,
+}
+
+impl Counted {
+    fn new(open: Arc<AtomicUsize>, metrics: Option<Metrics>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        if let Some(m) = &metrics {
+            m.http_connection_opened();
+        }
+        Self { open, metrics }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(m) = &self.metrics {
+            m.http_connection_closed();
+        }
+    }
 }
 
 /// An error from `accept`: a connection that went away before it was accepted is nothing;

@@ -87,13 +87,13 @@ pub enum ApiError {
 }
 
 /// What a client is told when its change may or may not have been stored.
-const OUTCOME_UNKNOWN: &str = "outcome unknown: the database connection broke while the change was being committed, so it may have been stored or not. Retry with the same Idempotency-Key: a run that was stored is returned (200), not made twice";
+const OUTCOME_UNKNOWN: &str = "outcome unknown: the database connection broke while the change was being committed, so it may have been stored or not. Read the run to see; a create retried with the same Idempotency-Key returns the run if it was stored (200), never a second one";
 
 /// When a client refused for a full storage tries again, in seconds.
 const STORAGE_FULL_RETRY_AFTER: u64 = 10;
 
 /// A write answered `503` by the request time limit.
-const TIMED_OUT_WRITE: &str = "outcome unknown: the request took too long, and the change it asked for may still be stored. Retry with the same Idempotency-Key: a run that was stored is returned (200), not made twice";
+const TIMED_OUT_WRITE: &str = "outcome unknown: the request took too long, and the change it asked for may still be stored. Read the run to see; a create retried with the same Idempotency-Key returns the run if it was stored (200), never a second one";
 
 /// The problem document.
 #[derive(Debug, Serialize, ToSchema)]

@@ -60,7 +60,7 @@ pub struct RunList {
 pub struct EventList {
     pub events: Vec<RunEvent>,
     /// More events follow: pass this as `after` for the next page (the last event's
-    /// `seq`); absent on the last page.
+    /// `seq`); null on the last page.
     pub next_after: Option<i64>,
 }
 

@@ -178,6 +178,10 @@ async fn start(
     // follow before reading, so nothing committed in between is missed
     let heads = store.follow_events(id);
     let page = store.list_events_within(id, after, READ_BOUNDS).await?;
+    // what was read needs no waking for (the watcher wakes streams whose runs move past it)
+    if let Some(last) = page.events.last() {
+        heads.seen(last.seq);
+    }
     Ok(Follow {
         _slot: slot,
         pending: page.events.into(),
@@ -209,22 +213,15 @@ fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
                 }
                 return Some((event, f));
             }
+            // the rest of a read cut by its bounds comes at once, ended or not
+            if f.more {
+                if !f.read_page().await {
+                    return None;
+                }
+                continue;
+            }
             if f.ended {
                 return None;
-            }
-            // the rest of a replay cut by the bounds is read at once
-            if f.more {
-                match f.store.list_events_within(f.id, f.after, READ_BOUNDS).await {
-                    Ok(page) => {
-                        f.more = page.more;
-                        f.pending.extend(page.events);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(run.id = %f.id, error = %e, "event stream ended: reading events failed");
-                        return None;
-                    }
-                }
             }
             let mut woken = false;
             tokio::select! {
@@ -239,18 +236,33 @@ fn events(follow: Follow) -> impl Stream<Item = RunEvent> {
                 f.pending.extend(events);
                 continue;
             }
-            match f.store.list_events_within(f.id, f.after, READ_BOUNDS).await {
-                Ok(page) => {
-                    f.more = page.more;
-                    f.pending.extend(page.events);
-                }
-                Err(e) => {
-                    tracing::warn!(run.id = %f.id, error = %e, "event stream ended: reading events failed");
-                    return None;
-                }
+            if !f.read_page().await {
+                return None;
             }
         }
     })
+}
+
+impl Follow {
+    /// Reads the events after the last one sent, within the bounds; false when the read
+    /// failed (the stream ends).
+    async fn read_page(&mut self) -> bool {
+        match self
+            .store
+            .list_events_within(self.id, self.after, READ_BOUNDS)
+            .await
+        {
+            Ok(page) => {
+                self.more = page.more;
+                self.pending.extend(page.events);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(run.id = %self.id, error = %e, "event stream ended: reading events failed");
+                false
+            }
+        }
+    }
 }
 
 fn to_sse(event: &RunEvent) -> Event {

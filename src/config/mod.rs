@@ -275,8 +275,8 @@ pub struct Settings {
         global = true
     )]
     pub max_connections: usize,
-    /// What the request bodies being read and parsed may cost at once, in bytes (a body's
-    /// length, then about 3 bytes per byte and 128 per JSON value to parse it). A request
+    /// What the request bodies being read and handled may cost at once, in bytes (a body's
+    /// length, then about 4 bytes per byte and 448 per JSON value to handle it). A request
     /// that finds no room within 250 ms is answered `503 too_busy`.
     #[arg(long, env = "AGENTQ_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024, global = true)]
     pub max_inflight_bytes: usize,
@@ -526,8 +526,8 @@ impl Settings {
         if self.max_connections < 16 {
             return Err("--max-connections must be at least 16".into());
         }
-        if self.max_inflight_bytes < self.body_limit {
-            return Err("--max-inflight-bytes must be at least --body-limit".into());
+        if self.max_inflight_bytes < self.body_limit.saturating_mul(4) {
+            return Err("--max-inflight-bytes must be at least 4 times --body-limit".into());
         }
         if self.max_streams < 1 {
             return Err("--max-streams must be at least 1".into());

@@ -328,7 +328,10 @@ async fn write_outcome(
     let mut delay = Duration::from_millis(50);
     for _ in 0..5 {
         match store.finish(fence.clone(), outcome.clone()).await {
-            Err(e) if e.is_unavailable() => {
+            // a full storage may free up: the attempt's outcome is worth the wait
+            Err(e)
+                if e.is_unavailable() || matches!(e, crate::store::StoreError::StorageFull(_)) =>
+            {
                 tracing::warn!(run.id = %fence.run_id, error = %e, "database unavailable; retrying the outcome write");
                 tokio::time::sleep(delay).await;
                 delay *= 2;

@@ -78,6 +78,25 @@ fn unavailable_code(code: &str) -> bool {
 }
 
 impl StoreError {
+    /// The error of a `COMMIT`: a connection that broke, or a server going away, leaves
+    /// its outcome unknown ([`StoreError::Uncertain`]); an answer that says it failed (a
+    /// busy SQLite, a conflict) means it was not applied.
+    pub(crate) fn from_commit(e: sqlx::Error) -> Self {
+        let lost = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+            sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        };
+        if lost {
+            Self::Uncertain(e.to_string())
+        } else {
+            Self::from(e)
+        }
+    }
+
     /// The database could not be reached or answered too late: whether or not the write was
     /// stored ([`StoreError::Uncertain`]), the caller may try again.
     pub(crate) fn is_unavailable(&self) -> bool {

@@ -46,15 +46,30 @@ impl EventFollower {
     }
 
     /// The run's committed events after `after`, when the hub still holds all of them
-    /// (`None`: read them from the database).
+    /// (`None`: read them from the database). It holds none of those another process wrote:
+    /// once the run's newest seq is past the last it holds, the database is read.
     pub fn recent_after(&self, after: i64) -> Option<Vec<RunEvent>> {
         let followers = self.hub.lock();
-        let recent = &followers.get(&self.run_id)?.recent;
-        match recent.front() {
-            Some(first) if first.seq <= after + 1 => {
+        let followed = followers.get(&self.run_id)?;
+        let recent = &followed.recent;
+        let newest = *followed.head.borrow();
+        match (recent.front(), recent.back()) {
+            (Some(first), Some(last)) if first.seq <= after + 1 && last.seq >= newest => {
                 Some(recent.iter().filter(|e| e.seq > after).cloned().collect())
             }
             _ => None,
+        }
+    }
+
+    /// The follower has read up to `seq`: the run's newest seq is at least that, told to
+    /// nobody (a new stream is not woken for what it just read).
+    pub fn seen(&self, seq: i64) {
+        let followers = self.hub.lock();
+        if let Some(f) = followers.get(&self.run_id) {
+            f.head.send_if_modified(|newest| {
+                *newest = (*newest).max(seq);
+                false
+            });
         }
     }
 }
@@ -200,6 +215,9 @@ mod tests {
         assert_eq!(seqs(follower.recent_after(4)), Some(vec![]));
         // events before the first held one are not in memory
         assert_eq!(seqs(follower.recent_after(1)), None);
+        // another process wrote 5 and 6, and the watcher read so: the database is read
+        hub.advanced("r1", Some(6));
+        assert_eq!(seqs(follower.recent_after(4)), None);
         // another process wrote 5 and 6: 7 starts the memory afresh
         hub.committed(&[event(7)]);
         assert_eq!(seqs(follower.recent_after(4)), None);

@@ -200,13 +200,12 @@ impl Store {
     pub fn writer_transactions(&self) -> u64 {
         on_engine!(self, e => e.tally.transactions())
     }
-    /// Checks that the database answers.
-    /// Why the storage is full, while writes find it so (until one succeeds, or a minute
-    /// passes without one failing).
+    /// Why the storage is full, while writes find it so (until a commit at least 5 s after
+    /// the last refusal, or a minute without one).
     pub fn storage_full(&self) -> Option<String> {
         on_engine!(self, e => e.tally.full_reason())
     }
-
+    /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_engine!(self, e => e.ping().await)
     }

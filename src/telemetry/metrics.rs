@@ -186,7 +186,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         registry.register(
             "agentq_http_connections_refused",
-            "HTTP connections that came past --max-connections (answered health checks only)",
+            "HTTP connections that came past --max-connections: served by the reserve, which answers health checks and refuses the rest",
             connections_refused.clone(),
         );
         Self(Arc::new(Inner {

@@ -57,8 +57,9 @@ async fn a_body_with_too_many_values_or_nested_too_deep_is_refused_before_it_is_
 #[tokio::test]
 async fn bodies_in_flight_share_a_budget_past_which_requests_are_answered_503_too_busy() {
     let app = TestApp::spawn_with(|c| {
+        // a quarter of the budget reads bodies: 64 KiB
         c.http.body_limit = 64 * 1024;
-        c.http.max_inflight_bytes = 64 * 1024;
+        c.http.max_inflight_bytes = 256 * 1024;
     })
     .await;
     // a slow upload holds most of the budget while its body is read
@@ -68,10 +69,20 @@ async fn bodies_in_flight_share_a_budget_past_which_requests_are_answered_503_to
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let body = json!({"agent": "echo", "input": {"value": "x".repeat(10_000)}});
-    let response = app.post_run(body.clone()).await;
-    assert_eq!(response.status(), 503);
+    // (once the server has taken the slow upload's share)
+    let response = crate::support::eventually::eventually(
+        Duration::from_secs(5),
+        "a POST is refused while the slow upload holds the budget",
+        || async {
+            let response = app.post_run(body.clone()).await;
+            match response.status().as_u16() {
+                503 => Ok(response),
+                s => Err(s),
+            }
+        },
+    )
+    .await;
     assert_eq!(response.headers()["retry-after"], "1");
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "too_busy", "{problem}");

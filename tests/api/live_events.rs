@@ -283,3 +283,47 @@ async fn past_max_streams_a_stream_is_refused_until_one_ends() {
     .await;
     drop(second);
 }
+
+/// A finished run with more events than one read holds: the stream reads on page by page
+/// and sends every one before it ends.
+#[tokio::test]
+async fn a_finished_runs_stream_replays_every_page_of_its_events() {
+    use sqlx::Connection;
+    let app = TestApp::spawn().await;
+    let id = app
+        .create(json!({"agent": "echo", "input": {"value": 1}}))
+        .await;
+    app.wait_for_status(&id, "succeeded", Duration::from_secs(10))
+        .await;
+    // 1,200 events written after its end (as a webhook's deliveries would be)
+    let (sqlite, postgres) = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) \
+         INSERT INTO run_events (run_id, seq, at, type, attempt, data, actor) \
+         SELECT ?1, 100 + i, 0, 'log', 1, '{\"message\":\"x\"}', NULL FROM n",
+        "INSERT INTO run_events (run_id, seq, at, type, attempt, data, actor) \
+         SELECT $1, 100 + i, 0, 'log', 1, '{\"message\":\"x\"}', NULL \
+         FROM generate_series(1, 1200) AS i",
+    );
+    if app.db_url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
+        sqlx::query(sqlite)
+            .bind(&id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+        sqlx::query(postgres)
+            .bind(&id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let first: Value = app.get_json(&format!("/v1/runs/{id}/events")).await;
+    // more than one page of them
+    assert!(first["next_after"].is_i64(), "{}", first["next_after"]);
+    let streamed = read_stream(&app, &id, None).await;
+    assert!(streamed.len() > 1200, "{}", streamed.len());
+    assert_eq!(streamed.last().unwrap().id, 1300);
+    assert_eq!(streamed.last().unwrap().name, "log");
+}

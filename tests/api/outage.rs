@@ -413,7 +413,8 @@ async fn a_commit_cut_short_answers_outcome_unknown_and_a_retry_with_the_key_fin
         .await
         .unwrap();
     let (port, cuts) = commit_cutting_proxy(pg.port()).await;
-    let db = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    // (no TLS: the proxy reads the protocol)
+    let db = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
     // an API process alone: no worker runs the run, so the test sees it as stored
     let agentq = Agentq::start_role("api", &db, &[]).await;
     let client = reqwest::Client::new();
@@ -441,6 +442,8 @@ async fn a_commit_cut_short_answers_outcome_unknown_and_a_retry_with_the_key_fin
         let r = post().await.unwrap();
         match r.status().as_u16() {
             200 => Ok(r.json::<Value>().await.unwrap()),
+            // made now: the cut commit was not applied after all
+            202 => panic!("the retry created the run: {}", r.text().await.unwrap()),
             s => Err(format!("{s}: {}", r.text().await.unwrap())),
         }
     })

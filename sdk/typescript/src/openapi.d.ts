@@ -1049,7 +1049,7 @@ export interface components {
             /**
              * Format: int64
              * @description More events follow: pass this as `after` for the next page (the last event's
-             *     `seq`); absent on the last page.
+             *     `seq`); null on the last page.
              */
             next_after?: number | null;
         };

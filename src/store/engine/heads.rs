@@ -22,6 +22,7 @@ const CHUNK: usize = 500;
 pub(super) async fn watch(pool: sqlx::Pool<Db>, hub: Arc<EventHub>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_warned = None;
     loop {
         tick.tick().await;
         if !hub.is_followed() {
@@ -38,8 +39,13 @@ pub(super) async fn watch(pool: sqlx::Pool<Db>, hub: Arc<EventHub>) {
             {
                 Ok(rows) => rows,
                 Err(e) => {
-                    // the streams wait; the next tick tries again
-                    tracing::debug!(error = %e, "reading the followed runs' newest events failed");
+                    // the streams wait; the next tick tries again (said once a minute at most)
+                    if last_warned
+                        .is_none_or(|at: std::time::Instant| at.elapsed() > Duration::from_secs(60))
+                    {
+                        tracing::warn!(error = %e, "reading the followed runs' newest events failed; live streams of other processes' events wait");
+                        last_warned = Some(std::time::Instant::now());
+                    }
                     break;
                 }
             };

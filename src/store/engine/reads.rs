@@ -283,25 +283,29 @@ impl Engine {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
-        // one more than the limit says whether more follow
-        let rows: Vec<EventRow> = sqlx::query_as(sql::LIST_EVENTS)
-            .bind(&id)
-            .bind(after)
-            .bind(i64::from(bounds.limit).saturating_add(1))
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let mut more = rows.len() > bounds.limit as usize;
-        let mut bytes = 0usize;
-        let mut events = Vec::with_capacity(rows.len().min(bounds.limit as usize));
-        for row in rows.into_iter().take(bounds.limit as usize) {
-            bytes = bytes.saturating_add(row.data_len());
-            if bytes > bounds.bytes && !events.is_empty() {
-                more = true;
-                break;
+        // one more than the limit says whether more follow; read row by row, so a page that
+        // reaches its bytes stops decoding there
+        let mut more = false;
+        let mut events = Vec::new();
+        {
+            let mut rows = sqlx::query_as::<_, EventRow>(sql::LIST_EVENTS)
+                .bind(&id)
+                .bind(after)
+                .bind(i64::from(bounds.limit).saturating_add(1))
+                .fetch(&mut *tx);
+            let mut bytes = 0usize;
+            while let Some(row) = rows.try_next().await? {
+                bytes = bytes.saturating_add(row.data_len());
+                if events.len() == bounds.limit as usize
+                    || (bytes > bounds.bytes && !events.is_empty())
+                {
+                    more = true;
+                    break;
+                }
+                events.push(RunEvent::try_from(row)?);
             }
-            events.push(RunEvent::try_from(row)?);
         }
+        tx.commit().await?;
         Ok(EventPage { events, more })
     }
 

@@ -245,10 +245,7 @@ pub(super) async fn apply_in_tx(
         Ok(()) => sqlx::query("COMMIT")
             .execute(&mut *batch.conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Unavailable(reason) => StoreError::Uncertain(reason),
-                other => other,
-            }),
+            .map_err(StoreError::from_commit),
         Err(e) => Err(e),
     };
     match committed {

@@ -2,10 +2,12 @@
 //! `progress` event. Fenced; an attempt's reports in one batch are coalesced to the last
 //! (see `batch::attempt_reports`, the step that applies them with logs and checkpoints).
 //!
-//! A run keeps its last [`KEEP_PROGRESS`] progress events: every [`PRUNE_EVERY`] events
-//! the older ones are deleted (the run's other events all stay; seqs then have gaps, which
-//! readers resuming `after` a seq do not mind), so an agent that reports progress in a
-//! tight loop cannot grow its run's events without bound.
+//! A run keeps its last [`KEEP_PROGRESS`] progress events: when a progress report or a log
+//! line is the run's 50th, 100th, … event ([`PRUNE_EVERY`]), the older progress events are
+//! deleted (the run's other events all stay; seqs then have gaps, which readers resuming
+//! `after` a seq do not mind). Both step the seq by one, so an agent that reports progress
+//! and logs in a tight loop cannot grow its run's events without bound (stream parts,
+//! which come many at once, can step over a multiple).
 
 use serde_json::json;
 
@@ -35,13 +37,6 @@ impl AttemptProgress {
         let data = json!({ "percent": progress.percent, "message": progress.message });
         let seq = fenced_touch(b, fence, Some(progress)).await?;
         if let Some(seq) = seq {
-            if seq % PRUNE_EVERY == 0 {
-                sqlx::query(sql::PRUNE_PROGRESS)
-                    .bind(fence.run_id.to_string())
-                    .bind(KEEP_PROGRESS)
-                    .execute(&mut *b.conn)
-                    .await?;
-            }
             b.event(
                 fence.run_id.to_string(),
                 seq,
@@ -71,5 +66,12 @@ pub(super) async fn fenced_touch(
         .bind(progress.is_some())
         .fetch_optional(&mut *b.conn)
         .await?;
+    if seq.is_some_and(|seq| seq % PRUNE_EVERY == 0) {
+        sqlx::query(sql::PRUNE_PROGRESS)
+            .bind(fence.run_id.to_string())
+            .bind(KEEP_PROGRESS)
+            .execute(&mut *b.conn)
+            .await?;
+    }
     Ok(seq)
 }
