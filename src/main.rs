@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-/// mimalloc rather than the system's malloc: measured by `scripts/bench-edges.sh`, glibc's
-/// kept the memory of a burst of large bodies (743 MiB five seconds after 100 POSTs of
-/// 80,000 keys), mimalloc gave most of it back (196 MiB).
+/// mimalloc rather than the system's malloc: measured by `scripts/bench-edges.sh` (3 passes
+/// each, 2026-12-06), glibc's kept the memory of a burst of large bodies (a median of 709
+/// MiB five seconds after 100 POSTs of 80,000 keys), mimalloc gave most of it back (a
+/// median of 217 MiB, one pass 607).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
