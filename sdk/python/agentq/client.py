@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,18 +98,32 @@ class Client:
     async def events(self, run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """The run's events, from the start (or after seq ``after``), then live as they
         happen; ends after the run's last event. Reconnects where it left off when the
-        stream breaks."""
+        stream breaks, and while the server is busy (``503``, as when it serves as many
+        streams as it may: ``too_many_streams``) tries again with backoff for up to
+        ``retry_for`` seconds."""
         last = after
+        busy_since: float | None = None
+        wait = 0.25
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 async for event in self._follow(run_id, last):
+                    busy_since, wait = None, 0.25
                     last = event["seq"]
                     yield event
                 return
-            except (AgentqError, asyncio.CancelledError):
+            except AgentqError as e:
+                if e.status != 503:
+                    raise
+                busy_since = busy_since if busy_since is not None else loop.time()
+                if loop.time() - busy_since > self._http.retry_for:
+                    raise
+            except asyncio.CancelledError:
                 raise
             except Exception:  # the stream broke: resume after the last event seen
-                await asyncio.sleep(0.25)
+                pass
+            await asyncio.sleep(wait + random.random() * wait)
+            wait = min(wait * 2, 5.0)
 
     async def _follow(self, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
         headers = {"accept": "text/event-stream", "last-event-id": str(after)}

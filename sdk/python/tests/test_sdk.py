@@ -322,6 +322,30 @@ class StreamTest(ServerTest):
         self.assertIn("100 bytes", refused[0])
 
 
+class StreamCapTest(ServerTest):
+    args = ("--max-streams", "1")
+
+    async def test_events_waits_while_the_server_serves_as_many_streams_as_it_may(self) -> None:
+        # the one stream the server may serve: a run waiting for a signal
+        waiting = await self.client.create("echo", {"value": "a", "wait_for": ["go"]})
+
+        async def kinds(run_id: str) -> list[str]:
+            return [e["type"] async for e in self.client.events(run_id)]
+
+        first = asyncio.create_task(kinds(waiting["id"]))
+        done = await self.client.create("echo", {"value": "b"})
+        await self.client.wait(done["id"])
+        # refused (503 too_many_streams) until the first stream ends
+        second = asyncio.create_task(kinds(done["id"]))
+        await asyncio.sleep(1.0)
+        self.assertFalse(second.done())
+        await self.client.signal(waiting["id"], "go")
+        self.assertEqual((await asyncio.wait_for(first, 20))[-1], "succeeded")
+        followed = await asyncio.wait_for(second, 20)
+        self.assertEqual(followed[0], "created")
+        self.assertEqual(followed[-1], "succeeded")
+
+
 class TimeTest(unittest.TestCase):
     def test_server_times_parse_on_every_python(self) -> None:
         from agentq.worker import _parse_time

@@ -84,24 +84,36 @@ export class Client {
 
   /**
    * The run's events from the start (or after seq `after`), then live; ends after the run's
-   * last event. Reconnects where it left off when the stream breaks.
+   * last event. Reconnects where it left off when the stream breaks, and while the server
+   * is busy (`503`, as when it serves as many streams as it may: `too_many_streams`) it
+   * tries again with backoff for up to `retryForMs`.
    * @param {string} runId
    * @param {{after?: number}} [options]
    * @returns {AsyncGenerator<any>}
    */
   async *events(runId, options = {}) {
     let last = options.after ?? 0;
+    let busySince = null;
+    let wait = 250;
     for (;;) {
       let ended = false;
       try {
         for await (const event of this.#follow(runId, last)) {
+          busySince = null;
+          wait = 250;
           last = event.seq;
           yield event;
         }
         ended = true;
       } catch (e) {
-        if (/** @type {any} */ (e)?.name === "AgentqError") throw e;
-        await sleep(250);
+        const error = /** @type {any} */ (e);
+        if (error?.name === "AgentqError") {
+          if (error.status !== 503) throw e;
+          busySince ??= Date.now();
+          if (Date.now() - busySince > this.http.retryForMs) throw e;
+        }
+        await sleep(wait + Math.random() * wait);
+        wait = Math.min(wait * 2, 5000);
       }
       if (ended) return;
     }

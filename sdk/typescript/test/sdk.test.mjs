@@ -330,3 +330,29 @@ describe("worker processes", () => {
     assert.deepEqual((await client.get(run.id)).result, { attempt: 2 });
   });
 });
+
+test("events() waits while the server serves as many streams as it may, then follows", async (t) => {
+  const { client } = await setup(t, { args: ["--max-streams", "1"] });
+  // the one stream the server may serve: a run waiting for a signal
+  const waiting = await client.create("echo", { value: "a", wait_for: ["go"] });
+  const first = (async () => {
+    const kinds = [];
+    for await (const e of client.events(waiting.id)) kinds.push(e.type);
+    return kinds;
+  })();
+  const done = await client.create("echo", { value: "b" });
+  await client.wait(done.id);
+  // refused (503 too_many_streams) until the first stream ends
+  const second = (async () => {
+    const kinds = [];
+    for await (const e of client.events(done.id)) kinds.push(e.type);
+    return kinds;
+  })();
+  second.catch(() => {}); // (a refusal fails the test where it is awaited, below)
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await client.signal(waiting.id, "go");
+  assert.equal((await first).at(-1), "succeeded");
+  const kinds = await second;
+  assert.equal(kinds[0], "created");
+  assert.equal(kinds.at(-1), "succeeded");
+});
