@@ -78,6 +78,17 @@ fn unavailable_code(code: &str) -> bool {
 }
 
 impl StoreError {
+    /// A copy of an error that fails every write of a batch alike (the database away or
+    /// full, a commit of unknown outcome); `None` for an error of one write.
+    pub(crate) fn alike(&self) -> Option<Self> {
+        match self {
+            Self::Unavailable(r) => Some(Self::Unavailable(r.clone())),
+            Self::StorageFull(r) => Some(Self::StorageFull(r.clone())),
+            Self::Uncertain(r) => Some(Self::Uncertain(r.clone())),
+            _ => None,
+        }
+    }
+
     /// The error of a `COMMIT`: a connection that broke, or a server going away, leaves
     /// its outcome unknown ([`StoreError::Uncertain`]); an answer that says it failed (a
     /// busy SQLite, a conflict) means it was not applied.

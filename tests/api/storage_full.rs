@@ -63,19 +63,7 @@ async fn a_full_storage_refuses_writes_with_503_storage_full_and_recovers_when_s
     let storage = ready["checks"]["storage"].as_str().unwrap_or_default();
     assert!(storage.starts_with("full"), "{ready}");
     assert_eq!(ready["checks"]["database"], "ok", "reads go on: {ready}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.lines().any(|l| l == "agentq_storage_full 1"),
-        "{metrics}"
-    );
+    assert_storage_full(&app, 1).await;
     // every accepted run is stored
     for id in &accepted {
         let run = app.get_run(id).await;
@@ -135,18 +123,22 @@ async fn a_full_storage_refuses_writes_with_503_storage_full_and_recovers_when_s
         },
     )
     .await;
+    assert_storage_full(&app, 0).await;
+    app.shutdown().await;
+}
+
+/// The metrics page shows `agentq_storage_full` at `value`.
+async fn assert_storage_full(app: &TestApp, value: u8) {
+    let url = app.url("/metrics");
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(url)
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.lines().any(|l| l == "agentq_storage_full 0"),
-        "{metrics}"
-    );
-    app.shutdown().await;
+    let line = format!("agentq_storage_full {value}");
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
 }

@@ -274,22 +274,11 @@ impl Writer {
             // a busy or unreachable database fails every request alike: each gets the
             // error, so each caller can retry (a missing answer would reach it as
             // `Closed`, which callers rightly do not retry)
-            Err(StoreError::Unavailable(reason)) => {
+            // and so do a full disk and a commit that may have been applied (never applied
+            // again one by one: each caller hears that its write may have been stored)
+            Err(e) if e.alike().is_some() => {
                 for request in requests.iter_mut() {
-                    request.fail(StoreError::Unavailable(reason.clone()));
-                }
-            }
-            // a full disk fails every write alike (and is reported until a commit succeeds)
-            Err(StoreError::StorageFull(reason)) => {
-                for request in requests.iter_mut() {
-                    request.fail(StoreError::StorageFull(reason.clone()));
-                }
-            }
-            // a commit that may have been applied is never applied again one by one: each
-            // caller hears that its write may have been stored
-            Err(StoreError::Uncertain(reason)) => {
-                for request in requests.iter_mut() {
-                    request.fail(StoreError::Uncertain(reason.clone()));
+                    request.fail(e.alike().expect("checked above"));
                 }
             }
             // one write may spoil the batch: each is applied on its own
